@@ -1,0 +1,104 @@
+//! `baal-cli`: the operator's tool. Lists and deletes agents, shows users and usage, generates
+//! keys, checks the setup, runs migrations, signs Aleph messages for inspection, and runs
+//! `console`, a terminal front-end over the platform.
+
+mod agents;
+mod aleph;
+mod console;
+mod doctor;
+mod users;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Operate a Baal platform.
+#[derive(Debug, Parser)]
+#[command(name = "baal-cli", version, about, long_about = None)]
+struct Cli {
+    /// Database URL (SQLite `sqlite://baal.db?mode=rwc` or `postgres://…`). Defaults to
+    /// DATABASE_URL, then to ./baal.db.
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List, show and delete agents.
+    #[command(subcommand)]
+    Agents(agents::AgentsCommand),
+    /// List users.
+    #[command(subcommand)]
+    Users(users::UsersCommand),
+    /// Print a fresh BOT_ENCRYPTION_KEY.
+    Keygen,
+    /// Run database migrations (they also run whenever Baal opens the database).
+    Migrate,
+    /// Check the settings and the database and say what is missing and how to fix it.
+    Doctor,
+    /// Aleph Cloud: inspect signed messages and the operator's account.
+    #[command(subcommand)]
+    Aleph(aleph::AlephCommand),
+    /// Run Baal in this terminal: one local user, commands with `/`, buttons with `!press`.
+    Console(console::ConsoleArgs),
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = load_settings(cli.database_url)?;
+    match cli.command {
+        Command::Agents(command) => agents::run(&settings, command).await,
+        Command::Users(command) => users::run(&settings, command).await,
+        Command::Keygen => {
+            let key = baal_core::secrets::generate_key()?;
+            // The one place a secret is printed on purpose: the operator asked for a new key.
+            println!("{}", secrecy::ExposeSecret::expose_secret(&key));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => doctor::migrate(&settings).await,
+        Command::Doctor => doctor::run(&settings).await,
+        Command::Aleph(command) => aleph::run(&settings, command).await,
+        Command::Console(args) => console::run(settings, args).await,
+    }
+}
+
+/// Settings from `.env` and the environment, with `--database-url` taking precedence.
+fn load_settings(database_url: Option<String>) -> anyhow::Result<baal_core::config::Settings> {
+    let _ = dotenvy::dotenv();
+    let mut vars: Vec<(String, String)> = std::env::vars().collect();
+    if let Some(url) = database_url {
+        vars.push(("DATABASE_URL".into(), url));
+    }
+    Ok(baal_core::config::Settings::from_vars(vars)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,452 @@
+//! Settings from the environment and `.env`.
+//!
+//! Every name the Python Baal uses keeps its name. Reading never fails on a *missing* optional
+//! setting: each front-end asks for what it needs ([`Settings::require_telegram`], …) and gets an
+//! error that names the variable and says how to fix it. A *malformed* value (a port that is not a
+//! number) fails at load time, naming the variable.
+//!
+//! Written by hand rather than with figment: the rules are per-variable (several formats for one
+//! key, lists, defaults that depend on other settings) and the error texts must name the exact
+//! variable, which a generic deserialiser words poorly.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+
+use crate::domain::UserId;
+
+/// A setting is missing or malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {problem}. {fix}")]
+#[non_exhaustive]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+    /// What to do.
+    pub fix: String,
+}
+
+impl ConfigError {
+    fn missing(variable: &'static str, fix: &str) -> Self {
+        ConfigError {
+            variable,
+            problem: "not set".into(),
+            fix: format!("{fix} (set it in the environment or in .env; see .env.example)"),
+        }
+    }
+
+    fn malformed(variable: &'static str, problem: impl Into<String>, fix: &str) -> Self {
+        ConfigError { variable, problem: problem.into(), fix: fix.into() }
+    }
+}
+
+/// Where agents run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeployerKind {
+    /// Child processes of this machine (no `ALEPH_PRIVATE_KEY`).
+    Local,
+    /// Aleph Cloud VMs.
+    Aleph,
+}
+
+/// Every setting of the bot, the CLI and the deployers. `Debug` redacts secrets.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Settings {
+    /// `TELEGRAM_BOT_TOKEN` (BotFather).
+    pub telegram_bot_token: Option<SecretString>,
+    /// `TELEGRAM_API_ID` (my.telegram.org).
+    pub telegram_api_id: Option<i32>,
+    /// `TELEGRAM_API_HASH` (my.telegram.org).
+    pub telegram_api_hash: Option<SecretString>,
+    /// `BOT_USERNAME`: the bot's @name for share links; the Telegram front-end learns it itself.
+    pub bot_username: Option<String>,
+    /// `LIBERTAI_API_KEY`: the operator's key, used for users who have not logged in.
+    pub libertai_api_key: Option<SecretString>,
+    /// `LIBERTAI_API_BASE_URL`.
+    pub libertai_api_base_url: String,
+    /// `ALEPH_PRIVATE_KEY`: hex secp256k1 key that pays for and signs VMs. Selects the Aleph deployer.
+    pub aleph_private_key: Option<SecretString>,
+    /// `ALEPH_SSH_PUBKEY`: public key put into every VM.
+    pub aleph_ssh_pubkey: Option<String>,
+    /// `ALEPH_SSH_PRIVKEY_PATH`: the matching private key file.
+    pub aleph_ssh_privkey_path: PathBuf,
+    /// `ALEPH_API_URL`: message API, balance and status.
+    pub aleph_api_url: String,
+    /// `ALEPH_CRN_LIST_URL`.
+    pub aleph_crn_list_url: String,
+    /// `ALEPH_DOMAIN_GATEWAY_URL`: 2n6.me lookups.
+    pub aleph_domain_gateway_url: String,
+    /// `ALEPH_CHANNEL`.
+    pub aleph_channel: String,
+    /// `BOT_ENCRYPTION_KEY`: 32 bytes (base64 or hex) sealing secrets at rest.
+    pub bot_encryption_key: Option<SecretString>,
+    /// `DATABASE_URL`; SQLite `./baal.db` by default.
+    pub database_url: String,
+    /// `FREE_TIER_DAILY_MESSAGES`.
+    pub free_tier_daily_messages: u32,
+    /// `MAX_AGENTS_PER_USER`.
+    pub max_agents_per_user: u32,
+    /// `ADMIN_USER_IDS`: comma-separated Telegram ids allowed fleet-wide views (`/pool`).
+    pub admin_user_ids: Vec<UserId>,
+    /// `POOL_ENABLED`.
+    pub pool_enabled: bool,
+    /// `POOL_MIN_SIZE`.
+    pub pool_min_size: u32,
+    /// `POOL_MAX_SIZE`.
+    pub pool_max_size: u32,
+    /// `POOL_REPLENISH_INTERVAL` (seconds).
+    pub pool_replenish_interval_secs: u64,
+    /// `POOL_MAX_AGE_HOURS`.
+    pub pool_max_age_hours: u64,
+    /// `BAAL_DATA_DIR`: local agents' workspaces and databases.
+    pub data_dir: PathBuf,
+    /// `BAAL_AGENT_BIN`: the `baal-agent` binary to run or ship.
+    pub agent_bin: Option<PathBuf>,
+    /// `BRAVE_API_KEY`: handed to agents so `web_search` works.
+    pub brave_api_key: Option<SecretString>,
+}
+
+/// The SQLite database used when `DATABASE_URL` is unset.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://baal.db?mode=rwc";
+/// LibertAI's public API.
+pub const DEFAULT_LIBERTAI_API_BASE_URL: &str = "https://api.libertai.io/v1";
+
+impl Settings {
+    /// Loads `.env` (if present; it never overrides the real environment), then the environment.
+    pub fn load() -> Result<Settings, ConfigError> {
+        let _ = dotenvy::dotenv();
+        Settings::from_vars(std::env::vars())
+    }
+
+    /// Reads settings from explicit variables (tests, embedders). Empty values count as unset.
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Settings, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let env: HashMap<String, String> =
+            vars.into_iter().map(|(k, v)| (k.into(), v.into())).filter(|(_, v)| !v.trim().is_empty()).collect();
+        let text = |name: &str| env.get(name).map(|v| v.trim().to_owned());
+        let secret = |name: &str| env.get(name).map(|v| SecretString::from(v.trim().to_owned()));
+
+        let settings = Settings {
+            telegram_bot_token: secret("TELEGRAM_BOT_TOKEN"),
+            telegram_api_id: parse_number(&env, "TELEGRAM_API_ID", "a number from my.telegram.org")?,
+            telegram_api_hash: secret("TELEGRAM_API_HASH"),
+            bot_username: text("BOT_USERNAME").map(|u| u.trim_start_matches('@').to_owned()),
+            libertai_api_key: secret("LIBERTAI_API_KEY"),
+            libertai_api_base_url: url_or(&env, "LIBERTAI_API_BASE_URL", DEFAULT_LIBERTAI_API_BASE_URL)?,
+            aleph_private_key: secret("ALEPH_PRIVATE_KEY"),
+            aleph_ssh_pubkey: text("ALEPH_SSH_PUBKEY"),
+            aleph_ssh_privkey_path: text("ALEPH_SSH_PRIVKEY_PATH")
+                .map(|p| expand_home(&p))
+                .unwrap_or_else(|| expand_home("~/.ssh/id_ed25519")),
+            aleph_api_url: url_or(&env, "ALEPH_API_URL", "https://api2.aleph.im")?,
+            aleph_crn_list_url: url_or(&env, "ALEPH_CRN_LIST_URL", "https://crns-list.aleph.sh/crns.json")?,
+            aleph_domain_gateway_url: url_or(&env, "ALEPH_DOMAIN_GATEWAY_URL", "https://api.2n6.me")?,
+            aleph_channel: text("ALEPH_CHANNEL").unwrap_or_else(|| "BAAL".into()),
+            bot_encryption_key: secret("BOT_ENCRYPTION_KEY"),
+            database_url: text("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
+            free_tier_daily_messages: parse_number(&env, "FREE_TIER_DAILY_MESSAGES", "a whole number of messages")?
+                .unwrap_or(50),
+            max_agents_per_user: parse_number(&env, "MAX_AGENTS_PER_USER", "a whole number of agents")?.unwrap_or(3),
+            admin_user_ids: parse_ids(&env, "ADMIN_USER_IDS")?,
+            pool_enabled: parse_bool(&env, "POOL_ENABLED")?.unwrap_or(true),
+            pool_min_size: parse_number(&env, "POOL_MIN_SIZE", "a whole number of VMs")?.unwrap_or(5),
+            pool_max_size: parse_number(&env, "POOL_MAX_SIZE", "a whole number of VMs")?.unwrap_or(10),
+            pool_replenish_interval_secs: parse_number(&env, "POOL_REPLENISH_INTERVAL", "a number of seconds")?
+                .unwrap_or(30),
+            pool_max_age_hours: parse_number(&env, "POOL_MAX_AGE_HOURS", "a number of hours")?.unwrap_or(24),
+            data_dir: text("BAAL_DATA_DIR").map_or_else(|| PathBuf::from("baal-data"), |p| expand_home(&p)),
+            agent_bin: text("BAAL_AGENT_BIN").map(|p| expand_home(&p)),
+            brave_api_key: secret("BRAVE_API_KEY"),
+        };
+        if settings.pool_min_size > settings.pool_max_size {
+            return Err(ConfigError::malformed(
+                "POOL_MIN_SIZE",
+                format!("{} is larger than POOL_MAX_SIZE ({})", settings.pool_min_size, settings.pool_max_size),
+                "lower POOL_MIN_SIZE or raise POOL_MAX_SIZE",
+            ));
+        }
+        Ok(settings)
+    }
+
+    /// The deployer these settings select: Aleph when `ALEPH_PRIVATE_KEY` is set, else local.
+    pub fn deployer_kind(&self) -> DeployerKind {
+        if self.aleph_private_key.is_some() { DeployerKind::Aleph } else { DeployerKind::Local }
+    }
+
+    /// Whether `user` may see fleet-wide views.
+    pub fn is_admin(&self, user: UserId) -> bool {
+        self.admin_user_ids.contains(&user)
+    }
+
+    /// The three settings the Telegram front-end cannot start without.
+    pub fn require_telegram(&self) -> Result<(i32, &SecretString, &SecretString), ConfigError> {
+        let token = self.telegram_bot_token.as_ref().ok_or_else(|| {
+            ConfigError::missing("TELEGRAM_BOT_TOKEN", "create a bot with @BotFather and paste its token")
+        })?;
+        let api_id = self.telegram_api_id.ok_or_else(|| {
+            ConfigError::missing("TELEGRAM_API_ID", "get an api_id at https://my.telegram.org → API development tools")
+        })?;
+        let api_hash = self.telegram_api_hash.as_ref().ok_or_else(|| {
+            ConfigError::missing(
+                "TELEGRAM_API_HASH",
+                "get an api_hash at https://my.telegram.org → API development tools",
+            )
+        })?;
+        Ok((api_id, api_hash, token))
+    }
+
+    /// The key that seals secrets at rest.
+    pub fn require_encryption_key(&self) -> Result<&SecretString, ConfigError> {
+        self.bot_encryption_key
+            .as_ref()
+            .ok_or_else(|| ConfigError::missing("BOT_ENCRYPTION_KEY", "generate one with `baal-cli keygen`"))
+    }
+
+    /// What the Aleph deployer needs.
+    pub fn require_aleph(&self) -> Result<(&SecretString, &str), ConfigError> {
+        let key = self.aleph_private_key.as_ref().ok_or_else(|| {
+            ConfigError::missing("ALEPH_PRIVATE_KEY", "set the hex private key of the wallet that pays for VMs")
+        })?;
+        let ssh = self.aleph_ssh_pubkey.as_deref().ok_or_else(|| {
+            ConfigError::missing("ALEPH_SSH_PUBKEY", "set the OpenSSH public key (ssh-ed25519 AAAA…) put on every VM")
+        })?;
+        Ok((key, ssh))
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn set(secret: &Option<SecretString>) -> &'static str {
+            if secret.is_some() { "[REDACTED]" } else { "unset" }
+        }
+        f.debug_struct("Settings")
+            .field("telegram_bot_token", &set(&self.telegram_bot_token))
+            .field("telegram_api_id", &self.telegram_api_id)
+            .field("telegram_api_hash", &set(&self.telegram_api_hash))
+            .field("bot_username", &self.bot_username)
+            .field("libertai_api_key", &set(&self.libertai_api_key))
+            .field("libertai_api_base_url", &self.libertai_api_base_url)
+            .field("aleph_private_key", &set(&self.aleph_private_key))
+            .field("aleph_ssh_pubkey", &self.aleph_ssh_pubkey)
+            .field("aleph_ssh_privkey_path", &self.aleph_ssh_privkey_path)
+            .field("aleph_api_url", &self.aleph_api_url)
+            .field("aleph_crn_list_url", &self.aleph_crn_list_url)
+            .field("aleph_domain_gateway_url", &self.aleph_domain_gateway_url)
+            .field("aleph_channel", &self.aleph_channel)
+            .field("bot_encryption_key", &set(&self.bot_encryption_key))
+            .field("database_url", &redact_url_password(&self.database_url))
+            .field("free_tier_daily_messages", &self.free_tier_daily_messages)
+            .field("max_agents_per_user", &self.max_agents_per_user)
+            .field("admin_user_ids", &self.admin_user_ids)
+            .field("pool_enabled", &self.pool_enabled)
+            .field("pool_min_size", &self.pool_min_size)
+            .field("pool_max_size", &self.pool_max_size)
+            .field("pool_replenish_interval_secs", &self.pool_replenish_interval_secs)
+            .field("pool_max_age_hours", &self.pool_max_age_hours)
+            .field("data_dir", &self.data_dir)
+            .field("agent_bin", &self.agent_bin)
+            .field("brave_api_key", &set(&self.brave_api_key))
+            .finish()
+    }
+}
+
+impl fmt::Display for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self:#?}")
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for logs and `doctor`.
+pub fn redact_url_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => {
+            format!("{}://{}:***{}", &url[..scheme_end], &authority[..colon], &rest[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(
+    env: &HashMap<String, String>,
+    name: &'static str,
+    expected: &str,
+) -> Result<Option<T>, ConfigError> {
+    env.get(name)
+        .map(|raw| {
+            raw.trim().parse::<T>().map_err(|_| {
+                ConfigError::malformed(
+                    name,
+                    format!("{:?} is not {expected}", raw.trim()),
+                    &format!("set {name} to {expected}"),
+                )
+            })
+        })
+        .transpose()
+}
+
+fn parse_bool(env: &HashMap<String, String>, name: &'static str) -> Result<Option<bool>, ConfigError> {
+    env.get(name)
+        .map(|raw| match raw.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            other => Err(ConfigError::malformed(
+                name,
+                format!("{other:?} is not true or false"),
+                &format!("set {name} to true or false"),
+            )),
+        })
+        .transpose()
+}
+
+fn parse_ids(env: &HashMap<String, String>, name: &'static str) -> Result<Vec<UserId>, ConfigError> {
+    let Some(raw) = env.get(name) else {
+        return Ok(Vec::new());
+    };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<UserId>().map_err(|_| {
+                ConfigError::malformed(
+                    name,
+                    format!("{s:?} is not a Telegram user id"),
+                    "list numeric Telegram user ids separated by commas, e.g. 12345,67890",
+                )
+            })
+        })
+        .collect()
+}
+
+fn url_or(env: &HashMap<String, String>, name: &'static str, default: &str) -> Result<String, ConfigError> {
+    let url = env.get(name).map_or(default, |v| v.trim());
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(ConfigError::malformed(
+            name,
+            format!("{url:?} is not an http(s) URL"),
+            &format!("set {name} to a URL such as {default}"),
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(s.free_tier_daily_messages, 50);
+        assert_eq!(s.max_agents_per_user, 3);
+        assert_eq!(s.libertai_api_base_url, DEFAULT_LIBERTAI_API_BASE_URL);
+        assert_eq!(s.aleph_channel, "BAAL");
+        assert_eq!(s.deployer_kind(), DeployerKind::Local);
+        assert!(s.admin_user_ids.is_empty());
+    }
+
+    #[test]
+    fn missing_required_settings_name_the_variable() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.require_telegram().unwrap_err().variable, "TELEGRAM_BOT_TOKEN");
+        let s = settings(&[("TELEGRAM_BOT_TOKEN", "1:AA")]).unwrap();
+        assert_eq!(s.require_telegram().unwrap_err().variable, "TELEGRAM_API_ID");
+        let s = settings(&[("TELEGRAM_BOT_TOKEN", "1:AA"), ("TELEGRAM_API_ID", "5")]).unwrap();
+        let err = s.require_telegram().unwrap_err();
+        assert_eq!(err.variable, "TELEGRAM_API_HASH");
+        assert!(err.to_string().starts_with("TELEGRAM_API_HASH: not set."));
+        assert_eq!(s.require_encryption_key().unwrap_err().variable, "BOT_ENCRYPTION_KEY");
+        assert_eq!(s.require_aleph().unwrap_err().variable, "ALEPH_PRIVATE_KEY");
+    }
+
+    #[test]
+    fn malformed_settings_name_the_variable() {
+        for (name, value) in [
+            ("TELEGRAM_API_ID", "abc"),
+            ("FREE_TIER_DAILY_MESSAGES", "-1"),
+            ("MAX_AGENTS_PER_USER", "three"),
+            ("ADMIN_USER_IDS", "12,bob"),
+            ("POOL_ENABLED", "maybe"),
+            ("LIBERTAI_API_BASE_URL", "api.libertai.io"),
+            ("POOL_REPLENISH_INTERVAL", "1.5"),
+        ] {
+            let err = settings(&[(name, value)]).unwrap_err();
+            assert_eq!(err.variable, name, "{err}");
+            assert!(err.to_string().starts_with(name));
+        }
+        let err = settings(&[("POOL_MIN_SIZE", "11")]).unwrap_err();
+        assert_eq!(err.variable, "POOL_MIN_SIZE");
+    }
+
+    #[test]
+    fn values_are_parsed() {
+        let s = settings(&[
+            ("ADMIN_USER_IDS", " 1, 2 ,3"),
+            ("DATABASE_URL", "postgres://u:p@127.0.0.1/test"),
+            ("ALEPH_PRIVATE_KEY", "0xabc"),
+            ("LIBERTAI_API_BASE_URL", "http://127.0.0.1:9/v1/"),
+            ("BOT_USERNAME", "@baal_bot"),
+            ("POOL_ENABLED", "no"),
+        ])
+        .unwrap();
+        assert_eq!(s.admin_user_ids, vec![1, 2, 3]);
+        assert!(s.is_admin(2) && !s.is_admin(4));
+        assert_eq!(s.deployer_kind(), DeployerKind::Aleph);
+        assert_eq!(s.libertai_api_base_url, "http://127.0.0.1:9/v1");
+        assert_eq!(s.bot_username.as_deref(), Some("baal_bot"));
+        assert!(!s.pool_enabled);
+    }
+
+    #[test]
+    fn no_secret_appears_in_debug_or_display() {
+        let secrets = [
+            ("TELEGRAM_BOT_TOKEN", "123456:SECRET-bot-token"),
+            ("TELEGRAM_API_HASH", "SECRET-api-hash"),
+            ("LIBERTAI_API_KEY", "SECRET-libertai"),
+            ("ALEPH_PRIVATE_KEY", "SECRET-aleph-key"),
+            ("BOT_ENCRYPTION_KEY", "SECRET-encryption"),
+            ("BRAVE_API_KEY", "SECRET-brave"),
+            ("DATABASE_URL", "postgres://baal:SECRET-db-password@127.0.0.1/baal"),
+        ];
+        let s = settings(&secrets).unwrap();
+        let shown = format!("{s:?}\n{s}\n{s:#?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("postgres://baal:***@127.0.0.1/baal"));
+        assert_eq!(s.libertai_api_key.unwrap().expose_secret(), "SECRET-libertai");
+    }
+
+    #[test]
+    fn redacts_only_passwords() {
+        assert_eq!(redact_url_password("sqlite://baal.db?mode=rwc"), "sqlite://baal.db?mode=rwc");
+        assert_eq!(redact_url_password("postgres://u@h/d"), "postgres://u@h/d");
+        assert_eq!(redact_url_password("postgres://u:p@h:5432/d"), "postgres://u:***@h:5432/d");
+    }
+}

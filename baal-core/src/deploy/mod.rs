@@ -1,0 +1,191 @@
+//! Where agents run. A [`Deployer`] turns an [`AgentSpec`] into a running `baal-agent` and tears
+//! it down again; the platform drives it and persists everything it reports.
+//!
+//! Implementations: `local` (child processes of this machine; the embedded default) and `aleph`
+//! (Aleph Cloud VMs). Embedders can bring their own.
+//!
+//! Invariants:
+//! - a deployer reports every fact through [`DeployReporter::facts`] as soon as it is known (the
+//!   instance hash before any step that could fail), and the platform stores it before the
+//!   deployer goes on, so a crash never forgets a VM;
+//! - [`Deployer::destroy`] works from the stored facts alone, for an agent in any state;
+//! - a redeploy restarts the agent and leaves it healthy, or reports failure (and, where the
+//!   deployer can, rolls back to what ran before).
+
+use std::fmt;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+
+use crate::domain::{AgentId, Deployment};
+
+/// One visible step of a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeployStep {
+    /// Stable key stored in the deployment history (`provision`, `ship`, …).
+    pub key: &'static str,
+    /// What the user sees ("Create the VM").
+    pub label: &'static str,
+}
+
+/// Everything a deployer needs to run one agent. Secrets stay wrapped.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct AgentSpec {
+    /// The agent.
+    pub agent_id: AgentId,
+    /// Display name.
+    pub name: String,
+    /// Instructions.
+    pub system_prompt: String,
+    /// Model id.
+    pub model: String,
+    /// The LibertAI key the agent will spend (the owner's, or the operator's for free tier).
+    pub libertai_api_key: SecretString,
+    /// The LibertAI base URL the agent calls.
+    pub libertai_api_base_url: String,
+    /// The bearer secret the agent will require.
+    pub agent_secret: SecretString,
+    /// The owner's chat id: heartbeat and subagent output go there only.
+    pub owner_chat_id: String,
+    /// Tools visitors may use.
+    pub visitor_tools: Vec<String>,
+    /// `BRAVE_API_KEY` for `web_search`, if the operator has one.
+    pub brave_api_key: Option<SecretString>,
+    /// What is already known about this agent's deployment (empty for a first deployment).
+    pub existing: Deployment,
+}
+
+impl AgentSpec {
+    /// A spec with no Brave key and no previous deployment.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        agent_id: AgentId,
+        name: impl Into<String>,
+        system_prompt: impl Into<String>,
+        model: impl Into<String>,
+        libertai_api_key: SecretString,
+        libertai_api_base_url: impl Into<String>,
+        agent_secret: SecretString,
+        owner_chat_id: impl Into<String>,
+    ) -> Self {
+        AgentSpec {
+            agent_id,
+            name: name.into(),
+            system_prompt: system_prompt.into(),
+            model: model.into(),
+            libertai_api_key,
+            libertai_api_base_url: libertai_api_base_url.into(),
+            agent_secret,
+            owner_chat_id: owner_chat_id.into(),
+            visitor_tools: crate::domain::DEFAULT_VISITOR_TOOLS.iter().map(|t| t.to_string()).collect(),
+            brave_api_key: None,
+            existing: Deployment::default(),
+        }
+    }
+}
+
+impl fmt::Debug for AgentSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentSpec")
+            .field("agent_id", &self.agent_id)
+            .field("name", &self.name)
+            .field("model", &self.model)
+            .field("owner_chat_id", &self.owner_chat_id)
+            .field("visitor_tools", &self.visitor_tools)
+            .field("existing", &self.existing)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A deployment failed. `Display` is fit for the user; `detail` is for logs and history (never a
+/// secret).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+#[non_exhaustive]
+pub struct DeployError {
+    /// The step that failed (a [`DeployStep::key`]), or `deploy`.
+    pub step: &'static str,
+    /// What the user is told.
+    pub message: String,
+    /// What went wrong underneath.
+    pub detail: Option<String>,
+    /// Whether retrying later (`/repair`) may help.
+    pub retryable: bool,
+}
+
+impl DeployError {
+    /// An error at `step`.
+    pub fn new(step: &'static str, message: impl Into<String>) -> Self {
+        DeployError { step, message: message.into(), detail: None, retryable: true }
+    }
+
+    /// Adds the underlying cause.
+    pub fn with_detail(mut self, detail: impl fmt::Display) -> Self {
+        self.detail = Some(detail.to_string());
+        self
+    }
+
+    /// Marks the error as one that retrying will not fix.
+    pub fn permanent(mut self) -> Self {
+        self.retryable = false;
+        self
+    }
+}
+
+/// How a deployer tells the platform what is happening. The platform records each call in the
+/// `Store` before returning, and shows progress to the user.
+#[async_trait]
+pub trait DeployReporter: Send + Sync {
+    /// `step` is about to be taken.
+    async fn step_started(&self, step: DeployStep);
+    /// `step` completed.
+    async fn step_done(&self, step: DeployStep);
+    /// New facts are known; they are persisted before this returns. An error means they could
+    /// not be stored, and the deployer must stop (and clean up what it can).
+    async fn facts(&self, deployment: &Deployment) -> Result<(), DeployError>;
+}
+
+/// A reporter that records nothing (for tools that deploy outside the platform).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SilentReporter;
+
+#[async_trait]
+impl DeployReporter for SilentReporter {
+    async fn step_started(&self, _step: DeployStep) {}
+    async fn step_done(&self, _step: DeployStep) {}
+    async fn facts(&self, _deployment: &Deployment) -> Result<(), DeployError> {
+        Ok(())
+    }
+}
+
+/// Where agents run.
+#[async_trait]
+pub trait Deployer: Send + Sync {
+    /// A short name for logs and `doctor` (`local`, `aleph`).
+    fn name(&self) -> &'static str;
+
+    /// The steps a first deployment reports, in order (for progress bars).
+    fn steps(&self) -> &'static [DeployStep];
+
+    /// Deploys (or, with facts in `spec.existing`, resumes deploying) an agent, and returns the
+    /// final facts once the agent answers its health check.
+    async fn deploy(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Deployment, DeployError>;
+
+    /// Pushes new settings or code to a deployed agent, restarts it and checks its health.
+    async fn redeploy(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Deployment, DeployError>;
+
+    /// Stops the agent and releases everything it holds, from the stored facts alone.
+    async fn destroy(
+        &self,
+        agent_id: AgentId,
+        deployment: &Deployment,
+        reporter: &dyn DeployReporter,
+    ) -> Result<(), DeployError>;
+
+    /// Called once at platform start with the agents recorded as running, so a deployer whose
+    /// agents do not survive a restart (local processes) can bring them back.
+    async fn restore(&self, _running: &[AgentSpec]) -> Result<(), DeployError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,445 @@
+//! Plain data shared by every part of Baal: users, agents, usage, deployment history, pool VMs and
+//! the model catalog. Nothing here talks to the outside world.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A Telegram user id (also the id of the console's local user).
+pub type UserId = i64;
+
+/// The platform's id of an agent. Sequential and therefore guessable: it is shown to owners and
+/// operators, never used in share links (those use [`Agent::slug`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AgentId(pub i64);
+
+impl fmt::Display for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for AgentId {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.trim().trim_start_matches('#').parse().map(AgentId)
+    }
+}
+
+/// Where an agent is in its life. Transitions are decided by the platform, never by front-ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentStatus {
+    /// Created, no deployment started yet.
+    Pending,
+    /// A deployment job is running (or was running when the platform stopped).
+    Deploying,
+    /// Deployed and answering.
+    Running,
+    /// The last deployment failed; `/repair` can retry it.
+    Failed,
+    /// Stopped on purpose (deleted agents end here).
+    Stopped,
+}
+
+impl AgentStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [AgentStatus; 5] =
+        [AgentStatus::Pending, AgentStatus::Deploying, AgentStatus::Running, AgentStatus::Failed, AgentStatus::Stopped];
+
+    /// The stored and printed name (`pending`, `deploying`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Pending => "pending",
+            AgentStatus::Deploying => "deploying",
+            AgentStatus::Running => "running",
+            AgentStatus::Failed => "failed",
+            AgentStatus::Stopped => "stopped",
+        }
+    }
+}
+
+impl fmt::Display for AgentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A status name that is not one of [`AgentStatus::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown agent status {0:?}: use one of pending, deploying, running, failed, stopped")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for AgentStatus {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AgentStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+/// Whether the person talking to an agent owns it. Owners get every tool and the proactive
+/// (heartbeat, subagent) messages; visitors get only what the owner allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The user who created the agent.
+    Owner,
+    /// Anyone else who reached the agent through its share link.
+    Visitor,
+}
+
+/// A person who talks to Baal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct User {
+    /// Telegram user id.
+    pub id: UserId,
+    /// Telegram username, when Telegram told us one.
+    pub username: Option<String>,
+    /// The user's own LibertAI key, sealed with [`crate::secrets::SecretBox`]. `None`: free tier.
+    pub api_key_sealed: Option<Vec<u8>>,
+    /// Whether tool calls are shown in chat (`/verbose`).
+    pub show_tools: bool,
+    /// When the user first talked to Baal.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Facts about where and how an agent is deployed. Every field is optional because a deployment
+/// fills them in step by step, and each fact is stored as soon as it is known so that a crash
+/// never forgets a paid VM.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Deployment {
+    /// Aleph INSTANCE message hash (64 hex), or the local deployer's process key.
+    pub instance_hash: Option<String>,
+    /// The CRN that runs the instance (`https://host`, no trailing slash).
+    pub crn_url: Option<String>,
+    /// The agent's base URL, as the bot reaches it (`https://x.2n6.me`, `http://127.0.0.1:port`).
+    pub vm_url: Option<String>,
+    /// The host the deployer reaches over SSH (IPv4 of the CRN host for Aleph).
+    pub vm_host: Option<String>,
+    /// The SSH port mapped to the VM's port 22.
+    pub ssh_port: Option<u16>,
+    /// The VM's SSH host key (OpenSSH public key line), pinned at first contact.
+    pub ssh_host_key: Option<String>,
+}
+
+/// An agent as the platform knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Agent {
+    /// Sequential id (owner- and operator-facing).
+    pub id: AgentId,
+    /// The user who created it.
+    pub owner_id: UserId,
+    /// Display name, 1–64 characters.
+    pub name: String,
+    /// The owner's instructions ("personality").
+    pub system_prompt: String,
+    /// Model id from [`MODELS`].
+    pub model: String,
+    /// Lifecycle status.
+    pub status: AgentStatus,
+    /// Soft-deleted agents stay in the table for history but are invisible to users.
+    pub deleted: bool,
+    /// Where it runs.
+    pub deployment: Deployment,
+    /// The agent's bearer secret, sealed.
+    pub token_sealed: Option<Vec<u8>>,
+    /// Unguessable share-link slug: links are `t.me/<bot>?start=agent_<slug>`.
+    pub slug: String,
+    /// Tools a visitor may use (the owner always gets every tool).
+    pub visitor_tools: Vec<String>,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+    /// Last change of any field.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Agent {
+    /// Whether the agent counts against its owner's slot limit.
+    pub fn occupies_slot(&self) -> bool {
+        !self.deleted
+    }
+
+    /// The role `user` has when talking to this agent.
+    pub fn role_of(&self, user: UserId) -> Role {
+        if user == self.owner_id { Role::Owner } else { Role::Visitor }
+    }
+}
+
+/// What it takes to create an agent row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NewAgent {
+    /// Owner's user id (the user row must exist).
+    pub owner_id: UserId,
+    /// Display name.
+    pub name: String,
+    /// Instructions.
+    pub system_prompt: String,
+    /// Model id.
+    pub model: String,
+    /// Sealed bearer secret.
+    pub token_sealed: Option<Vec<u8>>,
+    /// Share-link slug (see [`new_slug`]).
+    pub slug: String,
+    /// Tools visitors may use.
+    pub visitor_tools: Vec<String>,
+}
+
+impl NewAgent {
+    /// A pending agent with a fresh slug and the default visitor tools.
+    pub fn new(
+        owner_id: UserId,
+        name: impl Into<String>,
+        system_prompt: impl Into<String>,
+        model: impl Into<String>,
+    ) -> Self {
+        NewAgent {
+            owner_id,
+            name: name.into(),
+            system_prompt: system_prompt.into(),
+            model: model.into(),
+            token_sealed: None,
+            slug: new_slug(),
+            visitor_tools: DEFAULT_VISITOR_TOOLS.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    /// Sets the sealed bearer secret.
+    pub fn with_token_sealed(mut self, sealed: Vec<u8>) -> Self {
+        self.token_sealed = Some(sealed);
+        self
+    }
+}
+
+/// Tools a visitor gets unless the owner says otherwise: none that touch the shell or files.
+pub const DEFAULT_VISITOR_TOOLS: &[&str] = &["web_fetch", "web_search"];
+
+/// A fresh share-link slug: 20 characters of `[a-z0-9]` (about 103 bits), so links cannot be
+/// guessed or enumerated. Fits Telegram's 64-character `start` payload with the `agent_` prefix.
+pub fn new_slug() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..20).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// The answer of the atomic daily-message counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UsageDecision {
+    /// One message was counted; `used` includes it.
+    Allowed {
+        /// Messages used today, this one included.
+        used: u32,
+        /// The daily limit.
+        limit: u32,
+    },
+    /// The limit was already reached; nothing was counted.
+    Refused {
+        /// Messages used today.
+        used: u32,
+        /// The daily limit.
+        limit: u32,
+        /// When the counter starts again (next UTC midnight).
+        resets_at: DateTime<Utc>,
+    },
+}
+
+/// The UTC day a usage counter belongs to, and when it ends.
+pub fn usage_day(now: DateTime<Utc>) -> (NaiveDate, DateTime<Utc>) {
+    let day = now.date_naive();
+    let next = day.succ_opt().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|dt| dt.and_utc()).unwrap_or(now);
+    (day, next)
+}
+
+/// One row of an agent's deployment history. Steps are recorded before they are taken, so the
+/// history of an interrupted deployment shows where it stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct DeploymentEvent {
+    /// Row id.
+    pub id: i64,
+    /// The agent deployed.
+    pub agent_id: AgentId,
+    /// Step key (`provision`, `ship`, … or `deploy` for the job as a whole).
+    pub step: String,
+    /// `started`, `succeeded` or `failed`.
+    pub outcome: String,
+    /// Error text or other detail; never a secret.
+    pub detail: Option<String>,
+    /// When it was recorded.
+    pub created_at: DateTime<Utc>,
+}
+
+/// The state of a pre-provisioned VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolStatus {
+    /// Being created; not claimable.
+    Provisioning,
+    /// Ready and unclaimed.
+    Warm,
+    /// Taken by a deployment that has not finished.
+    Claimed,
+    /// Serving an agent.
+    Deployed,
+    /// Provisioning failed; must be forgotten on the network before the row goes.
+    Failed,
+}
+
+impl PoolStatus {
+    /// Every status.
+    pub const ALL: [PoolStatus; 5] =
+        [PoolStatus::Provisioning, PoolStatus::Warm, PoolStatus::Claimed, PoolStatus::Deployed, PoolStatus::Failed];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolStatus::Provisioning => "provisioning",
+            PoolStatus::Warm => "warm",
+            PoolStatus::Claimed => "claimed",
+            PoolStatus::Deployed => "deployed",
+            PoolStatus::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for PoolStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PoolStatus {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PoolStatus::ALL.into_iter().find(|status| status.as_str() == s).ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+/// A VM prepared in advance so that a deployment can skip provisioning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolVm {
+    /// Row id.
+    pub id: i64,
+    /// Aleph INSTANCE hash; `None` while the message is being posted.
+    pub instance_hash: Option<String>,
+    /// Where it runs and how to reach it.
+    pub deployment: Deployment,
+    /// Pool state.
+    pub status: PoolStatus,
+    /// The agent it serves or was claimed for.
+    pub agent_id: Option<AgentId>,
+    /// When provisioning started.
+    pub created_at: DateTime<Utc>,
+    /// When it was claimed.
+    pub claimed_at: Option<DateTime<Utc>>,
+}
+
+/// A model Baal offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Model {
+    /// The id sent to LibertAI.
+    pub id: &'static str,
+    /// Shown in menus.
+    pub display_name: &'static str,
+    /// Shown before the name.
+    pub emoji: &'static str,
+    /// One line on what it is.
+    pub description: &'static str,
+    /// What it is best at.
+    pub best_for: &'static str,
+    /// Context window in tokens (drives compaction).
+    pub context_tokens: u32,
+}
+
+/// Every model offered, default first. Gemma is never offered.
+pub const MODELS: &[Model] = &[
+    Model {
+        id: "qwen3-coder-next",
+        display_name: "Qwen 3 Coder Next",
+        emoji: "✨",
+        description: "Fast and current; strong at code",
+        best_for: "code, debugging and technical work",
+        context_tokens: 98_304,
+    },
+    Model {
+        id: "glm-4.7",
+        display_name: "GLM 4.7",
+        emoji: "💬",
+        description: "General-purpose conversation with a long context",
+        best_for: "conversation, research, writing and long documents",
+        context_tokens: 131_072,
+    },
+];
+
+/// Context assumed for a model that is not in the catalog.
+pub const FALLBACK_CONTEXT_TOKENS: u32 = 32_768;
+
+impl Model {
+    /// The default model (`qwen3-coder-next`).
+    pub fn default_model() -> &'static Model {
+        &MODELS[0]
+    }
+
+    /// The catalog entry for `id`, if Baal offers it.
+    pub fn find(id: &str) -> Option<&'static Model> {
+        MODELS.iter().find(|m| m.id == id)
+    }
+
+    /// Context window for any model id, with a safe fallback for unknown ones.
+    pub fn context_tokens_of(id: &str) -> u32 {
+        Model::find(id).map_or(FALLBACK_CONTEXT_TOKENS, |m| m.context_tokens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips_through_its_name() {
+        for status in AgentStatus::ALL {
+            assert_eq!(status.as_str().parse::<AgentStatus>().unwrap(), status);
+        }
+        assert!("deployed".parse::<AgentStatus>().is_err());
+    }
+
+    #[test]
+    fn catalog_offers_exactly_the_two_models_and_never_gemma() {
+        let ids: Vec<_> = MODELS.iter().map(|m| m.id).collect();
+        assert_eq!(ids, ["qwen3-coder-next", "glm-4.7"]);
+        assert_eq!(Model::default_model().context_tokens, 98_304);
+        assert_eq!(Model::context_tokens_of("glm-4.7"), 131_072);
+        assert_eq!(Model::context_tokens_of("gemma-3-27b"), FALLBACK_CONTEXT_TOKENS);
+        assert!(MODELS.iter().all(|m| !m.id.contains("gemma")));
+    }
+
+    #[test]
+    fn slugs_are_long_random_and_link_safe() {
+        let a = new_slug();
+        let b = new_slug();
+        assert_eq!(a.len(), 20);
+        assert_ne!(a, b);
+        assert!(a.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+    }
+
+    #[test]
+    fn usage_resets_at_next_utc_midnight() {
+        let now = "2026-11-25T23:59:30Z".parse::<DateTime<Utc>>().unwrap();
+        let (day, resets) = usage_day(now);
+        assert_eq!(day.to_string(), "2026-11-25");
+        assert_eq!(resets.to_rfc3339(), "2026-11-26T00:00:00+00:00");
+    }
+}

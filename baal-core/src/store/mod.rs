@@ -1,0 +1,196 @@
+//! Persistence. The [`Store`] trait holds every operation the platform needs; [`SqlStore`] is its
+//! SeaORM implementation over SQLite (the embedded default) and PostgreSQL (for several bot
+//! processes sharing one database). Migrations run when a store is opened.
+//!
+//! Invariants every implementation keeps:
+//! - the daily message counter is consumed atomically: concurrent callers can never get more
+//!   than `limit` messages through in one UTC day;
+//! - a pool VM is claimed atomically: no VM is ever handed to two deployments;
+//! - soft-deleted agents are invisible to every per-owner query and never count against a slot;
+//! - values in the key-value area are stored as given: callers seal what is secret.
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::domain::{
+    Agent, AgentId, AgentStatus, Deployment, DeploymentEvent, NewAgent, PoolStatus, PoolVm, UsageDecision, User, UserId,
+};
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database could not be reached or opened. The text names the URL without its password.
+    #[error("cannot open the database {url}: {reason}. Check DATABASE_URL (or --database-url)")]
+    Connect {
+        /// The URL, password redacted.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The URL is not one Baal can use.
+    #[error("unsupported DATABASE_URL {0:?}: use sqlite://path/to/baal.db?mode=rwc or postgres://user@host/db")]
+    UnsupportedUrl(String),
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migration(String),
+    /// The row the operation needs does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+/// Result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which agents [`Store::list_agents`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AgentFilter {
+    /// Only this owner's agents.
+    pub owner: Option<UserId>,
+    /// Only agents in this status.
+    pub status: Option<AgentStatus>,
+    /// Include soft-deleted agents.
+    pub include_deleted: bool,
+}
+
+impl AgentFilter {
+    /// Every agent that is not deleted.
+    pub fn all() -> Self {
+        AgentFilter::default()
+    }
+
+    /// Only `owner`'s agents.
+    pub fn owner(mut self, owner: UserId) -> Self {
+        self.owner = Some(owner);
+        self
+    }
+
+    /// Only agents in `status`.
+    pub fn status(mut self, status: AgentStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Deleted agents too.
+    pub fn include_deleted(mut self) -> Self {
+        self.include_deleted = true;
+        self
+    }
+}
+
+/// Usage of one user on one day, for account views and the admin CLI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UsageRow {
+    /// The user.
+    pub user_id: UserId,
+    /// The UTC day.
+    pub day: NaiveDate,
+    /// Messages counted.
+    pub messages: u32,
+}
+
+/// Everything the platform persists.
+#[async_trait]
+pub trait Store: Send + Sync {
+    // ---- users ----
+
+    /// The user with `id`, created on first sight. A known username is refreshed.
+    async fn user_get_or_create(&self, id: UserId, username: Option<&str>) -> StoreResult<User>;
+    /// The user with `id`, if any.
+    async fn user_get(&self, id: UserId) -> StoreResult<Option<User>>;
+    /// Every user, oldest first.
+    async fn users_list(&self) -> StoreResult<Vec<User>>;
+    /// Stores the user's sealed LibertAI key, or clears it with `None`.
+    async fn user_set_api_key(&self, id: UserId, sealed: Option<Vec<u8>>) -> StoreResult<()>;
+    /// Flips tool visibility and returns the new value.
+    async fn user_toggle_show_tools(&self, id: UserId) -> StoreResult<bool>;
+
+    // ---- agents ----
+
+    /// Inserts a new agent in status `pending`.
+    async fn agent_create(&self, agent: NewAgent) -> StoreResult<Agent>;
+    /// The agent with `id`, deleted or not.
+    async fn agent_get(&self, id: AgentId) -> StoreResult<Option<Agent>>;
+    /// The agent whose share-link slug is `slug`, deleted or not.
+    async fn agent_by_slug(&self, slug: &str) -> StoreResult<Option<Agent>>;
+    /// Agents matching `filter`, oldest first.
+    async fn list_agents(&self, filter: &AgentFilter) -> StoreResult<Vec<Agent>>;
+    /// How many agents `owner` has that are not deleted (any status): the slot count.
+    async fn count_active_agents(&self, owner: UserId) -> StoreResult<u64>;
+    /// Sets the status (and bumps `updated_at`).
+    async fn agent_set_status(&self, id: AgentId, status: AgentStatus) -> StoreResult<()>;
+    /// Replaces the deployment facts.
+    async fn agent_set_deployment(&self, id: AgentId, deployment: &Deployment) -> StoreResult<()>;
+    /// Replaces the system prompt.
+    async fn agent_set_prompt(&self, id: AgentId, system_prompt: &str) -> StoreResult<()>;
+    /// Replaces the sealed bearer secret.
+    async fn agent_set_token(&self, id: AgentId, token_sealed: &[u8]) -> StoreResult<()>;
+    /// Replaces the tools visitors may use.
+    async fn agent_set_visitor_tools(&self, id: AgentId, tools: &[String]) -> StoreResult<()>;
+    /// Marks the agent deleted and `stopped`. Returns false if it was unknown or already deleted.
+    async fn agent_soft_delete(&self, id: AgentId) -> StoreResult<bool>;
+
+    // ---- daily usage ----
+
+    /// Counts one message for `user` on `day` if fewer than `limit` were counted, atomically.
+    /// `resets_at` is echoed in a refusal.
+    async fn usage_consume(
+        &self,
+        user: UserId,
+        day: NaiveDate,
+        limit: u32,
+        resets_at: DateTime<Utc>,
+    ) -> StoreResult<UsageDecision>;
+    /// Messages counted for `user` on `day`.
+    async fn usage_get(&self, user: UserId, day: NaiveDate) -> StoreResult<u32>;
+    /// Every counter of `day`, busiest first.
+    async fn usage_on(&self, day: NaiveDate) -> StoreResult<Vec<UsageRow>>;
+
+    // ---- deployment history ----
+
+    /// Appends a deployment event.
+    async fn event_record(
+        &self,
+        agent: AgentId,
+        step: &str,
+        outcome: &str,
+        detail: Option<&str>,
+    ) -> StoreResult<DeploymentEvent>;
+    /// The agent's events, oldest first.
+    async fn events_for(&self, agent: AgentId) -> StoreResult<Vec<DeploymentEvent>>;
+
+    // ---- VM pool ----
+
+    /// Adds a VM in status `provisioning` (no instance hash yet).
+    async fn pool_insert(&self) -> StoreResult<PoolVm>;
+    /// Records what is known about a pool VM and its new status.
+    async fn pool_update(
+        &self,
+        id: i64,
+        instance_hash: Option<&str>,
+        deployment: &Deployment,
+        status: PoolStatus,
+    ) -> StoreResult<()>;
+    /// Atomically takes one `warm` VM (oldest first) for `agent`, or `None` when none is left.
+    async fn pool_claim(&self, agent: AgentId) -> StoreResult<Option<PoolVm>>;
+    /// Sets a VM's status and agent.
+    async fn pool_set_status(&self, id: i64, status: PoolStatus, agent: Option<AgentId>) -> StoreResult<()>;
+    /// Every pool VM, oldest first.
+    async fn pool_list(&self) -> StoreResult<Vec<PoolVm>>;
+    /// Deletes a pool row (only after its VM is forgotten on the network or serves an agent).
+    async fn pool_remove(&self, id: i64) -> StoreResult<()>;
+
+    // ---- key-value area for front-end state ----
+
+    /// The value under `namespace`/`key`.
+    async fn kv_get(&self, namespace: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Inserts or replaces a value.
+    async fn kv_put(&self, namespace: &str, key: &str, value: &[u8]) -> StoreResult<()>;
+    /// Removes a value (no error if absent).
+    async fn kv_delete(&self, namespace: &str, key: &str) -> StoreResult<()>;
+}

@@ -1,0 +1,4 @@
+//! Test doubles on loopback, for this crate's tests and for embedders: a scripted
+//! OpenAI-compatible server, fakes of the Aleph API and CRN, and an in-memory `Messenger`.
+//! Every double is a real server or a real implementation of a trait; none skips the code under
+//! test.

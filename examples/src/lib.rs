@@ -1,0 +1,1 @@
+//! Examples of embedding baal-core live in `examples/examples/`.
