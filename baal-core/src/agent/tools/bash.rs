@@ -205,8 +205,10 @@ struct GroupGuard {
 impl GroupGuard {
     fn kill(&mut self) {
         if self.armed {
-            // SAFETY: kill has no memory arguments; a negative pid names the process group.
-            unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
+            if let Some(pgid) = rustix::process::Pid::from_raw(self.pgid) {
+                // ESRCH (the group is already gone) is the common, harmless case.
+                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+            }
             self.armed = false;
         }
     }

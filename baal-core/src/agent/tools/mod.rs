@@ -8,6 +8,7 @@
 //! - a visitor only ever gets the tools in the agent's visitor list.
 
 mod bash;
+mod confined;
 mod files;
 pub mod sandbox;
 mod web;
@@ -195,7 +196,9 @@ impl Shared {
             tracing::warn!(workspace = %config.workspace.display(), error = %e, "cannot create the workspace");
         }
         if let Ok(Some(id)) = identity
-            && let Err(e) = sandbox::give_to(id, &config.workspace)
+            && let Err(e) = std::fs::canonicalize(&config.workspace)
+                .and_then(|root| confined::open_dir(&root))
+                .and_then(|root| confined::chown_tree(&root, id.uid, id.gid, 0))
         {
             tracing::warn!(workspace = %config.workspace.display(), error = %e, "cannot hand the workspace to the tools user");
         }
@@ -204,11 +207,12 @@ impl Shared {
 
     /// Hands a file or directory the agent created to the tools user (when tools run as one),
     /// so `bash` can change what the file tools wrote.
-    pub(crate) fn give_to_tools_user(&self, path: &std::path::Path) {
+    pub(crate) fn give_to_tools_user(&self, fd: &std::os::fd::OwnedFd) {
         if let Ok(Some(id)) = self.identity
-            && let Err(e) = sandbox::give_one_to(id, path)
+            && let Err(e) =
+                rustix::fs::fchown(fd, Some(rustix::fs::Uid::from_raw(id.uid)), Some(rustix::fs::Gid::from_raw(id.gid)))
         {
-            tracing::warn!(path = %path.display(), error = %e, "cannot hand a file to the tools user");
+            tracing::warn!(error = %e, "cannot hand a file to the tools user");
         }
     }
 }

@@ -8,7 +8,6 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::path::Path;
 
 /// Makes the calling process non-dumpable, which closes `/proc/<pid>/environ`, `/proc/<pid>/mem`
 /// and `ptrace` to processes of the same user (its tool children included). Call it once at
@@ -16,13 +15,7 @@ use std::path::Path;
 /// spread to them. A no-op outside Linux.
 pub fn harden_process() -> io::Result<()> {
     #[cfg(target_os = "linux")]
-    {
-        // SAFETY: PR_SET_DUMPABLE takes one integer argument and touches no memory of ours.
-        let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
     Ok(())
 }
 
@@ -30,8 +23,7 @@ pub fn harden_process() -> io::Result<()> {
 pub fn is_hardened() -> bool {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: PR_GET_DUMPABLE takes no pointer arguments.
-        unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) == 0 }
+        matches!(rustix::process::dumpable_behavior(), Ok(rustix::process::DumpableBehavior::NotDumpable))
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -50,8 +42,7 @@ pub(crate) struct ToolIdentity {
 /// agent's own user, shielded by [`harden_process`] and the cleared environment), or the uid/gid
 /// of `user` when it is. Refusing is better than running tools as root, hence the error.
 pub(crate) fn tool_identity(user: &str) -> Result<Option<ToolIdentity>, String> {
-    // SAFETY: geteuid cannot fail and has no arguments.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return Ok(None);
     }
     lookup_user(user).map(Some)
@@ -77,22 +68,4 @@ fn lookup_user(user: &str) -> Result<ToolIdentity, String> {
         return Err(format!("the tools user `{shown}` is root; set TOOLS_USER to an unprivileged user"));
     }
     Ok(ToolIdentity { uid: pwd.pw_uid, gid: pwd.pw_gid })
-}
-
-/// Hands `path` (and, for a directory, everything below it) to the tools user, without following
-/// symlinks, so tool processes can write where the file tools wrote.
-pub(crate) fn give_to(identity: ToolIdentity, path: &Path) -> io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(identity.uid), Some(identity.gid))?;
-    let meta = std::fs::symlink_metadata(path)?;
-    if meta.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            give_to(identity, &entry?.path())?;
-        }
-    }
-    Ok(())
-}
-
-/// Hands only `path` itself to the tools user.
-pub(crate) fn give_one_to(identity: ToolIdentity, path: &Path) -> io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(identity.uid), Some(identity.gid))
 }
