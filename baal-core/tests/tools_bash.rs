@@ -77,11 +77,13 @@ async fn runs_tools_unprivileged_when_root() {
     }
     let (_dir, ws) = workspace();
     let set = ToolSet::standard(ToolConfig::new(&ws));
-    let out = bash(&set, json!({"command": "id -u; id -G; echo \"$HOME\" \"$USER\""})).await;
+    let out = bash(&set, json!({"command": "id -u; id -G; echo \"$HOME\" \"$USER\"; ulimit -u; ulimit -c"})).await;
     let lines: Vec<&str> = out.content.lines().collect();
     assert_ne!(lines[0], "0", "{}", out.content);
     assert!(!lines[1].split(' ').any(|g| g == "0"), "still in group root: {}", out.content);
     assert!(lines[2].ends_with(" nobody"), "{}", out.content);
+    assert_eq!(lines[3], "1024", "process limit: {}", out.content);
+    assert_eq!(lines[4], "0", "core limit: {}", out.content);
 
     let mut config = ToolConfig::new(&ws);
     config.tools_user = "no-such-user-baal".into();

@@ -274,3 +274,24 @@ async fn read_file_caps_its_output() {
     assert!(out.content.len() < 1200, "{}", out.content.len());
     assert!(out.content.contains("offset="), "{}", out.content);
 }
+
+/// What the server's `/files` route relies on (the Python tests' `/files` cases, minus HTTP).
+#[test]
+fn open_existing_serves_only_workspace_files() {
+    use std::io::Read;
+    let f = fixture();
+    std::fs::write(f.ws.join(".env"), "AGENT_SECRET=s\n").unwrap();
+    let mut config = ToolConfig::new(&f.ws);
+    config.sensitive_names.push("settings.json".into());
+    std::fs::write(f.ws.join("settings.json"), "{}").unwrap();
+    let w = config.workspace_resolver();
+    let mut text = String::new();
+    w.open_existing("sub/inner.txt").unwrap().read_to_string(&mut text).unwrap();
+    assert_eq!(text, "inner\n");
+    assert!(w.open_existing("sub").unwrap().metadata().unwrap().is_dir());
+    assert!(matches!(w.open_existing(".env"), Err(PathError::Sensitive { .. })));
+    assert!(matches!(w.open_existing("settings.json"), Err(PathError::Sensitive { .. })));
+    assert!(matches!(w.open_existing("../outside/secret.txt"), Err(PathError::Escapes { .. })));
+    assert!(matches!(w.open_existing("etc_link/passwd"), Err(PathError::Escapes { .. })));
+    assert!(matches!(w.open_existing("nope.png"), Err(PathError::NotFound { .. })));
+}

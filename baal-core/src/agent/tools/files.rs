@@ -11,12 +11,9 @@ use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 use serde_json::{Map, Value, json};
 
 use super::{
-    SentFile, Shared, Tool, ToolContext, ToolOutput, confined, error_output, object_args, optional_str, optional_u64,
-    required_str,
+    MAX_SEND_FILE_BYTES, SentFile, Shared, Tool, ToolContext, ToolOutput, confined, error_output, object_args,
+    optional_str, optional_u64, required_str,
 };
-
-/// Largest file `send_file` hands over (Telegram's own bot upload limit is of this order).
-pub(crate) const MAX_SEND_FILE_BYTES: u64 = 50 * 1024 * 1024;
 
 type Args = Map<String, Value>;
 

@@ -64,6 +64,17 @@ impl ToolConfig {
     }
 }
 
+impl ToolConfig {
+    /// The path resolver the file tools use, for the server's `/files` route: same root, same
+    /// refused names.
+    pub fn workspace_resolver(&self) -> workspace::Workspace {
+        workspace::Workspace::new(self.workspace.clone()).with_sensitive_names(self.sensitive_names.clone())
+    }
+}
+
+/// Largest file `send_file` hands over (and a sensible cap for the server's `/files` route).
+pub const MAX_SEND_FILE_BYTES: u64 = 50 * 1024 * 1024;
+
 /// Who is calling a tool, and for which conversation.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
