@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -104,8 +105,11 @@ impl Tool for Bash {
             cmd.uid(id.uid).gid(id.gid);
         }
         let limit_processes = identity.is_some();
+        // The ruleset descriptor stays open in `self.shared` while the child starts.
+        let ruleset = self.shared.fs_ruleset.as_ref().map(|fd| fd.as_raw_fd());
         // SAFETY: the closure runs in the child between fork and exec (after the uid switch); it
-        // only makes setrlimit system calls, which neither allocate nor lock.
+        // only makes system calls (setrlimit, prctl, landlock_restrict_self), which neither
+        // allocate nor lock.
         unsafe {
             cmd.pre_exec(move || {
                 use rustix::process::{Resource, Rlimit, setrlimit};
@@ -113,6 +117,9 @@ impl Tool for Bash {
                 if limit_processes {
                     let max = Some(MAX_TOOL_PROCESSES);
                     setrlimit(Resource::Nproc, Rlimit { current: max, maximum: max })?;
+                }
+                if let Some(ruleset) = ruleset {
+                    super::sandbox::enter_fs_ruleset(ruleset)?;
                 }
                 Ok(())
             });

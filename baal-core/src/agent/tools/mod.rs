@@ -45,6 +45,11 @@ pub struct ToolConfig {
     /// and database (defaults: [`workspace::DEFAULT_SENSITIVE_NAMES`]). Add the settings file's
     /// name when it differs.
     pub sensitive_names: Vec<String>,
+    /// Directories outside the system ones that tool processes may read and execute from (for
+    /// example a toolchain under a home directory). Tool processes are confined with Landlock to
+    /// the system directories, the workspace and `/tmp`; the agent's settings and database stay
+    /// out of reach even when tools run as the agent's own user.
+    pub extra_read_paths: Vec<PathBuf>,
 }
 
 impl ToolConfig {
@@ -60,6 +65,7 @@ impl ToolConfig {
             brave_api_key: None,
             brave_api_url: "https://api.search.brave.com/res/v1/web/search".into(),
             sensitive_names: workspace::DEFAULT_SENSITIVE_NAMES.iter().map(|s| s.to_string()).collect(),
+            extra_read_paths: Vec::new(),
         }
     }
 }
@@ -196,6 +202,8 @@ pub(crate) struct Shared {
     /// `Ok(None)`: not root, tools run as the agent's user; `Err`: root, and the tools user is
     /// unusable, so `bash` refuses to run.
     pub(crate) identity: Result<Option<sandbox::ToolIdentity>, String>,
+    /// The Landlock ruleset tool processes enter; `None` when the kernel has no Landlock.
+    pub(crate) fs_ruleset: Option<std::os::fd::OwnedFd>,
 }
 
 impl Shared {
@@ -213,7 +221,21 @@ impl Shared {
         {
             tracing::warn!(workspace = %config.workspace.display(), error = %e, "cannot hand the workspace to the tools user");
         }
-        Shared { config, workspace, identity }
+        let fs_ruleset = match std::fs::canonicalize(&config.workspace)
+            .map_err(|e| format!("cannot resolve the workspace: {e}"))
+            .and_then(|root| sandbox::prepare_fs_ruleset(&root, &config.extra_read_paths))
+        {
+            Ok(Some(fd)) => Some(fd),
+            Ok(None) => {
+                tracing::warn!("this kernel has no Landlock: tool processes are not confined to the workspace");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "tool processes are not confined to the workspace");
+                None
+            }
+        };
+        Shared { config, workspace, identity, fs_ruleset }
     }
 
     /// Hands a file or directory the agent created to the tools user (when tools run as one),
