@@ -3,3 +3,5 @@
 //! Every double is a real server or a real implementation of a trait; none skips the code under
 //! test.
 pub mod db;
+
+pub mod openai;
