@@ -251,3 +251,61 @@ async fn an_agent_that_cannot_start_is_a_clear_error() {
     assert_eq!(err.step, "start");
     assert!(err.detail.unwrap().contains("exited before listening"));
 }
+
+/// Set in the child process of `agents_die_when_the_platform_is_killed`: it plays the platform.
+const PLATFORM_DATA_VAR: &str = "BAAL_TEST_PLATFORM_DATA";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_die_when_the_platform_is_killed() {
+    if let Some(data) = std::env::var_os(PLATFORM_DATA_VAR) {
+        let local = deployer(Path::new(&data));
+        local.deploy(&spec(6, "Fay", "secret-six"), &SilentReporter).await.unwrap();
+        println!("agent pid {}", local.pid(AgentId(6)).unwrap());
+        // Deploy from a blocking-pool thread too: that thread exits while the agent must live on.
+        let handle = tokio::runtime::Handle::current();
+        let data = PathBuf::from(data);
+        let (local, pid) = tokio::task::spawn_blocking(move || {
+            handle.block_on(async {
+                local.deploy(&spec(7, "Gus", "secret-seven"), &SilentReporter).await.unwrap();
+                let pid = local.pid(AgentId(7)).unwrap();
+                (local, pid)
+            })
+        })
+        .await
+        .unwrap();
+        println!("agent pid {pid}");
+        println!("ready {}", data.display());
+        std::future::pending::<()>().await;
+        drop(local);
+        return;
+    }
+
+    let data = tempfile::tempdir().unwrap();
+    let mut platform = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "agents_die_when_the_platform_is_killed", "--nocapture"])
+        .env(PLATFORM_DATA_VAR, data.path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(platform.stdout.take().unwrap()));
+    let mut pids = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if let Some(pid) = line.strip_prefix("agent pid ") {
+            pids.push(pid.parse::<u32>().unwrap());
+        }
+        if line.starts_with("ready") {
+            break;
+        }
+    }
+    assert_eq!(pids.len(), 2, "the platform process did not deploy its agents");
+    // Past the blocking pool's idle timeout, the agent forked there must still be alive.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(pids.iter().all(|pid| process_exists(*pid)), "an agent died while the platform was alive");
+
+    kill(platform.id().unwrap());
+    let _ = platform.wait().await;
+    for pid in pids {
+        eventually("the agent died with its platform", async || !process_exists(pid)).await;
+    }
+}

@@ -99,6 +99,7 @@ struct Inner {
     restart_limit: RestartLimit,
     start_timeout: Duration,
     agents: Mutex<HashMap<AgentId, Supervised>>,
+    spawner: Spawner,
 }
 
 /// A running agent and the task that watches it.
@@ -173,6 +174,8 @@ impl LocalDeployer {
                 restart_limit: RestartLimit::default(),
                 start_timeout: Duration::from_secs(30),
                 agents: Mutex::new(HashMap::new()),
+                spawner: Spawner::start()
+                    .map_err(|err| DeployError::new("deploy", "Baal could not start a thread.").with_detail(err))?,
             }),
         })
     }
@@ -319,7 +322,7 @@ impl Inner {
             .stderr(log.try_clone().map_err(|err| failed(err.to_string()))?)
             .kill_on_drop(true);
         confine_to_platform_lifetime(&mut command);
-        let mut child = command.spawn().map_err(|err| {
+        let mut child = self.spawner.spawn(command).await.map_err(|err| {
             DeployError::new(START.key, "Baal could not run the `baal-agent` program.")
                 .with_detail(format!("{}: {err}", self.agent_bin.display()))
         })?;
@@ -625,6 +628,41 @@ fn log_tail(dir: &Path) -> String {
 enum Signal {
     Term,
     Kill,
+}
+
+/// Starts child processes from one long-lived thread. Linux delivers the parent-death signal
+/// when the *thread* that forked the child exits, not the process; forking from whichever runtime
+/// thread runs a deployment (possibly a blocking-pool thread that exits after a few idle seconds)
+/// would kill healthy agents at random.
+struct Spawner {
+    requests: Option<std::sync::mpsc::Sender<SpawnRequest>>,
+}
+
+type SpawnRequest = (Command, oneshot::Sender<std::io::Result<Child>>);
+
+impl Spawner {
+    /// Starts the thread inside the current Tokio runtime (children are reaped by its driver).
+    /// Outside a runtime, children are forked by the caller instead.
+    fn start() -> std::io::Result<Spawner> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Ok(Spawner { requests: None });
+        };
+        let (requests, incoming) = std::sync::mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new().name("baal-local-agents".into()).spawn(move || {
+            let _runtime = runtime.enter();
+            for (mut command, reply) in incoming {
+                let _ = reply.send(command.spawn());
+            }
+        })?;
+        Ok(Spawner { requests: Some(requests) })
+    }
+
+    async fn spawn(&self, mut command: Command) -> std::io::Result<Child> {
+        let Some(requests) = &self.requests else { return command.spawn() };
+        let (reply, child) = oneshot::channel();
+        requests.send((command, reply)).map_err(|_| std::io::Error::other("the agent spawner thread is gone"))?;
+        child.await.map_err(|_| std::io::Error::other("the agent spawner thread is gone"))?
+    }
 }
 
 /// Puts the child in its own process group (so the agent and the tools it runs can be stopped
