@@ -309,3 +309,35 @@ async fn agents_die_when_the_platform_is_killed() {
         eventually("the agent died with its platform", async || !process_exists(pid)).await;
     }
 }
+
+#[tokio::test]
+async fn a_failed_redeploy_rolls_back_to_the_running_settings() {
+    let data = tempfile::tempdir().unwrap();
+    // A wrapper that refuses one agent name, whatever `baal-agent` itself accepts.
+    let wrapper = data.path().join("picky-agent");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ngrep -q '^AGENT_NAME=\"Broken\"' \"$2\" && exit 3\nexec '{}' \"$@\"\n",
+            agent_bin().display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let local = LocalDeployer::new(data.path(), &wrapper).unwrap();
+    let proxy = HttpProxy::new().unwrap();
+    let mut hal = spec(8, "Hal", "secret-eight");
+    hal.existing = local.deploy(&hal, &SilentReporter).await.unwrap();
+
+    let mut broken = spec(8, "Broken", "secret-eight");
+    broken.existing = hal.existing.clone();
+    let err = local.redeploy(&broken, &SilentReporter).await.unwrap_err();
+    assert_eq!(err.step, "start", "{err:?}");
+    let agent = endpoint(&hal.existing, "secret-eight");
+    assert_eq!(proxy.health(&agent).await.unwrap().agent_name, "Hal", "the previous settings run again");
+    assert!(local.pid(AgentId(8)).is_some());
+    local.shutdown().await;
+}

@@ -55,6 +55,8 @@ const STEPS: &[DeployStep] = &[PREPARE, START, HEALTH];
 
 const SETTINGS_FILE: &str = "agent.env";
 const LOG_FILE: &str = "agent.log";
+/// The settings that ran before a redeploy, kept until the new ones are healthy.
+const PREVIOUS_SETTINGS_FILE: &str = "agent.env.previous";
 const AGENT_BIN_NAME: &str = "baal-agent";
 /// What the agent prints on stdout once it listens (`listening on 127.0.0.1:PORT`).
 const LISTENING_PREFIX: &str = "listening on ";
@@ -160,6 +162,16 @@ pub fn find_agent_binary(explicit: Option<&Path>) -> Result<PathBuf, DeployError
 impl LocalDeployer {
     /// A deployer keeping agents under `data_dir/agents/` and running `agent_bin`.
     pub fn new(data_dir: impl Into<PathBuf>, agent_bin: impl Into<PathBuf>) -> Result<Self, DeployError> {
+        // Agents run in their own directory, so every path they are given must be absolute.
+        let absolute = |path: PathBuf| {
+            std::path::absolute(&path).map_err(|err| {
+                DeployError::new("deploy", format!("Baal cannot resolve the path {}.", path.display())).with_detail(err)
+            })
+        };
+        let data_dir = absolute(data_dir.into())?;
+        let agent_bin = agent_bin.into();
+        // A bare name ("baal-agent") is looked up on PATH by the OS; anything else is a path.
+        let agent_bin = if agent_bin.components().count() > 1 { absolute(agent_bin)? } else { agent_bin };
         let proxy = HttpProxy::with_options(HttpProxyOptions {
             connect_attempts: 1,
             short_timeout: Duration::from_secs(5),
@@ -168,8 +180,8 @@ impl LocalDeployer {
         .map_err(|err| DeployError::new("deploy", "Baal could not set up its HTTP client.").with_detail(err))?;
         Ok(LocalDeployer {
             inner: Arc::new(Inner {
-                data_dir: data_dir.into(),
-                agent_bin: agent_bin.into(),
+                data_dir,
+                agent_bin,
                 proxy,
                 restart_limit: RestartLimit::default(),
                 start_timeout: Duration::from_secs(30),
@@ -215,27 +227,61 @@ impl LocalDeployer {
     }
 
     /// Starts (or restarts) one agent and waits for its health check. `reporter` hears about
-    /// every step and fact.
+    /// every step and fact. When a running agent fails to come back with its new settings, it is
+    /// started again with the settings it had, and the error is returned.
     async fn run(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Deployment, DeployError> {
         let inner = &self.inner;
         let id = spec.agent_id;
+        let dir = inner.agent_dir(id);
         let mut deployment = spec.existing.clone();
         deployment.instance_hash = Some(local_key(id));
         reporter.facts(&deployment).await?;
 
         reporter.step_started(PREPARE).await;
+        let was_running = self.pid(id).is_some();
         let preferred_port = inner.running_port(id).or_else(|| port_of(spec.existing.vm_url.as_deref()));
         inner.stop(id).await;
         let port = preferred_port.filter(|port| port_is_free(*port)).unwrap_or(0);
-        let dir = inner.agent_dir(id);
-        prepare_dir(&dir).map_err(|err| {
-            DeployError::new(PREPARE.key, "Baal could not create the agent's files.").with_detail(err)
-        })?;
-        write_settings(&dir, spec, port).map_err(|err| {
-            DeployError::new(PREPARE.key, "Baal could not write the agent's settings.").with_detail(err)
-        })?;
-        reporter.step_done(PREPARE).await;
+        let backup = dir.join(PREVIOUS_SETTINGS_FILE);
+        let has_backup = was_running && std::fs::copy(dir.join(SETTINGS_FILE), &backup).is_ok();
+        let prepared = prepare_dir(&dir)
+            .map_err(|err| DeployError::new(PREPARE.key, "Baal could not create the agent's files.").with_detail(err))
+            .and_then(|()| {
+                write_settings(&dir, spec, port).map_err(|err| {
+                    DeployError::new(PREPARE.key, "Baal could not write the agent's settings.").with_detail(err)
+                })
+            });
+        let outcome = match prepared {
+            Ok(()) => {
+                reporter.step_done(PREPARE).await;
+                self.start(spec, reporter, deployment).await
+            }
+            Err(err) => Err(err),
+        };
+        match outcome {
+            Ok(deployment) => {
+                let _ = std::fs::remove_file(&backup);
+                Ok(deployment)
+            }
+            Err(err) => {
+                if has_backup {
+                    self.roll_back(id).await;
+                }
+                Err(err)
+            }
+        }
+    }
 
+    /// The `start` and `health` steps of [`LocalDeployer::run`].
+    async fn start(
+        &self,
+        spec: &AgentSpec,
+        reporter: &dyn DeployReporter,
+        mut deployment: Deployment,
+    ) -> Result<Deployment, DeployError> {
+        let inner = &self.inner;
+        let id = spec.agent_id;
+        let dir = inner.agent_dir(id);
         reporter.step_started(START).await;
         let (mut child, port) = inner.spawn(id).await?;
         // Restarts after a crash must come back on the same address the platform stored.
@@ -251,7 +297,7 @@ impl LocalDeployer {
         reporter.step_done(START).await;
 
         reporter.step_started(HEALTH).await;
-        if let Err(err) = inner.wait_healthy(port, &spec.agent_secret, &mut child).await {
+        if let Err(err) = inner.wait_healthy(port, &mut child).await {
             kill_group(&child);
             return Err(err);
         }
@@ -260,6 +306,35 @@ impl LocalDeployer {
         inner.supervise(id, child, port);
         tracing::info!(agent = %id, port, "local agent running");
         Ok(deployment)
+    }
+
+    /// Brings back the settings that ran before a failed redeploy, and the agent with them.
+    async fn roll_back(&self, agent_id: AgentId) {
+        let inner = &self.inner;
+        let dir = inner.agent_dir(agent_id);
+        if let Err(err) = std::fs::rename(dir.join(PREVIOUS_SETTINGS_FILE), dir.join(SETTINGS_FILE)) {
+            tracing::error!(agent = %agent_id, error = %err, "could not restore the previous settings");
+            return;
+        }
+        let restarted = match inner.spawn(agent_id).await {
+            Ok((mut child, port)) => match inner.wait_healthy(port, &mut child).await {
+                Ok(()) => {
+                    inner.supervise(agent_id, child, port);
+                    Ok(())
+                }
+                Err(err) => {
+                    kill_group(&child);
+                    Err(err)
+                }
+            },
+            Err(err) => Err(err),
+        };
+        match restarted {
+            Ok(()) => tracing::warn!(agent = %agent_id, "redeploy failed; the agent runs with its previous settings"),
+            Err(err) => {
+                tracing::error!(agent = %agent_id, error = %err, detail = ?err.detail, "redeploy failed and the previous settings did not start either")
+            }
+        }
     }
 }
 
@@ -366,8 +441,9 @@ impl Inner {
         Ok((child, port))
     }
 
-    async fn wait_healthy(&self, port: u16, secret: &SecretString, child: &mut Child) -> Result<(), DeployError> {
-        let endpoint = AgentEndpoint { base_url: local_url(port), token: secret.clone() };
+    async fn wait_healthy(&self, port: u16, child: &mut Child) -> Result<(), DeployError> {
+        // `/health` takes no secret.
+        let endpoint = AgentEndpoint { base_url: local_url(port), token: SecretString::from(String::new()) };
         let deadline = Instant::now() + self.start_timeout;
         loop {
             let last = match self.proxy.health(&endpoint).await {
@@ -774,6 +850,15 @@ mod tests {
         assert_eq!(port_of(Some("http://127.0.0.1:8123/")), Some(8123));
         assert_eq!(port_of(Some("https://x.2n6.me")), None);
         assert_eq!(port_of(None), None);
+    }
+
+    #[test]
+    fn relative_paths_are_made_absolute() {
+        let local = LocalDeployer::new("baal-data", "target/baal-agent").unwrap();
+        assert!(local.agent_dir(AgentId(1)).is_absolute());
+        assert!(local.inner.agent_bin.is_absolute());
+        let bare = LocalDeployer::new("baal-data", "baal-agent").unwrap();
+        assert_eq!(bare.inner.agent_bin, Path::new("baal-agent"));
     }
 
     #[test]
