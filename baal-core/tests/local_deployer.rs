@@ -113,7 +113,7 @@ async fn deploy_chat_redeploy_destroy() {
     // Files: settings readable by this user only; secrets on neither the command line nor the
     // environment of the process.
     let dir = local.agent_dir(id);
-    let settings = dir.join("agent.env");
+    let settings = dir.join("settings.json");
     {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&settings).unwrap().permissions().mode() & 0o777, 0o600);
@@ -318,7 +318,7 @@ async fn a_failed_redeploy_rolls_back_to_the_running_settings() {
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\ngrep -q '^AGENT_NAME=\"Broken\"' \"$2\" && exit 3\nexec '{}' \"$@\"\n",
+            "#!/bin/sh\ngrep -q '\"AGENT_NAME\":\"Broken\"' \"$2\" && exit 3\nexec '{}' \"$@\"\n",
             agent_bin().display()
         ),
     )

@@ -5,7 +5,7 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `agent.env` | its settings (mode 0600), handed over with `--config`, never on the command line |
+//! | `settings.json` | its settings (mode 0600), handed over with `--config`, never on the command line |
 //! | `agent.db` | its history and pending messages |
 //! | `workspace/` | its files, memory and skills |
 //! | `agent.log` | what the process printed |
@@ -20,7 +20,6 @@
 //!   per [`RestartLimit::window`]; beyond that it is left down and the failure is logged.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -53,10 +52,10 @@ pub const REMOVE: DeployStep = DeployStep { key: "remove", label: "Remove the ag
 
 const STEPS: &[DeployStep] = &[PREPARE, START, HEALTH];
 
-const SETTINGS_FILE: &str = "agent.env";
+const SETTINGS_FILE: &str = "settings.json";
 const LOG_FILE: &str = "agent.log";
 /// The settings that ran before a redeploy, kept until the new ones are healthy.
-const PREVIOUS_SETTINGS_FILE: &str = "agent.env.previous";
+const PREVIOUS_SETTINGS_FILE: &str = "settings.previous.json";
 const AGENT_BIN_NAME: &str = "baal-agent";
 /// What the agent prints on stdout once it listens (`listening on 127.0.0.1:PORT`).
 const LISTENING_PREFIX: &str = "listening on ";
@@ -373,7 +372,7 @@ impl Inner {
         let _ = agent.task.await;
     }
 
-    /// Starts `baal-agent --config <dir>/agent.env` and waits until it says where it listens.
+    /// Starts `baal-agent --config <dir>/settings.json` and waits until it says where it listens.
     async fn spawn(&self, agent_id: AgentId) -> Result<(Child, u16), DeployError> {
         let dir = self.agent_dir(agent_id);
         let failed = |detail: String| {
@@ -651,45 +650,30 @@ fn write_settings(dir: &Path, spec: &AgentSpec, port: u16) -> std::io::Result<()
     std::fs::rename(&temp, &path)
 }
 
-/// The agent's settings in dotenv form (`KEY="value"`), with the names `baal-agent` reads.
+/// The agent's settings as a JSON object with the names `baal-agent` reads: JSON, because it
+/// carries any name or prompt (quotes, `$`, line breaks) without an escaping scheme of our own.
 fn settings_text(spec: &AgentSpec, dir: &Path, port: u16) -> SecretString {
-    let mut text = String::new();
-    let mut line = |key: &str, value: &str| {
-        let _ = writeln!(text, "{key}=\"{}\"", dotenv_escape(value));
+    let mut settings = serde_json::Map::new();
+    let mut set = |key: &str, value: &str| {
+        settings.insert(key.to_owned(), serde_json::Value::String(value.to_owned()));
     };
-    line("AGENT_NAME", &spec.name);
-    line("SYSTEM_PROMPT", &spec.system_prompt);
-    line("MODEL", &spec.model);
-    line("LIBERTAI_API_KEY", spec.libertai_api_key.expose_secret());
-    line("LIBERTAI_API_BASE_URL", &spec.libertai_api_base_url);
-    line("AGENT_SECRET", spec.agent_secret.expose_secret());
-    line("BIND_ADDR", "127.0.0.1");
-    line("PORT", &port.to_string());
-    line("DB_PATH", &dir.join("agent.db").to_string_lossy());
-    line("WORKSPACE_PATH", &dir.join("workspace").to_string_lossy());
-    line("OWNER_CHAT_ID", &spec.owner_chat_id);
-    line("HEARTBEAT_INTERVAL", "1800");
-    line("VISITOR_TOOLS", &spec.visitor_tools.join(","));
+    set("AGENT_NAME", &spec.name);
+    set("SYSTEM_PROMPT", &spec.system_prompt);
+    set("MODEL", &spec.model);
+    set("LIBERTAI_API_KEY", spec.libertai_api_key.expose_secret());
+    set("LIBERTAI_API_BASE_URL", &spec.libertai_api_base_url);
+    set("AGENT_SECRET", spec.agent_secret.expose_secret());
+    set("BIND_ADDR", "127.0.0.1");
+    set("PORT", &port.to_string());
+    set("DB_PATH", &dir.join("agent.db").to_string_lossy());
+    set("WORKSPACE_PATH", &dir.join("workspace").to_string_lossy());
+    set("OWNER_CHAT_ID", &spec.owner_chat_id);
+    set("HEARTBEAT_INTERVAL", "1800");
+    set("VISITOR_TOOLS", &spec.visitor_tools.join(","));
     if let Some(brave) = &spec.brave_api_key {
-        line("BRAVE_API_KEY", brave.expose_secret());
+        set("BRAVE_API_KEY", brave.expose_secret());
     }
-    SecretString::from(text)
-}
-
-/// Escapes a value for a double-quoted dotenv string: the escapes dotenvy understands, so that
-/// quotes, `$` and line breaks in a name or prompt arrive intact.
-fn dotenv_escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '$' => out.push_str("\\$"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
+    SecretString::from(serde_json::Value::Object(settings).to_string())
 }
 
 /// The last lines of an agent's log, for error details.
@@ -817,7 +801,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn settings_survive_a_dotenv_round_trip() {
+    fn settings_survive_a_round_trip() {
         let mut spec = AgentSpec::new(
             AgentId(7),
             "Ada \"the\" $HOME agent",
@@ -830,8 +814,7 @@ mod tests {
         );
         spec.brave_api_key = Some(SecretString::from("brave"));
         let text = settings_text(&spec, Path::new("/data/agents/7"), 4242);
-        let parsed: HashMap<String, String> =
-            dotenvy::from_read_iter(text.expose_secret().as_bytes()).map(|item| item.unwrap()).collect();
+        let parsed: HashMap<String, String> = serde_json::from_str(text.expose_secret()).unwrap();
         assert_eq!(parsed["AGENT_NAME"], spec.name);
         assert_eq!(parsed["SYSTEM_PROMPT"], spec.system_prompt);
         assert_eq!(parsed["LIBERTAI_API_KEY"], "sk-key");
