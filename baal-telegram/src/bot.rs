@@ -127,7 +127,7 @@ where
             () = &mut stop => break,
             update = stream.next() => match update {
                 Ok(update) => {
-                    if let Some(input) = to_input(update, username.as_deref()).await {
+                    if let Some(input) = to_input(update, username.as_deref()) {
                         queues.push(input);
                     }
                 }
@@ -161,7 +161,7 @@ where
 
 /// The platform input for an update, if it carries one. Presses that carry no input are
 /// acknowledged here, so the user's button stops spinning.
-async fn to_input(update: Update, bot_username: Option<&str>) -> Option<Input> {
+fn to_input(update: Update, bot_username: Option<&str>) -> Option<Input> {
     match update {
         Update::NewMessage(message) if !message.outgoing() => {
             let chat_id = message.peer_id().bot_api_dialog_id()?;
@@ -187,7 +187,7 @@ async fn to_input(update: Update, bot_username: Option<&str>) -> Option<Input> {
         }
         Update::CallbackQuery(query) => {
             let tl::enums::Update::BotCallbackQuery(raw) = &query.raw else {
-                let _ = query.answer().send().await;
+                acknowledge(query);
                 return None;
             };
             let username = match query.sender() {
@@ -204,12 +204,21 @@ async fn to_input(update: Update, bot_username: Option<&str>) -> Option<Input> {
                 data: raw.data.clone().unwrap_or_default(),
             });
             if input.is_none() {
-                let _ = query.answer().send().await;
+                acknowledge(query);
             }
             input
         }
         _ => None,
     }
+}
+
+/// Answers a press nobody handles, off the update loop, so its button stops spinning.
+fn acknowledge(query: grammers_client::update::CallbackQuery) {
+    tokio::spawn(async move {
+        if let Err(error) = query.answer().send().await {
+            tracing::debug!(%error, "could not acknowledge a button press");
+        }
+    });
 }
 
 /// Resolves on SIGTERM or SIGINT.
