@@ -3,6 +3,7 @@
 //! [`Input`] and render what the platform asks through their [`Messenger`].
 
 pub mod messenger;
+pub mod render;
 
 pub use messenger::{Button, ChatId, MessageRef, Messenger, MessengerError, OutgoingFile, Text};
 
