@@ -2,8 +2,15 @@
 //! Front-ends (Telegram, the terminal console, an embedder's own) turn what users do into an
 //! [`Input`] and render what the platform asks through their [`Messenger`].
 
+mod chat;
+mod commands;
+mod engine;
+mod jobs;
 pub mod messenger;
+mod state;
+mod textfmt;
 
+pub use engine::{Platform, PlatformConfig, PlatformError};
 pub use messenger::{Button, ChatId, MessageRef, Messenger, MessengerError, OutgoingFile, Text};
 
 use crate::domain::UserId;
