@@ -480,7 +480,6 @@ impl Inner {
     }
 
     async fn create(&self, ctx: &Ctx, state: &mut UserState) -> Result<(), PlatformError> {
-        state.chat_agent = None;
         state.clear_flow();
         let used = self.store.count_active_agents(ctx.user_id()).await?;
         let max = self.config.max_agents_per_user;
@@ -491,6 +490,8 @@ impl Inner {
             self.say(ctx.chat, Text::plain(text)).await;
             return Ok(());
         }
+        // Creating an agent leaves chat mode: the next text is its name, not a message.
+        state.chat_agent = None;
         state.set_flow(Flow::CreateName, self.now());
         self.say(
             ctx.chat,

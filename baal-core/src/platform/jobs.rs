@@ -270,8 +270,8 @@ impl Inner {
                     "Baal restarted while <b>{}</b> was being deployed. Picking up where it left off…",
                     escape_html(&agent.name)
                 );
-                let progress = self.say(chat, Text::html(text)).await;
-                self.start_job(agent.id, chat, progress, JobKind::Deploy);
+                self.say(chat, Text::html(text)).await;
+                self.start_job(agent.id, chat, None, JobKind::Deploy);
             }
         }
         Ok(())

@@ -96,3 +96,6 @@ mod tests {
         assert_eq!(parse_text("/usr/bin/env"), InputKind::Text("/usr/bin/env".into()));
     }
 }
+
+#[cfg(test)]
+mod engine_tests;
