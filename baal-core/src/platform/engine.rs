@@ -181,6 +181,17 @@ impl Platform {
         }
     }
 
+    /// A platform as Baal's settings describe it: the SQL store at `DATABASE_URL`, the local
+    /// deployer (or Aleph's when `ALEPH_PRIVATE_KEY` is set), the HTTP proxy, and the sealing key
+    /// from `BOT_ENCRYPTION_KEY` (generated into `<BAAL_DATA_DIR>/encryption.key` when unset).
+    pub async fn from_settings(settings: Settings, messenger: Arc<dyn Messenger>) -> Result<Platform, PlatformError> {
+        let secrets = Arc::new(secret_box_from_settings(&settings)?);
+        let store = open_store(&settings).await?;
+        let deployer = deployer_for(&settings, store.clone())?;
+        let proxy = http_proxy()?;
+        Ok(Platform::new(PlatformConfig::from_settings(&settings), store, deployer, proxy, messenger, secrets))
+    }
+
     /// The engine's settings.
     pub fn config(&self) -> &PlatformConfig {
         &self.inner.config
@@ -353,4 +364,63 @@ impl Inner {
     pub fn now(&self) -> chrono::DateTime<Utc> {
         Utc::now()
     }
+}
+
+/// The key that seals secrets: `BOT_ENCRYPTION_KEY`, else `<BAAL_DATA_DIR>/encryption.key`,
+/// generated (mode 0600) on first run so a fresh machine works without setup.
+pub(crate) fn secret_box_from_settings(settings: &Settings) -> Result<SecretBox, PlatformError> {
+    if let Some(key) = &settings.bot_encryption_key {
+        return Ok(SecretBox::from_secret(key)?);
+    }
+    let path = settings.data_dir.join("encryption.key");
+    match std::fs::read_to_string(&path) {
+        Ok(encoded) => return Ok(SecretBox::from_encoded_key(encoded.trim())?),
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            return Err(PlatformError::Setup(format!(
+                "cannot read the encryption key {}: {err}. Fix its permissions or set BOT_ENCRYPTION_KEY",
+                path.display()
+            )));
+        }
+        Err(_) => {}
+    }
+    let key = crate::secrets::generate_key()?;
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        std::fs::create_dir_all(&settings.data_dir)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path)?;
+        file.write_all(secrecy::ExposeSecret::expose_secret(&key).as_bytes())?;
+        file.write_all(b"\n")
+    };
+    write().map_err(|err| {
+        PlatformError::Setup(format!(
+            "cannot write a new encryption key to {}: {err}. Set BOT_ENCRYPTION_KEY or BAAL_DATA_DIR",
+            path.display()
+        ))
+    })?;
+    tracing::info!(
+        path = %path.display(),
+        "no BOT_ENCRYPTION_KEY: generated one into this file; keep it, stored keys cannot be opened without it"
+    );
+    Ok(SecretBox::from_secret(&key)?)
+}
+
+async fn open_store(_settings: &Settings) -> Result<Arc<dyn Store>, PlatformError> {
+    Err(PlatformError::Setup("the SQL store is not built yet (branch `store`)".into()))
+}
+
+fn deployer_for(settings: &Settings, _store: Arc<dyn Store>) -> Result<Arc<dyn Deployer>, PlatformError> {
+    match settings.deployer_kind() {
+        crate::config::DeployerKind::Aleph => Err(PlatformError::Setup(
+            "Aleph deployer not built yet: unset ALEPH_PRIVATE_KEY to run agents on this machine".into(),
+        )),
+        _ => Err(PlatformError::Setup("the local deployer is not built yet (branch `local`)".into())),
+    }
+}
+
+fn http_proxy() -> Result<Arc<dyn Proxy>, PlatformError> {
+    Err(PlatformError::Setup("the HTTP proxy is not built yet (branch `local`)".into()))
 }
