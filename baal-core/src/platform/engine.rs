@@ -408,8 +408,8 @@ pub(crate) fn secret_box_from_settings(settings: &Settings) -> Result<SecretBox,
     Ok(SecretBox::from_secret(&key)?)
 }
 
-async fn open_store(_settings: &Settings) -> Result<Arc<dyn Store>, PlatformError> {
-    Err(PlatformError::Setup("the SQL store is not built yet (branch `store`)".into()))
+async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, PlatformError> {
+    Ok(Arc::new(crate::store::SqlStore::open(&settings.database_url).await?))
 }
 
 fn deployer_for(settings: &Settings, _store: Arc<dyn Store>) -> Result<Arc<dyn Deployer>, PlatformError> {

@@ -1,7 +1,6 @@
 //! Scripted conversations through the engine with an in-memory messenger.
 
 mod doubles;
-mod memstore;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,13 +8,13 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use self::doubles::{FakeDeployer, Mode, ScriptedProxy};
-use self::memstore::MemStore;
 use super::{Input, InputKind, Platform, PlatformConfig};
 use crate::domain::Role;
 use crate::domain::{AgentId, AgentStatus, UserId};
 use crate::proxy::{AgentEvent, PendingMessage};
 use crate::secrets::SecretBox;
 use crate::store::{AgentFilter, Store};
+use crate::testing::db::{self, TestDb};
 use crate::testing::messenger::{Call, MemoryMessenger};
 
 const OWNER: UserId = 11;
@@ -26,7 +25,8 @@ const GOOD_KEY: &str = "lib-key-good-9876";
 struct Harness {
     platform: Platform,
     messenger: Arc<MemoryMessenger>,
-    store: Arc<MemStore>,
+    store: Arc<dyn Store>,
+    db: Arc<TestDb>,
     deployer: Arc<FakeDeployer>,
     proxy: Arc<ScriptedProxy>,
     secrets: Arc<SecretBox>,
@@ -43,23 +43,29 @@ fn config() -> PlatformConfig {
 }
 
 impl Harness {
-    fn new() -> Self {
-        Self::with(config(), Arc::new(MemStore::default()), Mode::Succeed)
+    async fn new() -> Self {
+        Self::with(config(), Mode::Succeed).await
     }
 
-    fn with(config: PlatformConfig, store: Arc<MemStore>, mode: Mode) -> Self {
+    /// A platform over a fresh SQLite-file store.
+    async fn with(config: PlatformConfig, mode: Mode) -> Self {
+        Self::over(config, Arc::new(db::sqlite().await), mode)
+    }
+
+    fn over(config: PlatformConfig, db: Arc<TestDb>, mode: Mode) -> Self {
+        let store = db.shared();
         let messenger = Arc::new(MemoryMessenger::new());
         let deployer = Arc::new(FakeDeployer::new(mode));
         let proxy = Arc::new(ScriptedProxy::new());
         let secrets = Arc::new(SecretBox::from_encoded_key(&"ab".repeat(32)).unwrap());
         let platform =
             Platform::new(config, store.clone(), deployer.clone(), proxy.clone(), messenger.clone(), secrets.clone());
-        Harness { platform, messenger, store, deployer, proxy, secrets }
+        Harness { platform, messenger, store, db, deployer, proxy, secrets }
     }
 
     /// A second platform over the same store (a restart).
     fn restart(&self, config: PlatformConfig, mode: Mode) -> Self {
-        Self::with(config, self.store.clone(), mode)
+        Self::over(config, self.db.clone(), mode)
     }
 
     async fn send(&self, user: UserId, text: &str) {
@@ -112,7 +118,7 @@ impl Harness {
 
 #[tokio::test]
 async fn start_shows_the_welcome_with_its_buttons() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     h.send(OWNER, "/start").await;
     assert!(h.last(OWNER).contains("Welcome to Baal"));
     let data: Vec<_> = h.messenger.last_buttons(OWNER).iter().map(|b| format!("{b:?}")).collect();
@@ -128,7 +134,7 @@ async fn start_shows_the_welcome_with_its_buttons() {
 
 #[tokio::test]
 async fn the_wizard_creates_deploys_and_opens_a_chat_with_a_share_link() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     let id = h.create_agent(OWNER, "  Helper  ").await;
     let agent = h.agent(id).await;
     assert_eq!(agent.name, "Helper");
@@ -174,7 +180,7 @@ async fn the_wizard_creates_deploys_and_opens_a_chat_with_a_share_link() {
 
 #[tokio::test]
 async fn bad_names_are_refused_and_html_is_escaped() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     h.send(OWNER, "/create").await;
     h.send(OWNER, "   ").await;
     assert!(h.last(OWNER).contains("can't be empty"));
@@ -200,7 +206,7 @@ async fn bad_names_are_refused_and_html_is_escaped() {
 
 #[tokio::test]
 async fn a_command_mid_wizard_ends_it_and_runs() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     h.send(OWNER, "/create").await;
     h.send(OWNER, "/list").await;
     let all = h.all(OWNER);
@@ -234,7 +240,7 @@ async fn a_command_mid_wizard_ends_it_and_runs() {
 
 #[tokio::test]
 async fn flows_survive_a_restart_and_expire_after_silence() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     h.send(OWNER, "/create").await;
     // Restarted: the wizard is still there.
     let h2 = h.restart(config(), Mode::Succeed);
@@ -248,7 +254,7 @@ async fn flows_survive_a_restart_and_expire_after_silence() {
 
 #[tokio::test]
 async fn deep_links_for_owner_visitor_unknown_and_deleted_agents() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     let id = h.create_agent(OWNER, "Linky").await;
     let slug = h.agent(id).await.slug;
     h.send(VISITOR, &format!("/start agent_{slug}")).await;
@@ -279,7 +285,7 @@ async fn deep_links_for_owner_visitor_unknown_and_deleted_agents() {
 
 #[tokio::test]
 async fn the_51st_free_message_of_the_day_is_refused() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     let id = h.create_agent(OWNER, "Counter").await;
     let slug = h.agent(id).await.slug;
     h.send(VISITOR, &format!("/start agent_{slug}")).await;
@@ -326,11 +332,7 @@ async fn balance_server() -> String {
 #[tokio::test]
 async fn login_deletes_the_key_message_first_and_never_echoes_the_key() {
     let base = balance_server().await;
-    let h = Harness::with(
-        PlatformConfig { libertai_api_base_url: base, ..config() },
-        Arc::new(MemStore::default()),
-        Mode::Succeed,
-    );
+    let h = Harness::with(PlatformConfig { libertai_api_base_url: base, ..config() }, Mode::Succeed).await;
     // Mid-wizard, too: the key message goes first.
     h.send(OWNER, "/create").await;
     for (key, expect) in [("wrong-key-0000", "doesn't accept"), (GOOD_KEY, "9876 connected")] {
@@ -373,7 +375,7 @@ async fn login_deletes_the_key_message_first_and_never_echoes_the_key() {
 
 #[tokio::test]
 async fn streaming_edits_one_message_and_the_final_text_lands() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     h.create_agent(OWNER, "Streamer").await;
     h.proxy.set_script(|_| {
         vec![
@@ -400,7 +402,7 @@ async fn streaming_edits_one_message_and_the_final_text_lands() {
 
 #[tokio::test]
 async fn tools_files_errors_and_pending_messages() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     let id = h.create_agent(OWNER, "Toolie").await;
     h.proxy.files.lock().unwrap().insert("chart.png".into(), vec![1, 2, 3]);
     h.proxy.files.lock().unwrap().insert("report.pdf".into(), vec![4, 5]);
@@ -462,7 +464,7 @@ async fn tools_files_errors_and_pending_messages() {
 
 #[tokio::test]
 async fn the_poller_brings_owners_their_agents_messages() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     h.create_agent(OWNER, "Beat").await;
     h.proxy.pending.lock().unwrap().push(PendingMessage {
         chat_id: OWNER.to_string(),
@@ -476,7 +478,7 @@ async fn the_poller_brings_owners_their_agents_messages() {
 
 #[tokio::test]
 async fn exit_chat_and_manage_leave_chat_mode() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     h.create_agent(OWNER, "Exitable").await;
     h.press(OWNER, "exit_chat").await;
     assert!(h.all(OWNER).contains("You left the chat"));
@@ -493,7 +495,7 @@ async fn exit_chat_and_manage_leave_chat_mode() {
 
 #[tokio::test]
 async fn a_restart_mid_deployment_resumes_it_from_the_stored_facts() {
-    let h = Harness::with(config(), Arc::new(MemStore::default()), Mode::Hang);
+    let h = Harness::with(config(), Mode::Hang).await;
     h.send(OWNER, "/create").await;
     h.send(OWNER, "Phoenix").await;
     h.press(OWNER, "create_model:qwen").await;
@@ -528,7 +530,7 @@ async fn a_restart_mid_deployment_resumes_it_from_the_stored_facts() {
     h2.platform.shutdown().await;
 
     // A restart whose deployment fails leaves the agent failed, with the owner told.
-    let h3 = Harness::with(config(), Arc::new(MemStore::default()), Mode::Hang);
+    let h3 = Harness::with(config(), Mode::Hang).await;
     h3.send(OWNER, "/create").await;
     h3.send(OWNER, "Icarus").await;
     h3.press(OWNER, "create_model:qwen").await;
@@ -559,7 +561,7 @@ async fn a_restart_mid_deployment_resumes_it_from_the_stored_facts() {
 
 #[tokio::test]
 async fn failed_deployments_show_a_card_and_repair_retries() {
-    let h = Harness::with(config(), Arc::new(MemStore::default()), Mode::Fail);
+    let h = Harness::with(config(), Mode::Fail).await;
     let id = h.create_agent(OWNER, "Fragile").await;
     assert_eq!(h.agent(id).await.status, AgentStatus::Failed);
     assert!(h.all(OWNER).contains("the machine refused the agent"));
@@ -585,11 +587,7 @@ async fn failed_deployments_show_a_card_and_repair_retries() {
 
 #[tokio::test]
 async fn update_soul_and_slot_limits() {
-    let h = Harness::with(
-        PlatformConfig { max_agents_per_user: 1, ..config() },
-        Arc::new(MemStore::default()),
-        Mode::Succeed,
-    );
+    let h = Harness::with(PlatformConfig { max_agents_per_user: 1, ..config() }, Mode::Succeed).await;
     let id = h.create_agent(OWNER, "Soulful").await;
     // Slot limit at the start of the wizard.
     h.send(OWNER, "/create").await;
@@ -627,11 +625,7 @@ async fn update_soul_and_slot_limits() {
 
 #[tokio::test]
 async fn the_slot_limit_is_rechecked_at_confirm() {
-    let h = Harness::with(
-        PlatformConfig { max_agents_per_user: 1, ..config() },
-        Arc::new(MemStore::default()),
-        Mode::Succeed,
-    );
+    let h = Harness::with(PlatformConfig { max_agents_per_user: 1, ..config() }, Mode::Succeed).await;
     h.send(OWNER, "/create").await;
     h.send(OWNER, "First").await;
     h.press(OWNER, "create_model:qwen").await;
@@ -644,7 +638,7 @@ async fn the_slot_limit_is_rechecked_at_confirm() {
 
 #[tokio::test]
 async fn delete_dialog_cancel_and_admin_views() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     let id = h.create_agent(OWNER, "Keeper").await;
     h.send(OWNER, "/delete").await;
     assert!(h.last(OWNER).contains("Usage: /delete"));
@@ -679,7 +673,7 @@ async fn delete_dialog_cancel_and_admin_views() {
 
 #[tokio::test]
 async fn account_verbose_navigation_and_unknown_input() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     h.send(OWNER, "/account").await;
     assert!(h.last(OWNER).contains("Free tier"));
     assert!(h.last(OWNER).contains("0/50"));
