@@ -5,3 +5,5 @@
 pub mod db;
 
 pub mod openai;
+#[cfg(feature = "platform")]
+pub mod messenger;
