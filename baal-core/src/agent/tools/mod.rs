@@ -208,8 +208,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn new(config: ToolConfig) -> Self {
-        let workspace =
-            workspace::Workspace::new(config.workspace.clone()).with_sensitive_names(config.sensitive_names.clone());
+        let workspace = config.workspace_resolver();
         let identity = sandbox::tool_identity(&config.tools_user);
         if let Err(e) = std::fs::create_dir_all(&config.workspace) {
             tracing::warn!(workspace = %config.workspace.display(), error = %e, "cannot create the workspace");
