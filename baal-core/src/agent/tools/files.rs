@@ -149,6 +149,7 @@ fn read_file(shared: &Shared, args: &Args) -> Result<ToolOutput, String> {
     if file.metadata().is_ok_and(|m| m.is_dir()) {
         return Err(format!("{path} is a directory; use list_dir"));
     }
+    check_links(shared, &file, path, false)?;
     // Line by line with a byte budget: a huge file costs only what is shown.
     let max = shared.config.max_output_bytes;
     let mut reader = BufReader::new(file);
@@ -200,18 +201,15 @@ fn write_file(shared: &Shared, args: &Args) -> Result<ToolOutput, String> {
     let parent = rel.parent().unwrap_or(Path::new(""));
     let dir = confined::ensure_dirs(&root, parent, &|fd| shared.give_to_tools_user(fd))
         .map_err(|e| format!("cannot create the directories of {path}: {e}"))?;
-    let fd = confined::open_beneath(
-        &dir,
-        Path::new(name),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC,
-        Mode::from_raw_mode(0o644),
-    )
-    .map_err(|e| match e.raw_os_error() {
-        Some(libc::EISDIR) => format!("{path} is a directory; give a file path"),
-        _ => format!("cannot write {path}: {e}"),
-    })?;
+    let fd = confined::open_beneath(&dir, Path::new(name), OFlags::WRONLY | OFlags::CREATE, Mode::from_raw_mode(0o644))
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::EISDIR) => format!("{path} is a directory; give a file path"),
+            _ => format!("cannot write {path}: {e}"),
+        })?;
     shared.give_to_tools_user(&fd);
-    std::fs::File::from(fd).write_all(content.as_bytes()).map_err(|e| format!("cannot write {path}: {e}"))?;
+    let file = std::fs::File::from(fd);
+    check_links(shared, &file, path, true)?;
+    replace_content(file, content.as_bytes()).map_err(|e| format!("cannot write {path}: {e}"))?;
     Ok(ToolOutput::ok(format!("Wrote {} bytes to {}", content.len(), shared.workspace.relative(&resolved))))
 }
 
@@ -224,9 +222,9 @@ fn edit_file(shared: &Shared, args: &Args) -> Result<ToolOutput, String> {
     }
     let resolved = shared.workspace.resolve_existing(path).map_err(|e| e.to_string())?;
     let mut text = String::new();
-    open(shared, &resolved, OFlags::RDONLY)
-        .and_then(|mut f| f.read_to_string(&mut text))
-        .map_err(|e| format!("cannot read {path} as UTF-8 text: {e}"))?;
+    let mut file = open(shared, &resolved, OFlags::RDWR).map_err(|e| format!("cannot open {path}: {e}"))?;
+    check_links(shared, &file, path, true)?;
+    file.read_to_string(&mut text).map_err(|e| format!("cannot read {path} as UTF-8 text: {e}"))?;
     match text.matches(old).count() {
         0 => {
             return Err(format!(
@@ -241,9 +239,7 @@ fn edit_file(shared: &Shared, args: &Args) -> Result<ToolOutput, String> {
         }
     }
     let edited = text.replacen(old, new, 1);
-    open(shared, &resolved, OFlags::WRONLY | OFlags::TRUNC)
-        .and_then(|mut f| f.write_all(edited.as_bytes()))
-        .map_err(|e| format!("cannot write {path}: {e}"))?;
+    replace_content(file, edited.as_bytes()).map_err(|e| format!("cannot write {path}: {e}"))?;
     Ok(ToolOutput::ok(format!("Edited {}", shared.workspace.relative(&resolved))))
 }
 
@@ -306,19 +302,47 @@ fn send_file(shared: &Shared, args: &Args) -> Result<ToolOutput, String> {
     let path = required_str(args, "path")?;
     let caption = optional_str(args, "caption")?.unwrap_or("");
     let resolved = shared.workspace.resolve_existing(path).map_err(|e| e.to_string())?;
-    let meta = open(shared, &resolved, OFlags::RDONLY)
-        .and_then(|f| f.metadata())
-        .map_err(|e| format!("cannot read {path}: {e}"))?;
+    let file = open(shared, &resolved, OFlags::RDONLY).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("cannot read {path}: {e}"))?;
     if !meta.is_file() {
         return Err(format!("{path} is not a regular file"));
     }
     if meta.len() > MAX_SEND_FILE_BYTES {
         return Err(format!("file too large ({} bytes, max {MAX_SEND_FILE_BYTES})", meta.len()));
     }
+    check_links(shared, &file, path, false)?;
     let relative = shared.workspace.relative(&resolved);
     let mut out = ToolOutput::ok(format!("File sent to user: {relative}"));
     out.file = Some(SentFile { path: relative, caption: caption.to_string() });
     Ok(out)
+}
+
+/// Refuses a file with several hard links where the agent holds more rights than tool processes:
+/// such a name may have been linked by a tool process to a file it cannot change itself. Writing
+/// is refused for any multiply-linked file; reading only when the agent runs as root and the
+/// file is not the tools user's.
+fn check_links(shared: &Shared, file: &std::fs::File, path: &str, writing: bool) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().map_err(|e| format!("cannot read {path}: {e}"))?;
+    if !meta.is_file() || meta.nlink() <= 1 {
+        return Ok(());
+    }
+    let agent_has_more_rights = matches!(shared.identity, Ok(Some(id)) if id.uid != meta.uid());
+    if writing || agent_has_more_rights {
+        return Err(format!(
+            "{path} has {} hard links, and the file tools do not use files with several names; copy it to a new file first",
+            meta.nlink()
+        ));
+    }
+    Ok(())
+}
+
+/// Replaces a file's whole content through an already checked descriptor.
+fn replace_content(mut file: std::fs::File, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Seek;
+    file.set_len(0)?;
+    file.rewind()?;
+    file.write_all(content)
 }
 
 /// Opens a resolved path with the kernel confining the lookup to the workspace.

@@ -141,3 +141,18 @@ pub(crate) fn enter_fs_ruleset(ruleset: std::os::fd::RawFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Without Landlock (not Linux), tool processes run without the file-system sandbox.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn prepare_fs_ruleset(
+    _workspace: &std::path::Path,
+    _extra_read: &[std::path::PathBuf],
+) -> Result<Option<std::os::fd::OwnedFd>, String> {
+    Ok(None)
+}
+
+/// Nothing to enter outside Linux.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn enter_fs_ruleset(_ruleset: std::os::fd::RawFd) -> io::Result<()> {
+    Ok(())
+}
