@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use serde::Serialize;
 
-use crate::{open_store, print_table};
+use crate::{open_store, print_listing, print_table};
 
 #[derive(Debug, Subcommand)]
 pub enum AgentsCommand {
@@ -101,31 +101,18 @@ async fn list(settings: &Settings, owner: Option<i64>, status: Option<&str>, jso
     }
     let store = open_store(settings).await?;
     let agents = store.list_agents(&filter).await?;
-    if json {
-        let summaries: Vec<AgentSummary<'_>> = agents.iter().map(AgentSummary::from).collect();
-        println!("{}", serde_json::to_string_pretty(&summaries)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    if agents.is_empty() {
-        println!("No agents.");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let rows: Vec<Vec<String>> = agents
-        .iter()
-        .map(|a| {
-            vec![
-                a.id.to_string(),
-                a.owner_id.to_string(),
-                a.status.to_string(),
-                a.model.clone(),
-                a.name.clone(),
-                a.deployment.vm_url.clone().unwrap_or_else(|| "-".into()),
-                a.created_at.format("%Y-%m-%d %H:%M").to_string(),
-            ]
-        })
-        .collect();
-    print_table(&["ID", "OWNER", "STATUS", "MODEL", "NAME", "URL", "CREATED"], &rows);
-    Ok(ExitCode::SUCCESS)
+    let summaries: Vec<AgentSummary<'_>> = agents.iter().map(AgentSummary::from).collect();
+    print_listing(json, &summaries, "No agents.", &["ID", "OWNER", "STATUS", "MODEL", "NAME", "URL", "CREATED"], |a| {
+        vec![
+            a.id.to_string(),
+            a.owner_id.to_string(),
+            a.status.to_string(),
+            a.model.to_owned(),
+            a.name.to_owned(),
+            a.vm_url.unwrap_or("-").to_owned(),
+            a.created_at.format("%Y-%m-%d %H:%M").to_string(),
+        ]
+    })
 }
 
 fn set_or_unset(set: bool) -> &'static str {

@@ -39,6 +39,15 @@ impl Report {
         println!("  ✗ {text}");
     }
 
+    /// The file a setting names exists.
+    fn file(&mut self, variable: &str, path: &std::path::Path, fix: &str) {
+        if path.is_file() {
+            self.pass(&format!("{variable} points at {}", path.display()));
+        } else {
+            self.fail(&format!("{variable}: no file at {}; {fix}", path.display()));
+        }
+    }
+
     fn finish(self) -> ExitCode {
         println!();
         if self.problems == 0 {
@@ -132,15 +141,11 @@ fn check_deployer(settings: &Settings, report: &mut Report) {
             Err(err) => report.fail(&err.to_string()),
             Ok(_) => {
                 report.pass("Aleph Cloud selected (ALEPH_PRIVATE_KEY and ALEPH_SSH_PUBKEY are set)");
-                let key_path = &settings.aleph_ssh_privkey_path;
-                if key_path.is_file() {
-                    report.pass(&format!("SSH private key found at {}", key_path.display()));
-                } else {
-                    report.fail(&format!(
-                        "ALEPH_SSH_PRIVKEY_PATH: no file at {}. Point it at the private key matching ALEPH_SSH_PUBKEY",
-                        key_path.display()
-                    ));
-                }
+                report.file(
+                    "ALEPH_SSH_PRIVKEY_PATH",
+                    &settings.aleph_ssh_privkey_path,
+                    "point it at the private key matching ALEPH_SSH_PUBKEY",
+                );
             }
         },
         DeployerKind::Local => {
@@ -154,14 +159,7 @@ fn check_deployer(settings: &Settings, report: &mut Report) {
         _ => report.pass("a deployer is selected"),
     }
     if let Some(bin) = &settings.agent_bin {
-        if bin.is_file() {
-            report.pass(&format!("BAAL_AGENT_BIN points at {}", bin.display()));
-        } else {
-            report.fail(&format!(
-                "BAAL_AGENT_BIN: no file at {}. Build it with `cargo build --release -p baal-agent` or unset it",
-                bin.display()
-            ));
-        }
+        report.file("BAAL_AGENT_BIN", bin, "build it with `cargo build --release -p baal-agent`, or unset it");
     }
 }
 

@@ -103,6 +103,25 @@ pub(crate) async fn open_store(settings: &Settings) -> anyhow::Result<SqlStore> 
     Ok(SqlStore::open(&settings.database_url).await?)
 }
 
+/// Prints `items` as pretty JSON for scripts, or as a table of `row(item)` under `headers` for
+/// people (`empty` when there is nothing to show).
+pub(crate) fn print_listing<T: serde::Serialize>(
+    json: bool,
+    items: &[T],
+    empty: &str,
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(items)?);
+    } else if items.is_empty() {
+        println!("{empty}");
+    } else {
+        print_table(headers, &items.iter().map(row).collect::<Vec<_>>());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Prints rows under headers with every column padded to its widest cell. Hand-written because
 /// a table crate would add build time for what is a dozen lines here.
 pub(crate) fn print_table(headers: &[&str], rows: &[Vec<String>]) {

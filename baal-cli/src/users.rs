@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use serde::Serialize;
 
-use crate::{open_store, print_table};
+use crate::{open_store, print_listing};
 
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
@@ -64,27 +64,14 @@ async fn list(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
             created_at: user.created_at,
         })
         .collect();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&summaries)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    if summaries.is_empty() {
-        println!("No users.");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let rows: Vec<Vec<String>> = summaries
-        .iter()
-        .map(|u| {
-            vec![
-                u.id.to_string(),
-                u.username.as_deref().map_or_else(|| "-".to_owned(), |name| format!("@{name}")),
-                if u.api_key == "set" { "own key".to_owned() } else { "free tier".to_owned() },
-                u.agents.to_string(),
-                u.messages_today.to_string(),
-                u.created_at.format("%Y-%m-%d %H:%M").to_string(),
-            ]
-        })
-        .collect();
-    print_table(&["ID", "USERNAME", "LIBERTAI", "AGENTS", "TODAY", "SINCE"], &rows);
-    Ok(ExitCode::SUCCESS)
+    print_listing(json, &summaries, "No users.", &["ID", "USERNAME", "LIBERTAI", "AGENTS", "TODAY", "SINCE"], |u| {
+        vec![
+            u.id.to_string(),
+            u.username.as_deref().map_or_else(|| "-".to_owned(), |name| format!("@{name}")),
+            if u.api_key == "set" { "own key" } else { "free tier" }.to_owned(),
+            u.agents.to_string(),
+            u.messages_today.to_string(),
+            u.created_at.format("%Y-%m-%d %H:%M").to_string(),
+        ]
+    })
 }

@@ -264,6 +264,21 @@ fn doctor_names_what_is_missing_and_passes_when_complete() {
     assert_ne!(run.code, 0);
     assert!(run.stdout.lines().any(|l| l.contains('✗') && l.contains("BOT_ENCRYPTION_KEY")), "{}", run.stdout);
 
+    let missing_file = dir.path().join("absent_key");
+    let aleph = [
+        ("DATABASE_URL", url.as_str()),
+        ("BOT_ENCRYPTION_KEY", key.as_str()),
+        ("LIBERTAI_API_KEY", "k"),
+        ("ALEPH_PRIVATE_KEY", "aleph-secret"),
+        ("ALEPH_SSH_PUBKEY", "ssh-ed25519 AAAA test"),
+        ("ALEPH_SSH_PRIVKEY_PATH", missing_file.to_str().unwrap()),
+    ];
+    let run = baal_cli(dir.path(), &aleph, &["doctor", "--console"]);
+    assert_ne!(run.code, 0);
+    assert!(run.stdout.contains("Aleph Cloud selected"), "{}", run.stdout);
+    assert!(run.stdout.contains("✗ ALEPH_SSH_PRIVKEY_PATH: no file at"), "{}", run.stdout);
+    assert!(!run.stdout.contains("aleph-secret"));
+
     let malformed = baal_cli(dir.path(), &[("DATABASE_URL", &url), ("MAX_AGENTS_PER_USER", "three")], &["doctor"]);
     assert_ne!(malformed.code, 0);
     assert!(malformed.stdout.contains("✗ MAX_AGENTS_PER_USER"), "{}", malformed.stdout);
