@@ -3,3 +3,7 @@
 //! Every double is a real server or a real implementation of a trait; none skips the code under
 //! test.
 pub mod db;
+
+#[cfg(feature = "platform")]
+pub mod messenger;
+pub mod openai;
