@@ -234,23 +234,23 @@ pub fn telegram_message_id(message: MessageRef) -> Result<i32, MessengerError> {
     i32::try_from(message.message_id).map_err(|_| MessengerError::NotFound)
 }
 
-/// The command menu published at start. The platform does not expose its command list yet, so
-/// the menu lives here; `/pool` is left out because only admins may use it.
+/// The command menu published at start. The platform exposes no command list, so the menu lives
+/// here (keep it in step with `/help`); `/pool` is left out because only admins may use it.
 pub const COMMAND_MENU: &[(&str, &str)] = &[
     ("start", "Welcome and what Baal can do"),
     ("create", "Create a new agent"),
     ("list", "Your agents"),
-    ("manage", "Settings of one of your agents"),
+    ("manage", "Leave the chat with an agent"),
     ("soul", "View or change an agent's personality"),
     ("delete", "Delete an agent"),
     ("login", "Use your own LibertAI API key"),
     ("logout", "Forget your LibertAI API key"),
     ("account", "Your plan and today's usage"),
-    ("dashboard", "Overview of your agents"),
+    ("dashboard", "Health of your agents"),
     ("verbose", "Show or hide the agent's tool use"),
-    ("update", "Update an agent to the latest version"),
-    ("repair", "Repair an agent that stopped answering"),
-    ("cancel", "Leave the current step or chat"),
+    ("update", "Restart an agent with the latest settings"),
+    ("repair", "Retry a failed deployment"),
+    ("cancel", "Stop what you are doing"),
     ("help", "How to use Baal"),
 ];
 
