@@ -36,7 +36,8 @@ pub trait Engine: Send + Sync + 'static {
 
 /// How the bot runs.
 pub struct BotOptions {
-    /// How long in-flight turns may take to finish at shutdown.
+    /// How long in-flight turns and the engine's background work may take to finish at shutdown,
+    /// in all.
     pub drain: Duration,
 }
 
@@ -143,12 +144,14 @@ where
         }
     }
 
+    // One bound for both the turns in flight and the engine's background work.
+    let deadline = tokio::time::Instant::now() + options.drain;
     tracing::info!(busy_chats = queues.busy_chats(), "stopping: no new updates; letting turns finish");
     let unfinished = queues.drain(options.drain).await;
     if unfinished > 0 {
         tracing::warn!(unfinished, "turns still running after the shutdown bound were stopped");
     }
-    if tokio::time::timeout(options.drain, engine.shutdown()).await.is_err() {
+    if tokio::time::timeout_at(deadline, engine.shutdown()).await.is_err() {
         tracing::warn!("background work still running after the shutdown bound; it resumes at the next start");
     }
     if let Err(error) = stream.sync_update_state().await {
