@@ -497,19 +497,30 @@ fn choose_cut(atoms: &[Atom<'_>], start: usize, stack: &[(&str, &str)], limit: u
     let (mut paragraph, mut line, mut space, mut any) = (None, None, None, None);
     let mut previous_char = None;
     let mut end = start;
+    let mut closing = closing_len(&stack);
     while end < atoms.len() {
         let atom = atoms[end];
-        let mut next_stack = stack.clone();
-        apply(&mut next_stack, atom);
         let next_used = used + utf16_len(atom.raw());
-        if next_used + closing_len(&next_stack) > limit {
+        let next_stack = match atom {
+            Atom::Text(_) => None,
+            tag => {
+                let mut next = stack.clone();
+                apply(&mut next, tag);
+                Some(next)
+            }
+        };
+        let next_closing = next_stack.as_deref().map_or(closing, closing_len);
+        if next_used + next_closing > limit {
             break;
         }
         used = next_used;
-        stack = next_stack;
+        closing = next_closing;
+        if let Some(next) = next_stack {
+            stack = next;
+        }
         end += 1;
         if let Atom::Text(text) = atom {
-            let cost = used + closing_len(&stack);
+            let cost = used + closing;
             let late = cost >= half;
             match text {
                 "\n" if late && previous_char == Some("\n") => paragraph = Some(end),
