@@ -356,6 +356,35 @@ mod tests {
         assert!(out.entities.iter().any(|e| matches!(e, E::Pre(p) if p.language == "py")));
     }
 
+    fn span(entity: &E) -> Option<(i32, i32)> {
+        match entity {
+            E::Bold(e) => Some((e.offset, e.length)),
+            E::Italic(e) => Some((e.offset, e.length)),
+            E::Code(e) => Some((e.offset, e.length)),
+            E::Pre(e) => Some((e.offset, e.length)),
+            E::TextUrl(e) => Some((e.offset, e.length)),
+            E::Blockquote(e) => Some((e.offset, e.length)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn split_pieces_of_a_long_answer_each_make_a_valid_message() {
+        let code: String = (0..600).map(|i| format!("let value_{i} = \"日本語 😀 {i}\";\n")).collect();
+        let markdown = format!("# Report\n\n**Summary** with `code`.\n\n```rust\n{code}```\n\n> closing words 🎉");
+        let html = baal_core::platform::render::markdown_to_html(&markdown);
+        let pieces = baal_core::platform::render::split_message(&html, TELEGRAM_TEXT_LIMIT);
+        assert!(pieces.len() > 3, "{} pieces", pieces.len());
+        for piece in &pieces {
+            let out = outgoing(&Text::html(piece.clone())).unwrap();
+            let visible = i32::try_from(utf16_len(out.text.trim_end())).unwrap();
+            for entity in &out.entities {
+                let (offset, length) = span(entity).expect("only the tags Baal writes");
+                assert!(length > 0 && offset + length <= visible, "{entity:?} outside {visible} units");
+            }
+        }
+    }
+
     #[test]
     fn plain_text_is_sent_as_is() {
         let out = outgoing(&Text::plain("<b>not bold</b>")).unwrap();

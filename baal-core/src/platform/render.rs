@@ -471,11 +471,15 @@ pub fn split_message(html: &str, limit_utf16: usize) -> Vec<String> {
             piece.push_str(atom.raw());
             apply(&mut stack, *atom);
         }
+        // Line ends at the cut go after the closing tags: Telegram trims a message's trailing
+        // whitespace, and an entity reaching into what it trimmed is refused.
+        let trailing_whitespace = piece.split_off(piece.trim_end().len());
         for (name, _) in stack.iter().rev() {
             piece.push_str("</");
             piece.push_str(name);
             piece.push('>');
         }
+        piece.push_str(&trailing_whitespace);
         if !is_blank(&atoms[start..cut]) {
             pieces.push(piece);
         }
@@ -683,10 +687,11 @@ mod tests {
         let html = format!("<pre><code class=\"language-rust\">{}</code></pre>", escape_html(&code));
         let pieces = split_message(&html, 120);
         assert!(pieces.len() > 2);
+        assert!(pieces[0].ends_with("</code></pre>\n"), "line ends go after the closing tags: {:?}", pieces[0]);
         for piece in &pieces {
             assert!(utf16_len(piece) <= 120, "{piece}");
             assert!(piece.starts_with("<pre><code class=\"language-rust\">"), "{piece}");
-            assert!(piece.ends_with("</code></pre>"), "{piece}");
+            assert!(piece.trim_end().ends_with("</code></pre>"), "{piece}");
         }
         assert_eq!(pieces.iter().map(|p| visible(p)).collect::<String>(), code);
     }
