@@ -12,6 +12,9 @@
 //! - a redeploy restarts the agent and leaves it healthy, or reports failure (and, where the
 //!   deployer can, rolls back to what ran before).
 
+#[cfg(feature = "aleph")]
+pub mod aleph;
+
 use std::fmt;
 
 use async_trait::async_trait;
