@@ -103,21 +103,15 @@ async fn handle(mut socket: TcpStream, reply: Reply, log: Arc<Mutex<Vec<Seen>>>)
                     return;
                 }
             }
-            Reply::CutAfter(chunks) => {
+            Reply::CutAfter(chunks) | Reply::StallAfter(chunks) => {
                 let _ = socket.write_all(sse_head.as_bytes()).await;
                 for data in chunks {
                     let _ = socket.write_all(chunked(data).as_bytes()).await;
                 }
                 let _ = socket.flush().await;
-                return;
-            }
-            Reply::StallAfter(chunks) => {
-                let _ = socket.write_all(sse_head.as_bytes()).await;
-                for data in chunks {
-                    let _ = socket.write_all(chunked(data).as_bytes()).await;
+                if matches!(reply, Reply::StallAfter(_)) {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
                 }
-                let _ = socket.flush().await;
-                tokio::time::sleep(Duration::from_secs(3600)).await;
                 return;
             }
             Reply::Close => return,
