@@ -142,14 +142,12 @@ async fn main() -> anyhow::Result<()> {
     if interactive {
         println!("Your own Baal front-end. Try /start; type a button's number to press it; Ctrl-D quits.");
     }
-    let mut lines = stdin_lines();
     loop {
         if interactive {
             print!("> ");
             std::io::stdout().flush()?;
         }
-        let Some(line) = lines.recv().await else { break };
-        let line = line?;
+        let Some(line) = next_line().await? else { break };
         let line = line.trim();
         if !interactive {
             println!("> {line}"); // a piped script shows up in the transcript
@@ -170,16 +168,12 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Lines of stdin, read on a thread of their own so a blocking read never holds up the async
-/// runtime (the platform's background work keeps running while we wait for the user).
-fn stdin_lines() -> tokio::sync::mpsc::Receiver<std::io::Result<String>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lines() {
-            if tx.blocking_send(line).is_err() {
-                break;
-            }
-        }
+/// The next line of stdin, `None` at its end. The blocking read runs on tokio's blocking pool so
+/// the platform's background work (deployments, agents' queued messages) goes on meanwhile.
+async fn next_line() -> anyhow::Result<Option<String>> {
+    let read = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|n| (n > 0).then_some(line))
     });
-    rx
+    Ok(read.await??)
 }
