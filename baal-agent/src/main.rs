@@ -26,7 +26,9 @@ use baal_core::agent::{Agent, AgentConfig};
 use baal_core::inference::{ClientOptions, OpenAiClient, RetryPolicy};
 use clap::Parser;
 use poem::Server;
-use poem::listener::TcpAcceptor;
+use poem::http::uri::Scheme;
+use poem::listener::{Acceptor, TcpAcceptor};
+use poem::web::{LocalAddr, RemoteAddr};
 
 /// Run one Baal agent: `POST /chat` (SSE), `GET /pending`, `GET /files/{path}`, `GET /health`.
 #[derive(Debug, Parser)]
@@ -109,7 +111,7 @@ async fn run(settings: AgentSettings, config_file: Option<PathBuf>) -> anyhow::R
 
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
     let local = listener.local_addr().context("cannot read the bound address")?;
-    let acceptor = TcpAcceptor::from_tokio(listener).context("cannot accept connections")?;
+    let acceptor = NoDelay(TcpAcceptor::from_tokio(listener).context("cannot accept connections")?);
     {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "listening on {local}").context("cannot write to stdout")?;
@@ -122,6 +124,27 @@ async fn run(settings: AgentSettings, config_file: Option<PathBuf>) -> anyhow::R
         .context("the HTTP server failed")?;
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// Accepts connections with Nagle's algorithm off: an SSE stream writes small events one by one,
+/// and with Nagle each one after the first waits for the client's delayed ACK (~40 ms). poem's
+/// `TcpAcceptor` has no such option.
+struct NoDelay(TcpAcceptor);
+
+impl Acceptor for NoDelay {
+    type Io = tokio::net::TcpStream;
+
+    fn local_addr(&self) -> Vec<LocalAddr> {
+        self.0.local_addr()
+    }
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
+        let (io, local, remote, scheme) = self.0.accept().await?;
+        if let Err(e) = io.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        Ok((io, local, remote, scheme))
+    }
 }
 
 fn tool_config(settings: &AgentSettings, workspace: &Path, config_file: Option<&Path>) -> ToolConfig {

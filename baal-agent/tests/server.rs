@@ -345,3 +345,85 @@ async fn a_tool_turn_with_the_real_tools_keeps_the_secrets_out_of_reach() {
         assert!(!bash.contains(secret), "a secret leaked into bash output: {bash}");
     }
 }
+
+fn processes_running(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|cmdline| String::from_utf8_lossy(cmdline).replace('\0', " ").contains(needle))
+        .count()
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_cancels_the_running_tool() {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let llm = ScriptedLlm::start().await;
+    // A duration unique to this run, so processes of other runs cannot be mistaken for ours.
+    let marker = format!("sleep 4242.{}", std::process::id());
+    llm.push_tool_call("bash", json!({ "command": marker }).to_string());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The server learns that the client left when its next write fails: a keepalive at the latest.
+    let agent = start_agent_in(&llm, &[("KEEPALIVE_INTERVAL", "1")], dir);
+    // A raw connection, so that closing it really closes the socket.
+    let addr = agent.base_url.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = json!({"message": "sleep", "chat_id": OWNER}).to_string();
+    let head = format!(
+        "POST /chat HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {SECRET}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(body.as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("tool_use") {
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the agent closed the stream early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    for _ in 0..200 {
+        if processes_running(&marker) > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(processes_running(&marker) > 0, "the tool never started");
+    drop(socket);
+    for _ in 0..400 {
+        if processes_running(&marker) == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(processes_running(&marker), 0, "the tool kept running after the client left");
+}
+
+#[tokio::test]
+async fn keepalives_reach_the_client_while_the_model_thinks() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let llm = ScriptedLlm::start().await;
+    llm.push_tool_call("bash", r#"{"command":"sleep 3"}"#);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let agent = start_agent_in(&llm, &[("KEEPALIVE_INTERVAL", "1")], dir);
+    let addr = agent.base_url.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = json!({"message": "think", "chat_id": OWNER}).to_string();
+    let head = format!(
+        "POST /chat HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {SECRET}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(body.as_bytes()).await.unwrap();
+    let mut all = String::new();
+    socket.read_to_string(&mut all).await.unwrap();
+    assert!(all.contains(r#"{"type":"keepalive"}"#), "{all}");
+    assert!(all.contains(r#"{"type":"done"}"#), "{all}");
+}

@@ -332,3 +332,33 @@ async fn heartbeat_without_an_owner_delivers_nothing() {
     assert_eq!(h.agent.heartbeat_tick().await, HeartbeatOutcome::Ran { delivered: false });
     assert!(h.agent.history().take_pending(None).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_retried_message_whose_first_attempt_got_no_answer_is_stored_once() {
+    let h = harness(&[]).await;
+    h.llm.push(Reply::status(500));
+    let events = run(&h.agent, "hello?", OWNER, None).await;
+    assert!(matches!(events[0], AgentEvent::Error { .. }));
+    h.llm.push_text("hi!");
+    run(&h.agent, "hello?", OWNER, None).await;
+    let rows = h.agent.history().rows(OWNER).await.unwrap();
+    let contents: Vec<_> = rows.iter().map(|r| r.message.content.clone().unwrap_or_default()).collect();
+    assert_eq!(contents, vec!["hello?", "hi!"]);
+    // Once answered, the same words are a new message.
+    run(&h.agent, "hello?", OWNER, None).await;
+    assert_eq!(h.agent.history().count(OWNER).await.unwrap(), 4);
+}
+
+#[tokio::test]
+async fn keepalives_flow_while_a_tool_runs() {
+    let h = harness(&[("KEEPALIVE_INTERVAL", "1")]).await;
+    h.llm.push_tool_call("forever", "{}");
+    let mut stream = h.agent.chat(ChatRequest::new("go", OWNER, Role::Owner));
+    let mut keepalives = 0;
+    while keepalives < 2 {
+        let event = stream.next().await.unwrap();
+        if event == AgentEvent::Keepalive {
+            keepalives += 1;
+        }
+    }
+}
