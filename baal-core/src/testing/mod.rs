@@ -2,3 +2,8 @@
 //! OpenAI-compatible server, fakes of the Aleph API and CRN, and an in-memory `Messenger`.
 //! Every double is a real server or a real implementation of a trait; none skips the code under
 //! test.
+
+#[cfg(feature = "aleph")]
+pub mod aleph;
+#[cfg(feature = "aleph")]
+pub mod ssh;
