@@ -21,7 +21,9 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-async fn keygen(path: &Path) -> std::io::Result<String> {
+/// Generates an ed25519 key pair at `path` (and `path.pub`) with `ssh-keygen`; returns the public
+/// key line.
+pub async fn keygen(path: &Path) -> std::io::Result<String> {
     let status = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "baal-test", "-f"])
         .arg(path)
