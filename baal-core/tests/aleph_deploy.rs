@@ -121,7 +121,7 @@ impl Harness {
         config.layout.agent_user = "root".into();
         config.layout.agent_port = self.agent_port;
         config.layout.path_prefix = Some(self.vm.stand_ins().display().to_string());
-        config.layout.health_tries = 10;
+        config.layout.health_seconds = 10;
         let t = &mut config.timeouts;
         t.http = Duration::from_secs(5);
         t.message = Duration::from_secs(10);

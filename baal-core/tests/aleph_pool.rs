@@ -168,7 +168,7 @@ async fn pool_rounds_provision_claim_and_retire() {
     config.layout.agent_user = "root".into();
     config.layout.agent_port = agent_port;
     config.layout.path_prefix = Some(vm.stand_ins().display().to_string());
-    config.layout.health_tries = 10;
+    config.layout.health_seconds = 10;
     config.pool.enabled = true;
     config.pool.min_size = 2;
     config.pool.max_size = 3;
