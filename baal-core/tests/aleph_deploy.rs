@@ -12,7 +12,9 @@ use baal_core::deploy::aleph::{AlephConfig, AlephDeployer};
 use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer};
 use baal_core::domain::{AgentId, Deployment};
 use baal_core::testing::aleph::{CrnBehaviour, FakeAleph, FakeCrn, MemoryPoolStore};
-use baal_core::testing::ssh::{BROKEN_AGENT, STANDIN_AGENT, Sshd, VmSandbox, free_port, write_executable};
+use baal_core::testing::ssh::{
+    BROKEN_AGENT, RusshServer, STANDIN_AGENT, SshTarget, VmSandbox, free_port, write_executable,
+};
 use secrecy::SecretString;
 
 /// Public Anvil/Hardhat dev key #0; never funded.
@@ -63,7 +65,7 @@ impl DeployReporter for Recorder {
 struct Harness {
     aleph: FakeAleph,
     crns: Vec<FakeCrn>,
-    sshd: Sshd,
+    sshd: SshTarget,
     vm: VmSandbox,
     agent_bin: PathBuf,
     agent_port: u16,
@@ -71,23 +73,18 @@ struct Harness {
     _local: tempfile::TempDir,
 }
 
-fn sshd_missing() -> bool {
-    if Sshd::available() {
-        return false;
-    }
-    eprintln!("skipped: /usr/sbin/sshd is missing or the tests do not run as root (`.ci/run` installs it)");
-    true
-}
-
 impl Harness {
     /// CRNs are listed in the given order (the first is tried first); every healthy one hands
     /// out the loopback sshd (or `ssh_port` when given).
     async fn start(behaviours: &[CrnBehaviour], ssh_port: Option<u16>) -> Harness {
+        Harness::start_on(SshTarget::start().await.unwrap(), behaviours, ssh_port).await
+    }
+
+    async fn start_on(sshd: SshTarget, behaviours: &[CrnBehaviour], ssh_port: Option<u16>) -> Harness {
         let aleph = FakeAleph::start().await.unwrap();
-        let sshd = Sshd::start().await.unwrap();
         let mut crns = Vec::new();
         for (i, behaviour) in behaviours.iter().enumerate() {
-            let crn = FakeCrn::start(&aleph, *behaviour, "127.0.0.1", ssh_port.unwrap_or(sshd.port)).await.unwrap();
+            let crn = FakeCrn::start(&aleph, *behaviour, "127.0.0.1", ssh_port.unwrap_or(sshd.port())).await.unwrap();
             aleph.add_crn(&crn, 0.1 * (i as f64 + 1.0));
             crns.push(crn);
         }
@@ -113,12 +110,12 @@ impl Harness {
             &self.aleph.url,
             self.aleph.crn_list_url(),
             &self.aleph.url,
-            &self.sshd.client_pubkey,
-            &self.sshd.client_key_path,
+            self.sshd.client_pubkey(),
+            self.sshd.client_key_path(),
             &self.agent_bin,
         );
         config.layout.root = self.vm.root().display().to_string();
-        config.layout.agent_user = "root".into();
+        config.layout.agent_user = VmSandbox::user();
         config.layout.agent_port = self.agent_port;
         config.layout.path_prefix = Some(self.vm.stand_ins().display().to_string());
         config.layout.health_seconds = 10;
@@ -171,10 +168,17 @@ fn same_key(a: &str, b: &str) -> bool {
 
 #[tokio::test]
 async fn whole_path_deploy_redeploy_destroy() {
-    if sshd_missing() {
-        return;
-    }
-    let h = Harness::start(&[CrnBehaviour::Healthy], None).await;
+    whole_path(Harness::start(&[CrnBehaviour::Healthy], None).await).await;
+}
+
+/// The same path against the in-process russh server (what runs where OpenSSH is absent).
+#[tokio::test]
+async fn whole_path_against_the_in_process_russh_server() {
+    let target = SshTarget::Russh(RusshServer::start().await.unwrap());
+    whole_path(Harness::start_on(target, &[CrnBehaviour::Healthy], None).await).await;
+}
+
+async fn whole_path(h: Harness) {
     h.aleph.answer_pending_first(true);
     let deployer = h.deployer(h.config());
     let name = "Ada \"the\" $(reboot) `id`\nagent";
@@ -196,8 +200,8 @@ async fn whole_path_deploy_redeploy_destroy() {
     assert_eq!(instance.content["metadata"]["name"], format!("baal-agent-{name}"));
     assert_eq!(h.crns[0].notified(), vec![hash.clone()]);
     assert_eq!(facts.crn_url.as_deref(), Some(h.crns[0].url.as_str()));
-    assert_eq!(facts.ssh_port, Some(h.sshd.port));
-    assert!(same_key(facts.ssh_host_key.as_deref().unwrap(), &h.sshd.host_key));
+    assert_eq!(facts.ssh_port, Some(h.sshd.port()));
+    assert!(same_key(facts.ssh_host_key.as_deref().unwrap(), h.sshd.host_key()));
     assert_eq!(facts.vm_url, Some(format!("http://127.0.0.1:{}", h.agent_port)));
     assert_eq!(reporter.stored(), facts);
 
@@ -238,9 +242,6 @@ async fn whole_path_deploy_redeploy_destroy() {
 
 #[tokio::test]
 async fn a_node_that_times_out_is_blacklisted_and_the_next_one_used() {
-    if sshd_missing() {
-        return;
-    }
     let h = Harness::start(&[CrnBehaviour::Hang, CrnBehaviour::Healthy], None).await;
     let deployer = h.deployer(h.config());
     let facts = deployer.deploy(&spec("a", "p"), &Recorder::default()).await.unwrap();
@@ -270,9 +271,6 @@ async fn a_node_that_times_out_is_blacklisted_and_the_next_one_used() {
 
 #[tokio::test]
 async fn a_credit_rejection_is_clear_and_leaves_nothing_behind() {
-    if sshd_missing() {
-        return;
-    }
     let h = Harness::start(&[CrnBehaviour::Healthy], None).await;
     h.aleph.set_credits(1000);
     let deployer = h.deployer(h.config());
@@ -289,9 +287,6 @@ async fn a_credit_rejection_is_clear_and_leaves_nothing_behind() {
 
 #[tokio::test]
 async fn ssh_refused_fails_the_ship_step_and_delete_still_finds_the_vm() {
-    if sshd_missing() {
-        return;
-    }
     let closed = free_port().unwrap();
     let h = Harness::start(&[CrnBehaviour::Healthy], Some(closed)).await;
     let deployer = h.deployer(h.config());
@@ -307,13 +302,10 @@ async fn ssh_refused_fails_the_ship_step_and_delete_still_finds_the_vm() {
 
 #[tokio::test]
 async fn a_changed_host_key_is_refused() {
-    if sshd_missing() {
-        return;
-    }
     let h = Harness::start(&[CrnBehaviour::Healthy], None).await;
     let deployer = h.deployer(h.config());
     let facts = deployer.deploy(&spec("a", "p"), &Recorder::default()).await.unwrap();
-    let impostor = Sshd::start().await.unwrap();
+    let impostor = RusshServer::start().await.unwrap();
     let mut update = spec("a", "p2");
     update.existing = facts;
     update.existing.ssh_host_key = Some(impostor.host_key.clone());
@@ -325,9 +317,6 @@ async fn a_changed_host_key_is_refused() {
 
 #[tokio::test]
 async fn a_release_failing_its_health_check_is_rolled_back() {
-    if sshd_missing() {
-        return;
-    }
     let h = Harness::start(&[CrnBehaviour::Healthy], None).await;
     let deployer = h.deployer(h.config());
     let facts = deployer.deploy(&spec("a", "first"), &Recorder::default()).await.unwrap();
@@ -345,9 +334,6 @@ async fn a_release_failing_its_health_check_is_rolled_back() {
 
 #[tokio::test]
 async fn a_crash_between_steps_leaves_a_vm_that_delete_finds_and_repair_resumes() {
-    if sshd_missing() {
-        return;
-    }
     let h = Harness::start(&[CrnBehaviour::Healthy], None).await;
     let deployer = h.deployer(h.config());
     // The platform stops after storing the instance hash (the second facts call fails).

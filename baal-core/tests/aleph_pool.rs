@@ -12,7 +12,7 @@ use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Depl
 use baal_core::domain::{AgentId, Deployment, PoolStatus};
 use baal_core::store::Store;
 use baal_core::testing::aleph::{CrnBehaviour, FakeAleph, FakeCrn, MemoryPoolStore};
-use baal_core::testing::ssh::{STANDIN_AGENT, Sshd, VmSandbox, free_port, keygen, write_executable};
+use baal_core::testing::ssh::{STANDIN_AGENT, SshTarget, VmSandbox, free_port, write_ed25519_key, write_executable};
 use secrecy::SecretString;
 
 const DEV_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
@@ -71,15 +71,12 @@ fn fast(config: &mut AlephConfig) {
 async fn fifty_concurrent_claims_with_failures_keep_the_pool_invariants() {
     let dir = tempfile::tempdir().unwrap();
     let key_path = dir.path().join("id");
-    let Ok(pubkey) = keygen(&key_path).await else {
-        eprintln!("skipped: ssh-keygen is missing");
-        return;
-    };
+    let pubkey = write_ed25519_key(&key_path).unwrap();
     let aleph = FakeAleph::start().await.unwrap();
     let store = Arc::new(MemoryPoolStore::new());
     // Five warm VMs whose SSH port is closed: every deployment on them fails at `ship`.
     let closed = free_port().unwrap();
-    let host_key = keygen(&dir.path().join("host")).await.unwrap();
+    let host_key = write_ed25519_key(&dir.path().join("host")).unwrap();
     for i in 0..5u8 {
         let row = store.pool_insert().await.unwrap();
         let mut deployment = Deployment::default();
@@ -141,13 +138,9 @@ async fn fifty_concurrent_claims_with_failures_keep_the_pool_invariants() {
 
 #[tokio::test]
 async fn pool_rounds_provision_claim_and_retire() {
-    if !Sshd::available() {
-        eprintln!("skipped: /usr/sbin/sshd is missing or the tests do not run as root");
-        return;
-    }
     let aleph = FakeAleph::start().await.unwrap();
-    let sshd = Sshd::start().await.unwrap();
-    let crn = FakeCrn::start(&aleph, CrnBehaviour::Healthy, "127.0.0.1", sshd.port).await.unwrap();
+    let sshd = SshTarget::start().await.unwrap();
+    let crn = FakeCrn::start(&aleph, CrnBehaviour::Healthy, "127.0.0.1", sshd.port()).await.unwrap();
     aleph.add_crn(&crn, 0.1);
     let vm = VmSandbox::new().unwrap();
     let local = tempfile::tempdir().unwrap();
@@ -160,12 +153,12 @@ async fn pool_rounds_provision_claim_and_retire() {
         &aleph.url,
         aleph.crn_list_url(),
         &aleph.url,
-        &sshd.client_pubkey,
-        &sshd.client_key_path,
+        sshd.client_pubkey(),
+        sshd.client_key_path(),
         &agent_bin,
     );
     config.layout.root = vm.root().display().to_string();
-    config.layout.agent_user = "root".into();
+    config.layout.agent_user = VmSandbox::user();
     config.layout.agent_port = agent_port;
     config.layout.path_prefix = Some(vm.stand_ins().display().to_string());
     config.layout.health_seconds = 10;
@@ -214,10 +207,7 @@ async fn pool_rounds_provision_claim_and_retire() {
 async fn a_failed_pool_provision_is_forgotten_and_leaves_no_row() {
     let dir = tempfile::tempdir().unwrap();
     let key_path = dir.path().join("id");
-    let Ok(pubkey) = keygen(&key_path).await else {
-        eprintln!("skipped: ssh-keygen is missing");
-        return;
-    };
+    let pubkey = write_ed25519_key(&key_path).unwrap();
     let aleph = FakeAleph::start().await.unwrap();
     let crn = FakeCrn::start(&aleph, CrnBehaviour::NoCapacity, "127.0.0.1", 1).await.unwrap();
     aleph.add_crn(&crn, 0.1);

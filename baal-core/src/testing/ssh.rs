@@ -205,6 +205,16 @@ impl VmSandbox {
         self.dir.path().join(relative)
     }
 
+    /// The user this process runs as: the agent user to configure, since the stand-ins run
+    /// the agent as whoever logs in.
+    pub fn user() -> String {
+        std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|_| "root".into())
+    }
+
     /// What the stand-in `systemctl` was asked, one call per line.
     pub fn systemctl_calls(&self) -> String {
         std::fs::read_to_string(self.file("systemctl.log")).unwrap_or_default()
@@ -224,4 +234,263 @@ pub fn write_executable(path: &Path, text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::write(path, text)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+}
+
+/// Writes a fresh ed25519 private key (OpenSSH format, no passphrase) at `path` and returns the
+/// public key line. Made in-process: works where OpenSSH's tools are absent.
+pub fn write_ed25519_key(path: &Path) -> std::io::Result<String> {
+    ed25519_key(path).map(|(_, public)| public)
+}
+
+fn ed25519_key(path: &Path) -> std::io::Result<(russh::keys::PrivateKey, String)> {
+    use russh::keys::ssh_key::{LineEnding, private::Ed25519Keypair};
+    let key = russh::keys::PrivateKey::from(Ed25519Keypair::from_seed(&rand::random::<[u8; 32]>()));
+    let private = key.to_openssh(LineEnding::LF).map_err(|e| io_error(e.to_string()))?;
+    std::fs::write(path, private.as_bytes())?;
+    let public = key.public_key().to_openssh().map_err(|e| io_error(e.to_string()))?;
+    Ok((key, public))
+}
+
+/// An in-process russh server on 127.0.0.1 that runs each exec request with `sh -c` on this
+/// machine, streaming stdin, stdout, stderr and the exit status: the stand-in for `sshd` where
+/// OpenSSH is not installed. It accepts one client key; the user name is ignored (commands run as
+/// the test's user).
+pub struct RusshServer {
+    /// The port it listens on.
+    pub port: u16,
+    /// Its host key (OpenSSH public key line).
+    pub host_key: String,
+    /// The client's private key file.
+    pub client_key_path: PathBuf,
+    /// The client's public key line.
+    pub client_pubkey: String,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for RusshServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RusshServer").field("port", &self.port).finish_non_exhaustive()
+    }
+}
+
+impl Drop for RusshServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Where each channel's stdin goes: `None` is end of input.
+type Stdins = std::sync::Arc<
+    std::sync::Mutex<std::collections::HashMap<russh::ChannelId, tokio::sync::mpsc::UnboundedSender<Option<Vec<u8>>>>>,
+>;
+
+#[derive(Clone)]
+struct ShellServer {
+    allowed: russh::keys::PublicKey,
+    stdins: Stdins,
+}
+
+impl russh::server::Server for ShellServer {
+    type Handler = ShellServer;
+    fn new_client(&mut self, _: Option<std::net::SocketAddr>) -> ShellServer {
+        ShellServer { allowed: self.allowed.clone(), stdins: Default::default() }
+    }
+}
+
+impl russh::server::Handler for ShellServer {
+    type Error = russh::Error;
+
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<russh::server::Auth, Self::Error> {
+        Ok(if key.public_key.key_data() == self.allowed.key_data() {
+            russh::server::Auth::Accept
+        } else {
+            russh::server::Auth::reject()
+        })
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        _channel: russh::Channel<russh::server::Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: russh::ChannelId,
+        data: &[u8],
+        session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        session.channel_success(channel)?;
+        let handle = session.handle();
+        let command = String::from_utf8_lossy(data).into_owned();
+        let (stdin_tx, mut stdin_rx) = tokio::sync::mpsc::unbounded_channel::<Option<Vec<u8>>>();
+        self.stdins.lock().unwrap_or_else(|e| e.into_inner()).insert(channel, stdin_tx);
+        tokio::spawn(async move {
+            let child = Command::new("sh")
+                .arg("-c")
+                .arg(&command)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn();
+            let mut child = match child {
+                Ok(child) => child,
+                Err(err) => {
+                    let _ = handle.extended_data(channel, 1, err.to_string().into_bytes()).await;
+                    let _ = handle.exit_status_request(channel, 127).await;
+                    let _ = handle.close(channel).await;
+                    return;
+                }
+            };
+            let mut stdin = child.stdin.take();
+            let feed = async {
+                while let Some(Some(bytes)) = stdin_rx.recv().await {
+                    if let Some(pipe) = stdin.as_mut()
+                        && pipe.write_all(&bytes).await.is_err()
+                    {
+                        break;
+                    }
+                }
+                drop(stdin.take());
+            };
+            let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+            let pump = |ext: Option<u32>, pipe: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>| {
+                let handle = handle.clone();
+                async move {
+                    let Some(mut pipe) = pipe else { return };
+                    let mut buffer = vec![0u8; 32 * 1024];
+                    while let Ok(n) = pipe.read(&mut buffer).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let chunk = buffer[..n].to_vec();
+                        let sent = match ext {
+                            None => handle.data(channel, chunk).await,
+                            Some(ext) => handle.extended_data(channel, ext, chunk).await,
+                        };
+                        if sent.is_err() {
+                            break;
+                        }
+                    }
+                }
+            };
+            let out_pipe = out.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>);
+            let err_pipe = err.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>);
+            tokio::join!(feed, pump(None, out_pipe), pump(Some(1), err_pipe));
+            let status = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(255);
+            let _ = handle.exit_status_request(channel, status as u32).await;
+            let _ = handle.eof(channel).await;
+            let _ = handle.close(channel).await;
+        });
+        Ok(())
+    }
+
+    async fn data(
+        &mut self,
+        channel: russh::ChannelId,
+        data: &[u8],
+        _session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(tx) = self.stdins.lock().unwrap_or_else(|e| e.into_inner()).get(&channel) {
+            let _ = tx.send(Some(data.to_vec()));
+        }
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: russh::ChannelId,
+        _session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(tx) = self.stdins.lock().unwrap_or_else(|e| e.into_inner()).remove(&channel) {
+            let _ = tx.send(None);
+        }
+        Ok(())
+    }
+}
+
+impl RusshServer {
+    /// Starts the server with fresh host and client keys.
+    pub async fn start() -> std::io::Result<RusshServer> {
+        use russh::server::Server as _;
+        let dir = tempfile::tempdir()?;
+        let (host, host_key) = ed25519_key(&dir.path().join("host_key"))?;
+        let client_key_path = dir.path().join("client_key");
+        let (client, client_pubkey) = ed25519_key(&client_key_path)?;
+        let config = std::sync::Arc::new(russh::server::Config {
+            keys: vec![host],
+            auth_rejection_time: Duration::from_millis(10),
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            ..Default::default()
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let mut server = ShellServer { allowed: client.public_key().clone(), stdins: Default::default() };
+        let task = tokio::spawn(async move {
+            let _ = server.run_on_socket(config, &listener).await;
+        });
+        Ok(RusshServer { port, host_key, client_key_path, client_pubkey, task, _dir: dir })
+    }
+}
+
+/// A loopback SSH target: OpenSSH's `sshd` where it can run, else the in-process russh server.
+#[derive(Debug)]
+pub enum SshTarget {
+    /// OpenSSH.
+    OpenSsh(Sshd),
+    /// The in-process russh server.
+    Russh(RusshServer),
+}
+
+impl SshTarget {
+    /// Starts `sshd` if available (root and `/usr/sbin/sshd`), else the russh server.
+    pub async fn start() -> std::io::Result<SshTarget> {
+        if Sshd::available() {
+            Ok(SshTarget::OpenSsh(Sshd::start().await?))
+        } else {
+            Ok(SshTarget::Russh(RusshServer::start().await?))
+        }
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        match self {
+            SshTarget::OpenSsh(s) => s.port,
+            SshTarget::Russh(s) => s.port,
+        }
+    }
+
+    /// The host key line.
+    pub fn host_key(&self) -> &str {
+        match self {
+            SshTarget::OpenSsh(s) => &s.host_key,
+            SshTarget::Russh(s) => &s.host_key,
+        }
+    }
+
+    /// The client's private key file.
+    pub fn client_key_path(&self) -> &Path {
+        match self {
+            SshTarget::OpenSsh(s) => &s.client_key_path,
+            SshTarget::Russh(s) => &s.client_key_path,
+        }
+    }
+
+    /// The client's public key line.
+    pub fn client_pubkey(&self) -> &str {
+        match self {
+            SshTarget::OpenSsh(s) => &s.client_pubkey,
+            SshTarget::Russh(s) => &s.client_pubkey,
+        }
+    }
 }
