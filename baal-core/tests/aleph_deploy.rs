@@ -356,3 +356,22 @@ async fn a_crash_between_steps_leaves_a_vm_that_delete_finds_and_repair_resumes(
     assert!(h.aleph.live_instances().is_empty());
     assert_eq!(h.crns[0].erased(), vec![hash]);
 }
+
+/// The real `baal-agent` (built by `cargo build --workspace`), shipped and started like on a VM.
+#[tokio::test]
+async fn the_real_baal_agent_is_shipped_and_answers() {
+    let explicit = std::env::var_os("BAAL_AGENT_BIN").map(PathBuf::from);
+    let real = baal_core::deploy::local::find_agent_binary(explicit.as_deref())
+        .unwrap_or_else(|err| panic!("{err} (for these tests: cargo build --workspace)"));
+    let h = Harness::start(&[CrnBehaviour::Healthy], None).await;
+    std::fs::copy(&real, &h.agent_bin).unwrap();
+    let deployer = h.deployer(h.config());
+    let name = "Real \"agent\" $(id)";
+    let facts = deployer.deploy(&spec(name, "Be brief.\nReally."), &Recorder::default()).await.unwrap();
+    let url = facts.vm_url.clone().unwrap();
+    let health: serde_json::Value = reqwest::get(format!("{url}/health")).await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["agent_name"], name);
+    deployer.destroy(AgentId(1), &facts, &Recorder::default()).await.unwrap();
+    assert!(h.aleph.live_instances().is_empty());
+}

@@ -9,6 +9,12 @@
 //! - soft-deleted agents are invisible to every per-owner query and never count against a slot;
 //! - values in the key-value area are stored as given: callers seal what is secret.
 
+mod entities;
+mod migrations;
+mod sql;
+
+pub use sql::SqlStore;
+
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 

@@ -5,5 +5,9 @@
 
 #[cfg(feature = "aleph")]
 pub mod aleph;
+pub mod db;
+#[cfg(feature = "platform")]
+pub mod messenger;
+pub mod openai;
 #[cfg(feature = "aleph")]
 pub mod ssh;

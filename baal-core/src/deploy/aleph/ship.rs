@@ -96,7 +96,7 @@ pub(crate) fn settings_file(spec: &AgentSpec, layout: &VmLayout) -> String {
         ("AGENT_SECRET", spec.agent_secret.expose_secret().to_owned()),
         ("OWNER_CHAT_ID", spec.owner_chat_id.clone()),
         ("VISITOR_TOOLS", spec.visitor_tools.join(",")),
-        ("HOST", "127.0.0.1".into()),
+        ("BIND_ADDR", "127.0.0.1".into()),
         ("PORT", layout.agent_port.to_string()),
         ("DB_PATH", format!("{data}/agent.db")),
         ("WORKSPACE_PATH", format!("{data}/workspace")),

@@ -1,0 +1,131 @@
+//! SeaORM entities: one module per table. Rows are converted to and from `domain` types in
+//! `sql.rs`; nothing outside the store sees these.
+
+pub(crate) mod users {
+    use sea_orm::entity::prelude::*;
+
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "users")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub username: Option<String>,
+        pub api_key_sealed: Option<Vec<u8>>,
+        pub show_tools: bool,
+        pub created_at: ChronoDateTimeUtc,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod agents {
+    use sea_orm::entity::prelude::*;
+
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "agents")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub owner_id: i64,
+        pub name: String,
+        pub system_prompt: String,
+        pub model: String,
+        pub status: String,
+        pub deleted: bool,
+        pub instance_hash: Option<String>,
+        pub crn_url: Option<String>,
+        pub vm_url: Option<String>,
+        pub vm_host: Option<String>,
+        pub ssh_port: Option<i32>,
+        pub ssh_host_key: Option<String>,
+        pub token_sealed: Option<Vec<u8>>,
+        #[sea_orm(unique)]
+        pub slug: String,
+        /// JSON array of tool names: one portable column on both backends.
+        pub visitor_tools: String,
+        pub created_at: ChronoDateTimeUtc,
+        pub updated_at: ChronoDateTimeUtc,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod daily_usage {
+    use sea_orm::entity::prelude::*;
+
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "daily_usage")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub day: Date,
+        pub messages: i32,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod deployment_events {
+    use sea_orm::entity::prelude::*;
+
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "deployment_events")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub agent_id: i64,
+        pub step: String,
+        pub outcome: String,
+        pub detail: Option<String>,
+        pub created_at: ChronoDateTimeUtc,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod pool_vms {
+    use sea_orm::entity::prelude::*;
+
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "pool_vms")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub instance_hash: Option<String>,
+        pub crn_url: Option<String>,
+        pub vm_url: Option<String>,
+        pub vm_host: Option<String>,
+        pub ssh_port: Option<i32>,
+        pub ssh_host_key: Option<String>,
+        pub status: String,
+        pub agent_id: Option<i64>,
+        pub created_at: ChronoDateTimeUtc,
+        pub claimed_at: Option<ChronoDateTimeUtc>,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod kv {
+    use sea_orm::entity::prelude::*;
+
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "kv")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub namespace: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        pub value: Vec<u8>,
+        pub updated_at: ChronoDateTimeUtc,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
