@@ -51,10 +51,7 @@ async fn bench() {
             &sshd.client_key_path,
             &agent_bin,
         );
-        config.layout.root = vm.root().display().to_string();
-        config.layout.agent_user = "root".into();
-        config.layout.agent_port = port;
-        config.layout.path_prefix = Some(vm.stand_ins().display().to_string());
+        config.layout = vm.layout(port);
         config.timeouts.poll = Duration::from_millis(50);
         let account = EthAccount::from_hex(&SecretString::from(
             "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",

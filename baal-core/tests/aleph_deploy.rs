@@ -4,14 +4,13 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use baal_core::deploy::aleph::sign::EthAccount;
 use baal_core::deploy::aleph::{AlephConfig, AlephDeployer};
 use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer};
 use baal_core::domain::{AgentId, Deployment};
-use baal_core::testing::aleph::{CrnBehaviour, FakeAleph, FakeCrn, MemoryPoolStore};
+use baal_core::testing::aleph::{CrnBehaviour, FakeAleph, FakeCrn, MemoryPoolStore, loopback_timeouts};
 use baal_core::testing::ssh::{
     BROKEN_AGENT, RusshServer, STANDIN_AGENT, SshTarget, VmSandbox, free_port, write_executable,
 };
@@ -114,21 +113,8 @@ impl Harness {
             self.sshd.client_key_path(),
             &self.agent_bin,
         );
-        config.layout.root = self.vm.root().display().to_string();
-        config.layout.agent_user = VmSandbox::user();
-        config.layout.agent_port = self.agent_port;
-        config.layout.path_prefix = Some(self.vm.stand_ins().display().to_string());
-        config.layout.health_seconds = 10;
-        let t = &mut config.timeouts;
-        t.http = Duration::from_secs(5);
-        t.message = Duration::from_secs(10);
-        t.poll = Duration::from_millis(50);
-        t.notify = Duration::from_millis(700);
-        t.allocation = Duration::from_secs(5);
-        t.ssh_ready = Duration::from_secs(2);
-        t.ssh_connect = Duration::from_secs(5);
-        t.command = Duration::from_secs(60);
-        t.https = Duration::from_secs(10);
+        config.layout = self.vm.layout(self.agent_port);
+        config.timeouts = loopback_timeouts();
         config
     }
 

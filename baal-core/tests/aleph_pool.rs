@@ -11,7 +11,7 @@ use baal_core::deploy::aleph::{AlephConfig, AlephDeployer};
 use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer};
 use baal_core::domain::{AgentId, Deployment, PoolStatus};
 use baal_core::store::Store;
-use baal_core::testing::aleph::{CrnBehaviour, FakeAleph, FakeCrn, MemoryPoolStore};
+use baal_core::testing::aleph::{CrnBehaviour, FakeAleph, FakeCrn, MemoryPoolStore, loopback_timeouts};
 use baal_core::testing::ssh::{STANDIN_AGENT, SshTarget, VmSandbox, free_port, write_ed25519_key, write_executable};
 use secrecy::SecretString;
 
@@ -55,16 +55,8 @@ fn account() -> EthAccount {
 }
 
 fn fast(config: &mut AlephConfig) {
-    let t = &mut config.timeouts;
-    t.http = Duration::from_secs(5);
-    t.message = Duration::from_secs(10);
-    t.poll = Duration::from_millis(50);
-    t.notify = Duration::from_millis(700);
-    t.allocation = Duration::from_secs(5);
-    t.ssh_ready = Duration::from_millis(300);
-    t.ssh_connect = Duration::from_secs(5);
-    t.command = Duration::from_secs(60);
-    t.https = Duration::from_secs(10);
+    config.timeouts = loopback_timeouts();
+    config.timeouts.ssh_ready = Duration::from_millis(300);
 }
 
 #[tokio::test]
@@ -157,11 +149,7 @@ async fn pool_rounds_provision_claim_and_retire() {
         sshd.client_key_path(),
         &agent_bin,
     );
-    config.layout.root = vm.root().display().to_string();
-    config.layout.agent_user = VmSandbox::user();
-    config.layout.agent_port = agent_port;
-    config.layout.path_prefix = Some(vm.stand_ins().display().to_string());
-    config.layout.health_seconds = 10;
+    config.layout = vm.layout(agent_port);
     config.pool.enabled = true;
     config.pool.min_size = 2;
     config.pool.max_size = 3;

@@ -446,6 +446,22 @@ async fn handle_crn(
     }
 }
 
+/// Time limits for loopback peers: every wait of the deployer shrunk to what a fake needs.
+pub fn loopback_timeouts() -> crate::deploy::aleph::Timeouts {
+    use std::time::Duration;
+    crate::deploy::aleph::Timeouts {
+        http: Duration::from_secs(5),
+        message: Duration::from_secs(10),
+        poll: Duration::from_millis(50),
+        notify: Duration::from_millis(700),
+        allocation: Duration::from_secs(5),
+        ssh_ready: Duration::from_secs(2),
+        ssh_connect: Duration::from_secs(5),
+        command: Duration::from_secs(60),
+        https: Duration::from_secs(10),
+    }
+}
+
 /// A [`Store`](crate::store::Store) double that keeps only the VM pool, in memory, with the
 /// same atomic claim as the SQL store; every other operation answers an error. For testing the
 /// Aleph deployer's pool without a database.
@@ -462,9 +478,18 @@ impl MemoryPoolStore {
 
     /// Moves a row's creation time back by `age` (to test retirement).
     pub fn age_row(&self, id: i64, age: chrono::Duration) {
-        if let Some(row) = lock(&self.rows).1.iter_mut().find(|r| r.id == id) {
-            row.created_at -= age;
-        }
+        let _ = self.with_row(id, |row| row.created_at -= age);
+    }
+
+    fn with_row(&self, id: i64, change: impl FnOnce(&mut crate::domain::PoolVm)) -> crate::store::StoreResult<()> {
+        let mut rows = lock(&self.rows);
+        let row = rows
+            .1
+            .iter_mut()
+            .find(|r| r.id == id)
+            .ok_or_else(|| crate::store::StoreError::NotFound(format!("pool VM {id}")))?;
+        change(row);
+        Ok(())
     }
 }
 
@@ -582,16 +607,11 @@ impl crate::store::Store for MemoryPoolStore {
         deployment: &crate::domain::Deployment,
         status: crate::domain::PoolStatus,
     ) -> crate::store::StoreResult<()> {
-        let mut rows = lock(&self.rows);
-        let row = rows
-            .1
-            .iter_mut()
-            .find(|r| r.id == id)
-            .ok_or_else(|| crate::store::StoreError::NotFound(format!("pool VM {id}")))?;
-        row.instance_hash = instance_hash.map(str::to_owned);
-        row.deployment = deployment.clone();
-        row.status = status;
-        Ok(())
+        self.with_row(id, |row| {
+            row.instance_hash = instance_hash.map(str::to_owned);
+            row.deployment = deployment.clone();
+            row.status = status;
+        })
     }
     async fn pool_claim(
         &self,
@@ -616,15 +636,10 @@ impl crate::store::Store for MemoryPoolStore {
         status: crate::domain::PoolStatus,
         agent: Option<crate::domain::AgentId>,
     ) -> crate::store::StoreResult<()> {
-        let mut rows = lock(&self.rows);
-        let row = rows
-            .1
-            .iter_mut()
-            .find(|r| r.id == id)
-            .ok_or_else(|| crate::store::StoreError::NotFound(format!("pool VM {id}")))?;
-        row.status = status;
-        row.agent_id = agent;
-        Ok(())
+        self.with_row(id, |row| {
+            row.status = status;
+            row.agent_id = agent;
+        })
     }
     async fn pool_list(&self) -> crate::store::StoreResult<Vec<crate::domain::PoolVm>> {
         let mut rows = lock(&self.rows).1.clone();

@@ -215,6 +215,17 @@ impl VmSandbox {
             .unwrap_or_else(|_| "root".into())
     }
 
+    /// The deployer's VM layout for this sandbox, the agent listening on `agent_port`.
+    pub fn layout(&self, agent_port: u16) -> crate::deploy::aleph::ship::VmLayout {
+        crate::deploy::aleph::ship::VmLayout {
+            root: self.root().display().to_string(),
+            agent_user: VmSandbox::user(),
+            agent_port,
+            path_prefix: Some(self.stand_ins().display().to_string()),
+            health_seconds: 10,
+        }
+    }
+
     /// What the stand-in `systemctl` was asked, one call per line.
     pub fn systemctl_calls(&self) -> String {
         std::fs::read_to_string(self.file("systemctl.log")).unwrap_or_default()
