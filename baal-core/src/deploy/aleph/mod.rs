@@ -716,3 +716,53 @@ impl Deployer for AlephDeployer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(extra: &[(&str, &str)]) -> Settings {
+        let mut vars = vec![
+            ("ALEPH_PRIVATE_KEY", "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"),
+            ("ALEPH_SSH_PUBKEY", "ssh-ed25519 AAAA op"),
+        ];
+        vars.extend_from_slice(extra);
+        Settings::from_vars(vars).unwrap()
+    }
+
+    #[test]
+    fn settings_pick_size_rootfs_and_channel() {
+        let op = AlephOperator::from_settings(&settings(&[
+            ("ALEPH_VM_VCPUS", "2"),
+            ("ALEPH_VM_MEMORY_MIB", "4096"),
+            ("ALEPH_VM_DISK_MIB", "40960"),
+            ("ALEPH_ROOTFS", message::DEBIAN_12_ROOTFS),
+            ("ALEPH_CHANNEL", "TEST"),
+        ]))
+        .unwrap();
+        let message = op.sign_instance("x", None);
+        let content: serde_json::Value = serde_json::from_str(&message.item_content).unwrap();
+        assert_eq!(content["resources"]["vcpus"], 2);
+        assert_eq!(content["resources"]["memory"], 4096);
+        assert_eq!(content["rootfs"]["size_mib"], 40960);
+        assert_eq!(content["rootfs"]["parent"]["ref"], message::DEBIAN_12_ROOTFS);
+        assert_eq!(message.channel, "TEST");
+    }
+
+    #[test]
+    fn bad_settings_name_the_variable() {
+        for (variable, value) in [
+            ("ALEPH_VM_DISK_MIB", "1024"),
+            ("ALEPH_VM_VCPUS", "0"),
+            ("ALEPH_ROOTFS", "debian"),
+            ("ALEPH_VM_MEMORY_MIB", "1"),
+        ] {
+            let err = AlephOperator::from_settings(&settings(&[(variable, value)])).unwrap_err();
+            assert!(err.message.contains(variable), "{err}");
+            assert!(!err.retryable);
+        }
+        let store: Arc<dyn Store> = Arc::new(crate::testing::aleph::MemoryPoolStore::new());
+        let err = AlephDeployer::from_settings(&settings(&[]), store).unwrap_err();
+        assert!(err.message.contains("BAAL_AGENT_BIN"), "{err}");
+    }
+}
