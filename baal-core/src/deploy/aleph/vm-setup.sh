@@ -55,7 +55,8 @@ install_agent() {
     if [ -f "$ETC/agent.env" ]; then cp -p "$ETC/agent.env" "$ETC/agent.env.prev"; fi
     # Renames within one directory tree are atomic: a crash leaves the old or the new file.
     mv -f "$INCOMING/baal-agent" "$OPT/baal-agent"
-    chown root: "$INCOMING/agent.env"
+    # Root-only: systemd (root) reads it and hands the agent its environment.
+    if [ "$(id -u)" = 0 ]; then chown root: "$INCOMING/agent.env"; fi
     chmod 600 "$INCOMING/agent.env"
     mv -f "$INCOMING/agent.env" "$ETC/agent.env"
     chmod 644 "$INCOMING/baal-agent.service"
