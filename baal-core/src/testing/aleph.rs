@@ -204,6 +204,9 @@ fn handle_aleph(state: &Mutex<AlephState>, method: Method, path: &str, body: &[u
                 json!({"address": address, "balance": 0.0, "locked_amount": 0.0, "credit_balance": credits}),
             )
         }
+        (Method::GET, ["api", "v0", "aggregates", _owner_json]) => {
+            json_response(200, json!({"data": {"settings": {"last_crn_version": "1.10.0"}}}))
+        }
         (Method::GET, ["crns.json"]) => json_response(200, json!({"last_refresh": "now", "crns": lock(state).crns})),
         (Method::GET, ["api", "hash", hash]) => {
             let state = lock(state);

@@ -332,7 +332,8 @@ impl AlephOperator {
 
     /// The CRNs that pass the filters for the configured VM size, best first.
     pub async fn candidate_crns(&self) -> Result<Vec<crn::Crn>, AlephError> {
-        self.crns.list(&self.config.crn_list_url, self.config.size).await
+        let min_version = self.ccn.last_crn_version().await;
+        self.crns.list(&self.config.crn_list_url, self.config.size, min_version.as_deref()).await
     }
 
     /// Posts a FORGET for `hash`; a target already gone counts as done.
