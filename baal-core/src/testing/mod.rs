@@ -3,7 +3,11 @@
 //! Every double is a real server or a real implementation of a trait; none skips the code under
 //! test.
 
+#[cfg(feature = "aleph")]
+pub mod aleph;
 pub mod db;
 #[cfg(feature = "platform")]
 pub mod messenger;
 pub mod openai;
+#[cfg(feature = "aleph")]
+pub mod ssh;

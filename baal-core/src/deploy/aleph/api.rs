@@ -8,6 +8,9 @@ use serde_json::Value;
 use super::error::{AlephError, Rejection};
 use super::message::SignedMessage;
 
+/// The address that publishes the network-wide `settings` and `pricing` aggregates.
+const SETTINGS_AGGREGATE_OWNER: &str = "0xFba561a84A537fCaa567bb7A2257e7142701ae2A";
+
 /// Where a message ended up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FinalStatus {
@@ -114,6 +117,15 @@ impl CcnClient {
             }
             tokio::time::sleep(self.poll_interval).await;
         }
+    }
+
+    /// The minimum CRN version the network asks for (`last_crn_version` of the `settings`
+    /// aggregate), or `None` when it cannot be read: the filter then does without it.
+    pub(crate) async fn last_crn_version(&self) -> Option<String> {
+        let url = format!("{}/api/v0/aggregates/{SETTINGS_AGGREGATE_OWNER}.json", self.base);
+        let response = self.http.get(&url).query(&[("keys", "settings")]).send().await.ok()?;
+        let body: Value = response.error_for_status().ok()?.json().await.ok()?;
+        body.pointer("/data/settings/last_crn_version").and_then(Value::as_str).map(str::to_owned)
     }
 
     /// The account's credit balance.

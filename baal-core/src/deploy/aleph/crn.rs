@@ -45,10 +45,10 @@ pub(crate) fn normalize_url(url: &str) -> String {
 /// The CRNs of a `crns.json` document that can host a VM of `size`, best first.
 ///
 /// Kept: IPv6 working on host and VM (the 2n6.me gateway routes over IPv6), QEMU support, active
-/// usage reporting, and room for `size` (vCPUs, available memory and disk). Order: lowest load,
-/// then highest score. Entries are parsed permissively: unknown or missing keys drop the node,
-/// never the list.
-pub fn select_crns(list: &Value, size: VmSize) -> Vec<Crn> {
+/// usage reporting, room for `size` (vCPUs, available memory and disk), and a version at least
+/// `min_version` (the network's `last_crn_version`) when known. Order: lowest load, then highest
+/// score. Entries are parsed permissively: unknown or missing keys drop the node, never the list.
+pub fn select_crns(list: &Value, size: VmSize, min_version: Option<&str>) -> Vec<Crn> {
     let mut crns: Vec<Crn> = list
         .get("crns")
         .and_then(Value::as_array)
@@ -59,6 +59,12 @@ pub fn select_crns(list: &Value, size: VmSize) -> Vec<Crn> {
             let ipv6 = node.get("ipv6_check")?;
             if !(truthy(ipv6.get("host")) && truthy(ipv6.get("vm")) && truthy(node.get("qemu_support"))) {
                 return None;
+            }
+            if let Some(min) = min_version {
+                let version = node.get("version").and_then(Value::as_str).unwrap_or_default();
+                if version_key(version) < version_key(min) {
+                    return None;
+                }
             }
             let usage = node.get("system_usage")?;
             if !truthy(usage.get("active")) {
@@ -89,6 +95,13 @@ pub fn select_crns(list: &Value, size: VmSize) -> Vec<Crn> {
         .collect();
     crns.sort_by(|a, b| a.load.total_cmp(&b.load).then(b.score.total_cmp(&a.score)));
     crns
+}
+
+/// `1.10.0-rc1` → `[1, 10, 0]`: numeric comparison of the release part (a pre-release counts as
+/// its release; nodes report plain versions).
+fn version_key(version: &str) -> Vec<u64> {
+    let release = version.trim().trim_start_matches('v').split(['-', '+']).next().unwrap_or_default();
+    release.split('.').map(|part| part.parse().unwrap_or(0)).collect()
 }
 
 /// CRNs that failed recently, skipped until their entry expires. Shared by every deployment of
@@ -139,7 +152,12 @@ pub(crate) struct CrnClient {
 }
 
 impl CrnClient {
-    pub(crate) async fn list(&self, list_url: &str, size: VmSize) -> Result<Vec<Crn>, AlephError> {
+    pub(crate) async fn list(
+        &self,
+        list_url: &str,
+        size: VmSize,
+        min_version: Option<&str>,
+    ) -> Result<Vec<Crn>, AlephError> {
         let what = format!("reading the CRN list {list_url}");
         let response = self
             .http
@@ -152,7 +170,7 @@ impl CrnClient {
             return Err(AlephError::peer(&what, format!("HTTP {}", response.status())));
         }
         let body: Value = response.json().await.map_err(|e| AlephError::peer(&what, e))?;
-        Ok(select_crns(&body, size))
+        Ok(select_crns(&body, size, min_version))
     }
 
     /// Tells `crn` to start the instance pinned to it.
@@ -284,10 +302,23 @@ mod tests {
             node("full", 0.0, 1_000, true.into()),
             {"hash": "broken"},
         ]});
-        let crns = select_crns(&list, VmSize::default());
+        let crns = select_crns(&list, VmSize::default(), None);
         let hashes: Vec<_> = crns.iter().map(|c| c.hash.as_str()).collect();
         assert_eq!(hashes, ["idle", "busy"]);
         assert_eq!(crns[0].url, "https://crn-idle.example.org");
+    }
+
+    #[test]
+    fn old_nodes_are_left_out_when_the_network_says_so() {
+        let mut old = node("old", 0.0, 12_000_000, true.into());
+        old["version"] = "1.9.4".into();
+        let mut new = node("new", 0.5, 12_000_000, true.into());
+        new["version"] = "1.10.0".into();
+        let list = serde_json::json!({"crns": [old, new]});
+        assert_eq!(select_crns(&list, VmSize::default(), Some("1.10.0")).len(), 1);
+        assert_eq!(select_crns(&list, VmSize::default(), None).len(), 2);
+        assert!(version_key("1.10.0") > version_key("1.9.9"));
+        assert_eq!(version_key("v2.1.0-rc1"), vec![2, 1, 0]);
     }
 
     #[test]

@@ -169,7 +169,6 @@ pub struct SignedMessage {
 }
 
 /// The seconds since the epoch, as Aleph messages carry them.
-#[allow(dead_code)] // the deployer lands next
 pub(crate) fn now_seconds() -> f64 {
     let now = chrono::Utc::now();
     // Millisecond precision, like the SDKs; an f64 holds it exactly enough for the CCN.

@@ -195,12 +195,27 @@ impl AlephConfig {
     }
 }
 
-/// Deploys agents to Aleph Cloud VMs.
-pub struct AlephDeployer {
+/// The operator's side of Aleph Cloud without SSH or a store: signs messages, reads the balance
+/// and the CRN list. The deployer is built on it; `baal-cli aleph` uses it alone.
+pub struct AlephOperator {
     account: EthAccount,
     config: AlephConfig,
     ccn: CcnClient,
     crns: CrnClient,
+}
+
+impl std::fmt::Debug for AlephOperator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlephOperator")
+            .field("address", &self.account.address())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Deploys agents to Aleph Cloud VMs.
+pub struct AlephDeployer {
+    op: AlephOperator,
     blacklist: Blacklist,
     ssh_key: Arc<PrivateKey>,
     store: Arc<dyn Store>,
@@ -208,10 +223,7 @@ pub struct AlephDeployer {
 
 impl std::fmt::Debug for AlephDeployer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AlephDeployer")
-            .field("address", &self.account.address())
-            .field("config", &self.config)
-            .finish_non_exhaustive()
+        f.debug_struct("AlephDeployer").field("operator", &self.op).finish_non_exhaustive()
     }
 }
 
@@ -228,50 +240,57 @@ fn at(step: &'static str) -> impl Fn(AlephError) -> DeployError {
     }
 }
 
-impl AlephDeployer {
-    /// A deployer for `account` (the wallet that signs and pays) with `config`.
-    pub fn new(account: EthAccount, config: AlephConfig, store: Arc<dyn Store>) -> Result<AlephDeployer, DeployError> {
-        let ssh_key = russh::keys::load_secret_key(&config.ssh_key_path, None).map_err(|e| {
-            config_error(format!(
-                "cannot load the SSH key {} ({e}); set ALEPH_SSH_PRIVKEY_PATH to the private key (OpenSSH format, no passphrase) matching ALEPH_SSH_PUBKEY",
-                config.ssh_key_path.display()
-            ))
-        })?;
+impl AlephOperator {
+    /// An operator view for `account` (the wallet that signs and pays) with `config`.
+    pub fn new(account: EthAccount, config: AlephConfig) -> Result<AlephOperator, DeployError> {
         let http = reqwest::Client::builder()
             .timeout(config.timeouts.http)
             .connect_timeout(config.timeouts.http)
             .user_agent(concat!("baal/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| config_error(format!("cannot build the HTTP client: {e}")))?;
-        Ok(AlephDeployer {
+        Ok(AlephOperator {
             ccn: CcnClient::new(http.clone(), &config.api_url, config.timeouts.poll),
             crns: CrnClient { http },
-            blacklist: Blacklist::default(),
-            ssh_key: Arc::new(ssh_key),
             account,
             config,
-            store,
         })
     }
 
-    /// The deployer the settings describe (`ALEPH_*`, `POOL_*`, `BAAL_AGENT_BIN`).
-    pub fn from_settings(settings: &Settings, store: Arc<dyn Store>) -> Result<AlephDeployer, DeployError> {
+    /// The operator the settings describe (`ALEPH_*`, `POOL_*`, `BAAL_AGENT_BIN` if set).
+    pub fn from_settings(settings: &Settings) -> Result<AlephOperator, DeployError> {
         let (key, ssh_pubkey) = settings.require_aleph().map_err(|e| config_error(e.to_string()))?;
         let account = EthAccount::from_hex(key).map_err(|e| config_error(e.to_string()))?;
-        let agent_bin = settings.agent_bin.clone().ok_or_else(|| {
-            config_error(
-                "BAAL_AGENT_BIN: not set. Build the agent (cargo build --release -p baal-agent) and set BAAL_AGENT_BIN to target/release/baal-agent",
-            )
-        })?;
         let mut config = AlephConfig::new(
             &settings.aleph_api_url,
             &settings.aleph_crn_list_url,
             &settings.aleph_domain_gateway_url,
             ssh_pubkey,
             &settings.aleph_ssh_privkey_path,
-            agent_bin,
+            settings.agent_bin.clone().unwrap_or_default(),
         );
         config.channel = settings.aleph_channel.clone();
+        config.size = VmSize {
+            vcpus: settings.aleph_vm_vcpus,
+            memory_mib: settings.aleph_vm_memory_mib,
+            disk_mib: settings.aleph_vm_disk_mib,
+        };
+        if !(1..=256).contains(&config.size.vcpus) {
+            return Err(config_error("ALEPH_VM_VCPUS: must be between 1 and 256"));
+        }
+        if !(128..=1_048_576).contains(&config.size.memory_mib) {
+            return Err(config_error("ALEPH_VM_MEMORY_MIB: must be between 128 and 1048576"));
+        }
+        // Smaller than the image is rejected by the network (error 304).
+        if !(20_480..=1_953_125).contains(&config.size.disk_mib) {
+            return Err(config_error("ALEPH_VM_DISK_MIB: must be between 20480 (the image's size) and 1953125"));
+        }
+        if let Some(rootfs) = &settings.aleph_rootfs {
+            if !is_item_hash(rootfs) {
+                return Err(config_error("ALEPH_ROOTFS: must be the 64-hex item hash of a VM image"));
+            }
+            config.rootfs = rootfs.to_lowercase();
+        }
         config.pool = PoolConfig {
             enabled: settings.pool_enabled,
             min_size: settings.pool_min_size,
@@ -279,7 +298,7 @@ impl AlephDeployer {
             interval: Duration::from_secs(settings.pool_replenish_interval_secs.max(1)),
             max_age: Duration::from_secs(settings.pool_max_age_hours.saturating_mul(3600)),
         };
-        AlephDeployer::new(account, config, store)
+        AlephOperator::new(account, config)
     }
 
     /// The wallet's checksummed address.
@@ -313,7 +332,53 @@ impl AlephDeployer {
 
     /// The CRNs that pass the filters for the configured VM size, best first.
     pub async fn candidate_crns(&self) -> Result<Vec<crn::Crn>, AlephError> {
-        self.crns.list(&self.config.crn_list_url, self.config.size).await
+        let min_version = self.ccn.last_crn_version().await;
+        self.crns.list(&self.config.crn_list_url, self.config.size, min_version.as_deref()).await
+    }
+
+    /// Posts a FORGET for `hash`; a target already gone counts as done.
+    pub(crate) async fn forget(&self, hash: &str) -> Result<(), AlephError> {
+        let message = self.sign_forget(&[hash.to_owned()]);
+        match self.ccn.post_and_wait(&message, self.config.timeouts.message, true).await {
+            Ok(FinalStatus::Processed | FinalStatus::Forgotten | FinalStatus::Pending) => Ok(()),
+            // 500 no target, 504 already forgotten.
+            Err(AlephError::Rejected { reason: Rejection::Other { code: Some(500 | 504), .. }, .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+impl AlephDeployer {
+    /// A deployer for `account` (the wallet that signs and pays) with `config`.
+    pub fn new(account: EthAccount, config: AlephConfig, store: Arc<dyn Store>) -> Result<AlephDeployer, DeployError> {
+        AlephDeployer::with_operator(AlephOperator::new(account, config)?, store)
+    }
+
+    /// A deployer over `op`; loads the SSH key.
+    pub fn with_operator(op: AlephOperator, store: Arc<dyn Store>) -> Result<AlephDeployer, DeployError> {
+        let path = &op.config.ssh_key_path;
+        let ssh_key = russh::keys::load_secret_key(path, None).map_err(|e| {
+            config_error(format!(
+                "cannot load the SSH key {} ({e}); set ALEPH_SSH_PRIVKEY_PATH to the private key (OpenSSH format, no passphrase) matching ALEPH_SSH_PUBKEY",
+                path.display()
+            ))
+        })?;
+        Ok(AlephDeployer { op, blacklist: Blacklist::default(), ssh_key: Arc::new(ssh_key), store })
+    }
+
+    /// The deployer the settings describe (`ALEPH_*`, `POOL_*`, `BAAL_AGENT_BIN`).
+    pub fn from_settings(settings: &Settings, store: Arc<dyn Store>) -> Result<AlephDeployer, DeployError> {
+        if settings.agent_bin.is_none() {
+            return Err(config_error(
+                "BAAL_AGENT_BIN: not set. Build the agent (cargo build --release -p baal-agent) and set BAAL_AGENT_BIN to target/release/baal-agent",
+            ));
+        }
+        AlephDeployer::with_operator(AlephOperator::from_settings(settings)?, store)
+    }
+
+    /// The operator view (signing, balance, CRN list).
+    pub fn operator(&self) -> &AlephOperator {
+        &self.op
     }
 
     /// Creates an instance on the best CRN that works, and waits for its network. `facts` gets
@@ -326,12 +391,13 @@ impl AlephDeployer {
     ) -> Result<(), DeployError> {
         reporter.step_started(STEP_PROVISION).await;
         let candidates: Vec<_> = self
+            .op
             .candidate_crns()
             .await
             .map_err(at(STEP_PROVISION.key))?
             .into_iter()
             .filter(|c| !self.blacklist.contains(&c.url))
-            .take(self.config.max_crn_attempts)
+            .take(self.op.config.max_crn_attempts)
             .collect();
         if candidates.is_empty() {
             let reason = "none passes the filters, or all failed in the last minutes".to_owned();
@@ -339,7 +405,7 @@ impl AlephDeployer {
         }
         let mut last_error = None;
         for node in candidates {
-            let message = self.sign_instance(&format!("baal-agent-{name}"), Some(&node.hash));
+            let message = self.op.sign_instance(&format!("baal-agent-{name}"), Some(&node.hash));
             let hash = message.item_hash.clone();
             *facts = Deployment {
                 instance_hash: Some(hash.clone()),
@@ -347,7 +413,7 @@ impl AlephDeployer {
                 ..Deployment::default()
             };
             reporter.facts(facts).await?;
-            match self.ccn.post_and_wait(&message, self.config.timeouts.message, false).await {
+            match self.op.ccn.post_and_wait(&message, self.op.config.timeouts.message, false).await {
                 Ok(_) => {}
                 Err(err @ AlephError::Rejected { .. }) => {
                     // Rejected: no instance exists, nothing to forget.
@@ -370,8 +436,8 @@ impl AlephDeployer {
                 }
                 Err(err) => {
                     tracing::warn!(crn = %node.url, error = %err, "CRN failed; blacklisting it and trying the next");
-                    self.blacklist.add(&node.url, self.config.blacklist_ttl);
-                    if let Err(forget) = self.forget(&hash).await {
+                    self.blacklist.add(&node.url, self.op.config.blacklist_ttl);
+                    if let Err(forget) = self.op.forget(&hash).await {
                         // Keep the hash recorded: delete and repair must still find this VM.
                         return Err(at(STEP_ALLOCATE.key)(err)
                             .with_detail(format!("and forgetting the instance failed: {forget}")));
@@ -392,11 +458,11 @@ impl AlephDeployer {
 
     /// Notifies `crn` and polls its executions list until the VM has a network.
     async fn start_and_allocate(&self, crn: &str, hash: &str) -> Result<Allocation, AlephError> {
-        self.crns.notify(crn, hash, self.config.timeouts.notify).await?;
-        let deadline = tokio::time::Instant::now() + self.config.timeouts.allocation;
+        self.op.crns.notify(crn, hash, self.op.config.timeouts.notify).await?;
+        let deadline = tokio::time::Instant::now() + self.op.config.timeouts.allocation;
         let mut polls = 0u32;
         loop {
-            match self.crns.allocation(crn, hash).await {
+            match self.op.crns.allocation(crn, hash).await {
                 Ok(Some(allocation)) => return Ok(allocation),
                 Ok(None) => {}
                 Err(err) => tracing::debug!(error = %err, "executions list not readable yet"),
@@ -404,26 +470,15 @@ impl AlephDeployer {
             if tokio::time::Instant::now() >= deadline {
                 return Err(AlephError::Timeout {
                     what: format!("the VM getting a network on {crn}"),
-                    seconds: self.config.timeouts.allocation.as_secs(),
+                    seconds: self.op.config.timeouts.allocation.as_secs(),
                 });
             }
             polls += 1;
             // A cold node can drop the start while it downloads the image; notify is idempotent.
             if polls.is_multiple_of(4) {
-                let _ = self.crns.notify(crn, hash, self.config.timeouts.notify).await;
+                let _ = self.op.crns.notify(crn, hash, self.op.config.timeouts.notify).await;
             }
-            tokio::time::sleep(self.config.timeouts.poll).await;
-        }
-    }
-
-    /// Posts a FORGET for `hash`; a target already gone counts as done.
-    async fn forget(&self, hash: &str) -> Result<(), AlephError> {
-        let message = self.sign_forget(&[hash.to_owned()]);
-        match self.ccn.post_and_wait(&message, self.config.timeouts.message, true).await {
-            Ok(FinalStatus::Processed | FinalStatus::Forgotten | FinalStatus::Pending) => Ok(()),
-            // 500 no target, 504 already forgotten.
-            Err(AlephError::Rejected { reason: Rejection::Other { code: Some(500 | 504), .. }, .. }) => Ok(()),
-            Err(err) => Err(err),
+            tokio::time::sleep(self.op.config.timeouts.poll).await;
         }
     }
 
@@ -439,7 +494,7 @@ impl AlephDeployer {
                 "the VM's address is unknown; repair the agent to start it again",
             ));
         };
-        let timeouts = self.config.timeouts;
+        let timeouts = self.op.config.timeouts;
         let deadline = tokio::time::Instant::now() + timeouts.ssh_ready;
         let session = loop {
             let attempt =
@@ -467,9 +522,9 @@ impl AlephDeployer {
 
     /// The agent's public URL, asked from the gateway until it knows the instance.
     async fn public_url(&self, hash: &str) -> Result<String, AlephError> {
-        let deadline = tokio::time::Instant::now() + self.config.timeouts.allocation;
+        let deadline = tokio::time::Instant::now() + self.op.config.timeouts.allocation;
         loop {
-            match self.crns.gateway_url(&self.config.gateway_url, hash).await {
+            match self.op.crns.gateway_url(&self.op.config.gateway_url, hash).await {
                 Ok(Some(url)) => return Ok(url),
                 Ok(None) => {}
                 Err(err @ AlephError::Peer { .. }) if tokio::time::Instant::now() >= deadline => return Err(err),
@@ -478,19 +533,19 @@ impl AlephDeployer {
             if tokio::time::Instant::now() >= deadline {
                 return Err(AlephError::Timeout {
                     what: "the 2n6.me gateway knowing the VM's name".into(),
-                    seconds: self.config.timeouts.allocation.as_secs(),
+                    seconds: self.op.config.timeouts.allocation.as_secs(),
                 });
             }
-            tokio::time::sleep(self.config.timeouts.poll).await;
+            tokio::time::sleep(self.op.config.timeouts.poll).await;
         }
     }
 
     /// Polls `{url}/health` until it answers 200.
     async fn check_https(&self, url: &str) -> Result<(), AlephError> {
-        let deadline = tokio::time::Instant::now() + self.config.timeouts.https;
+        let deadline = tokio::time::Instant::now() + self.op.config.timeouts.https;
         let health = format!("{}/health", url.trim_end_matches('/'));
         loop {
-            let last = match self.crns.http.get(&health).send().await {
+            let last = match self.op.crns.http.get(&health).send().await {
                 Ok(response) if response.status().is_success() => return Ok(()),
                 Ok(response) => format!("HTTP {}", response.status()),
                 Err(err) => err.to_string(),
@@ -498,7 +553,7 @@ impl AlephDeployer {
             if tokio::time::Instant::now() >= deadline {
                 return Err(AlephError::peer(format!("the health check through {health}"), last));
             }
-            tokio::time::sleep(self.config.timeouts.poll).await;
+            tokio::time::sleep(self.op.config.timeouts.poll).await;
         }
     }
 
@@ -521,11 +576,17 @@ impl AlephDeployer {
         let public_host = reqwest::Url::parse(&vm_url).ok().and_then(|u| u.host_str().map(str::to_owned));
         let public_host = public_host.filter(|h| crn::is_hostname_label_list(h));
         let session = self.connect_vm(reporter, facts).await?;
-        let shipper =
-            Shipper { session: &session, layout: &self.config.layout, command_timeout: self.config.timeouts.command };
+        let shipper = Shipper {
+            session: &session,
+            layout: &self.op.config.layout,
+            command_timeout: self.op.config.timeouts.command,
+        };
         let result = async {
             shipper.prepare().await.map_err(at(STEP_SHIP.key))?;
-            shipper.install(spec, &self.config.agent_bin, public_host.as_deref()).await.map_err(at(STEP_SHIP.key))?;
+            shipper
+                .install(spec, &self.op.config.agent_bin, public_host.as_deref())
+                .await
+                .map_err(at(STEP_SHIP.key))?;
             reporter.step_done(STEP_SHIP).await;
             reporter.step_started(STEP_START).await;
             let started = async {
@@ -607,7 +668,7 @@ impl Deployer for AlephDeployer {
     async fn deploy(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Deployment, DeployError> {
         let mut facts = spec.existing.clone();
         let mut claimed = None;
-        if facts.instance_hash.is_none() && self.config.pool.enabled {
+        if facts.instance_hash.is_none() && self.op.config.pool.enabled {
             claimed = self.pool_take(spec.agent_id, reporter, &mut facts).await?;
         }
         let result = self.deploy_facts(spec, reporter, &mut facts).await;
@@ -642,17 +703,67 @@ impl Deployer for AlephDeployer {
             .permanent());
         }
         reporter.step_started(STEP_FORGET).await;
-        self.forget(hash).await.map_err(at(STEP_FORGET.key))?;
+        self.op.forget(hash).await.map_err(at(STEP_FORGET.key))?;
         reporter.step_done(STEP_FORGET).await;
         if let Some(crn) = deployment.crn_url.as_deref() {
             reporter.step_started(STEP_ERASE).await;
             // Best effort: billing already stopped, and the node cleans up forgotten VMs itself.
-            if let Err(err) = self.crns.erase(&self.account, crn, hash).await {
+            if let Err(err) = self.op.crns.erase(&self.op.account, crn, hash).await {
                 tracing::warn!(crn, error = %err, "erasing the VM on its node failed; the node will clean it up");
             }
             reporter.step_done(STEP_ERASE).await;
         }
         self.pool_forget_rows(hash).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(extra: &[(&str, &str)]) -> Settings {
+        let mut vars = vec![
+            ("ALEPH_PRIVATE_KEY", "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"),
+            ("ALEPH_SSH_PUBKEY", "ssh-ed25519 AAAA op"),
+        ];
+        vars.extend_from_slice(extra);
+        Settings::from_vars(vars).unwrap()
+    }
+
+    #[test]
+    fn settings_pick_size_rootfs_and_channel() {
+        let op = AlephOperator::from_settings(&settings(&[
+            ("ALEPH_VM_VCPUS", "2"),
+            ("ALEPH_VM_MEMORY_MIB", "4096"),
+            ("ALEPH_VM_DISK_MIB", "40960"),
+            ("ALEPH_ROOTFS", message::DEBIAN_12_ROOTFS),
+            ("ALEPH_CHANNEL", "TEST"),
+        ]))
+        .unwrap();
+        let message = op.sign_instance("x", None);
+        let content: serde_json::Value = serde_json::from_str(&message.item_content).unwrap();
+        assert_eq!(content["resources"]["vcpus"], 2);
+        assert_eq!(content["resources"]["memory"], 4096);
+        assert_eq!(content["rootfs"]["size_mib"], 40960);
+        assert_eq!(content["rootfs"]["parent"]["ref"], message::DEBIAN_12_ROOTFS);
+        assert_eq!(message.channel, "TEST");
+    }
+
+    #[test]
+    fn bad_settings_name_the_variable() {
+        for (variable, value) in [
+            ("ALEPH_VM_DISK_MIB", "1024"),
+            ("ALEPH_VM_VCPUS", "0"),
+            ("ALEPH_ROOTFS", "debian"),
+            ("ALEPH_VM_MEMORY_MIB", "1"),
+        ] {
+            let err = AlephOperator::from_settings(&settings(&[(variable, value)])).unwrap_err();
+            assert!(err.message.contains(variable), "{err}");
+            assert!(!err.retryable);
+        }
+        let store: Arc<dyn Store> = Arc::new(crate::testing::aleph::MemoryPoolStore::new());
+        let err = AlephDeployer::from_settings(&settings(&[]), store).unwrap_err();
+        assert!(err.message.contains("BAAL_AGENT_BIN"), "{err}");
     }
 }

@@ -114,7 +114,7 @@ impl AlephDeployer {
     /// `failed` for the next cleanup.
     async fn pool_retire(&self, id: i64, hash: Option<&str>) -> bool {
         if let Some(hash) = hash
-            && let Err(err) = self.forget(hash).await
+            && let Err(err) = self.op.forget(hash).await
         {
             tracing::warn!(id, error = %err, "cannot forget a pool VM; will retry");
             let _ = self.store.pool_set_status(id, PoolStatus::Failed, None).await;
@@ -133,8 +133,8 @@ impl AlephDeployer {
             let session = self.connect_vm(&reporter, &mut facts).await?;
             let shipper = Shipper {
                 session: &session,
-                layout: &self.config.layout,
-                command_timeout: self.config.timeouts.command,
+                layout: &self.op.config.layout,
+                command_timeout: self.op.config.timeouts.command,
             };
             let prepared = shipper.prepare().await.map_err(at("prepare"));
             session.close().await;
@@ -162,7 +162,7 @@ impl AlephDeployer {
     /// (two at a time, never above the maximum).
     pub async fn pool_round(&self) -> Result<PoolRound, DeployError> {
         let mut round = PoolRound::default();
-        let pool = self.config.pool;
+        let pool = self.op.config.pool;
         let store_error = |e: crate::store::StoreError| DeployError::new("pool", e.to_string());
         for row in self.store.pool_list().await.map_err(store_error)? {
             match row.status {
@@ -241,7 +241,7 @@ impl AlephDeployer {
     /// Runs [`AlephDeployer::pool_round`] every `POOL_REPLENISH_INTERVAL` until the task is
     /// dropped. Does nothing when the pool is disabled.
     pub async fn run_pool(&self) {
-        if !self.config.pool.enabled {
+        if !self.op.config.pool.enabled {
             return;
         }
         loop {
@@ -249,7 +249,7 @@ impl AlephDeployer {
                 Ok(round) => tracing::info!(?round, "pool round"),
                 Err(err) => tracing::warn!(error = %err, "pool round failed"),
             }
-            tokio::time::sleep(self.config.pool.interval).await;
+            tokio::time::sleep(self.op.config.pool.interval).await;
         }
     }
 }

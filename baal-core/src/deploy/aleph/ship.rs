@@ -26,7 +26,7 @@ pub struct VmLayout {
     /// Directories put first on the script's `PATH` (tests put stand-ins for `systemctl` there).
     pub path_prefix: Option<String>,
     /// Seconds the script waits for the agent's health check.
-    pub health_tries: u32,
+    pub health_seconds: u32,
 }
 
 impl Default for VmLayout {
@@ -36,7 +36,7 @@ impl Default for VmLayout {
             agent_user: "baal-agent".into(),
             agent_port: 8080,
             path_prefix: None,
-            health_tries: 60,
+            health_seconds: 60,
         }
     }
 }
@@ -48,11 +48,11 @@ impl VmLayout {
 
     fn script_command(&self, args: &str) -> String {
         let mut command = format!(
-            "BAAL_ROOT={} BAAL_AGENT_USER={} BAAL_AGENT_PORT={} BAAL_HEALTH_TRIES={} ",
+            "BAAL_ROOT={} BAAL_AGENT_USER={} BAAL_AGENT_PORT={} BAAL_HEALTH_SECONDS={} ",
             shell_quote(&self.root),
             shell_quote(&self.agent_user),
             self.agent_port,
-            self.health_tries
+            self.health_seconds
         );
         if let Some(prefix) = &self.path_prefix {
             command.push_str(&format!("PATH={}:\"$PATH\" ", shell_quote(prefix)));
@@ -96,7 +96,7 @@ pub(crate) fn settings_file(spec: &AgentSpec, layout: &VmLayout) -> String {
         ("AGENT_SECRET", spec.agent_secret.expose_secret().to_owned()),
         ("OWNER_CHAT_ID", spec.owner_chat_id.clone()),
         ("VISITOR_TOOLS", spec.visitor_tools.join(",")),
-        ("HOST", "127.0.0.1".into()),
+        ("BIND_ADDR", "127.0.0.1".into()),
         ("PORT", layout.agent_port.to_string()),
         ("DB_PATH", format!("{data}/agent.db")),
         ("WORKSPACE_PATH", format!("{data}/workspace")),

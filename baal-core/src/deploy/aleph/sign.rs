@@ -70,8 +70,27 @@ pub(crate) fn eip191_digest(message: &[u8]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
+/// The checksummed address that produced `signature` (`0x` + r‖s‖v) over `message` with
+/// EIP-191, or `None` when the signature is malformed. Used by the test doubles to verify what
+/// Baal sends, as the CCN and CRNs do.
+pub fn recover_signer(message: &[u8], signature: &str) -> Option<String> {
+    use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
+    let raw = hex::decode(signature.trim_start_matches("0x")).ok()?;
+    if raw.len() != 65 {
+        return None;
+    }
+    let sig = Signature::from_slice(&raw[..64]).ok()?;
+    let recovery = RecoveryId::from_byte(if raw[64] >= 27 { raw[64] - 27 } else { raw[64] })?;
+    let key = VerifyingKey::recover_from_prehash(&eip191_digest(message), &sig, recovery).ok()?;
+    Some(address_of(&key))
+}
+
 fn checksum_address(key: &SigningKey) -> String {
-    let point = key.verifying_key().to_sec1_point(false);
+    address_of(key.verifying_key())
+}
+
+fn address_of(key: &k256::ecdsa::VerifyingKey) -> String {
+    let point = key.to_sec1_point(false);
     let hash = keccak256(&point.as_bytes()[1..]);
     let lower = hex::encode(&hash[12..]);
     let lower_hash = keccak256(lower.as_bytes());
@@ -160,10 +179,70 @@ impl CrnAuthKey {
     }
 }
 
+/// Checks CRN auth headers the way a CRN does (aleph-vm `authentication.py`): the wallet's
+/// EIP-191 signature over the key payload, the payload's domain and expiry, the ES256 signature of
+/// the operation, its method, path, domain and time (±2 min). Returns the wallet address. Used by
+/// the test doubles; Baal itself only signs.
+pub fn verify_crn_auth(
+    signed_pubkey: &str,
+    signed_operation: &str,
+    method: &str,
+    path: &str,
+    domain: &str,
+) -> Result<String, String> {
+    use base64::Engine as _;
+    use p256::ecdsa::signature::Verifier as _;
+    let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).map_err(|e| format!("bad JSON: {e}"));
+    let hex_json = |value: &serde_json::Value| -> Result<(Vec<u8>, serde_json::Value), String> {
+        let bytes =
+            hex::decode(value.as_str().ok_or("payload missing")?).map_err(|e| format!("payload not hex: {e}"))?;
+        let parsed = serde_json::from_slice(&bytes).map_err(|e| format!("payload not JSON: {e}"))?;
+        Ok((bytes, parsed))
+    };
+    let pubkey = json(signed_pubkey)?;
+    let (payload_bytes, payload) = hex_json(&pubkey["payload"])?;
+    let signer = recover_signer(&payload_bytes, pubkey["signature"].as_str().ok_or("signature missing")?)
+        .ok_or("Invalid signature")?;
+    let address = payload["address"].as_str().unwrap_or_default();
+    if !signer.eq_ignore_ascii_case(address) {
+        return Err("Invalid signature".into());
+    }
+    if payload["domain"] != domain {
+        return Err(format!("Invalid domain: Signed: {} != Request: {domain}", payload["domain"]));
+    }
+    if payload["chain"] != "ETH" {
+        return Err("Invalid X-SignedPubKey data".into());
+    }
+    let expires = payload["expires"].as_str().and_then(|e| chrono::DateTime::parse_from_rfc3339(e).ok());
+    if expires.is_none_or(|e| e < chrono::Utc::now()) {
+        return Err("Token expired".into());
+    }
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let coordinate = |name: &str| b64.decode(payload["pubkey"][name].as_str().unwrap_or_default()).unwrap_or_default();
+    let mut point = vec![4u8];
+    point.extend(coordinate("x"));
+    point.extend(coordinate("y"));
+    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).map_err(|_| "bad pubkey")?;
+    let operation = json(signed_operation)?;
+    let (op_bytes, op) = hex_json(&operation["payload"])?;
+    let signature = hex::decode(operation["signature"].as_str().unwrap_or_default().trim_start_matches("0x"))
+        .ok()
+        .and_then(|raw| p256::ecdsa::Signature::from_slice(&raw).ok())
+        .ok_or("bad operation signature")?;
+    key.verify(&op_bytes, &signature).map_err(|_| "Invalid signature")?;
+    if op["method"] != method || op["path"] != path || op["domain"] != domain {
+        return Err("Invalid method, path or domain".into());
+    }
+    let time = op["time"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).ok_or("bad time")?;
+    if (chrono::Utc::now() - time.with_timezone(&chrono::Utc)).num_seconds().abs() > 120 {
+        return Err("Time is too far in the past or future".into());
+    }
+    Ok(signer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
 
     /// Public Anvil/Hardhat dev key #0 (spec Appendix A.2); never funded.
     pub(crate) const DEV_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
@@ -173,12 +252,7 @@ mod tests {
     }
 
     fn recover(message: &[u8], signature: &str) -> String {
-        let raw = hex::decode(signature.trim_start_matches("0x")).unwrap();
-        let sig = Signature::from_slice(&raw[..64]).unwrap();
-        let recovery = RecoveryId::from_byte(raw[64] - 27).unwrap();
-        let key = VerifyingKey::recover_from_prehash(&eip191_digest(message), &sig, recovery).unwrap();
-        let point = key.to_sec1_point(false);
-        format!("0x{}", hex::encode(&keccak256(&point.as_bytes()[1..])[12..]))
+        recover_signer(message, signature).unwrap().to_lowercase()
     }
 
     #[test]

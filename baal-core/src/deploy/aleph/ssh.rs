@@ -49,9 +49,10 @@ pub(crate) struct Output {
 impl Output {
     pub(crate) fn stderr_text(&self) -> String {
         let text = String::from_utf8_lossy(&self.stderr);
-        let text = text.trim();
-        // The last lines say what failed; the CCN-style cut keeps errors readable.
-        super::api::cut(&text[text.len().saturating_sub(600)..].chars().collect::<String>())
+        let chars: Vec<char> = text.trim().chars().collect();
+        // The last lines say what failed.
+        let tail: String = chars[chars.len().saturating_sub(300)..].iter().collect();
+        if tail.is_empty() { "no error output".into() } else { tail }
     }
 }
 

@@ -19,7 +19,7 @@ set -eu
 ROOT="${BAAL_ROOT:-}"
 AGENT_USER="${BAAL_AGENT_USER:-baal-agent}"
 PORT="${BAAL_AGENT_PORT:-8080}"
-HEALTH_TRIES="${BAAL_HEALTH_TRIES:-60}"
+HEALTH_SECONDS="${BAAL_HEALTH_SECONDS:-60}"
 OPT="$ROOT/opt/baal"
 INCOMING="$OPT/incoming"
 ETC="$ROOT/etc/baal"
@@ -55,7 +55,8 @@ install_agent() {
     if [ -f "$ETC/agent.env" ]; then cp -p "$ETC/agent.env" "$ETC/agent.env.prev"; fi
     # Renames within one directory tree are atomic: a crash leaves the old or the new file.
     mv -f "$INCOMING/baal-agent" "$OPT/baal-agent"
-    chown root: "$INCOMING/agent.env"
+    # Root-only: systemd (root) reads it and hands the agent its environment.
+    if [ "$(id -u)" = 0 ]; then chown root: "$INCOMING/agent.env"; fi
     chmod 600 "$INCOMING/agent.env"
     mv -f "$INCOMING/agent.env" "$ETC/agent.env"
     chmod 644 "$INCOMING/baal-agent.service"
@@ -76,13 +77,14 @@ start() {
 }
 
 health() {
+    # Four checks a second: an agent usually answers well under a second after its start.
     i=0
-    while [ "$i" -lt "$HEALTH_TRIES" ]; do
+    while [ "$i" -lt "$((HEALTH_SECONDS * 4))" ]; do
         if curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$PORT/health" 2>/dev/null; then
             return 0
         fi
         i=$((i + 1))
-        sleep 1
+        sleep 0.25
     done
     fail "the agent did not answer its health check on port $PORT"
 }
