@@ -1,18 +1,138 @@
 //! `baal-agent`: one Baal agent. An HTTP server (poem) over `baal_core::agent`, configured from
 //! the environment (or a settings file written by the deployer), talking to LibertAI.
+//!
+//! Prints `listening on ADDR` on stdout once it accepts connections (the local deployer reads
+//! it). Exit codes: 0 after a clean shutdown (SIGTERM, Ctrl-C), 2 for bad settings, 1 when it
+//! cannot start (database, workspace, port).
 
+mod server;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
+use baal_core::agent::auth::BearerCheck;
+use baal_core::agent::context::Workspace;
+use baal_core::agent::history::History;
+use baal_core::agent::settings::{AgentSettings, SECRET_VARIABLES};
+use baal_core::agent::tools::ToolSet;
+use baal_core::agent::{Agent, AgentConfig};
+use baal_core::inference::{ClientOptions, OpenAiClient, RetryPolicy};
 use clap::Parser;
+use poem::Server;
+use poem::listener::TcpAcceptor;
 
 /// Run one Baal agent: `POST /chat` (SSE), `GET /pending`, `GET /files/{path}`, `GET /health`.
 #[derive(Debug, Parser)]
 #[command(name = "baal-agent", version, about, long_about = None)]
-struct Cli {}
+struct Cli {
+    /// Settings file (`KEY=value` lines or a JSON object) with the same names as the environment;
+    /// the environment wins where both set a value.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let _cli = Cli::parse();
-    eprintln!("baal-agent: the agent server is not built yet (issue #3); nothing was started.");
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    let settings = match AgentSettings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("baal-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Still single-threaded here: the only moment removing variables is sound. Children (tool
+    // processes) then cannot inherit the secrets.
+    for name in SECRET_VARIABLES {
+        // SAFETY: no other thread exists yet (the runtime is built below).
+        unsafe { std::env::remove_var(name) };
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("baal-agent: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("baal-agent: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(settings: AgentSettings) -> anyhow::Result<()> {
+    let workspace = Workspace::prepare(&settings.workspace_path)
+        .with_context(|| format!("cannot prepare the workspace {}", settings.workspace_path.display()))?;
+    let history = History::open(&settings.db_path)
+        .await
+        .with_context(|| format!("cannot open the database {}", settings.db_path.display()))?;
+    let mut options = ClientOptions::default();
+    options.read_timeout = settings.llm_read_timeout;
+    options.retry = RetryPolicy::new(2, settings.llm_retry_delay);
+    let inference = OpenAiClient::new(&settings.libertai_api_base_url, settings.libertai_api_key.clone(), options)
+        .context("cannot build the inference client")?;
+    let auth = BearerCheck::new(&settings.agent_secret);
+    // TODO(tools): ToolSet::standard(ToolConfig) once the tools branch lands.
+    let tools = ToolSet::from_tools(Vec::new());
+    let agent = Agent::new(AgentConfig::from_settings(&settings), Arc::new(inference), tools, history, workspace);
+    if !settings.heartbeat_interval.is_zero() {
+        agent.spawn_heartbeat(settings.heartbeat_interval);
+    }
+    let state = server::AppState { agent, name: settings.agent_name.clone() };
+    let bind = SocketAddr::new(settings.bind_addr, settings.port);
+    // The settings (and the secrets they hold) are not needed past this point.
+    drop(settings);
+
+    let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
+    let local = listener.local_addr().context("cannot read the bound address")?;
+    let acceptor = TcpAcceptor::from_tokio(listener).context("cannot accept connections")?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "listening on {local}").context("cannot write to stdout")?;
+        stdout.flush().context("cannot write to stdout")?;
+    }
+    tracing::info!(%local, "agent ready");
+    Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(server::app(state, auth), shutdown_signal(), Some(Duration::from_secs(5)))
+        .await
+        .context("the HTTP server failed")?;
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

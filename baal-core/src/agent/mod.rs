@@ -1,4 +1,21 @@
 //! The agent runtime that `baal-agent` serves: the agentic loop, tools, per-chat history, memory,
-//! skills, heartbeat, subagents and compaction. (Built in issue #3.)
+//! skills, heartbeat, subagents and compaction.
+//!
+//! - [`settings`]: [`AgentSettings`] from the environment and the deployer's settings file;
+//! - [`history`]: per-chat history, summaries and pending messages (SQLite, WAL);
+//! - [`context`]: the workspace and the day-stable system prompt;
+//! - [`compaction`]: keeping a chat within the model's context;
+//! - [`runtime`]: [`Agent`], the loop, subagents and the heartbeat;
+//! - [`auth`]: the bearer check of the HTTP API;
+//! - [`tools`]: the tools the model can call.
 
+pub mod auth;
+pub mod compaction;
+pub mod context;
+pub mod history;
+pub mod runtime;
+pub mod settings;
 pub mod tools;
+
+pub use runtime::{Agent, AgentConfig, ChatStream, HeartbeatOutcome, TurnOutcome};
+pub use settings::AgentSettings;

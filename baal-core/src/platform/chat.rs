@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use super::commands::chat_controls;
 use super::engine::{Ctx, Inner, PlatformError};
 use super::messenger::{ChatId, MessageRef, OutgoingFile, Text};
-use super::textfmt::{escape_html, markdown_to_html, split_message};
+use super::render::{escape_html, markdown_to_html, split_message};
 use crate::domain::{Agent, AgentStatus};
 use crate::proxy::{AgentEndpoint, AgentEvent, ChatRequest, PendingMessage};
 use crate::store::AgentFilter;

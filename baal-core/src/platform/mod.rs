@@ -7,8 +7,8 @@ mod commands;
 mod engine;
 mod jobs;
 pub mod messenger;
+pub mod render;
 mod state;
-mod textfmt;
 
 pub use engine::{Platform, PlatformConfig, PlatformError};
 pub use messenger::{Button, ChatId, MessageRef, Messenger, MessengerError, OutgoingFile, Text};

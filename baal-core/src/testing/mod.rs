@@ -6,3 +6,4 @@ pub mod db;
 
 #[cfg(feature = "platform")]
 pub mod messenger;
+pub mod openai;

@@ -7,6 +7,12 @@
 //! - no tool can reach the agent's own secrets (LibertAI key, agent secret);
 //! - a visitor only ever gets the tools in the agent's visitor list.
 
+mod bash;
+mod files;
+pub mod sandbox;
+mod web;
+pub mod workspace;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +40,10 @@ pub struct ToolConfig {
     pub brave_api_key: Option<SecretString>,
     /// Brave's API base URL (a setting so tests can point it at loopback).
     pub brave_api_url: String,
+    /// File names no file tool may read, write or send, wherever they are: the agent's settings
+    /// and database (defaults: [`workspace::DEFAULT_SENSITIVE_NAMES`]). Add the settings file's
+    /// name when it differs.
+    pub sensitive_names: Vec<String>,
 }
 
 impl ToolConfig {
@@ -48,6 +58,7 @@ impl ToolConfig {
             web_fetch_allow: Vec::new(),
             brave_api_key: None,
             brave_api_url: "https://api.search.brave.com/res/v1/web/search".into(),
+            sensitive_names: workspace::DEFAULT_SENSITIVE_NAMES.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -122,6 +133,29 @@ pub struct ToolSet {
 }
 
 impl ToolSet {
+    /// The agent's own tools, in the order the model sees them: `bash`, `read_file`,
+    /// `write_file`, `edit_file`, `list_dir`, `web_fetch`, `send_file`, and `web_search` when a
+    /// Brave key is set. (`spawn` is added by the loop.)
+    ///
+    /// When the agent runs as root, the workspace is created and handed to `config.tools_user`
+    /// here, so tool processes running as that user can write it.
+    pub fn standard(config: ToolConfig) -> ToolSet {
+        let shared = Arc::new(Shared::new(config));
+        let mut tools: Vec<Arc<dyn Tool>> = vec![
+            Arc::new(bash::Bash::new(shared.clone())),
+            Arc::new(files::ReadFile::new(shared.clone())),
+            Arc::new(files::WriteFile::new(shared.clone())),
+            Arc::new(files::EditFile::new(shared.clone())),
+            Arc::new(files::ListDir::new(shared.clone())),
+            Arc::new(web::WebFetch::new(shared.clone())),
+            Arc::new(files::SendFile::new(shared.clone())),
+        ];
+        if shared.config.brave_api_key.is_some() {
+            tools.push(Arc::new(web::WebSearch::new(shared.clone())));
+        }
+        ToolSet { tools }
+    }
+
     /// A set of exactly these tools.
     pub fn from_tools(tools: Vec<Arc<dyn Tool>>) -> Self {
         ToolSet { tools }
@@ -141,4 +175,112 @@ impl ToolSet {
     pub fn for_role<'a>(&'a self, role: Role, visitor_tools: &'a [String]) -> impl Iterator<Item = &'a Arc<dyn Tool>> {
         self.tools.iter().filter(move |t| role == Role::Owner || visitor_tools.iter().any(|v| v == t.name()))
     }
+}
+
+/// What every standard tool shares: the settings, the path resolver and who tool processes run as.
+pub(crate) struct Shared {
+    pub(crate) config: ToolConfig,
+    pub(crate) workspace: workspace::Workspace,
+    /// `Ok(None)`: not root, tools run as the agent's user; `Err`: root, and the tools user is
+    /// unusable, so `bash` refuses to run.
+    pub(crate) identity: Result<Option<sandbox::ToolIdentity>, String>,
+}
+
+impl Shared {
+    fn new(config: ToolConfig) -> Self {
+        let workspace =
+            workspace::Workspace::new(config.workspace.clone()).with_sensitive_names(config.sensitive_names.clone());
+        let identity = sandbox::tool_identity(&config.tools_user);
+        if let Err(e) = std::fs::create_dir_all(&config.workspace) {
+            tracing::warn!(workspace = %config.workspace.display(), error = %e, "cannot create the workspace");
+        }
+        if let Ok(Some(id)) = identity
+            && let Err(e) = sandbox::give_to(id, &config.workspace)
+        {
+            tracing::warn!(workspace = %config.workspace.display(), error = %e, "cannot hand the workspace to the tools user");
+        }
+        Shared { config, workspace, identity }
+    }
+
+    /// Hands a file or directory the agent created to the tools user (when tools run as one),
+    /// so `bash` can change what the file tools wrote.
+    pub(crate) fn give_to_tools_user(&self, path: &std::path::Path) {
+        if let Ok(Some(id)) = self.identity
+            && let Err(e) = sandbox::give_one_to(id, path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot hand a file to the tools user");
+        }
+    }
+}
+
+/// The arguments as a JSON object: models sometimes send them as a JSON-encoded string.
+pub(crate) fn object_args(args: serde_json::Value) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let args = match args {
+        serde_json::Value::String(text) => serde_json::from_str(&text)
+            .map_err(|e| format!("the arguments are not valid JSON ({e}); send a JSON object"))?,
+        other => other,
+    };
+    match args {
+        serde_json::Value::Object(map) => Ok(map),
+        serde_json::Value::Null => Ok(serde_json::Map::new()),
+        _ => Err("the arguments must be a JSON object".to_string()),
+    }
+}
+
+/// A required string argument.
+pub(crate) fn required_str<'a>(
+    args: &'a serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Result<&'a str, String> {
+    match args.get(name) {
+        Some(serde_json::Value::String(s)) => Ok(s),
+        Some(_) => Err(format!("parameter '{name}' must be a string")),
+        None => Err(format!("missing required parameter '{name}'")),
+    }
+}
+
+/// An optional string argument.
+pub(crate) fn optional_str<'a>(
+    args: &'a serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Result<Option<&'a str>, String> {
+    match args.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("parameter '{name}' must be a string")),
+    }
+}
+
+/// An optional non-negative integer argument (models sometimes quote numbers).
+pub(crate) fn optional_u64(
+    args: &serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Result<Option<u64>, String> {
+    match args.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(Some).ok_or_else(|| format!("parameter '{name}' must be a non-negative integer"))
+        }
+        Some(serde_json::Value::String(s)) => {
+            s.trim().parse().map(Some).map_err(|_| format!("parameter '{name}' must be a non-negative integer"))
+        }
+        Some(_) => Err(format!("parameter '{name}' must be a non-negative integer")),
+    }
+}
+
+/// A tool error in the form the model reads: `[error: …]`.
+pub(crate) fn error_output(message: impl std::fmt::Display) -> ToolOutput {
+    ToolOutput::error(format!("[error: {message}]"))
+}
+
+/// Keeps the head and the tail of `text` when it is longer than `max` bytes, with a note of the
+/// full length between them; the end of a command's output is often what matters.
+pub(crate) fn truncate_middle(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let half = max / 2;
+    let head_end = text.floor_char_boundary(half);
+    let tail_start = text.ceil_char_boundary(text.len() - half);
+    format!("{}\n\n... truncated ({} bytes total) ...\n\n{}", &text[..head_end], text.len(), &text[tail_start..])
 }

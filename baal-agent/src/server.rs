@@ -1,0 +1,152 @@
+//! The HTTP API of one agent (wire-compatible with the Python agent): `POST /chat` (SSE),
+//! `GET /pending`, `GET /files/{path}`, `DELETE /chat/{chat_id}`, `GET /health`.
+//! Bearer auth on all but `/health`. Errors are JSON (`{"error": "…"}`), never a bare 500.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use baal_core::agent::Agent;
+use baal_core::agent::auth::BearerCheck;
+use baal_core::proxy::{ChatRequest, HealthResponse, PendingResponse};
+use futures_util::StreamExt;
+use poem::http::StatusCode;
+use poem::web::sse::{Event, SSE};
+use poem::web::{Data, Json, Path as UrlPath, Query};
+use poem::{Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route, delete, get, handler, post};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub agent: Agent,
+    pub name: String,
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    Response::builder().status(status).content_type("application/json").body(json!({"error": message}).to_string())
+}
+
+/// The whole app: routes, auth, state.
+pub fn app(state: AppState, auth: BearerCheck) -> impl Endpoint + use<> {
+    let auth = Arc::new(auth);
+    let protected = Route::new()
+        .at("/chat", post(chat))
+        .at("/chat/:chat_id", delete(reset))
+        .at("/pending", get(pending))
+        .at("/files/*path", get(files))
+        .around(move |ep, req: Request| {
+            let auth = auth.clone();
+            async move {
+                let header = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+                if !auth.allows(header) {
+                    return Ok(json_error(StatusCode::UNAUTHORIZED, "unauthorized"));
+                }
+                ep.call(req).await.map(IntoResponse::into_response)
+            }
+        });
+    Route::new().at("/health", get(health)).nest("/", protected).data(state)
+}
+
+#[handler]
+fn health(Data(state): Data<&AppState>) -> Json<HealthResponse> {
+    let body: HealthResponse = serde_json::from_value(json!({
+        "status": "ok", "agent_name": state.name, "version": baal_core::VERSION,
+    }))
+    .expect("a health body always has every field");
+    Json(body)
+}
+
+#[handler]
+async fn chat(body: Body, Data(state): Data<&AppState>) -> Response {
+    let bytes = match body.into_bytes().await {
+        Ok(b) => b,
+        Err(_) => return json_error(StatusCode::BAD_REQUEST, "the request body could not be read"),
+    };
+    let request: ChatRequest = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            return json_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!("invalid chat request ({e}); send {{\"message\": string, \"chat_id\": string}}"),
+            );
+        }
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("the body is not valid JSON ({e})")),
+    };
+    if request.chat_id.trim().is_empty() {
+        return json_error(StatusCode::UNPROCESSABLE_ENTITY, "chat_id must not be empty");
+    }
+    let events = state
+        .agent
+        .chat(request)
+        .map(|event| Event::message(serde_json::to_string(&event).unwrap_or_else(|_| r#"{"type":"done"}"#.to_owned())));
+    SSE::new(events).into_response()
+}
+
+#[derive(Deserialize)]
+struct PendingQuery {
+    chat_id: Option<String>,
+}
+
+#[handler]
+async fn pending(Query(query): Query<PendingQuery>, Data(state): Data<&AppState>) -> Response {
+    let chat_filter = query.chat_id.filter(|c| !c.trim().is_empty());
+    match state.agent.history().take_pending(chat_filter.as_deref()).await {
+        Ok(messages) => Json(PendingResponse { messages }).into_response(),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+#[handler]
+async fn reset(UrlPath(chat_id): UrlPath<String>, Data(state): Data<&AppState>) -> Response {
+    match state.agent.history().clear(&chat_id).await {
+        Ok(deleted) => Json(json!({"status": "ok", "deleted": deleted})).into_response(),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+const SENSITIVE_NAMES: &[&str] = &[".env", "agent.db", "agent.db-shm", "agent.db-wal"];
+
+/// Resolves `requested` inside `root` after following `..` and symlinks.
+// TODO(tools): replace with `agent::tools::workspace` once the tools branch lands.
+fn resolve_in_workspace(root: &Path, requested: &str) -> Result<PathBuf, String> {
+    let relative = Path::new(requested);
+    if relative.components().any(|c| matches!(c, Component::Prefix(_))) {
+        return Err(format!("Path escapes workspace boundary: {requested}"));
+    }
+    let joined = root.join(relative.strip_prefix("/").unwrap_or(relative));
+    let resolved = joined.canonicalize().map_err(|_| format!("File does not exist: {requested}"))?;
+    if !resolved.starts_with(root) {
+        return Err(format!("Path escapes workspace boundary: {requested}"));
+    }
+    if let Some(name) = resolved.file_name().and_then(|n| n.to_str())
+        && SENSITIVE_NAMES.contains(&name)
+    {
+        return Err(format!("Access to sensitive file blocked: {name}"));
+    }
+    Ok(resolved)
+}
+
+#[handler]
+async fn files(UrlPath(path): UrlPath<String>, Data(state): Data<&AppState>) -> Response {
+    let root = state.agent.workspace().root();
+    let resolved = match resolve_in_workspace(root, &path) {
+        Ok(p) => p,
+        Err(reason) => return json_error(StatusCode::FORBIDDEN, &reason),
+    };
+    if !resolved.is_file() {
+        return json_error(StatusCode::FORBIDDEN, &format!("Not a file: {path}"));
+    }
+    let bytes = match tokio::fs::read(&resolved).await {
+        Ok(b) => b,
+        Err(_) => return json_error(StatusCode::FORBIDDEN, &format!("File cannot be read: {path}")),
+    };
+    let name: String = resolved
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().filter(|c| !matches!(c, '"' | '\\' | '\r' | '\n')).collect())
+        .unwrap_or_else(|| "file".into());
+    Response::builder()
+        .content_type("application/octet-stream")
+        .header("content-disposition", format!("attachment; filename=\"{name}\""))
+        .body(bytes)
+}

@@ -1,0 +1,115 @@
+//! Runs real `baal-agent` processes against the scripted LLM, on loopback.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use baal_core::proxy::AgentEvent;
+use baal_core::testing::openai::ScriptedLlm;
+
+pub const SECRET: &str = "test-agent-secret";
+pub const OWNER: &str = "1001";
+
+/// A running agent process; killed when dropped.
+pub struct AgentProcess {
+    pub child: Child,
+    pub base_url: String,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+impl AgentProcess {
+    pub fn workspace(&self) -> PathBuf {
+        self.dir.path().join("workspace")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("agent.db")
+    }
+
+    /// `POST /chat` and the events until the stream ends.
+    pub async fn chat(&self, message: &str, chat_id: &str, role: Option<&str>) -> Vec<AgentEvent> {
+        let mut body = serde_json::json!({"message": message, "chat_id": chat_id});
+        if let Some(role) = role {
+            body["role"] = role.into();
+        }
+        let response =
+            self.http.post(format!("{}/chat", self.base_url)).bearer_auth(SECRET).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        parse_sse(&response.text().await.unwrap())
+    }
+}
+
+/// Parses an SSE body of `data: {json}` events.
+pub fn parse_sse(body: &str) -> Vec<AgentEvent> {
+    body.split("\n\n")
+        .filter_map(|block| block.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|data| serde_json::from_str(data).unwrap_or_else(|e| panic!("bad event {data}: {e}")))
+        .collect()
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `baal-agent` against `llm` with the usual test settings plus `extra`.
+pub fn start_agent(llm: &ScriptedLlm, extra: &[(&str, &str)]) -> AgentProcess {
+    let dir = tempfile::tempdir().unwrap();
+    start_agent_in(llm, extra, dir)
+}
+
+pub fn start_agent_in(llm: &ScriptedLlm, extra: &[(&str, &str)], dir: tempfile::TempDir) -> AgentProcess {
+    let mut command = agent_command(dir.path());
+    command
+        .env("LIBERTAI_API_BASE_URL", llm.base_url())
+        .env("LIBERTAI_API_KEY", "test-llm-key")
+        .env("AGENT_SECRET", SECRET)
+        .env("AGENT_NAME", "Testy")
+        .env("OWNER_CHAT_ID", OWNER)
+        .env("HEARTBEAT_INTERVAL", "0")
+        .env("LLM_RETRY_DELAY_MS", "10");
+    for (k, v) in extra {
+        command.env(k, v);
+    }
+    spawn(command, dir)
+}
+
+pub fn agent_command(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_baal-agent"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PORT", "0")
+        .env("BIND_ADDR", "127.0.0.1")
+        .env("DB_PATH", dir.join("agent.db"))
+        .env("WORKSPACE_PATH", dir.join("workspace"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    command
+}
+
+pub fn spawn(mut command: Command, dir: tempfile::TempDir) -> AgentProcess {
+    let mut child = command.spawn().expect("start baal-agent");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    AgentProcess { child, base_url: format!("http://{addr}"), dir, http: reqwest::Client::new() }
+}
+
+pub fn texts(events: &[AgentEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Text { content } => Some(content.clone()),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,0 +1,290 @@
+//! End-to-end: real `baal-agent` processes against the scripted LLM, on loopback.
+
+mod common;
+
+use baal_core::proxy::{AgentEvent, PendingResponse};
+use baal_core::testing::openai::{Reply, ScriptedLlm};
+use common::*;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn health_needs_no_auth_and_everything_else_does() {
+    let llm = ScriptedLlm::start().await;
+    let agent = start_agent(&llm, &[]);
+    let health: Value =
+        agent.http.get(format!("{}/health", agent.base_url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["agent_name"], "Testy");
+    assert_eq!(health["version"], baal_core::VERSION);
+
+    let body = json!({"message": "hi", "chat_id": "5"});
+    for auth in [None, Some("Bearer wrong"), Some("Bearer "), Some("test-agent-secre")] {
+        let mut req = agent.http.post(format!("{}/chat", agent.base_url)).json(&body);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{auth:?}");
+        assert_eq!(resp.json::<Value>().await.unwrap(), json!({"error": "unauthorized"}));
+    }
+    for path in ["/pending", "/files/memory/MEMORY.md"] {
+        assert_eq!(agent.http.get(format!("{}{path}", agent.base_url)).send().await.unwrap().status(), 401);
+    }
+    assert!(llm.completion_requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_plain_answer_streams_text_then_done() {
+    let llm = ScriptedLlm::start().await;
+    llm.push_text("Hello! How can I help?");
+    let agent = start_agent(&llm, &[]);
+    let events = agent.chat("hi there", OWNER, None).await;
+    assert_eq!(events, vec![AgentEvent::Text { content: "Hello! How can I help?".into() }, AgentEvent::Done]);
+
+    let seen = llm.completion_requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].bearer.as_deref(), Some("test-llm-key"));
+    let messages = seen[0].messages();
+    assert_eq!(messages[0]["role"], "system");
+    let system = messages[0]["content"].as_str().unwrap();
+    assert!(system.starts_with("You are Testy, a personal AI agent."));
+    assert!(system.contains("## Available Skills"));
+    assert_eq!(messages[1], json!({"role": "user", "content": "hi there"}));
+    // The owner is offered spawn; the history now holds the turn.
+    assert!(seen[0].tool_names().contains(&"spawn".to_owned()));
+    let events = agent.chat("again", OWNER, None).await;
+    assert_eq!(texts(&events), vec!["echo: again"]);
+    let messages = llm.completion_requests()[1].messages();
+    assert_eq!(messages.len(), 4);
+    assert_eq!(messages[2], json!({"role": "assistant", "content": "Hello! How can I help?"}));
+}
+
+#[tokio::test]
+async fn llm_errors_and_timeouts_end_with_error_then_done() {
+    let llm = ScriptedLlm::start().await;
+    for _ in 0..3 {
+        llm.push(Reply::status(500));
+    }
+    let agent = start_agent(&llm, &[("LLM_READ_TIMEOUT", "1")]);
+    let events = agent.chat("hi", OWNER, None).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    let AgentEvent::Error { content } = &events[0] else { panic!("{events:?}") };
+    assert!(content.contains("HTTP 500") && !content.contains("127.0.0.1"), "{content}");
+    assert_eq!(events[1], AgentEvent::Done);
+    assert_eq!(llm.completion_requests().len(), 3);
+
+    llm.push(Reply::Stall);
+    let events = agent.chat("hi", OWNER, None).await;
+    assert!(
+        matches!(&events[..], [AgentEvent::Error { content }, AgentEvent::Done] if content.contains("too long")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors() {
+    let llm = ScriptedLlm::start().await;
+    let agent = start_agent(&llm, &[]);
+    let url = format!("{}/chat", agent.base_url);
+    let cases = [
+        ("{not json", 400),
+        (r#"{"message":"hi"}"#, 422),
+        (r#"{"message":1,"chat_id":"2"}"#, 422),
+        (r#"{"message":"x","chat_id":""}"#, 422),
+    ];
+    for (body, status) in cases {
+        let resp = agent
+            .http
+            .post(&url)
+            .bearer_auth(SECRET)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{body}");
+        assert!(resp.json::<Value>().await.unwrap()["error"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn two_chats_never_see_each_others_history() {
+    let llm = ScriptedLlm::start().await;
+    let agent = start_agent(&llm, &[]);
+    agent.chat("my password hint is tulip", "111", None).await;
+    agent.chat("what do you know?", "222", None).await;
+    agent.chat("and now?", "111", None).await;
+    let seen = llm.completion_requests();
+    let dump = |i: usize| serde_json::to_string(&seen[i].messages()).unwrap();
+    assert!(!dump(1).contains("tulip"));
+    assert!(dump(2).contains("tulip") && !dump(2).contains("what do you know"));
+
+    // Reset one chat: the other keeps its history.
+    let resp: Value = agent
+        .http
+        .delete(format!("{}/chat/111", agent.base_url))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resp, json!({"status": "ok", "deleted": 4}));
+    agent.chat("hello?", "111", None).await;
+    assert!(!serde_json::to_string(&llm.completion_requests()[3].messages()).unwrap().contains("tulip"));
+}
+
+#[tokio::test]
+async fn a_visitor_is_refused_tools_outside_the_visitor_list() {
+    let llm = ScriptedLlm::start().await;
+    llm.push_tool_call("spawn", r#"{"task":"mine bitcoin"}"#).push_text("Sorry, I cannot.");
+    let agent = start_agent(&llm, &[]);
+    let events = agent.chat("spawn a task", "777", Some("visitor")).await;
+    let seen = llm.completion_requests();
+    assert!(!seen[0].tool_names().contains(&"spawn".to_owned()));
+    assert!(matches!(&events[0], AgentEvent::ToolUse { name, .. } if name == "spawn"));
+    let AgentEvent::ToolResult { output, .. } = &events[1] else { panic!("{events:?}") };
+    assert!(output.contains("not available"), "{output}");
+    assert_eq!(events.last(), Some(&AgentEvent::Done));
+    let tool_message = seen[1].messages().into_iter().find(|m| m["role"] == "tool").unwrap();
+    assert!(tool_message["content"].as_str().unwrap().contains("not available"));
+    // And nothing was queued for anyone.
+    let pending: PendingResponse = agent
+        .http
+        .get(format!("{}/pending", agent.base_url))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(pending.messages.is_empty());
+}
+
+#[tokio::test]
+async fn the_owner_spawns_a_subagent_whose_result_reaches_the_owner_only() {
+    let llm = ScriptedLlm::start().await;
+    llm.push_tool_call("spawn", r#"{"task":"count to three","label":"counting"}"#)
+        .push_text("Started it.")
+        .push_text("one two three");
+    let agent = start_agent(&llm, &[]);
+    let events = agent.chat("count in the background", OWNER, None).await;
+    assert_eq!(texts(&events), vec!["Started it."]);
+    let url = format!("{}/pending", agent.base_url);
+    let mut got = Vec::new();
+    for _ in 0..200 {
+        let visitor: PendingResponse = agent
+            .http
+            .get(&url)
+            .query(&[("chat_id", "777")])
+            .bearer_auth(SECRET)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(visitor.messages.is_empty());
+        let owner: PendingResponse = agent
+            .http
+            .get(&url)
+            .query(&[("chat_id", OWNER)])
+            .bearer_auth(SECRET)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        got.extend(owner.messages);
+        if !got.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].chat_id, OWNER);
+    assert_eq!(got[0].source, "subagent");
+    assert_eq!(got[0].content, "[Task: counting] one two three");
+    // The subagent ran without history and without spawn.
+    let sub = llm
+        .completion_requests()
+        .into_iter()
+        .find(|r| r.messages().len() == 2 && r.messages()[1]["content"] == "count to three")
+        .unwrap();
+    assert!(!sub.tool_names().contains(&"spawn".to_owned()));
+}
+
+#[tokio::test]
+async fn files_are_served_from_the_workspace_only() {
+    let llm = ScriptedLlm::start().await;
+    let agent = start_agent(&llm, &[]);
+    let ws = agent.workspace();
+    std::fs::create_dir_all(ws.join("out")).unwrap();
+    std::fs::write(ws.join("out/report.txt"), "the report").unwrap();
+    std::fs::write(ws.join(".env"), "SECRET=1").unwrap();
+    std::os::unix::fs::symlink("/etc", ws.join("etc-link")).unwrap();
+    let get = |path: &str| agent.http.get(format!("{}/files/{path}", agent.base_url)).bearer_auth(SECRET).send();
+    let ok = get("out/report.txt").await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.headers()["content-disposition"].to_str().unwrap().contains("report.txt"));
+    assert_eq!(ok.text().await.unwrap(), "the report");
+    for (path, reason) in [
+        ("etc-link/passwd", "escapes"),
+        ("%2E%2E/agent.db", ""),
+        ("..%2Fagent.db", ""),
+        (".env", "sensitive"),
+        ("missing.txt", "does not exist"),
+    ] {
+        let resp = get(path).await.unwrap();
+        assert!(resp.status() == 403 || resp.status() == 404, "{path}: {}", resp.status());
+        let body = resp.text().await.unwrap();
+        assert!(body.contains(reason), "{path}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn missing_settings_exit_with_code_2_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = agent_command(dir.path())
+        .env("AGENT_SECRET", "x")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("LIBERTAI_API_KEY"));
+
+    let llm = ScriptedLlm::start().await;
+    let mut agent = start_agent(&llm, &[]);
+    let pid = agent.child.id().to_string();
+    let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let exit = agent.child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
+
+#[tokio::test]
+async fn settings_come_from_a_config_file() {
+    let llm = ScriptedLlm::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.env");
+    std::fs::write(
+        &file,
+        format!(
+            "AGENT_NAME=\"File \\\"Agent\\\"\"\nLIBERTAI_API_BASE_URL={}\nLIBERTAI_API_KEY=k\nAGENT_SECRET={SECRET}\nHEARTBEAT_INTERVAL=0\n",
+            llm.base_url()
+        ),
+    )
+    .unwrap();
+    let mut command = agent_command(dir.path());
+    command.arg("--config").arg(&file);
+    let agent = spawn(command, dir);
+    let health: Value =
+        agent.http.get(format!("{}/health", agent.base_url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["agent_name"], "File \"Agent\"");
+    let events = agent.chat("yo", "1", None).await;
+    assert_eq!(texts(&events), vec!["echo: yo"]);
+}

@@ -1,0 +1,439 @@
+//! [`History`]: the agent's own database (SQLite, WAL, through SeaORM): per-chat message history,
+//! the rolling summary compaction leaves behind, and pending messages for the bot to collect.
+//!
+//! Invariants:
+//! - history is ordered by row id (insertion order), never by timestamps;
+//! - a chat only ever reads its own rows;
+//! - pending messages carry the chat they are for, and a chat only collects its own.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+use crate::inference::{ChatMessage, MessageRole, ToolCall};
+use crate::proxy::PendingMessage;
+
+/// The first line of the summary message compaction leaves at the start of a chat.
+pub const SUMMARY_MARKER: &str = "[Earlier conversation summary]";
+/// The assistant's acknowledgement that follows the summary.
+pub const SUMMARY_ACK: &str = "Thanks, I have the context from our previous conversation and will carry on from there.";
+
+/// The agent's database failed. The text is fit for a user; details go to the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("The agent's memory store failed. Please try again; if it keeps failing, the agent needs a repair.")]
+#[non_exhaustive]
+pub struct HistoryError;
+
+fn db_error(e: DbErr) -> HistoryError {
+    tracing::error!(error = %e, "agent database error");
+    HistoryError
+}
+
+mod message {
+    use sea_orm::entity::prelude::*;
+
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "messages")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub chat_id: String,
+        pub role: String,
+        pub content: Option<String>,
+        pub tool_calls: Option<String>,
+        pub tool_call_id: Option<String>,
+        pub created_at: String,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+mod pending {
+    use sea_orm::entity::prelude::*;
+
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "pending_messages")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub chat_id: String,
+        pub content: String,
+        pub source: String,
+        pub created_at: String,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+mod summary {
+    use sea_orm::entity::prelude::*;
+
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "summaries")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub chat_id: String,
+        pub content: String,
+        pub updated_at: String,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+#[derive(DeriveIden)]
+enum Messages {
+    Table,
+    Id,
+    ChatId,
+    Role,
+    Content,
+    ToolCalls,
+    ToolCallId,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum PendingMessages {
+    Table,
+    Id,
+    ChatId,
+    Content,
+    Source,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Summaries {
+    Table,
+    ChatId,
+    Content,
+    UpdatedAt,
+}
+
+#[derive(DeriveMigrationName)]
+struct M0001AgentTables;
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001AgentTables {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(Messages::Table)
+                .if_not_exists()
+                .col(pk_auto(Messages::Id))
+                .col(string(Messages::ChatId))
+                .col(string(Messages::Role))
+                .col(text_null(Messages::Content))
+                .col(text_null(Messages::ToolCalls))
+                .col(string_null(Messages::ToolCallId))
+                .col(string(Messages::CreatedAt))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .if_not_exists()
+                .name("idx_messages_chat")
+                .table(Messages::Table)
+                .col(Messages::ChatId)
+                .col(Messages::Id)
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(PendingMessages::Table)
+                .if_not_exists()
+                .col(pk_auto(PendingMessages::Id))
+                .col(string(PendingMessages::ChatId))
+                .col(text(PendingMessages::Content))
+                .col(string(PendingMessages::Source))
+                .col(string(PendingMessages::CreatedAt))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Summaries::Table)
+                .if_not_exists()
+                .col(string(Summaries::ChatId).primary_key())
+                .col(text(Summaries::Content))
+                .col(string(Summaries::UpdatedAt))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(Summaries::Table).to_owned()).await?;
+        m.drop_table(Table::drop().table(PendingMessages::Table).to_owned()).await?;
+        m.drop_table(Table::drop().table(Messages::Table).to_owned()).await
+    }
+}
+
+struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(M0001AgentTables)]
+    }
+}
+
+/// One stored history row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoredMessage {
+    /// Row id (0 for the synthetic summary pair).
+    pub id: i64,
+    /// The message.
+    pub message: ChatMessage,
+}
+
+/// The agent's database.
+#[derive(Debug, Clone)]
+pub struct History {
+    db: DatabaseConnection,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
+}
+
+impl History {
+    /// Opens (creating if needed) the SQLite file at `path` in WAL mode and creates the tables.
+    pub async fn open(path: &Path) -> Result<History, HistoryError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                tracing::error!(error = %e, path = %parent.display(), "cannot create the database directory");
+                HistoryError
+            })?;
+        }
+        History::connect(&format!("sqlite://{}?mode=rwc", path.display())).await
+    }
+
+    /// A private in-memory database (tests, embedders that keep nothing).
+    pub async fn in_memory() -> Result<History, HistoryError> {
+        History::connect("sqlite::memory:").await
+    }
+
+    async fn connect(url: &str) -> Result<History, HistoryError> {
+        let in_memory = url.contains(":memory:");
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(5))
+            // In memory, each pooled connection would be a separate empty database.
+            .max_connections(if in_memory { 1 } else { 4 })
+            .map_sqlx_sqlite_opts(move |o| {
+                use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+                let o = o.busy_timeout(Duration::from_secs(5));
+                if in_memory {
+                    o
+                } else {
+                    o.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal)
+                }
+            });
+        let db = Database::connect(options).await.map_err(db_error)?;
+        Migrator::up(&db, None).await.map_err(db_error)?;
+        Ok(History { db })
+    }
+
+    /// Appends a message to a chat's history; returns its row id.
+    pub async fn append(&self, chat_id: &str, message: &ChatMessage) -> Result<i64, HistoryError> {
+        let tool_calls = if message.tool_calls.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(&message.tool_calls).unwrap_or_else(|_| "[]".into()))
+        };
+        let row = message::ActiveModel {
+            chat_id: Set(chat_id.to_owned()),
+            role: Set(message.role.as_str().to_owned()),
+            content: Set(message.content.clone()),
+            tool_calls: Set(tool_calls),
+            tool_call_id: Set(message.tool_call_id.clone()),
+            created_at: Set(now()),
+            ..Default::default()
+        }
+        .insert(&self.db)
+        .await
+        .map_err(db_error)?;
+        Ok(row.id)
+    }
+
+    /// The newest `limit` rows of a chat in insertion order, preceded by the summary pair when
+    /// an earlier compaction left one.
+    pub async fn load(&self, chat_id: &str, limit: u64) -> Result<Vec<StoredMessage>, HistoryError> {
+        let mut rows = message::Entity::find()
+            .filter(message::Column::ChatId.eq(chat_id))
+            .order_by_desc(message::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        rows.reverse();
+        let mut out = self.summary_pair(chat_id).await?;
+        out.extend(rows.into_iter().map(to_stored));
+        Ok(out)
+    }
+
+    /// Every row of a chat (no summary), in insertion order.
+    pub async fn rows(&self, chat_id: &str) -> Result<Vec<StoredMessage>, HistoryError> {
+        let rows = message::Entity::find()
+            .filter(message::Column::ChatId.eq(chat_id))
+            .order_by_asc(message::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok(rows.into_iter().map(to_stored).collect())
+    }
+
+    /// The summary compaction left for a chat, if any.
+    pub async fn summary(&self, chat_id: &str) -> Result<Option<String>, HistoryError> {
+        let row = summary::Entity::find_by_id(chat_id.to_owned()).one(&self.db).await.map_err(db_error)?;
+        Ok(row.map(|r| r.content))
+    }
+
+    async fn summary_pair(&self, chat_id: &str) -> Result<Vec<StoredMessage>, HistoryError> {
+        Ok(match self.summary(chat_id).await? {
+            None => Vec::new(),
+            Some(text) => vec![
+                StoredMessage { id: 0, message: ChatMessage::user(format!("{SUMMARY_MARKER}\n\n{text}")) },
+                StoredMessage { id: 0, message: ChatMessage::assistant(Some(SUMMARY_ACK.into()), Vec::new()) },
+            ],
+        })
+    }
+
+    /// Replaces every row of the chat older than row `first_kept` with `summary` (atomically).
+    pub async fn replace_with_summary(
+        &self,
+        chat_id: &str,
+        first_kept: i64,
+        summary: &str,
+    ) -> Result<(), HistoryError> {
+        let tx = self.db.begin().await.map_err(db_error)?;
+        message::Entity::delete_many()
+            .filter(message::Column::ChatId.eq(chat_id))
+            .filter(message::Column::Id.lt(first_kept))
+            .exec(&tx)
+            .await
+            .map_err(db_error)?;
+        summary::Entity::delete_by_id(chat_id.to_owned()).exec(&tx).await.map_err(db_error)?;
+        summary::ActiveModel {
+            chat_id: Set(chat_id.to_owned()),
+            content: Set(summary.to_owned()),
+            updated_at: Set(now()),
+        }
+        .insert(&tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    /// Keeps the newest `keep` rows of a chat and replaces the older ones with `summary`
+    /// (nothing happens when the chat has `keep` rows or fewer). The cut moves earlier so that a
+    /// tool result is never separated from the call that asked for it.
+    pub async fn compact_history(&self, chat_id: &str, keep: usize, summary: &str) -> Result<bool, HistoryError> {
+        let rows = self.rows(chat_id).await?;
+        match safe_cut(&rows, rows.len().saturating_sub(keep)) {
+            Some(cut) if rows.len() > keep => {
+                self.replace_with_summary(chat_id, rows[cut].id, summary).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Deletes a chat's history and summary; returns the rows deleted.
+    pub async fn clear(&self, chat_id: &str) -> Result<u64, HistoryError> {
+        let deleted = message::Entity::delete_many()
+            .filter(message::Column::ChatId.eq(chat_id))
+            .exec(&self.db)
+            .await
+            .map_err(db_error)?
+            .rows_affected;
+        summary::Entity::delete_by_id(chat_id.to_owned()).exec(&self.db).await.map_err(db_error)?;
+        Ok(deleted)
+    }
+
+    /// Number of history rows of a chat.
+    pub async fn count(&self, chat_id: &str) -> Result<u64, HistoryError> {
+        message::Entity::find().filter(message::Column::ChatId.eq(chat_id)).count(&self.db).await.map_err(db_error)
+    }
+
+    /// Queues a message for the bot to deliver to `chat_id`.
+    pub async fn push_pending(&self, chat_id: &str, content: &str, source: &str) -> Result<(), HistoryError> {
+        pending::ActiveModel {
+            chat_id: Set(chat_id.to_owned()),
+            content: Set(content.to_owned()),
+            source: Set(source.to_owned()),
+            created_at: Set(now()),
+            ..Default::default()
+        }
+        .insert(&self.db)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Takes (returns and deletes) the queued messages of `chat_id`, or of every chat when `None`,
+    /// oldest first.
+    pub async fn take_pending(&self, chat_id: Option<&str>) -> Result<Vec<PendingMessage>, HistoryError> {
+        let tx = self.db.begin().await.map_err(db_error)?;
+        let mut query = pending::Entity::find().order_by_asc(pending::Column::Id);
+        if let Some(chat) = chat_id {
+            query = query.filter(pending::Column::ChatId.eq(chat));
+        }
+        let rows = query.all(&tx).await.map_err(db_error)?;
+        if let Some(last) = rows.last() {
+            let mut delete = pending::Entity::delete_many().filter(pending::Column::Id.lte(last.id));
+            if let Some(chat) = chat_id {
+                delete = delete.filter(pending::Column::ChatId.eq(chat));
+            }
+            delete.exec(&tx).await.map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| PendingMessage {
+                chat_id: r.chat_id,
+                content: r.content,
+                source: r.source,
+                created_at: r.created_at,
+            })
+            .collect())
+    }
+}
+
+/// The first index `>= wanted` (moving earlier if needed) at which a history may start without
+/// orphaning a tool result: the row there is not a `tool` row. `None` when no such cut exists
+/// above index 0.
+pub(crate) fn safe_cut(rows: &[StoredMessage], wanted: usize) -> Option<usize> {
+    let mut cut = wanted.min(rows.len());
+    while cut > 0 && rows.get(cut).is_some_and(|r| r.message.role == MessageRole::Tool) {
+        cut -= 1;
+    }
+    (cut > 0).then_some(cut)
+}
+
+fn to_stored(row: message::Model) -> StoredMessage {
+    let role = MessageRole::parse(&row.role).unwrap_or(MessageRole::User);
+    let tool_calls: Vec<ToolCall> =
+        row.tool_calls.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
+    let mut message = match role {
+        MessageRole::Tool => ChatMessage::tool(row.tool_call_id.clone().unwrap_or_default(), ""),
+        MessageRole::Assistant => ChatMessage::assistant(None, tool_calls),
+        MessageRole::System => ChatMessage::system(""),
+        MessageRole::User => ChatMessage::user(""),
+    };
+    message.content = row.content;
+    StoredMessage { id: row.id, message }
+}

@@ -1,0 +1,696 @@
+//! [`Agent`]: the agentic loop (inference, tool calls, events), per-chat serialisation,
+//! subagents (`spawn`) and the heartbeat.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::Stream;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::AbortHandle;
+
+use crate::domain::Role;
+use crate::inference::{ChatMessage, CompletionRequest, Inference, InferenceError, ToolSpec};
+use crate::proxy::{AgentEvent, ChatRequest};
+
+use super::compaction::{CompactionConfig, prepare_context};
+use super::context::Workspace;
+use super::history::{History, HistoryError};
+use super::settings::AgentSettings;
+use super::tools::{SentFile, ToolContext, ToolOutput, ToolSet};
+
+/// Model calls per subagent turn.
+pub const SUBAGENT_MAX_ITERATIONS: u32 = 15;
+/// The prompt of a heartbeat run.
+pub const HEARTBEAT_PROMPT: &str = "Read HEARTBEAT.md in your workspace and carry out the instructions or tasks it lists. \
+If nothing needs attention right now, reply with exactly: HEARTBEAT_OK";
+/// The answer that means "nothing to report"; it is never delivered.
+pub const HEARTBEAT_OK: &str = "HEARTBEAT_OK";
+
+const SPAWN: &str = "spawn";
+const TOOL_RESULT_EXCERPT_CHARS: usize = 300;
+
+/// Settings of the loop, taken from [`AgentSettings`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AgentConfig {
+    /// The agent's name.
+    pub name: String,
+    /// The owner's instructions.
+    pub instructions: String,
+    /// Model id.
+    pub model: String,
+    /// The owner's chat.
+    pub owner_chat_id: Option<String>,
+    /// Tools visitors may use.
+    pub visitor_tools: Vec<String>,
+    /// Model calls per chat turn.
+    pub max_tool_iterations: u32,
+    /// Compaction budget.
+    pub compaction: CompactionConfig,
+    /// Subagents running at once.
+    pub max_subagents: u32,
+    /// Keepalive period of a quiet stream.
+    pub keepalive_interval: Duration,
+}
+
+impl AgentConfig {
+    /// The loop settings of `settings`.
+    pub fn from_settings(settings: &AgentSettings) -> Self {
+        AgentConfig {
+            name: settings.agent_name.clone(),
+            instructions: settings.system_prompt.clone(),
+            model: settings.model.clone(),
+            owner_chat_id: settings.owner_chat_id.clone(),
+            visitor_tools: settings.visitor_tools.clone(),
+            max_tool_iterations: settings.max_tool_iterations,
+            compaction: CompactionConfig::new(
+                settings.context_limit(),
+                settings.generation_reserve,
+                settings.compaction_keep_messages as usize,
+                u64::from(settings.max_history),
+            ),
+            max_subagents: settings.max_subagents,
+            keepalive_interval: settings.keepalive_interval,
+        }
+    }
+}
+
+/// What a turn without a client (heartbeat, subagent) produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TurnOutcome {
+    /// The last non-empty assistant text.
+    pub text: String,
+    /// Files the agent sent.
+    pub files: Vec<SentFile>,
+    /// The user-fit error that ended the turn, if any.
+    pub error: Option<String>,
+}
+
+/// What one heartbeat tick did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HeartbeatOutcome {
+    /// No `HEARTBEAT.md`, or nothing actionable in it.
+    Idle,
+    /// The file has not changed since the last run and is not due by its schedule.
+    NotDue,
+    /// It ran; `delivered` tells whether a message was queued for the owner.
+    Ran {
+        /// Whether the owner gets a message.
+        delivered: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct HeartbeatRun {
+    content_hash: [u8; 32],
+    at: Instant,
+}
+
+struct Inner {
+    config: AgentConfig,
+    inference: Arc<dyn Inference>,
+    tools: ToolSet,
+    history: History,
+    workspace: Workspace,
+    chat_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    subagents: Arc<Semaphore>,
+    last_heartbeat: Mutex<Option<HeartbeatRun>>,
+}
+
+/// One agent: its loop, history, workspace and tools. Cheap to clone.
+#[derive(Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").field("name", &self.inner.config.name).finish_non_exhaustive()
+    }
+}
+
+struct Turn {
+    role: Role,
+    chat_id: String,
+    store_chat: Option<String>,
+    max_iterations: u32,
+}
+
+enum TurnEnd {
+    Done,
+    IterationCap,
+    Failed(InferenceError),
+}
+
+type Events = mpsc::UnboundedSender<AgentEvent>;
+
+impl Agent {
+    /// An agent over these parts.
+    pub fn new(
+        config: AgentConfig,
+        inference: Arc<dyn Inference>,
+        tools: ToolSet,
+        history: History,
+        workspace: Workspace,
+    ) -> Agent {
+        let subagents = Arc::new(Semaphore::new(config.max_subagents as usize));
+        Agent {
+            inner: Arc::new(Inner {
+                config,
+                inference,
+                tools,
+                history,
+                workspace,
+                chat_locks: Mutex::new(HashMap::new()),
+                subagents,
+                last_heartbeat: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The agent's database.
+    pub fn history(&self) -> &History {
+        &self.inner.history
+    }
+
+    /// The agent's workspace.
+    pub fn workspace(&self) -> &Workspace {
+        &self.inner.workspace
+    }
+
+    /// The loop settings.
+    pub fn config(&self) -> &AgentConfig {
+        &self.inner.config
+    }
+
+    /// Who is talking: the request's role, else owner when the chat is `OWNER_CHAT_ID`, else visitor.
+    pub fn role_of(&self, request: &ChatRequest) -> Role {
+        request.role.unwrap_or_else(|| {
+            if self.inner.config.owner_chat_id.as_deref() == Some(request.chat_id.as_str()) {
+                Role::Owner
+            } else {
+                Role::Visitor
+            }
+        })
+    }
+
+    /// Runs one chat turn and streams its events: `keepalive` while quiet, `text`, `tool_use`,
+    /// `tool_result`, `file`, `error`, and always `done` last. Dropping the stream cancels the turn
+    /// (a running tool is dropped, which kills its process).
+    pub fn chat(&self, request: ChatRequest) -> ChatStream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let agent = self.clone();
+        let task = tokio::spawn(async move {
+            let outcome = agent.chat_turn(request, &tx).await;
+            if let Err(e) = outcome {
+                let _ = tx.send(AgentEvent::Error { content: e.to_string() });
+            }
+            let _ = tx.send(AgentEvent::Done);
+        });
+        ChatStream::new(rx, task.abort_handle(), self.inner.config.keepalive_interval)
+    }
+
+    async fn chat_turn(&self, request: ChatRequest, out: &Events) -> Result<(), HistoryError> {
+        let role = self.role_of(&request);
+        let lock = self.chat_lock(&request.chat_id);
+        let _serialised = lock.lock().await;
+        let history = &self.inner.history;
+        history.append(&request.chat_id, &ChatMessage::user(request.message.clone())).await?;
+        let (specs, names) = self.tool_specs(role, true);
+        let system = ChatMessage::system(self.system_prompt(&names));
+        let messages = prepare_context(
+            history,
+            self.inner.inference.as_ref(),
+            &self.inner.config.model,
+            &request.chat_id,
+            system,
+            self.inner.config.compaction,
+        )
+        .await?;
+        let turn = Turn {
+            role,
+            chat_id: request.chat_id.clone(),
+            store_chat: Some(request.chat_id.clone()),
+            max_iterations: self.inner.config.max_tool_iterations,
+        };
+        match self.run_loop(messages, specs, &turn, out).await? {
+            TurnEnd::Done => {}
+            TurnEnd::IterationCap => {
+                let _ = out.send(AgentEvent::Text {
+                    content: format!(
+                        "(I stopped after {} steps, the most one message may take. Send another message to let me continue.)",
+                        turn.max_iterations
+                    ),
+                });
+            }
+            TurnEnd::Failed(e) => {
+                let _ = out.send(AgentEvent::Error { content: e.to_string() });
+            }
+        }
+        drop(_serialised);
+        self.forget_idle_lock(&request.chat_id);
+        Ok(())
+    }
+
+    /// Runs a turn without a client and without history (heartbeat, subagents).
+    pub async fn background_turn(
+        &self,
+        prompt: &str,
+        role: Role,
+        max_iterations: u32,
+        allow_spawn: bool,
+        label: &str,
+    ) -> TurnOutcome {
+        let (specs, names) = self.tool_specs(role, allow_spawn);
+        let messages = vec![ChatMessage::system(self.system_prompt(&names)), ChatMessage::user(prompt)];
+        let turn = Turn { role, chat_id: label.to_owned(), store_chat: None, max_iterations };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let end = self.run_loop(messages, specs, &turn, &tx).await;
+        drop(tx);
+        let mut outcome = TurnOutcome::default();
+        while let Some(event) = rx.recv().await {
+            match event {
+                AgentEvent::Text { content } if !content.trim().is_empty() => outcome.text = content,
+                AgentEvent::File { path, caption } => outcome.files.push(SentFile { path, caption }),
+                _ => {}
+            }
+        }
+        match end {
+            Ok(TurnEnd::Failed(e)) => outcome.error = Some(e.to_string()),
+            Err(e) => outcome.error = Some(e.to_string()),
+            Ok(_) => {}
+        }
+        outcome
+    }
+
+    fn system_prompt(&self, tool_names: &[&str]) -> String {
+        let today = chrono::Utc::now().date_naive();
+        self.inner.workspace.system_prompt(&self.inner.config.name, &self.inner.config.instructions, tool_names, today)
+    }
+
+    fn spawn_allowed(&self, role: Role) -> bool {
+        role == Role::Owner || self.inner.config.visitor_tools.iter().any(|t| t == SPAWN)
+    }
+
+    fn tool_specs(&self, role: Role, allow_spawn: bool) -> (Vec<ToolSpec>, Vec<&'static str>) {
+        let mut specs = Vec::new();
+        let mut names = Vec::new();
+        for tool in self.inner.tools.for_role(role, &self.inner.config.visitor_tools) {
+            specs.push(ToolSpec::new(tool.name(), tool.description(), tool.parameters()));
+            names.push(tool.name());
+        }
+        if allow_spawn && self.spawn_allowed(role) {
+            specs.push(spawn_spec());
+            names.push(SPAWN);
+        }
+        (specs, names)
+    }
+
+    async fn run_loop(
+        &self,
+        mut messages: Vec<ChatMessage>,
+        specs: Vec<ToolSpec>,
+        turn: &Turn,
+        out: &Events,
+    ) -> Result<TurnEnd, HistoryError> {
+        let offered: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+        let mut request = CompletionRequest::new(self.inner.config.model.clone(), Vec::new(), specs);
+        for _ in 0..turn.max_iterations {
+            request.messages = messages.clone();
+            let completion = match self.inner.inference.complete(&request).await {
+                Ok(c) => c,
+                Err(e) => return Ok(TurnEnd::Failed(e)),
+            };
+            let assistant = ChatMessage::assistant(Some(completion.content.clone()), completion.tool_calls.clone());
+            if let Some(chat) = &turn.store_chat {
+                self.inner.history.append(chat, &assistant).await?;
+            }
+            messages.push(assistant);
+            if !completion.content.trim().is_empty() {
+                let _ = out.send(AgentEvent::Text { content: completion.content.clone() });
+            }
+            if completion.tool_calls.is_empty() {
+                return Ok(TurnEnd::Done);
+            }
+            for call in &completion.tool_calls {
+                let name = call.function.name.clone();
+                let _ = out.send(AgentEvent::ToolUse { name: name.clone(), input: call.function.arguments.clone() });
+                let result = self.run_tool(&name, &call.function.arguments, &offered, turn).await;
+                if let Some(file) = &result.file {
+                    let _ = out.send(AgentEvent::File { path: file.path.clone(), caption: file.caption.clone() });
+                }
+                let _ = out.send(AgentEvent::ToolResult { name: name.clone(), output: excerpt(&result.content) });
+                let message = ChatMessage::tool(call.id.clone(), result.content);
+                if let Some(chat) = &turn.store_chat {
+                    self.inner.history.append(chat, &message).await?;
+                }
+                messages.push(message);
+            }
+        }
+        Ok(TurnEnd::IterationCap)
+    }
+
+    async fn run_tool(&self, name: &str, arguments: &str, offered: &[String], turn: &Turn) -> ToolOutput {
+        if !offered.iter().any(|o| o == name) {
+            let known = name == SPAWN || self.inner.tools.get(name).is_some();
+            return ToolOutput::error(if known {
+                format!("[error: the tool '{name}' is not available in this conversation]")
+            } else {
+                format!("[error: unknown tool '{name}']")
+            });
+        }
+        let args: Value = if arguments.trim().is_empty() {
+            json!({})
+        } else {
+            match serde_json::from_str(arguments) {
+                Ok(v) => v,
+                Err(e) => {
+                    return ToolOutput::error(format!(
+                        "[error: the arguments of {name} are not valid JSON ({e}); send a JSON object]"
+                    ));
+                }
+            }
+        };
+        if name == SPAWN {
+            return self.spawn_subagent(&args, turn.role);
+        }
+        match self.inner.tools.get(name) {
+            Some(tool) => tool.call(args, &ToolContext::new(turn.role, turn.chat_id.clone())).await,
+            None => ToolOutput::error(format!("[error: unknown tool '{name}']")),
+        }
+    }
+
+    fn spawn_subagent(&self, args: &Value, role: Role) -> ToolOutput {
+        let Some(task) = args.get("task").and_then(Value::as_str).map(str::trim).filter(|t| !t.is_empty()) else {
+            return ToolOutput::error("[error: spawn needs a non-empty 'task']");
+        };
+        let label = args
+            .get("label")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map_or_else(|| task.chars().take(50).collect(), str::to_owned);
+        let Ok(permit) = self.inner.subagents.clone().try_acquire_owned() else {
+            return ToolOutput::error(format!(
+                "[error: {} subagents are already running; wait for one to finish or do the task yourself]",
+                self.inner.config.max_subagents
+            ));
+        };
+        let agent = self.clone();
+        let task = task.to_owned();
+        let reply_label = label.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let outcome = agent.background_turn(&task, role, SUBAGENT_MAX_ITERATIONS, false, "__subagent__").await;
+            let text = match (&outcome.error, outcome.text.is_empty()) {
+                (Some(e), _) => format!("[Task: {label}] Error: {e}"),
+                (None, true) => format!("[Task: {label}] (no output)"),
+                (None, false) => format!("[Task: {label}] {}", outcome.text),
+            };
+            agent.deliver_to_owner(&text, "subagent", &outcome.files, "subagent_file").await;
+        });
+        ToolOutput::ok(format!(
+            "Subagent started for: {reply_label}. Its result will be sent to the owner when it finishes."
+        ))
+    }
+
+    async fn deliver_to_owner(&self, text: &str, source: &str, files: &[SentFile], file_source: &str) {
+        let Some(owner) = self.inner.config.owner_chat_id.as_deref() else {
+            tracing::info!(source, "no OWNER_CHAT_ID: a proactive message was dropped");
+            return;
+        };
+        let history = &self.inner.history;
+        if let Err(e) = history.push_pending(owner, text, source).await {
+            tracing::warn!(%e, "could not queue a message for the owner");
+        }
+        for file in files {
+            let content = json!({"type": "file", "path": file.path, "caption": file.caption}).to_string();
+            if let Err(e) = history.push_pending(owner, &content, file_source).await {
+                tracing::warn!(%e, "could not queue a file for the owner");
+            }
+        }
+    }
+
+    /// One heartbeat check: runs a turn only when `HEARTBEAT.md` has actionable content that
+    /// changed since the last run, or that is due again by its own `every <N><m|h|d>` schedule.
+    /// The answer goes to the owner's chat, unless it is `HEARTBEAT_OK`.
+    pub async fn heartbeat_tick(&self) -> HeartbeatOutcome {
+        let Ok(content) = tokio::fs::read_to_string(self.inner.workspace.heartbeat_file()).await else {
+            return HeartbeatOutcome::Idle;
+        };
+        if !is_actionable(&content) {
+            return HeartbeatOutcome::Idle;
+        }
+        let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(content.as_bytes()).into();
+        let previous = *self.inner.last_heartbeat.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(last) = previous
+            && last.content_hash == hash
+            && schedule_of(&content).is_none_or(|every| last.at.elapsed() < every)
+        {
+            return HeartbeatOutcome::NotDue;
+        }
+        *self.inner.last_heartbeat.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(HeartbeatRun { content_hash: hash, at: Instant::now() });
+        let outcome = self
+            .background_turn(
+                HEARTBEAT_PROMPT,
+                Role::Owner,
+                self.inner.config.max_tool_iterations,
+                true,
+                "__heartbeat__",
+            )
+            .await;
+        if let Some(error) = &outcome.error {
+            tracing::warn!(%error, "heartbeat turn failed");
+            return HeartbeatOutcome::Ran { delivered: false };
+        }
+        let quiet = is_heartbeat_ok(&outcome.text) || outcome.text.trim().is_empty();
+        if quiet && outcome.files.is_empty() {
+            return HeartbeatOutcome::Ran { delivered: false };
+        }
+        let text = if quiet { String::new() } else { format!("[Heartbeat] {}", outcome.text.trim()) };
+        if self.inner.config.owner_chat_id.is_none() {
+            tracing::info!("no OWNER_CHAT_ID: heartbeat output dropped");
+            return HeartbeatOutcome::Ran { delivered: false };
+        }
+        if text.is_empty() {
+            self.deliver_files_only(&outcome.files).await;
+        } else {
+            self.deliver_to_owner(&text, "heartbeat", &outcome.files, "heartbeat_file").await;
+        }
+        HeartbeatOutcome::Ran { delivered: true }
+    }
+
+    async fn deliver_files_only(&self, files: &[SentFile]) {
+        if let Some(owner) = self.inner.config.owner_chat_id.as_deref() {
+            for file in files {
+                let content = json!({"type": "file", "path": file.path, "caption": file.caption}).to_string();
+                if let Err(e) = self.inner.history.push_pending(owner, &content, "heartbeat_file").await {
+                    tracing::warn!(%e, "could not queue a file for the owner");
+                }
+            }
+        }
+    }
+
+    /// Runs [`Agent::heartbeat_tick`] every `interval` (the first one after `interval`).
+    pub fn spawn_heartbeat(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let agent = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let outcome = agent.heartbeat_tick().await;
+                tracing::debug!(?outcome, "heartbeat");
+            }
+        })
+    }
+
+    fn chat_lock(&self, chat_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.inner.chat_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(chat_id.to_owned()).or_default().clone()
+    }
+
+    fn forget_idle_lock(&self, chat_id: &str) {
+        let mut locks = self.inner.chat_locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the map holds it: no turn of this chat is running or waiting.
+        if locks.get(chat_id).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(chat_id);
+        }
+    }
+}
+
+fn spawn_spec() -> ToolSpec {
+    ToolSpec::new(
+        SPAWN,
+        "Start a background subagent for a self-contained task that takes a while. It works on its own \
+         (without this conversation's history) and its result is sent to the owner when it finishes. \
+         Returns at once.",
+        json!({
+            "type": "object",
+            "properties": {
+                "task": {"type": "string", "description": "The full task, with every detail the subagent needs."},
+                "label": {"type": "string", "description": "A short label for the task (default: its first 50 characters)."}
+            },
+            "required": ["task"]
+        }),
+    )
+}
+
+fn excerpt(text: &str) -> String {
+    let mut out: String = text.chars().take(TOOL_RESULT_EXCERPT_CHARS).collect();
+    if out.len() < text.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// Whether `HEARTBEAT.md` asks for anything: a line that is not blank, not a `#` heading and not a
+/// one-line `<!-- comment -->`.
+pub fn is_actionable(content: &str) -> bool {
+    content
+        .lines()
+        .map(str::trim)
+        .any(|line| !(line.is_empty() || line.starts_with('#') || (line.starts_with("<!--") && line.ends_with("-->"))))
+}
+
+/// Whether a heartbeat answer means "nothing to report" (`HEARTBEAT_OK`, perhaps with
+/// markdown emphasis or a final full stop).
+pub fn is_heartbeat_ok(text: &str) -> bool {
+    text.trim().trim_matches(|c: char| c == '*' || c == '`' || c == '_' || c == '.' || c.is_whitespace())
+        == HEARTBEAT_OK
+}
+
+/// The repeat period a `HEARTBEAT.md` states with `every <N><unit>` (`every 6h`, `every 30 minutes`).
+pub fn schedule_of(content: &str) -> Option<Duration> {
+    let lower = content.to_lowercase();
+    let mut words =
+        lower.split(|c: char| c.is_whitespace() || c == ':' || c == ',').filter(|w| !w.is_empty()).peekable();
+    while let Some(word) = words.next() {
+        if word != "every" {
+            continue;
+        }
+        let Some(next) = words.next() else { break };
+        let digits: String = next.chars().take_while(char::is_ascii_digit).collect();
+        let (n, unit_inline) = if digits.is_empty() {
+            (1, next)
+        } else {
+            let Ok(n) = digits.parse::<u64>() else { continue };
+            (n, &next[digits.len()..])
+        };
+        let unit = if unit_inline.is_empty() { words.peek().copied().unwrap_or("") } else { unit_inline };
+        let seconds = match unit.trim_end_matches('s') {
+            "" => continue,
+            "m" | "min" | "minute" => 60,
+            "h" | "hour" | "hr" => 3600,
+            "d" | "day" => 86_400,
+            _ => continue,
+        };
+        return Some(Duration::from_secs(n.saturating_mul(seconds).max(60)));
+    }
+    None
+}
+
+/// The events of one chat turn (see [`Agent::chat`]). Sends `keepalive` after every quiet
+/// `keepalive_interval`; ends after `done`; cancels the turn when dropped.
+pub struct ChatStream {
+    rx: mpsc::UnboundedReceiver<AgentEvent>,
+    task: AbortHandle,
+    keepalive: Pin<Box<tokio::time::Sleep>>,
+    interval: Duration,
+    queued: VecDeque<AgentEvent>,
+    finished: bool,
+}
+
+impl ChatStream {
+    fn new(rx: mpsc::UnboundedReceiver<AgentEvent>, task: AbortHandle, interval: Duration) -> Self {
+        ChatStream {
+            rx,
+            task,
+            keepalive: Box::pin(tokio::time::sleep(interval)),
+            interval,
+            queued: VecDeque::new(),
+            finished: false,
+        }
+    }
+}
+
+impl Stream for ChatStream {
+    type Item = AgentEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<AgentEvent>> {
+        let this = &mut *self;
+        if let Some(event) = this.queued.pop_front() {
+            return Poll::Ready(Some(event));
+        }
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        match this.rx.poll_recv(cx) {
+            Poll::Ready(Some(event)) => {
+                let deadline = tokio::time::Instant::now() + this.interval;
+                this.keepalive.as_mut().reset(deadline);
+                if event == AgentEvent::Done {
+                    this.finished = true;
+                }
+                Poll::Ready(Some(event))
+            }
+            Poll::Ready(None) => {
+                // The turn ended without `done` (it panicked): still end the stream properly.
+                this.finished = true;
+                tracing::error!("a chat turn ended without finishing its stream");
+                this.queued.push_back(AgentEvent::Done);
+                Poll::Ready(Some(AgentEvent::Error {
+                    content: "The agent hit an internal error. Please try again.".into(),
+                }))
+            }
+            Poll::Pending => {
+                if this.keepalive.as_mut().poll(cx).is_ready() {
+                    let deadline = tokio::time::Instant::now() + this.interval;
+                    this.keepalive.as_mut().reset(deadline);
+                    // Register the timer again so the next keepalive wakes this task.
+                    let _ = this.keepalive.as_mut().poll(cx);
+                    return Poll::Ready(Some(AgentEvent::Keepalive));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for ChatStream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_files_are_read_like_the_python_agent() {
+        assert!(!is_actionable("# Tasks\n\n<!-- nothing yet -->\n   \n"));
+        assert!(is_actionable("# Tasks\n- [ ] water the plants\n"));
+        assert!(is_actionable("<!-- a comment\nover two lines -->"));
+        assert!(is_heartbeat_ok("HEARTBEAT_OK"));
+        assert!(is_heartbeat_ok("**HEARTBEAT_OK**."));
+        assert!(!is_heartbeat_ok("HEARTBEAT_OK but the server is down"));
+    }
+
+    #[test]
+    fn schedules() {
+        assert_eq!(schedule_of("- check mail every 2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(schedule_of("Every 30 minutes: ping"), Some(Duration::from_secs(1800)));
+        assert_eq!(schedule_of("every day, summarise"), Some(Duration::from_secs(86_400)));
+        assert_eq!(schedule_of("every time"), None);
+        assert_eq!(schedule_of("every 1 day"), Some(Duration::from_secs(86_400)));
+        assert_eq!(schedule_of("check the news"), None);
+    }
+}

@@ -1,0 +1,228 @@
+//! The `bash` tool against real processes: it is bash, it runs in the workspace, its timeout and
+//! cancellation kill everything it started, its output is bounded, and the agent's secrets are
+//! out of its reach.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use baal_core::agent::tools::{ToolConfig, ToolContext, ToolOutput, ToolSet, sandbox};
+use baal_core::domain::Role;
+use serde_json::json;
+use tempfile::TempDir;
+
+/// The variable the secret probe plants in its own environment, and its value.
+const SECRET_VAR: &str = "BAAL_TEST_AGENT_SECRET";
+const SECRET_VALUE: &str = "sk-baal-test-0c7f3a9e5d21";
+
+/// A workspace the tools user can reach (tempdirs are 0700; tests run as root, tools as nobody).
+fn workspace() -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ws = dir.path().join("workspace");
+    (dir, ws)
+}
+
+async fn bash(set: &ToolSet, args: serde_json::Value) -> ToolOutput {
+    set.get("bash").unwrap().call(args, &ToolContext::new(Role::Owner, "1")).await
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether `pid` is gone (or only a zombie waiting for a reaper that is not us).
+fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+async fn wait_gone(pid: u32) -> bool {
+    for _ in 0..200 {
+        if process_gone(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn runs_bash_in_the_workspace() {
+    let (_dir, ws) = workspace();
+    let set = ToolSet::standard(ToolConfig::new(&ws));
+    let out = bash(&set, json!({"command": "pwd; echo \"bash=${BASH_VERSION:+yes}\"; echo oops >&2; exit 3"})).await;
+    assert!(!out.is_error, "{}", out.content);
+    let root = std::fs::canonicalize(&ws).unwrap();
+    assert_eq!(out.content, format!("{}\nbash=yes\n[stderr]\noops\n[exit code: 3]", root.display()));
+    // Files written by bash are visible to the file tools and the reverse.
+    let out = bash(&set, json!({"command": "echo from-bash > made.txt && mkdir -p d && echo x > d/y"})).await;
+    assert!(out.content.ends_with("[exit code: 0]"), "{}", out.content);
+    assert_eq!(std::fs::read_to_string(ws.join("made.txt")).unwrap(), "from-bash\n");
+    let write = set.get("write_file").unwrap();
+    write.call(json!({"path": "nested/by-tool.txt", "content": "v1"}), &ToolContext::new(Role::Owner, "1")).await;
+    let out =
+        bash(&set, json!({"command": "echo v2 > nested/by-tool.txt && touch nested/more && cat nested/by-tool.txt"}))
+            .await;
+    assert_eq!(out.content, "v2\n[exit code: 0]");
+}
+
+#[tokio::test]
+async fn runs_tools_unprivileged_when_root() {
+    if !is_root() {
+        return;
+    }
+    let (_dir, ws) = workspace();
+    let set = ToolSet::standard(ToolConfig::new(&ws));
+    let out = bash(&set, json!({"command": "id -u; id -G; echo \"$HOME\" \"$USER\""})).await;
+    let lines: Vec<&str> = out.content.lines().collect();
+    assert_ne!(lines[0], "0", "{}", out.content);
+    assert!(!lines[1].split(' ').any(|g| g == "0"), "still in group root: {}", out.content);
+    assert!(lines[2].ends_with(" nobody"), "{}", out.content);
+
+    let mut config = ToolConfig::new(&ws);
+    config.tools_user = "no-such-user-baal".into();
+    let out = bash(&ToolSet::standard(config), json!({"command": "id -u"})).await;
+    assert!(out.is_error && out.content.contains("TOOLS_USER"), "{}", out.content);
+    let mut config = ToolConfig::new(&ws);
+    config.tools_user = "root".into();
+    let out = bash(&ToolSet::standard(config), json!({"command": "id -u"})).await;
+    assert!(out.is_error && out.content.contains("TOOLS_USER"), "{}", out.content);
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_process_group() {
+    let (_dir, ws) = workspace();
+    let set = ToolSet::standard(ToolConfig::new(&ws));
+    let out = bash(&set, json!({"command": "sleep 300 & echo $!; sleep 301", "timeout": 1})).await;
+    assert!(out.is_error, "{}", out.content);
+    assert!(out.content.contains("timed out after 1s"), "{}", out.content);
+    let pid: u32 = out.content.lines().next().unwrap().trim().parse().unwrap();
+    assert!(wait_gone(pid).await, "sleep {pid} survived the timeout");
+}
+
+#[tokio::test]
+async fn background_jobs_do_not_outlive_the_command() {
+    let (_dir, ws) = workspace();
+    let set = ToolSet::standard(ToolConfig::new(&ws));
+    let out = bash(&set, json!({"command": "sleep 300 & echo $!"})).await;
+    assert!(!out.is_error, "{}", out.content);
+    let pid: u32 = out.content.lines().next().unwrap().trim().parse().unwrap();
+    assert!(wait_gone(pid).await, "background sleep {pid} survived");
+}
+
+#[tokio::test]
+async fn dropping_the_call_kills_the_child() {
+    let (_dir, ws) = workspace();
+    let set = ToolSet::standard(ToolConfig::new(&ws));
+    let call_set = set.clone();
+    let task =
+        tokio::spawn(async move { bash(&call_set, json!({"command": "sleep 300 & echo $! > pid; wait"})).await });
+    let pid_file = ws.join("pid");
+    let mut pid = None;
+    for _ in 0..200 {
+        if let Some(p) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<u32>().ok()) {
+            pid = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = pid.expect("bash never wrote its pid");
+    task.abort();
+    let _ = task.await;
+    assert!(wait_gone(pid).await, "sleep {pid} survived the dropped call");
+}
+
+#[tokio::test]
+async fn output_is_bounded_head_and_tail() {
+    let (_dir, ws) = workspace();
+    let mut config = ToolConfig::new(&ws);
+    config.max_output_bytes = 2000;
+    let set = ToolSet::standard(config);
+    let out =
+        bash(&set, json!({"command": "echo FIRST; head -c 5000000 /dev/zero | tr '\\0' x; echo; echo LAST"})).await;
+    assert!(out.content.len() <= 2200, "{}", out.content.len());
+    assert!(out.content.starts_with("FIRST"), "{}", &out.content[..50]);
+    assert!(out.content.contains("truncated"));
+    assert!(out.content.ends_with("LAST\n[exit code: 0]"), "{}", &out.content[out.content.len() - 50..]);
+}
+
+#[tokio::test]
+async fn bad_arguments_are_explained() {
+    let (_dir, ws) = workspace();
+    let set = ToolSet::standard(ToolConfig::new(&ws));
+    let out = bash(&set, json!({})).await;
+    assert!(out.is_error && out.content.contains("missing required parameter 'command'"), "{}", out.content);
+    let out = bash(&set, json!({"command": "true", "timeout": "soon"})).await;
+    assert!(out.is_error && out.content.contains("timeout"), "{}", out.content);
+}
+
+/// Runs [`secret_probe`] in a child test process whose environment holds a secret, as the
+/// agent's would; the child asserts, so its success is the verdict. As root, it also runs the
+/// probe as an unprivileged user: then the agent and its tools share a uid, and only
+/// `harden_process` keeps `/proc/<agent>/environ` closed (the probe checks that it was open first).
+#[test]
+fn secrets_are_unreachable_from_bash() {
+    run_probe(None);
+    if is_root() {
+        run_probe(Some(65534));
+    }
+}
+
+fn run_probe(uid: Option<u32>) {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["secret_probe", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(SECRET_VAR, SECRET_VALUE)
+        .current_dir("/");
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid).env("BAAL_PROBE_SAME_USER", "1");
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "probe (uid {uid:?}) failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("1 passed"), "the probe did not run:\n{stdout}");
+}
+
+#[tokio::test]
+#[ignore = "run by secrets_are_unreachable_from_bash in a child process holding a secret"]
+async fn secret_probe() {
+    assert_eq!(std::env::var(SECRET_VAR).as_deref(), Ok(SECRET_VALUE), "run through secrets_are_unreachable_from_bash");
+    let (_dir, ws) = workspace();
+    let set = ToolSet::standard(ToolConfig::new(&ws));
+    let agent_pid = std::process::id();
+    if std::env::var_os("BAAL_PROBE_SAME_USER").is_some() {
+        // Control: before hardening, a same-user tool process can read the agent's environment.
+        let out = bash(&set, json!({ "command": format!("cat /proc/{agent_pid}/environ") })).await;
+        assert!(
+            out.content.contains(SECRET_VALUE),
+            "the control read failed, the probe proves nothing:\n{}",
+            out.content
+        );
+    }
+    sandbox::harden_process().unwrap();
+    assert!(sandbox::is_hardened());
+    for command in [
+        "env".to_string(),
+        "printenv".to_string(),
+        "set".to_string(),
+        "export -p".to_string(),
+        "cat /proc/self/environ | tr '\\0' '\\n'".to_string(),
+        "cat /proc/$$/environ | tr '\\0' '\\n'".to_string(),
+        "cat /proc/$PPID/environ | tr '\\0' '\\n'".to_string(),
+        format!("cat /proc/{agent_pid}/environ"),
+        format!("head -c 100000 /proc/{agent_pid}/mem"),
+        format!("grep -a {SECRET_VALUE} /proc/{agent_pid}/cmdline /proc/{agent_pid}/environ"),
+        "for f in /proc/[0-9]*/environ; do cat \"$f\" 2>/dev/null; done | tr '\\0' '\\n'".to_string(),
+    ] {
+        let out = bash(&set, json!({ "command": command })).await;
+        assert!(!out.content.contains(SECRET_VALUE), "`{command}` leaked the secret:\n{}", out.content);
+    }
+    // The probe itself works: a variable set by the command is visible.
+    let out = bash(&set, json!({"command": "X=visible env | grep ^X="})).await;
+    assert!(out.content.starts_with("X=visible"), "{}", out.content);
+}
