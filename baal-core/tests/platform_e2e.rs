@@ -14,7 +14,7 @@ use baal_core::domain::{AgentStatus, UserId};
 use baal_core::platform::{Input, InputKind, Platform, PlatformConfig};
 use baal_core::proxy::http::HttpProxy;
 use baal_core::secrets::SecretBox;
-use baal_core::store::{AgentFilter, Store};
+use baal_core::store::AgentFilter;
 use baal_core::testing::db;
 use baal_core::testing::messenger::MemoryMessenger;
 use baal_core::testing::openai::ScriptedLlm;
