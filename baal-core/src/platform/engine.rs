@@ -332,7 +332,11 @@ impl Inner {
     }
 
     async fn handle(self: Arc<Self>, input: Input) -> Result<(), PlatformError> {
-        let user = self.store.user_get_or_create(input.user_id, input.username.as_deref()).await?;
+        // A read first: creating or refreshing a user is a write, and most inputs need neither.
+        let user = match self.store.user_get(input.user_id).await? {
+            Some(user) if input.username.is_none() || user.username == input.username => user,
+            _ => self.store.user_get_or_create(input.user_id, input.username.as_deref()).await?,
+        };
         let ctx = Ctx { user, chat: input.chat_id };
         let lock = self.user_lock(ctx.user_id());
         let guard = lock.lock().await;
