@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use super::engine::{Inner, PlatformError};
 use super::messenger::{Button, ChatId, MessageRef, Text};
+use super::render::escape_html;
 use super::state::{self, Payer};
-use super::textfmt::escape_html;
 use crate::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, SilentReporter};
 use crate::domain::{Agent, AgentId, AgentStatus, Deployment};
 use crate::proxy::AgentEndpoint;
