@@ -395,7 +395,7 @@ impl Inner {
 
 /// The key that seals secrets: `BOT_ENCRYPTION_KEY`, else `<BAAL_DATA_DIR>/encryption.key`,
 /// generated (mode 0600) on first run so a fresh machine works without setup.
-pub(crate) fn secret_box_from_settings(settings: &Settings) -> Result<SecretBox, PlatformError> {
+pub fn secret_box_from_settings(settings: &Settings) -> Result<SecretBox, PlatformError> {
     if let Some(key) = &settings.bot_encryption_key {
         return Ok(SecretBox::from_secret(key)?);
     }
