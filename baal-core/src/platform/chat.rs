@@ -217,11 +217,16 @@ impl Inner {
     }
 
     /// Every `pending_poll_interval`, asks each running agent for what it queued for its owner.
-    pub(crate) async fn poll_pending_forever(&self) {
+    pub(crate) async fn poll_pending_forever(self: Arc<Self>) {
         let mut interval = tokio::time::interval(self.config.pending_poll_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
+            // Deployments whose job died in another process (or before a restart whose lease
+            // had not yet run out) are picked up here.
+            if let Err(err) = self.clone().resume_unfinished().await {
+                tracing::warn!(error = %err, "looking for unfinished deployments failed");
+            }
             if let Err(err) = self.poll_pending_once().await {
                 tracing::warn!(error = %err, "pending poll failed");
             }

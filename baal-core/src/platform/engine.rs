@@ -47,8 +47,13 @@ pub struct PlatformConfig {
     pub flow_timeout: Duration,
     /// The least time between two edits of a streamed answer in one chat.
     pub edit_interval: Duration,
-    /// How often agents are asked for messages they queued for their owner.
+    /// How often agents are asked for messages they queued for their owner (and unfinished
+    /// deployments are looked for).
     pub pending_poll_interval: Duration,
+    /// A deployment whose job has not shown a sign of life for this long is taken to be
+    /// orphaned (its process died) and is resumed. Jobs refresh their lease four times as often,
+    /// so several bot processes sharing one database never deploy the same agent twice.
+    pub deploy_lease: Duration,
 }
 
 impl PlatformConfig {
@@ -87,6 +92,7 @@ impl Default for PlatformConfig {
             flow_timeout: Duration::from_secs(15 * 60),
             edit_interval: Duration::from_secs(1),
             pending_poll_interval: Duration::from_secs(30),
+            deploy_lease: Duration::from_secs(120),
         }
     }
 }
