@@ -71,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("baal-example-").tempdir()?;
 
     // The model's side of the turn: first it calls our tool, then it answers with the result.
-    let llm = ScriptedLlm::start().await;
+    let llm = ScriptedLlm::try_start().await?;
     llm.push(Reply::tool_call("word_count", r#"{"text": "the quick brown fox"}"#));
     llm.push(Reply::text("Your sentence has 4 words."));
 

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use baal_core::deploy::local::LocalDeployer;
 use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer};
 use baal_core::domain::{AgentId, Deployment, UserId};
-use baal_core::platform::{Input, InputKind, Platform};
+use baal_core::platform::{Input, Platform};
 use baal_core::proxy::http::HttpProxy;
 use baal_core::store::AgentFilter;
 use baal_core::testing::messenger::MemoryMessenger;
@@ -158,9 +158,8 @@ async fn press(platform: &Platform, messenger: &MemoryMessenger, needle: &str) -
         .find_button(USER, needle)
         .with_context(|| format!("no button {needle:?}; the chat so far:\n{}", messenger.transcript(USER)))?;
     println!("> [press {data}]");
-    let mut input = Input::from_text(USER, USER, "");
-    input.kind = InputKind::Button { data, message, press_id: format!("press-{}", message.message_id) };
-    platform.handle(input).await?;
+    let press_id = format!("press-{}", message.message_id);
+    platform.handle(Input::button(USER, USER, data, message, press_id)).await?;
     platform.wait_idle().await;
     Ok(())
 }

@@ -20,9 +20,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use baal_core::deploy::local::LocalDeployer;
 use baal_core::domain::UserId;
-use baal_core::platform::{
-    Button, ChatId, Input, InputKind, MessageRef, Messenger, MessengerError, OutgoingFile, Platform, Text,
-};
+use baal_core::platform::{Button, ChatId, Input, MessageRef, Messenger, MessengerError, OutgoingFile, Platform, Text};
 use baal_core::proxy::http::HttpProxy;
 use baal_examples::{Scratch, agent_binary};
 
@@ -105,17 +103,18 @@ impl Messenger for StdoutMessenger {
 /// The user's line as an [`Input`]: a number presses that button, anything else is parsed by
 /// the platform's own rules (`/cmd@bot args` → command, else text).
 fn input_for(line: &str, messenger: &StdoutMessenger) -> Option<Input> {
-    let mut input = Input::from_text(USER, USER, line);
-    input.username = Some("local".into());
-    if let Ok(n) = line.parse::<usize>() {
-        let Some((data, message)) = messenger.button(n) else {
-            println!("(no button {n})");
-            return None;
-        };
-        // `press_id` lets a front-end acknowledge the press (Telegram needs one per press).
-        input.kind = InputKind::Button { data, message, press_id: String::new() };
-    }
-    Some(input)
+    let input = match line.parse::<usize>() {
+        Ok(n) => {
+            let Some((data, message)) = messenger.button(n) else {
+                println!("(no button {n})");
+                return None;
+            };
+            // `press_id` lets a front-end acknowledge the press (Telegram needs one per press).
+            Input::button(USER, USER, data, message, "")
+        }
+        Err(_) => Input::from_text(USER, USER, line),
+    };
+    Some(input.with_username("local"))
 }
 
 #[tokio::main]

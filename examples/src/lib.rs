@@ -36,16 +36,16 @@ impl Scratch {
     /// Creates the directory, the store, the key and the scripted LLM. Needs a tokio runtime.
     pub async fn new() -> anyhow::Result<Scratch> {
         let dir = tempfile::Builder::new().prefix("baal-example-").tempdir().context("cannot create a temp dir")?;
-        let llm = ScriptedLlm::start().await;
+        let llm = ScriptedLlm::try_start().await.context("cannot start the scripted LLM on 127.0.0.1")?;
         let store = open_sqlite(dir.path()).await?;
         let secrets = Arc::new(SecretBox::from_secret(&secrets::generate_key()?)?);
-        let mut config = PlatformConfig::default();
-        // The key the agents spend when their owner has not logged in. The scripted LLM accepts
-        // any key; in production this is `LIBERTAI_API_KEY`.
-        config.libertai_api_key = Some(SecretString::from("example-operator-key"));
-        config.libertai_api_base_url = llm.base_url();
-        // No need to pace edits of streamed answers when nobody watches a real chat.
-        config.edit_interval = std::time::Duration::ZERO;
+        let config = PlatformConfig::default()
+            // The key the agents spend when their owner has not logged in. The scripted LLM
+            // accepts any key; in production this is `LIBERTAI_API_KEY`.
+            .with_libertai_api_key(SecretString::from("example-operator-key"))
+            .with_libertai_api_base_url(llm.base_url())
+            // No need to pace edits of streamed answers when nobody watches a real chat.
+            .with_edit_interval(std::time::Duration::ZERO);
         Ok(Scratch { llm, store, secrets, config, dir })
     }
 

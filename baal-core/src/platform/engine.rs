@@ -21,8 +21,20 @@ use crate::proxy::Proxy;
 use crate::secrets::{SecretBox, SecretsError};
 use crate::store::{Store, StoreError};
 
-/// What the engine needs from the settings. Built with [`PlatformConfig::from_settings`]; tests
-/// and embedders adjust the public fields.
+/// What the engine needs from the settings. Built with [`PlatformConfig::from_settings`] or
+/// [`PlatformConfig::default`], then adjusted with the `with_*` setters:
+///
+/// ```
+/// use std::time::Duration;
+/// use baal_core::platform::PlatformConfig;
+///
+/// let config = PlatformConfig::default()
+///     .with_max_agents_per_user(5)
+///     .with_bot_username("my_baal_bot")
+///     .with_edit_interval(Duration::ZERO);
+/// assert_eq!(config.max_agents_per_user, 5);
+/// assert_eq!(config.bot_username.as_deref(), Some("my_baal_bot"));
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PlatformConfig {
@@ -76,6 +88,52 @@ impl PlatformConfig {
     pub fn is_admin(&self, user: UserId) -> bool {
         self.admin_user_ids.contains(&user)
     }
+}
+
+/// One chainable setter per field, so embedders can adjust a `#[non_exhaustive]` config without
+/// struct literals; a macro keeps the dozen setters from drifting apart.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident => $field:ident: $ty:ty $(as $conv:ident)?;)*) => {
+        impl PlatformConfig {
+            $(
+                $(#[$doc])*
+                pub fn $name(mut self, value: $ty) -> Self {
+                    self.$field = setters!(@convert value $(, $conv)?);
+                    self
+                }
+            )*
+        }
+    };
+    (@convert $value:ident) => { $value };
+    (@convert $value:ident, into) => { $value.into() };
+    (@convert $value:ident, some) => { Some($value.into()) };
+}
+
+setters! {
+    /// Sets [`PlatformConfig::max_agents_per_user`].
+    with_max_agents_per_user => max_agents_per_user: u32;
+    /// Sets [`PlatformConfig::free_tier_daily_messages`].
+    with_free_tier_daily_messages => free_tier_daily_messages: u32;
+    /// Sets [`PlatformConfig::admin_user_ids`].
+    with_admin_user_ids => admin_user_ids: Vec<UserId>;
+    /// Sets [`PlatformConfig::bot_username`].
+    with_bot_username => bot_username: impl Into<String> as some;
+    /// Sets [`PlatformConfig::libertai_api_key`].
+    with_libertai_api_key => libertai_api_key: SecretString as some;
+    /// Sets [`PlatformConfig::libertai_api_base_url`].
+    with_libertai_api_base_url => libertai_api_base_url: impl Into<String> as into;
+    /// Sets [`PlatformConfig::brave_api_key`].
+    with_brave_api_key => brave_api_key: SecretString as some;
+    /// Sets [`PlatformConfig::pool_enabled`].
+    with_pool_enabled => pool_enabled: bool;
+    /// Sets [`PlatformConfig::flow_timeout`].
+    with_flow_timeout => flow_timeout: Duration;
+    /// Sets [`PlatformConfig::edit_interval`].
+    with_edit_interval => edit_interval: Duration;
+    /// Sets [`PlatformConfig::pending_poll_interval`].
+    with_pending_poll_interval => pending_poll_interval: Duration;
+    /// Sets [`PlatformConfig::deploy_lease`].
+    with_deploy_lease => deploy_lease: Duration;
 }
 
 impl Default for PlatformConfig {

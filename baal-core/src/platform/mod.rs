@@ -58,7 +58,54 @@ pub struct Input {
 impl Input {
     /// Parses a text message: `/cmd@bot args` becomes a command, anything else text.
     pub fn from_text(user_id: UserId, chat_id: ChatId, text: &str) -> Input {
-        Input { user_id, username: None, chat_id, message: None, kind: parse_text(text) }
+        Input::new(user_id, chat_id, parse_text(text))
+    }
+
+    /// An input of any kind, with no username and no carrying message (see
+    /// [`Input::with_username`] and [`Input::with_message`]).
+    pub fn new(user_id: UserId, chat_id: ChatId, kind: InputKind) -> Input {
+        Input { user_id, username: None, chat_id, message: None, kind }
+    }
+
+    /// Plain text taken as it is, even when it starts with `/` (use [`Input::from_text`] to
+    /// recognise commands).
+    pub fn text(user_id: UserId, chat_id: ChatId, text: impl Into<String>) -> Input {
+        Input::new(user_id, chat_id, InputKind::Text(text.into()))
+    }
+
+    /// The command `/name args`; `name` is given without the slash and is lower-cased.
+    pub fn command(user_id: UserId, chat_id: ChatId, name: &str, args: impl Into<String>) -> Input {
+        let args = args.into();
+        let kind = InputKind::Command {
+            name: name.trim_start_matches('/').to_ascii_lowercase(),
+            args: args.trim().to_owned(),
+        };
+        Input::new(user_id, chat_id, kind)
+    }
+
+    /// A press of the button carrying `data` on `message`; `press_id` is what the front-end
+    /// needs to answer the press ([`Messenger::answer_press`]).
+    pub fn button(
+        user_id: UserId,
+        chat_id: ChatId,
+        data: impl Into<String>,
+        message: MessageRef,
+        press_id: impl Into<String>,
+    ) -> Input {
+        Input::new(user_id, chat_id, InputKind::Button { data: data.into(), message, press_id: press_id.into() })
+    }
+
+    /// The sender's username (shown to owners, kept on the user's record).
+    pub fn with_username(mut self, username: impl Into<String>) -> Input {
+        self.username = Some(username.into());
+        self
+    }
+
+    /// The message that carried a command or text, so the platform may delete it (`/login`
+    /// removes the message holding a key).
+    pub fn with_message(mut self, message: MessageRef) -> Input {
+        self.message = Some(message);
+        self
     }
 }
 
@@ -94,6 +141,20 @@ mod tests {
         assert_eq!(parse_text("hello /start"), InputKind::Text("hello /start".into()));
         assert_eq!(parse_text("/"), InputKind::Text("/".into()));
         assert_eq!(parse_text("/usr/bin/env"), InputKind::Text("/usr/bin/env".into()));
+    }
+
+    #[test]
+    fn constructors_build_the_kinds_front_ends_send() {
+        let message = MessageRef { chat_id: 7, message_id: 9 };
+        assert_eq!(
+            Input::command(1, 7, "/Start", " agent_x ").kind,
+            InputKind::Command { name: "start".into(), args: "agent_x".into() }
+        );
+        assert_eq!(Input::text(1, 7, "/not a command").kind, InputKind::Text("/not a command".into()));
+        let press = Input::button(1, 7, "menu", message, "q1").with_username("ann");
+        assert_eq!(press.kind, InputKind::Button { data: "menu".into(), message, press_id: "q1".into() });
+        assert_eq!(press.username.as_deref(), Some("ann"));
+        assert_eq!(Input::from_text(1, 7, "hi").with_message(message).message, Some(message));
     }
 }
 

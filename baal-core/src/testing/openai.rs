@@ -156,12 +156,21 @@ impl ScriptedLlm {
     /// Starts a server on `127.0.0.1:0` with an empty script and the echo fallback.
     ///
     /// # Panics
-    /// If no loopback port can be bound (a broken test machine).
+    /// If no loopback port can be bound (a broken test machine); programs that would rather
+    /// report that use [`ScriptedLlm::try_start`].
     pub async fn start() -> ScriptedLlm {
-        let listener =
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0 for the scripted LLM");
-        let addr = listener.local_addr().expect("local address of the scripted LLM");
-        let acceptor = TcpAcceptor::from_tokio(listener).expect("poem acceptor for the scripted LLM");
+        match ScriptedLlm::try_start().await {
+            Ok(llm) => llm,
+            Err(err) => panic!("cannot start the scripted LLM on 127.0.0.1: {err}"),
+        }
+    }
+
+    /// Starts a server on `127.0.0.1:0` with an empty script and the echo fallback, or says why
+    /// no loopback port could be bound.
+    pub async fn try_start() -> std::io::Result<ScriptedLlm> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let acceptor = TcpAcceptor::from_tokio(listener)?;
         let script: Shared = Arc::new(Mutex::new(Script {
             replies: VecDeque::new(),
             keyed: Vec::new(),
@@ -189,7 +198,7 @@ impl ScriptedLlm {
                 )
                 .await;
         });
-        ScriptedLlm { addr, script, stop: Some(stop) }
+        Ok(ScriptedLlm { addr, script, stop: Some(stop) })
     }
 
     /// The OpenAI base URL to configure clients with: `http://127.0.0.1:PORT/v1`.
