@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use baal_core::deploy::local::{LocalDeployer, find_agent_binary};
 use baal_core::domain::{Agent, Role, UserId};
-use baal_core::platform::{Input, InputKind, Platform, PlatformConfig};
+use baal_core::platform::{Input, Platform, PlatformConfig};
 use baal_core::proxy::http::HttpProxy;
 use baal_core::proxy::{AgentEndpoint, ChatRequest, Proxy};
 use baal_core::secrets::SecretBox;
@@ -131,18 +131,18 @@ async fn bench(agent_bin: PathBuf) {
         }
         for data in ["create_model:qwen3-coder-next", "create_confirm"] {
             let (_, message) = messenger.find_button(OWNER, data).expect("wizard button");
-            let mut input = Input::from_text(OWNER, OWNER, "");
-            input.kind = InputKind::Button { data: data.into(), message, press_id: "bench".into() };
-            platform.handle(input).await.expect("press");
+            platform.handle(Input::button(OWNER, OWNER, data, message, "bench")).await.expect("press");
         }
         platform.wait_idle().await;
     }
     let agents: Vec<Agent> = store.list_agents(&AgentFilter::all().owner(OWNER)).await.expect("agents");
     let endpoints: Vec<AgentEndpoint> = agents
         .iter()
-        .map(|agent| AgentEndpoint {
-            base_url: agent.deployment.vm_url.clone().expect("deployed"),
-            token: secrets.open_str(agent.token_sealed.as_deref().expect("token")).expect("open"),
+        .map(|agent| {
+            AgentEndpoint::new(
+                agent.deployment.vm_url.clone().expect("deployed"),
+                secrets.open_str(agent.token_sealed.as_deref().expect("token")).expect("open"),
+            )
         })
         .collect();
     println!(

@@ -32,6 +32,7 @@ impl FromStr for AgentId {
 /// Where an agent is in its life. Transitions are decided by the platform, never by front-ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum AgentStatus {
     /// Created, no deployment started yet.
     Pending,
@@ -85,6 +86,9 @@ impl FromStr for AgentStatus {
 
 /// Whether the person talking to an agent owns it. Owners get every tool and the proactive
 /// (heartbeat, subagent) messages; visitors get only what the owner allows.
+///
+/// Deliberately exhaustive: it is part of the bot ↔ agent wire protocol, where a new role would
+/// be a breaking protocol change, and every permission check must decide each role explicitly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -283,6 +287,7 @@ pub struct DeploymentEvent {
 /// The state of a pre-provisioned VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum PoolStatus {
     /// Being created; not claimable.
     Provisioning,

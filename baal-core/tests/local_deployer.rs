@@ -43,7 +43,7 @@ fn spec_for(llm: Option<&ScriptedLlm>, id: i64, name: &str, secret: &str) -> Age
 }
 
 fn endpoint(deployment: &Deployment, secret: &str) -> AgentEndpoint {
-    AgentEndpoint { base_url: deployment.vm_url.clone().unwrap(), token: SecretString::from(secret.to_owned()) }
+    AgentEndpoint::new(deployment.vm_url.clone().unwrap(), SecretString::from(secret.to_owned()))
 }
 
 /// Records what a deployer reports.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use baal_core::deploy::local::{LocalDeployer, find_agent_binary};
 use baal_core::domain::{AgentStatus, UserId};
-use baal_core::platform::{Input, InputKind, Platform, PlatformConfig};
+use baal_core::platform::{Input, Platform, PlatformConfig};
 use baal_core::proxy::http::HttpProxy;
 use baal_core::secrets::SecretBox;
 use baal_core::store::AgentFilter;
@@ -38,9 +38,7 @@ async fn press(platform: &Platform, messenger: &MemoryMessenger, user: UserId, n
     let (data, message) = messenger
         .find_button(user, needle)
         .unwrap_or_else(|| panic!("no button {needle:?} in {}", messenger.transcript(user)));
-    let mut input = Input::from_text(user, user, "");
-    input.kind = InputKind::Button { data, message, press_id: "press".into() };
-    platform.handle(input).await.unwrap();
+    platform.handle(Input::button(user, user, data, message, "press")).await.unwrap();
     platform.wait_idle().await;
 }
 

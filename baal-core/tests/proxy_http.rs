@@ -120,7 +120,7 @@ async fn handle(mut socket: TcpStream, reply: Reply, log: Arc<Mutex<Vec<Seen>>>)
 }
 
 fn endpoint(url: &str) -> AgentEndpoint {
-    AgentEndpoint { base_url: url.to_owned(), token: SecretString::from("s3cret-token") }
+    AgentEndpoint::new(url, SecretString::from("s3cret-token"))
 }
 
 fn quick_proxy() -> HttpProxy {

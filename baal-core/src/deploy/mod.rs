@@ -27,11 +27,20 @@ pub mod local;
 
 /// One visible step of a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct DeployStep {
     /// Stable key stored in the deployment history (`provision`, `ship`, …).
     pub key: &'static str,
     /// What the user sees ("Create the VM").
     pub label: &'static str,
+}
+
+impl DeployStep {
+    /// A step with a stable `key` (stored in the deployment history) and the `label` users see;
+    /// `const` so deployers can declare their steps as constants.
+    pub const fn new(key: &'static str, label: &'static str) -> Self {
+        DeployStep { key, label }
+    }
 }
 
 /// Everything a deployer needs to run one agent. Secrets stay wrapped.

@@ -19,7 +19,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-/// Who wrote a [`ChatMessage`].
+/// Who wrote a [`ChatMessage`]. Deliberately exhaustive: these are the OpenAI chat roles, and
+/// code that builds requests must handle each one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageRole {
@@ -54,6 +55,7 @@ impl MessageRole {
 
 /// The function part of a [`ToolCall`], as OpenAI sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct FunctionCall {
     /// The tool's name.
     pub name: String,
@@ -65,6 +67,7 @@ pub struct FunctionCall {
 /// One tool call of an assistant message, in OpenAI's shape
 /// (`{"id", "type": "function", "function": {"name", "arguments"}}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ToolCall {
     /// The call id the tool result refers to.
     pub id: String,

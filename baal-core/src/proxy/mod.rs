@@ -130,11 +130,20 @@ pub struct HealthResponse {
 
 /// How to reach one agent.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct AgentEndpoint {
     /// Base URL without a trailing slash (`https://x.2n6.me`, `http://127.0.0.1:port`).
     pub base_url: String,
     /// The bearer secret.
     pub token: SecretString,
+}
+
+impl AgentEndpoint {
+    /// The agent at `base_url` (a trailing slash is dropped), reached with the bearer `token`.
+    pub fn new(base_url: impl Into<String>, token: SecretString) -> Self {
+        let base_url: String = base_url.into();
+        AgentEndpoint { base_url: base_url.trim_end_matches('/').to_owned(), token }
+    }
 }
 
 impl fmt::Debug for AgentEndpoint {

@@ -55,6 +55,7 @@ pub enum Call {
 
 /// One message as it stands now.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Shown {
     /// The message.
     pub message: MessageRef,
