@@ -192,7 +192,7 @@ pub struct NewAgent {
     pub model: String,
     /// Sealed bearer secret.
     pub token_sealed: Option<Vec<u8>>,
-    /// Share-link slug (see [`new_slug`]).
+    /// Share-link slug: 20 random characters of `[a-z0-9]`, so links cannot be guessed.
     pub slug: String,
     /// Tools visitors may use.
     pub visitor_tools: Vec<String>,
@@ -229,7 +229,7 @@ pub const DEFAULT_VISITOR_TOOLS: &[&str] = &["web_fetch", "web_search"];
 
 /// A fresh share-link slug: 20 characters of `[a-z0-9]` (about 103 bits), so links cannot be
 /// guessed or enumerated. Fits Telegram's 64-character `start` payload with the `agent_` prefix.
-pub fn new_slug() -> String {
+pub(crate) fn new_slug() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
