@@ -166,7 +166,43 @@ pub struct Agent {
     pub updated_at: DateTime<Utc>,
 }
 
+impl User {
+    /// A user as first seen: no username, free tier, tool calls hidden. For [`Store`]
+    /// implementations, which cannot use a struct literal on this growing type.
+    ///
+    /// [`Store`]: crate::store::Store
+    pub fn new(id: UserId, created_at: DateTime<Utc>) -> Self {
+        User { id, username: None, api_key_sealed: None, show_tools: false, created_at }
+    }
+
+    /// Sets the username.
+    pub fn with_username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+}
+
 impl Agent {
+    /// The row a store creates from `new`: pending, not deleted, not deployed yet, last changed
+    /// when created.
+    pub fn from_new(id: AgentId, new: NewAgent, created_at: DateTime<Utc>) -> Self {
+        Agent {
+            id,
+            owner_id: new.owner_id,
+            name: new.name,
+            system_prompt: new.system_prompt,
+            model: new.model,
+            status: AgentStatus::Pending,
+            deleted: false,
+            deployment: Deployment::default(),
+            token_sealed: new.token_sealed,
+            slug: new.slug,
+            visitor_tools: new.visitor_tools,
+            created_at,
+            updated_at: created_at,
+        }
+    }
+
     /// Whether the agent counts against its owner's slot limit.
     pub fn occupies_slot(&self) -> bool {
         !self.deleted
@@ -301,6 +337,36 @@ pub enum PoolStatus {
     Failed,
 }
 
+impl DeploymentEvent {
+    /// A history row: `outcome` is `started`, `succeeded` or `failed`; `detail` never holds a
+    /// secret.
+    pub fn new(
+        id: i64,
+        agent_id: AgentId,
+        step: impl Into<String>,
+        outcome: impl Into<String>,
+        detail: Option<String>,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        DeploymentEvent { id, agent_id, step: step.into(), outcome: outcome.into(), detail, created_at }
+    }
+}
+
+impl PoolVm {
+    /// A VM whose provisioning just started: no instance hash yet, unclaimed.
+    pub fn new(id: i64, created_at: DateTime<Utc>) -> Self {
+        PoolVm {
+            id,
+            instance_hash: None,
+            deployment: Deployment::default(),
+            status: PoolStatus::Provisioning,
+            agent_id: None,
+            created_at,
+            claimed_at: None,
+        }
+    }
+}
+
 impl PoolStatus {
     /// Every status.
     pub const ALL: [PoolStatus; 5] =
@@ -412,6 +478,20 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_agent_row_is_pending_undeployed_and_keeps_what_was_asked() {
+        let now = Utc::now();
+        let new = NewAgent::new(7, "Scribe", "Be brief.", "glm-4.7").with_token_sealed(vec![1, 2]);
+        let agent = Agent::from_new(AgentId(3), new.clone(), now);
+        assert_eq!((agent.id, agent.owner_id, agent.status), (AgentId(3), 7, AgentStatus::Pending));
+        assert_eq!((agent.name.as_str(), agent.slug.as_str()), ("Scribe", new.slug.as_str()));
+        assert_eq!(agent.token_sealed, Some(vec![1, 2]));
+        assert_eq!(agent.deployment, Deployment::default());
+        assert!(!agent.deleted && agent.updated_at == now);
+        let user = User::new(7, now).with_username("ann");
+        assert_eq!((user.username.as_deref(), user.show_tools), (Some("ann"), false));
+    }
 
     #[test]
     fn status_round_trips_through_its_name() {

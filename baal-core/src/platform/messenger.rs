@@ -7,7 +7,8 @@ use async_trait::async_trait;
 /// A chat (private chats have the user's id).
 pub type ChatId = i64;
 
-/// A message the front-end sent or received, so it can be edited or deleted later.
+/// A message the front-end sent or received, so it can be edited or deleted later. Deliberately
+/// exhaustive: front-ends build it from their own ids, and a chat plus a message id is all it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MessageRef {
     /// The chat.
@@ -97,6 +98,24 @@ pub struct OutgoingFile {
     pub as_photo: bool,
     /// Caption (HTML), possibly empty.
     pub caption: String,
+}
+
+impl OutgoingFile {
+    /// A document with no caption.
+    pub fn document(file_name: impl Into<String>, bytes: Vec<u8>) -> Self {
+        OutgoingFile { file_name: file_name.into(), bytes, as_photo: false, caption: String::new() }
+    }
+
+    /// A photo (a small image) with no caption.
+    pub fn photo(file_name: impl Into<String>, bytes: Vec<u8>) -> Self {
+        OutgoingFile { as_photo: true, ..OutgoingFile::document(file_name, bytes) }
+    }
+
+    /// Sets the caption (HTML, already escaped).
+    pub fn with_caption(mut self, caption: impl Into<String>) -> Self {
+        self.caption = caption.into();
+        self
+    }
 }
 
 /// A front-end could not do what was asked.

@@ -162,6 +162,43 @@ pub struct AgentFile {
     pub bytes: Vec<u8>,
 }
 
+impl AgentFile {
+    /// The file `file_name` (its last path segment) with its contents.
+    pub fn new(file_name: impl Into<String>, bytes: Vec<u8>) -> Self {
+        AgentFile { file_name: file_name.into(), bytes }
+    }
+}
+
+impl PendingMessage {
+    /// A message queued for `chat_id` by `source` (`heartbeat`, `subagent`, …) at `created_at`.
+    pub fn new(
+        chat_id: impl Into<String>,
+        content: impl Into<String>,
+        source: impl Into<String>,
+        created_at: impl Into<String>,
+    ) -> Self {
+        PendingMessage {
+            chat_id: chat_id.into(),
+            content: content.into(),
+            source: source.into(),
+            created_at: created_at.into(),
+        }
+    }
+}
+
+impl HealthResponse {
+    /// A healthy agent named `agent_name`, with no version (see [`HealthResponse::with_version`]).
+    pub fn new(agent_name: impl Into<String>) -> Self {
+        HealthResponse { status: "ok".to_owned(), agent_name: agent_name.into(), version: None }
+    }
+
+    /// Sets the version the agent reports.
+    pub fn with_version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+}
+
 /// Talking to an agent failed. Texts are fit for users.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

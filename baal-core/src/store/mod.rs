@@ -100,6 +100,13 @@ pub struct UsageRow {
     pub messages: u32,
 }
 
+impl UsageRow {
+    /// `messages` counted for `user_id` on the UTC `day`.
+    pub fn new(user_id: UserId, day: NaiveDate, messages: u32) -> Self {
+        UsageRow { user_id, day, messages }
+    }
+}
+
 /// Everything the platform persists.
 #[async_trait]
 pub trait Store: Send + Sync {
