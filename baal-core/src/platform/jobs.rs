@@ -34,9 +34,9 @@ const INTRO_PROMPT: &str =
 impl Inner {
     /// How the platform reaches `agent`, if it is deployed and its secret opens.
     pub(crate) fn endpoint(&self, agent: &Agent) -> Option<AgentEndpoint> {
-        let base_url = agent.deployment.vm_url.clone()?;
+        let base_url = agent.deployment.vm_url.as_deref()?;
         let token = self.secrets.open_str(agent.token_sealed.as_deref()?).ok()?;
-        Some(AgentEndpoint { base_url: base_url.trim_end_matches('/').to_owned(), token })
+        Some(AgentEndpoint::new(base_url, token))
     }
 
     /// The spec a deployer needs, with the key of whoever pays.
