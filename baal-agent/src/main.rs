@@ -9,7 +9,7 @@ mod server;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,12 +19,16 @@ use baal_core::agent::auth::BearerCheck;
 use baal_core::agent::context::Workspace;
 use baal_core::agent::history::History;
 use baal_core::agent::settings::{AgentSettings, SECRET_VARIABLES};
-use baal_core::agent::tools::ToolSet;
+use baal_core::agent::tools::sandbox::harden_process;
+use baal_core::agent::tools::workspace::Workspace as PathGate;
+use baal_core::agent::tools::{ToolConfig, ToolSet};
 use baal_core::agent::{Agent, AgentConfig};
 use baal_core::inference::{ClientOptions, OpenAiClient, RetryPolicy};
 use clap::Parser;
 use poem::Server;
-use poem::listener::TcpAcceptor;
+use poem::http::uri::Scheme;
+use poem::listener::{Acceptor, TcpAcceptor};
+use poem::web::{LocalAddr, RemoteAddr};
 
 /// Run one Baal agent: `POST /chat` (SSE), `GET /pending`, `GET /files/{path}`, `GET /health`.
 #[derive(Debug, Parser)]
@@ -52,6 +56,9 @@ fn main() -> ExitCode {
         // SAFETY: no other thread exists yet (the runtime is built below).
         unsafe { std::env::remove_var(name) };
     }
+    // The initial environment in /proc/<pid>/environ still holds the secrets: close it (and
+    // /proc/<pid>/mem) to same-user tool processes.
+    let hardened = harden_process();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -59,6 +66,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn")),
         )
         .init();
+    if let Err(e) = hardened {
+        tracing::warn!(error = %e, "could not make the agent non-dumpable; tool processes may read its memory");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -66,7 +76,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(settings)) {
+    match runtime.block_on(run(settings, cli.config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("baal-agent: {e:#}");
@@ -75,7 +85,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: AgentSettings) -> anyhow::Result<()> {
+async fn run(settings: AgentSettings, config_file: Option<PathBuf>) -> anyhow::Result<()> {
     let workspace = Workspace::prepare(&settings.workspace_path)
         .with_context(|| format!("cannot prepare the workspace {}", settings.workspace_path.display()))?;
     let history = History::open(&settings.db_path)
@@ -87,20 +97,21 @@ async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     let inference = OpenAiClient::new(&settings.libertai_api_base_url, settings.libertai_api_key.clone(), options)
         .context("cannot build the inference client")?;
     let auth = BearerCheck::new(&settings.agent_secret);
-    // TODO(tools): ToolSet::standard(ToolConfig) once the tools branch lands.
-    let tools = ToolSet::from_tools(Vec::new());
+    let tool_config = tool_config(&settings, workspace.root(), config_file.as_deref());
+    let files = PathGate::new(workspace.root()).with_sensitive_names(tool_config.sensitive_names.clone());
+    let tools = ToolSet::standard(tool_config);
     let agent = Agent::new(AgentConfig::from_settings(&settings), Arc::new(inference), tools, history, workspace);
     if !settings.heartbeat_interval.is_zero() {
         agent.spawn_heartbeat(settings.heartbeat_interval);
     }
-    let state = server::AppState { agent, name: settings.agent_name.clone() };
+    let state = server::AppState { agent, name: settings.agent_name.clone(), files };
     let bind = SocketAddr::new(settings.bind_addr, settings.port);
     // The settings (and the secrets they hold) are not needed past this point.
     drop(settings);
 
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
     let local = listener.local_addr().context("cannot read the bound address")?;
-    let acceptor = TcpAcceptor::from_tokio(listener).context("cannot accept connections")?;
+    let acceptor = NoDelay(TcpAcceptor::from_tokio(listener).context("cannot accept connections")?);
     {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "listening on {local}").context("cannot write to stdout")?;
@@ -113,6 +124,47 @@ async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         .context("the HTTP server failed")?;
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// Accepts connections with Nagle's algorithm off: an SSE stream writes small events one by one,
+/// and with Nagle each one after the first waits for the client's delayed ACK (~40 ms). poem's
+/// `TcpAcceptor` has no such option.
+struct NoDelay(TcpAcceptor);
+
+impl Acceptor for NoDelay {
+    type Io = tokio::net::TcpStream;
+
+    fn local_addr(&self) -> Vec<LocalAddr> {
+        self.0.local_addr()
+    }
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
+        let (io, local, remote, scheme) = self.0.accept().await?;
+        if let Err(e) = io.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        Ok((io, local, remote, scheme))
+    }
+}
+
+fn tool_config(settings: &AgentSettings, workspace: &Path, config_file: Option<&Path>) -> ToolConfig {
+    let mut config = ToolConfig::new(workspace);
+    config.tools_user = settings.tools_user.clone();
+    config.web_fetch_allow = settings.web_fetch_allow.clone();
+    config.brave_api_key = settings.brave_api_key.clone();
+    if let Some(url) = &settings.brave_api_url {
+        config.brave_api_url = url.clone();
+    }
+    // The settings file holds the secrets: no tool may read it, whatever its name.
+    if let Some(name) = config_file.and_then(Path::file_name).and_then(|n| n.to_str()) {
+        config.sensitive_names.push(name.to_owned());
+    }
+    if let Some(name) = settings.db_path.file_name().and_then(|n| n.to_str()) {
+        for suffix in ["", "-wal", "-shm"] {
+            config.sensitive_names.push(format!("{name}{suffix}"));
+        }
+    }
+    config
 }
 
 async fn shutdown_signal() {

@@ -2,11 +2,11 @@
 //! `GET /pending`, `GET /files/{path}`, `DELETE /chat/{chat_id}`, `GET /health`.
 //! Bearer auth on all but `/health`. Errors are JSON (`{"error": "…"}`), never a bare 500.
 
-use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use baal_core::agent::Agent;
 use baal_core::agent::auth::BearerCheck;
+use baal_core::agent::tools::workspace::Workspace as PathGate;
 use baal_core::proxy::{ChatRequest, HealthResponse, PendingResponse};
 use futures_util::StreamExt;
 use poem::http::StatusCode;
@@ -21,6 +21,8 @@ use serde_json::json;
 pub struct AppState {
     pub agent: Agent,
     pub name: String,
+    /// The same confinement the file tools use.
+    pub files: PathGate,
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response {
@@ -105,34 +107,11 @@ async fn reset(UrlPath(chat_id): UrlPath<String>, Data(state): Data<&AppState>) 
     }
 }
 
-const SENSITIVE_NAMES: &[&str] = &[".env", "agent.db", "agent.db-shm", "agent.db-wal"];
-
-/// Resolves `requested` inside `root` after following `..` and symlinks.
-// TODO(tools): replace with `agent::tools::workspace` once the tools branch lands.
-fn resolve_in_workspace(root: &Path, requested: &str) -> Result<PathBuf, String> {
-    let relative = Path::new(requested);
-    if relative.components().any(|c| matches!(c, Component::Prefix(_))) {
-        return Err(format!("Path escapes workspace boundary: {requested}"));
-    }
-    let joined = root.join(relative.strip_prefix("/").unwrap_or(relative));
-    let resolved = joined.canonicalize().map_err(|_| format!("File does not exist: {requested}"))?;
-    if !resolved.starts_with(root) {
-        return Err(format!("Path escapes workspace boundary: {requested}"));
-    }
-    if let Some(name) = resolved.file_name().and_then(|n| n.to_str())
-        && SENSITIVE_NAMES.contains(&name)
-    {
-        return Err(format!("Access to sensitive file blocked: {name}"));
-    }
-    Ok(resolved)
-}
-
 #[handler]
 async fn files(UrlPath(path): UrlPath<String>, Data(state): Data<&AppState>) -> Response {
-    let root = state.agent.workspace().root();
-    let resolved = match resolve_in_workspace(root, &path) {
+    let resolved = match state.files.resolve_existing(&path) {
         Ok(p) => p,
-        Err(reason) => return json_error(StatusCode::FORBIDDEN, &reason),
+        Err(reason) => return json_error(StatusCode::FORBIDDEN, &reason.to_string()),
     };
     if !resolved.is_file() {
         return json_error(StatusCode::FORBIDDEN, &format!("Not a file: {path}"));

@@ -138,17 +138,28 @@ async fn two_chats_never_see_each_others_history() {
 #[tokio::test]
 async fn a_visitor_is_refused_tools_outside_the_visitor_list() {
     let llm = ScriptedLlm::start().await;
-    llm.push_tool_call("spawn", r#"{"task":"mine bitcoin"}"#).push_text("Sorry, I cannot.");
+    llm.push(Reply::tool_calls(
+        None,
+        &[("spawn", r#"{"task":"mine bitcoin"}"#), ("bash", r#"{"command":"touch pwned"}"#)],
+    ))
+    .push_text("Sorry, I cannot.");
     let agent = start_agent(&llm, &[]);
     let events = agent.chat("spawn a task", "777", Some("visitor")).await;
     let seen = llm.completion_requests();
-    assert!(!seen[0].tool_names().contains(&"spawn".to_owned()));
+    let offered = seen[0].tool_names();
+    assert!(!offered.contains(&"spawn".to_owned()) && !offered.contains(&"bash".to_owned()), "{offered:?}");
+    assert!(offered.contains(&"web_fetch".to_owned()));
     assert!(matches!(&events[0], AgentEvent::ToolUse { name, .. } if name == "spawn"));
-    let AgentEvent::ToolResult { output, .. } = &events[1] else { panic!("{events:?}") };
-    assert!(output.contains("not available"), "{output}");
+    let outputs: Vec<&String> = events
+        .iter()
+        .filter_map(|e| if let AgentEvent::ToolResult { output, .. } = e { Some(output) } else { None })
+        .collect();
+    assert_eq!(outputs.len(), 2);
+    assert!(outputs.iter().all(|o| o.contains("not available")), "{outputs:?}");
     assert_eq!(events.last(), Some(&AgentEvent::Done));
-    let tool_message = seen[1].messages().into_iter().find(|m| m["role"] == "tool").unwrap();
-    assert!(tool_message["content"].as_str().unwrap().contains("not available"));
+    assert!(!agent.workspace().join("pwned").exists());
+    let tool_messages: Vec<Value> = seen[1].messages().into_iter().filter(|m| m["role"] == "tool").collect();
+    assert!(tool_messages.iter().all(|m| m["content"].as_str().unwrap().contains("not available")));
     // And nothing was queued for anyone.
     let pending: PendingResponse = agent
         .http
@@ -168,7 +179,7 @@ async fn the_owner_spawns_a_subagent_whose_result_reaches_the_owner_only() {
     let llm = ScriptedLlm::start().await;
     llm.push_tool_call("spawn", r#"{"task":"count to three","label":"counting"}"#)
         .push_text("Started it.")
-        .push_text("one two three");
+        .push_when("count to three", Reply::text("one two three"));
     let agent = start_agent(&llm, &[]);
     let events = agent.chat("count in the background", OWNER, None).await;
     assert_eq!(texts(&events), vec!["Started it."]);
@@ -287,4 +298,132 @@ async fn settings_come_from_a_config_file() {
     assert_eq!(health["agent_name"], "File \"Agent\"");
     let events = agent.chat("yo", "1", None).await;
     assert_eq!(texts(&events), vec!["echo: yo"]);
+}
+
+#[tokio::test]
+async fn a_tool_turn_with_the_real_tools_keeps_the_secrets_out_of_reach() {
+    use std::os::unix::fs::PermissionsExt;
+    let llm = ScriptedLlm::start().await;
+    llm.push(Reply::tool_calls(
+        Some("Writing the file."),
+        &[("write_file", r#"{"path":"notes/todo.txt","content":"buy milk\n"}"#)],
+    ))
+    .push_tool_call("read_file", r#"{"path":"notes/todo.txt"}"#)
+    .push_tool_call(
+        "bash",
+        r#"{"command":"cat notes/todo.txt; env; cat /proc/self/environ; cat /proc/$PPID/environ; echo end"}"#,
+    )
+    .push_text("All done.");
+    let dir = tempfile::tempdir().unwrap();
+    // Tools may run as an unprivileged user (when the tests run as root): let it reach the workspace.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let agent = start_agent_in(&llm, &[], dir);
+    let events = agent.chat("make a todo list", OWNER, None).await;
+    let names: Vec<&str> = events
+        .iter()
+        .filter_map(|e| if let AgentEvent::ToolUse { name, .. } = e { Some(name.as_str()) } else { None })
+        .collect();
+    assert_eq!(names, vec!["write_file", "read_file", "bash"]);
+    assert_eq!(texts(&events), vec!["Writing the file.", "All done."]);
+    assert_eq!(events.last(), Some(&AgentEvent::Done));
+    assert_eq!(std::fs::read_to_string(agent.workspace().join("notes/todo.txt")).unwrap(), "buy milk\n");
+
+    let seen = llm.completion_requests();
+    let tool_results: Vec<String> = seen
+        .last()
+        .unwrap()
+        .messages()
+        .into_iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(tool_results.len(), 3);
+    assert!(tool_results[1].contains("buy milk"), "{}", tool_results[1]);
+    let bash = &tool_results[2];
+    assert!(bash.contains("buy milk") && bash.contains("end"), "{bash}");
+    for secret in ["test-llm-key", SECRET] {
+        assert!(!bash.contains(secret), "a secret leaked into bash output: {bash}");
+    }
+}
+
+fn processes_running(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|cmdline| String::from_utf8_lossy(cmdline).replace('\0', " ").contains(needle))
+        .count()
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_cancels_the_running_tool() {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let llm = ScriptedLlm::start().await;
+    // A duration unique to this run, so processes of other runs cannot be mistaken for ours.
+    let marker = format!("sleep 4242.{}", std::process::id());
+    llm.push_tool_call("bash", json!({ "command": marker }).to_string());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The server learns that the client left when its next write fails: a keepalive at the latest.
+    let agent = start_agent_in(&llm, &[("KEEPALIVE_INTERVAL", "1")], dir);
+    // A raw connection, so that closing it really closes the socket.
+    let addr = agent.base_url.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = json!({"message": "sleep", "chat_id": OWNER}).to_string();
+    let head = format!(
+        "POST /chat HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {SECRET}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(body.as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("tool_use") {
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the agent closed the stream early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    for _ in 0..200 {
+        if processes_running(&marker) > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(processes_running(&marker) > 0, "the tool never started");
+    drop(socket);
+    for _ in 0..400 {
+        if processes_running(&marker) == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(processes_running(&marker), 0, "the tool kept running after the client left");
+}
+
+#[tokio::test]
+async fn keepalives_reach_the_client_while_the_model_thinks() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let llm = ScriptedLlm::start().await;
+    llm.push_tool_call("bash", r#"{"command":"sleep 3"}"#);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let agent = start_agent_in(&llm, &[("KEEPALIVE_INTERVAL", "1")], dir);
+    let addr = agent.base_url.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = json!({"message": "think", "chat_id": OWNER}).to_string();
+    let head = format!(
+        "POST /chat HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {SECRET}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(body.as_bytes()).await.unwrap();
+    let mut all = String::new();
+    socket.read_to_string(&mut all).await.unwrap();
+    assert!(all.contains(r#"{"type":"keepalive"}"#), "{all}");
+    assert!(all.contains(r#"{"type":"done"}"#), "{all}");
 }

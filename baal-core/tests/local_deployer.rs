@@ -14,6 +14,7 @@ use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Depl
 use baal_core::domain::{AgentId, Deployment, Role};
 use baal_core::proxy::http::HttpProxy;
 use baal_core::proxy::{AgentEndpoint, AgentEvent, ChatRequest, Proxy, ProxyError};
+use baal_core::testing::openai::ScriptedLlm;
 use futures_util::StreamExt;
 use secrecy::SecretString;
 
@@ -27,14 +28,15 @@ fn deployer(data: &Path) -> LocalDeployer {
     LocalDeployer::new(data, agent_bin()).unwrap()
 }
 
-fn spec(id: i64, name: &str, secret: &str) -> AgentSpec {
+/// The scripted LLM the agents talk to; without one (`None`), an address where nothing listens.
+fn spec_for(llm: Option<&ScriptedLlm>, id: i64, name: &str, secret: &str) -> AgentSpec {
     AgentSpec::new(
         AgentId(id),
         name,
         "You are terse.\nAnswer in one line.",
         "qwen3-coder-next",
         SecretString::from("sk-test-key"),
-        "http://127.0.0.1:9/v1",
+        llm.map_or_else(|| "http://127.0.0.1:9/v1".to_owned(), ScriptedLlm::base_url),
         SecretString::from(secret.to_owned()),
         "1000",
     )
@@ -83,10 +85,23 @@ async fn chat_text(proxy: &HttpProxy, agent: &AgentEndpoint, message: &str) -> V
     proxy.chat(agent, ChatRequest::new(message, "1000", Role::Owner)).await.collect().await
 }
 
+/// The text of an answer, pieces joined.
+fn answer(events: &[AgentEvent]) -> String {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            AgentEvent::Text { content } => Some(content.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn deploy_chat_redeploy_destroy() {
     let data = tempfile::tempdir().unwrap();
     let local = deployer(data.path());
+    let llm = ScriptedLlm::start().await;
+    let spec = |id, name, secret| spec_for(Some(&llm), id, name, secret);
     let proxy = HttpProxy::new().unwrap();
     let id = AgentId(1);
 
@@ -105,10 +120,23 @@ async fn deploy_chat_redeploy_destroy() {
     let agent = endpoint(&deployment, "secret-one");
     assert_eq!(proxy.health(&agent).await.unwrap().agent_name, "Ada");
     let events = chat_text(&proxy, &agent, "hello").await;
-    assert!(matches!(events.first(), Some(AgentEvent::Text { .. })), "{events:?}");
+    assert_eq!(answer(&events), "echo: hello", "{events:?}");
     assert_eq!(events.last(), Some(&AgentEvent::Done));
     let wrong = endpoint(&deployment, "not-the-secret");
     assert_eq!(proxy.pending(&wrong, None).await.unwrap_err(), ProxyError::Unauthorized);
+    let refused = chat_text(&proxy, &wrong, "hello").await;
+    assert!(
+        matches!(&refused[..], [AgentEvent::Error { content }, AgentEvent::Done] if content.contains("credentials"))
+    );
+
+    // The other endpoints, on the real agent.
+    assert_eq!(proxy.pending(&agent, Some("1000")).await.unwrap(), vec![]);
+    let notes = local.agent_dir(id).join("workspace").join("my notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::write(notes.join("plan #1.txt"), "step one").unwrap();
+    let file = proxy.file(&agent, "my notes/plan #1.txt").await.unwrap();
+    assert_eq!((file.file_name.as_str(), file.bytes.as_slice()), ("plan #1.txt", &b"step one"[..]));
+    assert!(proxy.reset(&agent, "1000").await.unwrap() >= 2, "the turn's user and assistant rows are deleted");
 
     // Files: settings readable by this user only; secrets on neither the command line nor the
     // environment of the process.
@@ -170,6 +198,8 @@ async fn deploy_chat_redeploy_destroy() {
 async fn a_crashed_agent_is_restarted_until_the_limit() {
     let data = tempfile::tempdir().unwrap();
     let local = deployer(data.path()).with_restart_limit(RestartLimit::new(1, Duration::from_secs(600)));
+    let llm = ScriptedLlm::start().await;
+    let spec = |id, name, secret| spec_for(Some(&llm), id, name, secret);
     let proxy = HttpProxy::new().unwrap();
     let id = AgentId(2);
     let deployment = local.deploy(&spec(2, "Bob", "secret-two"), &SilentReporter).await.unwrap();
@@ -180,7 +210,7 @@ async fn a_crashed_agent_is_restarted_until_the_limit() {
     eventually("the agent restarted", async || local.pid(id).is_some_and(|pid| pid != first)).await;
     eventually("the restarted agent answers", async || proxy.health(&agent).await.is_ok()).await;
     let events = chat_text(&proxy, &agent, "still there?").await;
-    assert!(matches!(events.first(), Some(AgentEvent::Text { .. })), "{events:?}");
+    assert_eq!(answer(&events), "echo: still there?", "{events:?}");
 
     // The second crash within the window exceeds the limit of one restart: left down.
     let second = local.pid(id).unwrap();
@@ -205,6 +235,8 @@ fn kill(pid: u32) {
 #[tokio::test]
 async fn agents_come_back_after_a_platform_restart() {
     let data = tempfile::tempdir().unwrap();
+    let llm = ScriptedLlm::start().await;
+    let spec = |id, name, secret| spec_for(Some(&llm), id, name, secret);
     let proxy = HttpProxy::new().unwrap();
     let mut specs = vec![spec(3, "Cleo", "secret-three"), spec(4, "Dan", "secret-four")];
     let mut pids = Vec::new();
@@ -238,7 +270,7 @@ async fn agents_come_back_after_a_platform_restart() {
     assert_eq!(proxy.health(&endpoint(cleo, "secret-three")).await.unwrap().agent_name, "Cleo");
     assert_eq!(proxy.health(&endpoint(dan, "secret-four")).await.unwrap().agent_name, "Dan");
     let events = chat_text(&proxy, &endpoint(dan, "secret-four"), "back?").await;
-    assert!(matches!(events.first(), Some(AgentEvent::Text { .. })), "{events:?}");
+    assert_eq!(answer(&events), "echo: back?", "{events:?}");
     after.shutdown().await;
     assert_eq!(after.pid(AgentId(3)), None);
 }
@@ -247,7 +279,7 @@ async fn agents_come_back_after_a_platform_restart() {
 async fn an_agent_that_cannot_start_is_a_clear_error() {
     let data = tempfile::tempdir().unwrap();
     let local = LocalDeployer::new(data.path(), "/bin/false").unwrap();
-    let err = local.deploy(&spec(5, "Eve", "s"), &SilentReporter).await.unwrap_err();
+    let err = local.deploy(&spec_for(None, 5, "Eve", "s"), &SilentReporter).await.unwrap_err();
     assert_eq!(err.step, "start");
     assert!(err.detail.unwrap().contains("exited before listening"));
 }
@@ -259,14 +291,14 @@ const PLATFORM_DATA_VAR: &str = "BAAL_TEST_PLATFORM_DATA";
 async fn agents_die_when_the_platform_is_killed() {
     if let Some(data) = std::env::var_os(PLATFORM_DATA_VAR) {
         let local = deployer(Path::new(&data));
-        local.deploy(&spec(6, "Fay", "secret-six"), &SilentReporter).await.unwrap();
+        local.deploy(&spec_for(None, 6, "Fay", "secret-six"), &SilentReporter).await.unwrap();
         println!("agent pid {}", local.pid(AgentId(6)).unwrap());
         // Deploy from a blocking-pool thread too: that thread exits while the agent must live on.
         let handle = tokio::runtime::Handle::current();
         let data = PathBuf::from(data);
         let (local, pid) = tokio::task::spawn_blocking(move || {
             handle.block_on(async {
-                local.deploy(&spec(7, "Gus", "secret-seven"), &SilentReporter).await.unwrap();
+                local.deploy(&spec_for(None, 7, "Gus", "secret-seven"), &SilentReporter).await.unwrap();
                 let pid = local.pid(AgentId(7)).unwrap();
                 (local, pid)
             })
@@ -329,10 +361,10 @@ async fn a_failed_redeploy_rolls_back_to_the_running_settings() {
     }
     let local = LocalDeployer::new(data.path(), &wrapper).unwrap();
     let proxy = HttpProxy::new().unwrap();
-    let mut hal = spec(8, "Hal", "secret-eight");
+    let mut hal = spec_for(None, 8, "Hal", "secret-eight");
     hal.existing = local.deploy(&hal, &SilentReporter).await.unwrap();
 
-    let mut broken = spec(8, "Broken", "secret-eight");
+    let mut broken = spec_for(None, 8, "Broken", "secret-eight");
     broken.existing = hal.existing.clone();
     let err = local.redeploy(&broken, &SilentReporter).await.unwrap_err();
     assert_eq!(err.step, "start", "{err:?}");

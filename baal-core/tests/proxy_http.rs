@@ -55,64 +55,67 @@ async fn serve(reply: Reply) -> Server {
     Server { url, seen }
 }
 
+/// Serves one connection: complete replies keep it open for the next request (as agents do),
+/// the failure scripts end it.
 async fn handle(mut socket: TcpStream, reply: Reply, log: Arc<Mutex<Vec<Seen>>>) {
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        let n = socket.read(&mut chunk).await.unwrap_or(0);
-        if n == 0 {
-            return;
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-        if let Some(pos) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            break pos + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
-    let header = |name: &str| {
-        head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-        })
-    };
-    let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-    while buffer.len() < head_end + length {
-        let n = socket.read(&mut chunk).await.unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-    }
-    log.lock().unwrap().push(Seen {
-        line: head.lines().next().unwrap_or_default().to_owned(),
-        authorization: header("authorization"),
-    });
-    let sse_head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-    let chunked = |data: &str| format!("{:x}\r\n{data}\r\n", data.len());
-    match reply {
-        Reply::Full(status, content_type, body) => {
-            let response = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(response.as_bytes()).await;
-        }
-        Reply::CutAfter(chunks) => {
-            let _ = socket.write_all(sse_head.as_bytes()).await;
-            for data in chunks {
-                let _ = socket.write_all(chunked(&data).as_bytes()).await;
+    loop {
+        let head_end = loop {
+            if let Some(pos) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break pos + 4;
             }
-            let _ = socket.flush().await;
-        }
-        Reply::StallAfter(chunks) => {
-            let _ = socket.write_all(sse_head.as_bytes()).await;
-            for data in chunks {
-                let _ = socket.write_all(chunked(&data).as_bytes()).await;
+            let n = socket.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return;
             }
-            let _ = socket.flush().await;
-            tokio::time::sleep(Duration::from_secs(3600)).await;
+            buffer.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
+        let header = |name: &str| {
+            head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+        };
+        let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        while buffer.len() < head_end + length {
+            let n = socket.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            buffer.extend_from_slice(&chunk[..n]);
         }
-        Reply::Close => {}
+        buffer.drain(..head_end + length);
+        log.lock().unwrap().push(Seen {
+            line: head.lines().next().unwrap_or_default().to_owned(),
+            authorization: header("authorization"),
+        });
+        let sse_head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+        let chunked = |data: &str| format!("{:x}\r\n{data}\r\n", data.len());
+        match &reply {
+            Reply::Full(status, content_type, body) => {
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if socket.write_all(response.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            Reply::CutAfter(chunks) | Reply::StallAfter(chunks) => {
+                let _ = socket.write_all(sse_head.as_bytes()).await;
+                for data in chunks {
+                    let _ = socket.write_all(chunked(data).as_bytes()).await;
+                }
+                let _ = socket.flush().await;
+                if matches!(reply, Reply::StallAfter(_)) {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                return;
+            }
+            Reply::Close => return,
+        }
     }
 }
 
@@ -250,4 +253,47 @@ async fn pending_files_and_reset_use_the_documented_requests() {
     let bad_json = serve(Reply::Full(200, "application/json", "{".into())).await;
     assert_eq!(proxy.health(&endpoint(&bad_json.url)).await.unwrap_err(), ProxyError::Protocol);
     assert_eq!(bad_json.seen.lock().unwrap()[0].authorization, None, "/health is sent without the secret");
+}
+
+/// Prints what `HttpProxy` costs per chat: 200 concurrent chats, each a full `/chat` exchange
+/// with a loopback SSE server that answers at once (so the time is the proxy's, plus loopback
+/// HTTP). Run: `cargo test --workspace --test proxy_http -- --ignored --nocapture proxy_overhead`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: prints figures, asserts nothing about time"]
+async fn proxy_overhead() {
+    let body = [r#"{"type":"text","content":"Hello"}"#, r#"{"type":"text","content":" there"}"#, r#"{"type":"done"}"#]
+        .map(|e| format!("data: {e}\n\n"))
+        .concat();
+    let server = serve(Reply::Full(200, "text/event-stream", body)).await;
+    let proxy = HttpProxy::new().unwrap();
+    let agent = endpoint(&server.url);
+    for (concurrency, rounds) in [(1, 200), (200, 10)] {
+        let started = std::time::Instant::now();
+        let mut latencies = Vec::new();
+        for _ in 0..rounds {
+            let chats = (0..concurrency).map(|i| {
+                let (proxy, agent) = (proxy.clone(), agent.clone());
+                tokio::spawn(async move {
+                    let start = std::time::Instant::now();
+                    let events: Vec<_> =
+                        proxy.chat(&agent, ChatRequest::new("hi", i.to_string(), Role::Owner)).await.collect().await;
+                    assert_eq!(events.last(), Some(&AgentEvent::Done));
+                    start.elapsed()
+                })
+            });
+            for chat in futures_util::future::join_all(chats).await {
+                latencies.push(chat.unwrap());
+            }
+        }
+        let total = started.elapsed();
+        latencies.sort();
+        let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+        println!(
+            "proxy_overhead: {} chats ({concurrency} concurrent) in {total:.2?}: {:.0} chats/s, p50 {:.2?}, p99 {:.2?}",
+            latencies.len(),
+            latencies.len() as f64 / total.as_secs_f64(),
+            pick(0.5),
+            pick(0.99)
+        );
+    }
 }

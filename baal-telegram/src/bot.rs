@@ -36,7 +36,8 @@ pub trait Engine: Send + Sync + 'static {
 
 /// How the bot runs.
 pub struct BotOptions {
-    /// How long in-flight turns may take to finish at shutdown.
+    /// How long in-flight turns and the engine's background work may take to finish at shutdown,
+    /// in all.
     pub drain: Duration,
 }
 
@@ -60,6 +61,7 @@ impl InputHandler for Turns {
 pub async fn run<F, Fut>(
     mut settings: Settings,
     store: Arc<dyn Store>,
+    sealer: Arc<SecretBox>,
     options: BotOptions,
     build_engine: F,
 ) -> anyhow::Result<()>
@@ -69,7 +71,6 @@ where
 {
     let (api_id, api_hash, token) = settings.require_telegram()?;
     let (api_hash, token) = (api_hash.clone(), token.clone());
-    let sealer = Arc::new(SecretBox::from_secret(settings.require_encryption_key()?)?);
     let bot_id = token.expose_secret().split(':').next().unwrap_or_default().to_owned();
     let session = Arc::new(StoreSession::load(store, sealer, &bot_id).await?);
     if session.has_login() {
@@ -143,12 +144,16 @@ where
         }
     }
 
+    // One bound for both the turns in flight and the engine's background work.
+    let deadline = tokio::time::Instant::now() + options.drain;
     tracing::info!(busy_chats = queues.busy_chats(), "stopping: no new updates; letting turns finish");
     let unfinished = queues.drain(options.drain).await;
     if unfinished > 0 {
         tracing::warn!(unfinished, "turns still running after the shutdown bound were stopped");
     }
-    engine.shutdown().await;
+    if tokio::time::timeout_at(deadline, engine.shutdown()).await.is_err() {
+        tracing::warn!("background work still running after the shutdown bound; it resumes at the next start");
+    }
     if let Err(error) = stream.sync_update_state().await {
         tracing::warn!(%error, "could not record the update state");
     }

@@ -10,15 +10,15 @@ mod dispatch;
 mod mapping;
 mod messenger;
 mod session;
-#[cfg(test)]
-mod testing;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use baal_core::config::Settings;
-use baal_core::store::Store;
+use baal_core::platform::{self, Input, Platform};
+use baal_core::store::{SqlStore, Store};
 use clap::Parser;
 
 use crate::bot::{BotOptions, Engine};
@@ -35,6 +35,8 @@ struct Cli {
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // Before parsing, so `.env` can hold this binary's own options too.
+    let _ = dotenvy::dotenv();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -62,21 +64,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load()?;
     // Fail on missing settings before touching the database or the network.
     settings.require_telegram()?;
-    settings.require_encryption_key()?;
-    let store = open_store(&settings).await?;
+    let sealer = Arc::new(platform::secret_box_from_settings(&settings)?);
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open(&settings.database_url).await?);
     let options = BotOptions { drain: Duration::from_secs(cli.shutdown_grace_secs) };
-    bot::run(settings, store, options, wire_platform).await
-}
-
-/// Opens the store named by `DATABASE_URL`.
-async fn open_store(_settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    anyhow::bail!(
-        "this build has no SQL store yet (baal_core::store::SqlStore is not merged); the bot cannot keep its session"
-    )
+    bot::run(settings, store, sealer, options, wire_platform).await
 }
 
 /// Builds the platform engine over the Telegram messenger. This is the only place that knows
 /// which engine runs.
-async fn wire_platform(_settings: Settings, _messenger: Arc<TelegramMessenger>) -> anyhow::Result<Arc<dyn Engine>> {
-    anyhow::bail!("this build has no platform engine yet (baal_core::platform::Platform is not merged)")
+async fn wire_platform(settings: Settings, messenger: Arc<TelegramMessenger>) -> anyhow::Result<Arc<dyn Engine>> {
+    let platform = Platform::from_settings(settings, messenger).await?;
+    Ok(Arc::new(PlatformEngine(platform)))
+}
+
+/// The platform as the bot's [`Engine`].
+struct PlatformEngine(Platform);
+
+#[async_trait]
+impl Engine for PlatformEngine {
+    async fn start(&self) -> anyhow::Result<()> {
+        Ok(self.0.start().await?)
+    }
+
+    async fn handle(&self, input: Input) {
+        // The platform has already told the user and logged the failure.
+        let _ = self.0.handle(input).await;
+    }
+
+    async fn shutdown(&self) {
+        self.0.shutdown().await;
+    }
 }

@@ -234,23 +234,23 @@ pub fn telegram_message_id(message: MessageRef) -> Result<i32, MessengerError> {
     i32::try_from(message.message_id).map_err(|_| MessengerError::NotFound)
 }
 
-/// The command menu published at start. The platform does not expose its command list yet, so
-/// the menu lives here; `/pool` is left out because only admins may use it.
+/// The command menu published at start. The platform exposes no command list, so the menu lives
+/// here (keep it in step with `/help`); `/pool` is left out because only admins may use it.
 pub const COMMAND_MENU: &[(&str, &str)] = &[
     ("start", "Welcome and what Baal can do"),
     ("create", "Create a new agent"),
     ("list", "Your agents"),
-    ("manage", "Settings of one of your agents"),
+    ("manage", "Leave the chat with an agent"),
     ("soul", "View or change an agent's personality"),
     ("delete", "Delete an agent"),
     ("login", "Use your own LibertAI API key"),
     ("logout", "Forget your LibertAI API key"),
     ("account", "Your plan and today's usage"),
-    ("dashboard", "Overview of your agents"),
+    ("dashboard", "Health of your agents"),
     ("verbose", "Show or hide the agent's tool use"),
-    ("update", "Update an agent to the latest version"),
-    ("repair", "Repair an agent that stopped answering"),
-    ("cancel", "Leave the current step or chat"),
+    ("update", "Restart an agent with the latest settings"),
+    ("repair", "Retry a failed deployment"),
+    ("cancel", "Stop what you are doing"),
     ("help", "How to use Baal"),
 ];
 
@@ -354,6 +354,35 @@ mod tests {
         let out = outgoing(&Text::html(html)).unwrap();
         assert_eq!(out.text, "Title\n\nb and c\n\nprint(1)");
         assert!(out.entities.iter().any(|e| matches!(e, E::Pre(p) if p.language == "py")));
+    }
+
+    fn span(entity: &E) -> Option<(i32, i32)> {
+        match entity {
+            E::Bold(e) => Some((e.offset, e.length)),
+            E::Italic(e) => Some((e.offset, e.length)),
+            E::Code(e) => Some((e.offset, e.length)),
+            E::Pre(e) => Some((e.offset, e.length)),
+            E::TextUrl(e) => Some((e.offset, e.length)),
+            E::Blockquote(e) => Some((e.offset, e.length)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn split_pieces_of_a_long_answer_each_make_a_valid_message() {
+        let code: String = (0..600).map(|i| format!("let value_{i} = \"日本語 😀 {i}\";\n")).collect();
+        let markdown = format!("# Report\n\n**Summary** with `code`.\n\n```rust\n{code}```\n\n> closing words 🎉");
+        let html = baal_core::platform::render::markdown_to_html(&markdown);
+        let pieces = baal_core::platform::render::split_message(&html, TELEGRAM_TEXT_LIMIT);
+        assert!(pieces.len() > 3, "{} pieces", pieces.len());
+        for piece in &pieces {
+            let out = outgoing(&Text::html(piece.clone())).unwrap();
+            let visible = i32::try_from(utf16_len(out.text.trim_end())).unwrap();
+            for entity in &out.entities {
+                let (offset, length) = span(entity).expect("only the tags Baal writes");
+                assert!(length > 0 && offset + length <= visible, "{entity:?} outside {visible} units");
+            }
+        }
     }
 
     #[test]

@@ -202,20 +202,18 @@ fn peer_key(peer: PeerId) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::KvStore;
+    use baal_core::testing::db;
     use grammers_session::types::PeerAuth;
-
-    fn dc_options_of(session: &StoreSession) -> std::collections::HashMap<i32, DcOption> {
-        session.lock().map(|d| d.dc_options.clone()).unwrap_or_default()
-    }
 
     fn sealer() -> Arc<SecretBox> {
         Arc::new(SecretBox::from_secret(&baal_core::secrets::generate_key().unwrap()).unwrap())
     }
 
-    #[tokio::test]
-    async fn login_and_peers_survive_a_restart_sealed() {
-        let store: Arc<dyn Store> = Arc::new(KvStore::default());
+    fn dc_options_of(session: &StoreSession) -> std::collections::HashMap<i32, DcOption> {
+        session.lock().map(|d| d.dc_options.clone()).unwrap_or_default()
+    }
+
+    async fn round_trip(store: Arc<dyn Store>) {
         let sealer = sealer();
         let session = StoreSession::load(store.clone(), sealer.clone(), "123").await.unwrap();
         assert!(!session.has_login());
@@ -248,5 +246,17 @@ mod tests {
         // A different encryption key gets a clear error, not a fresh login over the old one.
         let err = StoreSession::load(store, self::sealer(), "123").await.err().unwrap();
         assert!(err.to_string().contains("BOT_ENCRYPTION_KEY"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn login_and_peers_survive_a_restart_sealed_in_sqlite() {
+        let db = db::sqlite().await;
+        round_trip(db.shared()).await;
+    }
+
+    #[tokio::test]
+    async fn login_and_peers_survive_a_restart_sealed_in_postgres() {
+        let Some(db) = db::postgres().await else { return };
+        round_trip(db.shared()).await;
     }
 }

@@ -285,6 +285,17 @@ impl History {
         Ok(out)
     }
 
+    /// The newest row of a chat.
+    pub async fn last(&self, chat_id: &str) -> Result<Option<StoredMessage>, HistoryError> {
+        let row = message::Entity::find()
+            .filter(message::Column::ChatId.eq(chat_id))
+            .order_by_desc(message::Column::Id)
+            .one(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok(row.map(to_stored))
+    }
+
     /// Every row of a chat (no summary), in insertion order.
     pub async fn rows(&self, chat_id: &str) -> Result<Vec<StoredMessage>, HistoryError> {
         let rows = message::Entity::find()

@@ -221,7 +221,13 @@ impl Agent {
         let lock = self.chat_lock(&request.chat_id);
         let _serialised = lock.lock().await;
         let history = &self.inner.history;
-        history.append(&request.chat_id, &ChatMessage::user(request.message.clone())).await?;
+        let user = ChatMessage::user(request.message.clone());
+        // A bot that retries a request whose first attempt got no answer re-sends the same
+        // message: store it once, so the model does not see it twice.
+        let unanswered_duplicate = history.last(&request.chat_id).await?.is_some_and(|last| last.message == user);
+        if !unanswered_duplicate {
+            history.append(&request.chat_id, &user).await?;
+        }
         let (specs, names) = self.tool_specs(role, true);
         let system = ChatMessage::system(self.system_prompt(&names));
         let messages = prepare_context(

@@ -77,6 +77,8 @@ pub struct AgentSettings {
     pub compaction_keep_messages: u32,
     /// `BRAVE_API_KEY`: enables `web_search`.
     pub brave_api_key: Option<SecretString>,
+    /// `BRAVE_API_URL`: Brave's search endpoint (default: Brave's public API).
+    pub brave_api_url: Option<String>,
     /// `VISITOR_TOOLS`: tools visitors may use (default `web_fetch,web_search`).
     pub visitor_tools: Vec<String>,
     /// `TOOLS_USER`: the user tool processes run as when the agent runs as root (default `nobody`).
@@ -198,6 +200,7 @@ impl AgentSettings {
             generation_reserve: small("GENERATION_RESERVE", 4096)?,
             compaction_keep_messages: small("COMPACTION_KEEP_MESSAGES", 20)?,
             brave_api_key: env.get("BRAVE_API_KEY").map(|v| SecretString::from(v.trim().to_owned())),
+            brave_api_url: text("BRAVE_API_URL"),
             visitor_tools: list("VISITOR_TOOLS")
                 .unwrap_or_else(|| DEFAULT_VISITOR_TOOLS.iter().map(|t| (*t).to_owned()).collect()),
             tools_user: text("TOOLS_USER").unwrap_or_else(|| "nobody".into()),

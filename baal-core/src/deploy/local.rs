@@ -423,6 +423,9 @@ impl Inner {
         let port = match port {
             Ok(Some(port)) => port,
             Ok(None) => {
+                // Usually it has exited already; if it closed stdout or printed an address Baal
+                // cannot read, it must not linger.
+                kill_group(&child);
                 let status = child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
                 return Err(failed(format!("exited before listening ({status}): {}", log_tail(&dir))));
             }

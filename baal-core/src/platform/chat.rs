@@ -2,6 +2,7 @@
 //! and the agent's queued messages for this chat; plus the poller that brings owners the
 //! messages their agents queue on their own.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::StreamExt;
@@ -9,7 +10,7 @@ use futures_util::StreamExt;
 use super::commands::chat_controls;
 use super::engine::{Ctx, Inner, PlatformError};
 use super::messenger::{ChatId, MessageRef, OutgoingFile, Text};
-use super::textfmt::{escape_html, markdown_to_html, split_message};
+use super::render::{escape_html, markdown_to_html, split_message};
 use crate::domain::{Agent, AgentStatus};
 use crate::proxy::{AgentEndpoint, AgentEvent, ChatRequest, PendingMessage};
 use crate::store::AgentFilter;
@@ -84,7 +85,7 @@ impl Inner {
     /// One turn with `agent`: streams its answer to the sender's chat, then delivers anything
     /// the agent queued for this chat.
     pub(crate) async fn chat_turn(
-        &self,
+        self: &Arc<Self>,
         ctx: &Ctx,
         agent: &Agent,
         text: &str,
@@ -98,7 +99,7 @@ impl Inner {
         // One turn per chat at a time keeps the agent's history in order.
         let lock = self.chat_lock(ctx.chat);
         let _turn = lock.lock().await;
-        let show_tools = self.store.user_get(ctx.user_id()).await?.is_some_and(|user| user.show_tools);
+        let show_tools = ctx.user.show_tools;
         let _ = self.messenger.typing(ctx.chat).await;
         let request = ChatRequest::new(text, ctx.chat.to_string(), agent.role_of(ctx.user_id()))
             .with_user_id(ctx.user_id().to_string());
@@ -148,13 +149,20 @@ impl Inner {
         if !stream.anything_shown {
             self.say(ctx.chat, Text::plain(format!("{} sent no answer.", agent.name))).await;
         }
-        match self.proxy.pending(&endpoint, Some(&ctx.chat.to_string())).await {
-            Ok(messages) => self.deliver(ctx.chat, agent, &endpoint, messages).await,
-            Err(err) => tracing::debug!(error = %err, "no pending messages"),
-        }
         if first_time {
             self.say(ctx.chat, chat_controls(show_tools)).await;
         }
+        // What the agent queued for this chat (subagent results) follows the answer; the user
+        // need not wait for that round trip to see the answer itself.
+        let (inner, agent, chat) = (self.clone(), agent.clone(), ctx.chat);
+        self.spawn_tracked(async move {
+            let lock = inner.chat_lock(chat);
+            let _turn = lock.lock().await;
+            match inner.proxy.pending(&endpoint, Some(&chat.to_string())).await {
+                Ok(messages) => inner.deliver(chat, &agent, &endpoint, messages).await,
+                Err(err) => tracing::debug!(error = %err, "no pending messages"),
+            }
+        });
         Ok(())
     }
 
@@ -209,11 +217,16 @@ impl Inner {
     }
 
     /// Every `pending_poll_interval`, asks each running agent for what it queued for its owner.
-    pub(crate) async fn poll_pending_forever(&self) {
+    pub(crate) async fn poll_pending_forever(self: Arc<Self>) {
         let mut interval = tokio::time::interval(self.config.pending_poll_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
+            // Deployments whose job died in another process (or before a restart whose lease
+            // had not yet run out) are picked up here.
+            if let Err(err) = self.clone().resume_unfinished().await {
+                tracing::warn!(error = %err, "looking for unfinished deployments failed");
+            }
             if let Err(err) = self.poll_pending_once().await {
                 tracing::warn!(error = %err, "pending poll failed");
             }

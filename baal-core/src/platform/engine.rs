@@ -47,8 +47,13 @@ pub struct PlatformConfig {
     pub flow_timeout: Duration,
     /// The least time between two edits of a streamed answer in one chat.
     pub edit_interval: Duration,
-    /// How often agents are asked for messages they queued for their owner.
+    /// How often agents are asked for messages they queued for their owner (and unfinished
+    /// deployments are looked for).
     pub pending_poll_interval: Duration,
+    /// A deployment whose job has not shown a sign of life for this long is taken to be
+    /// orphaned (its process died) and is resumed. Jobs refresh their lease four times as often,
+    /// so several bot processes sharing one database never deploy the same agent twice.
+    pub deploy_lease: Duration,
 }
 
 impl PlatformConfig {
@@ -87,6 +92,7 @@ impl Default for PlatformConfig {
             flow_timeout: Duration::from_secs(15 * 60),
             edit_interval: Duration::from_secs(1),
             pending_poll_interval: Duration::from_secs(30),
+            deploy_lease: Duration::from_secs(120),
         }
     }
 }
@@ -128,7 +134,13 @@ pub(crate) struct Inner {
     chat_locks: Mutex<HashMap<ChatId, Arc<tokio::sync::Mutex<()>>>>,
     pub in_flight: Mutex<HashSet<AgentId>>,
     poller: Mutex<Option<JoinHandle<()>>>,
+    /// Work started by `start()` and stopped by `shutdown()` (the Aleph pool).
+    background: Mutex<Vec<Background>>,
+    background_running: Mutex<Vec<JoinHandle<()>>>,
 }
+
+/// A long-running piece of work owned by the platform.
+pub(crate) type Background = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Who sent the input being handled.
 pub(crate) struct Ctx {
@@ -177,6 +189,8 @@ impl Platform {
                 chat_locks: Mutex::default(),
                 in_flight: Mutex::default(),
                 poller: Mutex::default(),
+                background: Mutex::default(),
+                background_running: Mutex::default(),
             }),
         }
     }
@@ -187,9 +201,12 @@ impl Platform {
     pub async fn from_settings(settings: Settings, messenger: Arc<dyn Messenger>) -> Result<Platform, PlatformError> {
         let secrets = Arc::new(secret_box_from_settings(&settings)?);
         let store = open_store(&settings).await?;
-        let deployer = deployer_for(&settings, store.clone())?;
+        let (deployer, background) = deployer_for(&settings, store.clone())?;
         let proxy = http_proxy()?;
-        Ok(Platform::new(PlatformConfig::from_settings(&settings), store, deployer, proxy, messenger, secrets))
+        let platform =
+            Platform::new(PlatformConfig::from_settings(&settings), store, deployer, proxy, messenger, secrets);
+        platform.inner.lock_background().extend(background);
+        Ok(platform)
     }
 
     /// The engine's settings.
@@ -234,6 +251,11 @@ impl Platform {
         if let Some(old) = self.inner.poller.lock().map(|mut p| p.replace(handle)).ok().flatten() {
             old.abort();
         }
+        let work: Vec<Background> = self.inner.lock_background().drain(..).collect();
+        let handles = work.into_iter().map(tokio::spawn);
+        if let Ok(mut running) = self.inner.background_running.lock() {
+            running.extend(handles);
+        }
         Ok(())
     }
 
@@ -241,6 +263,9 @@ impl Platform {
     pub async fn shutdown(&self) {
         if let Some(poller) = self.inner.poller.lock().ok().and_then(|mut p| p.take()) {
             poller.abort();
+        }
+        if let Ok(mut running) = self.inner.background_running.lock() {
+            running.drain(..).for_each(|task| task.abort());
         }
         self.wait_idle().await;
     }
@@ -272,6 +297,10 @@ impl Inner {
             let _guard = guard;
             work.await;
         });
+    }
+
+    fn lock_background(&self) -> std::sync::MutexGuard<'_, Vec<Background>> {
+        self.background.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn user_lock(&self, user: UserId) -> Arc<tokio::sync::Mutex<()>> {
@@ -309,7 +338,11 @@ impl Inner {
     }
 
     async fn handle(self: Arc<Self>, input: Input) -> Result<(), PlatformError> {
-        let user = self.store.user_get_or_create(input.user_id, input.username.as_deref()).await?;
+        // A read first: creating or refreshing a user is a write, and most inputs need neither.
+        let user = match self.store.user_get(input.user_id).await? {
+            Some(user) if input.username.is_none() || user.username == input.username => user,
+            _ => self.store.user_get_or_create(input.user_id, input.username.as_deref()).await?,
+        };
         let ctx = Ctx { user, chat: input.chat_id };
         let lock = self.user_lock(ctx.user_id());
         let guard = lock.lock().await;
@@ -368,7 +401,7 @@ impl Inner {
 
 /// The key that seals secrets: `BOT_ENCRYPTION_KEY`, else `<BAAL_DATA_DIR>/encryption.key`,
 /// generated (mode 0600) on first run so a fresh machine works without setup.
-pub(crate) fn secret_box_from_settings(settings: &Settings) -> Result<SecretBox, PlatformError> {
+pub fn secret_box_from_settings(settings: &Settings) -> Result<SecretBox, PlatformError> {
     if let Some(key) = &settings.bot_encryption_key {
         return Ok(SecretBox::from_secret(key)?);
     }
@@ -412,15 +445,45 @@ async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, PlatformError
     Ok(Arc::new(crate::store::SqlStore::open(&settings.database_url).await?))
 }
 
-fn deployer_for(settings: &Settings, _store: Arc<dyn Store>) -> Result<Arc<dyn Deployer>, PlatformError> {
+/// The deployer the settings select, and any background work it needs (the Aleph VM pool).
+fn deployer_for(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+) -> Result<(Arc<dyn Deployer>, Vec<Background>), PlatformError> {
     match settings.deployer_kind() {
-        crate::config::DeployerKind::Aleph => Err(PlatformError::Setup(
-            "Aleph deployer not built yet: unset ALEPH_PRIVATE_KEY to run agents on this machine".into(),
+        #[cfg(feature = "aleph")]
+        crate::config::DeployerKind::Aleph => {
+            let aleph = Arc::new(
+                crate::deploy::aleph::AlephDeployer::from_settings(settings, store)
+                    .map_err(|err| PlatformError::Setup(format!("cannot set up the Aleph deployer: {err}")))?,
+            );
+            let pool = aleph.clone();
+            let background: Vec<Background> = vec![Box::pin(async move { pool.run_pool().await })];
+            Ok((aleph, background))
+        }
+        #[cfg(not(feature = "aleph"))]
+        crate::config::DeployerKind::Aleph => {
+            let _ = store;
+            Err(PlatformError::Setup(
+                "Aleph deployer not built into this binary (feature `aleph`): unset ALEPH_PRIVATE_KEY to run agents on this machine".into(),
+            ))
+        }
+        #[cfg(feature = "local")]
+        crate::config::DeployerKind::Local => {
+            let _ = store;
+            let local = crate::deploy::local::LocalDeployer::from_settings(settings)
+                .map_err(|err| PlatformError::Setup(format!("cannot set up the local deployer: {err}")))?;
+            Ok((Arc::new(local), Vec::new()))
+        }
+        #[cfg(not(feature = "local"))]
+        crate::config::DeployerKind::Local => Err(PlatformError::Setup(
+            "the local deployer is not built into this binary (feature `local`): set ALEPH_PRIVATE_KEY".into(),
         )),
-        _ => Err(PlatformError::Setup("the local deployer is not built yet (branch `local`)".into())),
     }
 }
 
 fn http_proxy() -> Result<Arc<dyn Proxy>, PlatformError> {
-    Err(PlatformError::Setup("the HTTP proxy is not built yet (branch `local`)".into()))
+    let proxy = crate::proxy::http::HttpProxy::new()
+        .map_err(|err| PlatformError::Setup(format!("cannot set up the HTTP client for agents: {err}")))?;
+    Ok(Arc::new(proxy))
 }

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use super::engine::{Inner, PlatformError};
 use super::messenger::{Button, ChatId, MessageRef, Text};
+use super::render::escape_html;
 use super::state::{self, Payer};
-use super::textfmt::escape_html;
 use crate::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, SilentReporter};
 use crate::domain::{Agent, AgentId, AgentStatus, Deployment};
 use crate::proxy::AgentEndpoint;
@@ -23,6 +23,9 @@ pub(crate) enum JobKind {
     /// New settings for a running agent; `done` is shown when it succeeds.
     Redeploy { done: String },
 }
+
+/// Key-value namespace of deployment leases: agent id → RFC 3339 time of the last sign of life.
+const LEASE_NAMESPACE: &str = "platform.deploy_lease";
 
 /// Introduces a freshly deployed agent in its owner's conversation, so it remembers doing so.
 const INTRO_PROMPT: &str =
@@ -86,7 +89,12 @@ impl Inner {
         }
         let inner = self.clone();
         self.spawn_tracked(async move {
+            let lease = tokio::spawn(inner.clone().hold_lease(agent));
             let job = inner.clone().run_job(agent, chat, progress, kind).await;
+            lease.abort();
+            if let Err(err) = inner.store.kv_delete(LEASE_NAMESPACE, &agent.to_string()).await {
+                tracing::debug!(error = %err, "could not release a deployment lease");
+            }
             if let Ok(mut set) = inner.in_flight.lock() {
                 set.remove(&agent);
             }
@@ -254,12 +262,39 @@ impl Inner {
         }
     }
 
-    /// Agents a previous run left `pending` or `deploying` are deployed again from their stored
-    /// facts; the job fails cleanly (owner told) when that is impossible.
+    /// Shows that a job for `agent` is alive, until aborted.
+    async fn hold_lease(self: Arc<Self>, agent: AgentId) {
+        let every = (self.config.deploy_lease / 4).max(std::time::Duration::from_millis(10));
+        loop {
+            let now = chrono::Utc::now().to_rfc3339();
+            if let Err(err) = self.store.kv_put(LEASE_NAMESPACE, &agent.to_string(), now.as_bytes()).await {
+                tracing::warn!(error = %err, agent = %agent, "could not refresh a deployment lease");
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// Whether nothing has shown, for longer than the lease, that someone deploys `agent`.
+    async fn orphaned(&self, agent: &Agent) -> Result<bool, PlatformError> {
+        let now = chrono::Utc::now();
+        let stale =
+            |at: chrono::DateTime<chrono::Utc>| (now - at).to_std().unwrap_or_default() >= self.config.deploy_lease;
+        let lease = self.store.kv_get(LEASE_NAMESPACE, &agent.id.to_string()).await?;
+        let lease_at = lease
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .and_then(|text| chrono::DateTime::parse_from_rfc3339(&text).ok())
+            .map(|at| at.with_timezone(&chrono::Utc));
+        // A just-created agent has no lease for a moment; its recent update covers that gap.
+        Ok(lease_at.is_none_or(stale) && stale(agent.updated_at))
+    }
+
+    /// Agents left `pending` or `deploying` by a job that died (a restart, a crashed process)
+    /// are deployed again from their stored facts; the job fails cleanly (owner told) when that
+    /// is impossible. Jobs alive in another process sharing the database are left alone.
     pub(crate) async fn resume_unfinished(self: Arc<Self>) -> Result<(), PlatformError> {
         for status in [AgentStatus::Deploying, AgentStatus::Pending] {
             for agent in self.store.list_agents(&AgentFilter::all().status(status)).await? {
-                if self.is_in_flight(agent.id) {
+                if self.is_in_flight(agent.id) || !self.orphaned(&agent).await? {
                     continue;
                 }
                 self.store

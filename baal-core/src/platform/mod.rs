@@ -9,9 +9,8 @@ mod jobs;
 pub mod messenger;
 pub mod render;
 mod state;
-mod textfmt;
 
-pub use engine::{Platform, PlatformConfig, PlatformError};
+pub use engine::{Platform, PlatformConfig, PlatformError, secret_box_from_settings};
 pub use messenger::{Button, ChatId, MessageRef, Messenger, MessengerError, OutgoingFile, Text};
 
 use crate::domain::UserId;

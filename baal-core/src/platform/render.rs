@@ -471,11 +471,15 @@ pub fn split_message(html: &str, limit_utf16: usize) -> Vec<String> {
             piece.push_str(atom.raw());
             apply(&mut stack, *atom);
         }
+        // Line ends at the cut go after the closing tags: Telegram trims a message's trailing
+        // whitespace, and an entity reaching into what it trimmed is refused.
+        let trailing_whitespace = piece.split_off(piece.trim_end().len());
         for (name, _) in stack.iter().rev() {
             piece.push_str("</");
             piece.push_str(name);
             piece.push('>');
         }
+        piece.push_str(&trailing_whitespace);
         if !is_blank(&atoms[start..cut]) {
             pieces.push(piece);
         }
@@ -497,19 +501,30 @@ fn choose_cut(atoms: &[Atom<'_>], start: usize, stack: &[(&str, &str)], limit: u
     let (mut paragraph, mut line, mut space, mut any) = (None, None, None, None);
     let mut previous_char = None;
     let mut end = start;
+    let mut closing = closing_len(&stack);
     while end < atoms.len() {
         let atom = atoms[end];
-        let mut next_stack = stack.clone();
-        apply(&mut next_stack, atom);
         let next_used = used + utf16_len(atom.raw());
-        if next_used + closing_len(&next_stack) > limit {
+        let next_stack = match atom {
+            Atom::Text(_) => None,
+            tag => {
+                let mut next = stack.clone();
+                apply(&mut next, tag);
+                Some(next)
+            }
+        };
+        let next_closing = next_stack.as_deref().map_or(closing, closing_len);
+        if next_used + next_closing > limit {
             break;
         }
         used = next_used;
-        stack = next_stack;
+        closing = next_closing;
+        if let Some(next) = next_stack {
+            stack = next;
+        }
         end += 1;
         if let Atom::Text(text) = atom {
-            let cost = used + closing_len(&stack);
+            let cost = used + closing;
             let late = cost >= half;
             match text {
                 "\n" if late && previous_char == Some("\n") => paragraph = Some(end),
@@ -672,10 +687,11 @@ mod tests {
         let html = format!("<pre><code class=\"language-rust\">{}</code></pre>", escape_html(&code));
         let pieces = split_message(&html, 120);
         assert!(pieces.len() > 2);
+        assert!(pieces[0].ends_with("</code></pre>\n"), "line ends go after the closing tags: {:?}", pieces[0]);
         for piece in &pieces {
             assert!(utf16_len(piece) <= 120, "{piece}");
             assert!(piece.starts_with("<pre><code class=\"language-rust\">"), "{piece}");
-            assert!(piece.ends_with("</code></pre>"), "{piece}");
+            assert!(piece.trim_end().ends_with("</code></pre>"), "{piece}");
         }
         assert_eq!(pieces.iter().map(|p| visible(p)).collect::<String>(), code);
     }

@@ -224,7 +224,7 @@ impl Proxy for HttpProxy {
 
     async fn file(&self, agent: &AgentEndpoint, path: &str) -> Result<AgentFile, ProxyError> {
         let file_name = path.rsplit('/').find(|s| !s.is_empty()).unwrap_or_default().to_owned();
-        let url = Self::url(agent, std::iter::once("files").chain(path.split('/')))?;
+        let url = Self::url(agent, std::iter::once("files").chain(workspace_segments(path)))?;
         let response = self
             .send(|| {
                 self.client.get(url.clone()).bearer_auth(agent.token.expose_secret()).timeout(self.options.file_timeout)
@@ -269,6 +269,22 @@ impl Proxy for HttpProxy {
         let response = self.call(agent, Method::DELETE, url).await?;
         Ok(json_body::<Deleted>(response).await?.deleted)
     }
+}
+
+/// The segments of a workspace path with `.` and `..` resolved the way the agent resolves them
+/// (`a/../b` is `b`), never climbing above the workspace root.
+fn workspace_segments(path: &str) -> Vec<&str> {
+    let mut segments = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            segment => segments.push(segment),
+        }
+    }
+    segments
 }
 
 /// A stream of one `error` event followed by `done`.
@@ -356,8 +372,9 @@ mod tests {
         let agent = endpoint("http://127.0.0.1:9/");
         let url = HttpProxy::url(&agent, std::iter::once("files").chain("dir/a b?#%.txt".split('/'))).unwrap();
         assert_eq!(url.as_str(), "http://127.0.0.1:9/files/dir/a%20b%3F%23%25.txt");
-        let url = HttpProxy::url(&agent, std::iter::once("files").chain("/../x//y:z".split('/'))).unwrap();
+        let url = HttpProxy::url(&agent, std::iter::once("files").chain(workspace_segments("/../x//y:z"))).unwrap();
         assert_eq!(url.as_str(), "http://127.0.0.1:9/files/x/y:z");
+        assert_eq!(workspace_segments("./a/../b/./c/"), ["b", "c"]);
         let prefixed = endpoint("https://host.example/agent");
         assert_eq!(HttpProxy::url(&prefixed, ["health"]).unwrap().as_str(), "https://host.example/agent/health");
     }

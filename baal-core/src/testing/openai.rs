@@ -133,6 +133,7 @@ impl RecordedRequest {
 #[derive(Debug)]
 struct Script {
     replies: VecDeque<Reply>,
+    keyed: Vec<(String, VecDeque<Reply>)>,
     fallback: Fallback,
     requests: Vec<RecordedRequest>,
     chunk_delay: Duration,
@@ -163,6 +164,7 @@ impl ScriptedLlm {
         let acceptor = TcpAcceptor::from_tokio(listener).expect("poem acceptor for the scripted LLM");
         let script: Shared = Arc::new(Mutex::new(Script {
             replies: VecDeque::new(),
+            keyed: Vec::new(),
             fallback: Fallback::Echo,
             requests: Vec::new(),
             chunk_delay: Duration::ZERO,
@@ -203,6 +205,19 @@ impl ScriptedLlm {
     /// Queues a reply for the next chat-completion request.
     pub fn push(&self, reply: Reply) -> &Self {
         self.lock().replies.push_back(reply);
+        self
+    }
+
+    /// Queues a reply for the next request whose last user message contains `needle`; such
+    /// replies are used before the general queue. For concurrent conversations (subagents,
+    /// several chats) whose order of requests is not fixed.
+    pub fn push_when(&self, needle: impl Into<String>, reply: Reply) -> &Self {
+        let needle = needle.into();
+        let mut script = self.lock();
+        match script.keyed.iter_mut().find(|(n, _)| *n == needle) {
+            Some((_, queue)) => queue.push_back(reply),
+            None => script.keyed.push((needle, VecDeque::from([reply]))),
+        }
         self
     }
 
@@ -258,7 +273,8 @@ impl ScriptedLlm {
 
     /// How many scripted replies are still queued.
     pub fn queued(&self) -> usize {
-        self.lock().replies.len()
+        let script = self.lock();
+        script.replies.len() + script.keyed.iter().map(|(_, q)| q.len()).sum::<usize>()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Script> {
@@ -337,8 +353,14 @@ async fn completions(req: &Request, body: Json<Value>, Data(script): Data<&Share
         if !key_ok(&script, bearer.as_deref()) {
             return error_response(401);
         }
-        let reply = script.replies.pop_front().unwrap_or_else(|| match &script.fallback {
-            Fallback::Echo => Reply::text(format!("echo: {}", last_user_message(&body))),
+        let last_user = last_user_message(&body);
+        let keyed = script
+            .keyed
+            .iter_mut()
+            .find(|(needle, queue)| !queue.is_empty() && last_user.contains(needle.as_str()))
+            .and_then(|(_, queue)| queue.pop_front());
+        let reply = keyed.or_else(|| script.replies.pop_front()).unwrap_or_else(|| match &script.fallback {
+            Fallback::Echo => Reply::text(format!("echo: {last_user}")),
             Fallback::Text(t) => Reply::text(t.clone()),
             Fallback::Status(code) => Reply::Status(*code),
         });

@@ -518,7 +518,15 @@ async fn a_restart_mid_deployment_resumes_it_from_the_stored_facts() {
     };
     assert_eq!(h.agent(id).await.status, AgentStatus::Deploying);
 
-    let h2 = h.restart(config(), Mode::Succeed);
+    // Another process sharing the database leaves a job that is alive alone.
+    let sibling = h.restart(config(), Mode::Succeed);
+    sibling.platform.start().await.unwrap();
+    sibling.platform.wait_idle().await;
+    sibling.platform.shutdown().await;
+    assert!(sibling.deployer.deployed.lock().unwrap().is_empty(), "a live job is not deployed twice");
+    assert_eq!(h.agent(id).await.status, AgentStatus::Deploying);
+
+    let h2 = h.restart(PlatformConfig { deploy_lease: Duration::ZERO, ..config() }, Mode::Succeed);
     h2.platform.start().await.unwrap();
     h2.platform.wait_idle().await;
     let agent = h2.agent(id).await;
@@ -551,7 +559,7 @@ async fn a_restart_mid_deployment_resumes_it_from_the_stored_facts() {
         }
         tokio::task::yield_now().await;
     };
-    let h4 = h3.restart(config(), Mode::Fail);
+    let h4 = h3.restart(PlatformConfig { deploy_lease: Duration::ZERO, ..config() }, Mode::Fail);
     h4.platform.start().await.unwrap();
     h4.platform.wait_idle().await;
     assert_eq!(h4.agent(id).await.status, AgentStatus::Failed);

@@ -1,0 +1,217 @@
+//! `cargo bench --workspace --bench agent`: figures of the release `baal-agent` against the
+//! scripted LLM on loopback. Printed, never asserted (timings depend on the machine).
+//!
+//! - process start → first `/health` 200 (median of several starts);
+//! - resident memory idle, and after 100 chats;
+//! - latency a `/chat` turn adds over the LLM's own time (p50, p99), at 1 and 100 concurrent
+//!   streams: the same scripted answer is timed once straight from the LLM and once through the
+//!   agent, at the same concurrency;
+//! - release binary size.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use baal_core::testing::openai::ScriptedLlm;
+use serde_json::json;
+
+const SECRET: &str = "bench-secret";
+const PYTHON_STARTUP: &str = "2.27 s";
+const PYTHON_IDLE_RSS: &str = "78 MB";
+
+struct Agent {
+    child: Child,
+    base_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(llm_url: &str) -> (Agent, Instant) {
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baal-agent"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("LIBERTAI_API_BASE_URL", llm_url)
+        .env("LIBERTAI_API_KEY", "bench-key")
+        .env("AGENT_SECRET", SECRET)
+        .env("PORT", "0")
+        .env("HEARTBEAT_INTERVAL", "0")
+        .env("OWNER_CHAT_ID", "1")
+        .env("DB_PATH", dir.path().join("agent.db"))
+        .env("WORKSPACE_PATH", dir.path().join("workspace"))
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start baal-agent");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on ").expect("listening line").to_owned();
+    (Agent { child, base_url: format!("http://{addr}"), _dir: dir }, started)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn signed_ms(a: Duration, b: Duration) -> String {
+    format!("{:.2} ms", (a.as_secs_f64() - b.as_secs_f64()) * 1000.0)
+}
+
+async fn chat_once(http: &reqwest::Client, base: &str, chat: String) -> Duration {
+    let t = Instant::now();
+    let body = http
+        .post(format!("{base}/chat"))
+        .bearer_auth(SECRET)
+        .json(&json!({"message": "hello agent", "chat_id": chat}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains(r#""type":"done""#), "{body}");
+    t.elapsed()
+}
+
+async fn llm_once(http: &reqwest::Client, llm: &str) -> Duration {
+    let t = Instant::now();
+    let body = http
+        .post(format!("{llm}/chat/completions"))
+        .bearer_auth("bench-key")
+        .json(&json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hello agent"}]}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("[DONE]"));
+    t.elapsed()
+}
+
+/// Runs `rounds` rounds of `concurrency` simultaneous requests; returns the sorted durations.
+async fn measure<F, Fut>(concurrency: usize, rounds: usize, f: F) -> Vec<Duration>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Duration> + Send + 'static,
+{
+    let mut all = Vec::with_capacity(concurrency * rounds);
+    for round in 0..rounds {
+        let tasks: Vec<_> = (0..concurrency).map(|i| tokio::spawn(f(round * concurrency + i))).collect();
+        for t in tasks {
+            all.push(t.await.unwrap());
+        }
+    }
+    all.sort();
+    all
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let llm = ScriptedLlm::start().await;
+    let llm_url = llm.base_url();
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_baal-agent"));
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+
+    // Start → healthy, median of 7 starts.
+    let mut startups = Vec::new();
+    for _ in 0..7 {
+        let (agent, started) = start(&llm_url);
+        loop {
+            if let Ok(r) = http.get(format!("{}/health", agent.base_url)).send().await
+                && r.status() == 200
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        startups.push(started.elapsed());
+    }
+    startups.sort();
+
+    let (agent, _) = start(&llm_url);
+    let pid = agent.child.id();
+    let _ = http.get(format!("{}/health", agent.base_url)).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = rss_kib(pid);
+
+    let base = agent.base_url.clone();
+    for i in 0..100 {
+        chat_once(&http, &base, format!("warm-{i}")).await;
+    }
+    let after_100 = rss_kib(pid);
+
+    let mut latency = Vec::new();
+    for (concurrency, rounds) in [(1usize, 200usize), (100, 5)] {
+        let h = http.clone();
+        let u = llm_url.clone();
+        let direct = measure(concurrency, rounds, move |_| {
+            let h = h.clone();
+            let u = u.clone();
+            async move { llm_once(&h, &u).await }
+        })
+        .await;
+        let h = http.clone();
+        let b = base.clone();
+        let through = measure(concurrency, rounds, move |i| {
+            let h = h.clone();
+            let b = b.clone();
+            async move { chat_once(&h, &b, format!("c{concurrency}-{i}")).await }
+        })
+        .await;
+        latency.push((concurrency, direct, through));
+    }
+    let after_all = rss_kib(pid);
+    let size = std::fs::metadata(binary).map(|m| m.len()).unwrap_or(0);
+
+    println!();
+    println!("baal-agent benchmark ({})", binary.display());
+    println!("| figure | baal-agent (Rust) | Python agent |");
+    println!("|---|---|---|");
+    println!(
+        "| start → /health 200 (median of 7) | {} (min {}, max {}) | {PYTHON_STARTUP} |",
+        ms(percentile(&startups, 0.5)),
+        ms(startups[0]),
+        ms(*startups.last().unwrap())
+    );
+    println!("| idle RSS | {:.1} MB | {PYTHON_IDLE_RSS} |", idle as f64 / 1024.0);
+    println!("| RSS after 100 chats | {:.1} MB | — |", after_100 as f64 / 1024.0);
+    println!("| RSS after the latency runs ({} more chats) | {:.1} MB | — |", 200 + 500, after_all as f64 / 1024.0);
+    for (concurrency, direct, through) in &latency {
+        let (d50, d99) = (percentile(direct, 0.5), percentile(direct, 0.99));
+        let (t50, t99) = (percentile(through, 0.5), percentile(through, 0.99));
+        println!(
+            "| added /chat latency, {concurrency} concurrent: p50 / p99 | {} / {} (LLM alone {} / {}; via agent {} / {}) | — |",
+            signed_ms(t50, d50),
+            signed_ms(t99, d99),
+            ms(d50),
+            ms(d99),
+            ms(t50),
+            ms(t99)
+        );
+    }
+    println!("| release binary size | {:.1} MB | — |", size as f64 / (1024.0 * 1024.0));
+}

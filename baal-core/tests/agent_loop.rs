@@ -1,0 +1,364 @@
+//! The agent runtime against the scripted LLM, with small test tools.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use baal_core::agent::context::Workspace;
+use baal_core::agent::history::History;
+use baal_core::agent::tools::{SentFile, Tool, ToolContext, ToolOutput, ToolSet};
+use baal_core::agent::{Agent, AgentConfig, AgentSettings, HeartbeatOutcome};
+use baal_core::domain::Role;
+use baal_core::inference::{ClientOptions, OpenAiClient, RetryPolicy};
+use baal_core::proxy::{AgentEvent, ChatRequest};
+use baal_core::testing::openai::{Reply, ScriptedLlm};
+use futures_util::StreamExt;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+const OWNER: &str = "42";
+
+#[derive(Default)]
+struct Notes(Mutex<HashMap<String, String>>);
+
+struct WriteNote(Arc<Notes>);
+struct ReadNote(Arc<Notes>);
+struct SendReport;
+struct Forever(Arc<AtomicBool>);
+
+#[async_trait]
+impl Tool for WriteNote {
+    fn name(&self) -> &'static str {
+        "write_note"
+    }
+    fn description(&self) -> &'static str {
+        "Write a note."
+    }
+    fn parameters(&self) -> Value {
+        json!({"type":"object","properties":{"name":{"type":"string"},"text":{"type":"string"}},"required":["name","text"]})
+    }
+    async fn call(&self, args: Value, _ctx: &ToolContext) -> ToolOutput {
+        let name = args["name"].as_str().unwrap_or_default().to_owned();
+        let text = args["text"].as_str().unwrap_or_default().to_owned();
+        self.0.0.lock().unwrap().insert(name.clone(), text);
+        ToolOutput::ok(format!("wrote {name}"))
+    }
+}
+
+#[async_trait]
+impl Tool for ReadNote {
+    fn name(&self) -> &'static str {
+        "read_note"
+    }
+    fn description(&self) -> &'static str {
+        "Read a note."
+    }
+    fn parameters(&self) -> Value {
+        json!({"type":"object","properties":{"name":{"type":"string"}},"required":["name"]})
+    }
+    async fn call(&self, args: Value, ctx: &ToolContext) -> ToolOutput {
+        assert_eq!(ctx.chat_id, OWNER);
+        match self.0.0.lock().unwrap().get(args["name"].as_str().unwrap_or_default()) {
+            Some(t) => ToolOutput::ok(t.clone()),
+            None => ToolOutput::error("[error: no such note]"),
+        }
+    }
+}
+
+#[async_trait]
+impl Tool for SendReport {
+    fn name(&self) -> &'static str {
+        "send_report"
+    }
+    fn description(&self) -> &'static str {
+        "Send the report file."
+    }
+    fn parameters(&self) -> Value {
+        json!({"type":"object","properties":{}})
+    }
+    async fn call(&self, _args: Value, _ctx: &ToolContext) -> ToolOutput {
+        let mut out = ToolOutput::ok("File sent to user: report.txt");
+        out.file = Some(SentFile { path: "report.txt".into(), caption: "the report".into() });
+        out
+    }
+}
+
+struct SetOnDrop(Arc<AtomicBool>);
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Tool for Forever {
+    fn name(&self) -> &'static str {
+        "forever"
+    }
+    fn description(&self) -> &'static str {
+        "Never ends."
+    }
+    fn parameters(&self) -> Value {
+        json!({"type":"object","properties":{}})
+    }
+    async fn call(&self, _args: Value, _ctx: &ToolContext) -> ToolOutput {
+        let _guard = SetOnDrop(self.0.clone());
+        std::future::pending::<()>().await;
+        ToolOutput::ok("unreachable")
+    }
+}
+
+struct Harness {
+    agent: Agent,
+    llm: ScriptedLlm,
+    notes: Arc<Notes>,
+    cancelled: Arc<AtomicBool>,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness(extra: &[(&str, &str)]) -> Harness {
+    let llm = ScriptedLlm::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut vars = vec![
+        ("LIBERTAI_API_KEY".to_owned(), "k".to_owned()),
+        ("AGENT_SECRET".to_owned(), "s".to_owned()),
+        ("AGENT_NAME".to_owned(), "Loop".to_owned()),
+        ("OWNER_CHAT_ID".to_owned(), OWNER.to_owned()),
+        ("VISITOR_TOOLS".to_owned(), "read_note".to_owned()),
+    ];
+    vars.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+    vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let settings = AgentSettings::from_vars(vars).unwrap();
+    let mut options = ClientOptions::default();
+    options.retry = RetryPolicy::new(0, Duration::from_millis(1));
+    let inference = OpenAiClient::new(&llm.base_url(), SecretString::from("k"), options).unwrap();
+    let notes = Arc::new(Notes::default());
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let tools = ToolSet::from_tools(vec![
+        Arc::new(WriteNote(notes.clone())),
+        Arc::new(ReadNote(notes.clone())),
+        Arc::new(SendReport),
+        Arc::new(Forever(cancelled.clone())),
+    ]);
+    let workspace = Workspace::prepare(&dir.path().join("ws")).unwrap();
+    let history = History::open(&dir.path().join("agent.db")).await.unwrap();
+    let agent = Agent::new(AgentConfig::from_settings(&settings), Arc::new(inference), tools, history, workspace);
+    Harness { agent, llm, notes, cancelled, _dir: dir }
+}
+
+async fn run(agent: &Agent, message: &str, chat: &str, role: Option<Role>) -> Vec<AgentEvent> {
+    let mut request: ChatRequest = serde_json::from_value(json!({"message": message, "chat_id": chat})).unwrap();
+    request.role = role;
+    agent.chat(request).filter(|e| std::future::ready(*e != AgentEvent::Keepalive)).collect().await
+}
+
+#[tokio::test]
+async fn a_multi_step_tool_turn() {
+    let h = harness(&[]).await;
+    h.llm
+        .push(Reply::tool_calls(Some("Saving it."), &[("write_note", r#"{"name":"a","text":"buy milk"}"#)]))
+        .push_tool_call("read_note", r#"{"name":"a"}"#)
+        .push_tool_call("send_report", "{}")
+        .push_text("Your note says: buy milk");
+    let events = run(&h.agent, "note and read back", OWNER, None).await;
+    assert_eq!(
+        events,
+        vec![
+            AgentEvent::Text { content: "Saving it.".into() },
+            AgentEvent::ToolUse { name: "write_note".into(), input: r#"{"name":"a","text":"buy milk"}"#.into() },
+            AgentEvent::ToolResult { name: "write_note".into(), output: "wrote a".into() },
+            AgentEvent::ToolUse { name: "read_note".into(), input: r#"{"name":"a"}"#.into() },
+            AgentEvent::ToolResult { name: "read_note".into(), output: "buy milk".into() },
+            AgentEvent::ToolUse { name: "send_report".into(), input: "{}".into() },
+            AgentEvent::File { path: "report.txt".into(), caption: "the report".into() },
+            AgentEvent::ToolResult { name: "send_report".into(), output: "File sent to user: report.txt".into() },
+            AgentEvent::Text { content: "Your note says: buy milk".into() },
+            AgentEvent::Done,
+        ]
+    );
+    assert_eq!(h.notes.0.lock().unwrap()["a"], "buy milk");
+    // The last request carries the whole tool exchange, paired.
+    let last = h.llm.completion_requests().pop().unwrap().messages();
+    let roles: Vec<&str> = last.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, vec!["system", "user", "assistant", "tool", "assistant", "tool", "assistant", "tool"]);
+    assert_eq!(last[3]["tool_call_id"], last[2]["tool_calls"][0]["id"]);
+    // And the history has it too, ready for the next turn.
+    assert_eq!(h.agent.history().count(OWNER).await.unwrap(), 8);
+}
+
+#[tokio::test]
+async fn bad_arguments_and_unknown_tools_are_reported_to_the_model() {
+    let h = harness(&[]).await;
+    h.llm.push(Reply::tool_calls(None, &[("write_note", "{oops"), ("rm_rf", "{}")])).push_text("ok");
+    let events = run(&h.agent, "x", OWNER, None).await;
+    let outputs: Vec<String> = events
+        .iter()
+        .filter_map(|e| if let AgentEvent::ToolResult { output, .. } = e { Some(output.clone()) } else { None })
+        .collect();
+    assert!(outputs[0].contains("not valid JSON"), "{outputs:?}");
+    assert!(outputs[1].contains("unknown tool 'rm_rf'"), "{outputs:?}");
+    assert_eq!(events.last(), Some(&AgentEvent::Done));
+}
+
+#[tokio::test]
+async fn the_iteration_cap_ends_the_turn() {
+    let h = harness(&[("MAX_TOOL_ITERATIONS", "3")]).await;
+    for _ in 0..5 {
+        h.llm.push_tool_call("read_note", r#"{"name":"none"}"#);
+    }
+    let events = run(&h.agent, "loop forever", OWNER, None).await;
+    assert_eq!(h.llm.completion_requests().len(), 3);
+    assert_eq!(events.iter().filter(|e| matches!(e, AgentEvent::ToolUse { .. })).count(), 3);
+    let n = events.len();
+    assert!(matches!(&events[n - 2], AgentEvent::Text { content } if content.contains("3 steps")), "{events:?}");
+    assert_eq!(events[n - 1], AgentEvent::Done);
+}
+
+#[tokio::test]
+async fn visitors_get_only_visitor_tools() {
+    let h = harness(&[]).await;
+    h.llm.push_tool_call("write_note", r#"{"name":"x","text":"pwned"}"#).push_text("no");
+    let events = run(&h.agent, "write", "visitor-chat", Some(Role::Visitor)).await;
+    assert_eq!(h.llm.completion_requests()[0].tool_names(), vec!["read_note"]);
+    assert!(
+        events.iter().any(|e| matches!(e, AgentEvent::ToolResult { output, .. } if output.contains("not available")))
+    );
+    assert!(h.notes.0.lock().unwrap().is_empty());
+    // Without an explicit role, only OWNER_CHAT_ID is the owner.
+    run(&h.agent, "hi", "someone", None).await;
+    assert_eq!(h.llm.completion_requests()[2].tool_names(), vec!["read_note"]);
+    run(&h.agent, "hi", OWNER, None).await;
+    assert_eq!(h.llm.completion_requests()[3].tool_names().len(), 5);
+}
+
+#[tokio::test]
+async fn dropping_the_stream_cancels_the_running_tool() {
+    let h = harness(&[]).await;
+    h.llm.push_tool_call("forever", "{}");
+    let request = ChatRequest::new("go", OWNER, Role::Owner);
+    let mut stream = h.agent.chat(request);
+    loop {
+        match stream.next().await.unwrap() {
+            AgentEvent::ToolUse { .. } => break,
+            _ => continue,
+        }
+    }
+    assert!(!h.cancelled.load(Ordering::SeqCst));
+    drop(stream);
+    for _ in 0..100 {
+        if h.cancelled.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(h.cancelled.load(Ordering::SeqCst), "the tool kept running after the client left");
+    // The interrupted call gets a placeholder result next turn, so the history stays valid.
+    h.llm.push_text("back");
+    run(&h.agent, "again", OWNER, None).await;
+    let messages = h.llm.completion_requests().pop().unwrap().messages();
+    let roles: Vec<&str> = messages.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, vec!["system", "user", "assistant", "tool", "user"]);
+    assert!(messages[3]["content"].as_str().unwrap().contains("interrupted"));
+}
+
+#[tokio::test]
+async fn keepalives_flow_while_the_model_is_slow() {
+    let h = harness(&[("KEEPALIVE_INTERVAL", "1")]).await;
+    h.llm.set_chunk_delay(Duration::from_millis(700));
+    h.llm.push_text("slow");
+    let request = ChatRequest::new("hi", OWNER, Role::Owner);
+    let events: Vec<AgentEvent> = h.agent.chat(request).collect().await;
+    assert!(events.contains(&AgentEvent::Keepalive), "{events:?}");
+    assert_eq!(events.last(), Some(&AgentEvent::Done));
+}
+
+#[tokio::test]
+async fn turns_of_one_chat_never_interleave() {
+    let h = harness(&[]).await;
+    h.llm.set_chunk_delay(Duration::from_millis(5));
+    let turns: Vec<_> = (0..4)
+        .map(|i| {
+            let agent = h.agent.clone();
+            tokio::spawn(async move { run(&agent, &format!("message {i}"), OWNER, None).await })
+        })
+        .collect();
+    for t in turns {
+        t.await.unwrap();
+    }
+    let rows = h.agent.history().rows(OWNER).await.unwrap();
+    assert_eq!(rows.len(), 8);
+    for pair in rows.chunks(2) {
+        let question = pair[0].message.content.clone().unwrap();
+        assert_eq!(pair[1].message.content.clone().unwrap(), format!("echo: {question}"));
+    }
+}
+
+#[tokio::test]
+async fn heartbeat_runs_only_when_there_is_something_new_and_reaches_only_the_owner() {
+    let h = harness(&[]).await;
+    let file = h.agent.workspace().heartbeat_file();
+    assert_eq!(h.agent.heartbeat_tick().await, HeartbeatOutcome::Idle);
+    std::fs::write(&file, "# Heartbeat\n<!-- add tasks below -->\n\n").unwrap();
+    assert_eq!(h.agent.heartbeat_tick().await, HeartbeatOutcome::Idle);
+    assert!(h.llm.completion_requests().is_empty(), "an idle agent must spend no tokens");
+
+    std::fs::write(&file, "# Heartbeat\n- remind me to water the plants\n").unwrap();
+    h.llm.push_text("Time to water the plants!");
+    assert_eq!(h.agent.heartbeat_tick().await, HeartbeatOutcome::Ran { delivered: true });
+    assert_eq!(h.agent.heartbeat_tick().await, HeartbeatOutcome::NotDue);
+    assert_eq!(h.llm.completion_requests().len(), 1);
+    let prompt = h.llm.completion_requests()[0].messages();
+    assert!(prompt[1]["content"].as_str().unwrap().contains("HEARTBEAT.md"));
+
+    assert!(h.agent.history().take_pending(Some("visitor")).await.unwrap().is_empty());
+    let owner = h.agent.history().take_pending(Some(OWNER)).await.unwrap();
+    assert_eq!(owner.len(), 1);
+    assert_eq!(owner[0].source, "heartbeat");
+    assert_eq!(owner[0].content, "[Heartbeat] Time to water the plants!");
+
+    // Changed content runs again; HEARTBEAT_OK is not delivered.
+    std::fs::write(&file, "# Heartbeat\n- check the mail\n").unwrap();
+    h.llm.push_text("HEARTBEAT_OK");
+    assert_eq!(h.agent.heartbeat_tick().await, HeartbeatOutcome::Ran { delivered: false });
+    assert!(h.agent.history().take_pending(None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn heartbeat_without_an_owner_delivers_nothing() {
+    let h = harness(&[("OWNER_CHAT_ID", "")]).await;
+    std::fs::write(h.agent.workspace().heartbeat_file(), "- say hi\n").unwrap();
+    assert_eq!(h.agent.heartbeat_tick().await, HeartbeatOutcome::Ran { delivered: false });
+    assert!(h.agent.history().take_pending(None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_retried_message_whose_first_attempt_got_no_answer_is_stored_once() {
+    let h = harness(&[]).await;
+    h.llm.push(Reply::status(500));
+    let events = run(&h.agent, "hello?", OWNER, None).await;
+    assert!(matches!(events[0], AgentEvent::Error { .. }));
+    h.llm.push_text("hi!");
+    run(&h.agent, "hello?", OWNER, None).await;
+    let rows = h.agent.history().rows(OWNER).await.unwrap();
+    let contents: Vec<_> = rows.iter().map(|r| r.message.content.clone().unwrap_or_default()).collect();
+    assert_eq!(contents, vec!["hello?", "hi!"]);
+    // Once answered, the same words are a new message.
+    run(&h.agent, "hello?", OWNER, None).await;
+    assert_eq!(h.agent.history().count(OWNER).await.unwrap(), 4);
+}
+
+#[tokio::test]
+async fn keepalives_flow_while_a_tool_runs() {
+    let h = harness(&[("KEEPALIVE_INTERVAL", "1")]).await;
+    h.llm.push_tool_call("forever", "{}");
+    let mut stream = h.agent.chat(ChatRequest::new("go", OWNER, Role::Owner));
+    let mut keepalives = 0;
+    while keepalives < 2 {
+        let event = stream.next().await.unwrap();
+        if event == AgentEvent::Keepalive {
+            keepalives += 1;
+        }
+    }
+}
