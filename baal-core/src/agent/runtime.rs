@@ -16,9 +16,9 @@ use crate::domain::Role;
 use crate::inference::{ChatMessage, CompletionRequest, Inference, InferenceError, ToolSpec};
 use crate::proxy::{AgentEvent, ChatRequest};
 
-use super::compaction::{CompactionConfig, prepare_context};
+use super::compaction::{CompactionConfig, prepare_loaded_context};
 use super::context::Workspace;
-use super::history::{History, HistoryError};
+use super::history::{History, HistoryError, StoredMessage};
 use super::settings::AgentSettings;
 use super::tools::{SentFile, ToolContext, ToolOutput, ToolSet};
 
@@ -222,21 +222,31 @@ impl Agent {
         let _serialised = lock.lock().await;
         let history = &self.inner.history;
         let user = ChatMessage::user(request.message.clone());
+        let compaction = self.inner.config.compaction;
+        let mut loaded = history.load(&request.chat_id, compaction.max_history).await?;
         // A bot that retries a request whose first attempt got no answer re-sends the same
         // message: store it once, so the model does not see it twice.
-        let unanswered_duplicate = history.last(&request.chat_id).await?.is_some_and(|last| last.message == user);
+        let unanswered_duplicate = loaded.last().is_some_and(|last| last.id != 0 && last.message == user);
         if !unanswered_duplicate {
-            history.append(&request.chat_id, &user).await?;
+            let id = history.append(&request.chat_id, &user).await?;
+            loaded.push(StoredMessage::new(id, user));
+            let stored_rows = loaded.iter().filter(|r| r.id != 0).count() as u64;
+            if stored_rows > compaction.max_history
+                && let Some(oldest) = loaded.iter().position(|r| r.id != 0)
+            {
+                loaded.remove(oldest);
+            }
         }
         let (specs, names) = self.tool_specs(role, true);
         let system = ChatMessage::system(self.system_prompt(&names));
-        let messages = prepare_context(
+        let messages = prepare_loaded_context(
             history,
             self.inner.inference.as_ref(),
             &self.inner.config.model,
             &request.chat_id,
             system,
-            self.inner.config.compaction,
+            compaction,
+            loaded,
         )
         .await?;
         let turn = Turn {
