@@ -442,7 +442,9 @@ impl Agent {
             return;
         };
         let history = &self.inner.history;
-        if let Err(e) = history.push_pending(owner, text, source).await {
+        if !text.is_empty()
+            && let Err(e) = history.push_pending(owner, text, source).await
+        {
             tracing::warn!(%e, "could not queue a message for the owner");
         }
         for file in files {
@@ -495,23 +497,8 @@ impl Agent {
             tracing::info!("no OWNER_CHAT_ID: heartbeat output dropped");
             return HeartbeatOutcome::Ran { delivered: false };
         }
-        if text.is_empty() {
-            self.deliver_files_only(&outcome.files).await;
-        } else {
-            self.deliver_to_owner(&text, "heartbeat", &outcome.files, "heartbeat_file").await;
-        }
+        self.deliver_to_owner(&text, "heartbeat", &outcome.files, "heartbeat_file").await;
         HeartbeatOutcome::Ran { delivered: true }
-    }
-
-    async fn deliver_files_only(&self, files: &[SentFile]) {
-        if let Some(owner) = self.inner.config.owner_chat_id.as_deref() {
-            for file in files {
-                let content = json!({"type": "file", "path": file.path, "caption": file.caption}).to_string();
-                if let Err(e) = self.inner.history.push_pending(owner, &content, "heartbeat_file").await {
-                    tracing::warn!(%e, "could not queue a file for the owner");
-                }
-            }
-        }
     }
 
     /// Runs [`Agent::heartbeat_tick`] every `interval` (the first one after `interval`).
