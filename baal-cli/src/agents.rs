@@ -1,9 +1,18 @@
-//! `baal-cli agents …`
+//! `baal-cli agents …`: list, show and delete agents. Nothing here prints a secret: sealed values
+//! appear only as "set" or "unset".
 
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use baal_core::config::Settings;
+use baal_core::domain::{Agent, AgentId, AgentStatus};
+use baal_core::store::{AgentFilter, SqlStore, Store};
+use chrono::{DateTime, Utc};
 use clap::Subcommand;
+use serde::Serialize;
+
+use crate::{open_store, print_listing, print_table};
 
 #[derive(Debug, Subcommand)]
 pub enum AgentsCommand {
@@ -34,6 +43,220 @@ pub enum AgentsCommand {
     },
 }
 
-pub async fn run(_settings: &Settings, _command: AgentsCommand) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`agents` is not built yet")
+pub async fn run(settings: &Settings, command: AgentsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AgentsCommand::List { owner, status, json } => list(settings, owner, status.as_deref(), json).await,
+        AgentsCommand::Show { id } => show(settings, &id).await,
+        AgentsCommand::Delete { id, yes } => delete(settings, &id, yes).await,
+    }
+}
+
+/// What `agents list --json` prints per agent: every fact an operator needs, no secret.
+#[derive(Debug, Serialize)]
+struct AgentSummary<'a> {
+    id: i64,
+    owner_id: i64,
+    name: &'a str,
+    model: &'a str,
+    status: AgentStatus,
+    deleted: bool,
+    slug: &'a str,
+    vm_url: Option<&'a str>,
+    instance_hash: Option<&'a str>,
+    crn_url: Option<&'a str>,
+    token: &'static str,
+    visitor_tools: &'a [String],
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl<'a> From<&'a Agent> for AgentSummary<'a> {
+    fn from(agent: &'a Agent) -> Self {
+        AgentSummary {
+            id: agent.id.0,
+            owner_id: agent.owner_id,
+            name: &agent.name,
+            model: &agent.model,
+            status: agent.status,
+            deleted: agent.deleted,
+            slug: &agent.slug,
+            vm_url: agent.deployment.vm_url.as_deref(),
+            instance_hash: agent.deployment.instance_hash.as_deref(),
+            crn_url: agent.deployment.crn_url.as_deref(),
+            token: set_or_unset(agent.token_sealed.is_some()),
+            visitor_tools: &agent.visitor_tools,
+            created_at: agent.created_at,
+            updated_at: agent.updated_at,
+        }
+    }
+}
+
+async fn list(settings: &Settings, owner: Option<i64>, status: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let mut filter = AgentFilter::all();
+    if let Some(owner) = owner {
+        filter = filter.owner(owner);
+    }
+    if let Some(status) = status {
+        filter = filter.status(status.parse::<AgentStatus>()?);
+    }
+    let store = open_store(settings).await?;
+    let agents = store.list_agents(&filter).await?;
+    let summaries: Vec<AgentSummary<'_>> = agents.iter().map(AgentSummary::from).collect();
+    print_listing(json, &summaries, "No agents.", &["ID", "OWNER", "STATUS", "MODEL", "NAME", "URL", "CREATED"], |a| {
+        vec![
+            a.id.to_string(),
+            a.owner_id.to_string(),
+            a.status.to_string(),
+            a.model.to_owned(),
+            a.name.to_owned(),
+            a.vm_url.unwrap_or("-").to_owned(),
+            a.created_at.format("%Y-%m-%d %H:%M").to_string(),
+        ]
+    })
+}
+
+fn set_or_unset(set: bool) -> &'static str {
+    if set { "set" } else { "unset" }
+}
+
+fn parse_id(raw: &str) -> anyhow::Result<AgentId> {
+    raw.parse::<AgentId>()
+        .with_context(|| format!("{raw:?} is not an agent id: pass the number shown by `agents list`"))
+}
+
+/// The agent with `raw` id, or `None` after saying that no such agent exists.
+async fn find_agent(store: &SqlStore, raw: &str) -> anyhow::Result<Option<Agent>> {
+    let id = parse_id(raw)?;
+    let agent = store.agent_get(id).await?;
+    if agent.is_none() {
+        eprintln!("No agent with id {id}. See `baal-cli agents list`.");
+    }
+    Ok(agent)
+}
+
+async fn show(settings: &Settings, raw_id: &str) -> anyhow::Result<ExitCode> {
+    let store = open_store(settings).await?;
+    let Some(agent) = find_agent(&store, raw_id).await? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let owner = store.user_get(agent.owner_id).await?;
+    let owner_text = match owner.and_then(|u| u.username) {
+        Some(name) => format!("{} (@{name})", agent.owner_id),
+        None => agent.owner_id.to_string(),
+    };
+    let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".into());
+    let deployment = &agent.deployment;
+    let tools = if agent.visitor_tools.is_empty() { "none".to_owned() } else { agent.visitor_tools.join(", ") };
+    let fields = [
+        ("Agent", format!("{} \"{}\"", agent.id, agent.name)),
+        ("Owner", owner_text),
+        ("Model", agent.model.clone()),
+        ("Status", format!("{}{}", agent.status, if agent.deleted { " (deleted)" } else { "" })),
+        ("Share slug", agent.slug.clone()),
+        ("Visitor tools", tools),
+        ("Token", set_or_unset(agent.token_sealed.is_some()).to_owned()),
+        ("VM URL", or_dash(&deployment.vm_url)),
+        ("Instance", or_dash(&deployment.instance_hash)),
+        ("CRN", or_dash(&deployment.crn_url)),
+        (
+            "SSH",
+            match (&deployment.vm_host, deployment.ssh_port) {
+                (Some(host), Some(port)) => format!("{host}:{port}"),
+                (Some(host), None) => host.clone(),
+                _ => "-".into(),
+            },
+        ),
+        ("SSH host key", if deployment.ssh_host_key.is_some() { "pinned" } else { "not pinned" }.to_owned()),
+        ("Created", agent.created_at.to_rfc3339()),
+        ("Updated", agent.updated_at.to_rfc3339()),
+    ];
+    let label_width = fields.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+    for (label, value) in &fields {
+        println!("{label:<label_width$}  {value}");
+    }
+    println!("Prompt:");
+    for line in agent.system_prompt.lines() {
+        println!("  {line}");
+    }
+
+    let events = store.events_for(agent.id).await?;
+    println!();
+    if events.is_empty() {
+        println!("Deployment history: none");
+    } else {
+        println!("Deployment history:");
+        let rows: Vec<Vec<String>> = events
+            .iter()
+            .map(|e| {
+                vec![
+                    e.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    e.step.clone(),
+                    e.outcome.clone(),
+                    e.detail.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        print_table(&["WHEN (UTC)", "STEP", "OUTCOME", "DETAIL"], &rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn delete(settings: &Settings, raw_id: &str, yes: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store(settings).await?;
+    let Some(agent) = find_agent(&store, raw_id).await? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    if agent.deleted {
+        eprintln!("Agent {} \"{}\" is already deleted.", agent.id, agent.name);
+        return Ok(ExitCode::FAILURE);
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            eprintln!(
+                "Not deleting agent {} \"{}\": there is no terminal to confirm on. Pass --yes to delete without asking.",
+                agent.id, agent.name
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        if !confirm(&format!("Delete agent {} \"{}\"? [y/N] ", agent.id, agent.name))? {
+            println!("Nothing deleted.");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+
+    tear_down(&agent);
+    if !store.agent_soft_delete(agent.id).await? {
+        // Another operator or the bot deleted it between our read and now.
+        eprintln!("Agent {} was deleted by someone else meanwhile.", agent.id);
+        return Ok(ExitCode::FAILURE);
+    }
+    store
+        .event_record(agent.id, "delete", "succeeded", Some("marked deleted by baal-cli; its VM was not torn down"))
+        .await?;
+    println!("Agent {} \"{}\" is marked deleted.", agent.id, agent.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where the deployer's `destroy` goes once it exists: it must run before the soft delete, so a
+/// failed teardown leaves the agent visible and retryable instead of hiding a paid VM.
+fn tear_down(agent: &Agent) {
+    let runs_somewhere = agent.deployment.instance_hash.is_some() || agent.deployment.vm_url.is_some();
+    if runs_somewhere {
+        println!(
+            "VM teardown comes with the deployer: agent {}'s VM ({}) is left as it is; stop it by hand if needed.",
+            agent.id,
+            agent.deployment.instance_hash.as_deref().or(agent.deployment.vm_url.as_deref()).unwrap_or("-")
+        );
+    } else {
+        println!("VM teardown comes with the deployer; agent {} has no recorded VM.", agent.id);
+    }
+}
+
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    let mut stdout = std::io::stdout();
+    write!(stdout, "{question}")?;
+    stdout.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }

@@ -1,13 +1,171 @@
 //! `baal-cli doctor` and `baal-cli migrate`.
+//!
+//! Doctor prints one ✓ or ✗ line per check, each ✗ with how to fix it, and exits non-zero when
+//! something needed is missing. It never prints a secret, only whether it is set and usable.
 
 use std::process::ExitCode;
 
-use baal_core::config::Settings;
+use baal_core::config::{DeployerKind, Settings, redact_url_password};
+use baal_core::secrets::SecretBox;
+use baal_core::store::SqlStore;
+use clap::Args;
 
-pub async fn run(_settings: &Settings) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`doctor` is not built yet")
+use crate::open_store;
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Check for the terminal console (`baal-cli console`) only: no Telegram settings needed.
+    #[arg(long)]
+    pub console: bool,
 }
 
-pub async fn migrate(_settings: &Settings) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`migrate` is not built yet")
+/// Counts what failed while printing each finding as it is made.
+#[derive(Default)]
+struct Report {
+    problems: usize,
+}
+
+impl Report {
+    fn section(&self, title: &str) {
+        println!("\n{title}");
+    }
+
+    fn pass(&mut self, text: &str) {
+        println!("  ✓ {text}");
+    }
+
+    fn fail(&mut self, text: &str) {
+        self.problems += 1;
+        println!("  ✗ {text}");
+    }
+
+    /// The file a setting names exists.
+    fn file(&mut self, variable: &str, path: &std::path::Path, fix: &str) {
+        if path.is_file() {
+            self.pass(&format!("{variable} points at {}", path.display()));
+        } else {
+            self.fail(&format!("{variable}: no file at {}; {fix}", path.display()));
+        }
+    }
+
+    fn finish(self) -> ExitCode {
+        println!();
+        if self.problems == 0 {
+            println!("Everything Baal needs is in place.");
+            ExitCode::SUCCESS
+        } else {
+            println!("{} problem(s) to fix before Baal can run; see the ✗ lines above.", self.problems);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub async fn run(settings: anyhow::Result<Settings>, args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let mut report = Report::default();
+    report.section("Settings");
+    let settings = match settings {
+        Ok(settings) => {
+            report.pass("settings read from the environment and .env");
+            settings
+        }
+        Err(err) => {
+            report.fail(&format!("{err:#}"));
+            return Ok(report.finish());
+        }
+    };
+
+    report.section("Core");
+    check_encryption_key(&settings, &mut report);
+    if settings.libertai_api_key.is_some() {
+        report.pass("LIBERTAI_API_KEY is set (inference for users without their own key)");
+    } else {
+        report.fail(
+            "LIBERTAI_API_KEY: not set. Set the operator's LibertAI API key; agents of users without \
+             their own key run on it",
+        );
+    }
+    let shown_url = redact_url_password(&settings.database_url);
+    match SqlStore::open(&settings.database_url).await {
+        Ok(store) => {
+            let backend = if store.is_postgres() { "PostgreSQL" } else { "SQLite" };
+            report.pass(&format!("database {shown_url} opens and is migrated ({backend})"));
+            let _ = store.close().await;
+        }
+        Err(err) => report.fail(&err.to_string()),
+    }
+
+    if args.console {
+        report.section("Front-end: console");
+        report.pass("the console needs nothing beyond the core");
+    } else {
+        check_telegram(&settings, &mut report);
+    }
+    check_deployer(&settings, &mut report);
+    Ok(report.finish())
+}
+
+fn check_encryption_key(settings: &Settings, report: &mut Report) {
+    match settings.require_encryption_key() {
+        Err(err) => report.fail(&err.to_string()),
+        Ok(key) => match SecretBox::from_secret(key) {
+            Ok(_) => report.pass("BOT_ENCRYPTION_KEY is a valid 32-byte key"),
+            Err(err) => report.fail(&format!("BOT_ENCRYPTION_KEY: {err}")),
+        },
+    }
+}
+
+fn check_telegram(settings: &Settings, report: &mut Report) {
+    report.section("Front-end: Telegram (baal-telegram; use --console to check for the console instead)");
+    let missing = |report: &mut Report, name: &str, fix: &str| report.fail(&format!("{name}: not set. {fix}"));
+    if settings.telegram_bot_token.is_some() {
+        report.pass("TELEGRAM_BOT_TOKEN is set");
+    } else {
+        missing(report, "TELEGRAM_BOT_TOKEN", "Create a bot with @BotFather and put its token in .env");
+    }
+    if let Some(id) = settings.telegram_api_id {
+        report.pass(&format!("TELEGRAM_API_ID is {id}"));
+    } else {
+        missing(report, "TELEGRAM_API_ID", "Get an api_id at https://my.telegram.org → API development tools");
+    }
+    if settings.telegram_api_hash.is_some() {
+        report.pass("TELEGRAM_API_HASH is set");
+    } else {
+        missing(report, "TELEGRAM_API_HASH", "Get an api_hash at https://my.telegram.org → API development tools");
+    }
+}
+
+fn check_deployer(settings: &Settings, report: &mut Report) {
+    report.section("Deployer");
+    match settings.deployer_kind() {
+        DeployerKind::Aleph => match settings.require_aleph() {
+            Err(err) => report.fail(&err.to_string()),
+            Ok(_) => {
+                report.pass("Aleph Cloud selected (ALEPH_PRIVATE_KEY and ALEPH_SSH_PUBKEY are set)");
+                report.file(
+                    "ALEPH_SSH_PRIVKEY_PATH",
+                    &settings.aleph_ssh_privkey_path,
+                    "point it at the private key matching ALEPH_SSH_PUBKEY",
+                );
+            }
+        },
+        DeployerKind::Local => {
+            report.pass(&format!(
+                "local deployer selected: agents run as processes on this machine, data in {} \
+                 (set ALEPH_PRIVATE_KEY to deploy on Aleph Cloud)",
+                settings.data_dir.display()
+            ));
+        }
+        // A kind added later is reported until doctor learns its checks.
+        _ => report.pass("a deployer is selected"),
+    }
+    if let Some(bin) = &settings.agent_bin {
+        report.file("BAAL_AGENT_BIN", bin, "build it with `cargo build --release -p baal-agent`, or unset it");
+    }
+}
+
+pub async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let store = open_store(settings).await?;
+    let _ = store.close().await;
+    println!("Database {} is migrated and up to date.", redact_url_password(&settings.database_url));
+    Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,8 @@ mod users;
 
 use std::process::ExitCode;
 
+use baal_core::config::Settings;
+use baal_core::store::SqlStore;
 use clap::{Parser, Subcommand};
 
 /// Operate a Baal platform.
@@ -38,7 +40,7 @@ enum Command {
     /// Run database migrations (they also run whenever Baal opens the database).
     Migrate,
     /// Check the settings and the database and say what is missing and how to fix it.
-    Doctor,
+    Doctor(doctor::DoctorArgs),
     /// Aleph Cloud: inspect signed messages and the operator's account.
     #[command(subcommand)]
     Aleph(aleph::AlephCommand),
@@ -66,31 +68,81 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let settings = load_settings(cli.database_url)?;
+    let database_url = cli.database_url;
+    let settings = || load_settings(database_url.clone());
     match cli.command {
-        Command::Agents(command) => agents::run(&settings, command).await,
-        Command::Users(command) => users::run(&settings, command).await,
+        Command::Agents(command) => agents::run(&settings()?, command).await,
+        Command::Users(command) => users::run(&settings()?, command).await,
+        // Needs no settings: a malformed .env must not stop the operator from making a key.
         Command::Keygen => {
             let key = baal_core::secrets::generate_key()?;
             // The one place a secret is printed on purpose: the operator asked for a new key.
             println!("{}", secrecy::ExposeSecret::expose_secret(&key));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Migrate => doctor::migrate(&settings).await,
-        Command::Doctor => doctor::run(&settings).await,
-        Command::Aleph(command) => aleph::run(&settings, command).await,
-        Command::Console(args) => console::run(settings, args).await,
+        Command::Migrate => doctor::migrate(&settings()?).await,
+        // Doctor reports a settings error as one of its findings rather than stopping at it.
+        Command::Doctor(args) => doctor::run(settings(), args).await,
+        Command::Aleph(command) => aleph::run(&settings()?, command).await,
+        Command::Console(args) => console::run(settings()?, args).await,
     }
 }
 
 /// Settings from `.env` and the environment, with `--database-url` taking precedence.
-fn load_settings(database_url: Option<String>) -> anyhow::Result<baal_core::config::Settings> {
+fn load_settings(database_url: Option<String>) -> anyhow::Result<Settings> {
     let _ = dotenvy::dotenv();
     let mut vars: Vec<(String, String)> = std::env::vars().collect();
     if let Some(url) = database_url {
         vars.push(("DATABASE_URL".into(), url));
     }
-    Ok(baal_core::config::Settings::from_vars(vars)?)
+    Ok(Settings::from_vars(vars)?)
+}
+
+/// Opens (and migrates) the database the settings name. The error names the URL, password hidden.
+pub(crate) async fn open_store(settings: &Settings) -> anyhow::Result<SqlStore> {
+    Ok(SqlStore::open(&settings.database_url).await?)
+}
+
+/// Prints `items` as pretty JSON for scripts, or as a table of `row(item)` under `headers` for
+/// people (`empty` when there is nothing to show).
+pub(crate) fn print_listing<T: serde::Serialize>(
+    json: bool,
+    items: &[T],
+    empty: &str,
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(items)?);
+    } else if items.is_empty() {
+        println!("{empty}");
+    } else {
+        print_table(headers, &items.iter().map(row).collect::<Vec<_>>());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints rows under headers with every column padded to its widest cell. Hand-written because
+/// a table crate would add build time for what is a dozen lines here.
+pub(crate) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell}{}", " ".repeat(width - cell.chars().count())))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
 }
 
 #[cfg(test)]

@@ -84,6 +84,14 @@ pub struct Settings {
     pub aleph_domain_gateway_url: String,
     /// `ALEPH_CHANNEL`.
     pub aleph_channel: String,
+    /// `ALEPH_VM_VCPUS`: vCPUs of each agent VM (default 1).
+    pub aleph_vm_vcpus: u32,
+    /// `ALEPH_VM_MEMORY_MIB`: memory of each agent VM in MiB (default 2048).
+    pub aleph_vm_memory_mib: u64,
+    /// `ALEPH_VM_DISK_MIB`: root disk of each agent VM in MiB (default 20480, the image minimum).
+    pub aleph_vm_disk_mib: u64,
+    /// `ALEPH_ROOTFS`: item hash of the VM image (default: Ubuntu 24.04).
+    pub aleph_rootfs: Option<String>,
     /// `BOT_ENCRYPTION_KEY`: 32 bytes (base64 or hex) sealing secrets at rest.
     pub bot_encryption_key: Option<SecretString>,
     /// `DATABASE_URL`; SQLite `./baal.db` by default.
@@ -152,6 +160,10 @@ impl Settings {
             aleph_crn_list_url: url_or(&env, "ALEPH_CRN_LIST_URL", "https://crns-list.aleph.sh/crns.json")?,
             aleph_domain_gateway_url: url_or(&env, "ALEPH_DOMAIN_GATEWAY_URL", "https://api.2n6.me")?,
             aleph_channel: text("ALEPH_CHANNEL").unwrap_or_else(|| "BAAL".into()),
+            aleph_vm_vcpus: parse_number(&env, "ALEPH_VM_VCPUS", "a whole number of vCPUs")?.unwrap_or(1),
+            aleph_vm_memory_mib: parse_number(&env, "ALEPH_VM_MEMORY_MIB", "a whole number of MiB")?.unwrap_or(2048),
+            aleph_vm_disk_mib: parse_number(&env, "ALEPH_VM_DISK_MIB", "a whole number of MiB")?.unwrap_or(20480),
+            aleph_rootfs: text("ALEPH_ROOTFS"),
             bot_encryption_key: secret("BOT_ENCRYPTION_KEY"),
             database_url: text("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
             free_tier_daily_messages: parse_number(&env, "FREE_TIER_DAILY_MESSAGES", "a whole number of messages")?

@@ -19,6 +19,8 @@
 //! - [`platform`]: the bot's brain; front-ends implement [`platform::Messenger`].
 //! - `testing` (feature `testing`): loopback doubles for tests.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod deploy;
 pub mod domain;

@@ -77,11 +77,13 @@ async fn runs_tools_unprivileged_when_root() {
     }
     let (_dir, ws) = workspace();
     let set = ToolSet::standard(ToolConfig::new(&ws));
-    let out = bash(&set, json!({"command": "id -u; id -G; echo \"$HOME\" \"$USER\""})).await;
+    let out = bash(&set, json!({"command": "id -u; id -G; echo \"$HOME\" \"$USER\"; ulimit -u; ulimit -c"})).await;
     let lines: Vec<&str> = out.content.lines().collect();
     assert_ne!(lines[0], "0", "{}", out.content);
     assert!(!lines[1].split(' ').any(|g| g == "0"), "still in group root: {}", out.content);
     assert!(lines[2].ends_with(" nobody"), "{}", out.content);
+    assert_eq!(lines[3], "1024", "process limit: {}", out.content);
+    assert_eq!(lines[4], "0", "core limit: {}", out.content);
 
     let mut config = ToolConfig::new(&ws);
     config.tools_user = "no-such-user-baal".into();
@@ -192,20 +194,26 @@ fn run_probe(uid: Option<u32>) {
 #[ignore = "run by secrets_are_unreachable_from_bash in a child process holding a secret"]
 async fn secret_probe() {
     assert_eq!(std::env::var(SECRET_VAR).as_deref(), Ok(SECRET_VALUE), "run through secrets_are_unreachable_from_bash");
-    let (_dir, ws) = workspace();
+    // An agent directory as the local deployer lays it out: the settings file (holding the
+    // secret) beside the workspace, owned by the agent's user. Not under /tmp, which tools may read.
+    let agent_dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    std::fs::set_permissions(agent_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let settings = agent_dir.path().join("settings.json");
+    std::fs::write(&settings, format!("{{\"AGENT_SECRET\": \"{SECRET_VALUE}\"}}")).unwrap();
+    std::fs::set_permissions(&settings, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ws = agent_dir.path().join("workspace");
     let set = ToolSet::standard(ToolConfig::new(&ws));
     let agent_pid = std::process::id();
     if std::env::var_os("BAAL_PROBE_SAME_USER").is_some() {
-        // Control: before hardening, a same-user tool process can read the agent's environment.
-        let out = bash(&set, json!({ "command": format!("cat /proc/{agent_pid}/environ") })).await;
-        assert!(
-            out.content.contains(SECRET_VALUE),
-            "the control read failed, the probe proves nothing:\n{}",
-            out.content
-        );
+        // Control: without the sandbox, a same-user process reads both.
+        let environ = std::process::Command::new("cat").arg(format!("/proc/{agent_pid}/environ")).output().unwrap();
+        assert!(String::from_utf8_lossy(&environ.stdout).contains(SECRET_VALUE), "control read of environ failed");
+        let file = std::process::Command::new("cat").arg(&settings).output().unwrap();
+        assert!(String::from_utf8_lossy(&file.stdout).contains(SECRET_VALUE), "control read of settings failed");
     }
     sandbox::harden_process().unwrap();
     assert!(sandbox::is_hardened());
+    let settings_abs = settings.display().to_string();
     for command in [
         "env".to_string(),
         "printenv".to_string(),
@@ -218,11 +226,52 @@ async fn secret_probe() {
         format!("head -c 100000 /proc/{agent_pid}/mem"),
         format!("grep -a {SECRET_VALUE} /proc/{agent_pid}/cmdline /proc/{agent_pid}/environ"),
         "for f in /proc/[0-9]*/environ; do cat \"$f\" 2>/dev/null; done | tr '\\0' '\\n'".to_string(),
+        "cat ../settings.json".to_string(),
+        "cat \"$HOME/../settings.json\"".to_string(),
+        format!("cat {settings_abs}"),
+        "cp ../settings.json copy.json; cat copy.json".to_string(),
+        format!("python3 -c 'print(open(\"{settings_abs}\").read())'"),
     ] {
         let out = bash(&set, json!({ "command": command })).await;
         assert!(!out.content.contains(SECRET_VALUE), "`{command}` leaked the secret:\n{}", out.content);
     }
-    // The probe itself works: a variable set by the command is visible.
-    let out = bash(&set, json!({"command": "X=visible env | grep ^X="})).await;
-    assert!(out.content.starts_with("X=visible"), "{}", out.content);
+    // The probe itself works: a variable set by the command is visible, the workspace is writable.
+    let out = bash(&set, json!({"command": "X=visible env | grep ^X=; echo ok > w.txt && cat w.txt"})).await;
+    assert!(out.content.starts_with("X=visible\nok\n"), "{}", out.content);
+    if landlock_abi() >= 6 {
+        // Landlock scoping: tools cannot signal the agent, even as its own user.
+        let out = bash(&set, json!({ "command": format!("kill -0 {agent_pid} && echo reached") })).await;
+        assert!(!out.content.contains("reached"), "a tool process could signal the agent: {}", out.content);
+    }
+}
+
+/// The kernel's Landlock ABI version (0 without Landlock).
+fn landlock_abi() -> i64 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with the VERSION flag the call reads no memory and only returns the ABI version.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    abi.max(0)
+}
+
+#[tokio::test]
+async fn tool_processes_write_only_the_workspace_and_scratch() {
+    if landlock_abi() == 0 {
+        return;
+    }
+    let (_dir, ws) = workspace();
+    let set = ToolSet::standard(ToolConfig::new(&ws));
+    let outside = tempfile::tempdir_in("/var/tmp").unwrap();
+    std::fs::set_permissions(outside.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let target = outside.path().join("escaped.txt");
+    let out = bash(&set, json!({ "command": format!("echo x > {}", target.display()) })).await;
+    assert!(!target.exists(), "wrote outside the workspace: {}", out.content);
+    let out = bash(&set, json!({"command": "t=$(mktemp) && echo scratch > \"$t\" && cat \"$t\" && rm \"$t\"; ls /usr > /dev/null && echo listed"})).await;
+    assert!(out.content.starts_with("scratch\nlisted\n"), "{}", out.content);
 }

@@ -274,3 +274,45 @@ async fn read_file_caps_its_output() {
     assert!(out.content.len() < 1200, "{}", out.content.len());
     assert!(out.content.contains("offset="), "{}", out.content);
 }
+
+/// What the server's `/files` route relies on (the Python tests' `/files` cases, minus HTTP).
+#[test]
+fn open_existing_serves_only_workspace_files() {
+    use std::io::Read;
+    let f = fixture();
+    std::fs::write(f.ws.join(".env"), "AGENT_SECRET=s\n").unwrap();
+    let mut config = ToolConfig::new(&f.ws);
+    config.sensitive_names.push("settings.json".into());
+    std::fs::write(f.ws.join("settings.json"), "{}").unwrap();
+    let w = config.workspace_resolver();
+    let mut text = String::new();
+    w.open_existing("sub/inner.txt").unwrap().read_to_string(&mut text).unwrap();
+    assert_eq!(text, "inner\n");
+    assert!(w.open_existing("sub").unwrap().metadata().unwrap().is_dir());
+    assert!(matches!(w.open_existing(".env"), Err(PathError::Sensitive { .. })));
+    assert!(matches!(w.open_existing("settings.json"), Err(PathError::Sensitive { .. })));
+    assert!(matches!(w.open_existing("../outside/secret.txt"), Err(PathError::Escapes { .. })));
+    assert!(matches!(w.open_existing("etc_link/passwd"), Err(PathError::Escapes { .. })));
+    assert!(matches!(w.open_existing("nope.png"), Err(PathError::NotFound { .. })));
+}
+
+#[tokio::test]
+async fn hard_linked_files_are_not_written() {
+    let f = fixture();
+    let set = tools(&f.ws);
+    std::fs::write(f.ws.join("original.txt"), "keep me\n").unwrap();
+    std::fs::hard_link(f.ws.join("original.txt"), f.ws.join("alias.txt")).unwrap();
+    for (tool, args) in [
+        ("write_file", json!({"path": "alias.txt", "content": "changed"})),
+        ("edit_file", json!({"path": "alias.txt", "old_string": "keep", "new_string": "lose"})),
+    ] {
+        let out = call(&set, tool, args).await;
+        assert!(out.is_error && out.content.contains("hard links"), "{tool}: {}", out.content);
+    }
+    assert_eq!(std::fs::read_to_string(f.ws.join("original.txt")).unwrap(), "keep me\n");
+    // Overwriting a file with one name still replaces its content whole.
+    std::fs::write(f.ws.join("single.txt"), "a much longer original content\n").unwrap();
+    let out = call(&set, "write_file", json!({"path": "single.txt", "content": "short"})).await;
+    assert!(!out.is_error, "{}", out.content);
+    assert_eq!(std::fs::read_to_string(f.ws.join("single.txt")).unwrap(), "short");
+}

@@ -1,18 +1,97 @@
 //! `baal-telegram`: the Baal bot on Telegram. A thin adapter: Telegram updates become
 //! `baal_core::platform` inputs, and the platform's `Messenger` calls become Telegram messages.
+//!
+//! Run one bot process per bot token: the MTProto session (the bot's login) lives in the store,
+//! and two processes using it at once would fight over it. Other processes sharing a PostgreSQL
+//! store serve the CLI.
+
+mod bot;
+mod dispatch;
+mod mapping;
+mod messenger;
+mod session;
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
+use async_trait::async_trait;
+use baal_core::config::Settings;
+use baal_core::platform::{self, Input, Platform};
+use baal_core::store::{SqlStore, Store};
 use clap::Parser;
 
-/// Run the Baal Telegram bot.
+use crate::bot::{BotOptions, Engine};
+use crate::messenger::TelegramMessenger;
+
+/// Run the Baal Telegram bot. Settings come from the environment and `.env` (see `.env.example`).
 #[derive(Debug, Parser)]
 #[command(name = "baal-telegram", version, about, long_about = None)]
-struct Cli {}
+struct Cli {
+    /// Seconds that in-flight answers get to finish when the bot is asked to stop.
+    #[arg(long, default_value_t = 30, env = "TELEGRAM_SHUTDOWN_GRACE_SECS")]
+    shutdown_grace_secs: u64,
+}
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let _cli = Cli::parse();
-    eprintln!("baal-telegram: the Telegram front-end is not built yet (issue #6); nothing was started.");
-    ExitCode::from(2)
+    // Before parsing, so `.env` can hold this binary's own options too.
+    let _ = dotenvy::dotenv();
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("baal-telegram: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("baal-telegram: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load()?;
+    // Fail on missing settings before touching the database or the network.
+    settings.require_telegram()?;
+    let sealer = Arc::new(platform::secret_box_from_settings(&settings)?);
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open(&settings.database_url).await?);
+    let options = BotOptions { drain: Duration::from_secs(cli.shutdown_grace_secs) };
+    bot::run(settings, store, sealer, options, wire_platform).await
+}
+
+/// Builds the platform engine over the Telegram messenger. This is the only place that knows
+/// which engine runs.
+async fn wire_platform(settings: Settings, messenger: Arc<TelegramMessenger>) -> anyhow::Result<Arc<dyn Engine>> {
+    let platform = Platform::from_settings(settings, messenger).await?;
+    Ok(Arc::new(PlatformEngine(platform)))
+}
+
+/// The platform as the bot's [`Engine`].
+struct PlatformEngine(Platform);
+
+#[async_trait]
+impl Engine for PlatformEngine {
+    async fn start(&self) -> anyhow::Result<()> {
+        Ok(self.0.start().await?)
+    }
+
+    async fn handle(&self, input: Input) {
+        // The platform has already told the user and logged the failure.
+        let _ = self.0.handle(input).await;
+    }
+
+    async fn shutdown(&self) {
+        self.0.shutdown().await;
+    }
 }

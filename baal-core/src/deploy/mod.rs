@@ -12,12 +12,18 @@
 //! - a redeploy restarts the agent and leaves it healthy, or reports failure (and, where the
 //!   deployer can, rolls back to what ran before).
 
+#[cfg(feature = "aleph")]
+pub mod aleph;
+
 use std::fmt;
 
 use async_trait::async_trait;
 use secrecy::SecretString;
 
 use crate::domain::{AgentId, Deployment};
+
+#[cfg(feature = "local")]
+pub mod local;
 
 /// One visible step of a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -187,5 +193,14 @@ pub trait Deployer: Send + Sync {
     /// agents do not survive a restart (local processes) can bring them back.
     async fn restore(&self, _running: &[AgentSpec]) -> Result<(), DeployError> {
         Ok(())
+    }
+
+    /// Like [`Deployer::restore`], and says per agent what came of it: the facts it runs with now
+    /// (which may differ from the stored ones, e.g. a local agent that had to take a new port) or
+    /// why it could not be brought back. The platform stores the facts it gets. The default calls
+    /// `restore` and reports the stored facts unchanged.
+    async fn restore_with_facts(&self, running: &[AgentSpec]) -> Vec<(AgentId, Result<Deployment, DeployError>)> {
+        let outcome = self.restore(running).await;
+        running.iter().map(|spec| (spec.agent_id, outcome.clone().map(|()| spec.existing.clone()))).collect()
     }
 }

@@ -2,8 +2,15 @@
 //! Front-ends (Telegram, the terminal console, an embedder's own) turn what users do into an
 //! [`Input`] and render what the platform asks through their [`Messenger`].
 
+mod chat;
+mod commands;
+mod engine;
+mod jobs;
 pub mod messenger;
+pub mod render;
+mod state;
 
+pub use engine::{Platform, PlatformConfig, PlatformError, secret_box_from_settings};
 pub use messenger::{Button, ChatId, MessageRef, Messenger, MessengerError, OutgoingFile, Text};
 
 use crate::domain::UserId;
@@ -89,3 +96,6 @@ mod tests {
         assert_eq!(parse_text("/usr/bin/env"), InputKind::Text("/usr/bin/env".into()));
     }
 }
+
+#[cfg(test)]
+mod engine_tests;

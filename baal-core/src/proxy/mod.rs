@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::Role;
 
+pub mod http;
+
 /// Body of `POST /chat`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -170,6 +172,18 @@ pub enum ProxyError {
     /// The agent took too long.
     #[error("the agent stopped responding")]
     Timeout,
+    /// The connection broke before the answer was complete.
+    #[error("the connection to the agent broke off")]
+    Lost,
+    /// The agent's address is not an `http(s)://` URL.
+    #[error("the agent's address is not a valid http(s) URL")]
+    InvalidUrl,
+    /// A file is larger than Baal accepts.
+    #[error("the file is larger than {limit_bytes} bytes")]
+    TooLarge {
+        /// The limit that was exceeded.
+        limit_bytes: u64,
+    },
 }
 
 /// Talks to agents. The platform calls it; `baal-agent` (or a Python agent) answers.

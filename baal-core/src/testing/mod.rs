@@ -2,6 +2,12 @@
 //! OpenAI-compatible server, fakes of the Aleph API and CRN, and an in-memory `Messenger`.
 //! Every double is a real server or a real implementation of a trait; none skips the code under
 //! test.
-pub mod db;
 
+#[cfg(feature = "aleph")]
+pub mod aleph;
+pub mod db;
+#[cfg(feature = "platform")]
+pub mod messenger;
 pub mod openai;
+#[cfg(feature = "aleph")]
+pub mod ssh;

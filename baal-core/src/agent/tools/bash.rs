@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,10 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// The search path when the agent has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Processes (threads included) the tools user may have at once: a fork bomb fails fast instead
+/// of starving the agent until the timeout. Only set when tools run as their own user, since the
+/// limit counts every process of the user.
+const MAX_TOOL_PROCESSES: u64 = 1024;
 /// Variables a tool process may inherit: none of them carries a secret.
 const INHERITED_VARS: &[&str] = &["PATH", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ"];
 
@@ -46,11 +51,14 @@ impl Tool for Bash {
     }
 
     fn parameters(&self) -> Value {
+        let default = self.shared.config.bash_timeout;
+        let timeout =
+            format!("Timeout in seconds (default {}, max {})", default.as_secs(), MAX_TIMEOUT.max(default).as_secs());
         json!({
             "type": "object",
             "properties": {
                 "command": {"type": "string", "description": "The bash command to run"},
-                "timeout": {"type": "integer", "description": "Timeout in seconds (default 60, max 300)"}
+                "timeout": {"type": "integer", "description": timeout}
             },
             "required": ["command"]
         })
@@ -95,6 +103,26 @@ impl Tool for Bash {
         if let Some(id) = identity {
             // std also drops the supplementary groups when switching away from root.
             cmd.uid(id.uid).gid(id.gid);
+        }
+        let limit_processes = identity.is_some();
+        // The ruleset descriptor stays open in `self.shared` while the child starts.
+        let ruleset = self.shared.fs_ruleset.as_ref().map(|fd| fd.as_raw_fd());
+        // SAFETY: the closure runs in the child between fork and exec (after the uid switch); it
+        // only makes system calls (setrlimit, prctl, landlock_restrict_self), which neither
+        // allocate nor lock.
+        unsafe {
+            cmd.pre_exec(move || {
+                use rustix::process::{Resource, Rlimit, setrlimit};
+                setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) })?;
+                if limit_processes {
+                    let max = Some(MAX_TOOL_PROCESSES);
+                    setrlimit(Resource::Nproc, Rlimit { current: max, maximum: max })?;
+                }
+                if let Some(ruleset) = ruleset {
+                    super::sandbox::enter_fs_ruleset(ruleset)?;
+                }
+                Ok(())
+            });
         }
         let mut child = match cmd.spawn() {
             Ok(child) => child,
@@ -205,8 +233,10 @@ struct GroupGuard {
 impl GroupGuard {
     fn kill(&mut self) {
         if self.armed {
-            // SAFETY: kill has no memory arguments; a negative pid names the process group.
-            unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
+            if let Some(pgid) = rustix::process::Pid::from_raw(self.pgid) {
+                // ESRCH (the group is already gone) is the common, harmless case.
+                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+            }
             self.armed = false;
         }
     }

@@ -1,21 +1,19 @@
 //! The file tools: `read_file`, `write_file`, `edit_file`, `list_dir` and `send_file`. Every path
-//! goes through the workspace resolver first; the work itself runs on the blocking pool.
+//! goes through the workspace resolver, then every open through the kernel-confined opener
+//! (`confined`); the work itself runs on the blocking pool.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 use serde_json::{Map, Value, json};
 
 use super::{
-    SentFile, Shared, Tool, ToolContext, ToolOutput, error_output, object_args, optional_str, optional_u64,
-    required_str,
+    MAX_SEND_FILE_BYTES, SentFile, Shared, Tool, ToolContext, ToolOutput, confined, error_output, object_args,
+    optional_str, optional_u64, required_str,
 };
-
-/// Largest file `send_file` hands over (Telegram's own bot upload limit is of this order).
-pub(crate) const MAX_SEND_FILE_BYTES: u64 = 50 * 1024 * 1024;
 
 type Args = Map<String, Value>;
 
@@ -147,10 +145,11 @@ fn read_file(shared: &Shared, args: &Args) -> Result<ToolOutput, String> {
     let offset = optional_u64(args, "offset")?.unwrap_or(1).max(1);
     let limit = optional_u64(args, "limit")?;
     let resolved = shared.workspace.resolve_existing(path).map_err(|e| e.to_string())?;
-    if resolved.is_dir() {
+    let file = open(shared, &resolved, OFlags::RDONLY).map_err(|e| format!("cannot read {path}: {e}"))?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
         return Err(format!("{path} is a directory; use list_dir"));
     }
-    let file = open_no_follow(&resolved, false).map_err(|e| format!("cannot read {path}: {e}"))?;
+    check_links(shared, &file, path, false)?;
     // Line by line with a byte budget: a huge file costs only what is shown.
     let max = shared.config.max_output_bytes;
     let mut reader = BufReader::new(file);
@@ -171,8 +170,7 @@ fn read_file(shared: &Shared, args: &Args) -> Result<ToolOutput, String> {
         if limit.is_some_and(|l| shown >= l) {
             break;
         }
-        let text = String::from_utf8_lossy(&line);
-        let entry = format!("{lineno}\t{text}");
+        let entry = format!("{lineno}\t{}", String::from_utf8_lossy(&line));
         if out.len() + entry.len() > max {
             out.push_str(&format!(
                 "\n[output cut at line {lineno} to stay under {max} bytes; read on with offset={lineno}]"
@@ -196,15 +194,22 @@ fn write_file(shared: &Shared, args: &Args) -> Result<ToolOutput, String> {
     let path = required_str(args, "path")?;
     let content = required_str(args, "content")?;
     let resolved = shared.workspace.resolve(path).map_err(|e| e.to_string())?;
-    if resolved.is_dir() {
+    let (root, rel) = shared.workspace.split_resolved(&resolved).map_err(|e| format!("cannot write {path}: {e}"))?;
+    let Some(name) = rel.file_name() else {
         return Err(format!("{path} is a directory; give a file path"));
-    }
-    if let Some(parent) = resolved.parent() {
-        create_dirs(shared, parent).map_err(|e| format!("cannot create the directories of {path}: {e}"))?;
-    }
-    let mut file = open_no_follow(&resolved, true).map_err(|e| format!("cannot write {path}: {e}"))?;
-    file.write_all(content.as_bytes()).map_err(|e| format!("cannot write {path}: {e}"))?;
-    shared.give_to_tools_user(&resolved);
+    };
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    let dir = confined::ensure_dirs(&root, parent, &|fd| shared.give_to_tools_user(fd))
+        .map_err(|e| format!("cannot create the directories of {path}: {e}"))?;
+    let fd = confined::open_beneath(&dir, Path::new(name), OFlags::WRONLY | OFlags::CREATE, Mode::from_raw_mode(0o644))
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::EISDIR) => format!("{path} is a directory; give a file path"),
+            _ => format!("cannot write {path}: {e}"),
+        })?;
+    shared.give_to_tools_user(&fd);
+    let file = std::fs::File::from(fd);
+    check_links(shared, &file, path, true)?;
+    replace_content(file, content.as_bytes()).map_err(|e| format!("cannot write {path}: {e}"))?;
     Ok(ToolOutput::ok(format!("Wrote {} bytes to {}", content.len(), shared.workspace.relative(&resolved))))
 }
 
@@ -217,13 +222,10 @@ fn edit_file(shared: &Shared, args: &Args) -> Result<ToolOutput, String> {
     }
     let resolved = shared.workspace.resolve_existing(path).map_err(|e| e.to_string())?;
     let mut text = String::new();
-    std::io::Read::read_to_string(
-        &mut open_no_follow(&resolved, false).map_err(|e| format!("cannot read {path}: {e}"))?,
-        &mut text,
-    )
-    .map_err(|e| format!("cannot read {path} as UTF-8 text: {e}"))?;
-    let count = text.matches(old).count();
-    match count {
+    let mut file = open(shared, &resolved, OFlags::RDWR).map_err(|e| format!("cannot open {path}: {e}"))?;
+    check_links(shared, &file, path, true)?;
+    file.read_to_string(&mut text).map_err(|e| format!("cannot read {path} as UTF-8 text: {e}"))?;
+    match text.matches(old).count() {
         0 => {
             return Err(format!(
                 "old_string not found in {path}; read the file and copy the exact text, whitespace included"
@@ -237,79 +239,113 @@ fn edit_file(shared: &Shared, args: &Args) -> Result<ToolOutput, String> {
         }
     }
     let edited = text.replacen(old, new, 1);
-    let mut file = open_no_follow(&resolved, true).map_err(|e| format!("cannot write {path}: {e}"))?;
-    file.write_all(edited.as_bytes()).map_err(|e| format!("cannot write {path}: {e}"))?;
+    replace_content(file, edited.as_bytes()).map_err(|e| format!("cannot write {path}: {e}"))?;
     Ok(ToolOutput::ok(format!("Edited {}", shared.workspace.relative(&resolved))))
 }
 
 fn list_dir(shared: &Shared, args: &Args) -> Result<ToolOutput, String> {
     let path = optional_str(args, "path")?.unwrap_or(".");
     let resolved = shared.workspace.resolve_existing(path).map_err(|e| e.to_string())?;
-    if !resolved.is_dir() {
-        return Err(format!("{path} is not a directory; use read_file"));
-    }
-    let mut entries: Vec<(u8, String)> = Vec::new();
-    for entry in std::fs::read_dir(&resolved).map_err(|e| format!("cannot list {path}: {e}"))? {
+    let fd =
+        shared.workspace.open_resolved(&resolved, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).map_err(|e| {
+            match e.raw_os_error() {
+                Some(libc::ENOTDIR) => format!("{path} is not a directory; use read_file"),
+                _ => format!("cannot list {path}: {e}"),
+            }
+        })?;
+    let mut listing = Dir::read_from(&fd).map_err(|e| format!("cannot list {path}: {e}"))?;
+    let mut entries: Vec<(EntryKind, String)> = Vec::new();
+    while let Some(entry) = listing.read() {
         let entry = entry.map_err(|e| format!("cannot list {path}: {e}"))?;
-        let kind = match entry.file_type() {
-            Ok(t) if t.is_dir() => 0,
-            Ok(t) if t.is_symlink() => 2,
-            _ => 1,
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "." || name == ".." {
+            continue;
+        }
+        let mut file_type = entry.file_type();
+        if file_type == FileType::Unknown {
+            file_type = rustix::fs::statat(&fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
+                .map(|st| FileType::from_raw_mode(st.st_mode))
+                .unwrap_or(FileType::Unknown);
+        }
+        let kind = match file_type {
+            FileType::Directory => EntryKind::Dir,
+            FileType::Symlink => EntryKind::Link,
+            _ => EntryKind::File,
         };
-        entries.push((kind, entry.file_name().to_string_lossy().into_owned()));
+        entries.push((kind, name));
     }
     if entries.is_empty() {
         return Ok(ToolOutput::ok("(empty directory)"));
     }
     entries.sort_by(|a, b| {
-        (a.0 == 0).cmp(&(b.0 == 0)).reverse().then_with(|| a.1.to_lowercase().cmp(&b.1.to_lowercase()))
+        (a.0 != EntryKind::Dir).cmp(&(b.0 != EntryKind::Dir)).then_with(|| a.1.to_lowercase().cmp(&b.1.to_lowercase()))
     });
     let lines: Vec<String> = entries
         .into_iter()
         .map(|(kind, name)| match kind {
-            0 => format!("[dir]  {name}"),
-            2 => format!("[link]  {name}"),
-            _ => format!("[file]  {name}"),
+            EntryKind::Dir => format!("[dir]  {name}"),
+            EntryKind::Link => format!("[link]  {name}"),
+            EntryKind::File => format!("[file]  {name}"),
         })
         .collect();
     Ok(ToolOutput::ok(super::truncate_middle(&lines.join("\n"), shared.config.max_output_bytes)))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntryKind {
+    Dir,
+    File,
+    Link,
 }
 
 fn send_file(shared: &Shared, args: &Args) -> Result<ToolOutput, String> {
     let path = required_str(args, "path")?;
     let caption = optional_str(args, "caption")?.unwrap_or("");
     let resolved = shared.workspace.resolve_existing(path).map_err(|e| e.to_string())?;
-    let meta = std::fs::metadata(&resolved).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let file = open(shared, &resolved, OFlags::RDONLY).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("cannot read {path}: {e}"))?;
     if !meta.is_file() {
         return Err(format!("{path} is not a regular file"));
     }
     if meta.len() > MAX_SEND_FILE_BYTES {
         return Err(format!("file too large ({} bytes, max {MAX_SEND_FILE_BYTES})", meta.len()));
     }
+    check_links(shared, &file, path, false)?;
     let relative = shared.workspace.relative(&resolved);
     let mut out = ToolOutput::ok(format!("File sent to user: {relative}"));
     out.file = Some(SentFile { path: relative, caption: caption.to_string() });
     Ok(out)
 }
 
-/// Opens a resolved path without following a symlink in its last component: the resolver has
-/// already followed every link, so one appearing now was planted after the check.
-fn open_no_follow(path: &Path, write: bool) -> std::io::Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    if write {
-        options.write(true).create(true).truncate(true).mode(0o644);
-    } else {
-        options.read(true);
+/// Refuses a file with several hard links where the agent holds more rights than tool processes:
+/// such a name may have been linked by a tool process to a file it cannot change itself. Writing
+/// is refused for any multiply-linked file; reading only when the agent runs as root and the
+/// file is not the tools user's.
+fn check_links(shared: &Shared, file: &std::fs::File, path: &str, writing: bool) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().map_err(|e| format!("cannot read {path}: {e}"))?;
+    if !meta.is_file() || meta.nlink() <= 1 {
+        return Ok(());
     }
-    options.custom_flags(libc::O_NOFOLLOW).open(path)
-}
-
-/// Creates `dir` and its missing parents, handing each new one to the tools user.
-fn create_dirs(shared: &Shared, dir: &Path) -> std::io::Result<()> {
-    let missing: Vec<&Path> = dir.ancestors().take_while(|p| !p.exists()).collect();
-    std::fs::create_dir_all(dir)?;
-    for created in missing.into_iter().rev() {
-        shared.give_to_tools_user(created);
+    let agent_has_more_rights = matches!(shared.identity, Ok(Some(id)) if id.uid != meta.uid());
+    if writing || agent_has_more_rights {
+        return Err(format!(
+            "{path} has {} hard links, and the file tools do not use files with several names; copy it to a new file first",
+            meta.nlink()
+        ));
     }
     Ok(())
+}
+
+/// Replaces a file's whole content through an already checked descriptor.
+fn replace_content(mut file: std::fs::File, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Seek;
+    file.set_len(0)?;
+    file.rewind()?;
+    file.write_all(content)
+}
+
+/// Opens a resolved path with the kernel confining the lookup to the workspace.
+fn open(shared: &Shared, resolved: &Path, flags: OFlags) -> std::io::Result<std::fs::File> {
+    shared.workspace.open_resolved(resolved, flags, Mode::empty()).map(std::fs::File::from)
 }

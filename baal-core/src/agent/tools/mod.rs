@@ -8,6 +8,7 @@
 //! - a visitor only ever gets the tools in the agent's visitor list.
 
 mod bash;
+mod confined;
 mod files;
 pub mod sandbox;
 mod web;
@@ -44,6 +45,11 @@ pub struct ToolConfig {
     /// and database (defaults: [`workspace::DEFAULT_SENSITIVE_NAMES`]). Add the settings file's
     /// name when it differs.
     pub sensitive_names: Vec<String>,
+    /// Directories outside the system ones that tool processes may read and execute from (for
+    /// example a toolchain under a home directory). Tool processes are confined with Landlock to
+    /// the system directories, the workspace and `/tmp`; the agent's settings and database stay
+    /// out of reach even when tools run as the agent's own user.
+    pub extra_read_paths: Vec<PathBuf>,
 }
 
 impl ToolConfig {
@@ -59,9 +65,21 @@ impl ToolConfig {
             brave_api_key: None,
             brave_api_url: "https://api.search.brave.com/res/v1/web/search".into(),
             sensitive_names: workspace::DEFAULT_SENSITIVE_NAMES.iter().map(|s| s.to_string()).collect(),
+            extra_read_paths: Vec::new(),
         }
     }
 }
+
+impl ToolConfig {
+    /// The path resolver the file tools use, for the server's `/files` route: same root, same
+    /// refused names.
+    pub fn workspace_resolver(&self) -> workspace::Workspace {
+        workspace::Workspace::new(self.workspace.clone()).with_sensitive_names(self.sensitive_names.clone())
+    }
+}
+
+/// Largest file `send_file` hands over (and a sensible cap for the server's `/files` route).
+pub const MAX_SEND_FILE_BYTES: u64 = 50 * 1024 * 1024;
 
 /// Who is calling a tool, and for which conversation.
 #[derive(Debug, Clone)]
@@ -184,31 +202,49 @@ pub(crate) struct Shared {
     /// `Ok(None)`: not root, tools run as the agent's user; `Err`: root, and the tools user is
     /// unusable, so `bash` refuses to run.
     pub(crate) identity: Result<Option<sandbox::ToolIdentity>, String>,
+    /// The Landlock ruleset tool processes enter; `None` when the kernel has no Landlock.
+    pub(crate) fs_ruleset: Option<std::os::fd::OwnedFd>,
 }
 
 impl Shared {
     fn new(config: ToolConfig) -> Self {
-        let workspace =
-            workspace::Workspace::new(config.workspace.clone()).with_sensitive_names(config.sensitive_names.clone());
+        let workspace = config.workspace_resolver();
         let identity = sandbox::tool_identity(&config.tools_user);
         if let Err(e) = std::fs::create_dir_all(&config.workspace) {
             tracing::warn!(workspace = %config.workspace.display(), error = %e, "cannot create the workspace");
         }
         if let Ok(Some(id)) = identity
-            && let Err(e) = sandbox::give_to(id, &config.workspace)
+            && let Err(e) = std::fs::canonicalize(&config.workspace)
+                .and_then(|root| confined::open_dir(&root))
+                .and_then(|root| confined::chown_tree(&root, id.uid, id.gid, 0))
         {
             tracing::warn!(workspace = %config.workspace.display(), error = %e, "cannot hand the workspace to the tools user");
         }
-        Shared { config, workspace, identity }
+        let fs_ruleset = match std::fs::canonicalize(&config.workspace)
+            .map_err(|e| format!("cannot resolve the workspace: {e}"))
+            .and_then(|root| sandbox::prepare_fs_ruleset(&root, &config.extra_read_paths))
+        {
+            Ok(Some(fd)) => Some(fd),
+            Ok(None) => {
+                tracing::warn!("this kernel has no Landlock: tool processes are not confined to the workspace");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "tool processes are not confined to the workspace");
+                None
+            }
+        };
+        Shared { config, workspace, identity, fs_ruleset }
     }
 
     /// Hands a file or directory the agent created to the tools user (when tools run as one),
     /// so `bash` can change what the file tools wrote.
-    pub(crate) fn give_to_tools_user(&self, path: &std::path::Path) {
+    pub(crate) fn give_to_tools_user(&self, fd: &std::os::fd::OwnedFd) {
         if let Ok(Some(id)) = self.identity
-            && let Err(e) = sandbox::give_one_to(id, path)
+            && let Err(e) =
+                rustix::fs::fchown(fd, Some(rustix::fs::Uid::from_raw(id.uid)), Some(rustix::fs::Gid::from_raw(id.gid)))
         {
-            tracing::warn!(path = %path.display(), error = %e, "cannot hand a file to the tools user");
+            tracing::warn!(error = %e, "cannot hand a file to the tools user");
         }
     }
 }

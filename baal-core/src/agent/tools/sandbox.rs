@@ -8,7 +8,6 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::path::Path;
 
 /// Makes the calling process non-dumpable, which closes `/proc/<pid>/environ`, `/proc/<pid>/mem`
 /// and `ptrace` to processes of the same user (its tool children included). Call it once at
@@ -16,13 +15,7 @@ use std::path::Path;
 /// spread to them. A no-op outside Linux.
 pub fn harden_process() -> io::Result<()> {
     #[cfg(target_os = "linux")]
-    {
-        // SAFETY: PR_SET_DUMPABLE takes one integer argument and touches no memory of ours.
-        let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
     Ok(())
 }
 
@@ -30,8 +23,7 @@ pub fn harden_process() -> io::Result<()> {
 pub fn is_hardened() -> bool {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: PR_GET_DUMPABLE takes no pointer arguments.
-        unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) == 0 }
+        matches!(rustix::process::dumpable_behavior(), Ok(rustix::process::DumpableBehavior::NotDumpable))
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -50,8 +42,7 @@ pub(crate) struct ToolIdentity {
 /// agent's own user, shielded by [`harden_process`] and the cleared environment), or the uid/gid
 /// of `user` when it is. Refusing is better than running tools as root, hence the error.
 pub(crate) fn tool_identity(user: &str) -> Result<Option<ToolIdentity>, String> {
-    // SAFETY: geteuid cannot fail and has no arguments.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return Ok(None);
     }
     lookup_user(user).map(Some)
@@ -79,20 +70,89 @@ fn lookup_user(user: &str) -> Result<ToolIdentity, String> {
     Ok(ToolIdentity { uid: pwd.pw_uid, gid: pwd.pw_gid })
 }
 
-/// Hands `path` (and, for a directory, everything below it) to the tools user, without following
-/// symlinks, so tool processes can write where the file tools wrote.
-pub(crate) fn give_to(identity: ToolIdentity, path: &Path) -> io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(identity.uid), Some(identity.gid))?;
-    let meta = std::fs::symlink_metadata(path)?;
-    if meta.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            give_to(identity, &entry?.path())?;
+/// System directories tool processes may read and execute from. Nothing else outside the
+/// workspace is readable: the agent's settings file and database sit beside the workspace, owned
+/// by the agent's own user when it is not root, and only this list keeps them out of reach.
+const READ_ONLY_PATHS: &[&str] = &[
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc",
+    "/opt",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run/systemd/resolve",
+    "/nix",
+    "/snap",
+];
+/// Scratch places tool processes may also write, besides the workspace.
+const SCRATCH_PATHS: &[&str] = &["/tmp", "/dev/shm"];
+/// Devices tool processes may write (terminals, sinks, random sources).
+const WRITABLE_DEVICES: &[&str] =
+    &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/pts"];
+
+/// Builds the Landlock ruleset tool processes enter before exec: read and execute in the system
+/// directories (plus `extra_read`), everything in the workspace and scratch directories, no
+/// signals to processes outside the sandbox (the agent), no abstract sockets outside it.
+/// `Ok(None)` when the kernel has no Landlock (tools then run without this layer).
+#[cfg(target_os = "linux")]
+pub(crate) fn prepare_fs_ruleset(
+    workspace: &std::path::Path,
+    extra_read: &[std::path::PathBuf],
+) -> Result<Option<std::os::fd::OwnedFd>, String> {
+    use landlock::{ABI, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, path_beneath_rules};
+
+    // The newest ABI this code knows; older kernels get the subset they support (best effort).
+    let abi = ABI::V6;
+    let build = || -> Result<Option<std::os::fd::OwnedFd>, landlock::RulesetError> {
+        let read = AccessFs::from_read(abi);
+        let created = Ruleset::default()
+            .handle_access(AccessFs::from_all(abi))?
+            .scope(Scope::from_all(abi))?
+            .create()?
+            .add_rules(path_beneath_rules(READ_ONLY_PATHS, read))?
+            .add_rules(path_beneath_rules(extra_read, read))?
+            .add_rules(path_beneath_rules(WRITABLE_DEVICES, read | AccessFs::WriteFile | AccessFs::IoctlDev))?
+            .add_rules(path_beneath_rules(SCRATCH_PATHS, AccessFs::from_all(abi)))?
+            .add_rules(path_beneath_rules([workspace], AccessFs::from_all(abi)))?;
+        Ok(created.into())
+    };
+    build().map_err(|e| format!("cannot prepare the file-system sandbox for tools: {e}"))
+}
+
+/// Enters the prepared ruleset. Runs in the child between fork and exec, so it only makes
+/// system calls (no allocation, no locks): `no_new_privs` (which Landlock requires, and which
+/// also stops setuid programs from regaining privileges) and `landlock_restrict_self`.
+#[cfg(target_os = "linux")]
+pub(crate) fn enter_fs_ruleset(ruleset: std::os::fd::RawFd) -> io::Result<()> {
+    // SAFETY: both calls take plain integers and touch no memory of ours.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0) != 0 {
+            return Err(io::Error::last_os_error());
         }
     }
     Ok(())
 }
 
-/// Hands only `path` itself to the tools user.
-pub(crate) fn give_one_to(identity: ToolIdentity, path: &Path) -> io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(identity.uid), Some(identity.gid))
+/// Without Landlock (not Linux), tool processes run without the file-system sandbox.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn prepare_fs_ruleset(
+    _workspace: &std::path::Path,
+    _extra_read: &[std::path::PathBuf],
+) -> Result<Option<std::os::fd::OwnedFd>, String> {
+    Ok(None)
+}
+
+/// Nothing to enter outside Linux.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn enter_fs_ruleset(_ruleset: std::os::fd::RawFd) -> io::Result<()> {
+    Ok(())
 }

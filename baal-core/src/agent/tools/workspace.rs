@@ -8,7 +8,12 @@
 
 use std::ffi::OsStr;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
+
+use super::confined;
 
 /// File names no tool may touch, wherever they are: the agent's settings and its database.
 pub const DEFAULT_SENSITIVE_NAMES: &[&str] = &[".env", "agent.db", "agent.db-wal", "agent.db-shm", "agent.env"];
@@ -109,6 +114,33 @@ impl Workspace {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(PathError::NotFound { path: path.to_string() }),
             Err(source) => Err(PathError::Io { path: path.to_string(), source }),
         }
+    }
+
+    /// Opens an existing file for reading: [`Workspace::resolve_existing`], then an open in which
+    /// the kernel refuses any symlink or escape (so a path swapped after the check fails instead
+    /// of leaving the workspace). What the server's `/files` route serves from; check
+    /// `metadata().is_file()` on the result, since a directory opens too.
+    pub fn open_existing(&self, path: &str) -> Result<std::fs::File, PathError> {
+        let resolved = self.resolve_existing(path)?;
+        self.open_resolved(&resolved, OFlags::RDONLY, Mode::empty())
+            .map(std::fs::File::from)
+            .map_err(|source| PathError::Io { path: path.to_string(), source })
+    }
+
+    /// A descriptor of the workspace root and `resolved` relative to it, for confined opens.
+    pub(crate) fn split_resolved(&self, resolved: &Path) -> io::Result<(OwnedFd, PathBuf)> {
+        let root = std::fs::canonicalize(&self.root)?;
+        let rel = resolved
+            .strip_prefix(&root)
+            .map_err(|_| io::Error::other("the path is outside the workspace"))?
+            .to_path_buf();
+        Ok((confined::open_dir(&root)?, rel))
+    }
+
+    /// Opens `resolved` (from [`Workspace::resolve`]) below the root, confined by the kernel.
+    pub(crate) fn open_resolved(&self, resolved: &Path, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+        let (root, rel) = self.split_resolved(resolved)?;
+        confined::open_beneath(&root, &rel, flags, mode)
     }
 
     /// `resolved` (an output of [`Workspace::resolve`]) relative to the workspace, `.` for the

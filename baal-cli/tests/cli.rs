@@ -1,0 +1,300 @@
+//! The real `baal-cli` binary against temporary SQLite files (and PostgreSQL when it answers).
+//! Every run gets a cleared environment and an empty working directory, so neither the host's
+//! settings nor a `.env` leak in.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use baal_core::domain::{AgentStatus, Deployment, NewAgent};
+use baal_core::store::{SqlStore, Store};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn baal_cli(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
+    let output: Output = Command::new(env!("CARGO_BIN_EXE_baal-cli"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run baal-cli");
+    let run = Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    assert!(!run.stderr.contains("panicked"), "baal-cli panicked: {}", run.stderr);
+    assert!(!run.stderr.contains("backtrace"), "baal-cli printed a backtrace: {}", run.stderr);
+    run
+}
+
+fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", dir.join("baal.db").display())
+}
+
+/// Seeds two users and three agents (one deployed with history, one running, one of another
+/// owner) and returns the ids.
+async fn seed(url: &str) -> [i64; 3] {
+    let store = SqlStore::open(url).await.unwrap();
+    store.user_get_or_create(100, Some("alice")).await.unwrap();
+    store.user_get_or_create(200, None).await.unwrap();
+    store.user_set_api_key(100, Some(b"SEALED-USER-KEY".to_vec())).await.unwrap();
+    let helper = store
+        .agent_create(
+            NewAgent::new(100, "Helper", "Be kind.\nBe brief.", "qwen3-coder-next")
+                .with_token_sealed(b"SEALED-AGENT-TOKEN".to_vec()),
+        )
+        .await
+        .unwrap();
+    let mut deployment = Deployment::default();
+    deployment.instance_hash = Some("ab".repeat(32));
+    deployment.vm_url = Some("https://helper.2n6.me".into());
+    deployment.vm_host = Some("192.0.2.7".into());
+    deployment.ssh_port = Some(24_005);
+    store.agent_set_deployment(helper.id, &deployment).await.unwrap();
+    store.agent_set_status(helper.id, AgentStatus::Running).await.unwrap();
+    store.event_record(helper.id, "provision", "succeeded", None).await.unwrap();
+    store.event_record(helper.id, "ship", "failed", Some("ssh refused")).await.unwrap();
+    let second = store.agent_create(NewAgent::new(100, "Second", "p", "glm-4.7")).await.unwrap();
+    let other = store.agent_create(NewAgent::new(200, "Other one", "p", "glm-4.7")).await.unwrap();
+    store.close().await.unwrap();
+    [helper.id.0, second.id.0, other.id.0]
+}
+
+#[test]
+fn fresh_database_lists_no_agents_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let run = baal_cli(dir.path(), &[], &["--database-url", &url, "agents", "list", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout.trim(), "[]");
+    let run = baal_cli(dir.path(), &[], &["--database-url", &url, "users", "list", "--json"]);
+    assert_eq!((run.code, run.stdout.trim()), (0, "[]"));
+}
+
+#[test]
+fn bad_database_urls_exit_non_zero_and_name_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = baal_cli(dir.path(), &[], &["--database-url", "mysql://root@localhost/baal", "agents", "list"]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("mysql://root@localhost/baal"), "{}", run.stderr);
+
+    let run = baal_cli(dir.path(), &[], &["--database-url", "postgres://baal:hunter2@127.0.0.1:1/baal", "migrate"]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("postgres://baal:***@127.0.0.1:1/baal"), "{}", run.stderr);
+    assert!(!run.stderr.contains("hunter2"), "the password leaked: {}", run.stderr);
+
+    let missing = format!("sqlite://{}", dir.path().join("no").join("such").join("baal.db").display());
+    let run = baal_cli(dir.path(), &[], &["--database-url", &missing, "users", "list"]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains(&missing), "{}", run.stderr);
+}
+
+#[test]
+fn database_url_flag_wins_over_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let env = [("DATABASE_URL", "mysql://not-this-one")];
+    let run = baal_cli(dir.path(), &env, &["--database-url", &url, "agents", "list", "--json"]);
+    assert_eq!((run.code, run.stdout.trim()), (0, "[]"), "{}", run.stderr);
+    let run = baal_cli(dir.path(), &env, &["agents", "list", "--json"]);
+    assert_ne!(run.code, 0, "DATABASE_URL is used without the flag");
+    assert!(run.stderr.contains("mysql://not-this-one"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn agents_list_show_and_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let [helper, second, other] = seed(&url).await;
+    let db = [("DATABASE_URL", url.as_str())];
+
+    let table = baal_cli(dir.path(), &db, &["agents", "list"]);
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", table.stdout);
+    assert!(lines[0].starts_with("ID"));
+    // Columns line up: every row puts its status where the header says STATUS.
+    let status_column = lines[0].find("STATUS").unwrap();
+    assert_eq!(&lines[1][status_column..status_column + 7], "running");
+    assert_eq!(&lines[2][status_column..status_column + 7], "pending");
+    assert!(lines[3].contains("Other one"));
+
+    let json = baal_cli(dir.path(), &db, &["agents", "list", "--json", "--owner", "100"]);
+    let agents: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let ids: Vec<i64> = agents.as_array().unwrap().iter().map(|a| a["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [helper, second]);
+    assert_eq!(agents[0]["status"], "running");
+    assert_eq!(agents[0]["token"], "set");
+    assert_eq!(agents[0]["vm_url"], "https://helper.2n6.me");
+    assert!(!json.stdout.contains("SEALED"), "a sealed value leaked: {}", json.stdout);
+
+    let running = baal_cli(dir.path(), &db, &["agents", "list", "--json", "--status", "pending"]);
+    let agents: serde_json::Value = serde_json::from_str(&running.stdout).unwrap();
+    let ids: Vec<i64> = agents.as_array().unwrap().iter().map(|a| a["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [second, other]);
+
+    let bad_status = baal_cli(dir.path(), &db, &["agents", "list", "--status", "deployed"]);
+    assert_ne!(bad_status.code, 0);
+    assert!(bad_status.stderr.contains("pending, deploying, running, failed, stopped"), "{}", bad_status.stderr);
+
+    let show = baal_cli(dir.path(), &db, &["agents", "show", &helper.to_string()]);
+    assert_eq!(show.code, 0, "{}", show.stderr);
+    for expected in
+        ["\"Helper\"", "100 (@alice)", "qwen3-coder-next", "running", "https://helper.2n6.me", "192.0.2.7:24005"]
+    {
+        assert!(show.stdout.contains(expected), "missing {expected:?} in:\n{}", show.stdout);
+    }
+    assert!(show.stdout.lines().any(|l| l.starts_with("Token") && l.ends_with("set")), "{}", show.stdout);
+    assert!(show.stdout.contains("  Be brief."), "the prompt is shown: {}", show.stdout);
+    assert!(show.stdout.contains("provision") && show.stdout.contains("ssh refused"), "{}", show.stdout);
+    assert!(!show.stdout.contains("SEALED"), "a sealed value leaked: {}", show.stdout);
+
+    let users = baal_cli(dir.path(), &db, &["users", "list", "--json"]);
+    let users: serde_json::Value = serde_json::from_str(&users.stdout).unwrap();
+    assert_eq!(users[0]["id"], 100);
+    assert_eq!(users[0]["api_key"], "set");
+    assert_eq!(users[0]["agents"], 2);
+    assert_eq!(users[1]["api_key"], "unset");
+    let users_table = baal_cli(dir.path(), &db, &["users", "list"]);
+    assert!(
+        users_table.stdout.contains("@alice") && users_table.stdout.contains("free tier"),
+        "{}",
+        users_table.stdout
+    );
+    assert!(!users_table.stdout.contains("SEALED"));
+}
+
+#[tokio::test]
+async fn delete_asks_refuses_without_a_terminal_and_soft_deletes_with_yes() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let [helper, ..] = seed(&url).await;
+    let db = [("DATABASE_URL", url.as_str())];
+    let id = helper.to_string();
+
+    let refused = baal_cli(dir.path(), &db, &["agents", "delete", &id]);
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("--yes"), "{}", refused.stderr);
+    let still = baal_cli(dir.path(), &db, &["agents", "list", "--json"]);
+    assert!(still.stdout.contains("\"Helper\""), "nothing was deleted without confirmation");
+
+    let deleted = baal_cli(dir.path(), &db, &["agents", "delete", &id, "--yes"]);
+    assert_eq!(deleted.code, 0, "{}", deleted.stderr);
+    assert!(deleted.stdout.contains("VM teardown comes with the deployer"), "{}", deleted.stdout);
+    let after = baal_cli(dir.path(), &db, &["agents", "list", "--json"]);
+    assert!(!after.stdout.contains("\"Helper\""), "{}", after.stdout);
+    let show = baal_cli(dir.path(), &db, &["agents", "show", &id]);
+    assert!(show.stdout.contains("stopped (deleted)"), "{}", show.stdout);
+    assert!(show.stdout.contains("delete"), "the deletion is in the history: {}", show.stdout);
+
+    let again = baal_cli(dir.path(), &db, &["agents", "delete", &id, "--yes"]);
+    assert_ne!(again.code, 0);
+    assert!(again.stderr.contains("already deleted"), "{}", again.stderr);
+}
+
+#[test]
+fn unknown_agent_ids_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let db = [("DATABASE_URL", url.as_str())];
+    for args in [["agents", "show", "999"].as_slice(), ["agents", "delete", "999", "--yes"].as_slice()] {
+        let run = baal_cli(dir.path(), &db, args);
+        assert_ne!(run.code, 0);
+        assert!(run.stderr.contains("No agent with id 999"), "{}", run.stderr);
+    }
+    let run = baal_cli(dir.path(), &db, &["agents", "show", "twelve"]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("\"twelve\" is not an agent id"), "{}", run.stderr);
+}
+
+#[test]
+fn migrate_creates_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let run = baal_cli(dir.path(), &[], &["--database-url", &url, "migrate"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("up to date"));
+    assert!(dir.path().join("baal.db").is_file());
+}
+
+#[test]
+fn doctor_names_what_is_missing_and_passes_when_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let bare = baal_cli(dir.path(), &[("DATABASE_URL", &url)], &["doctor"]);
+    assert_ne!(bare.code, 0);
+    for name in ["BOT_ENCRYPTION_KEY", "LIBERTAI_API_KEY", "TELEGRAM_BOT_TOKEN", "TELEGRAM_API_ID", "TELEGRAM_API_HASH"]
+    {
+        assert!(
+            bare.stdout.lines().any(|l| l.contains('✗') && l.contains(name)),
+            "{name} not flagged:\n{}",
+            bare.stdout
+        );
+    }
+    assert!(bare.stdout.contains("✓ database"), "{}", bare.stdout);
+    assert!(bare.stdout.contains("local deployer"), "{}", bare.stdout);
+
+    let key = baal_cli(dir.path(), &[], &["keygen"]).stdout.trim().to_owned();
+    let complete = [
+        ("DATABASE_URL", url.as_str()),
+        ("BOT_ENCRYPTION_KEY", key.as_str()),
+        ("LIBERTAI_API_KEY", "sk-operator-secret"),
+        ("TELEGRAM_BOT_TOKEN", "123:telegram-secret"),
+        ("TELEGRAM_API_ID", "12345"),
+        ("TELEGRAM_API_HASH", "hash-secret"),
+    ];
+    let ok = baal_cli(dir.path(), &complete, &["doctor"]);
+    assert_eq!(ok.code, 0, "{}", ok.stdout);
+    assert!(!ok.stdout.contains('✗'), "{}", ok.stdout);
+    for secret in [key.as_str(), "sk-operator-secret", "telegram-secret", "hash-secret"] {
+        assert!(!ok.stdout.contains(secret), "doctor printed a secret");
+    }
+
+    let console = [("DATABASE_URL", url.as_str()), ("BOT_ENCRYPTION_KEY", key.as_str()), ("LIBERTAI_API_KEY", "k")];
+    assert_eq!(baal_cli(dir.path(), &console, &["doctor", "--console"]).code, 0);
+
+    let bad_key = [("DATABASE_URL", url.as_str()), ("BOT_ENCRYPTION_KEY", "too-short")];
+    let run = baal_cli(dir.path(), &bad_key, &["doctor", "--console"]);
+    assert_ne!(run.code, 0);
+    assert!(run.stdout.lines().any(|l| l.contains('✗') && l.contains("BOT_ENCRYPTION_KEY")), "{}", run.stdout);
+
+    let missing_file = dir.path().join("absent_key");
+    let aleph = [
+        ("DATABASE_URL", url.as_str()),
+        ("BOT_ENCRYPTION_KEY", key.as_str()),
+        ("LIBERTAI_API_KEY", "k"),
+        ("ALEPH_PRIVATE_KEY", "aleph-secret"),
+        ("ALEPH_SSH_PUBKEY", "ssh-ed25519 AAAA test"),
+        ("ALEPH_SSH_PRIVKEY_PATH", missing_file.to_str().unwrap()),
+    ];
+    let run = baal_cli(dir.path(), &aleph, &["doctor", "--console"]);
+    assert_ne!(run.code, 0);
+    assert!(run.stdout.contains("Aleph Cloud selected"), "{}", run.stdout);
+    assert!(run.stdout.contains("✗ ALEPH_SSH_PRIVKEY_PATH: no file at"), "{}", run.stdout);
+    assert!(!run.stdout.contains("aleph-secret"));
+
+    let malformed = baal_cli(dir.path(), &[("DATABASE_URL", &url), ("MAX_AGENTS_PER_USER", "three")], &["doctor"]);
+    assert_ne!(malformed.code, 0);
+    assert!(malformed.stdout.contains("✗ MAX_AGENTS_PER_USER"), "{}", malformed.stdout);
+
+    let bad_db = baal_cli(dir.path(), &[("DATABASE_URL", "postgres://u:pw@127.0.0.1:1/x")], &["doctor"]);
+    assert_ne!(bad_db.code, 0);
+    assert!(bad_db.stdout.contains("✗ cannot open the database postgres://u:***@127.0.0.1:1/x"), "{}", bad_db.stdout);
+}
+
+#[tokio::test]
+async fn works_on_postgres_too() {
+    let Some(test_db) = baal_core::testing::db::postgres().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let run = baal_cli(dir.path(), &[], &["--database-url", test_db.url(), "agents", "list", "--json"]);
+    assert_eq!((run.code, run.stdout.trim()), (0, "[]"), "{}", run.stderr);
+    test_db.store().user_get_or_create(5, Some("pg")).await.unwrap();
+    let run = baal_cli(dir.path(), &[], &["--database-url", test_db.url(), "users", "list"]);
+    assert!(run.stdout.contains("@pg"), "{}", run.stdout);
+}

@@ -1,0 +1,244 @@
+//! 200 concurrent chats through the engine, the HTTP proxy and local `baal-agent` processes
+//! against the scripted LLM on loopback. Prints messages per second and latency percentiles for
+//! three paths, so the difference shows what each layer adds:
+//!
+//! - `agent`: a raw HTTP `POST /chat` to the agent, read to the end (the agent and the LLM);
+//! - `proxy`: the same through `HttpProxy`;
+//! - `engine`: `Platform::handle` for a visitor's text (rate limit, state, routing, streaming into
+//!   an edited message, pending delivery) over the proxy.
+//!
+//! Needs a built `baal-agent`: `BAAL_AGENT_BIN`, else next to this binary, else `target/release`
+//! or `target/debug`, else `PATH`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use baal_core::deploy::local::{LocalDeployer, find_agent_binary};
+use baal_core::domain::{Agent, Role, UserId};
+use baal_core::platform::{Input, InputKind, Platform, PlatformConfig};
+use baal_core::proxy::http::HttpProxy;
+use baal_core::proxy::{AgentEndpoint, ChatRequest, Proxy};
+use baal_core::secrets::SecretBox;
+use baal_core::store::AgentFilter;
+use baal_core::testing::db;
+use baal_core::testing::messenger::MemoryMessenger;
+use baal_core::testing::openai::ScriptedLlm;
+use futures_util::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+
+const CHATS: usize = 200;
+const MESSAGES_PER_CHAT: usize = 5;
+const AGENTS: usize = 4;
+
+fn agent_bin() -> Option<PathBuf> {
+    let explicit = std::env::var_os("BAAL_AGENT_BIN").map(PathBuf::from);
+    if let Ok(found) = find_agent_binary(explicit.as_deref()) {
+        return Some(found);
+    }
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
+    ["release", "debug"].iter().map(|profile| target.join(profile).join("baal-agent")).find(|p| p.is_file())
+}
+
+struct Figures {
+    name: &'static str,
+    wall: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Figures {
+    fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+    }
+
+    fn print(&self) {
+        println!(
+            "{:<7} {:>6} msgs in {:>6.2}s = {:>7.1} msg/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
+            self.name,
+            self.latencies.len(),
+            self.wall.as_secs_f64(),
+            self.latencies.len() as f64 / self.wall.as_secs_f64(),
+            ms(self.percentile(0.5)),
+            ms(self.percentile(0.99)),
+        );
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Runs `chats` concurrent chats of `per_chat` sequential messages each.
+async fn run<F, Fut>(name: &'static str, chats: usize, per_chat: usize, one: F) -> Figures
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..chats)
+        .map(|chat| {
+            let one = one.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(per_chat);
+                for message in 0..per_chat {
+                    let began = Instant::now();
+                    one(chat, message).await;
+                    latencies.push(began.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("chat task"));
+    }
+    Figures { name, wall: start.elapsed(), latencies }
+}
+
+fn main() {
+    let Some(agent_bin) = agent_bin() else {
+        println!("platform bench skipped: build baal-agent first (cargo build --workspace) or set BAAL_AGENT_BIN");
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    runtime.block_on(bench(agent_bin));
+}
+
+async fn bench(agent_bin: PathBuf) {
+    let llm = ScriptedLlm::start().await;
+    let test_db = db::sqlite().await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let deployer = Arc::new(LocalDeployer::new(data.path().join("agents"), agent_bin).expect("local deployer"));
+    let messenger = Arc::new(MemoryMessenger::new());
+    let secrets = Arc::new(SecretBox::from_encoded_key(&"ef".repeat(32)).expect("key"));
+    let proxy = Arc::new(HttpProxy::new().expect("proxy"));
+    let mut config = PlatformConfig::default();
+    config.libertai_api_key = Some(SecretString::from("sk-bench"));
+    config.libertai_api_base_url = llm.base_url();
+    config.free_tier_daily_messages = u32::MAX;
+    config.max_agents_per_user = AGENTS as u32;
+    let store = test_db.shared();
+    let platform =
+        Platform::new(config, store.clone(), deployer.clone(), proxy.clone(), messenger.clone(), secrets.clone());
+
+    const OWNER: UserId = 1;
+    for n in 0..AGENTS {
+        for line in ["/create", &format!("Bench {n}")] {
+            platform.handle(Input::from_text(OWNER, OWNER, line)).await.expect("create");
+        }
+        for data in ["create_model:qwen3-coder-next", "create_confirm"] {
+            let (_, message) = messenger.find_button(OWNER, data).expect("wizard button");
+            let mut input = Input::from_text(OWNER, OWNER, "");
+            input.kind = InputKind::Button { data: data.into(), message, press_id: "bench".into() };
+            platform.handle(input).await.expect("press");
+        }
+        platform.wait_idle().await;
+    }
+    let agents: Vec<Agent> = store.list_agents(&AgentFilter::all().owner(OWNER)).await.expect("agents");
+    let endpoints: Vec<AgentEndpoint> = agents
+        .iter()
+        .map(|agent| AgentEndpoint {
+            base_url: agent.deployment.vm_url.clone().expect("deployed"),
+            token: secrets.open_str(agent.token_sealed.as_deref().expect("token")).expect("open"),
+        })
+        .collect();
+    println!(
+        "platform bench: {CHATS} concurrent chats x {MESSAGES_PER_CHAT} messages over {} local agents, scripted LLM (echo)",
+        endpoints.len()
+    );
+
+    // Visitors open the share links once, then chat.
+    for chat in 0..CHATS {
+        let slug = &agents[chat % agents.len()].slug;
+        let user = visitor(chat);
+        platform.handle(Input::from_text(user, user, &format!("/start agent_{slug}"))).await.expect("open link");
+    }
+    // Alone, each layer's own cost shows; with 200 chats at once, throughput and queueing do.
+    for (label, chats, per_chat) in [("1 chat at a time", 1, 200), ("200 concurrent chats", CHATS, MESSAGES_PER_CHAT)] {
+        println!("-- {label}, {per_chat} messages each");
+        let [raw, through_proxy, engine] = three_paths(&platform, &proxy, &endpoints, chats, per_chat).await;
+        for figures in [&raw, &through_proxy, &engine] {
+            figures.print();
+        }
+        let added = |a: &Figures, b: &Figures, p: f64| ms(a.percentile(p)) - ms(b.percentile(p));
+        println!(
+            "added by HttpProxy over a raw request: p50 {:+.2} ms, p99 {:+.2} ms",
+            added(&through_proxy, &raw, 0.5),
+            added(&through_proxy, &raw, 0.99)
+        );
+        println!(
+            "added by the engine over HttpProxy:    p50 {:+.2} ms, p99 {:+.2} ms",
+            added(&engine, &through_proxy, 0.5),
+            added(&engine, &through_proxy, 0.99)
+        );
+    }
+    platform.shutdown().await;
+    deployer.shutdown().await;
+}
+
+fn visitor(chat: usize) -> UserId {
+    10_000 + chat as UserId
+}
+
+/// The same load over the raw agent, the proxy and the engine.
+async fn three_paths(
+    platform: &Platform,
+    proxy: &Arc<HttpProxy>,
+    endpoints: &[AgentEndpoint],
+    chats: usize,
+    per_chat: usize,
+) -> [Figures; 3] {
+    let endpoints = endpoints.to_vec();
+    let http = reqwest::Client::new();
+    let raw = {
+        let endpoints = endpoints.clone();
+        run("agent", chats, per_chat, move |chat, message| {
+            let endpoint = endpoints[chat % endpoints.len()].clone();
+            let http = http.clone();
+            async move {
+                let body = ChatRequest::new(format!("raw {message}"), format!("raw-{chat}"), Role::Visitor);
+                let response = http
+                    .post(format!("{}/chat", endpoint.base_url))
+                    .bearer_auth(endpoint.token.expose_secret())
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("agent answers");
+                let mut bytes = response.bytes_stream();
+                while let Some(chunk) = bytes.next().await {
+                    chunk.expect("stream");
+                }
+            }
+        })
+        .await
+    };
+    let through_proxy = {
+        let endpoints = endpoints.clone();
+        let proxy = proxy.clone();
+        run("proxy", chats, per_chat, move |chat, message| {
+            let endpoint = endpoints[chat % endpoints.len()].clone();
+            let proxy = proxy.clone();
+            async move {
+                let request = ChatRequest::new(format!("proxy {message}"), format!("proxy-{chat}"), Role::Visitor);
+                let mut events = proxy.chat(&endpoint, request).await;
+                while events.next().await.is_some() {}
+            }
+        })
+        .await
+    };
+    let engine = {
+        let platform = platform.clone();
+        run("engine", chats, per_chat, move |chat, message| {
+            let platform = platform.clone();
+            async move {
+                let user = visitor(chat);
+                platform.handle(Input::from_text(user, user, &format!("engine {message}"))).await.expect("chat");
+            }
+        })
+        .await
+    };
+    [raw, through_proxy, engine]
+}

@@ -1,0 +1,154 @@
+//! The message API of a Core Channel Node: post a signed message and wait for its final status,
+//! read the credit balance.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::error::{AlephError, Rejection};
+use super::message::SignedMessage;
+
+/// The address that publishes the network-wide `settings` and `pricing` aggregates.
+const SETTINGS_AGGREGATE_OWNER: &str = "0xFba561a84A537fCaa567bb7A2257e7142701ae2A";
+
+/// Where a message ended up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FinalStatus {
+    Processed,
+    /// A FORGET target already gone counts as done for teardown.
+    Forgotten,
+    /// Still pending when the wait ran out (only returned when the caller accepts it).
+    Pending,
+}
+
+/// A client of one CCN (`ALEPH_API_URL`).
+#[derive(Debug, Clone)]
+pub(crate) struct CcnClient {
+    http: reqwest::Client,
+    base: String,
+    poll_interval: Duration,
+}
+
+impl CcnClient {
+    pub(crate) fn new(http: reqwest::Client, base: &str, poll_interval: Duration) -> CcnClient {
+        CcnClient { http, base: base.trim_end_matches('/').to_owned(), poll_interval }
+    }
+
+    /// Posts `message` (`sync: true`) and waits up to `wait` for it to be processed. A rejection
+    /// becomes [`AlephError::Rejected`] with the CCN's reason. With `accept_pending`, a message
+    /// still pending at the deadline is [`FinalStatus::Pending`] instead of a timeout.
+    pub(crate) async fn post_and_wait(
+        &self,
+        message: &SignedMessage,
+        wait: Duration,
+        accept_pending: bool,
+    ) -> Result<FinalStatus, AlephError> {
+        let url = format!("{}/api/v0/messages", self.base);
+        let body = serde_json::json!({"sync": true, "message": message});
+        let what = format!("posting the {} message to {}", message.message_type, self.base);
+        let mut attempt = 0;
+        let response = loop {
+            attempt += 1;
+            match self.http.post(&url).json(&body).send().await {
+                // 500 = publication failed on every protocol; the CCN says to retry.
+                Ok(r) if r.status().as_u16() == 500 && attempt < 3 => {}
+                Ok(r) => break r,
+                Err(err) if attempt < 3 && (err.is_connect() || err.is_timeout()) => {}
+                Err(err) => return Err(AlephError::peer(what, err)),
+            }
+            tokio::time::sleep(self.poll_interval).await;
+        };
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let message_status = parsed.get("message_status").and_then(Value::as_str);
+        match (status, message_status) {
+            (200, Some("processed")) => return Ok(FinalStatus::Processed),
+            (200 | 202 | 422, Some("pending" | "processed" | "rejected")) => {}
+            (422, _) => {
+                return Err(AlephError::Rejected {
+                    kind: message.message_type.clone(),
+                    hash: message.item_hash.clone(),
+                    reason: Rejection::InvalidFormat(cut(&text)),
+                });
+            }
+            _ => return Err(AlephError::peer(what, format!("HTTP {status}: {}", cut(&text)))),
+        }
+        self.wait_final(message, wait, accept_pending).await
+    }
+
+    async fn wait_final(
+        &self,
+        message: &SignedMessage,
+        wait: Duration,
+        accept_pending: bool,
+    ) -> Result<FinalStatus, AlephError> {
+        let url = format!("{}/api/v0/messages/{}", self.base, message.item_hash);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // 404: this CCN has not seen it yet; a transient error: keep polling until the deadline.
+            if let Ok(response) = self.http.get(&url).send().await
+                && response.status().is_success()
+                && let Ok(body) = response.json::<Value>().await
+            {
+                match body.get("status").and_then(Value::as_str) {
+                    Some("processed") => return Ok(FinalStatus::Processed),
+                    Some("forgotten" | "removed" | "removing") => return Ok(FinalStatus::Forgotten),
+                    Some("rejected") => {
+                        let code = body.get("error_code").and_then(Value::as_i64);
+                        let details = body.get("details").cloned().unwrap_or(Value::Null);
+                        return Err(AlephError::Rejected {
+                            kind: message.message_type.clone(),
+                            hash: message.item_hash.clone(),
+                            reason: Rejection::from_code(code, &details),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                if accept_pending {
+                    return Ok(FinalStatus::Pending);
+                }
+                return Err(AlephError::Timeout {
+                    what: format!("processing of the {} message {}", message.message_type, message.item_hash),
+                    seconds: wait.as_secs(),
+                });
+            }
+            tokio::time::sleep(self.poll_interval).await;
+        }
+    }
+
+    /// The minimum CRN version the network asks for (`last_crn_version` of the `settings`
+    /// aggregate), or `None` when it cannot be read: the filter then does without it.
+    pub(crate) async fn last_crn_version(&self) -> Option<String> {
+        let url = format!("{}/api/v0/aggregates/{SETTINGS_AGGREGATE_OWNER}.json", self.base);
+        let response = self.http.get(&url).query(&[("keys", "settings")]).send().await.ok()?;
+        let body: Value = response.error_for_status().ok()?.json().await.ok()?;
+        body.pointer("/data/settings/last_crn_version").and_then(Value::as_str).map(str::to_owned)
+    }
+
+    /// The account's credit balance.
+    pub(crate) async fn credit_balance(&self, address: &str) -> Result<i64, AlephError> {
+        let url = format!("{}/api/v0/addresses/{address}/balance", self.base);
+        let what = format!("reading the balance from {}", self.base);
+        let response = self.http.get(&url).send().await.map_err(|e| AlephError::peer(&what, e))?;
+        if response.status().as_u16() == 404 {
+            return Ok(0);
+        }
+        if !response.status().is_success() {
+            return Err(AlephError::peer(&what, format!("HTTP {}", response.status())));
+        }
+        let body: Value = response.json().await.map_err(|e| AlephError::peer(&what, e))?;
+        Ok(body.get("credit_balance").and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64))).unwrap_or(0))
+    }
+}
+
+/// Peer error bodies can be pages of HTML; keep the start.
+pub(crate) fn cut(text: &str) -> String {
+    let mut out: String = text.chars().take(300).collect();
+    if out.len() < text.len() {
+        out.push('…');
+    }
+    out
+}

@@ -1,0 +1,855 @@
+//! [`LocalDeployer`]: agents as `baal-agent` child processes of this machine, the embedded default
+//! when no Aleph key is set.
+//!
+//! Each agent lives in `<data dir>/agents/<id>/`:
+//!
+//! | file | what |
+//! |---|---|
+//! | `settings.json` | its settings (mode 0600), handed over with `--config`, never on the command line |
+//! | `agent.db` | its history and pending messages |
+//! | `workspace/` | its files, memory and skills |
+//! | `agent.log` | what the process printed |
+//!
+//! Invariants:
+//! - every agent listens on 127.0.0.1 only and requires its own secret;
+//! - a child never outlives the platform: it runs in its own process group, which is killed when
+//!   the deployer is dropped, and gets SIGKILL from the kernel if the platform dies (Linux);
+//! - the child's environment is cleared to a short allowlist, so the platform's own secrets
+//!   (bot token, encryption key, Aleph key) never reach an agent;
+//! - a crashed agent is restarted on the same port, at most [`RestartLimit::max_restarts`] times
+//!   per [`RestartLimit::window`]; beyond that it is left down and the failure is logged.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer, SilentReporter};
+use crate::config::Settings;
+use crate::domain::{AgentId, Deployment};
+use crate::proxy::http::{HttpProxy, HttpProxyOptions};
+use crate::proxy::{AgentEndpoint, Proxy};
+
+/// Create the agent's directory and settings file.
+pub const PREPARE: DeployStep = DeployStep { key: "prepare", label: "Prepare the agent's files" };
+/// Start the `baal-agent` process.
+pub const START: DeployStep = DeployStep { key: "start", label: "Start the agent" };
+/// Wait until the agent answers `/health`.
+pub const HEALTH: DeployStep = DeployStep { key: "health", label: "Check that the agent answers" };
+/// Stop the process (destroy).
+pub const STOP: DeployStep = DeployStep { key: "stop", label: "Stop the agent" };
+/// Remove the agent's files (destroy).
+pub const REMOVE: DeployStep = DeployStep { key: "remove", label: "Remove the agent's files" };
+
+const STEPS: &[DeployStep] = &[PREPARE, START, HEALTH];
+
+const SETTINGS_FILE: &str = "settings.json";
+const LOG_FILE: &str = "agent.log";
+/// The settings that ran before a redeploy, kept until the new ones are healthy.
+const PREVIOUS_SETTINGS_FILE: &str = "settings.previous.json";
+const AGENT_BIN_NAME: &str = "baal-agent";
+/// What the agent prints on stdout once it listens (`listening on 127.0.0.1:PORT`).
+const LISTENING_PREFIX: &str = "listening on ";
+/// Environment variables a child keeps: what a program needs to run and to reach LibertAI over
+/// TLS. Everything else (the platform's tokens and keys above all) is withheld.
+const INHERITED_ENV: &[&str] =
+    &["PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "RUST_LOG", "RUST_BACKTRACE", "SSL_CERT_FILE", "SSL_CERT_DIR"];
+
+/// How often a crashed agent is restarted before it is left down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RestartLimit {
+    /// Restarts allowed within one window.
+    pub max_restarts: u32,
+    /// The sliding window.
+    pub window: Duration,
+}
+
+impl Default for RestartLimit {
+    fn default() -> Self {
+        RestartLimit { max_restarts: 5, window: Duration::from_secs(600) }
+    }
+}
+
+impl RestartLimit {
+    /// A limit of `max_restarts` within `window`.
+    pub fn new(max_restarts: u32, window: Duration) -> Self {
+        RestartLimit { max_restarts, window }
+    }
+}
+
+/// Runs agents as `baal-agent` child processes on 127.0.0.1. Drop it (or call
+/// [`LocalDeployer::shutdown`]) and its agents stop; [`Deployer::restore`] brings them back.
+pub struct LocalDeployer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    data_dir: PathBuf,
+    agent_bin: PathBuf,
+    proxy: HttpProxy,
+    restart_limit: RestartLimit,
+    start_timeout: Duration,
+    agents: Mutex<HashMap<AgentId, Supervised>>,
+    spawner: Spawner,
+}
+
+/// A running agent and the task that watches it.
+struct Supervised {
+    port: u16,
+    /// The current process id (0 while down); also the id of its process group.
+    pid: Arc<std::sync::atomic::AtomicU32>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for LocalDeployer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalDeployer")
+            .field("data_dir", &self.inner.data_dir)
+            .field("agent_bin", &self.inner.agent_bin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Finds the `baal-agent` program: `explicit` (the `BAAL_AGENT_BIN` setting) if given, else next to
+/// the current executable (or one level up, where `cargo test` puts test binaries), else on `PATH`.
+pub fn find_agent_binary(explicit: Option<&Path>) -> Result<PathBuf, DeployError> {
+    if let Some(path) = explicit {
+        return if path.is_file() {
+            Ok(path.to_owned())
+        } else {
+            Err(DeployError::new(
+                PREPARE.key,
+                format!(
+                    "BAAL_AGENT_BIN is {}, which is not a file. Point it at a built `baal-agent` \
+                     (cargo build --release -p baal-agent), or unset it to look next to Baal and on PATH.",
+                    path.display()
+                ),
+            )
+            .permanent())
+        };
+    }
+    let beside_exe =
+        std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_owned)).into_iter().flat_map(|dir| {
+            let parent = (dir.file_name() == Some("deps".as_ref())).then(|| dir.parent().map(Path::to_owned)).flatten();
+            std::iter::once(dir).chain(parent)
+        });
+    // Searching PATH by hand: three lines, where a crate (`which`) would add a dependency for it.
+    let on_path = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default();
+    beside_exe.chain(on_path).map(|dir| dir.join(AGENT_BIN_NAME)).find(|candidate| candidate.is_file()).ok_or_else(
+        || {
+            DeployError::new(
+                PREPARE.key,
+                "Baal cannot find the `baal-agent` program. Build it with `cargo build --release -p baal-agent`, \
+             then put it next to Baal, on PATH, or set BAAL_AGENT_BIN to its path.",
+            )
+            .permanent()
+        },
+    )
+}
+
+impl LocalDeployer {
+    /// A deployer keeping agents under `data_dir/agents/` and running `agent_bin`.
+    pub fn new(data_dir: impl Into<PathBuf>, agent_bin: impl Into<PathBuf>) -> Result<Self, DeployError> {
+        // Agents run in their own directory, so every path they are given must be absolute.
+        let absolute = |path: PathBuf| {
+            std::path::absolute(&path).map_err(|err| {
+                DeployError::new("deploy", format!("Baal cannot resolve the path {}.", path.display())).with_detail(err)
+            })
+        };
+        let data_dir = absolute(data_dir.into())?;
+        let agent_bin = agent_bin.into();
+        // A bare name ("baal-agent") is looked up on PATH by the OS; anything else is a path.
+        let agent_bin = if agent_bin.components().count() > 1 { absolute(agent_bin)? } else { agent_bin };
+        let proxy = HttpProxy::with_options(HttpProxyOptions {
+            connect_attempts: 1,
+            short_timeout: Duration::from_secs(5),
+            ..HttpProxyOptions::default()
+        })
+        .map_err(|err| DeployError::new("deploy", "Baal could not set up its HTTP client.").with_detail(err))?;
+        Ok(LocalDeployer {
+            inner: Arc::new(Inner {
+                data_dir,
+                agent_bin,
+                proxy,
+                restart_limit: RestartLimit::default(),
+                start_timeout: Duration::from_secs(30),
+                agents: Mutex::new(HashMap::new()),
+                spawner: Spawner::start()
+                    .map_err(|err| DeployError::new("deploy", "Baal could not start a thread.").with_detail(err))?,
+            }),
+        })
+    }
+
+    /// A deployer from the settings: `BAAL_DATA_DIR` and `BAAL_AGENT_BIN` (see
+    /// [`find_agent_binary`]).
+    pub fn from_settings(settings: &Settings) -> Result<Self, DeployError> {
+        Self::new(&settings.data_dir, find_agent_binary(settings.agent_bin.as_deref())?)
+    }
+
+    /// Sets how often a crashed agent is restarted. Call before deploying anything.
+    pub fn with_restart_limit(mut self, limit: RestartLimit) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.restart_limit = limit;
+        }
+        self
+    }
+
+    /// The directory that holds one agent's files.
+    pub fn agent_dir(&self, agent_id: AgentId) -> PathBuf {
+        self.inner.agent_dir(agent_id)
+    }
+
+    /// The process id of the agent, if it is running under this deployer.
+    pub fn pid(&self, agent_id: AgentId) -> Option<u32> {
+        let agents = self.inner.agents();
+        let pid = agents.get(&agent_id)?.pid.load(std::sync::atomic::Ordering::SeqCst);
+        (pid != 0).then_some(pid)
+    }
+
+    /// Stops every agent gracefully and waits for them to exit.
+    pub async fn shutdown(&self) {
+        let ids: Vec<AgentId> = self.inner.agents().keys().copied().collect();
+        for id in ids {
+            self.inner.stop(id).await;
+        }
+    }
+
+    /// Starts (or restarts) one agent and waits for its health check. `reporter` hears about
+    /// every step and fact. When a running agent fails to come back with its new settings, it is
+    /// started again with the settings it had, and the error is returned.
+    async fn run(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Deployment, DeployError> {
+        let inner = &self.inner;
+        let id = spec.agent_id;
+        let dir = inner.agent_dir(id);
+        let mut deployment = spec.existing.clone();
+        deployment.instance_hash = Some(local_key(id));
+        reporter.facts(&deployment).await?;
+
+        reporter.step_started(PREPARE).await;
+        let was_running = self.pid(id).is_some();
+        let preferred_port = inner.running_port(id).or_else(|| port_of(spec.existing.vm_url.as_deref()));
+        inner.stop(id).await;
+        let port = preferred_port.filter(|port| port_is_free(*port)).unwrap_or(0);
+        let backup = dir.join(PREVIOUS_SETTINGS_FILE);
+        let has_backup = was_running && std::fs::copy(dir.join(SETTINGS_FILE), &backup).is_ok();
+        let prepared = prepare_dir(&dir)
+            .map_err(|err| DeployError::new(PREPARE.key, "Baal could not create the agent's files.").with_detail(err))
+            .and_then(|()| {
+                write_settings(&dir, spec, port).map_err(|err| {
+                    DeployError::new(PREPARE.key, "Baal could not write the agent's settings.").with_detail(err)
+                })
+            });
+        let outcome = match prepared {
+            Ok(()) => {
+                reporter.step_done(PREPARE).await;
+                self.start(spec, reporter, deployment).await
+            }
+            Err(err) => Err(err),
+        };
+        match outcome {
+            Ok(deployment) => {
+                let _ = std::fs::remove_file(&backup);
+                Ok(deployment)
+            }
+            Err(err) => {
+                if has_backup {
+                    self.roll_back(id).await;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// The `start` and `health` steps of [`LocalDeployer::run`].
+    async fn start(
+        &self,
+        spec: &AgentSpec,
+        reporter: &dyn DeployReporter,
+        mut deployment: Deployment,
+    ) -> Result<Deployment, DeployError> {
+        let inner = &self.inner;
+        let id = spec.agent_id;
+        let dir = inner.agent_dir(id);
+        reporter.step_started(START).await;
+        let (mut child, port) = inner.spawn(id).await?;
+        // Restarts after a crash must come back on the same address the platform stored.
+        if let Err(err) = write_settings(&dir, spec, port) {
+            kill_group(&child);
+            return Err(DeployError::new(START.key, "Baal could not write the agent's settings.").with_detail(err));
+        }
+        deployment.vm_url = Some(local_url(port));
+        if let Err(err) = reporter.facts(&deployment).await {
+            kill_group(&child);
+            return Err(err);
+        }
+        reporter.step_done(START).await;
+
+        reporter.step_started(HEALTH).await;
+        if let Err(err) = inner.wait_healthy(port, &mut child).await {
+            kill_group(&child);
+            return Err(err);
+        }
+        reporter.step_done(HEALTH).await;
+
+        inner.supervise(id, child, port);
+        tracing::info!(agent = %id, port, "local agent running");
+        Ok(deployment)
+    }
+
+    /// Brings back the settings that ran before a failed redeploy, and the agent with them.
+    async fn roll_back(&self, agent_id: AgentId) {
+        let inner = &self.inner;
+        let dir = inner.agent_dir(agent_id);
+        if let Err(err) = std::fs::rename(dir.join(PREVIOUS_SETTINGS_FILE), dir.join(SETTINGS_FILE)) {
+            tracing::error!(agent = %agent_id, error = %err, "could not restore the previous settings");
+            return;
+        }
+        let restarted = match inner.spawn(agent_id).await {
+            Ok((mut child, port)) => match inner.wait_healthy(port, &mut child).await {
+                Ok(()) => {
+                    inner.supervise(agent_id, child, port);
+                    Ok(())
+                }
+                Err(err) => {
+                    kill_group(&child);
+                    Err(err)
+                }
+            },
+            Err(err) => Err(err),
+        };
+        match restarted {
+            Ok(()) => tracing::warn!(agent = %agent_id, "redeploy failed; the agent runs with its previous settings"),
+            Err(err) => {
+                tracing::error!(agent = %agent_id, error = %err, detail = ?err.detail, "redeploy failed and the previous settings did not start either")
+            }
+        }
+    }
+}
+
+impl Drop for LocalDeployer {
+    fn drop(&mut self) {
+        // Synchronous and immediate: the runtime may be shutting down, so the supervisors might
+        // never run again to stop their children.
+        for (_, agent) in self.inner.agents().drain() {
+            let pid = agent.pid.load(std::sync::atomic::Ordering::SeqCst);
+            if pid != 0 {
+                signal_group(pid, Signal::Kill);
+            }
+            agent.task.abort();
+        }
+    }
+}
+
+impl Inner {
+    fn agents(&self) -> MutexGuard<'_, HashMap<AgentId, Supervised>> {
+        // A panic while holding this lock leaves the map itself consistent; keep going.
+        self.agents.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn agent_dir(&self, agent_id: AgentId) -> PathBuf {
+        self.data_dir.join("agents").join(agent_id.to_string())
+    }
+
+    fn running_port(&self, agent_id: AgentId) -> Option<u16> {
+        self.agents().get(&agent_id).map(|agent| agent.port)
+    }
+
+    /// Stops the agent's process, if this deployer runs one, and waits until it has exited.
+    async fn stop(&self, agent_id: AgentId) {
+        let Some(agent) = self.agents().remove(&agent_id) else { return };
+        let _ = agent.stop.send(());
+        let _ = agent.task.await;
+    }
+
+    /// Starts `baal-agent --config <dir>/settings.json` and waits until it says where it listens.
+    async fn spawn(&self, agent_id: AgentId) -> Result<(Child, u16), DeployError> {
+        let dir = self.agent_dir(agent_id);
+        let failed = |detail: String| {
+            DeployError::new(START.key, "The agent process did not start. Its log has the details.").with_detail(detail)
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(LOG_FILE))
+            .map_err(|err| failed(format!("opening {LOG_FILE}: {err}")))?;
+        let mut command = Command::new(&self.agent_bin);
+        command
+            .arg("--config")
+            .arg(dir.join(SETTINGS_FILE))
+            .current_dir(&dir)
+            .env_clear()
+            .envs(INHERITED_ENV.iter().filter_map(|name| Some((*name, std::env::var_os(name)?))))
+            .env("HOME", &dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log.try_clone().map_err(|err| failed(err.to_string()))?)
+            .kill_on_drop(true);
+        confine_to_platform_lifetime(&mut command);
+        let mut child = self.spawner.spawn(command).await.map_err(|err| {
+            DeployError::new(START.key, "Baal could not run the `baal-agent` program.")
+                .with_detail(format!("{}: {err}", self.agent_bin.display()))
+        })?;
+        let Some(stdout) = child.stdout.take() else {
+            return Err(failed("no stdout pipe".into()));
+        };
+        let mut stdout = BufReader::new(stdout);
+        let port = tokio::time::timeout(self.start_timeout, async {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match stdout.read_line(&mut line).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {
+                        let _ = (&log).write_all(line.as_bytes());
+                        if let Some(addr) = line.trim().strip_prefix(LISTENING_PREFIX) {
+                            return addr.parse::<std::net::SocketAddr>().ok().map(|addr| addr.port());
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        let port = match port {
+            Ok(Some(port)) => port,
+            Ok(None) => {
+                // Usually it has exited already; if it closed stdout or printed an address Baal
+                // cannot read, it must not linger.
+                kill_group(&child);
+                let status = child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                return Err(failed(format!("exited before listening ({status}): {}", log_tail(&dir))));
+            }
+            Err(_) => {
+                kill_group(&child);
+                return Err(failed(format!("did not listen within {:?}: {}", self.start_timeout, log_tail(&dir))));
+            }
+        };
+        // Keep draining stdout into the log, or the child would block once the pipe fills.
+        tokio::spawn(async move {
+            if let Ok(mut log) = tokio::fs::OpenOptions::new().append(true).open(dir.join(LOG_FILE)).await {
+                let _ = tokio::io::copy(&mut stdout, &mut log).await;
+            }
+        });
+        Ok((child, port))
+    }
+
+    async fn wait_healthy(&self, port: u16, child: &mut Child) -> Result<(), DeployError> {
+        // `/health` takes no secret.
+        let endpoint = AgentEndpoint { base_url: local_url(port), token: SecretString::from(String::new()) };
+        let deadline = Instant::now() + self.start_timeout;
+        loop {
+            let last = match self.proxy.health(&endpoint).await {
+                Ok(health) if health.status == "ok" => return Ok(()),
+                Ok(health) => format!("status {:?}", health.status),
+                Err(err) => err.to_string(),
+            };
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(DeployError::new(
+                    HEALTH.key,
+                    "The agent stopped right after starting. Its log has the details.",
+                )
+                .with_detail(format!("exited ({status}); last health check: {last}")));
+            }
+            if Instant::now() >= deadline {
+                return Err(DeployError::new(HEALTH.key, "The agent started but does not answer its health check.")
+                    .with_detail(last));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Hands a healthy child to a task that restarts it when it crashes and stops it on request.
+    fn supervise(self: &Arc<Self>, agent_id: AgentId, child: Child, port: u16) {
+        let pid = Arc::new(std::sync::atomic::AtomicU32::new(child.id().unwrap_or(0)));
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(Arc::clone(self).watch(agent_id, child, pid.clone(), stopped));
+        let previous = self.agents().insert(agent_id, Supervised { port, pid, stop, task });
+        if let Some(previous) = previous {
+            // `run` stops the previous process first; this only guards against a concurrent deploy.
+            previous.task.abort();
+        }
+    }
+
+    async fn watch(
+        self: Arc<Self>,
+        agent_id: AgentId,
+        mut child: Child,
+        pid: Arc<std::sync::atomic::AtomicU32>,
+        mut stopped: oneshot::Receiver<()>,
+    ) {
+        let mut restarts: VecDeque<Instant> = VecDeque::new();
+        loop {
+            tokio::select! {
+                _ = &mut stopped => {
+                    terminate(&mut child).await;
+                    pid.store(0, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+                status = child.wait() => {
+                    pid.store(0, std::sync::atomic::Ordering::SeqCst);
+                    tracing::warn!(agent = %agent_id, status = ?status.ok(), "local agent exited; restarting it");
+                    // Tools it started may still run in its process group.
+                    signal_group_of(&child, Signal::Kill);
+                }
+            }
+            loop {
+                let now = Instant::now();
+                while restarts.front().is_some_and(|at| now.duration_since(*at) > self.restart_limit.window) {
+                    restarts.pop_front();
+                }
+                if restarts.len() >= self.restart_limit.max_restarts as usize {
+                    tracing::error!(
+                        agent = %agent_id,
+                        restarts = restarts.len(),
+                        window = ?self.restart_limit.window,
+                        "local agent keeps crashing; leaving it down (redeploy it to try again)"
+                    );
+                    return;
+                }
+                restarts.push_back(now);
+                let backoff = Duration::from_millis(500) * restarts.len() as u32;
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                match self.spawn(agent_id).await {
+                    Ok((new_child, _)) => {
+                        child = new_child;
+                        pid.store(child.id().unwrap_or(0), std::sync::atomic::Ordering::SeqCst);
+                        tracing::info!(agent = %agent_id, "local agent restarted");
+                        break;
+                    }
+                    Err(err) => tracing::warn!(agent = %agent_id, error = %err, detail = ?err.detail, "restart failed"),
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Deployer for LocalDeployer {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn steps(&self) -> &'static [DeployStep] {
+        STEPS
+    }
+
+    async fn deploy(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Deployment, DeployError> {
+        self.run(spec, reporter).await
+    }
+
+    async fn redeploy(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Deployment, DeployError> {
+        self.run(spec, reporter).await
+    }
+
+    async fn destroy(
+        &self,
+        agent_id: AgentId,
+        _deployment: &Deployment,
+        reporter: &dyn DeployReporter,
+    ) -> Result<(), DeployError> {
+        reporter.step_started(STOP).await;
+        self.inner.stop(agent_id).await;
+        reporter.step_done(STOP).await;
+        reporter.step_started(REMOVE).await;
+        let dir = self.inner.agent_dir(agent_id);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(DeployError::new(REMOVE.key, "Baal could not remove the agent's files.")
+                    .with_detail(format!("{}: {err}", dir.display())));
+            }
+        }
+        reporter.step_done(REMOVE).await;
+        Ok(())
+    }
+
+    async fn restore(&self, running: &[AgentSpec]) -> Result<(), DeployError> {
+        for (agent_id, outcome) in self.restore_with_facts(running).await {
+            if let Err(err) = outcome {
+                tracing::error!(agent = %agent_id, error = %err, detail = ?err.detail, "could not restore local agent");
+            }
+        }
+        Ok(())
+    }
+
+    async fn restore_with_facts(&self, running: &[AgentSpec]) -> Vec<(AgentId, Result<Deployment, DeployError>)> {
+        // A few at a time: each start waits for a health check, and the machine is shared.
+        let permits = tokio::sync::Semaphore::new(4);
+        let restores = running.iter().map(|spec| {
+            let permits = &permits;
+            async move {
+                let _permit = permits.acquire().await;
+                (spec.agent_id, self.run(spec, &SilentReporter).await)
+            }
+        });
+        futures_util::future::join_all(restores).await
+    }
+}
+
+/// The local deployer's instance key for an agent.
+fn local_key(agent_id: AgentId) -> String {
+    format!("local-{agent_id}")
+}
+
+fn local_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+/// The port of a stored `http://127.0.0.1:PORT` URL.
+fn port_of(url: Option<&str>) -> Option<u16> {
+    let rest = url?.strip_prefix("http://127.0.0.1:")?;
+    rest.trim_end_matches('/').parse().ok().filter(|port| *port != 0)
+}
+
+/// Whether nothing listens on the port now. A check, not a reservation: if another program takes
+/// it before the agent binds, the agent fails to start and the deployment reports it.
+fn port_is_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+fn prepare_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir.join("workspace"))?;
+    restrict(dir, 0o700)
+}
+
+#[cfg(unix)]
+fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn restrict(_path: &Path, _mode: u32) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// Writes the settings a VM would get, readable by this user only, replacing the file atomically.
+fn write_settings(dir: &Path, spec: &AgentSpec, port: u16) -> std::io::Result<()> {
+    let text = settings_text(spec, dir, port);
+    let path = dir.join(SETTINGS_FILE);
+    let temp = dir.join(format!(".{SETTINGS_FILE}.tmp"));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&temp)?;
+    restrict(&temp, 0o600)?;
+    file.write_all(text.expose_secret().as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temp, &path)
+}
+
+/// The agent's settings as a JSON object with the names `baal-agent` reads: JSON, because it
+/// carries any name or prompt (quotes, `$`, line breaks) without an escaping scheme of our own.
+fn settings_text(spec: &AgentSpec, dir: &Path, port: u16) -> SecretString {
+    let mut settings = serde_json::Map::new();
+    let mut set = |key: &str, value: &str| {
+        settings.insert(key.to_owned(), serde_json::Value::String(value.to_owned()));
+    };
+    set("AGENT_NAME", &spec.name);
+    set("SYSTEM_PROMPT", &spec.system_prompt);
+    set("MODEL", &spec.model);
+    set("LIBERTAI_API_KEY", spec.libertai_api_key.expose_secret());
+    set("LIBERTAI_API_BASE_URL", &spec.libertai_api_base_url);
+    set("AGENT_SECRET", spec.agent_secret.expose_secret());
+    set("BIND_ADDR", "127.0.0.1");
+    set("PORT", &port.to_string());
+    set("DB_PATH", &dir.join("agent.db").to_string_lossy());
+    set("WORKSPACE_PATH", &dir.join("workspace").to_string_lossy());
+    set("OWNER_CHAT_ID", &spec.owner_chat_id);
+    set("HEARTBEAT_INTERVAL", "1800");
+    set("VISITOR_TOOLS", &spec.visitor_tools.join(","));
+    if let Some(brave) = &spec.brave_api_key {
+        set("BRAVE_API_KEY", brave.expose_secret());
+    }
+    SecretString::from(serde_json::Value::Object(settings).to_string())
+}
+
+/// The last lines of an agent's log, for error details.
+fn log_tail(dir: &Path) -> String {
+    let log = std::fs::read_to_string(dir.join(LOG_FILE)).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().rev().take(5).collect();
+    let tail = lines.into_iter().rev().collect::<Vec<_>>().join(" | ");
+    tail.chars().rev().take(600).collect::<Vec<_>>().into_iter().rev().collect()
+}
+
+#[derive(Clone, Copy)]
+enum Signal {
+    Term,
+    Kill,
+}
+
+/// Starts child processes from one long-lived thread. Linux delivers the parent-death signal
+/// when the *thread* that forked the child exits, not the process; forking from whichever runtime
+/// thread runs a deployment (possibly a blocking-pool thread that exits after a few idle seconds)
+/// would kill healthy agents at random.
+struct Spawner {
+    requests: Option<std::sync::mpsc::Sender<SpawnRequest>>,
+}
+
+type SpawnRequest = (Command, oneshot::Sender<std::io::Result<Child>>);
+
+impl Spawner {
+    /// Starts the thread inside the current Tokio runtime (children are reaped by its driver).
+    /// Outside a runtime, children are forked by the caller instead.
+    fn start() -> std::io::Result<Spawner> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Ok(Spawner { requests: None });
+        };
+        let (requests, incoming) = std::sync::mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new().name("baal-local-agents".into()).spawn(move || {
+            let _runtime = runtime.enter();
+            for (mut command, reply) in incoming {
+                let _ = reply.send(command.spawn());
+            }
+        })?;
+        Ok(Spawner { requests: Some(requests) })
+    }
+
+    async fn spawn(&self, mut command: Command) -> std::io::Result<Child> {
+        let Some(requests) = &self.requests else { return command.spawn() };
+        let (reply, child) = oneshot::channel();
+        requests.send((command, reply)).map_err(|_| std::io::Error::other("the agent spawner thread is gone"))?;
+        child.await.map_err(|_| std::io::Error::other("the agent spawner thread is gone"))?
+    }
+}
+
+/// Puts the child in its own process group (so the agent and the tools it runs can be stopped
+/// together) and, on Linux, asks the kernel to kill it if the platform dies, so no agent is
+/// orphaned even when the platform is killed outright.
+fn confine_to_platform_lifetime(command: &mut Command) {
+    #[cfg(unix)]
+    command.process_group(0);
+    #[cfg(target_os = "linux")]
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl and getppid,
+    // which are async-signal-safe; it touches no memory shared with the parent.
+    unsafe {
+        let parent = libc::getpid();
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The platform may have died between fork and prctl; then nobody would kill us.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the platform exited while the agent was starting"));
+            }
+            Ok(())
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = command;
+}
+
+fn signal_group(pgid: u32, signal: Signal) {
+    #[cfg(unix)]
+    {
+        let Ok(pgid) = libc::pid_t::try_from(pgid) else { return };
+        if pgid <= 1 {
+            return;
+        }
+        let signal = match signal {
+            Signal::Term => libc::SIGTERM,
+            Signal::Kill => libc::SIGKILL,
+        };
+        // SAFETY: killpg only sends a signal; a group that no longer exists gives ESRCH.
+        unsafe {
+            libc::killpg(pgid, signal);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (pgid, signal);
+}
+
+/// Signals the child's process group (the child's pid is its group id). Does nothing once the
+/// child has been reaped, so a recycled pid is never hit.
+fn signal_group_of(child: &Child, signal: Signal) {
+    if let Some(pid) = child.id() {
+        signal_group(pid, signal);
+    }
+}
+
+fn kill_group(child: &Child) {
+    signal_group_of(child, Signal::Kill);
+}
+
+/// Asks the agent to stop, waits a few seconds, then kills what is left of its group.
+async fn terminate(child: &mut Child) {
+    let Some(pid) = child.id() else { return };
+    signal_group(pid, Signal::Term);
+    if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+        tracing::warn!(pid, "local agent ignored SIGTERM; killing it");
+    }
+    // The group outlives its leader if tools are still running; the pgid stays reserved while
+    // any member is alive, so this cannot hit an unrelated process.
+    signal_group(pid, Signal::Kill);
+    let _ = child.wait().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_survive_a_round_trip() {
+        let mut spec = AgentSpec::new(
+            AgentId(7),
+            "Ada \"the\" $HOME agent",
+            "Line one\nline two with \\n, 'quotes', $PATH and ${X}\n\ttabbed — 漢字 🎉",
+            "qwen3-coder-next",
+            SecretString::from("sk-key"),
+            "http://127.0.0.1:1/v1",
+            SecretString::from("agent-secret"),
+            "42",
+        );
+        spec.brave_api_key = Some(SecretString::from("brave"));
+        let text = settings_text(&spec, Path::new("/data/agents/7"), 4242);
+        let parsed: HashMap<String, String> = serde_json::from_str(text.expose_secret()).unwrap();
+        assert_eq!(parsed["AGENT_NAME"], spec.name);
+        assert_eq!(parsed["SYSTEM_PROMPT"], spec.system_prompt);
+        assert_eq!(parsed["LIBERTAI_API_KEY"], "sk-key");
+        assert_eq!(parsed["AGENT_SECRET"], "agent-secret");
+        assert_eq!(parsed["PORT"], "4242");
+        assert_eq!(parsed["BIND_ADDR"], "127.0.0.1");
+        assert_eq!(parsed["DB_PATH"], "/data/agents/7/agent.db");
+        assert_eq!(parsed["WORKSPACE_PATH"], "/data/agents/7/workspace");
+        assert_eq!(parsed["VISITOR_TOOLS"], "web_fetch,web_search");
+        assert_eq!(parsed["BRAVE_API_KEY"], "brave");
+    }
+
+    #[test]
+    fn stored_urls_give_back_their_port() {
+        assert_eq!(port_of(Some("http://127.0.0.1:8123")), Some(8123));
+        assert_eq!(port_of(Some("http://127.0.0.1:8123/")), Some(8123));
+        assert_eq!(port_of(Some("https://x.2n6.me")), None);
+        assert_eq!(port_of(None), None);
+    }
+
+    #[test]
+    fn relative_paths_are_made_absolute() {
+        let local = LocalDeployer::new("baal-data", "target/baal-agent").unwrap();
+        assert!(local.agent_dir(AgentId(1)).is_absolute());
+        assert!(local.inner.agent_bin.is_absolute());
+        let bare = LocalDeployer::new("baal-data", "baal-agent").unwrap();
+        assert_eq!(bare.inner.agent_bin, Path::new("baal-agent"));
+    }
+
+    #[test]
+    fn a_missing_binary_says_how_to_build_it() {
+        let err = find_agent_binary(Some(Path::new("/nonexistent/baal-agent"))).unwrap_err();
+        assert!(err.message.contains("cargo build --release -p baal-agent"), "{err}");
+    }
+}

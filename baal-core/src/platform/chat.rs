@@ -1,0 +1,252 @@
+//! Chat routing: one turn with an agent streamed into one edited message, files, tool lines,
+//! and the agent's queued messages for this chat; plus the poller that brings owners the
+//! messages their agents queue on their own.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+
+use super::commands::chat_controls;
+use super::engine::{Ctx, Inner, PlatformError};
+use super::messenger::{ChatId, MessageRef, OutgoingFile, Text};
+use super::render::{escape_html, markdown_to_html, split_message};
+use crate::domain::{Agent, AgentStatus};
+use crate::proxy::{AgentEndpoint, AgentEvent, ChatRequest, PendingMessage};
+use crate::store::AgentFilter;
+
+/// Telegram's limit on one message, in UTF-16 code units.
+const MESSAGE_LIMIT: usize = 4096;
+/// Images up to this size go out as photos; anything else as a document.
+const PHOTO_MAX_BYTES: usize = 10 * 1024 * 1024;
+const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "gif", "webp"];
+
+/// An answer being streamed: the agent's text so far and the messages showing it.
+struct Stream<'a> {
+    inner: &'a Inner,
+    chat: ChatId,
+    prefix: String,
+    markdown: String,
+    shown: Vec<(MessageRef, String)>,
+    last_flush: Option<Instant>,
+    gap: bool,
+    anything_shown: bool,
+}
+
+impl Stream<'_> {
+    fn push(&mut self, text: &str) {
+        if self.gap && !self.markdown.is_empty() {
+            self.markdown.push_str("\n\n");
+        }
+        self.gap = false;
+        self.markdown.push_str(text);
+    }
+
+    /// Shows the text so far, unless an edit happened less than `edit_interval` ago (`force`
+    /// always shows it: the final text must land).
+    async fn flush(&mut self, force: bool) {
+        if self.markdown.trim().is_empty() {
+            return;
+        }
+        let due = self.last_flush.is_none_or(|at| at.elapsed() >= self.inner.config.edit_interval);
+        if !force && !due {
+            return;
+        }
+        let html = format!("{}{}", self.prefix, markdown_to_html(&self.markdown));
+        for (i, piece) in split_message(&html, MESSAGE_LIMIT).into_iter().enumerate() {
+            match self.shown.get_mut(i) {
+                Some((message, shown)) if *shown != piece => {
+                    if self.inner.messenger.edit(*message, Text::html(piece.clone())).await.is_ok() {
+                        *shown = piece;
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(message) = self.inner.say(self.chat, Text::html(piece.clone())).await {
+                        self.shown.push((message, piece));
+                    }
+                }
+            }
+        }
+        self.anything_shown = true;
+        self.last_flush = Some(Instant::now());
+    }
+
+    /// Ends the current message: what follows starts a new one.
+    async fn close(&mut self) {
+        self.flush(true).await;
+        self.markdown.clear();
+        self.shown.clear();
+        self.prefix.clear();
+    }
+}
+
+impl Inner {
+    /// One turn with `agent`: streams its answer to the sender's chat, then delivers anything
+    /// the agent queued for this chat.
+    pub(crate) async fn chat_turn(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        agent: &Agent,
+        text: &str,
+        first_time: bool,
+    ) -> Result<(), PlatformError> {
+        let Some(endpoint) = self.endpoint(agent) else {
+            let note = format!("{} can't be reached: it has no address or secret.", agent.name);
+            self.say(ctx.chat, Text::plain(note)).await;
+            return Ok(());
+        };
+        // One turn per chat at a time keeps the agent's history in order.
+        let lock = self.chat_lock(ctx.chat);
+        let _turn = lock.lock().await;
+        let show_tools = ctx.user.show_tools;
+        let _ = self.messenger.typing(ctx.chat).await;
+        let request = ChatRequest::new(text, ctx.chat.to_string(), agent.role_of(ctx.user_id()))
+            .with_user_id(ctx.user_id().to_string());
+        let mut events = self.proxy.chat(&endpoint, request).await;
+        let mut stream = Stream {
+            inner: self,
+            chat: ctx.chat,
+            prefix: format!("<b>{}</b>: ", escape_html(&agent.name)),
+            markdown: String::new(),
+            shown: Vec::new(),
+            last_flush: None,
+            gap: false,
+            anything_shown: false,
+        };
+        while let Some(event) = events.next().await {
+            match event {
+                AgentEvent::Text { content } => {
+                    stream.push(&content);
+                    stream.flush(false).await;
+                }
+                AgentEvent::ToolUse { name, .. } => {
+                    if show_tools {
+                        stream.close().await;
+                        self.say(ctx.chat, Text::html(format!("⚙️ <i>{}</i>", escape_html(&name)))).await;
+                        stream.anything_shown = true;
+                        let _ = self.messenger.typing(ctx.chat).await;
+                    } else {
+                        stream.gap = true;
+                    }
+                }
+                AgentEvent::File { path, caption } => {
+                    stream.close().await;
+                    self.send_agent_file(ctx.chat, agent, &endpoint, &path, &caption).await;
+                    stream.anything_shown = true;
+                }
+                AgentEvent::Error { content } => {
+                    stream.close().await;
+                    let note = format!("⚠️ {}: {}", escape_html(&agent.name), escape_html(&content));
+                    self.say(ctx.chat, Text::html(note)).await;
+                    stream.anything_shown = true;
+                }
+                AgentEvent::Done => break,
+                _ => {}
+            }
+        }
+        stream.flush(true).await;
+        if !stream.anything_shown {
+            self.say(ctx.chat, Text::plain(format!("{} sent no answer.", agent.name))).await;
+        }
+        if first_time {
+            self.say(ctx.chat, chat_controls(show_tools)).await;
+        }
+        // What the agent queued for this chat (subagent results) follows the answer; the user
+        // need not wait for that round trip to see the answer itself.
+        let (inner, agent, chat) = (self.clone(), agent.clone(), ctx.chat);
+        self.spawn_tracked(async move {
+            let lock = inner.chat_lock(chat);
+            let _turn = lock.lock().await;
+            match inner.proxy.pending(&endpoint, Some(&chat.to_string())).await {
+                Ok(messages) => inner.deliver(chat, &agent, &endpoint, messages).await,
+                Err(err) => tracing::debug!(error = %err, "no pending messages"),
+            }
+        });
+        Ok(())
+    }
+
+    async fn send_agent_file(&self, chat: ChatId, agent: &Agent, endpoint: &AgentEndpoint, path: &str, caption: &str) {
+        match self.proxy.file(endpoint, path).await {
+            Ok(file) => {
+                let extension = file.file_name.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
+                let as_photo = IMAGE_EXTENSIONS.contains(&extension.as_str()) && file.bytes.len() <= PHOTO_MAX_BYTES;
+                let caption = if caption.is_empty() {
+                    format!("<b>{}</b>", escape_html(&agent.name))
+                } else {
+                    format!("<b>{}</b>: {}", escape_html(&agent.name), escape_html(caption))
+                };
+                let outgoing = OutgoingFile { file_name: file.file_name, bytes: file.bytes, as_photo, caption };
+                if let Err(err) = self.messenger.send_file(chat, outgoing).await {
+                    tracing::warn!(error = %err, "could not send an agent's file");
+                    self.say(chat, Text::plain(format!("(Couldn't send the file {path}.)"))).await;
+                }
+            }
+            Err(err) => {
+                self.say(chat, Text::plain(format!("(Couldn't fetch the file {path} from {}: {err}.)", agent.name)))
+                    .await;
+            }
+        }
+    }
+
+    /// Delivers queued messages, all meant for `chat`.
+    async fn deliver(&self, chat: ChatId, agent: &Agent, endpoint: &AgentEndpoint, messages: Vec<PendingMessage>) {
+        for message in messages {
+            if message.chat_id != chat.to_string() {
+                // The agent answered for another chat; never show it here.
+                tracing::warn!(agent = %agent.id, "pending message for another chat skipped");
+                continue;
+            }
+            if message.source.ends_with("_file") {
+                let parsed: serde_json::Value = serde_json::from_str(&message.content).unwrap_or_default();
+                let path = parsed.get("path").and_then(|v| v.as_str()).unwrap_or_default();
+                let caption = parsed.get("caption").and_then(|v| v.as_str()).unwrap_or_default();
+                if !path.is_empty() {
+                    self.send_agent_file(chat, agent, endpoint, path, caption).await;
+                }
+                continue;
+            }
+            if message.content.trim().is_empty() {
+                continue;
+            }
+            let html = format!("<b>{}</b>: {}", escape_html(&agent.name), markdown_to_html(&message.content));
+            for piece in split_message(&html, MESSAGE_LIMIT) {
+                self.say(chat, Text::html(piece)).await;
+            }
+        }
+    }
+
+    /// Every `pending_poll_interval`, asks each running agent for what it queued for its owner.
+    pub(crate) async fn poll_pending_forever(self: Arc<Self>) {
+        let mut interval = tokio::time::interval(self.config.pending_poll_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            // Deployments whose job died in another process (or before a restart whose lease
+            // had not yet run out) are picked up here.
+            if let Err(err) = self.clone().resume_unfinished().await {
+                tracing::warn!(error = %err, "looking for unfinished deployments failed");
+            }
+            if let Err(err) = self.poll_pending_once().await {
+                tracing::warn!(error = %err, "pending poll failed");
+            }
+        }
+    }
+
+    pub(crate) async fn poll_pending_once(&self) -> Result<(), PlatformError> {
+        let running = self.store.list_agents(&AgentFilter::all().status(AgentStatus::Running)).await?;
+        futures_util::stream::iter(running)
+            .for_each_concurrent(16, |agent| async move {
+                let Some(endpoint) = self.endpoint(&agent) else { return };
+                let owner_chat = agent.owner_id;
+                let lock = self.chat_lock(owner_chat);
+                let _turn = lock.lock().await;
+                match self.proxy.pending(&endpoint, Some(&owner_chat.to_string())).await {
+                    Ok(messages) => self.deliver(owner_chat, &agent, &endpoint, messages).await,
+                    Err(err) => tracing::debug!(agent = %agent.id, error = %err, "pending poll skipped"),
+                }
+            })
+            .await;
+        Ok(())
+    }
+}

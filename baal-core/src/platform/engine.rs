@@ -1,0 +1,489 @@
+//! The engine: one [`Platform`] per bot process. It turns each [`Input`] into store updates,
+//! deployer and proxy calls, and messages through the front-end's [`Messenger`].
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use secrecy::SecretString;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::messenger::{ChatId, MessageRef, Messenger, Text};
+use super::state::{self, UserState};
+use super::{Input, InputKind};
+use crate::config::{ConfigError, Settings};
+use crate::deploy::Deployer;
+use crate::domain::{Agent, AgentId, User, UserId};
+use crate::proxy::Proxy;
+use crate::secrets::{SecretBox, SecretsError};
+use crate::store::{Store, StoreError};
+
+/// What the engine needs from the settings. Built with [`PlatformConfig::from_settings`]; tests
+/// and embedders adjust the public fields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PlatformConfig {
+    /// Agents one user may have (any status but deleted).
+    pub max_agents_per_user: u32,
+    /// Messages per UTC day a user may send to agents paid by the operator.
+    pub free_tier_daily_messages: u32,
+    /// Users allowed fleet-wide views (`/pool`, the fleet part of `/dashboard`).
+    pub admin_user_ids: Vec<UserId>,
+    /// The bot's username, for share links (`https://t.me/<bot>?start=agent_<slug>`). Without it
+    /// links are shown as the `/start agent_<slug>` command.
+    pub bot_username: Option<String>,
+    /// The operator's LibertAI key, used by agents whose owner has not logged in.
+    pub libertai_api_key: Option<SecretString>,
+    /// LibertAI's base URL (agents call it; `/login` checks keys at `/credits/balance`).
+    pub libertai_api_base_url: String,
+    /// `BRAVE_API_KEY`, handed to agents for `web_search`.
+    pub brave_api_key: Option<SecretString>,
+    /// Whether the VM pool is on (only shown in `/pool`).
+    pub pool_enabled: bool,
+    /// A wizard or personality edit silent for this long is forgotten.
+    pub flow_timeout: Duration,
+    /// The least time between two edits of a streamed answer in one chat.
+    pub edit_interval: Duration,
+    /// How often agents are asked for messages they queued for their owner (and unfinished
+    /// deployments are looked for).
+    pub pending_poll_interval: Duration,
+    /// A deployment whose job has not shown a sign of life for this long is taken to be
+    /// orphaned (its process died) and is resumed. Jobs refresh their lease four times as often,
+    /// so several bot processes sharing one database never deploy the same agent twice.
+    pub deploy_lease: Duration,
+}
+
+impl PlatformConfig {
+    /// The engine's settings from Baal's [`Settings`].
+    pub fn from_settings(settings: &Settings) -> Self {
+        PlatformConfig {
+            max_agents_per_user: settings.max_agents_per_user,
+            free_tier_daily_messages: settings.free_tier_daily_messages,
+            admin_user_ids: settings.admin_user_ids.clone(),
+            bot_username: settings.bot_username.clone(),
+            libertai_api_key: settings.libertai_api_key.clone(),
+            libertai_api_base_url: settings.libertai_api_base_url.clone(),
+            brave_api_key: settings.brave_api_key.clone(),
+            pool_enabled: settings.pool_enabled,
+            ..PlatformConfig::default()
+        }
+    }
+
+    /// Whether `user` may see fleet-wide views.
+    pub fn is_admin(&self, user: UserId) -> bool {
+        self.admin_user_ids.contains(&user)
+    }
+}
+
+impl Default for PlatformConfig {
+    fn default() -> Self {
+        PlatformConfig {
+            max_agents_per_user: 3,
+            free_tier_daily_messages: 50,
+            admin_user_ids: Vec::new(),
+            bot_username: None,
+            libertai_api_key: None,
+            libertai_api_base_url: crate::config::DEFAULT_LIBERTAI_API_BASE_URL.to_owned(),
+            brave_api_key: None,
+            pool_enabled: false,
+            flow_timeout: Duration::from_secs(15 * 60),
+            edit_interval: Duration::from_secs(1),
+            pending_poll_interval: Duration::from_secs(30),
+            deploy_lease: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The engine could not start or could not finish an input.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlatformError {
+    /// The store failed (the user has been told something went wrong).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A setting is missing or malformed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The encryption key is unusable.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    /// The platform cannot be assembled as configured.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The bot's brain. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Platform {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: PlatformConfig,
+    pub store: Arc<dyn Store>,
+    pub deployer: Arc<dyn Deployer>,
+    pub proxy: Arc<dyn Proxy>,
+    pub messenger: Arc<dyn Messenger>,
+    pub secrets: Arc<SecretBox>,
+    pub http: reqwest::Client,
+    tasks: watch::Sender<usize>,
+    user_locks: Mutex<HashMap<UserId, Arc<tokio::sync::Mutex<()>>>>,
+    chat_locks: Mutex<HashMap<ChatId, Arc<tokio::sync::Mutex<()>>>>,
+    pub in_flight: Mutex<HashSet<AgentId>>,
+    poller: Mutex<Option<JoinHandle<()>>>,
+    /// Work started by `start()` and stopped by `shutdown()` (the Aleph pool).
+    background: Mutex<Vec<Background>>,
+    background_running: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A long-running piece of work owned by the platform.
+pub(crate) type Background = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Who sent the input being handled.
+pub(crate) struct Ctx {
+    pub user: User,
+    pub chat: ChatId,
+}
+
+impl Ctx {
+    pub fn user_id(&self) -> UserId {
+        self.user.id
+    }
+}
+
+/// Work left after the user's state is saved and its lock released (a chat turn can be long).
+pub(crate) enum After {
+    Nothing,
+    Chat { agent: Box<Agent>, text: String, first_time: bool },
+}
+
+impl Platform {
+    /// Assembles a platform from its parts.
+    pub fn new(
+        config: PlatformConfig,
+        store: Arc<dyn Store>,
+        deployer: Arc<dyn Deployer>,
+        proxy: Arc<dyn Proxy>,
+        messenger: Arc<dyn Messenger>,
+        secrets: Arc<SecretBox>,
+    ) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        let (tasks, _) = watch::channel(0usize);
+        Platform {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                deployer,
+                proxy,
+                messenger,
+                secrets,
+                http,
+                tasks,
+                user_locks: Mutex::default(),
+                chat_locks: Mutex::default(),
+                in_flight: Mutex::default(),
+                poller: Mutex::default(),
+                background: Mutex::default(),
+                background_running: Mutex::default(),
+            }),
+        }
+    }
+
+    /// A platform as Baal's settings describe it: the SQL store at `DATABASE_URL`, the local
+    /// deployer (or Aleph's when `ALEPH_PRIVATE_KEY` is set), the HTTP proxy, and the sealing key
+    /// from `BOT_ENCRYPTION_KEY` (generated into `<BAAL_DATA_DIR>/encryption.key` when unset).
+    pub async fn from_settings(settings: Settings, messenger: Arc<dyn Messenger>) -> Result<Platform, PlatformError> {
+        let secrets = Arc::new(secret_box_from_settings(&settings)?);
+        let store = open_store(&settings).await?;
+        let (deployer, background) = deployer_for(&settings, store.clone())?;
+        let proxy = http_proxy()?;
+        let platform =
+            Platform::new(PlatformConfig::from_settings(&settings), store, deployer, proxy, messenger, secrets);
+        platform.inner.lock_background().extend(background);
+        Ok(platform)
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &PlatformConfig {
+        &self.inner.config
+    }
+
+    /// The store the engine uses.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Processes one input fully: replies are sent before this returns; deployments continue as
+    /// tracked background tasks (see [`Platform::wait_idle`]). A store failure is reported to the
+    /// user as a generic apology and returned.
+    pub async fn handle(&self, input: Input) -> Result<(), PlatformError> {
+        let chat = input.chat_id;
+        let result = self.inner.clone().handle(input).await;
+        if let Err(err) = &result {
+            tracing::error!(error = %err, chat, "input failed");
+            self.inner
+                .say(chat, Text::plain("Something went wrong on Baal's side. Please try again in a moment."))
+                .await;
+        }
+        result
+    }
+
+    /// Waits until no tracked background task (deployment, restart, introduction) remains.
+    pub async fn wait_idle(&self) {
+        let mut rx = self.inner.tasks.subscribe();
+        let _ = rx.wait_for(|running| *running == 0).await;
+    }
+
+    /// Resumes deployments a previous run left unfinished (or fails them cleanly, owner told),
+    /// brings back agents recorded as running, and starts the poller that delivers agents'
+    /// queued messages to their owners.
+    pub async fn start(&self) -> Result<(), PlatformError> {
+        self.inner.clone().resume_unfinished().await?;
+        self.inner.restore_running().await?;
+        let inner = self.inner.clone();
+        let handle = tokio::spawn(async move { inner.poll_pending_forever().await });
+        if let Some(old) = self.inner.poller.lock().map(|mut p| p.replace(handle)).ok().flatten() {
+            old.abort();
+        }
+        let work: Vec<Background> = self.inner.lock_background().drain(..).collect();
+        let handles = work.into_iter().map(tokio::spawn);
+        if let Ok(mut running) = self.inner.background_running.lock() {
+            running.extend(handles);
+        }
+        Ok(())
+    }
+
+    /// Stops the poller and waits for background tasks to finish.
+    pub async fn shutdown(&self) {
+        if let Some(poller) = self.inner.poller.lock().ok().and_then(|mut p| p.take()) {
+            poller.abort();
+        }
+        if let Ok(mut running) = self.inner.background_running.lock() {
+            running.drain(..).for_each(|task| task.abort());
+        }
+        self.wait_idle().await;
+    }
+}
+
+/// Decrements the running-task count even if the task panics.
+struct TaskGuard(watch::Sender<usize>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|running| *running = running.saturating_sub(1));
+    }
+}
+
+fn lock_for<K: std::hash::Hash + Eq + Copy>(
+    map: &Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>,
+    key: K,
+) -> Arc<tokio::sync::Mutex<()>> {
+    let mut map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    map.entry(key).or_default().clone()
+}
+
+impl Inner {
+    /// Runs `work` in the background, counted by `wait_idle`.
+    pub fn spawn_tracked(&self, work: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.send_modify(|running| *running += 1);
+        let guard = TaskGuard(self.tasks.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            work.await;
+        });
+    }
+
+    fn lock_background(&self) -> std::sync::MutexGuard<'_, Vec<Background>> {
+        self.background.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn user_lock(&self, user: UserId) -> Arc<tokio::sync::Mutex<()>> {
+        lock_for(&self.user_locks, user)
+    }
+
+    pub fn chat_lock(&self, chat: ChatId) -> Arc<tokio::sync::Mutex<()>> {
+        lock_for(&self.chat_locks, chat)
+    }
+
+    pub fn is_in_flight(&self, agent: AgentId) -> bool {
+        self.in_flight.lock().map(|set| set.contains(&agent)).unwrap_or(false)
+    }
+
+    /// Sends a message; a front-end failure is logged, not fatal.
+    pub async fn say(&self, chat: ChatId, text: Text) -> Option<MessageRef> {
+        match self.messenger.send(chat, text).await {
+            Ok(message) => Some(message),
+            Err(err) => {
+                tracing::warn!(error = %err, chat, "could not send a message");
+                None
+            }
+        }
+    }
+
+    /// Edits `message`, or sends a new message when there is none or the edit fails.
+    pub async fn edit_or_say(&self, chat: ChatId, message: Option<MessageRef>, text: Text) -> Option<MessageRef> {
+        if let Some(message) = message {
+            match self.messenger.edit(message, text.clone()).await {
+                Ok(()) => return Some(message),
+                Err(err) => tracing::debug!(error = %err, "edit failed; sending instead"),
+            }
+        }
+        self.say(chat, text).await
+    }
+
+    async fn handle(self: Arc<Self>, input: Input) -> Result<(), PlatformError> {
+        // A read first: creating or refreshing a user is a write, and most inputs need neither.
+        let user = match self.store.user_get(input.user_id).await? {
+            Some(user) if input.username.is_none() || user.username == input.username => user,
+            _ => self.store.user_get_or_create(input.user_id, input.username.as_deref()).await?,
+        };
+        let ctx = Ctx { user, chat: input.chat_id };
+        let lock = self.user_lock(ctx.user_id());
+        let guard = lock.lock().await;
+        let mut state = state::load(self.store.as_ref(), ctx.user_id()).await?;
+        let before = state.clone();
+        let after = match input.kind {
+            InputKind::Command { name, args } => {
+                self.command(&ctx, &mut state, &name, &args, input.message).await?;
+                After::Nothing
+            }
+            InputKind::Text(text) => self.text(&ctx, &mut state, text).await?,
+            InputKind::Button { data, message, press_id } => {
+                let notice = self.button(&ctx, &mut state, &data, message).await;
+                if let Err(err) = self.messenger.answer_press(&press_id, notice.as_deref().unwrap_or("")).await {
+                    tracing::debug!(error = %err, "could not answer a button press");
+                }
+                After::Nothing
+            }
+        };
+        if state != before {
+            state::save(self.store.as_ref(), ctx.user_id(), &state).await?;
+        }
+        drop(guard);
+        if let After::Chat { agent, text, first_time } = after {
+            self.chat_turn(&ctx, &agent, &text, first_time).await?;
+        }
+        Ok(())
+    }
+
+    /// Loads, changes and saves one user's state under that user's lock (for background jobs).
+    pub async fn update_state(&self, user: UserId, change: impl FnOnce(&mut UserState)) -> Result<(), StoreError> {
+        let lock = self.user_lock(user);
+        let _guard = lock.lock().await;
+        let mut state = state::load(self.store.as_ref(), user).await?;
+        change(&mut state);
+        state::save(self.store.as_ref(), user, &state).await
+    }
+
+    /// The agent `id` if `user` owns it and it is not deleted.
+    pub async fn owned_agent(&self, user: UserId, id: AgentId) -> Result<Option<Agent>, StoreError> {
+        Ok(self.store.agent_get(id).await?.filter(|agent| agent.owner_id == user && !agent.deleted))
+    }
+
+    /// The agent's share link.
+    pub fn share_link(&self, agent: &Agent) -> String {
+        match &self.config.bot_username {
+            Some(bot) => format!("https://t.me/{}?start=agent_{}", bot.trim_start_matches('@'), agent.slug),
+            None => format!("/start agent_{}", agent.slug),
+        }
+    }
+
+    pub fn now(&self) -> chrono::DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// The key that seals secrets: `BOT_ENCRYPTION_KEY`, else `<BAAL_DATA_DIR>/encryption.key`,
+/// generated (mode 0600) on first run so a fresh machine works without setup.
+pub fn secret_box_from_settings(settings: &Settings) -> Result<SecretBox, PlatformError> {
+    if let Some(key) = &settings.bot_encryption_key {
+        return Ok(SecretBox::from_secret(key)?);
+    }
+    let path = settings.data_dir.join("encryption.key");
+    match std::fs::read_to_string(&path) {
+        Ok(encoded) => return Ok(SecretBox::from_encoded_key(encoded.trim())?),
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            return Err(PlatformError::Setup(format!(
+                "cannot read the encryption key {}: {err}. Fix its permissions or set BOT_ENCRYPTION_KEY",
+                path.display()
+            )));
+        }
+        Err(_) => {}
+    }
+    let key = crate::secrets::generate_key()?;
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        std::fs::create_dir_all(&settings.data_dir)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path)?;
+        file.write_all(secrecy::ExposeSecret::expose_secret(&key).as_bytes())?;
+        file.write_all(b"\n")
+    };
+    write().map_err(|err| {
+        PlatformError::Setup(format!(
+            "cannot write a new encryption key to {}: {err}. Set BOT_ENCRYPTION_KEY or BAAL_DATA_DIR",
+            path.display()
+        ))
+    })?;
+    tracing::info!(
+        path = %path.display(),
+        "no BOT_ENCRYPTION_KEY: generated one into this file; keep it, stored keys cannot be opened without it"
+    );
+    Ok(SecretBox::from_secret(&key)?)
+}
+
+async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, PlatformError> {
+    Ok(Arc::new(crate::store::SqlStore::open(&settings.database_url).await?))
+}
+
+/// The deployer the settings select, and any background work it needs (the Aleph VM pool).
+fn deployer_for(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+) -> Result<(Arc<dyn Deployer>, Vec<Background>), PlatformError> {
+    match settings.deployer_kind() {
+        #[cfg(feature = "aleph")]
+        crate::config::DeployerKind::Aleph => {
+            let aleph = Arc::new(
+                crate::deploy::aleph::AlephDeployer::from_settings(settings, store)
+                    .map_err(|err| PlatformError::Setup(format!("cannot set up the Aleph deployer: {err}")))?,
+            );
+            let pool = aleph.clone();
+            let background: Vec<Background> = vec![Box::pin(async move { pool.run_pool().await })];
+            Ok((aleph, background))
+        }
+        #[cfg(not(feature = "aleph"))]
+        crate::config::DeployerKind::Aleph => {
+            let _ = store;
+            Err(PlatformError::Setup(
+                "Aleph deployer not built into this binary (feature `aleph`): unset ALEPH_PRIVATE_KEY to run agents on this machine".into(),
+            ))
+        }
+        #[cfg(feature = "local")]
+        crate::config::DeployerKind::Local => {
+            let _ = store;
+            let local = crate::deploy::local::LocalDeployer::from_settings(settings)
+                .map_err(|err| PlatformError::Setup(format!("cannot set up the local deployer: {err}")))?;
+            Ok((Arc::new(local), Vec::new()))
+        }
+        #[cfg(not(feature = "local"))]
+        crate::config::DeployerKind::Local => Err(PlatformError::Setup(
+            "the local deployer is not built into this binary (feature `local`): set ALEPH_PRIVATE_KEY".into(),
+        )),
+    }
+}
+
+fn http_proxy() -> Result<Arc<dyn Proxy>, PlatformError> {
+    let proxy = crate::proxy::http::HttpProxy::new()
+        .map_err(|err| PlatformError::Setup(format!("cannot set up the HTTP client for agents: {err}")))?;
+    Ok(Arc::new(proxy))
+}

@@ -1,0 +1,177 @@
+//! Test doubles for the engine's peers: a deployer that records what it is asked, and a proxy
+//! that answers from a script.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use futures_util::stream::{self, BoxStream, StreamExt};
+use secrecy::ExposeSecret;
+
+use crate::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer};
+use crate::domain::{AgentId, Deployment};
+use crate::proxy::{
+    AgentEndpoint, AgentEvent, AgentFile, ChatRequest, HealthResponse, PendingMessage, Proxy, ProxyError,
+};
+
+pub(crate) const STEPS: &[DeployStep] = &[
+    DeployStep { key: "provision", label: "Create the machine" },
+    DeployStep { key: "ship", label: "Install the agent" },
+    DeployStep { key: "health", label: "Check it answers" },
+];
+
+/// How the fake deployer behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Succeed,
+    Fail,
+    /// Reports facts and the first step, then never returns (a crash mid-deployment).
+    Hang,
+}
+
+pub(crate) struct FakeDeployer {
+    pub mode: Mutex<Mode>,
+    pub deployed: Mutex<Vec<AgentSpec>>,
+    pub redeployed: Mutex<Vec<AgentSpec>>,
+    pub destroyed: Mutex<Vec<(AgentId, Deployment)>>,
+    pub restored: Mutex<Vec<AgentId>>,
+}
+
+impl FakeDeployer {
+    pub fn new(mode: Mode) -> Self {
+        FakeDeployer {
+            mode: Mutex::new(mode),
+            deployed: Mutex::default(),
+            redeployed: Mutex::default(),
+            destroyed: Mutex::default(),
+            restored: Mutex::default(),
+        }
+    }
+
+    async fn run(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Deployment, DeployError> {
+        let mode = *self.mode.lock().unwrap();
+        let mut facts = spec.existing.clone();
+        reporter.step_started(STEPS[0]).await;
+        if facts.instance_hash.is_none() {
+            facts.instance_hash = Some(format!("instance-{}", spec.agent_id));
+            reporter.facts(&facts).await?;
+        }
+        if mode == Mode::Hang {
+            std::future::pending::<()>().await;
+        }
+        reporter.step_done(STEPS[0]).await;
+        reporter.step_started(STEPS[1]).await;
+        if mode == Mode::Fail {
+            return Err(
+                DeployError::new("ship", "the machine refused the agent").with_detail("ssh: connection refused")
+            );
+        }
+        facts.vm_url = Some(format!("http://agent-{}.test", spec.agent_id));
+        reporter.facts(&facts).await?;
+        reporter.step_done(STEPS[1]).await;
+        reporter.step_started(STEPS[2]).await;
+        reporter.step_done(STEPS[2]).await;
+        Ok(facts)
+    }
+}
+
+#[async_trait]
+impl Deployer for FakeDeployer {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+    fn steps(&self) -> &'static [DeployStep] {
+        STEPS
+    }
+    async fn deploy(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Deployment, DeployError> {
+        self.deployed.lock().unwrap().push(spec.clone());
+        self.run(spec, reporter).await
+    }
+    async fn redeploy(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Deployment, DeployError> {
+        self.redeployed.lock().unwrap().push(spec.clone());
+        self.run(spec, reporter).await
+    }
+    async fn destroy(
+        &self,
+        agent_id: AgentId,
+        deployment: &Deployment,
+        _reporter: &dyn DeployReporter,
+    ) -> Result<(), DeployError> {
+        self.destroyed.lock().unwrap().push((agent_id, deployment.clone()));
+        Ok(())
+    }
+    async fn restore(&self, running: &[AgentSpec]) -> Result<(), DeployError> {
+        self.restored.lock().unwrap().extend(running.iter().map(|s| s.agent_id));
+        Ok(())
+    }
+}
+
+type Script = Box<dyn Fn(&ChatRequest) -> Vec<AgentEvent> + Send + Sync>;
+
+/// Answers chats from a script; `down` agents are unreachable.
+pub(crate) struct ScriptedProxy {
+    pub script: Mutex<Script>,
+    pub requests: Mutex<Vec<(String, ChatRequest, String)>>,
+    pub pending: Mutex<Vec<PendingMessage>>,
+    pub files: Mutex<HashMap<String, Vec<u8>>>,
+    pub down: Mutex<bool>,
+}
+
+impl ScriptedProxy {
+    pub fn new() -> Self {
+        ScriptedProxy {
+            script: Mutex::new(Box::new(|request: &ChatRequest| {
+                vec![
+                    AgentEvent::Text { content: "You said: ".into() },
+                    AgentEvent::Text { content: request.message.clone() },
+                    AgentEvent::Done,
+                ]
+            })),
+            requests: Mutex::default(),
+            pending: Mutex::default(),
+            files: Mutex::default(),
+            down: Mutex::new(false),
+        }
+    }
+
+    pub fn set_script(&self, script: impl Fn(&ChatRequest) -> Vec<AgentEvent> + Send + Sync + 'static) {
+        *self.script.lock().unwrap() = Box::new(script);
+    }
+}
+
+#[async_trait]
+impl Proxy for ScriptedProxy {
+    async fn chat(&self, agent: &AgentEndpoint, request: ChatRequest) -> BoxStream<'static, AgentEvent> {
+        self.requests.lock().unwrap().push((
+            agent.base_url.clone(),
+            request.clone(),
+            agent.token.expose_secret().to_owned(),
+        ));
+        let events = if *self.down.lock().unwrap() {
+            vec![AgentEvent::Error { content: ProxyError::Unreachable.to_string() }, AgentEvent::Done]
+        } else {
+            (self.script.lock().unwrap())(&request)
+        };
+        stream::iter(events).boxed()
+    }
+    async fn pending(&self, _agent: &AgentEndpoint, chat_id: Option<&str>) -> Result<Vec<PendingMessage>, ProxyError> {
+        let mut queue = self.pending.lock().unwrap();
+        let (mine, rest): (Vec<_>, Vec<_>) =
+            queue.drain(..).partition(|m| chat_id.is_none_or(|chat| m.chat_id == chat));
+        *queue = rest;
+        Ok(mine)
+    }
+    async fn file(&self, _agent: &AgentEndpoint, path: &str) -> Result<AgentFile, ProxyError> {
+        let bytes = self.files.lock().unwrap().get(path).cloned().ok_or(ProxyError::Status(404))?;
+        Ok(AgentFile { file_name: path.rsplit('/').next().unwrap_or(path).to_owned(), bytes })
+    }
+    async fn health(&self, _agent: &AgentEndpoint) -> Result<HealthResponse, ProxyError> {
+        if *self.down.lock().unwrap() {
+            return Err(ProxyError::Unreachable);
+        }
+        Ok(HealthResponse { status: "ok".into(), agent_name: "x".into(), version: None })
+    }
+    async fn reset(&self, _agent: &AgentEndpoint, _chat_id: &str) -> Result<u64, ProxyError> {
+        Ok(0)
+    }
+}

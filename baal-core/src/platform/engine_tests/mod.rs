@@ -1,0 +1,723 @@
+//! Scripted conversations through the engine with an in-memory messenger.
+
+mod doubles;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use self::doubles::{FakeDeployer, Mode, ScriptedProxy};
+use super::{Input, InputKind, Platform, PlatformConfig};
+use crate::domain::Role;
+use crate::domain::{AgentId, AgentStatus, UserId};
+use crate::proxy::{AgentEvent, PendingMessage};
+use crate::secrets::SecretBox;
+use crate::store::{AgentFilter, Store};
+use crate::testing::db::{self, TestDb};
+use crate::testing::messenger::{Call, MemoryMessenger};
+
+const OWNER: UserId = 11;
+const VISITOR: UserId = 22;
+const ADMIN: UserId = 99;
+const GOOD_KEY: &str = "lib-key-good-9876";
+
+struct Harness {
+    platform: Platform,
+    messenger: Arc<MemoryMessenger>,
+    store: Arc<dyn Store>,
+    db: Arc<TestDb>,
+    deployer: Arc<FakeDeployer>,
+    proxy: Arc<ScriptedProxy>,
+    secrets: Arc<SecretBox>,
+}
+
+fn config() -> PlatformConfig {
+    PlatformConfig {
+        admin_user_ids: vec![ADMIN],
+        bot_username: Some("baal_test_bot".into()),
+        libertai_api_key: Some(SecretString::from("operator-key")),
+        edit_interval: Duration::ZERO,
+        ..PlatformConfig::default()
+    }
+}
+
+impl Harness {
+    async fn new() -> Self {
+        Self::with(config(), Mode::Succeed).await
+    }
+
+    /// A platform over a fresh SQLite-file store.
+    async fn with(config: PlatformConfig, mode: Mode) -> Self {
+        Self::over(config, Arc::new(db::sqlite().await), mode)
+    }
+
+    fn over(config: PlatformConfig, db: Arc<TestDb>, mode: Mode) -> Self {
+        let store = db.shared();
+        let messenger = Arc::new(MemoryMessenger::new());
+        let deployer = Arc::new(FakeDeployer::new(mode));
+        let proxy = Arc::new(ScriptedProxy::new());
+        let secrets = Arc::new(SecretBox::from_encoded_key(&"ab".repeat(32)).unwrap());
+        let platform =
+            Platform::new(config, store.clone(), deployer.clone(), proxy.clone(), messenger.clone(), secrets.clone());
+        Harness { platform, messenger, store, db, deployer, proxy, secrets }
+    }
+
+    /// A second platform over the same store (a restart).
+    fn restart(&self, config: PlatformConfig, mode: Mode) -> Self {
+        Self::over(config, self.db.clone(), mode)
+    }
+
+    async fn send(&self, user: UserId, text: &str) {
+        self.platform.handle(Input::from_text(user, user, text)).await.unwrap();
+        self.platform.wait_idle().await;
+    }
+
+    async fn press(&self, user: UserId, needle: &str) {
+        let (data, message) = self
+            .messenger
+            .find_button(user, needle)
+            .unwrap_or_else(|| panic!("no button {needle:?} in {}", self.messenger.transcript(user)));
+        self.press_data(user, &data, message).await;
+    }
+
+    async fn press_data(&self, user: UserId, data: &str, message: super::MessageRef) {
+        let input = Input {
+            user_id: user,
+            username: None,
+            chat_id: user,
+            message: None,
+            kind: InputKind::Button { data: data.into(), message, press_id: format!("press-{data}") },
+        };
+        self.platform.handle(input).await.unwrap();
+        self.platform.wait_idle().await;
+    }
+
+    fn last(&self, user: UserId) -> String {
+        self.messenger.last_text(user)
+    }
+
+    fn all(&self, user: UserId) -> String {
+        self.messenger.transcript(user)
+    }
+
+    /// Creates and deploys an agent through the wizard; returns its id.
+    async fn create_agent(&self, user: UserId, name: &str) -> AgentId {
+        self.send(user, "/create").await;
+        self.send(user, name).await;
+        self.press(user, "create_model:qwen3-coder-next").await;
+        self.press(user, "create_confirm").await;
+        let agents = self.store.list_agents(&AgentFilter::all().owner(user)).await.unwrap();
+        agents.last().unwrap().id
+    }
+
+    async fn agent(&self, id: AgentId) -> crate::domain::Agent {
+        self.store.agent_get(id).await.unwrap().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn start_shows_the_welcome_with_its_buttons() {
+    let h = Harness::new().await;
+    h.send(OWNER, "/start").await;
+    assert!(h.last(OWNER).contains("Welcome to Baal"));
+    let data: Vec<_> = h.messenger.last_buttons(OWNER).iter().map(|b| format!("{b:?}")).collect();
+    for expected in ["quick_create", "quick_list", "quick_account", "quick_help"] {
+        assert!(data.iter().any(|d| d.contains(expected)), "{expected} missing from {data:?}");
+    }
+    h.press(OWNER, "quick_help").await;
+    assert!(h.last(OWNER).contains("/create"));
+    assert!(!h.last(OWNER).contains("/pool"), "non-admins don't see /pool in help");
+    h.send(ADMIN, "/help").await;
+    assert!(h.last(ADMIN).contains("/pool"));
+}
+
+#[tokio::test]
+async fn the_wizard_creates_deploys_and_opens_a_chat_with_a_share_link() {
+    let h = Harness::new().await;
+    let id = h.create_agent(OWNER, "  Helper  ").await;
+    let agent = h.agent(id).await;
+    assert_eq!(agent.name, "Helper");
+    assert_eq!(agent.status, AgentStatus::Running);
+    assert_eq!(agent.deployment.vm_url.as_deref(), Some(&*format!("http://agent-{id}.test")));
+    let all = h.all(OWNER);
+    let link = format!("https://t.me/baal_test_bot?start=agent_{}", agent.slug);
+    assert!(all.contains(&link), "share link after deployment: {all}");
+    assert!(all.contains("is deployed and answering"));
+    // Every step was recorded before it was taken.
+    let events: Vec<_> =
+        h.store.events_for(id).await.unwrap().iter().map(|e| format!("{}:{}", e.step, e.outcome)).collect();
+    assert_eq!(
+        events,
+        [
+            "deploy:started",
+            "provision:started",
+            "provision:succeeded",
+            "ship:started",
+            "ship:succeeded",
+            "health:started",
+            "health:succeeded",
+            "deploy:succeeded"
+        ]
+    );
+    // The introduction ran in the owner's own conversation.
+    let requests = h.proxy.requests.lock().unwrap().clone();
+    assert_eq!(requests[0].1.chat_id, OWNER.to_string());
+    assert_eq!(requests[0].1.role, Some(Role::Owner));
+    // The spec carried the operator's key (owner not logged in) and the agent's own secret.
+    let spec = h.deployer.deployed.lock().unwrap()[0].clone();
+    assert_eq!(secrecy::ExposeSecret::expose_secret(&spec.libertai_api_key), "operator-key");
+    assert_eq!(spec.owner_chat_id, OWNER.to_string());
+
+    // Chat mode is on: text goes to the agent.
+    h.send(OWNER, "hello there").await;
+    assert!(h.all(OWNER).contains("You said: hello there"));
+
+    // The card in /list shows the share link.
+    h.send(OWNER, "/list").await;
+    assert!(h.all(OWNER).contains(&link));
+}
+
+#[tokio::test]
+async fn bad_names_are_refused_and_html_is_escaped() {
+    let h = Harness::new().await;
+    h.send(OWNER, "/create").await;
+    h.send(OWNER, "   ").await;
+    assert!(h.last(OWNER).contains("can't be empty"));
+    h.send(OWNER, &"x".repeat(65)).await;
+    assert!(h.last(OWNER).contains("too long"));
+    h.send(OWNER, "two\nlines").await;
+    assert!(h.last(OWNER).contains("one line"));
+    h.send(OWNER, "<b>x</b>").await;
+    let menu = h.messenger.last_with_buttons(OWNER).unwrap();
+    assert!(menu.text.body.contains("&lt;b&gt;x&lt;/b&gt;"), "{}", menu.text.body);
+    assert!(!menu.text.body.contains("<b>x</b>"));
+    h.press(OWNER, "create_model:glm-4.7").await;
+    h.press(OWNER, "create_confirm").await;
+    let agents = h.store.list_agents(&AgentFilter::all().owner(OWNER)).await.unwrap();
+    assert_eq!(agents[0].name, "<b>x</b>");
+    assert_eq!(agents[0].model, "glm-4.7");
+    assert!(!h.all(OWNER).contains("<b><b>x</b>"));
+    // 64 characters is fine.
+    h.send(OWNER, "/create").await;
+    h.send(OWNER, &"y".repeat(64)).await;
+    assert!(h.last(OWNER).contains("Step 2 of 2"));
+}
+
+#[tokio::test]
+async fn a_command_mid_wizard_ends_it_and_runs() {
+    let h = Harness::new().await;
+    h.send(OWNER, "/create").await;
+    h.send(OWNER, "/list").await;
+    let all = h.all(OWNER);
+    assert!(all.contains("Agent creation stopped"));
+    assert!(all.contains("You have no agents yet"));
+    h.send(OWNER, "Not a name").await;
+    assert!(h.last(OWNER).contains("not talking to an agent"));
+    // /cancel in the wizard, and with nothing to cancel.
+    h.send(OWNER, "/create").await;
+    h.send(OWNER, "/cancel").await;
+    assert!(h.last(OWNER).contains("creation cancelled"));
+    h.send(OWNER, "/cancel").await;
+    assert!(h.last(OWNER).contains("nothing to cancel"));
+    // The cancel button, and a stale wizard button afterwards.
+    h.send(OWNER, "/create").await;
+    h.send(OWNER, "Bob").await;
+    let (data, message) = h.messenger.find_button(OWNER, "create_model:qwen").unwrap();
+    h.press(OWNER, "create_model:qwen").await;
+    h.press(OWNER, "create_cancel").await;
+    assert!(h.last(OWNER).contains("creation cancelled"));
+    h.press_data(OWNER, &data, message).await;
+    assert!(h.messenger.press_notices().iter().any(|n| n.contains("expired")));
+    assert!(h.store.list_agents(&AgentFilter::all()).await.unwrap().is_empty());
+    // /confirm works in the confirm step.
+    h.send(OWNER, "/create").await;
+    h.send(OWNER, "Carl").await;
+    h.press(OWNER, "create_model:qwen").await;
+    h.send(OWNER, "/confirm").await;
+    assert_eq!(h.store.list_agents(&AgentFilter::all()).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn flows_survive_a_restart_and_expire_after_silence() {
+    let h = Harness::new().await;
+    h.send(OWNER, "/create").await;
+    // Restarted: the wizard is still there.
+    let h2 = h.restart(config(), Mode::Succeed);
+    h2.send(OWNER, "Persisted").await;
+    assert!(h2.last(OWNER).contains("Step 2 of 2"));
+    // A platform whose flows expire at once treats the next text as chat.
+    let h3 = h.restart(PlatformConfig { flow_timeout: Duration::ZERO, ..config() }, Mode::Succeed);
+    h3.send(OWNER, "Late text").await;
+    assert!(h3.last(OWNER).contains("not talking to an agent"));
+}
+
+#[tokio::test]
+async fn deep_links_for_owner_visitor_unknown_and_deleted_agents() {
+    let h = Harness::new().await;
+    let id = h.create_agent(OWNER, "Linky").await;
+    let slug = h.agent(id).await.slug;
+    h.send(VISITOR, &format!("/start agent_{slug}")).await;
+    assert!(h.last(VISITOR).contains("You're now chatting with <b>Linky</b>"));
+    h.send(VISITOR, "hi from a visitor").await;
+    let requests = h.proxy.requests.lock().unwrap().clone();
+    let (_, request, _) = requests.last().unwrap();
+    assert_eq!(request.role, Some(Role::Visitor));
+    assert_eq!(request.chat_id, VISITOR.to_string());
+    // Numeric ids: the owner only.
+    h.send(VISITOR, &format!("/start agent_{id}")).await;
+    assert!(h.last(VISITOR).contains("share link"));
+    h.send(OWNER, &format!("/start {id}")).await;
+    assert!(h.last(OWNER).contains("You're now chatting with"));
+    h.send(VISITOR, "/start agent_doesnotexist").await;
+    assert!(h.last(VISITOR).contains("doesn't exist"));
+    // Deleted.
+    h.send(OWNER, &format!("/delete {id}")).await;
+    h.press(OWNER, &format!("delete_confirmed:{id}")).await;
+    assert!(h.last(OWNER).contains("is deleted"));
+    assert_eq!(h.deployer.destroyed.lock().unwrap().len(), 1);
+    h.send(VISITOR, &format!("/start agent_{slug}")).await;
+    assert!(h.last(VISITOR).contains("doesn't exist"));
+    // The visitor who was in chat mode is told the agent is gone.
+    h.send(VISITOR, "still there?").await;
+    assert!(h.last(VISITOR).contains("no longer exists"));
+}
+
+#[tokio::test]
+async fn the_51st_free_message_of_the_day_is_refused() {
+    let h = Harness::new().await;
+    let id = h.create_agent(OWNER, "Counter").await;
+    let slug = h.agent(id).await.slug;
+    h.send(VISITOR, &format!("/start agent_{slug}")).await;
+    for i in 0..50 {
+        h.send(VISITOR, &format!("message {i}")).await;
+        assert!(
+            h.last(VISITOR).contains(&format!("You said: message {i}"))
+                || h.all(VISITOR).contains(&format!("message {i}"))
+        );
+    }
+    h.send(VISITOR, "one too many").await;
+    let all = h.all(VISITOR);
+    assert!(all.contains("Daily limit reached"), "{}", h.last(VISITOR));
+    assert!(!all.contains("You said: one too many"));
+    assert!(h.messenger.last_buttons(VISITOR).iter().any(|b| format!("{b:?}").contains("quick_login")));
+}
+
+/// A loopback LibertAI `/credits/balance` endpoint accepting only [`GOOD_KEY`].
+async fn balance_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+                let ok = request.starts_with("get /v1/credits/balance")
+                    && request.contains(&format!("authorization: bearer {}", GOOD_KEY.to_lowercase()));
+                let (status, body) = if ok { ("200 OK", r#"{"balance": 12.5}"#) } else { ("401 Unauthorized", "{}") };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}/v1")
+}
+
+#[tokio::test]
+async fn login_deletes_the_key_message_first_and_never_echoes_the_key() {
+    let base = balance_server().await;
+    let h = Harness::with(PlatformConfig { libertai_api_base_url: base, ..config() }, Mode::Succeed).await;
+    // Mid-wizard, too: the key message goes first.
+    h.send(OWNER, "/create").await;
+    for (key, expect) in [("wrong-key-0000", "doesn't accept"), (GOOD_KEY, "9876 connected")] {
+        h.messenger.clear();
+        let message = h.messenger.user_message(OWNER, &format!("/login {key}"));
+        let mut input = Input::from_text(OWNER, OWNER, &format!("/login {key}"));
+        input.message = Some(message);
+        h.platform.handle(input).await.unwrap();
+        h.platform.wait_idle().await;
+        assert_eq!(h.messenger.calls()[0], Call::Delete { message }, "the key message is deleted first");
+        assert!(h.messenger.message(message).unwrap().deleted);
+        assert!(h.all(OWNER).contains(expect), "{}", h.all(OWNER));
+        let shown = format!("{:?}", h.messenger.calls());
+        assert!(!shown.contains(&key[..key.len() - 4]), "key echoed: {shown}");
+    }
+    let user = h.store.user_get(OWNER).await.unwrap().unwrap();
+    let sealed = user.api_key_sealed.unwrap();
+    assert!(!String::from_utf8_lossy(&sealed).contains(GOOD_KEY));
+    assert_eq!(secrecy::ExposeSecret::expose_secret(&h.secrets.open_str(&sealed).unwrap()), GOOD_KEY);
+    h.send(OWNER, "/account").await;
+    assert!(h.last(OWNER).contains("12.50 credits"));
+    assert!(h.last(OWNER).contains("…9876") || h.last(OWNER).contains("9876"));
+    // An agent made now runs on the owner's key, so a visitor isn't counted against the free tier.
+    let id = h.create_agent(OWNER, "Paid").await;
+    let spec = h.deployer.deployed.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(secrecy::ExposeSecret::expose_secret(&spec.libertai_api_key), GOOD_KEY);
+    let slug = h.agent(id).await.slug;
+    h.send(VISITOR, &format!("/start agent_{slug}")).await;
+    h.send(VISITOR, "free?").await;
+    let (day, _) = crate::domain::usage_day(chrono::Utc::now());
+    assert_eq!(h.store.usage_get(VISITOR, day).await.unwrap(), 0);
+    // Logging out puts running agents back on the operator's key.
+    h.send(OWNER, "/logout").await;
+    assert!(h.all(OWNER).contains("free tier again"));
+    let spec = h.deployer.redeployed.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(secrecy::ExposeSecret::expose_secret(&spec.libertai_api_key), "operator-key");
+    h.send(OWNER, "/login").await;
+    assert!(h.last(OWNER).contains("Usage: /login"));
+}
+
+#[tokio::test]
+async fn streaming_edits_one_message_and_the_final_text_lands() {
+    let h = Harness::new().await;
+    h.create_agent(OWNER, "Streamer").await;
+    h.proxy.set_script(|_| {
+        vec![
+            AgentEvent::Text { content: "one ".into() },
+            AgentEvent::Text { content: "two ".into() },
+            AgentEvent::Text { content: "three".into() },
+            AgentEvent::Done,
+        ]
+    });
+    h.messenger.clear();
+    h.send(OWNER, "count").await;
+    let answers: Vec<_> = h.messenger.messages(OWNER).into_iter().filter(|m| m.text.body.contains("one")).collect();
+    assert_eq!(answers.len(), 1, "one message for the whole answer");
+    assert_eq!(answers[0].text.body, "<b>Streamer</b>: one two three");
+    assert_eq!(answers[0].edits, 2);
+    // A long answer continues in new messages, each within the limit.
+    h.proxy.set_script(|_| vec![AgentEvent::Text { content: "word ".repeat(2000) }, AgentEvent::Done]);
+    h.messenger.clear();
+    h.send(OWNER, "long").await;
+    let pieces: Vec<_> = h.messenger.messages(OWNER).into_iter().filter(|m| m.text.body.contains("word")).collect();
+    assert!(pieces.len() >= 3);
+    assert!(pieces.iter().all(|m| m.text.body.encode_utf16().count() <= 4096));
+}
+
+#[tokio::test]
+async fn tools_files_errors_and_pending_messages() {
+    let h = Harness::new().await;
+    let id = h.create_agent(OWNER, "Toolie").await;
+    h.proxy.files.lock().unwrap().insert("chart.png".into(), vec![1, 2, 3]);
+    h.proxy.files.lock().unwrap().insert("report.pdf".into(), vec![4, 5]);
+    h.proxy.set_script(|_| {
+        vec![
+            AgentEvent::ToolUse { name: "bash".into(), input: "{}".into() },
+            AgentEvent::Text { content: "made it".into() },
+            AgentEvent::File { path: "chart.png".into(), caption: "a chart".into() },
+            AgentEvent::File { path: "report.pdf".into(), caption: String::new() },
+            AgentEvent::File { path: "missing.txt".into(), caption: String::new() },
+            AgentEvent::Error { content: "tool timed out".into() },
+            AgentEvent::Done,
+        ]
+    });
+    h.proxy.pending.lock().unwrap().extend([
+        PendingMessage {
+            chat_id: OWNER.to_string(),
+            content: "for the owner".into(),
+            source: "subagent".into(),
+            created_at: String::new(),
+        },
+        PendingMessage {
+            chat_id: VISITOR.to_string(),
+            content: "for the visitor".into(),
+            source: "subagent".into(),
+            created_at: String::new(),
+        },
+    ]);
+    h.send(OWNER, "work").await;
+    let all = h.all(OWNER);
+    assert!(all.contains("⚙️ <i>bash</i>"), "{all}");
+    assert!(all.contains("made it"));
+    assert!(all.contains("Couldn't fetch the file missing.txt"));
+    assert!(all.contains("tool timed out"));
+    assert!(all.contains("for the owner"));
+    assert!(!all.contains("for the visitor"), "pending messages go only to their chat");
+    let files = h.messenger.files(OWNER);
+    assert_eq!(files.len(), 2);
+    assert!(files[0].as_photo && files[0].caption.contains("a chart"));
+    assert!(!files[1].as_photo);
+    // /verbose off hides tool lines.
+    h.send(OWNER, "/verbose").await;
+    assert!(h.last(OWNER).contains("hidden"));
+    h.messenger.clear();
+    h.send(OWNER, "work").await;
+    assert!(!h.all(OWNER).contains("⚙️"));
+    // The visitor's message is delivered to the visitor by the poller? No: the poller is for
+    // owners only; it stays queued until the visitor chats.
+    h.platform.inner.poll_pending_once().await.unwrap();
+    assert!(!h.all(OWNER).contains("for the visitor"));
+    // Agent down.
+    *h.proxy.down.lock().unwrap() = true;
+    h.send(OWNER, "anyone?").await;
+    assert!(h.last(OWNER).contains("could not connect to the agent"), "{}", h.last(OWNER));
+    h.send(OWNER, "/dashboard").await;
+    assert!(h.last(OWNER).contains("not answering"));
+    let _ = id;
+}
+
+#[tokio::test]
+async fn the_poller_brings_owners_their_agents_messages() {
+    let h = Harness::new().await;
+    h.create_agent(OWNER, "Beat").await;
+    h.proxy.pending.lock().unwrap().push(PendingMessage {
+        chat_id: OWNER.to_string(),
+        content: "heartbeat news".into(),
+        source: "heartbeat".into(),
+        created_at: String::new(),
+    });
+    h.platform.inner.poll_pending_once().await.unwrap();
+    assert!(h.last(OWNER).contains("<b>Beat</b>: heartbeat news"));
+}
+
+#[tokio::test]
+async fn exit_chat_and_manage_leave_chat_mode() {
+    let h = Harness::new().await;
+    h.create_agent(OWNER, "Exitable").await;
+    h.press(OWNER, "exit_chat").await;
+    assert!(h.all(OWNER).contains("You left the chat"));
+    h.send(OWNER, "hello?").await;
+    assert!(h.last(OWNER).contains("not talking to an agent"));
+    h.send(OWNER, "/manage").await;
+    assert!(h.last(OWNER).contains("not chatting"));
+    h.send(OWNER, "/list").await;
+    h.press(OWNER, "chat_agent:").await;
+    assert!(h.last(OWNER).contains("You're now chatting with"));
+    h.send(OWNER, "/manage").await;
+    assert!(h.last(OWNER).contains("You left the chat"));
+}
+
+#[tokio::test]
+async fn a_restart_mid_deployment_resumes_it_from_the_stored_facts() {
+    let h = Harness::with(config(), Mode::Hang).await;
+    h.send(OWNER, "/create").await;
+    h.send(OWNER, "Phoenix").await;
+    h.press(OWNER, "create_model:qwen").await;
+    // The deployment hangs (the process "dies"): do not wait for it.
+    let (data, message) = h.messenger.find_button(OWNER, "create_confirm").unwrap();
+    let input = Input {
+        user_id: OWNER,
+        username: None,
+        chat_id: OWNER,
+        message: None,
+        kind: InputKind::Button { data, message, press_id: "p".into() },
+    };
+    h.platform.handle(input).await.unwrap();
+    let id = loop {
+        let agents = h.store.list_agents(&AgentFilter::all()).await.unwrap();
+        if let Some(agent) = agents.first().filter(|a| a.deployment.instance_hash.is_some()) {
+            break agent.id;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(h.agent(id).await.status, AgentStatus::Deploying);
+
+    // Another process sharing the database leaves a job that is alive alone.
+    let sibling = h.restart(config(), Mode::Succeed);
+    sibling.platform.start().await.unwrap();
+    sibling.platform.wait_idle().await;
+    sibling.platform.shutdown().await;
+    assert!(sibling.deployer.deployed.lock().unwrap().is_empty(), "a live job is not deployed twice");
+    assert_eq!(h.agent(id).await.status, AgentStatus::Deploying);
+
+    let h2 = h.restart(PlatformConfig { deploy_lease: Duration::ZERO, ..config() }, Mode::Succeed);
+    h2.platform.start().await.unwrap();
+    h2.platform.wait_idle().await;
+    let agent = h2.agent(id).await;
+    assert_eq!(agent.status, AgentStatus::Running);
+    let spec = h2.deployer.deployed.lock().unwrap()[0].clone();
+    assert_eq!(spec.existing.instance_hash.as_deref(), Some(&*format!("instance-{id}")), "resumed with its facts");
+    assert!(h2.all(OWNER).contains("Baal restarted while <b>Phoenix</b>"));
+    assert!(h2.all(OWNER).contains("Phoenix is ready"));
+    h2.platform.shutdown().await;
+
+    // A restart whose deployment fails leaves the agent failed, with the owner told.
+    let h3 = Harness::with(config(), Mode::Hang).await;
+    h3.send(OWNER, "/create").await;
+    h3.send(OWNER, "Icarus").await;
+    h3.press(OWNER, "create_model:qwen").await;
+    let (data, message) = h3.messenger.find_button(OWNER, "create_confirm").unwrap();
+    let input = Input {
+        user_id: OWNER,
+        username: None,
+        chat_id: OWNER,
+        message: None,
+        kind: InputKind::Button { data, message, press_id: "p".into() },
+    };
+    h3.platform.handle(input).await.unwrap();
+    let id = loop {
+        if let Some(agent) = h3.store.list_agents(&AgentFilter::all()).await.unwrap().first().cloned()
+            && agent.deployment.instance_hash.is_some()
+        {
+            break agent.id;
+        }
+        tokio::task::yield_now().await;
+    };
+    let h4 = h3.restart(PlatformConfig { deploy_lease: Duration::ZERO, ..config() }, Mode::Fail);
+    h4.platform.start().await.unwrap();
+    h4.platform.wait_idle().await;
+    assert_eq!(h4.agent(id).await.status, AgentStatus::Failed);
+    assert!(h4.all(OWNER).contains("Deploying Icarus failed"));
+    h4.platform.shutdown().await;
+}
+
+#[tokio::test]
+async fn failed_deployments_show_a_card_and_repair_retries() {
+    let h = Harness::with(config(), Mode::Fail).await;
+    let id = h.create_agent(OWNER, "Fragile").await;
+    assert_eq!(h.agent(id).await.status, AgentStatus::Failed);
+    assert!(h.all(OWNER).contains("the machine refused the agent"));
+    assert!(!h.all(OWNER).contains("connection refused"), "details stay in the history");
+    let events = h.store.events_for(id).await.unwrap();
+    assert!(events.iter().any(|e| e.step == "deploy" && e.outcome == "failed"));
+    h.send(OWNER, "/list").await;
+    assert!(
+        h.all(OWNER).contains(&format!("repair_agent:{id}"))
+            || h.messenger.find_button(OWNER, "repair_agent").is_some()
+    );
+    *h.deployer.mode.lock().unwrap() = Mode::Succeed;
+    h.send(OWNER, "/repair").await;
+    h.press(OWNER, &format!("repair_agent:{id}")).await;
+    assert_eq!(h.agent(id).await.status, AgentStatus::Running);
+    h.send(OWNER, &format!("/repair {id}")).await;
+    assert!(h.last(OWNER).contains("nothing to repair"));
+    h.send(OWNER, "/repair x").await;
+    assert!(h.last(OWNER).contains("is a number"));
+    h.send(OWNER, "/repair").await;
+    assert!(h.last(OWNER).contains("None of your agents"));
+}
+
+#[tokio::test]
+async fn update_soul_and_slot_limits() {
+    let h = Harness::with(PlatformConfig { max_agents_per_user: 1, ..config() }, Mode::Succeed).await;
+    let id = h.create_agent(OWNER, "Soulful").await;
+    // Slot limit at the start of the wizard.
+    h.send(OWNER, "/create").await;
+    assert!(h.last(OWNER).contains("the most one person can have"));
+    // /update
+    h.send(OWNER, "/update").await;
+    h.press(OWNER, &format!("update_agent:{id}")).await;
+    assert!(h.all(OWNER).contains("is updated and running"));
+    assert_eq!(h.deployer.redeployed.lock().unwrap().len(), 1);
+    h.send(OWNER, "/update 999").await;
+    assert!(h.last(OWNER).contains("no agent with that id"));
+    // /soul in chat mode shows the current agent's personality.
+    h.send(OWNER, "/soul").await;
+    assert!(h.last(OWNER).contains("Soulful's personality"));
+    h.press(OWNER, &format!("soul_edit:{id}")).await;
+    h.send(OWNER, "short").await;
+    assert!(h.last(OWNER).contains("10 to 8000"));
+    // A command mid-edit ends the edit and runs.
+    h.send(OWNER, "/verbose").await;
+    assert!(h.all(OWNER).contains("Personality edit stopped"));
+    h.send(OWNER, "/soul").await;
+    h.press(OWNER, &format!("soul_edit:{id}")).await;
+    h.send(OWNER, "You are a pirate who answers in rhymes.").await;
+    assert_eq!(h.agent(id).await.system_prompt, "You are a pirate who answers in rhymes.");
+    assert!(h.all(OWNER).contains("now follows its new personality"));
+    assert_eq!(
+        h.deployer.redeployed.lock().unwrap().last().unwrap().system_prompt,
+        "You are a pirate who answers in rhymes."
+    );
+    h.send(OWNER, "/soul abc").await;
+    assert!(h.last(OWNER).contains("Usage: /soul"));
+    h.send(VISITOR, &format!("/soul {id}")).await;
+    assert!(h.last(VISITOR).contains("no agent with that id"));
+}
+
+#[tokio::test]
+async fn the_slot_limit_is_rechecked_at_confirm() {
+    let h = Harness::with(PlatformConfig { max_agents_per_user: 1, ..config() }, Mode::Succeed).await;
+    h.send(OWNER, "/create").await;
+    h.send(OWNER, "First").await;
+    h.press(OWNER, "create_model:qwen").await;
+    // Meanwhile another agent took the slot.
+    h.store.agent_create(crate::domain::NewAgent::new(OWNER, "Other", "p", "glm-4.7")).await.unwrap();
+    h.press(OWNER, "create_confirm").await;
+    assert!(h.last(OWNER).contains("the most one person can have"));
+    assert_eq!(h.store.count_active_agents(OWNER).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn delete_dialog_cancel_and_admin_views() {
+    let h = Harness::new().await;
+    let id = h.create_agent(OWNER, "Keeper").await;
+    h.send(OWNER, "/delete").await;
+    assert!(h.last(OWNER).contains("Usage: /delete"));
+    h.send(OWNER, "/delete nope").await;
+    assert!(h.last(OWNER).contains("is a number"));
+    h.send(VISITOR, &format!("/delete {id}")).await;
+    assert!(h.last(VISITOR).contains("no agent with that id"));
+    h.send(OWNER, "/list").await;
+    h.press(OWNER, &format!("delete_confirm:{id}")).await;
+    assert!(h.all(OWNER).contains("Delete this agent?"));
+    h.press(OWNER, "delete_cancelled").await;
+    assert!(h.all(OWNER).contains("Nothing was deleted"));
+    assert!(!h.agent(id).await.deleted);
+    h.press_data(OWNER, &format!("refresh_status:{id}"), super::MessageRef { chat_id: OWNER, message_id: 1 }).await;
+    assert!(h.messenger.press_notices().iter().any(|n| n == "Status: running"));
+    // Admin-only views.
+    h.send(OWNER, "/pool").await;
+    assert!(h.last(OWNER).contains("operators only"));
+    h.send(ADMIN, "/pool").await;
+    assert!(h.last(ADMIN).contains("pool is off"));
+    let h2 = h.restart(PlatformConfig { pool_enabled: true, ..config() }, Mode::Succeed);
+    h2.send(ADMIN, "/pool").await;
+    assert!(h2.last(ADMIN).contains("Total: 0"));
+    h.send(OWNER, "/dashboard").await;
+    assert!(!h.last(OWNER).contains("Fleet"));
+    assert!(h.last(OWNER).contains("Keeper"));
+    h.send(ADMIN, "/dashboard").await;
+    assert!(h.last(ADMIN).contains("Fleet"));
+    h.press(ADMIN, "dashboard_refresh").await;
+    assert!(h.last(ADMIN).contains("Fleet"));
+}
+
+#[tokio::test]
+async fn account_verbose_navigation_and_unknown_input() {
+    let h = Harness::new().await;
+    h.send(OWNER, "/account").await;
+    assert!(h.last(OWNER).contains("Free tier"));
+    assert!(h.last(OWNER).contains("0/50"));
+    h.press(OWNER, "account_login").await;
+    assert!(h.last(OWNER).contains("/login YOUR_API_KEY"));
+    h.send(OWNER, "/start").await;
+    h.press(OWNER, "quick_account").await;
+    assert!(h.last(OWNER).contains("Your account"));
+    h.send(OWNER, "/start").await;
+    h.press(OWNER, "quick_list").await;
+    assert!(h.last(OWNER).contains("no agents yet"));
+    h.press(OWNER, "quick_create").await;
+    assert!(h.last(OWNER).contains("Step 1 of 2"));
+    h.send(OWNER, "/cancel").await;
+    h.send(OWNER, "/verbose").await;
+    assert!(h.last(OWNER).contains("hidden"));
+    h.send(OWNER, "/verbose").await;
+    assert!(h.last(OWNER).contains("shown"));
+    h.send(OWNER, "/frobnicate").await;
+    assert!(h.last(OWNER).contains("I don't know /frobnicate"));
+    h.send(OWNER, "/confirm").await;
+    assert!(h.last(OWNER).contains("nothing to confirm"));
+    // Chat navigation keyboard after the first answer.
+    h.create_agent(OWNER, "Nav").await;
+    let controls = h.messenger.find_button(OWNER, "toggle_tools");
+    assert!(controls.is_none(), "controls come with the first answer");
+    h.send(OWNER, "hi").await;
+    h.press(OWNER, "toggle_tools").await;
+    assert!(h.messenger.press_notices().last().unwrap().contains("hidden"));
+    for nav in ["nav_list", "nav_account", "nav_main", "quick_login"] {
+        h.press_data(OWNER, nav, super::MessageRef { chat_id: OWNER, message_id: 1 }).await;
+    }
+    assert!(h.last(OWNER).contains("/login"));
+    h.press_data(OWNER, "bogus:1", super::MessageRef { chat_id: OWNER, message_id: 1 }).await;
+    assert!(h.messenger.press_notices().last().unwrap().contains("no longer"));
+    // Every press is answered exactly once.
+    let presses = h.messenger.calls().iter().filter(|c| matches!(c, Call::Press { .. })).count();
+    assert!(presses >= 7);
+}

@@ -1,0 +1,454 @@
+//! Deployments as durable jobs: each step is recorded before it is taken, facts are stored as
+//! the deployer reports them, progress is shown in one edited message, and unfinished jobs are
+//! resumed when the platform starts again.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use super::engine::{Inner, PlatformError};
+use super::messenger::{Button, ChatId, MessageRef, Text};
+use super::render::escape_html;
+use super::state::{self, Payer};
+use crate::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, SilentReporter};
+use crate::domain::{Agent, AgentId, AgentStatus, Deployment};
+use crate::proxy::AgentEndpoint;
+use crate::store::{AgentFilter, Store};
+
+/// What a job does.
+#[derive(Debug, Clone)]
+pub(crate) enum JobKind {
+    /// A first deployment, a repair, or a resumed deployment (with the stored facts).
+    Deploy,
+    /// New settings for a running agent; `done` is shown when it succeeds.
+    Redeploy { done: String },
+}
+
+/// Key-value namespace of deployment leases: agent id → RFC 3339 time of the last sign of life.
+const LEASE_NAMESPACE: &str = "platform.deploy_lease";
+
+/// Introduces a freshly deployed agent in its owner's conversation, so it remembers doing so.
+const INTRO_PROMPT: &str =
+    "Introduce yourself briefly and warmly (2-3 sentences): say your name and what you can help with.";
+
+impl Inner {
+    /// How the platform reaches `agent`, if it is deployed and its secret opens.
+    pub(crate) fn endpoint(&self, agent: &Agent) -> Option<AgentEndpoint> {
+        let base_url = agent.deployment.vm_url.clone()?;
+        let token = self.secrets.open_str(agent.token_sealed.as_deref()?).ok()?;
+        Some(AgentEndpoint { base_url: base_url.trim_end_matches('/').to_owned(), token })
+    }
+
+    /// The spec a deployer needs, with the key of whoever pays.
+    async fn spec(&self, agent: &Agent) -> Result<(AgentSpec, Payer), String> {
+        let owner = self.store.user_get(agent.owner_id).await.map_err(|err| err.to_string())?;
+        let own_key = owner
+            .and_then(|user| user.api_key_sealed)
+            .map(|sealed| self.secrets.open_str(&sealed))
+            .transpose()
+            .map_err(|_| "the owner's LibertAI key can't be opened; /login again".to_owned())?;
+        let (key, payer) = match (own_key, &self.config.libertai_api_key) {
+            (Some(key), _) => (key, Payer::Owner),
+            (None, Some(key)) => (key.clone(), Payer::Operator),
+            (None, None) => return Err("no LibertAI key to run it with: connect yours with /login <key>".into()),
+        };
+        let secret = agent
+            .token_sealed
+            .as_deref()
+            .map(|sealed| self.secrets.open_str(sealed))
+            .transpose()
+            .map_err(|_| "the agent's secret can't be opened (was BOT_ENCRYPTION_KEY changed?)".to_owned())?
+            .ok_or_else(|| "the agent has no secret".to_owned())?;
+        let mut spec = AgentSpec::new(
+            agent.id,
+            agent.name.clone(),
+            agent.system_prompt.clone(),
+            agent.model.clone(),
+            key,
+            self.config.libertai_api_base_url.clone(),
+            secret,
+            agent.owner_id.to_string(),
+        );
+        spec.visitor_tools = agent.visitor_tools.clone();
+        spec.brave_api_key = self.config.brave_api_key.clone();
+        spec.existing = agent.deployment.clone();
+        Ok((spec, payer))
+    }
+
+    /// Starts a deployment job in the background unless one already runs for this agent.
+    pub(crate) fn start_job(
+        self: &Arc<Self>,
+        agent: AgentId,
+        chat: ChatId,
+        progress: Option<MessageRef>,
+        kind: JobKind,
+    ) {
+        let claimed = self.in_flight.lock().map(|mut set| set.insert(agent)).unwrap_or(false);
+        if !claimed {
+            return;
+        }
+        let inner = self.clone();
+        self.spawn_tracked(async move {
+            let lease = tokio::spawn(inner.clone().hold_lease(agent));
+            let job = inner.clone().run_job(agent, chat, progress, kind).await;
+            lease.abort();
+            if let Err(err) = inner.store.kv_delete(LEASE_NAMESPACE, &agent.to_string()).await {
+                tracing::debug!(error = %err, "could not release a deployment lease");
+            }
+            if let Ok(mut set) = inner.in_flight.lock() {
+                set.remove(&agent);
+            }
+            if let Err(err) = job {
+                tracing::error!(error = %err, agent = %agent, "deployment job failed");
+            }
+        });
+    }
+
+    async fn run_job(
+        self: Arc<Self>,
+        agent_id: AgentId,
+        chat: ChatId,
+        progress: Option<MessageRef>,
+        kind: JobKind,
+    ) -> Result<(), PlatformError> {
+        let Some(agent) = self.store.agent_get(agent_id).await?.filter(|a| !a.deleted) else { return Ok(()) };
+        let job = match kind {
+            JobKind::Deploy => "deploy",
+            JobKind::Redeploy { .. } => "redeploy",
+        };
+        self.store.event_record(agent.id, job, "started", None).await?;
+        if matches!(kind, JobKind::Deploy) {
+            self.store.agent_set_status(agent.id, AgentStatus::Deploying).await?;
+        }
+        let reporter = JobReporter {
+            store: self.store.clone(),
+            inner: self.clone(),
+            agent: agent.clone(),
+            chat,
+            steps: self.deployer.steps(),
+            progress: tokio::sync::Mutex::new(progress),
+            done: Mutex::new(Vec::new()),
+            current: Mutex::new(None),
+            facts: Mutex::new(agent.deployment.clone()),
+        };
+        reporter.render(false).await;
+        let outcome = match self.spec(&agent).await {
+            Err(problem) => Err((DeployError::new("deploy", problem).permanent(), Payer::Operator)),
+            Ok((spec, payer)) => {
+                let result = match kind {
+                    JobKind::Deploy => self.deployer.deploy(&spec, &reporter).await,
+                    JobKind::Redeploy { .. } => self.deployer.redeploy(&spec, &reporter).await,
+                };
+                match result {
+                    Ok(facts) => Ok((facts, payer)),
+                    Err(err) => Err((err, payer)),
+                }
+            }
+        };
+        let outcome = match outcome {
+            Ok((facts, payer)) => {
+                self.store.agent_set_deployment(agent.id, &facts).await?;
+                let mut deployed = agent.clone();
+                deployed.deployment = facts;
+                // The deployer says the agent is healthy; checking through the same path chats
+                // will take catches a URL the platform cannot reach.
+                match self.endpoint(&deployed) {
+                    Some(endpoint) => match self.proxy.health(&endpoint).await {
+                        Ok(_) => Ok((deployed, payer)),
+                        Err(err) => Err(DeployError::new("health", format!("the agent does not answer: {err}"))),
+                    },
+                    None => Err(DeployError::new("health", "the deployer reported no address for the agent")),
+                }
+            }
+            Err((err, _)) => Err(err),
+        };
+        match outcome {
+            Ok((deployed, payer)) => {
+                state::set_payer(self.store.as_ref(), deployed.id, payer).await?;
+                self.store.agent_set_status(deployed.id, AgentStatus::Running).await?;
+                self.store.event_record(deployed.id, job, "succeeded", None).await?;
+                match kind {
+                    JobKind::Deploy => self.deployed(&reporter, &deployed, chat).await?,
+                    JobKind::Redeploy { done } => {
+                        let progress = *reporter.progress.lock().await;
+                        self.edit_or_say(chat, progress, Text::plain(done)).await;
+                    }
+                }
+            }
+            Err(err) => {
+                let detail = err.detail.clone().unwrap_or_else(|| err.message.clone());
+                self.store.event_record(agent.id, job, "failed", Some(&detail)).await?;
+                tracing::warn!(agent = %agent.id, step = err.step, detail = %detail, "deployment failed");
+                reporter.fail(err.step);
+                reporter.render(true).await;
+                let still_answering = match (&kind, self.endpoint(&agent)) {
+                    (JobKind::Redeploy { .. }, Some(endpoint)) => self.proxy.health(&endpoint).await.is_ok(),
+                    _ => false,
+                };
+                if still_answering {
+                    let text = format!(
+                        "Couldn't update {}: {}\nIt keeps running as before; /update {} tries again.",
+                        agent.name, err.message, agent.id
+                    );
+                    self.say(chat, Text::plain(text)).await;
+                } else {
+                    self.store.agent_set_status(agent.id, AgentStatus::Failed).await?;
+                    self.say(chat, error_card(&agent, &err, reporter.label_of(err.step))).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After a first deployment: chat mode for the owner, the share link, and an introduction.
+    async fn deployed(
+        self: &Arc<Self>,
+        reporter: &JobReporter,
+        agent: &Agent,
+        chat: ChatId,
+    ) -> Result<(), PlatformError> {
+        let progress = *reporter.progress.lock().await;
+        let done = format!("✅ <b>{}</b> is deployed and answering.", escape_html(&agent.name));
+        self.edit_or_say(chat, progress, Text::html(done)).await;
+        self.update_state(agent.owner_id, |state| {
+            if state.flow.is_none() {
+                state.chat_agent = Some(agent.id);
+            }
+        })
+        .await?;
+        let body = format!(
+            "<b>{name} is ready!</b>\nYou're now chatting with it: just type a message.\n\n\
+             🔗 Share it with anyone: {link}\n\n• /soul changes its personality\n• /manage ends the chat",
+            name = escape_html(&agent.name),
+            link = escape_html(&self.share_link(agent)),
+        );
+        let text = Text::html(body).row(vec![
+            Button::callback("📝 Personality", format!("soul_agent:{}", agent.id)),
+            Button::callback("🚪 Exit chat", "exit_chat"),
+        ]);
+        self.say(chat, text).await;
+        let owner = self.store.user_get(agent.owner_id).await?;
+        if let Some(owner) = owner {
+            let ctx = super::engine::Ctx { user: owner, chat };
+            if let Err(err) = self.chat_turn(&ctx, agent, INTRO_PROMPT, false).await {
+                tracing::debug!(error = %err, "introduction failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops an agent and releases what it runs on, recording the step.
+    pub(crate) async fn destroy(&self, agent: &Agent) -> Result<(), DeployError> {
+        let record = |outcome: &'static str, detail: Option<String>| {
+            let store = self.store.clone();
+            let id = agent.id;
+            async move {
+                if let Err(err) = store.event_record(id, "destroy", outcome, detail.as_deref()).await {
+                    tracing::warn!(error = %err, "could not record a destroy event");
+                }
+            }
+        };
+        record("started", None).await;
+        let reporter = SilentReporter;
+        match self.deployer.destroy(agent.id, &agent.deployment, &reporter).await {
+            Ok(()) => {
+                record("succeeded", None).await;
+                Ok(())
+            }
+            Err(err) => {
+                record("failed", Some(err.detail.clone().unwrap_or_else(|| err.message.clone()))).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Shows that a job for `agent` is alive, until aborted.
+    async fn hold_lease(self: Arc<Self>, agent: AgentId) {
+        let every = (self.config.deploy_lease / 4).max(std::time::Duration::from_millis(10));
+        loop {
+            let now = chrono::Utc::now().to_rfc3339();
+            if let Err(err) = self.store.kv_put(LEASE_NAMESPACE, &agent.to_string(), now.as_bytes()).await {
+                tracing::warn!(error = %err, agent = %agent, "could not refresh a deployment lease");
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// Whether nothing has shown, for longer than the lease, that someone deploys `agent`.
+    async fn orphaned(&self, agent: &Agent) -> Result<bool, PlatformError> {
+        let now = chrono::Utc::now();
+        let stale =
+            |at: chrono::DateTime<chrono::Utc>| (now - at).to_std().unwrap_or_default() >= self.config.deploy_lease;
+        let lease = self.store.kv_get(LEASE_NAMESPACE, &agent.id.to_string()).await?;
+        let lease_at = lease
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .and_then(|text| chrono::DateTime::parse_from_rfc3339(&text).ok())
+            .map(|at| at.with_timezone(&chrono::Utc));
+        // A just-created agent has no lease for a moment; its recent update covers that gap.
+        Ok(lease_at.is_none_or(stale) && stale(agent.updated_at))
+    }
+
+    /// Agents left `pending` or `deploying` by a job that died (a restart, a crashed process)
+    /// are deployed again from their stored facts; the job fails cleanly (owner told) when that
+    /// is impossible. Jobs alive in another process sharing the database are left alone.
+    pub(crate) async fn resume_unfinished(self: Arc<Self>) -> Result<(), PlatformError> {
+        for status in [AgentStatus::Deploying, AgentStatus::Pending] {
+            for agent in self.store.list_agents(&AgentFilter::all().status(status)).await? {
+                if self.is_in_flight(agent.id) || !self.orphaned(&agent).await? {
+                    continue;
+                }
+                self.store
+                    .event_record(agent.id, "resume", "started", Some("platform restarted mid-deployment"))
+                    .await?;
+                let chat = agent.owner_id;
+                let text = format!(
+                    "Baal restarted while <b>{}</b> was being deployed. Picking up where it left off…",
+                    escape_html(&agent.name)
+                );
+                self.say(chat, Text::html(text)).await;
+                self.start_job(agent.id, chat, None, JobKind::Deploy);
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the deployer which agents should be running (local processes do not survive us).
+    pub(crate) async fn restore_running(&self) -> Result<(), PlatformError> {
+        let running = self.store.list_agents(&AgentFilter::all().status(AgentStatus::Running)).await?;
+        let mut specs = Vec::new();
+        for agent in &running {
+            match self.spec(agent).await {
+                Ok((spec, _)) => specs.push(spec),
+                Err(problem) => tracing::warn!(agent = %agent.id, problem, "cannot restore agent"),
+            }
+        }
+        if let Err(err) = self.deployer.restore(&specs).await {
+            tracing::warn!(error = %err, "restoring running agents failed");
+        }
+        Ok(())
+    }
+}
+
+fn error_card(agent: &Agent, err: &DeployError, step_label: &str) -> Text {
+    let message: String = err.message.chars().take(300).collect();
+    let advice = if err.retryable {
+        format!("Retrying often helps: press Retry, or send <code>/repair {}</code>.", agent.id)
+    } else {
+        "Retrying won't fix this one. Fix the cause, then press Retry, or delete the agent.".to_owned()
+    };
+    let body = format!(
+        "<b>Deploying {} failed</b>\nStep: {}\n<code>{}</code>\n\n{advice}",
+        escape_html(&agent.name),
+        escape_html(step_label),
+        escape_html(&message)
+    );
+    Text::html(body).row(vec![
+        Button::callback("🔄 Retry", format!("retry_deploy:{}", agent.id)),
+        Button::callback("🗑️ Delete", format!("delete_confirm:{}", agent.id)),
+    ])
+}
+
+/// Records each step and fact before the deployer goes on, and keeps the progress message current.
+struct JobReporter {
+    store: Arc<dyn Store>,
+    inner: Arc<Inner>,
+    agent: Agent,
+    chat: ChatId,
+    steps: &'static [DeployStep],
+    progress: tokio::sync::Mutex<Option<MessageRef>>,
+    done: Mutex<Vec<&'static str>>,
+    current: Mutex<Option<(&'static str, bool)>>,
+    facts: Mutex<Deployment>,
+}
+
+impl JobReporter {
+    fn fail(&self, step: &'static str) {
+        if let Ok(mut current) = self.current.lock() {
+            *current = Some((current.map_or(step, |(key, _)| key), true));
+        }
+    }
+
+    fn label_of(&self, key: &str) -> &'static str {
+        self.steps.iter().find(|s| s.key == key).map_or("deployment", |s| s.label)
+    }
+
+    async fn render(&self, failed: bool) {
+        let done = self.done.lock().map(|d| d.clone()).unwrap_or_default();
+        let current = self.current.lock().ok().and_then(|c| *c);
+        let total = self.steps.len().max(1);
+        let finished = self.steps.iter().filter(|s| done.contains(&s.key)).count();
+        let pct = finished * 100 / total;
+        let filled = finished * 16 / total;
+        let mut body = format!(
+            "<b>Deploying {}</b>\n{}{} {pct}%\n",
+            escape_html(&self.agent.name),
+            "█".repeat(filled),
+            "░".repeat(16 - filled)
+        );
+        for step in self.steps {
+            let line = if done.contains(&step.key) {
+                format!("✅ {}", step.label)
+            } else if current.is_some_and(|(key, f)| key == step.key && (f || failed)) {
+                format!("❌ {}", step.label)
+            } else if current.is_some_and(|(key, _)| key == step.key) {
+                format!("⏳ {}…", step.label)
+            } else {
+                format!("▫️ {}", step.label)
+            };
+            body.push('\n');
+            body.push_str(&line);
+        }
+        let mut progress = self.progress.lock().await;
+        *progress = self.inner.edit_or_say(self.chat, *progress, Text::html(body)).await;
+    }
+}
+
+#[async_trait]
+impl DeployReporter for JobReporter {
+    async fn step_started(&self, step: DeployStep) {
+        if let Err(err) = self.store.event_record(self.agent.id, step.key, "started", None).await {
+            tracing::warn!(error = %err, "could not record a deployment step");
+        }
+        if let Ok(mut current) = self.current.lock() {
+            *current = Some((step.key, false));
+        }
+        self.render(false).await;
+    }
+
+    async fn step_done(&self, step: DeployStep) {
+        if let Err(err) = self.store.event_record(self.agent.id, step.key, "succeeded", None).await {
+            tracing::warn!(error = %err, "could not record a deployment step");
+        }
+        if let Ok(mut done) = self.done.lock() {
+            done.push(step.key);
+        }
+        self.render(false).await;
+    }
+
+    async fn facts(&self, deployment: &Deployment) -> Result<(), DeployError> {
+        let merged = {
+            let mut facts = self.facts.lock().map_err(|_| DeployError::new("deploy", "internal error"))?;
+            merge(&mut facts, deployment);
+            facts.clone()
+        };
+        self.store
+            .agent_set_deployment(self.agent.id, &merged)
+            .await
+            .map_err(|err| DeployError::new("deploy", "Baal could not record the deployment").with_detail(err))
+    }
+}
+
+/// Newer facts win; a fact the deployer does not repeat is kept.
+fn merge(into: &mut Deployment, new: &Deployment) {
+    fn take<T: Clone>(slot: &mut Option<T>, new: &Option<T>) {
+        if new.is_some() {
+            slot.clone_from(new);
+        }
+    }
+    take(&mut into.instance_hash, &new.instance_hash);
+    take(&mut into.crn_url, &new.crn_url);
+    take(&mut into.vm_url, &new.vm_url);
+    take(&mut into.vm_host, &new.vm_host);
+    take(&mut into.ssh_port, &new.ssh_port);
+    take(&mut into.ssh_host_key, &new.ssh_host_key);
+}

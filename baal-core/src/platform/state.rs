@@ -1,0 +1,101 @@
+//! Per-user conversation state (chat mode, wizard, personality edit), persisted in the store's
+//! key-value area so a restart keeps it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{AgentId, UserId};
+use crate::store::{Store, StoreResult};
+
+const NAMESPACE: &str = "platform.state";
+
+/// A multi-step exchange the next text message belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub(crate) enum Flow {
+    /// `/create`: waiting for the name.
+    CreateName,
+    /// `/create`: waiting for a model button.
+    CreateModel { name: String },
+    /// `/create`: waiting for confirm or cancel.
+    CreateConfirm { name: String, model: String },
+    /// `/soul`: waiting for the new prompt of this agent.
+    SoulEdit { agent: AgentId },
+}
+
+/// What Baal remembers about one user between messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct UserState {
+    /// The agent plain text goes to (chat mode).
+    #[serde(default)]
+    pub chat_agent: Option<AgentId>,
+    /// The flow in progress, if any.
+    #[serde(default)]
+    pub flow: Option<Flow>,
+    /// When the flow last heard from the user (flows expire after silence).
+    #[serde(default)]
+    pub flow_touched: Option<DateTime<Utc>>,
+    /// Agents this user has already been shown the chat keyboard for.
+    #[serde(default)]
+    pub greeted: Vec<AgentId>,
+}
+
+impl UserState {
+    /// The flow, unless it has been silent for longer than `timeout`.
+    pub fn live_flow(&self, now: DateTime<Utc>, timeout: std::time::Duration) -> Option<&Flow> {
+        let touched = self.flow_touched?;
+        let silent = (now - touched).to_std().unwrap_or_default();
+        if silent >= timeout { None } else { self.flow.as_ref() }
+    }
+
+    /// Starts or continues a flow.
+    pub fn set_flow(&mut self, flow: Flow, now: DateTime<Utc>) {
+        self.flow = Some(flow);
+        self.flow_touched = Some(now);
+    }
+
+    /// Ends any flow.
+    pub fn clear_flow(&mut self) {
+        self.flow = None;
+        self.flow_touched = None;
+    }
+}
+
+pub(crate) async fn load(store: &dyn Store, user: UserId) -> StoreResult<UserState> {
+    let raw = store.kv_get(NAMESPACE, &user.to_string()).await?;
+    // A state written by another version that no longer parses is dropped rather than blocking
+    // the user: it only holds conversational position, never data.
+    Ok(raw.and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default())
+}
+
+pub(crate) async fn save(store: &dyn Store, user: UserId, state: &UserState) -> StoreResult<()> {
+    if *state == UserState::default() {
+        return store.kv_delete(NAMESPACE, &user.to_string()).await;
+    }
+    let bytes = serde_json::to_vec(state).unwrap_or_default();
+    store.kv_put(NAMESPACE, &user.to_string(), &bytes).await
+}
+
+const PAYER_NAMESPACE: &str = "platform.payer";
+
+/// Who pays for an agent's inference: the key it was deployed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Payer {
+    /// The owner's own LibertAI key.
+    Owner,
+    /// The operator's key (free tier).
+    Operator,
+}
+
+pub(crate) async fn payer(store: &dyn Store, agent: AgentId) -> StoreResult<Payer> {
+    let raw = store.kv_get(PAYER_NAMESPACE, &agent.to_string()).await?;
+    Ok(if raw.as_deref() == Some(b"owner") { Payer::Owner } else { Payer::Operator })
+}
+
+pub(crate) async fn set_payer(store: &dyn Store, agent: AgentId, payer: Payer) -> StoreResult<()> {
+    let value: &[u8] = match payer {
+        Payer::Owner => b"owner",
+        Payer::Operator => b"operator",
+    };
+    store.kv_put(PAYER_NAMESPACE, &agent.to_string(), value).await
+}

@@ -1,0 +1,665 @@
+//! Fakes of Aleph Cloud on loopback, answering as the protocol spec documents: a CCN (message
+//! API with signature, hash, payment and credit checks; balance), the CRN list and the 2n6.me
+//! gateway in one server ([`FakeAleph`]), and compute nodes ([`FakeCrn`]: notify, executions
+//! list, erase with verified `X-Signed*` headers). Each is a real HTTP server on 127.0.0.1.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use poem::http::{Method, StatusCode};
+use poem::{Request, Response};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::deploy::aleph::sign::{recover_signer, verify_crn_auth};
+
+/// Stops a server task when dropped.
+#[derive(Debug)]
+struct ServerTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ServerTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn serve<F, Fut>(handler: F) -> std::io::Result<(String, ServerTask)>
+where
+    F: Fn(Method, String, poem::http::HeaderMap, Vec<u8>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let acceptor = poem::listener::TcpAcceptor::from_tokio(listener)?;
+    let handler = Arc::new(handler);
+    let endpoint = poem::endpoint::make(move |request: Request| {
+        let handler = handler.clone();
+        async move {
+            let method = request.method().clone();
+            let path = request.uri().path().to_owned();
+            let headers = request.headers().clone();
+            let body = request.into_body().into_vec().await.unwrap_or_default();
+            Ok::<_, poem::Error>(handler(method, path, headers, body).await)
+        }
+    });
+    let task = tokio::spawn(async move {
+        let _ = poem::Server::new_with_acceptor(acceptor).run(endpoint).await;
+    });
+    Ok((url, ServerTask(task)))
+}
+
+fn json_response(status: u16, body: Value) -> Response {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .content_type("application/json")
+        .body(body.to_string())
+}
+
+fn text_response(status: u16, body: &str) -> Response {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .body(body.to_owned())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A message the fake CCN has seen.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StoredMessage {
+    /// `INSTANCE`, `FORGET`, …
+    pub message_type: String,
+    /// The parsed `item_content`.
+    pub content: Value,
+    /// `processed`, `rejected` or `forgotten`.
+    pub status: String,
+    /// The pyaleph error code of a rejection.
+    pub error_code: Option<i64>,
+    details: Value,
+}
+
+#[derive(Debug)]
+struct AlephState {
+    messages: HashMap<String, StoredMessage>,
+    credits: i64,
+    credits_per_instance: i64,
+    crns: Vec<Value>,
+    public_url: Option<String>,
+    answer_pending_first: bool,
+    pending_polls: HashMap<String, u32>,
+}
+
+/// The fake CCN, CRN list and 2n6.me gateway.
+#[derive(Debug)]
+pub struct FakeAleph {
+    /// Base URL (`http://127.0.0.1:port`): use it for `ALEPH_API_URL` and
+    /// `ALEPH_DOMAIN_GATEWAY_URL`.
+    pub url: String,
+    state: Arc<Mutex<AlephState>>,
+    _server: ServerTask,
+}
+
+impl FakeAleph {
+    /// Starts the fake with a wallet holding plenty of credits and no CRN.
+    pub async fn start() -> std::io::Result<FakeAleph> {
+        let state = Arc::new(Mutex::new(AlephState {
+            messages: HashMap::new(),
+            credits: 1_000_000_000,
+            credits_per_instance: 342_000,
+            crns: Vec::new(),
+            public_url: None,
+            answer_pending_first: false,
+            pending_polls: HashMap::new(),
+        }));
+        let shared = state.clone();
+        let (url, server) = serve(move |method, path, _headers, body| {
+            let state = shared.clone();
+            async move { handle_aleph(&state, method, &path, &body) }
+        })
+        .await?;
+        Ok(FakeAleph { url, state, _server: server })
+    }
+
+    /// The CRN list URL (`ALEPH_CRN_LIST_URL`).
+    pub fn crn_list_url(&self) -> String {
+        format!("{}/crns.json", self.url)
+    }
+
+    /// Sets the wallet's credit balance.
+    pub fn set_credits(&self, credits: i64) {
+        lock(&self.state).credits = credits;
+    }
+
+    /// Makes POSTs answer 202 and the first status poll `pending`, like a busy CCN.
+    pub fn answer_pending_first(&self, pending: bool) {
+        lock(&self.state).answer_pending_first = pending;
+    }
+
+    /// The URL the gateway returns for every instance (tests point it at the agent's port;
+    /// by default `https://<words>.2n6.me`).
+    pub fn set_public_url(&self, url: &str) {
+        lock(&self.state).public_url = Some(url.to_owned());
+    }
+
+    /// Lists `crn` in the CRN list with `load5` as its load (lower is tried first).
+    pub fn add_crn(&self, crn: &FakeCrn, load5: f64) {
+        lock(&self.state).crns.push(json!({
+            "hash": crn.hash, "name": format!("fake-{}", &crn.hash[..8]), "address": crn.url, "score": 0.9,
+            "status": "linked", "type": "compute", "version": "1.10.0", "qemu_support": true,
+            "payment_receiver_address": "0x0000000000000000000000000000000000000001",
+            "ipv6_check": {"host": true, "vm": true},
+            "system_usage": {"active": true, "cpu": {"count": 8, "load_average": {"load1": load5, "load5": load5, "load15": load5}},
+                "mem": {"total_kB": 32_000_000u64, "available_kB": 24_000_000u64},
+                "disk": {"total_kB": 1_000_000_000u64, "available_kB": 800_000_000u64}},
+        }));
+    }
+
+    /// Every message received, by item hash.
+    pub fn messages(&self) -> HashMap<String, StoredMessage> {
+        lock(&self.state).messages.clone()
+    }
+
+    /// Hashes of INSTANCE messages processed and not forgotten: the VMs being billed.
+    pub fn live_instances(&self) -> Vec<String> {
+        let state = lock(&self.state);
+        let mut live: Vec<_> = state
+            .messages
+            .iter()
+            .filter(|(_, m)| m.message_type == "INSTANCE" && m.status == "processed")
+            .map(|(hash, _)| hash.clone())
+            .collect();
+        live.sort();
+        live
+    }
+}
+
+fn handle_aleph(state: &Mutex<AlephState>, method: Method, path: &str, body: &[u8]) -> Response {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (Method::POST, ["api", "v0", "messages"]) => post_message(state, body),
+        (Method::GET, ["api", "v0", "messages", hash]) => {
+            let mut state = lock(state);
+            let pending = state.answer_pending_first && {
+                let polls = state.pending_polls.entry((*hash).to_owned()).or_insert(0);
+                *polls += 1;
+                *polls == 1
+            };
+            match state.messages.get(*hash) {
+                None => json_response(404, json!({"error": "Message not found"})),
+                Some(_) if pending => {
+                    json_response(200, json!({"status": "pending", "item_hash": hash, "messages": []}))
+                }
+                Some(m) => json_response(
+                    200,
+                    json!({"status": m.status, "item_hash": hash, "error_code": m.error_code, "details": m.details}),
+                ),
+            }
+        }
+        (Method::GET, ["api", "v0", "addresses", address, "balance"]) => {
+            let credits = lock(state).credits;
+            json_response(
+                200,
+                json!({"address": address, "balance": 0.0, "locked_amount": 0.0, "credit_balance": credits}),
+            )
+        }
+        (Method::GET, ["api", "v0", "aggregates", _owner_json]) => {
+            json_response(200, json!({"data": {"settings": {"last_crn_version": "1.10.0"}}}))
+        }
+        (Method::GET, ["crns.json"]) => json_response(200, json!({"last_refresh": "now", "crns": lock(state).crns})),
+        (Method::GET, ["api", "hash", hash]) => {
+            let state = lock(state);
+            match state.messages.get(*hash).filter(|m| m.message_type == "INSTANCE" && m.status == "processed") {
+                None => json_response(404, json!({"error": "unknown instance"})),
+                Some(_) => {
+                    let words = ["motion", "course", "adapt", "wear", "river", "stone", "amber", "pilot"];
+                    let bytes = hex::decode(hash).unwrap_or_default();
+                    let subdomain: Vec<&str> =
+                        bytes.iter().take(4).map(|b| words[usize::from(*b) % words.len()]).collect();
+                    let subdomain = subdomain.join("-");
+                    let url = state.public_url.clone().unwrap_or_else(|| format!("https://{subdomain}.2n6.me"));
+                    json_response(200, json!({"subdomain": subdomain, "url": url, "active": true}))
+                }
+            }
+        }
+        _ => text_response(404, "not found"),
+    }
+}
+
+fn post_message(state: &Mutex<AlephState>, body: &[u8]) -> Response {
+    let Ok(request) = serde_json::from_slice::<Value>(body) else { return text_response(422, "body is not JSON") };
+    let message = &request["message"];
+    let allowed = ["sender", "chain", "signature", "type", "item_type", "item_content", "item_hash", "time", "channel"];
+    if let Some(extra) = message.as_object().and_then(|m| m.keys().find(|k| !allowed.contains(&k.as_str()))) {
+        return text_response(422, &format!("extra field {extra}"));
+    }
+    let text = |key: &str| message[key].as_str().unwrap_or_default().to_owned();
+    let (sender, kind, item_hash, item_content) =
+        (text("sender"), text("type"), text("item_hash"), text("item_content"));
+    if text("chain") != "ETH" || text("item_type") != "inline" || !message["time"].is_number() {
+        return text_response(422, "invalid envelope");
+    }
+    if hex::encode(Sha256::digest(item_content.as_bytes())) != item_hash {
+        return text_response(422, "item_hash does not match item_content");
+    }
+    let Ok(content) = serde_json::from_str::<Value>(&item_content) else {
+        return text_response(422, "item_content is not JSON");
+    };
+    let buffer = format!("ETH\n{sender}\n{kind}\n{item_hash}");
+    let signer = recover_signer(buffer.as_bytes(), &text("signature"));
+    let mut state = lock(state);
+    let (status, code, details) = if signer.as_deref() != Some(sender.as_str()) {
+        ("rejected", Some(1), Value::Null)
+    } else if content["address"].as_str().is_none_or(|a| !a.eq_ignore_ascii_case(&sender)) {
+        ("rejected", Some(2), Value::Null)
+    } else if kind == "INSTANCE" {
+        let live =
+            state.messages.values().filter(|m| m.message_type == "INSTANCE" && m.status == "processed").count() as i64;
+        let required = (live + 1) * state.credits_per_instance;
+        if content["payment"]["type"] != "credit" {
+            ("rejected", Some(202), Value::Null)
+        } else if state.credits < required {
+            let detail = json!({"errors": [{"required_credits": required.to_string(), "account_credits": state.credits.to_string(), "min_runtime_days": 1}]});
+            ("rejected", Some(6), detail)
+        } else {
+            ("processed", None, Value::Null)
+        }
+    } else if kind == "FORGET" {
+        let targets: Vec<String> =
+            content["hashes"].as_array().into_iter().flatten().filter_map(|h| h.as_str().map(str::to_owned)).collect();
+        if targets.iter().any(|t| !state.messages.contains_key(t)) {
+            ("rejected", Some(501), Value::Null)
+        } else {
+            for target in targets {
+                if let Some(m) = state.messages.get_mut(&target) {
+                    m.status = "forgotten".into();
+                }
+            }
+            ("processed", None, Value::Null)
+        }
+    } else {
+        ("processed", None, Value::Null)
+    };
+    state.messages.insert(
+        item_hash.clone(),
+        StoredMessage { message_type: kind, content, status: status.into(), error_code: code, details },
+    );
+    let publication = json!({"status": "success", "failed": []});
+    if state.answer_pending_first {
+        return json_response(202, json!({"publication_status": publication, "message_status": "pending"}));
+    }
+    let http = if status == "rejected" { 422 } else { 200 };
+    json_response(http, json!({"publication_status": publication, "message_status": status}))
+}
+
+/// How a fake CRN answers the start notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CrnBehaviour {
+    /// Starts the VM: its network points at the SSH target.
+    Healthy,
+    /// Never answers (the client's timeout fires).
+    Hang,
+    /// 503 "Insufficient capacity".
+    NoCapacity,
+}
+
+#[derive(Debug)]
+struct CrnState {
+    behaviour: CrnBehaviour,
+    ssh: (String, u16),
+    executions: serde_json::Map<String, Value>,
+    notified: Vec<String>,
+    erased: Vec<String>,
+}
+
+/// A fake compute node.
+#[derive(Debug)]
+pub struct FakeCrn {
+    /// Base URL (`http://127.0.0.1:port`), as listed.
+    pub url: String,
+    /// Its node hash.
+    pub hash: String,
+    state: Arc<Mutex<CrnState>>,
+    _server: ServerTask,
+}
+
+impl FakeCrn {
+    /// Starts a node that consults `aleph` for messages and hands out `ssh_host:ssh_port` as the
+    /// VM's SSH address.
+    pub async fn start(
+        aleph: &FakeAleph,
+        behaviour: CrnBehaviour,
+        ssh_host: &str,
+        ssh_port: u16,
+    ) -> std::io::Result<FakeCrn> {
+        let hash = hex::encode(rand::random::<[u8; 32]>());
+        let state = Arc::new(Mutex::new(CrnState {
+            behaviour,
+            ssh: (ssh_host.to_owned(), ssh_port),
+            executions: serde_json::Map::new(),
+            notified: Vec::new(),
+            erased: Vec::new(),
+        }));
+        let (shared, aleph_state, own_hash) = (state.clone(), aleph.state.clone(), hash.clone());
+        let (url, server) = serve(move |method, path, headers, body| {
+            let (state, aleph, hash) = (shared.clone(), aleph_state.clone(), own_hash.clone());
+            async move { handle_crn(&state, &aleph, &hash, method, &path, &headers, &body).await }
+        })
+        .await?;
+        Ok(FakeCrn { url, hash, state, _server: server })
+    }
+
+    /// Instances this node was told to start.
+    pub fn notified(&self) -> Vec<String> {
+        lock(&self.state).notified.clone()
+    }
+
+    /// Instances erased through the authenticated control API.
+    pub fn erased(&self) -> Vec<String> {
+        lock(&self.state).erased.clone()
+    }
+
+    /// Instances currently running here.
+    pub fn running(&self) -> Vec<String> {
+        lock(&self.state).executions.keys().cloned().collect()
+    }
+}
+
+async fn handle_crn(
+    state: &Mutex<CrnState>,
+    aleph: &Mutex<AlephState>,
+    own_hash: &str,
+    method: Method,
+    path: &str,
+    headers: &poem::http::HeaderMap,
+    body: &[u8],
+) -> Response {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (Method::POST, ["control", "allocation", "notify"]) => {
+            let behaviour = lock(state).behaviour;
+            match behaviour {
+                CrnBehaviour::Hang => {
+                    tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                    return text_response(504, "gave up");
+                }
+                CrnBehaviour::NoCapacity => {
+                    return text_response(503, "This CRN cannot host the requested instance at this time.");
+                }
+                CrnBehaviour::Healthy => {}
+            }
+            let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            let Some(hash) = request["instance"].as_str() else { return text_response(400, "Missing instance") };
+            let pinned = {
+                let aleph = lock(aleph);
+                match aleph.messages.get(hash) {
+                    Some(m) if m.message_type == "INSTANCE" && m.status == "processed" => {
+                        m.content.pointer("/requirements/node/node_hash").and_then(Value::as_str).map(str::to_owned)
+                    }
+                    _ => return text_response(404, "Hash not found"),
+                }
+            };
+            if pinned.as_deref().is_some_and(|p| p != own_hash) {
+                return text_response(400, "Instance is allocated to a different node");
+            }
+            let mut state = lock(state);
+            state.notified.push(hash.to_owned());
+            let (host, port) = state.ssh.clone();
+            state.executions.insert(
+                hash.to_owned(),
+                json!({"networking": {"ipv4_network": "172.16.5.0/24", "host_ipv4": host, "ipv6_ip": "fd00::1",
+                        "mapped_ports": {"22": {"host": port, "tcp": true, "udp": false}}},
+                       "running": true, "vm_type": "instance"}),
+            );
+            json_response(200, json!({"success": true, "successful": true, "failing": [], "errors": {}}))
+        }
+        (Method::GET, ["v2", "about", "executions", "list"]) => {
+            json_response(200, Value::Object(lock(state).executions.clone()))
+        }
+        (Method::POST, ["control", "machine", hash, "erase"]) => {
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+            let signer = match verify_crn_auth(
+                &header("X-SignedPubKey"),
+                &header("X-SignedOperation"),
+                "POST",
+                path,
+                "127.0.0.1",
+            ) {
+                Ok(signer) => signer,
+                Err(error) => return json_response(401, json!({"error": error})),
+            };
+            let owner = lock(aleph)
+                .messages
+                .get(*hash)
+                .and_then(|m| m.content["address"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            if !owner.eq_ignore_ascii_case(&signer) {
+                return text_response(403, "Unauthorized sender");
+            }
+            let mut state = lock(state);
+            if state.executions.remove(*hash).is_none() {
+                return text_response(404, &format!("No virtual machine with ref {hash}"));
+            }
+            state.erased.push((*hash).to_owned());
+            text_response(200, &format!("Erased VM with ref {hash}"))
+        }
+        _ => text_response(404, "not found"),
+    }
+}
+
+/// Time limits for loopback peers: every wait of the deployer shrunk to what a fake needs.
+pub fn loopback_timeouts() -> crate::deploy::aleph::Timeouts {
+    use std::time::Duration;
+    crate::deploy::aleph::Timeouts {
+        http: Duration::from_secs(5),
+        message: Duration::from_secs(10),
+        poll: Duration::from_millis(50),
+        notify: Duration::from_millis(700),
+        allocation: Duration::from_secs(5),
+        ssh_ready: Duration::from_secs(2),
+        ssh_connect: Duration::from_secs(5),
+        command: Duration::from_secs(60),
+        https: Duration::from_secs(10),
+    }
+}
+
+/// A [`Store`](crate::store::Store) double that keeps only the VM pool, in memory, with the
+/// same atomic claim as the SQL store; every other operation answers an error. For testing the
+/// Aleph deployer's pool without a database.
+#[derive(Debug, Default)]
+pub struct MemoryPoolStore {
+    rows: Mutex<(i64, Vec<crate::domain::PoolVm>)>,
+}
+
+impl MemoryPoolStore {
+    /// An empty pool.
+    pub fn new() -> MemoryPoolStore {
+        MemoryPoolStore::default()
+    }
+
+    /// Moves a row's creation time back by `age` (to test retirement).
+    pub fn age_row(&self, id: i64, age: chrono::Duration) {
+        let _ = self.with_row(id, |row| row.created_at -= age);
+    }
+
+    fn with_row(&self, id: i64, change: impl FnOnce(&mut crate::domain::PoolVm)) -> crate::store::StoreResult<()> {
+        let mut rows = lock(&self.rows);
+        let row = rows
+            .1
+            .iter_mut()
+            .find(|r| r.id == id)
+            .ok_or_else(|| crate::store::StoreError::NotFound(format!("pool VM {id}")))?;
+        change(row);
+        Ok(())
+    }
+}
+
+fn not_in_double<T>() -> crate::store::StoreResult<T> {
+    Err(crate::store::StoreError::Database("MemoryPoolStore keeps only the VM pool".into()))
+}
+
+#[async_trait::async_trait]
+impl crate::store::Store for MemoryPoolStore {
+    async fn user_get_or_create(&self, _: i64, _: Option<&str>) -> crate::store::StoreResult<crate::domain::User> {
+        not_in_double()
+    }
+    async fn user_get(&self, _: i64) -> crate::store::StoreResult<Option<crate::domain::User>> {
+        Ok(None)
+    }
+    async fn users_list(&self) -> crate::store::StoreResult<Vec<crate::domain::User>> {
+        Ok(Vec::new())
+    }
+    async fn user_set_api_key(&self, _: i64, _: Option<Vec<u8>>) -> crate::store::StoreResult<()> {
+        not_in_double()
+    }
+    async fn user_toggle_show_tools(&self, _: i64) -> crate::store::StoreResult<bool> {
+        not_in_double()
+    }
+    async fn agent_create(&self, _: crate::domain::NewAgent) -> crate::store::StoreResult<crate::domain::Agent> {
+        not_in_double()
+    }
+    async fn agent_get(&self, _: crate::domain::AgentId) -> crate::store::StoreResult<Option<crate::domain::Agent>> {
+        Ok(None)
+    }
+    async fn agent_by_slug(&self, _: &str) -> crate::store::StoreResult<Option<crate::domain::Agent>> {
+        Ok(None)
+    }
+    async fn list_agents(&self, _: &crate::store::AgentFilter) -> crate::store::StoreResult<Vec<crate::domain::Agent>> {
+        Ok(Vec::new())
+    }
+    async fn count_active_agents(&self, _: i64) -> crate::store::StoreResult<u64> {
+        Ok(0)
+    }
+    async fn agent_set_status(
+        &self,
+        _: crate::domain::AgentId,
+        _: crate::domain::AgentStatus,
+    ) -> crate::store::StoreResult<()> {
+        not_in_double()
+    }
+    async fn agent_set_deployment(
+        &self,
+        _: crate::domain::AgentId,
+        _: &crate::domain::Deployment,
+    ) -> crate::store::StoreResult<()> {
+        not_in_double()
+    }
+    async fn agent_set_prompt(&self, _: crate::domain::AgentId, _: &str) -> crate::store::StoreResult<()> {
+        not_in_double()
+    }
+    async fn agent_set_token(&self, _: crate::domain::AgentId, _: &[u8]) -> crate::store::StoreResult<()> {
+        not_in_double()
+    }
+    async fn agent_set_visitor_tools(&self, _: crate::domain::AgentId, _: &[String]) -> crate::store::StoreResult<()> {
+        not_in_double()
+    }
+    async fn agent_soft_delete(&self, _: crate::domain::AgentId) -> crate::store::StoreResult<bool> {
+        not_in_double()
+    }
+    async fn usage_consume(
+        &self,
+        _: i64,
+        _: chrono::NaiveDate,
+        _: u32,
+        _: chrono::DateTime<chrono::Utc>,
+    ) -> crate::store::StoreResult<crate::domain::UsageDecision> {
+        not_in_double()
+    }
+    async fn usage_get(&self, _: i64, _: chrono::NaiveDate) -> crate::store::StoreResult<u32> {
+        Ok(0)
+    }
+    async fn usage_on(&self, _: chrono::NaiveDate) -> crate::store::StoreResult<Vec<crate::store::UsageRow>> {
+        Ok(Vec::new())
+    }
+    async fn event_record(
+        &self,
+        _: crate::domain::AgentId,
+        _: &str,
+        _: &str,
+        _: Option<&str>,
+    ) -> crate::store::StoreResult<crate::domain::DeploymentEvent> {
+        not_in_double()
+    }
+    async fn events_for(
+        &self,
+        _: crate::domain::AgentId,
+    ) -> crate::store::StoreResult<Vec<crate::domain::DeploymentEvent>> {
+        Ok(Vec::new())
+    }
+    async fn pool_insert(&self) -> crate::store::StoreResult<crate::domain::PoolVm> {
+        let mut rows = lock(&self.rows);
+        rows.0 += 1;
+        let row = crate::domain::PoolVm {
+            id: rows.0,
+            instance_hash: None,
+            deployment: crate::domain::Deployment::default(),
+            status: crate::domain::PoolStatus::Provisioning,
+            agent_id: None,
+            created_at: chrono::Utc::now(),
+            claimed_at: None,
+        };
+        rows.1.push(row.clone());
+        Ok(row)
+    }
+    async fn pool_update(
+        &self,
+        id: i64,
+        instance_hash: Option<&str>,
+        deployment: &crate::domain::Deployment,
+        status: crate::domain::PoolStatus,
+    ) -> crate::store::StoreResult<()> {
+        self.with_row(id, |row| {
+            row.instance_hash = instance_hash.map(str::to_owned);
+            row.deployment = deployment.clone();
+            row.status = status;
+        })
+    }
+    async fn pool_claim(
+        &self,
+        agent: crate::domain::AgentId,
+    ) -> crate::store::StoreResult<Option<crate::domain::PoolVm>> {
+        let mut rows = lock(&self.rows);
+        let oldest = rows
+            .1
+            .iter_mut()
+            .filter(|r| r.status == crate::domain::PoolStatus::Warm)
+            .min_by_key(|r| (r.created_at, r.id));
+        Ok(oldest.map(|row| {
+            row.status = crate::domain::PoolStatus::Claimed;
+            row.agent_id = Some(agent);
+            row.claimed_at = Some(chrono::Utc::now());
+            row.clone()
+        }))
+    }
+    async fn pool_set_status(
+        &self,
+        id: i64,
+        status: crate::domain::PoolStatus,
+        agent: Option<crate::domain::AgentId>,
+    ) -> crate::store::StoreResult<()> {
+        self.with_row(id, |row| {
+            row.status = status;
+            row.agent_id = agent;
+        })
+    }
+    async fn pool_list(&self) -> crate::store::StoreResult<Vec<crate::domain::PoolVm>> {
+        let mut rows = lock(&self.rows).1.clone();
+        rows.sort_by_key(|r| (r.created_at, r.id));
+        Ok(rows)
+    }
+    async fn pool_remove(&self, id: i64) -> crate::store::StoreResult<()> {
+        lock(&self.rows).1.retain(|r| r.id != id);
+        Ok(())
+    }
+    async fn kv_get(&self, _: &str, _: &str) -> crate::store::StoreResult<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    async fn kv_put(&self, _: &str, _: &str, _: &[u8]) -> crate::store::StoreResult<()> {
+        not_in_double()
+    }
+    async fn kv_delete(&self, _: &str, _: &str) -> crate::store::StoreResult<()> {
+        Ok(())
+    }
+}

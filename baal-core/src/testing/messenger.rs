@@ -1,0 +1,258 @@
+//! [`MemoryMessenger`]: a [`Messenger`] that keeps every message in memory and records every
+//! call, so tests (and embedders' tests) can drive the platform and read what users would see.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use async_trait::async_trait;
+
+use crate::platform::{Button, ChatId, MessageRef, Messenger, MessengerError, OutgoingFile, Text};
+
+/// One call the platform made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Call {
+    /// `send`.
+    Send {
+        /// The new message.
+        message: MessageRef,
+        /// Its text.
+        text: Text,
+    },
+    /// `edit`.
+    Edit {
+        /// The message edited.
+        message: MessageRef,
+        /// Its new text.
+        text: Text,
+    },
+    /// `delete`.
+    Delete {
+        /// The message deleted.
+        message: MessageRef,
+    },
+    /// `typing`.
+    Typing {
+        /// The chat.
+        chat: ChatId,
+    },
+    /// `send_file`.
+    File {
+        /// The new message.
+        message: MessageRef,
+        /// The file.
+        file: OutgoingFile,
+    },
+    /// `answer_press`.
+    Press {
+        /// The press answered.
+        press_id: String,
+        /// The notice shown.
+        notice: String,
+    },
+}
+
+/// One message as it stands now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown {
+    /// The message.
+    pub message: MessageRef,
+    /// Its current text (after edits).
+    pub text: Text,
+    /// How many times it was edited.
+    pub edits: usize,
+    /// Whether it was deleted.
+    pub deleted: bool,
+}
+
+#[derive(Default)]
+struct Log {
+    calls: Vec<Call>,
+    messages: Vec<Shown>,
+    index: HashMap<MessageRef, usize>,
+}
+
+/// An in-memory [`Messenger`]. Message ids count up from 1000 across chats; messages the test
+/// itself "sends" as the user can be registered with [`MemoryMessenger::user_message`] so the
+/// platform can delete them.
+#[derive(Default)]
+pub struct MemoryMessenger {
+    log: Mutex<Log>,
+    next_id: AtomicI64,
+}
+
+impl MemoryMessenger {
+    /// An empty messenger.
+    pub fn new() -> Self {
+        MemoryMessenger { log: Mutex::default(), next_id: AtomicI64::new(1000) }
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn next(&self, chat: ChatId) -> MessageRef {
+        MessageRef { chat_id: chat, message_id: self.next_id.fetch_add(1, Ordering::Relaxed) }
+    }
+
+    /// Registers a message the user sent (for example a `/login` message), to put in
+    /// [`crate::platform::Input::message`].
+    pub fn user_message(&self, chat: ChatId, body: &str) -> MessageRef {
+        let message = self.next(chat);
+        let mut log = self.log();
+        let at = log.messages.len();
+        log.messages.push(Shown { message, text: Text::plain(body), edits: 0, deleted: false });
+        log.index.insert(message, at);
+        message
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.log().calls.clone()
+    }
+
+    /// Every message of `chat` the platform sent (not the user's), oldest first, as they stand now.
+    pub fn messages(&self, chat: ChatId) -> Vec<Shown> {
+        let log = self.log();
+        let sent: std::collections::HashSet<MessageRef> = log
+            .calls
+            .iter()
+            .filter_map(|call| match call {
+                Call::Send { message, .. } | Call::File { message, .. } => Some(*message),
+                _ => None,
+            })
+            .collect();
+        log.messages.iter().filter(|m| m.message.chat_id == chat && sent.contains(&m.message)).cloned().collect()
+    }
+
+    /// The message `message` as it stands now.
+    pub fn message(&self, message: MessageRef) -> Option<Shown> {
+        let log = self.log();
+        log.index.get(&message).map(|at| log.messages[*at].clone())
+    }
+
+    /// The bodies of `chat`'s messages, oldest first.
+    pub fn bodies(&self, chat: ChatId) -> Vec<String> {
+        self.messages(chat).into_iter().map(|m| m.text.body).collect()
+    }
+
+    /// The body of the latest message of `chat` (empty when none).
+    pub fn last_text(&self, chat: ChatId) -> String {
+        self.messages(chat).last().map(|m| m.text.body.clone()).unwrap_or_default()
+    }
+
+    /// Every body of `chat` joined by newlines, for `contains` checks.
+    pub fn transcript(&self, chat: ChatId) -> String {
+        self.bodies(chat).join("\n")
+    }
+
+    /// The latest message of `chat` that has buttons.
+    pub fn last_with_buttons(&self, chat: ChatId) -> Option<Shown> {
+        self.messages(chat).into_iter().rev().find(|m| !m.text.buttons.is_empty() && !m.deleted)
+    }
+
+    /// The buttons of the latest message of `chat` that has any.
+    pub fn last_buttons(&self, chat: ChatId) -> Vec<Button> {
+        self.last_with_buttons(chat).map(|m| m.text.buttons.into_iter().flatten().collect()).unwrap_or_default()
+    }
+
+    /// The callback data of the newest button in `chat` whose data or label contains `needle`,
+    /// with the message holding it.
+    pub fn find_button(&self, chat: ChatId, needle: &str) -> Option<(String, MessageRef)> {
+        let needle = needle.to_lowercase();
+        for shown in self.messages(chat).into_iter().rev().filter(|m| !m.deleted) {
+            for button in shown.text.buttons.iter().flatten() {
+                if let Button::Callback { label, data } = button
+                    && (data.to_lowercase().contains(&needle) || label.to_lowercase().contains(&needle))
+                {
+                    return Some((data.clone(), shown.message));
+                }
+            }
+        }
+        None
+    }
+
+    /// Files sent to `chat`.
+    pub fn files(&self, chat: ChatId) -> Vec<OutgoingFile> {
+        self.log()
+            .calls
+            .iter()
+            .filter_map(|call| match call {
+                Call::File { message, file } if message.chat_id == chat => Some(file.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Notices shown on button presses, in order.
+    pub fn press_notices(&self) -> Vec<String> {
+        self.log()
+            .calls
+            .iter()
+            .filter_map(|call| match call {
+                Call::Press { notice, .. } => Some(notice.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Forgets everything recorded (message ids keep counting).
+    pub fn clear(&self) {
+        *self.log() = Log::default();
+    }
+}
+
+#[async_trait]
+impl Messenger for MemoryMessenger {
+    async fn send(&self, chat: ChatId, text: Text) -> Result<MessageRef, MessengerError> {
+        let message = self.next(chat);
+        let mut log = self.log();
+        let at = log.messages.len();
+        log.messages.push(Shown { message, text: text.clone(), edits: 0, deleted: false });
+        log.index.insert(message, at);
+        log.calls.push(Call::Send { message, text });
+        Ok(message)
+    }
+
+    async fn edit(&self, message: MessageRef, text: Text) -> Result<(), MessengerError> {
+        let mut log = self.log();
+        let Some(at) = log.index.get(&message).copied() else { return Err(MessengerError::NotFound) };
+        let shown = &mut log.messages[at];
+        if shown.deleted {
+            return Err(MessengerError::NotFound);
+        }
+        shown.text = text.clone();
+        shown.edits += 1;
+        log.calls.push(Call::Edit { message, text });
+        Ok(())
+    }
+
+    async fn delete(&self, message: MessageRef) -> Result<(), MessengerError> {
+        let mut log = self.log();
+        let Some(at) = log.index.get(&message).copied() else { return Err(MessengerError::NotFound) };
+        log.messages[at].deleted = true;
+        log.calls.push(Call::Delete { message });
+        Ok(())
+    }
+
+    async fn typing(&self, chat: ChatId) -> Result<(), MessengerError> {
+        self.log().calls.push(Call::Typing { chat });
+        Ok(())
+    }
+
+    async fn send_file(&self, chat: ChatId, file: OutgoingFile) -> Result<MessageRef, MessengerError> {
+        let message = self.next(chat);
+        let mut log = self.log();
+        let at = log.messages.len();
+        log.messages.push(Shown { message, text: Text::html(file.caption.clone()), edits: 0, deleted: false });
+        log.index.insert(message, at);
+        log.calls.push(Call::File { message, file });
+        Ok(message)
+    }
+
+    async fn answer_press(&self, press_id: &str, notice: &str) -> Result<(), MessengerError> {
+        self.log().calls.push(Call::Press { press_id: press_id.to_owned(), notice: notice.to_owned() });
+        Ok(())
+    }
+}

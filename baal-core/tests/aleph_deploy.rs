@@ -1,0 +1,363 @@
+//! The Aleph deployer end to end against loopback fakes of the CCN, CRN list, CRNs and 2n6.me
+//! gateway, and a real OpenSSH server whose "VM" is a directory tree with stand-ins for
+//! `systemctl` and `apt-get`. Skipped (with a message) where `sshd` is missing or not root.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use baal_core::deploy::aleph::sign::EthAccount;
+use baal_core::deploy::aleph::{AlephConfig, AlephDeployer};
+use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer};
+use baal_core::domain::{AgentId, Deployment};
+use baal_core::testing::aleph::{CrnBehaviour, FakeAleph, FakeCrn, MemoryPoolStore, loopback_timeouts};
+use baal_core::testing::ssh::{
+    BROKEN_AGENT, RusshServer, STANDIN_AGENT, SshTarget, VmSandbox, free_port, write_executable,
+};
+use secrecy::SecretString;
+
+/// Public Anvil/Hardhat dev key #0; never funded.
+const DEV_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+/// Records what the deployer reports; can refuse facts from the `fail_from`-th call on, as a
+/// platform whose store went away (or that crashed) would.
+#[derive(Default)]
+struct Recorder {
+    steps: Mutex<Vec<String>>,
+    facts: Mutex<Vec<Deployment>>,
+    fail_from: Option<usize>,
+}
+
+impl Recorder {
+    fn failing_from(call: usize) -> Recorder {
+        Recorder { fail_from: Some(call), ..Recorder::default() }
+    }
+
+    fn stored(&self) -> Deployment {
+        self.facts.lock().unwrap().last().cloned().unwrap_or_default()
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.steps.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl DeployReporter for Recorder {
+    async fn step_started(&self, step: DeployStep) {
+        self.steps.lock().unwrap().push(format!("start {}", step.key));
+    }
+    async fn step_done(&self, step: DeployStep) {
+        self.steps.lock().unwrap().push(format!("done {}", step.key));
+    }
+    async fn facts(&self, deployment: &Deployment) -> Result<(), DeployError> {
+        let mut facts = self.facts.lock().unwrap();
+        if self.fail_from.is_some_and(|n| facts.len() + 1 >= n) {
+            return Err(DeployError::new("deploy", "the platform stopped"));
+        }
+        self.steps.lock().unwrap().push("facts".into());
+        facts.push(deployment.clone());
+        Ok(())
+    }
+}
+
+struct Harness {
+    aleph: FakeAleph,
+    crns: Vec<FakeCrn>,
+    sshd: SshTarget,
+    vm: VmSandbox,
+    agent_bin: PathBuf,
+    agent_port: u16,
+    store: Arc<MemoryPoolStore>,
+    _local: tempfile::TempDir,
+}
+
+impl Harness {
+    /// CRNs are listed in the given order (the first is tried first); every healthy one hands
+    /// out the loopback sshd (or `ssh_port` when given).
+    async fn start(behaviours: &[CrnBehaviour], ssh_port: Option<u16>) -> Harness {
+        Harness::start_on(SshTarget::start().await.unwrap(), behaviours, ssh_port).await
+    }
+
+    async fn start_on(sshd: SshTarget, behaviours: &[CrnBehaviour], ssh_port: Option<u16>) -> Harness {
+        let aleph = FakeAleph::start().await.unwrap();
+        let mut crns = Vec::new();
+        for (i, behaviour) in behaviours.iter().enumerate() {
+            let crn = FakeCrn::start(&aleph, *behaviour, "127.0.0.1", ssh_port.unwrap_or(sshd.port())).await.unwrap();
+            aleph.add_crn(&crn, 0.1 * (i as f64 + 1.0));
+            crns.push(crn);
+        }
+        let agent_port = free_port().unwrap();
+        aleph.set_public_url(&format!("http://127.0.0.1:{agent_port}"));
+        let local = tempfile::tempdir().unwrap();
+        let agent_bin = local.path().join("baal-agent");
+        write_executable(&agent_bin, STANDIN_AGENT).unwrap();
+        Harness {
+            aleph,
+            crns,
+            sshd,
+            vm: VmSandbox::new().unwrap(),
+            agent_bin,
+            agent_port,
+            store: Arc::new(MemoryPoolStore::new()),
+            _local: local,
+        }
+    }
+
+    fn config(&self) -> AlephConfig {
+        let mut config = AlephConfig::new(
+            &self.aleph.url,
+            self.aleph.crn_list_url(),
+            &self.aleph.url,
+            self.sshd.client_pubkey(),
+            self.sshd.client_key_path(),
+            &self.agent_bin,
+        );
+        config.layout = self.vm.layout(self.agent_port);
+        config.timeouts = loopback_timeouts();
+        config
+    }
+
+    fn deployer(&self, config: AlephConfig) -> AlephDeployer {
+        let account = EthAccount::from_hex(&SecretString::from(DEV_KEY)).unwrap();
+        AlephDeployer::new(account, config, self.store.clone()).unwrap()
+    }
+
+    fn seen_env(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.vm.file("var/lib/baal-agent/seen-env.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+fn spec(name: &str, prompt: &str) -> AgentSpec {
+    AgentSpec::new(
+        AgentId(1),
+        name,
+        prompt,
+        "qwen3-coder-next",
+        SecretString::from("sk-libertai-test"),
+        "http://127.0.0.1:9/v1",
+        SecretString::from("agent-bearer-secret"),
+        "4242",
+    )
+}
+
+async fn agent_healthy(port: u16) -> bool {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/health")).await;
+    response.is_ok_and(|r| r.status().is_success())
+}
+
+fn same_key(a: &str, b: &str) -> bool {
+    let key = |line: &str| line.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    key(a) == key(b)
+}
+
+#[tokio::test]
+async fn whole_path_deploy_redeploy_destroy() {
+    whole_path(Harness::start(&[CrnBehaviour::Healthy], None).await).await;
+}
+
+/// The same path against the in-process russh server (what runs where OpenSSH is absent).
+#[tokio::test]
+async fn whole_path_against_the_in_process_russh_server() {
+    let target = SshTarget::Russh(RusshServer::start().await.unwrap());
+    whole_path(Harness::start_on(target, &[CrnBehaviour::Healthy], None).await).await;
+}
+
+async fn whole_path(h: Harness) {
+    h.aleph.answer_pending_first(true);
+    let deployer = h.deployer(h.config());
+    let name = "Ada \"the\" $(reboot) `id`\nagent";
+    let prompt = "Be helpful.\nNever run $(rm -rf /) or `id`; quote \"this\" and 'that' \\ too.";
+    let reporter = Recorder::default();
+    let facts = deployer.deploy(&spec(name, prompt), &reporter).await.unwrap();
+
+    // The hash was stored before anything was posted.
+    let log = reporter.log();
+    assert_eq!(log[..2], ["start provision".to_string(), "facts".to_string()], "{log:?}");
+    assert!(reporter.facts.lock().unwrap()[0].instance_hash.is_some());
+    for step in ["provision", "allocate", "ship", "start", "health", "https"] {
+        assert!(log.contains(&format!("done {step}")), "{step} not done: {log:?}");
+    }
+    let hash = facts.instance_hash.clone().unwrap();
+    assert_eq!(h.aleph.live_instances(), vec![hash.clone()]);
+    let instance = &h.aleph.messages()[&hash];
+    assert_eq!(instance.content["requirements"]["node"]["node_hash"], h.crns[0].hash.as_str());
+    assert_eq!(instance.content["metadata"]["name"], format!("baal-agent-{name}"));
+    assert_eq!(h.crns[0].notified(), vec![hash.clone()]);
+    assert_eq!(facts.crn_url.as_deref(), Some(h.crns[0].url.as_str()));
+    assert_eq!(facts.ssh_port, Some(h.sshd.port()));
+    assert!(same_key(facts.ssh_host_key.as_deref().unwrap(), h.sshd.host_key()));
+    assert_eq!(facts.vm_url, Some(format!("http://127.0.0.1:{}", h.agent_port)));
+    assert_eq!(reporter.stored(), facts);
+
+    // What the agent received is exactly what the user typed; nothing was executed.
+    let seen = h.seen_env();
+    assert_eq!(seen["AGENT_NAME"], name);
+    assert_eq!(seen["SYSTEM_PROMPT"], prompt);
+    assert_eq!(seen["OWNER_CHAT_ID"], "4242");
+    use std::os::unix::fs::PermissionsExt as _;
+    let env_mode = std::fs::metadata(h.vm.file("etc/baal/agent.env")).unwrap().permissions().mode();
+    assert_eq!(env_mode & 0o777, 0o600);
+    let unit = std::fs::read_to_string(h.vm.file("etc/systemd/system/baal-agent.service")).unwrap();
+    assert!(unit.contains("NoNewPrivileges=yes") && unit.contains("ProtectSystem=strict"));
+    let caddyfile = std::fs::read_to_string(h.vm.file("etc/caddy/Caddyfile")).unwrap();
+    assert!(caddyfile.contains(&format!("reverse_proxy 127.0.0.1:{}", h.agent_port)));
+    assert!(std::fs::read_to_string(h.vm.file("apt-get.log")).unwrap().contains("install -y -qq caddy"));
+    assert!(h.vm.systemctl_calls().contains("restart baal-agent"));
+    assert!(agent_healthy(h.agent_port).await);
+
+    // Redeploy: new settings, restarted (not merely started), healthy.
+    let mut update = spec(name, "A new personality.");
+    update.existing = facts.clone();
+    let reporter = Recorder::default();
+    let again = deployer.redeploy(&update, &reporter).await.unwrap();
+    assert_eq!(again, facts);
+    assert_eq!(h.seen_env()["SYSTEM_PROMPT"], "A new personality.");
+    assert_eq!(h.vm.systemctl_calls().matches("restart baal-agent").count(), 2);
+    assert_eq!(h.aleph.live_instances(), vec![hash.clone()], "a redeploy creates no VM");
+
+    // Teardown: FORGET, then an authenticated erase on the node.
+    let reporter = Recorder::default();
+    deployer.destroy(AgentId(1), &facts, &reporter).await.unwrap();
+    assert!(h.aleph.live_instances().is_empty());
+    assert_eq!(h.aleph.messages()[&hash].status, "forgotten");
+    assert_eq!(h.crns[0].erased(), vec![hash]);
+    assert_eq!(reporter.log(), ["start forget", "done forget", "start erase", "done erase"]);
+}
+
+#[tokio::test]
+async fn a_node_that_times_out_is_blacklisted_and_the_next_one_used() {
+    let h = Harness::start(&[CrnBehaviour::Hang, CrnBehaviour::Healthy], None).await;
+    let deployer = h.deployer(h.config());
+    let facts = deployer.deploy(&spec("a", "p"), &Recorder::default()).await.unwrap();
+    let hash = facts.instance_hash.unwrap();
+    assert_eq!(facts.crn_url.as_deref(), Some(h.crns[1].url.as_str()));
+    // The instance pinned to the hanging node was forgotten; only the running one is billed.
+    assert_eq!(h.aleph.live_instances(), vec![hash]);
+    let pinned_to = |crn: &FakeCrn| {
+        h.aleph
+            .messages()
+            .values()
+            .filter(|m| {
+                m.message_type == "INSTANCE" && m.content["requirements"]["node"]["node_hash"] == crn.hash.as_str()
+            })
+            .count()
+    };
+    assert_eq!(pinned_to(&h.crns[0]), 1);
+
+    // Blacklisted: the next deployment goes straight to the healthy node.
+    let mut second = spec("b", "p");
+    second.agent_id = AgentId(2);
+    let reporter = Recorder::default();
+    let _ = deployer.deploy(&second, &reporter).await;
+    assert_eq!(pinned_to(&h.crns[0]), 1);
+    assert_eq!(pinned_to(&h.crns[1]), 2);
+}
+
+#[tokio::test]
+async fn a_credit_rejection_is_clear_and_leaves_nothing_behind() {
+    let h = Harness::start(&[CrnBehaviour::Healthy], None).await;
+    h.aleph.set_credits(1000);
+    let deployer = h.deployer(h.config());
+    let reporter = Recorder::default();
+    let err = deployer.deploy(&spec("a", "p"), &reporter).await.unwrap_err();
+    assert!(err.message.contains("too few Aleph credits"), "{err}");
+    assert!(err.message.contains("342000") && err.message.contains("1000"), "{err}");
+    assert!(!err.retryable);
+    assert_eq!(err.step, "provision");
+    assert!(h.aleph.live_instances().is_empty());
+    assert!(h.crns[0].notified().is_empty());
+    assert_eq!(reporter.stored(), Deployment::default(), "no VM to remember");
+}
+
+#[tokio::test]
+async fn ssh_refused_fails_the_ship_step_and_delete_still_finds_the_vm() {
+    let closed = free_port().unwrap();
+    let h = Harness::start(&[CrnBehaviour::Healthy], Some(closed)).await;
+    let deployer = h.deployer(h.config());
+    let reporter = Recorder::default();
+    let err = deployer.deploy(&spec("a", "p"), &reporter).await.unwrap_err();
+    assert_eq!(err.step, "ship");
+    assert!(err.message.contains("SSH"), "{err}");
+    let stored = reporter.stored();
+    assert!(stored.instance_hash.is_some() && stored.vm_host.is_some());
+    deployer.destroy(AgentId(1), &stored, &Recorder::default()).await.unwrap();
+    assert!(h.aleph.live_instances().is_empty());
+}
+
+#[tokio::test]
+async fn a_changed_host_key_is_refused() {
+    let h = Harness::start(&[CrnBehaviour::Healthy], None).await;
+    let deployer = h.deployer(h.config());
+    let facts = deployer.deploy(&spec("a", "p"), &Recorder::default()).await.unwrap();
+    let impostor = RusshServer::start().await.unwrap();
+    let mut update = spec("a", "p2");
+    update.existing = facts;
+    update.existing.ssh_host_key = Some(impostor.host_key.clone());
+    let err = deployer.redeploy(&update, &Recorder::default()).await.unwrap_err();
+    assert!(err.message.contains("different SSH host key"), "{err}");
+    assert!(!err.retryable);
+    assert_eq!(h.seen_env()["SYSTEM_PROMPT"], "p", "nothing was shipped");
+}
+
+#[tokio::test]
+async fn a_release_failing_its_health_check_is_rolled_back() {
+    let h = Harness::start(&[CrnBehaviour::Healthy], None).await;
+    let deployer = h.deployer(h.config());
+    let facts = deployer.deploy(&spec("a", "first"), &Recorder::default()).await.unwrap();
+    write_executable(&h.agent_bin, BROKEN_AGENT).unwrap();
+    let mut update = spec("a", "second");
+    update.existing = facts;
+    let err = deployer.redeploy(&update, &Recorder::default()).await.unwrap_err();
+    assert_eq!(err.step, "health");
+    assert!(err.message.contains("previous version is running again"), "{err}");
+    assert!(agent_healthy(h.agent_port).await);
+    assert_eq!(h.seen_env()["SYSTEM_PROMPT"], "first", "the previous settings came back too");
+    let running = std::fs::read_to_string(h.vm.file("opt/baal/baal-agent")).unwrap();
+    assert_eq!(running, STANDIN_AGENT);
+}
+
+#[tokio::test]
+async fn a_crash_between_steps_leaves_a_vm_that_delete_finds_and_repair_resumes() {
+    let h = Harness::start(&[CrnBehaviour::Healthy], None).await;
+    let deployer = h.deployer(h.config());
+    // The platform stops after storing the instance hash (the second facts call fails).
+    let crashed = Recorder::failing_from(2);
+    deployer.deploy(&spec("a", "p"), &crashed).await.unwrap_err();
+    let stored = crashed.stored();
+    let hash = stored.instance_hash.clone().unwrap();
+    assert!(stored.vm_host.is_none());
+    assert_eq!(h.aleph.live_instances(), vec![hash.clone()]);
+
+    // Repair resumes from the stored facts on the same VM.
+    let mut repair = spec("a", "p");
+    repair.existing = stored.clone();
+    let facts = deployer.deploy(&repair, &Recorder::default()).await.unwrap();
+    assert_eq!(facts.instance_hash.as_deref(), Some(hash.as_str()));
+    assert_eq!(h.aleph.live_instances(), vec![hash.clone()]);
+
+    // Delete from the facts stored before the crash alone.
+    deployer.destroy(AgentId(1), &stored, &Recorder::default()).await.unwrap();
+    assert!(h.aleph.live_instances().is_empty());
+    assert_eq!(h.crns[0].erased(), vec![hash]);
+}
+
+/// The real `baal-agent` (built by `cargo build --workspace`), shipped and started like on a VM.
+#[tokio::test]
+async fn the_real_baal_agent_is_shipped_and_answers() {
+    let explicit = std::env::var_os("BAAL_AGENT_BIN").map(PathBuf::from);
+    let real = baal_core::deploy::local::find_agent_binary(explicit.as_deref())
+        .unwrap_or_else(|err| panic!("{err} (for these tests: cargo build --workspace)"));
+    let h = Harness::start(&[CrnBehaviour::Healthy], None).await;
+    std::fs::copy(&real, &h.agent_bin).unwrap();
+    let deployer = h.deployer(h.config());
+    let name = "Real \"agent\" $(id)";
+    let facts = deployer.deploy(&spec(name, "Be brief.\nReally."), &Recorder::default()).await.unwrap();
+    let url = facts.vm_url.clone().unwrap();
+    let health: serde_json::Value = reqwest::get(format!("{url}/health")).await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["agent_name"], name);
+    deployer.destroy(AgentId(1), &facts, &Recorder::default()).await.unwrap();
+    assert!(h.aleph.live_instances().is_empty());
+}

@@ -1,0 +1,375 @@
+//! The local deployer with real `baal-agent` processes on loopback: deploy → health → chat through
+//! `HttpProxy` → redeploy → destroy, crash restarts, and restore after a platform restart.
+//!
+//! Needs a built `baal-agent` (`cargo build --workspace`): `BAAL_AGENT_BIN`, else next to the test
+//! binary (`target/debug/baal-agent`), else on `PATH`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use baal_core::deploy::local::{LocalDeployer, RestartLimit, find_agent_binary};
+use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer, SilentReporter};
+use baal_core::domain::{AgentId, Deployment, Role};
+use baal_core::proxy::http::HttpProxy;
+use baal_core::proxy::{AgentEndpoint, AgentEvent, ChatRequest, Proxy, ProxyError};
+use baal_core::testing::openai::ScriptedLlm;
+use futures_util::StreamExt;
+use secrecy::SecretString;
+
+fn agent_bin() -> PathBuf {
+    let explicit = std::env::var_os("BAAL_AGENT_BIN").map(PathBuf::from);
+    find_agent_binary(explicit.as_deref())
+        .unwrap_or_else(|err| panic!("{err} (for these tests: cargo build --workspace)"))
+}
+
+fn deployer(data: &Path) -> LocalDeployer {
+    LocalDeployer::new(data, agent_bin()).unwrap()
+}
+
+/// The scripted LLM the agents talk to; without one (`None`), an address where nothing listens.
+fn spec_for(llm: Option<&ScriptedLlm>, id: i64, name: &str, secret: &str) -> AgentSpec {
+    AgentSpec::new(
+        AgentId(id),
+        name,
+        "You are terse.\nAnswer in one line.",
+        "qwen3-coder-next",
+        SecretString::from("sk-test-key"),
+        llm.map_or_else(|| "http://127.0.0.1:9/v1".to_owned(), ScriptedLlm::base_url),
+        SecretString::from(secret.to_owned()),
+        "1000",
+    )
+}
+
+fn endpoint(deployment: &Deployment, secret: &str) -> AgentEndpoint {
+    AgentEndpoint { base_url: deployment.vm_url.clone().unwrap(), token: SecretString::from(secret.to_owned()) }
+}
+
+/// Records what a deployer reports.
+#[derive(Default)]
+struct Recorder {
+    steps: Mutex<Vec<String>>,
+    facts: Mutex<Vec<Deployment>>,
+}
+
+#[async_trait]
+impl DeployReporter for Recorder {
+    async fn step_started(&self, step: DeployStep) {
+        self.steps.lock().unwrap().push(format!("{}:start", step.key));
+    }
+    async fn step_done(&self, step: DeployStep) {
+        self.steps.lock().unwrap().push(format!("{}:done", step.key));
+    }
+    async fn facts(&self, deployment: &Deployment) -> Result<(), DeployError> {
+        self.facts.lock().unwrap().push(deployment.clone());
+        Ok(())
+    }
+}
+
+/// Polls `check` until it holds; panics with `what` after a generous deadline (a hang guard, not a
+/// timing assertion).
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+async fn chat_text(proxy: &HttpProxy, agent: &AgentEndpoint, message: &str) -> Vec<AgentEvent> {
+    proxy.chat(agent, ChatRequest::new(message, "1000", Role::Owner)).await.collect().await
+}
+
+/// The text of an answer, pieces joined.
+fn answer(events: &[AgentEvent]) -> String {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            AgentEvent::Text { content } => Some(content.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn deploy_chat_redeploy_destroy() {
+    let data = tempfile::tempdir().unwrap();
+    let local = deployer(data.path());
+    let llm = ScriptedLlm::start().await;
+    let spec = |id, name, secret| spec_for(Some(&llm), id, name, secret);
+    let proxy = HttpProxy::new().unwrap();
+    let id = AgentId(1);
+
+    let reporter = Recorder::default();
+    let deployment = local.deploy(&spec(1, "Ada", "secret-one"), &reporter).await.unwrap();
+    assert_eq!(
+        *reporter.steps.lock().unwrap(),
+        ["prepare:start", "prepare:done", "start:start", "start:done", "health:start", "health:done"]
+    );
+    let facts = reporter.facts.lock().unwrap().clone();
+    assert_eq!(facts[0].instance_hash.as_deref(), Some("local-1"), "the key is reported before anything can fail");
+    assert_eq!(facts.last(), Some(&deployment));
+    let url = deployment.vm_url.clone().unwrap();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+
+    let agent = endpoint(&deployment, "secret-one");
+    assert_eq!(proxy.health(&agent).await.unwrap().agent_name, "Ada");
+    let events = chat_text(&proxy, &agent, "hello").await;
+    assert_eq!(answer(&events), "echo: hello", "{events:?}");
+    assert_eq!(events.last(), Some(&AgentEvent::Done));
+    let wrong = endpoint(&deployment, "not-the-secret");
+    assert_eq!(proxy.pending(&wrong, None).await.unwrap_err(), ProxyError::Unauthorized);
+    let refused = chat_text(&proxy, &wrong, "hello").await;
+    assert!(
+        matches!(&refused[..], [AgentEvent::Error { content }, AgentEvent::Done] if content.contains("credentials"))
+    );
+
+    // The other endpoints, on the real agent.
+    assert_eq!(proxy.pending(&agent, Some("1000")).await.unwrap(), vec![]);
+    let notes = local.agent_dir(id).join("workspace").join("my notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::write(notes.join("plan #1.txt"), "step one").unwrap();
+    let file = proxy.file(&agent, "my notes/plan #1.txt").await.unwrap();
+    assert_eq!((file.file_name.as_str(), file.bytes.as_slice()), ("plan #1.txt", &b"step one"[..]));
+    assert!(proxy.reset(&agent, "1000").await.unwrap() >= 2, "the turn's user and assistant rows are deleted");
+
+    // Files: settings readable by this user only; secrets on neither the command line nor the
+    // environment of the process.
+    let dir = local.agent_dir(id);
+    let settings = dir.join("settings.json");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&settings).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let pid = local.pid(id).unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&cmdline).contains("secret-one"));
+    if let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) {
+        let environ = String::from_utf8_lossy(&environ);
+        for var in environ.split('\0').filter(|v| !v.is_empty()) {
+            let name = var.split('=').next().unwrap();
+            assert!(
+                [
+                    "PATH",
+                    "LANG",
+                    "LC_ALL",
+                    "TZ",
+                    "TMPDIR",
+                    "RUST_LOG",
+                    "RUST_BACKTRACE",
+                    "SSL_CERT_FILE",
+                    "SSL_CERT_DIR",
+                    "HOME"
+                ]
+                .contains(&name),
+                "the agent inherited {name}"
+            );
+        }
+    }
+
+    // Redeploy: new settings, same address, a new process.
+    let mut renamed = spec(1, "Ada Lovelace", "secret-one");
+    renamed.existing = deployment.clone();
+    let redeployed = local.redeploy(&renamed, &SilentReporter).await.unwrap();
+    assert_eq!(redeployed.vm_url, deployment.vm_url);
+    assert_eq!(proxy.health(&agent).await.unwrap().agent_name, "Ada Lovelace");
+    let new_pid = local.pid(id).unwrap();
+    assert_ne!(new_pid, pid);
+    assert!(!process_exists(pid), "the old process is gone");
+
+    // Destroy: process and files gone.
+    let reporter = Recorder::default();
+    local.destroy(id, &redeployed, &reporter).await.unwrap();
+    assert_eq!(*reporter.steps.lock().unwrap(), ["stop:start", "stop:done", "remove:start", "remove:done"]);
+    assert!(!process_exists(new_pid), "the agent process is gone");
+    assert!(!dir.exists(), "the agent's files are gone");
+    assert_eq!(local.pid(id), None);
+    assert_eq!(proxy.health(&agent).await.unwrap_err(), ProxyError::Unreachable);
+    // Destroying again (e.g. a retried delete) is fine.
+    local.destroy(id, &redeployed, &SilentReporter).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_crashed_agent_is_restarted_until_the_limit() {
+    let data = tempfile::tempdir().unwrap();
+    let local = deployer(data.path()).with_restart_limit(RestartLimit::new(1, Duration::from_secs(600)));
+    let llm = ScriptedLlm::start().await;
+    let spec = |id, name, secret| spec_for(Some(&llm), id, name, secret);
+    let proxy = HttpProxy::new().unwrap();
+    let id = AgentId(2);
+    let deployment = local.deploy(&spec(2, "Bob", "secret-two"), &SilentReporter).await.unwrap();
+    let agent = endpoint(&deployment, "secret-two");
+
+    let first = local.pid(id).unwrap();
+    kill(first);
+    eventually("the agent restarted", async || local.pid(id).is_some_and(|pid| pid != first)).await;
+    eventually("the restarted agent answers", async || proxy.health(&agent).await.is_ok()).await;
+    let events = chat_text(&proxy, &agent, "still there?").await;
+    assert_eq!(answer(&events), "echo: still there?", "{events:?}");
+
+    // The second crash within the window exceeds the limit of one restart: left down.
+    let second = local.pid(id).unwrap();
+    kill(second);
+    eventually("the agent is left down", async || local.pid(id).is_none() && !process_exists(second)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(local.pid(id), None, "no restart beyond the limit");
+    assert_eq!(proxy.health(&agent).await.unwrap_err(), ProxyError::Unreachable);
+
+    // A redeploy brings it back.
+    let mut again = spec(2, "Bob", "secret-two");
+    again.existing = deployment;
+    local.redeploy(&again, &SilentReporter).await.unwrap();
+    assert!(proxy.health(&agent).await.is_ok());
+}
+
+fn kill(pid: u32) {
+    let status = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status().unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn agents_come_back_after_a_platform_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let llm = ScriptedLlm::start().await;
+    let spec = |id, name, secret| spec_for(Some(&llm), id, name, secret);
+    let proxy = HttpProxy::new().unwrap();
+    let mut specs = vec![spec(3, "Cleo", "secret-three"), spec(4, "Dan", "secret-four")];
+    let mut pids = Vec::new();
+    {
+        let before = deployer(data.path());
+        for spec in &mut specs {
+            spec.existing = before.deploy(spec, &SilentReporter).await.unwrap();
+            pids.push(before.pid(spec.agent_id).unwrap());
+        }
+        // Dropping the deployer is the platform going away: its agents go with it.
+    }
+    for (spec, pid) in specs.iter().zip(&pids) {
+        let agent = endpoint(&spec.existing, "x");
+        eventually("the old agent stopped", async || !process_exists(*pid) && proxy.health(&agent).await.is_err())
+            .await;
+    }
+
+    // Someone took agent 4's port while the platform was down: it comes back on another one.
+    let taken = std::net::TcpListener::bind(specs[1].existing.vm_url.as_deref().unwrap().trim_start_matches("http://"))
+        .unwrap();
+
+    let after = deployer(data.path());
+    let mut restored = after.restore_with_facts(&specs).await;
+    restored.sort_by_key(|(id, _)| *id);
+    let cleo = restored[0].1.as_ref().unwrap();
+    assert_eq!(cleo.vm_url, specs[0].existing.vm_url, "a free port is kept");
+    let dan = restored[1].1.as_ref().unwrap();
+    assert_ne!(dan.vm_url, specs[1].existing.vm_url, "a taken port is replaced and reported");
+    drop(taken);
+
+    assert_eq!(proxy.health(&endpoint(cleo, "secret-three")).await.unwrap().agent_name, "Cleo");
+    assert_eq!(proxy.health(&endpoint(dan, "secret-four")).await.unwrap().agent_name, "Dan");
+    let events = chat_text(&proxy, &endpoint(dan, "secret-four"), "back?").await;
+    assert_eq!(answer(&events), "echo: back?", "{events:?}");
+    after.shutdown().await;
+    assert_eq!(after.pid(AgentId(3)), None);
+}
+
+#[tokio::test]
+async fn an_agent_that_cannot_start_is_a_clear_error() {
+    let data = tempfile::tempdir().unwrap();
+    let local = LocalDeployer::new(data.path(), "/bin/false").unwrap();
+    let err = local.deploy(&spec_for(None, 5, "Eve", "s"), &SilentReporter).await.unwrap_err();
+    assert_eq!(err.step, "start");
+    assert!(err.detail.unwrap().contains("exited before listening"));
+}
+
+/// Set in the child process of `agents_die_when_the_platform_is_killed`: it plays the platform.
+const PLATFORM_DATA_VAR: &str = "BAAL_TEST_PLATFORM_DATA";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_die_when_the_platform_is_killed() {
+    if let Some(data) = std::env::var_os(PLATFORM_DATA_VAR) {
+        let local = deployer(Path::new(&data));
+        local.deploy(&spec_for(None, 6, "Fay", "secret-six"), &SilentReporter).await.unwrap();
+        println!("agent pid {}", local.pid(AgentId(6)).unwrap());
+        // Deploy from a blocking-pool thread too: that thread exits while the agent must live on.
+        let handle = tokio::runtime::Handle::current();
+        let data = PathBuf::from(data);
+        let (local, pid) = tokio::task::spawn_blocking(move || {
+            handle.block_on(async {
+                local.deploy(&spec_for(None, 7, "Gus", "secret-seven"), &SilentReporter).await.unwrap();
+                let pid = local.pid(AgentId(7)).unwrap();
+                (local, pid)
+            })
+        })
+        .await
+        .unwrap();
+        println!("agent pid {pid}");
+        println!("ready {}", data.display());
+        std::future::pending::<()>().await;
+        drop(local);
+        return;
+    }
+
+    let data = tempfile::tempdir().unwrap();
+    let mut platform = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "agents_die_when_the_platform_is_killed", "--nocapture"])
+        .env(PLATFORM_DATA_VAR, data.path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(platform.stdout.take().unwrap()));
+    let mut pids = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if let Some(pid) = line.strip_prefix("agent pid ") {
+            pids.push(pid.parse::<u32>().unwrap());
+        }
+        if line.starts_with("ready") {
+            break;
+        }
+    }
+    assert_eq!(pids.len(), 2, "the platform process did not deploy its agents");
+    // Past the blocking pool's idle timeout, the agent forked there must still be alive.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(pids.iter().all(|pid| process_exists(*pid)), "an agent died while the platform was alive");
+
+    kill(platform.id().unwrap());
+    let _ = platform.wait().await;
+    for pid in pids {
+        eventually("the agent died with its platform", async || !process_exists(pid)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_failed_redeploy_rolls_back_to_the_running_settings() {
+    let data = tempfile::tempdir().unwrap();
+    // A wrapper that refuses one agent name, whatever `baal-agent` itself accepts.
+    let wrapper = data.path().join("picky-agent");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ngrep -q '\"AGENT_NAME\":\"Broken\"' \"$2\" && exit 3\nexec '{}' \"$@\"\n",
+            agent_bin().display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let local = LocalDeployer::new(data.path(), &wrapper).unwrap();
+    let proxy = HttpProxy::new().unwrap();
+    let mut hal = spec_for(None, 8, "Hal", "secret-eight");
+    hal.existing = local.deploy(&hal, &SilentReporter).await.unwrap();
+
+    let mut broken = spec_for(None, 8, "Broken", "secret-eight");
+    broken.existing = hal.existing.clone();
+    let err = local.redeploy(&broken, &SilentReporter).await.unwrap_err();
+    assert_eq!(err.step, "start", "{err:?}");
+    let agent = endpoint(&hal.existing, "secret-eight");
+    assert_eq!(proxy.health(&agent).await.unwrap().agent_name, "Hal", "the previous settings run again");
+    assert!(local.pid(AgentId(8)).is_some());
+    local.shutdown().await;
+}

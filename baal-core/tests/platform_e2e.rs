@@ -1,0 +1,130 @@
+//! The whole product on one machine: the platform engine with the local deployer, a real
+//! `baal-agent` process, the HTTP proxy and the scripted LLM. Create an agent, chat with it, see
+//! the streamed answer, delete it, and its process and files are gone.
+//!
+//! Needs a built `baal-agent` (`cargo build --workspace`): `BAAL_AGENT_BIN`, else next to the test
+//! binary, else on `PATH`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use baal_core::deploy::local::{LocalDeployer, find_agent_binary};
+use baal_core::domain::{AgentStatus, UserId};
+use baal_core::platform::{Input, InputKind, Platform, PlatformConfig};
+use baal_core::proxy::http::HttpProxy;
+use baal_core::secrets::SecretBox;
+use baal_core::store::AgentFilter;
+use baal_core::testing::db;
+use baal_core::testing::messenger::MemoryMessenger;
+use baal_core::testing::openai::ScriptedLlm;
+use secrecy::SecretString;
+
+const OWNER: UserId = 501;
+const VISITOR: UserId = 502;
+
+fn agent_bin() -> PathBuf {
+    let explicit = std::env::var_os("BAAL_AGENT_BIN").map(PathBuf::from);
+    find_agent_binary(explicit.as_deref())
+        .unwrap_or_else(|err| panic!("{err} (for this test: cargo build --workspace)"))
+}
+
+async fn send(platform: &Platform, user: UserId, text: &str) {
+    platform.handle(Input::from_text(user, user, text)).await.unwrap();
+    platform.wait_idle().await;
+}
+
+async fn press(platform: &Platform, messenger: &MemoryMessenger, user: UserId, needle: &str) {
+    let (data, message) = messenger
+        .find_button(user, needle)
+        .unwrap_or_else(|| panic!("no button {needle:?} in {}", messenger.transcript(user)));
+    let mut input = Input::from_text(user, user, "");
+    input.kind = InputKind::Button { data, message, press_id: "press".into() };
+    platform.handle(input).await.unwrap();
+    platform.wait_idle().await;
+}
+
+fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Polls until `check` holds; a hang guard, not a timing assertion.
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_chat_and_delete_a_real_local_agent() {
+    let llm = ScriptedLlm::start().await;
+    let test_db = db::sqlite().await;
+    let data = tempfile::tempdir().unwrap();
+    let deployer = Arc::new(LocalDeployer::new(data.path().join("agents"), agent_bin()).unwrap());
+    let messenger = Arc::new(MemoryMessenger::new());
+    let mut config = PlatformConfig::default();
+    config.bot_username = Some("baal_e2e_bot".into());
+    config.libertai_api_key = Some(SecretString::from("sk-operator-test"));
+    config.libertai_api_base_url = llm.base_url();
+    config.edit_interval = Duration::ZERO;
+    let store = test_db.shared();
+    let platform = Platform::new(
+        config,
+        store.clone(),
+        deployer.clone(),
+        Arc::new(HttpProxy::new().unwrap()),
+        messenger.clone(),
+        Arc::new(SecretBox::from_encoded_key(&"cd".repeat(32)).unwrap()),
+    );
+    platform.start().await.unwrap();
+
+    // The introduction after deployment.
+    llm.push_text("Hello! I am Echo, here to help.");
+    send(&platform, OWNER, "/create").await;
+    send(&platform, OWNER, "Echo").await;
+    press(&platform, &messenger, OWNER, "create_model:qwen3-coder-next").await;
+    press(&platform, &messenger, OWNER, "create_confirm").await;
+
+    let agent = store.list_agents(&AgentFilter::all().owner(OWNER)).await.unwrap().pop().unwrap();
+    assert_eq!(agent.status, AgentStatus::Running, "{}", messenger.transcript(OWNER));
+    let transcript = messenger.transcript(OWNER);
+    assert!(transcript.contains(&format!("https://t.me/baal_e2e_bot?start=agent_{}", agent.slug)));
+    assert!(transcript.contains("Hello! I am Echo, here to help."), "{transcript}");
+    let pid = deployer.pid(agent.id).expect("the agent runs as a process");
+    let dir = deployer.agent_dir(agent.id);
+    assert!(process_exists(pid) && dir.exists());
+
+    // A streamed answer: one message, edited as text arrives, ending with the whole text.
+    llm.set_chunk_delay(Duration::from_millis(30));
+    llm.push_text("The answer is forty-two, as everyone knows.");
+    messenger.clear();
+    send(&platform, OWNER, "What is the answer?").await;
+    let answers: Vec<_> = messenger.messages(OWNER).into_iter().filter(|m| m.text.body.contains("forty")).collect();
+    assert_eq!(answers.len(), 1, "{:?}", messenger.bodies(OWNER));
+    assert!(answers[0].text.body.contains("The answer is forty-two, as everyone knows."));
+    assert!(answers[0].text.body.starts_with("<b>Echo</b>"));
+    let asked = llm.requests().iter().any(|r| {
+        r.messages().iter().any(|m| m.to_string().contains("What is the answer?"))
+            && r.bearer.as_deref() == Some("sk-operator-test")
+    });
+    assert!(asked, "the agent asked the LLM with the operator's key");
+
+    // A visitor through the share link.
+    llm.set_chunk_delay(Duration::ZERO);
+    llm.push_text("Hi visitor.");
+    send(&platform, VISITOR, &format!("/start agent_{}", agent.slug)).await;
+    send(&platform, VISITOR, "hello").await;
+    assert!(messenger.transcript(VISITOR).contains("Hi visitor."), "{}", messenger.transcript(VISITOR));
+
+    // Delete: the process and its files are gone.
+    send(&platform, OWNER, &format!("/delete {}", agent.id)).await;
+    press(&platform, &messenger, OWNER, &format!("delete_confirmed:{}", agent.id)).await;
+    assert!(messenger.last_text(OWNER).contains("is deleted"), "{}", messenger.last_text(OWNER));
+    assert!(store.agent_get(agent.id).await.unwrap().unwrap().deleted);
+    eventually("the agent process exits", || !process_exists(pid)).await;
+    assert!(!dir.exists(), "the agent's files are removed");
+    platform.shutdown().await;
+    deployer.shutdown().await;
+}

@@ -1,0 +1,299 @@
+//! `HttpProxy` against a hand-scripted HTTP server on loopback: for the failures a well-behaved
+//! agent never produces on demand (HTTP 500, a body cut off mid-stream, a stall, a connection
+//! closed before any answer). Streaming against the real `baal-agent` is in `local_deployer.rs`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use baal_core::domain::Role;
+use baal_core::proxy::http::{HttpProxy, HttpProxyOptions};
+use baal_core::proxy::{AgentEndpoint, AgentEvent, ChatRequest, Proxy, ProxyError};
+use futures_util::StreamExt;
+use secrecy::SecretString;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the scripted server does with a request.
+#[derive(Clone)]
+enum Reply {
+    /// A complete response: status line, content type, body.
+    Full(u16, &'static str, String),
+    /// A chunked SSE response: these chunks, then the connection is closed without the final
+    /// chunk, as when an agent dies mid-answer.
+    CutAfter(Vec<String>),
+    /// SSE headers and these chunks, then silence while the connection stays open.
+    StallAfter(Vec<String>),
+    /// Close the connection as soon as the request is read.
+    Close,
+}
+
+/// One request the server received: its request line and its `authorization` header.
+#[derive(Debug, Clone)]
+struct Seen {
+    line: String,
+    authorization: Option<String>,
+}
+
+struct Server {
+    url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+async fn serve(reply: Reply) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            let reply = reply.clone();
+            let log = log.clone();
+            tokio::spawn(async move { handle(socket, reply, log).await });
+        }
+    });
+    Server { url, seen }
+}
+
+/// Serves one connection: complete replies keep it open for the next request (as agents do),
+/// the failure scripts end it.
+async fn handle(mut socket: TcpStream, reply: Reply, log: Arc<Mutex<Vec<Seen>>>) {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let head_end = loop {
+            if let Some(pos) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break pos + 4;
+            }
+            let n = socket.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
+        let header = |name: &str| {
+            head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+        };
+        let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        while buffer.len() < head_end + length {
+            let n = socket.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+        }
+        buffer.drain(..head_end + length);
+        log.lock().unwrap().push(Seen {
+            line: head.lines().next().unwrap_or_default().to_owned(),
+            authorization: header("authorization"),
+        });
+        let sse_head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+        let chunked = |data: &str| format!("{:x}\r\n{data}\r\n", data.len());
+        match &reply {
+            Reply::Full(status, content_type, body) => {
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if socket.write_all(response.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            Reply::CutAfter(chunks) | Reply::StallAfter(chunks) => {
+                let _ = socket.write_all(sse_head.as_bytes()).await;
+                for data in chunks {
+                    let _ = socket.write_all(chunked(data).as_bytes()).await;
+                }
+                let _ = socket.flush().await;
+                if matches!(reply, Reply::StallAfter(_)) {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                return;
+            }
+            Reply::Close => return,
+        }
+    }
+}
+
+fn endpoint(url: &str) -> AgentEndpoint {
+    AgentEndpoint { base_url: url.to_owned(), token: SecretString::from("s3cret-token") }
+}
+
+fn quick_proxy() -> HttpProxy {
+    let mut options = HttpProxyOptions::default();
+    options.read_timeout = Duration::from_millis(500);
+    options.retry_delay = Duration::from_millis(20);
+    HttpProxy::with_options(options).unwrap()
+}
+
+async fn chat(proxy: &HttpProxy, url: &str) -> Vec<AgentEvent> {
+    proxy.chat(&endpoint(url), ChatRequest::new("hello", "42", Role::Owner)).await.collect().await
+}
+
+fn error_text(events: &[AgentEvent]) -> &str {
+    assert_eq!(events.last(), Some(&AgentEvent::Done), "{events:?}");
+    match &events[events.len() - 2] {
+        AgentEvent::Error { content } => content,
+        other => panic!("expected an error before done, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn streams_events_and_drops_keepalives() {
+    let body = [
+        r#"{"type":"keepalive"}"#,
+        r#"{"type":"text","content":"Hel"}"#,
+        r#"{"type":"tool_use","name":"bash","input":"{}"}"#,
+        r#"{"type":"brand_new"}"#,
+        r#"{"type":"text","content":"lo"}"#,
+        r#"{"type":"done"}"#,
+    ]
+    .map(|e| format!("data: {e}\n\n"))
+    .concat();
+    let server = serve(Reply::Full(200, "text/event-stream", body)).await;
+    let events = chat(&quick_proxy(), &server.url).await;
+    assert_eq!(
+        events,
+        vec![
+            AgentEvent::Text { content: "Hel".into() },
+            AgentEvent::ToolUse { name: "bash".into(), input: "{}".into() },
+            AgentEvent::Text { content: "lo".into() },
+            AgentEvent::Done,
+        ]
+    );
+    let seen = server.seen.lock().unwrap().clone();
+    assert_eq!(seen[0].line, "POST /chat HTTP/1.1");
+    assert_eq!(seen[0].authorization.as_deref(), Some("Bearer s3cret-token"));
+}
+
+#[tokio::test]
+async fn http_errors_become_one_error_and_done() {
+    let unauthorized = serve(Reply::Full(401, "application/json", r#"{"error":"unauthorized"}"#.into())).await;
+    let events = chat(&quick_proxy(), &unauthorized.url).await;
+    assert!(error_text(&events).contains("credentials"), "{events:?}");
+    assert_eq!(events.len(), 2);
+
+    let failing = serve(Reply::Full(500, "text/plain", "boom".into())).await;
+    let events = chat(&quick_proxy(), &failing.url).await;
+    assert!(error_text(&events).contains("HTTP 500"), "{events:?}");
+    assert_eq!(failing.seen.lock().unwrap().len(), 1, "an HTTP error is never retried");
+}
+
+#[tokio::test]
+async fn a_stream_cut_mid_answer_keeps_what_arrived() {
+    let server = serve(Reply::CutAfter(vec!["data: {\"type\":\"text\",\"content\":\"partial\"}\n\n".into()])).await;
+    let events = chat(&quick_proxy(), &server.url).await;
+    assert_eq!(events[0], AgentEvent::Text { content: "partial".into() });
+    assert!(error_text(&events).contains("broke"), "{events:?}");
+    assert_eq!(events.len(), 3);
+}
+
+#[tokio::test]
+async fn a_silent_agent_is_reported_as_stopped() {
+    let server = serve(Reply::StallAfter(vec!["data: {\"type\":\"text\",\"content\":\"thinking\"}\n\n".into()])).await;
+    let events = chat(&quick_proxy(), &server.url).await;
+    assert_eq!(events[0], AgentEvent::Text { content: "thinking".into() });
+    assert!(error_text(&events).contains("stopped responding"), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_request_that_may_have_arrived_is_never_sent_twice() {
+    let server = serve(Reply::Close).await;
+    let events = chat(&quick_proxy(), &server.url).await;
+    error_text(&events);
+    assert_eq!(server.seen.lock().unwrap().len(), 1, "the message must not be posted again");
+}
+
+#[tokio::test]
+async fn an_agent_that_is_down_is_unreachable() {
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let proxy = quick_proxy();
+    let events = chat(&proxy, &url).await;
+    assert!(error_text(&events).contains("could not reach"), "{events:?}");
+    assert_eq!(proxy.health(&endpoint(&url)).await.unwrap_err(), ProxyError::Unreachable);
+    assert_eq!(proxy.pending(&endpoint(&url), None).await.unwrap_err(), ProxyError::Unreachable);
+}
+
+#[tokio::test]
+async fn pending_files_and_reset_use_the_documented_requests() {
+    let pending = serve(Reply::Full(
+        200,
+        "application/json",
+        r#"{"messages":[{"chat_id":"7","content":"tick","source":"heartbeat","created_at":"x"}]}"#.into(),
+    ))
+    .await;
+    let proxy = quick_proxy();
+    let messages = proxy.pending(&endpoint(&pending.url), Some("7 &x")).await.unwrap();
+    assert_eq!(messages[0].content, "tick");
+    assert_eq!(pending.seen.lock().unwrap()[0].line, "GET /pending?chat_id=7+%26x HTTP/1.1");
+
+    let file = serve(Reply::Full(200, "application/octet-stream", "bytes!".into())).await;
+    let got = proxy.file(&endpoint(&file.url), "out/my report#1.txt").await.unwrap();
+    assert_eq!((got.file_name.as_str(), got.bytes.as_slice()), ("my report#1.txt", &b"bytes!"[..]));
+    assert_eq!(file.seen.lock().unwrap()[0].line, "GET /files/out/my%20report%231.txt HTTP/1.1");
+
+    let mut small = HttpProxyOptions::default();
+    small.max_file_bytes = 3;
+    let small = HttpProxy::with_options(small).unwrap();
+    assert_eq!(small.file(&endpoint(&file.url), "a").await.unwrap_err(), ProxyError::TooLarge { limit_bytes: 3 });
+
+    let refused = serve(Reply::Full(403, "application/json", r#"{"error":"denied"}"#.into())).await;
+    assert_eq!(proxy.file(&endpoint(&refused.url), "../x").await.unwrap_err(), ProxyError::Status(403));
+
+    let reset = serve(Reply::Full(200, "application/json", r#"{"status":"ok","deleted":4}"#.into())).await;
+    assert_eq!(proxy.reset(&endpoint(&reset.url), "a/b").await.unwrap(), 4);
+    assert_eq!(reset.seen.lock().unwrap()[0].line, "DELETE /chat/a%2Fb HTTP/1.1");
+
+    let bad_json = serve(Reply::Full(200, "application/json", "{".into())).await;
+    assert_eq!(proxy.health(&endpoint(&bad_json.url)).await.unwrap_err(), ProxyError::Protocol);
+    assert_eq!(bad_json.seen.lock().unwrap()[0].authorization, None, "/health is sent without the secret");
+}
+
+/// Prints what `HttpProxy` costs per chat: 200 concurrent chats, each a full `/chat` exchange
+/// with a loopback SSE server that answers at once (so the time is the proxy's, plus loopback
+/// HTTP). Run: `cargo test --workspace --test proxy_http -- --ignored --nocapture proxy_overhead`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: prints figures, asserts nothing about time"]
+async fn proxy_overhead() {
+    let body = [r#"{"type":"text","content":"Hello"}"#, r#"{"type":"text","content":" there"}"#, r#"{"type":"done"}"#]
+        .map(|e| format!("data: {e}\n\n"))
+        .concat();
+    let server = serve(Reply::Full(200, "text/event-stream", body)).await;
+    let proxy = HttpProxy::new().unwrap();
+    let agent = endpoint(&server.url);
+    for (concurrency, rounds) in [(1, 200), (200, 10)] {
+        let started = std::time::Instant::now();
+        let mut latencies = Vec::new();
+        for _ in 0..rounds {
+            let chats = (0..concurrency).map(|i| {
+                let (proxy, agent) = (proxy.clone(), agent.clone());
+                tokio::spawn(async move {
+                    let start = std::time::Instant::now();
+                    let events: Vec<_> =
+                        proxy.chat(&agent, ChatRequest::new("hi", i.to_string(), Role::Owner)).await.collect().await;
+                    assert_eq!(events.last(), Some(&AgentEvent::Done));
+                    start.elapsed()
+                })
+            });
+            for chat in futures_util::future::join_all(chats).await {
+                latencies.push(chat.unwrap());
+            }
+        }
+        let total = started.elapsed();
+        latencies.sort();
+        let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+        println!(
+            "proxy_overhead: {} chats ({concurrency} concurrent) in {total:.2?}: {:.0} chats/s, p50 {:.2?}, p99 {:.2?}",
+            latencies.len(),
+            latencies.len() as f64 / total.as_secs_f64(),
+            pick(0.5),
+            pick(0.99)
+        );
+    }
+}

@@ -1,0 +1,262 @@
+//! The bot's MTProto session, kept in the platform's `Store` rather than a file.
+//!
+//! grammers-session's own SQLite storage cannot link beside sqlx's SQLite, so this is our own
+//! `Session`. What it keeps:
+//! - the login (home data centre and the data-centre options, whose `auth_key` *is* the bot's
+//!   login) and the update state: one value sealed with `SecretBox`, written whenever the login
+//!   changes and at shutdown;
+//! - the peers Telegram told us about (ids and access hashes, needed to message a user later),
+//!   one small value per peer, read back on demand. They are not secrets (they only work together
+//!   with the auth key), so they are stored as plain JSON and need no listing of the key-value
+//!   area at start.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use baal_core::secrets::{SecretBox, SecretsError};
+use baal_core::store::{Store, StoreError};
+use grammers_session::types::{ChannelState, DcOption, PeerId, PeerInfo, UpdateState, UpdatesState};
+use grammers_session::{BoxFuture, Session, SessionData};
+use serde::{Deserialize, Serialize};
+
+/// Key-value namespace of the sealed login.
+const LOGIN_NAMESPACE: &str = "telegram.session";
+/// Key-value namespace of cached peers.
+const PEER_NAMESPACE: &str = "telegram.peers";
+
+/// The session could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The store failed.
+    #[error("the Telegram session could not be read or saved: {0}")]
+    Store(#[from] StoreError),
+    /// The sealed login does not open.
+    #[error(
+        "the saved Telegram login cannot be opened ({0}). If BOT_ENCRYPTION_KEY changed, restore the old key, \
+         or delete the saved login with `baal-cli` and start again to log in anew"
+    )]
+    Sealed(#[from] SecretsError),
+    /// What was stored is not a session this program wrote.
+    #[error("the saved Telegram session is unreadable ({0}); delete it and start again to log in anew")]
+    Corrupt(String),
+    /// A thread panicked while holding the session lock.
+    #[error("the Telegram session lock is poisoned after a crash; restart the bot")]
+    Poisoned,
+}
+
+/// The sealed part: the login and the update state.
+#[derive(Serialize, Deserialize)]
+struct Login {
+    home_dc: i32,
+    dc_options: Vec<DcOption>,
+    updates: UpdatesState,
+}
+
+/// A grammers [`Session`] persisted through the [`Store`]'s key-value area.
+pub struct StoreSession {
+    data: Mutex<SessionData>,
+    store: Arc<dyn Store>,
+    sealer: Arc<SecretBox>,
+    /// Key of the login: one per bot, so switching `TELEGRAM_BOT_TOKEN` to another bot never
+    /// reuses the first bot's login.
+    key: String,
+}
+
+impl StoreSession {
+    /// Loads the session of the bot whose token starts with `bot_id` (the part before `:`), or
+    /// starts a fresh one when none was saved.
+    pub async fn load(store: Arc<dyn Store>, sealer: Arc<SecretBox>, bot_id: &str) -> Result<Self, SessionError> {
+        let key = format!("bot:{bot_id}");
+        let mut data = SessionData::default();
+        if let Some(sealed) = store.kv_get(LOGIN_NAMESPACE, &key).await? {
+            let login: Login =
+                serde_json::from_slice(&sealer.open(&sealed)?).map_err(|e| SessionError::Corrupt(e.to_string()))?;
+            data.home_dc = login.home_dc;
+            data.dc_options.extend(login.dc_options.into_iter().map(|o| (o.id, o)));
+            data.updates_state = login.updates;
+        }
+        Ok(StoreSession { data: Mutex::new(data), store, sealer, key })
+    }
+
+    /// Whether a login (an auth key for the home data centre) is present.
+    pub fn has_login(&self) -> bool {
+        self.lock().map(|d| d.dc_options.get(&d.home_dc).is_some_and(|o| o.auth_key.is_some())).unwrap_or(false)
+    }
+
+    /// Writes the login and the update state, sealed.
+    pub async fn save(&self) -> Result<(), SessionError> {
+        let login = {
+            let data = self.lock()?;
+            let mut dc_options: Vec<DcOption> = data.dc_options.values().cloned().collect();
+            dc_options.sort_by_key(|o| o.id);
+            Login { home_dc: data.home_dc, dc_options, updates: data.updates_state.clone() }
+        };
+        let json = serde_json::to_vec(&login).map_err(|e| SessionError::Corrupt(e.to_string()))?;
+        let sealed = self.sealer.seal(&json)?;
+        self.store.kv_put(LOGIN_NAMESPACE, &self.key, &sealed).await?;
+        Ok(())
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, SessionData>, SessionError> {
+        self.data.lock().map_err(|_| SessionError::Poisoned)
+    }
+}
+
+impl Session for StoreSession {
+    type Error = SessionError;
+
+    fn home_dc_id(&self) -> Result<i32, SessionError> {
+        Ok(self.lock()?.home_dc)
+    }
+
+    fn set_home_dc_id(&self, dc_id: i32) -> BoxFuture<'_, Result<(), SessionError>> {
+        Box::pin(async move {
+            let changed = {
+                let mut data = self.lock()?;
+                std::mem::replace(&mut data.home_dc, dc_id) != dc_id
+            };
+            if changed { self.save().await } else { Ok(()) }
+        })
+    }
+
+    fn dc_option(&self, dc_id: i32) -> Result<Option<DcOption>, SessionError> {
+        Ok(self.lock()?.dc_options.get(&dc_id).cloned())
+    }
+
+    fn set_dc_option(&self, dc_option: &DcOption) -> BoxFuture<'_, Result<(), SessionError>> {
+        let dc_option = dc_option.clone();
+        Box::pin(async move {
+            let changed = {
+                let mut data = self.lock()?;
+                data.dc_options.insert(dc_option.id, dc_option.clone()).as_ref() != Some(&dc_option)
+            };
+            if changed { self.save().await } else { Ok(()) }
+        })
+    }
+
+    fn peer(&self, peer: PeerId) -> BoxFuture<'_, Result<Option<PeerInfo>, SessionError>> {
+        Box::pin(async move {
+            if let Some(info) = self.lock()?.peer_infos.get(&peer) {
+                return Ok(Some(info.clone()));
+            }
+            let Some(json) = self.store.kv_get(PEER_NAMESPACE, &peer_key(peer)).await? else {
+                return Ok(None);
+            };
+            let info: PeerInfo = serde_json::from_slice(&json).map_err(|e| SessionError::Corrupt(e.to_string()))?;
+            self.lock()?.peer_infos.entry(peer).or_insert_with(|| info.clone());
+            Ok(Some(info))
+        })
+    }
+
+    fn cache_peer(&self, peer: PeerInfo) -> BoxFuture<'_, Result<(), SessionError>> {
+        Box::pin(async move {
+            let id = peer.id();
+            let merged = {
+                let mut data = self.lock()?;
+                let mut merged = data.peer_infos.get(&id).cloned().unwrap_or_else(|| peer.clone());
+                merged.extend_info(&peer);
+                let changed = data.peer_infos.get(&id) != Some(&merged);
+                data.peer_infos.insert(id, merged.clone());
+                changed.then_some(merged)
+            };
+            // Written only when something new was learnt: most updates repeat known peers.
+            if let Some(merged) = merged {
+                let json = serde_json::to_vec(&merged).map_err(|e| SessionError::Corrupt(e.to_string()))?;
+                self.store.kv_put(PEER_NAMESPACE, &peer_key(id), &json).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn updates_state(&self) -> BoxFuture<'_, Result<UpdatesState, SessionError>> {
+        Box::pin(async move { Ok(self.lock()?.updates_state.clone()) })
+    }
+
+    fn set_update_state(&self, update: UpdateState) -> BoxFuture<'_, Result<(), SessionError>> {
+        // Kept in memory and written by `save` (at shutdown): writing on every update would put
+        // one database write behind each message.
+        Box::pin(async move {
+            let mut data = self.lock()?;
+            let state = &mut data.updates_state;
+            match update {
+                UpdateState::All(all) => *state = all,
+                UpdateState::Primary { pts, date, seq } => {
+                    state.pts = pts;
+                    state.date = date;
+                    state.seq = seq;
+                }
+                UpdateState::Secondary { qts } => state.qts = qts,
+                UpdateState::Channel { id, pts } => {
+                    state.channels.retain(|c| c.id != id);
+                    state.channels.push(ChannelState { id, pts });
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+fn peer_key(peer: PeerId) -> String {
+    peer.bot_api_dialog_id_unchecked().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baal_core::testing::db;
+    use grammers_session::types::PeerAuth;
+
+    fn sealer() -> Arc<SecretBox> {
+        Arc::new(SecretBox::from_secret(&baal_core::secrets::generate_key().unwrap()).unwrap())
+    }
+
+    fn dc_options_of(session: &StoreSession) -> std::collections::HashMap<i32, DcOption> {
+        session.lock().map(|d| d.dc_options.clone()).unwrap_or_default()
+    }
+
+    async fn round_trip(store: Arc<dyn Store>) {
+        let sealer = sealer();
+        let session = StoreSession::load(store.clone(), sealer.clone(), "123").await.unwrap();
+        assert!(!session.has_login());
+
+        let mut home = session.dc_option(2).unwrap().expect("known data centres are preset");
+        home.auth_key = Some([7u8; 256]);
+        session.set_dc_option(&home).await.unwrap();
+        session.set_home_dc_id(2).await.unwrap();
+        session
+            .cache_peer(PeerInfo::User { id: 42, auth: Some(PeerAuth::from_hash(99)), bot: Some(false), is_self: None })
+            .await
+            .unwrap();
+        session.set_update_state(UpdateState::Primary { pts: 5, date: 6, seq: 7 }).await.unwrap();
+        session.save().await.unwrap();
+
+        let sealed = store.kv_get(LOGIN_NAMESPACE, "bot:123").await.unwrap().unwrap();
+        assert!(!sealed.windows(8).any(|w| w == [7u8; 8]), "the auth key must not be stored in clear");
+
+        let restored = StoreSession::load(store.clone(), sealer.clone(), "123").await.unwrap();
+        assert!(restored.has_login());
+        assert_eq!(restored.home_dc_id().unwrap(), 2);
+        assert_eq!(dc_options_of(&restored).get(&2).unwrap().auth_key, Some([7u8; 256]));
+        assert_eq!(restored.updates_state().await.unwrap().pts, 5);
+        let peer = restored.peer_ref(PeerId::user(42).unwrap()).await.unwrap().unwrap();
+        assert_eq!(peer.auth.hash(), 99);
+
+        // Another bot's token never sees this login.
+        let other = StoreSession::load(store.clone(), sealer, "456").await.unwrap();
+        assert!(!other.has_login());
+        // A different encryption key gets a clear error, not a fresh login over the old one.
+        let err = StoreSession::load(store, self::sealer(), "123").await.err().unwrap();
+        assert!(err.to_string().contains("BOT_ENCRYPTION_KEY"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn login_and_peers_survive_a_restart_sealed_in_sqlite() {
+        let db = db::sqlite().await;
+        round_trip(db.shared()).await;
+    }
+
+    #[tokio::test]
+    async fn login_and_peers_survive_a_restart_sealed_in_postgres() {
+        let Some(db) = db::postgres().await else { return };
+        round_trip(db.shared()).await;
+    }
+}
