@@ -4,8 +4,9 @@
 //! - process start → first `/health` 200 (median of several starts);
 //! - resident memory idle, and after 100 chats;
 //! - latency a `/chat` turn adds over the LLM's own time (p50, p99), at 1 and 100 concurrent
-//!   streams: the same scripted answer is timed once straight from the LLM and once through the
-//!   agent, at the same concurrency;
+//!   streams: the same scripted answer (8 chunks, 20 ms apart) is timed once straight from the
+//!   LLM and once through the agent, with the same number of clients each making requests back
+//!   to back;
 //! - release binary size.
 
 use std::io::{BufRead, BufReader};
@@ -18,6 +19,7 @@ use serde_json::json;
 const SECRET: &str = "bench-secret";
 const PYTHON_STARTUP: &str = "2.27 s";
 const PYTHON_IDLE_RSS: &str = "78 MB";
+const CHUNK_DELAY: Duration = Duration::from_millis(20);
 
 struct Agent {
     child: Child,
@@ -112,18 +114,29 @@ async fn llm_once(http: &reqwest::Client, llm: &str) -> Duration {
     t.elapsed()
 }
 
-/// Runs `rounds` rounds of `concurrency` simultaneous requests; returns the sorted durations.
-async fn measure<F, Fut>(concurrency: usize, rounds: usize, f: F) -> Vec<Duration>
+/// Runs `concurrency` clients side by side, each making `per_client` requests one after the
+/// other (so that `concurrency` streams are open at all times); returns the sorted durations.
+async fn measure<F, Fut>(concurrency: usize, per_client: usize, f: F) -> Vec<Duration>
 where
-    F: Fn(usize) -> Fut,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Duration> + Send + 'static,
 {
-    let mut all = Vec::with_capacity(concurrency * rounds);
-    for round in 0..rounds {
-        let tasks: Vec<_> = (0..concurrency).map(|i| tokio::spawn(f(round * concurrency + i))).collect();
-        for t in tasks {
-            all.push(t.await.unwrap());
-        }
+    let f = std::sync::Arc::new(f);
+    let clients: Vec<_> = (0..concurrency)
+        .map(|client| {
+            let f = f.clone();
+            tokio::spawn(async move {
+                let mut times = Vec::with_capacity(per_client);
+                for i in 0..per_client {
+                    times.push(f(client * per_client + i).await);
+                }
+                times
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(concurrency * per_client);
+    for c in clients {
+        all.extend(c.await.unwrap());
     }
     all.sort();
     all
@@ -164,8 +177,10 @@ async fn main() {
     }
     let after_100 = rss_kib(pid);
 
+    // The model's own time: a streamed answer of 8 chunks, 20 ms apart (~160 ms).
+    llm.set_chunk_delay(CHUNK_DELAY);
     let mut latency = Vec::new();
-    for (concurrency, rounds) in [(1usize, 200usize), (100, 5)] {
+    for (concurrency, rounds) in [(1usize, 100usize), (100, 5)] {
         let h = http.clone();
         let u = llm_url.clone();
         let direct = measure(concurrency, rounds, move |_| {
@@ -199,7 +214,7 @@ async fn main() {
     );
     println!("| idle RSS | {:.1} MB | {PYTHON_IDLE_RSS} |", idle as f64 / 1024.0);
     println!("| RSS after 100 chats | {:.1} MB | — |", after_100 as f64 / 1024.0);
-    println!("| RSS after the latency runs ({} more chats) | {:.1} MB | — |", 200 + 500, after_all as f64 / 1024.0);
+    println!("| RSS after the latency runs (600 more chats) | {:.1} MB | — |", after_all as f64 / 1024.0);
     for (concurrency, direct, through) in &latency {
         let (d50, d99) = (percentile(direct, 0.5), percentile(direct, 0.99));
         let (t50, t99) = (percentile(through, 0.5), percentile(through, 0.99));

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use baal_core::config::Settings;
-use baal_core::domain::{Agent, AgentId, AgentStatus};
+use std::sync::Arc;
+
+use baal_core::deploy::{DeployError, DeployReporter, DeployStep};
+use baal_core::domain::{Agent, AgentId, AgentStatus, Deployment};
+use baal_core::platform::deployer_from_settings;
 use baal_core::store::{AgentFilter, SqlStore, Store};
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
@@ -224,31 +228,54 @@ async fn delete(settings: &Settings, raw_id: &str, yes: bool) -> anyhow::Result<
         }
     }
 
-    tear_down(&agent);
+    let store: Arc<dyn Store> = Arc::new(store);
+    if let Err(err) = tear_down(settings, store.clone(), &agent).await {
+        // The agent stays visible (and deletable again) rather than hiding something still running.
+        store.event_record(agent.id, "delete", "failed", Some(&err.to_string())).await?;
+        eprintln!("Agent {} \"{}\" was NOT deleted: {err:#}", agent.id, agent.name);
+        eprintln!("Fix the cause and run the command again; nothing was marked deleted.");
+        return Ok(ExitCode::FAILURE);
+    }
     if !store.agent_soft_delete(agent.id).await? {
         // Another operator or the bot deleted it between our read and now.
         eprintln!("Agent {} was deleted by someone else meanwhile.", agent.id);
         return Ok(ExitCode::FAILURE);
     }
-    store
-        .event_record(agent.id, "delete", "succeeded", Some("marked deleted by baal-cli; its VM was not torn down"))
-        .await?;
-    println!("Agent {} \"{}\" is marked deleted.", agent.id, agent.name);
+    store.event_record(agent.id, "delete", "succeeded", Some("deleted by baal-cli")).await?;
+    println!("Agent {} \"{}\" is deleted.", agent.id, agent.name);
     Ok(ExitCode::SUCCESS)
 }
 
-/// Where the deployer's `destroy` goes once it exists: it must run before the soft delete, so a
-/// failed teardown leaves the agent visible and retryable instead of hiding a paid VM.
-fn tear_down(agent: &Agent) {
-    let runs_somewhere = agent.deployment.instance_hash.is_some() || agent.deployment.vm_url.is_some();
-    if runs_somewhere {
-        println!(
-            "VM teardown comes with the deployer: agent {}'s VM ({}) is left as it is; stop it by hand if needed.",
-            agent.id,
-            agent.deployment.instance_hash.as_deref().or(agent.deployment.vm_url.as_deref()).unwrap_or("-")
-        );
-    } else {
-        println!("VM teardown comes with the deployer; agent {} has no recorded VM.", agent.id);
+/// Destroys where the agent runs, through the deployer the settings select, before the soft
+/// delete: a failed teardown must leave the agent visible and retryable, never hide a paid VM.
+async fn tear_down(settings: &Settings, store: Arc<dyn Store>, agent: &Agent) -> anyhow::Result<()> {
+    let deployment = &agent.deployment;
+    if deployment.instance_hash.is_none() && deployment.vm_url.is_none() {
+        println!("Agent {} has no recorded deployment; nothing to tear down.", agent.id);
+        return Ok(());
+    }
+    let deployer = deployer_from_settings(settings, store).context("cannot set up the deployer")?;
+    println!("Tearing down agent {} with the {} deployer:", agent.id, deployer.name());
+    deployer.destroy(agent.id, deployment, &PrintedSteps).await?;
+    Ok(())
+}
+
+/// Prints each teardown step as it starts and ends, so an operator sees where a slow or failed
+/// teardown is.
+struct PrintedSteps;
+
+#[async_trait::async_trait]
+impl DeployReporter for PrintedSteps {
+    async fn step_started(&self, step: DeployStep) {
+        println!("  … {}", step.label);
+    }
+
+    async fn step_done(&self, step: DeployStep) {
+        println!("  ✓ {}", step.label);
+    }
+
+    async fn facts(&self, _deployment: &Deployment) -> Result<(), DeployError> {
+        Ok(())
     }
 }
 

@@ -184,9 +184,22 @@ async fn delete_asks_refuses_without_a_terminal_and_soft_deletes_with_yes() {
     let still = baal_cli(dir.path(), &db, &["agents", "list", "--json"]);
     assert!(still.stdout.contains("\"Helper\""), "nothing was deleted without confirmation");
 
+    // Its facts say Aleph Cloud, but no Aleph key is set: the VM cannot be torn down from here,
+    // so nothing is marked deleted (a hidden VM would keep running and costing).
+    let refused = baal_cli(dir.path(), &db, &["agents", "delete", &id, "--yes"]);
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("ALEPH_PRIVATE_KEY"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("NOT deleted"), "{}", refused.stderr);
+    let still = baal_cli(dir.path(), &db, &["agents", "list", "--json"]);
+    assert!(still.stdout.contains("\"Helper\""), "{}", still.stdout);
+
+    // Once the facts no longer point at a VM (say, the operator forgot it by hand), delete works.
+    let store = SqlStore::open(&url).await.unwrap();
+    store.agent_set_deployment(baal_core::domain::AgentId(helper), &Deployment::default()).await.unwrap();
+    store.close().await.unwrap();
     let deleted = baal_cli(dir.path(), &db, &["agents", "delete", &id, "--yes"]);
     assert_eq!(deleted.code, 0, "{}", deleted.stderr);
-    assert!(deleted.stdout.contains("VM teardown comes with the deployer"), "{}", deleted.stdout);
+    assert!(deleted.stdout.contains("nothing to tear down"), "{}", deleted.stdout);
     let after = baal_cli(dir.path(), &db, &["agents", "list", "--json"]);
     assert!(!after.stdout.contains("\"Helper\""), "{}", after.stdout);
     let show = baal_cli(dir.path(), &db, &["agents", "show", &id]);
@@ -297,4 +310,71 @@ async fn works_on_postgres_too() {
     test_db.store().user_get_or_create(5, Some("pg")).await.unwrap();
     let run = baal_cli(dir.path(), &[], &["--database-url", test_db.url(), "users", "list"]);
     assert!(run.stdout.contains("@pg"), "{}", run.stdout);
+}
+
+/// A local agent started by another process (here the test, standing in for the bot or the
+/// console) is stopped and its files removed by `baal-cli agents delete`, and its supervisor does
+/// not bring it back.
+#[tokio::test]
+async fn delete_stops_a_local_agent_started_by_another_process() {
+    use baal_core::deploy::local::{LocalDeployer, find_agent_binary};
+    use baal_core::deploy::{AgentSpec, Deployer, SilentReporter};
+    use secrecy::SecretString;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("baal-data");
+    let url = sqlite_url(dir.path());
+    let store = SqlStore::open(&url).await.unwrap();
+    store.user_get_or_create(100, None).await.unwrap();
+    let agent = store.agent_create(NewAgent::new(100, "Local one", "p", "qwen3-coder-next")).await.unwrap();
+
+    let bin = find_agent_binary(None).expect("baal-agent is built beside the test binaries (cargo build --workspace)");
+    let local = LocalDeployer::new(&data, &bin).unwrap();
+    let spec = AgentSpec::new(
+        agent.id,
+        "Local one",
+        "p",
+        "qwen3-coder-next",
+        SecretString::from("sk-test"),
+        "http://127.0.0.1:9/v1",
+        SecretString::from("agent-secret"),
+        "100",
+    );
+    let deployment = local.deploy(&spec, &SilentReporter).await.unwrap();
+    store.agent_set_deployment(agent.id, &deployment).await.unwrap();
+    store.agent_set_status(agent.id, AgentStatus::Running).await.unwrap();
+    store.close().await.unwrap();
+    let pid = local.pid(agent.id).expect("the agent runs");
+    let agent_dir = data.join("agents").join(agent.id.to_string());
+    assert!(agent_dir.exists());
+
+    let data_dir = data.display().to_string();
+    let env = [("DATABASE_URL", url.as_str()), ("BAAL_DATA_DIR", data_dir.as_str())];
+    let deleted = tokio::task::spawn_blocking({
+        let cwd = dir.path().to_owned();
+        let id = agent.id.to_string();
+        let env = env.map(|(k, v)| (k.to_owned(), v.to_owned()));
+        move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            baal_cli(&cwd, &env, &["agents", "delete", &id, "--yes"])
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(deleted.code, 0, "{}\n{}", deleted.stdout, deleted.stderr);
+    assert!(deleted.stdout.contains("Stop the agent"), "each step is reported: {}", deleted.stdout);
+    assert!(!agent_dir.exists(), "the agent's files are gone");
+
+    // The supervisor reaps the process and, seeing its files gone, does not restart it.
+    let mut gone = false;
+    for _ in 0..100 {
+        if local.pid(agent.id).is_none() && !Path::new(&format!("/proc/{pid}")).exists() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "agent process {pid} is still running");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(local.pid(agent.id).is_none(), "the supervisor restarted a deleted agent");
 }

@@ -150,6 +150,20 @@ pub async fn prepare_context(
     config: CompactionConfig,
 ) -> Result<Vec<ChatMessage>, HistoryError> {
     let loaded = history.load(chat_id, config.max_history).await?;
+    prepare_loaded_context(history, inference, model, chat_id, system, config, loaded).await
+}
+
+/// [`prepare_context`] for a history the caller already loaded with
+/// `History::load(chat_id, config.max_history)` (saves a query per turn).
+pub async fn prepare_loaded_context(
+    history: &History,
+    inference: &dyn Inference,
+    model: &str,
+    chat_id: &str,
+    system: ChatMessage,
+    config: CompactionConfig,
+    loaded: Vec<StoredMessage>,
+) -> Result<Vec<ChatMessage>, HistoryError> {
     let messages = with_system(&system, &loaded);
     let budget = config.budget();
     if estimate_tokens(&messages) <= budget {

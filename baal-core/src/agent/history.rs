@@ -198,6 +198,13 @@ pub struct StoredMessage {
     pub message: ChatMessage,
 }
 
+impl StoredMessage {
+    /// A row of history (id 0 for messages that are not stored rows).
+    pub fn new(id: i64, message: ChatMessage) -> Self {
+        StoredMessage { id, message }
+    }
+}
+
 /// The agent's database.
 #[derive(Debug, Clone)]
 pub struct History {
@@ -232,7 +239,7 @@ impl History {
             .sqlx_logging(false)
             .connect_timeout(Duration::from_secs(5))
             // In memory, each pooled connection would be a separate empty database.
-            .max_connections(if in_memory { 1 } else { 4 })
+            .max_connections(if in_memory { 1 } else { 2 })
             .map_sqlx_sqlite_opts(move |o| {
                 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
                 let o = o.busy_timeout(Duration::from_secs(5));

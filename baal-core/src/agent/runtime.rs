@@ -16,9 +16,9 @@ use crate::domain::Role;
 use crate::inference::{ChatMessage, CompletionRequest, Inference, InferenceError, ToolSpec};
 use crate::proxy::{AgentEvent, ChatRequest};
 
-use super::compaction::{CompactionConfig, prepare_context};
+use super::compaction::{CompactionConfig, prepare_loaded_context};
 use super::context::Workspace;
-use super::history::{History, HistoryError};
+use super::history::{History, HistoryError, StoredMessage};
 use super::settings::AgentSettings;
 use super::tools::{SentFile, ToolContext, ToolOutput, ToolSet};
 
@@ -222,21 +222,31 @@ impl Agent {
         let _serialised = lock.lock().await;
         let history = &self.inner.history;
         let user = ChatMessage::user(request.message.clone());
+        let compaction = self.inner.config.compaction;
+        let mut loaded = history.load(&request.chat_id, compaction.max_history).await?;
         // A bot that retries a request whose first attempt got no answer re-sends the same
         // message: store it once, so the model does not see it twice.
-        let unanswered_duplicate = history.last(&request.chat_id).await?.is_some_and(|last| last.message == user);
+        let unanswered_duplicate = loaded.last().is_some_and(|last| last.id != 0 && last.message == user);
         if !unanswered_duplicate {
-            history.append(&request.chat_id, &user).await?;
+            let id = history.append(&request.chat_id, &user).await?;
+            loaded.push(StoredMessage::new(id, user));
+            let stored_rows = loaded.iter().filter(|r| r.id != 0).count() as u64;
+            if stored_rows > compaction.max_history
+                && let Some(oldest) = loaded.iter().position(|r| r.id != 0)
+            {
+                loaded.remove(oldest);
+            }
         }
         let (specs, names) = self.tool_specs(role, true);
         let system = ChatMessage::system(self.system_prompt(&names));
-        let messages = prepare_context(
+        let messages = prepare_loaded_context(
             history,
             self.inner.inference.as_ref(),
             &self.inner.config.model,
             &request.chat_id,
             system,
-            self.inner.config.compaction,
+            compaction,
+            loaded,
         )
         .await?;
         let turn = Turn {
@@ -432,7 +442,9 @@ impl Agent {
             return;
         };
         let history = &self.inner.history;
-        if let Err(e) = history.push_pending(owner, text, source).await {
+        if !text.is_empty()
+            && let Err(e) = history.push_pending(owner, text, source).await
+        {
             tracing::warn!(%e, "could not queue a message for the owner");
         }
         for file in files {
@@ -485,23 +497,8 @@ impl Agent {
             tracing::info!("no OWNER_CHAT_ID: heartbeat output dropped");
             return HeartbeatOutcome::Ran { delivered: false };
         }
-        if text.is_empty() {
-            self.deliver_files_only(&outcome.files).await;
-        } else {
-            self.deliver_to_owner(&text, "heartbeat", &outcome.files, "heartbeat_file").await;
-        }
+        self.deliver_to_owner(&text, "heartbeat", &outcome.files, "heartbeat_file").await;
         HeartbeatOutcome::Ran { delivered: true }
-    }
-
-    async fn deliver_files_only(&self, files: &[SentFile]) {
-        if let Some(owner) = self.inner.config.owner_chat_id.as_deref() {
-            for file in files {
-                let content = json!({"type": "file", "path": file.path, "caption": file.caption}).to_string();
-                if let Err(e) = self.inner.history.push_pending(owner, &content, "heartbeat_file").await {
-                    tracing::warn!(%e, "could not queue a file for the owner");
-                }
-            }
-        }
     }
 
     /// Runs [`Agent::heartbeat_tick`] every `interval` (the first one after `interval`).

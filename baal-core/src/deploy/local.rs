@@ -54,6 +54,8 @@ const STEPS: &[DeployStep] = &[PREPARE, START, HEALTH];
 
 const SETTINGS_FILE: &str = "settings.json";
 const LOG_FILE: &str = "agent.log";
+/// The running agent's pid, so another Baal process (`baal-cli agents delete`) can stop it.
+const PID_FILE: &str = "agent.pid";
 /// The settings that ran before a redeploy, kept until the new ones are healthy.
 const PREVIOUS_SETTINGS_FILE: &str = "settings.previous.json";
 const AGENT_BIN_NAME: &str = "baal-agent";
@@ -372,6 +374,30 @@ impl Inner {
         let _ = agent.task.await;
     }
 
+    /// Stops an agent that another Baal process started (the bot, when `baal-cli` deletes one),
+    /// from the pid it recorded. The pid is trusted only while that process still runs with this
+    /// agent's settings file on its command line, so a recycled pid is never signalled. The
+    /// settings go first, so the other process's supervisor sees a deletion, not a crash.
+    async fn stop_started_elsewhere(&self, agent_id: AgentId) {
+        let dir = self.agent_dir(agent_id);
+        let settings = dir.join(SETTINGS_FILE);
+        let Ok(recorded) = tokio::fs::read_to_string(dir.join(PID_FILE)).await else { return };
+        let Ok(pid) = recorded.trim().parse::<u32>() else { return };
+        if !runs_with_settings(pid, &settings) {
+            return;
+        }
+        let _ = tokio::fs::remove_file(&settings).await;
+        signal_group(pid, Signal::Term);
+        for _ in 0..50 {
+            if !runs_with_settings(pid, &settings) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The group outlives its leader while tools still run; its id stays reserved meanwhile.
+        signal_group(pid, Signal::Kill);
+    }
+
     /// Starts `baal-agent --config <dir>/settings.json` and waits until it says where it listens.
     async fn spawn(&self, agent_id: AgentId) -> Result<(Child, u16), DeployError> {
         let dir = self.agent_dir(agent_id);
@@ -434,6 +460,10 @@ impl Inner {
                 return Err(failed(format!("did not listen within {:?}: {}", self.start_timeout, log_tail(&dir))));
             }
         };
+        if let Some(pid) = child.id() {
+            // Best effort: without it only this process can stop the agent, as before.
+            let _ = std::fs::write(dir.join(PID_FILE), pid.to_string());
+        }
         // Keep draining stdout into the log, or the child would block once the pipe fills.
         tokio::spawn(async move {
             if let Ok(mut log) = tokio::fs::OpenOptions::new().append(true).open(dir.join(LOG_FILE)).await {
@@ -497,9 +527,15 @@ impl Inner {
                 }
                 status = child.wait() => {
                     pid.store(0, std::sync::atomic::Ordering::SeqCst);
-                    tracing::warn!(agent = %agent_id, status = ?status.ok(), "local agent exited; restarting it");
                     // Tools it started may still run in its process group.
                     signal_group_of(&child, Signal::Kill);
+                    if !self.agent_dir(agent_id).join(SETTINGS_FILE).exists() {
+                        // Destroyed by another Baal process (`baal-cli agents delete`): not a crash.
+                        tracing::info!(agent = %agent_id, "local agent was deleted elsewhere; not restarting it");
+                        self.agents().remove(&agent_id);
+                        return;
+                    }
+                    tracing::warn!(agent = %agent_id, status = ?status.ok(), "local agent exited; restarting it");
                 }
             }
             loop {
@@ -557,11 +593,21 @@ impl Deployer for LocalDeployer {
     async fn destroy(
         &self,
         agent_id: AgentId,
-        _deployment: &Deployment,
+        deployment: &Deployment,
         reporter: &dyn DeployReporter,
     ) -> Result<(), DeployError> {
+        if let Some(hash) = deployment.instance_hash.as_deref().filter(|hash| *hash != local_key(agent_id)) {
+            // Reporting success here would hide a VM that keeps running (and costing) elsewhere.
+            return Err(DeployError::new(
+                STOP.key,
+                "This agent does not run on this machine but on Aleph Cloud; set ALEPH_PRIVATE_KEY so Baal can tear its VM down.",
+            )
+            .with_detail(format!("instance {hash}"))
+            .permanent());
+        }
         reporter.step_started(STOP).await;
         self.inner.stop(agent_id).await;
+        self.inner.stop_started_elsewhere(agent_id).await;
         reporter.step_done(STOP).await;
         reporter.step_started(REMOVE).await;
         let dir = self.inner.agent_dir(agent_id);
@@ -772,6 +818,23 @@ fn signal_group(pgid: u32, signal: Signal) {
     }
     #[cfg(not(unix))]
     let _ = (pgid, signal);
+}
+
+/// Whether process `pid` is alive and was started with `settings` as an argument (a zombie has an
+/// empty command line, so it counts as gone).
+fn runs_with_settings(pid: u32, settings: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt as _;
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|cmdline| cmdline.split(|b| *b == 0).any(|arg| arg == settings.as_os_str().as_bytes()))
+            .unwrap_or(false)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (pid, settings);
+        false
+    }
 }
 
 /// Signals the child's process group (the child's pid is its group id). Does nothing once the

@@ -503,6 +503,13 @@ async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, PlatformError
     Ok(Arc::new(crate::store::SqlStore::open(&settings.database_url).await?))
 }
 
+/// The deployer Baal's settings select (local without `ALEPH_PRIVATE_KEY`, else Aleph Cloud), for
+/// tools that act on agents outside a running platform, such as `baal-cli agents delete`. Background
+/// work (the Aleph VM pool) is not started: that stays with the platform.
+pub fn deployer_from_settings(settings: &Settings, store: Arc<dyn Store>) -> Result<Arc<dyn Deployer>, PlatformError> {
+    deployer_for(settings, store).map(|(deployer, _background)| deployer)
+}
+
 /// The deployer the settings select, and any background work it needs (the Aleph VM pool).
 fn deployer_for(
     settings: &Settings,

@@ -322,8 +322,28 @@ impl Inner {
                 Err(problem) => tracing::warn!(agent = %agent.id, problem, "cannot restore agent"),
             }
         }
-        if let Err(err) = self.deployer.restore(&specs).await {
-            tracing::warn!(error = %err, "restoring running agents failed");
+        for (agent_id, outcome) in self.deployer.restore_with_facts(&specs).await {
+            let Some(agent) = running.iter().find(|agent| agent.id == agent_id) else { continue };
+            match outcome {
+                Ok(deployment) if deployment != agent.deployment => {
+                    // A local agent that had to take a new port: without this the bot would keep
+                    // calling the old address.
+                    self.store.agent_set_deployment(agent_id, &deployment).await?;
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(agent = %agent_id, error = %err, detail = ?err.detail, "cannot restore agent");
+                    self.store.event_record(agent_id, "restore", "failed", Some(&err.to_string())).await?;
+                    self.store.agent_set_status(agent_id, AgentStatus::Failed).await?;
+                    let text = format!(
+                        "Baal restarted and could not bring <b>{}</b> back: {}\nSend <code>/repair {}</code> to try again.",
+                        escape_html(&agent.name),
+                        escape_html(&err.message),
+                        agent_id
+                    );
+                    self.say(agent.owner_id, Text::html(text)).await;
+                }
+            }
         }
         Ok(())
     }

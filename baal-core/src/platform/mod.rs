@@ -10,7 +10,7 @@ pub mod messenger;
 pub mod render;
 mod state;
 
-pub use engine::{Platform, PlatformConfig, PlatformError, secret_box_from_settings};
+pub use engine::{Platform, PlatformConfig, PlatformError, deployer_from_settings, secret_box_from_settings};
 pub use messenger::{Button, ChatId, MessageRef, Messenger, MessengerError, OutgoingFile, Text};
 
 use crate::domain::UserId;

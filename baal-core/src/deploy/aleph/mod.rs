@@ -582,11 +582,7 @@ impl AlephDeployer {
             command_timeout: self.op.config.timeouts.command,
         };
         let result = async {
-            shipper.prepare().await.map_err(at(STEP_SHIP.key))?;
-            shipper
-                .install(spec, &self.op.config.agent_bin, public_host.as_deref())
-                .await
-                .map_err(at(STEP_SHIP.key))?;
+            shipper.ship(spec, &self.op.config.agent_bin, public_host.as_deref()).await.map_err(at(STEP_SHIP.key))?;
             reporter.step_done(STEP_SHIP).await;
             reporter.step_started(STEP_START).await;
             let started = async {

@@ -205,8 +205,10 @@ impl Shipper<'_> {
         self.run("prepare").await
     }
 
-    /// Uploads the binary, settings, unit and Caddyfile, then installs them (checksum first).
-    pub(crate) async fn install(
+    /// Runs `prepare` and, at the same time, uploads the binary, settings, unit and Caddyfile;
+    /// then installs them (checksum first). Everything goes over one connection, on parallel
+    /// channels: the upload of the binary dominates, the rest hides behind it.
+    pub(crate) async fn ship(
         &self,
         spec: &AgentSpec,
         binary: &Path,
@@ -216,12 +218,22 @@ impl Shipper<'_> {
         let file = tokio::fs::File::open(binary)
             .await
             .map_err(|e| AlephError::Config(format!("cannot open the agent binary {}: {e}", binary.display())))?;
-        self.upload("opt/baal/incoming/baal-agent", file).await?;
-        self.upload("opt/baal/incoming/agent.env", settings_file(spec, self.layout).as_bytes()).await?;
-        self.upload("opt/baal/incoming/baal-agent.service", systemd_unit(self.layout).as_bytes()).await?;
-        if let Some(host) = public_host {
-            self.upload("opt/baal/incoming/Caddyfile", caddyfile(host, self.layout).as_bytes()).await?;
-        }
+        let settings = settings_file(spec, self.layout);
+        let unit = systemd_unit(self.layout);
+        let caddy = public_host.map(|host| caddyfile(host, self.layout));
+        let caddy_upload = async {
+            match &caddy {
+                Some(text) => self.upload("opt/baal/incoming/Caddyfile", text.as_bytes()).await,
+                None => Ok(()),
+            }
+        };
+        futures_util::try_join!(
+            self.prepare(),
+            self.upload("opt/baal/incoming/baal-agent", file),
+            self.upload("opt/baal/incoming/agent.env", settings.as_bytes()),
+            self.upload("opt/baal/incoming/baal-agent.service", unit.as_bytes()),
+            caddy_upload,
+        )?;
         self.run(&format!("install {sha256}")).await
     }
 }

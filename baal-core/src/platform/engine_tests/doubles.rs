@@ -35,6 +35,17 @@ pub(crate) struct FakeDeployer {
     pub redeployed: Mutex<Vec<AgentSpec>>,
     pub destroyed: Mutex<Vec<(AgentId, Deployment)>>,
     pub restored: Mutex<Vec<AgentId>>,
+    /// What `restore_with_facts` answers: unchanged facts by default.
+    pub restore_outcome: Mutex<RestoreOutcome>,
+}
+
+/// How the fake deployer brings agents back after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RestoreOutcome {
+    Unchanged,
+    /// Back, but at a new address (a local agent whose port was taken).
+    Moved,
+    Fails,
 }
 
 impl FakeDeployer {
@@ -45,6 +56,7 @@ impl FakeDeployer {
             redeployed: Mutex::default(),
             destroyed: Mutex::default(),
             restored: Mutex::default(),
+            restore_outcome: Mutex::new(RestoreOutcome::Unchanged),
         }
     }
 
@@ -103,6 +115,25 @@ impl Deployer for FakeDeployer {
     async fn restore(&self, running: &[AgentSpec]) -> Result<(), DeployError> {
         self.restored.lock().unwrap().extend(running.iter().map(|s| s.agent_id));
         Ok(())
+    }
+    async fn restore_with_facts(&self, running: &[AgentSpec]) -> Vec<(AgentId, Result<Deployment, DeployError>)> {
+        self.restored.lock().unwrap().extend(running.iter().map(|s| s.agent_id));
+        let outcome = *self.restore_outcome.lock().unwrap();
+        running
+            .iter()
+            .map(|spec| {
+                let mut facts = spec.existing.clone();
+                let result = match outcome {
+                    RestoreOutcome::Unchanged => Ok(facts),
+                    RestoreOutcome::Moved => {
+                        facts.vm_url = Some(format!("http://agent-{}.moved", spec.agent_id));
+                        Ok(facts)
+                    }
+                    RestoreOutcome::Fails => Err(DeployError::new("start", "the agent would not start again")),
+                };
+                (spec.agent_id, result)
+            })
+            .collect()
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use self::doubles::{FakeDeployer, Mode, ScriptedProxy};
+use self::doubles::{FakeDeployer, Mode, RestoreOutcome, ScriptedProxy};
 use super::{Input, InputKind, Platform, PlatformConfig};
 use crate::domain::Role;
 use crate::domain::{AgentId, AgentStatus, UserId};
@@ -720,4 +720,34 @@ async fn account_verbose_navigation_and_unknown_input() {
     // Every press is answered exactly once.
     let presses = h.messenger.calls().iter().filter(|c| matches!(c, Call::Press { .. })).count();
     assert!(presses >= 7);
+}
+
+#[tokio::test]
+async fn after_a_restart_running_agents_are_restored_with_their_new_facts_or_marked_failed() {
+    let h = Harness::new().await;
+    let moved = h.create_agent(OWNER, "Mover").await;
+    let broken = h.create_agent(VISITOR, "Broken").await;
+    assert_eq!(h.agent(moved).await.status, AgentStatus::Running);
+
+    // Restart: the deployer brings agents back at a new address; the platform stores it.
+    let h2 = h.restart(config(), Mode::Succeed);
+    *h2.deployer.restore_outcome.lock().unwrap() = RestoreOutcome::Moved;
+    h2.platform.start().await.unwrap();
+    h2.platform.wait_idle().await;
+    let url = format!("http://agent-{moved}.moved");
+    assert_eq!(h2.agent(moved).await.deployment.vm_url.as_deref(), Some(url.as_str()));
+    assert_eq!(h2.agent(moved).await.status, AgentStatus::Running);
+    h2.platform.shutdown().await;
+
+    // Restart again: this time nothing comes back; the owners are told and can repair.
+    let h3 = h.restart(config(), Mode::Succeed);
+    *h3.deployer.restore_outcome.lock().unwrap() = RestoreOutcome::Fails;
+    h3.platform.start().await.unwrap();
+    h3.platform.wait_idle().await;
+    assert_eq!(h3.agent(broken).await.status, AgentStatus::Failed);
+    assert!(h3.last(VISITOR).contains("could not bring"), "{}", h3.all(VISITOR));
+    assert!(h3.last(VISITOR).contains(&format!("/repair {broken}")), "{}", h3.all(VISITOR));
+    let events = h3.store.events_for(broken).await.unwrap();
+    assert!(events.iter().any(|e| e.step == "restore" && e.outcome == "failed"), "{events:?}");
+    h3.platform.shutdown().await;
 }
