@@ -109,17 +109,29 @@ async fn reset(UrlPath(chat_id): UrlPath<String>, Data(state): Data<&AppState>) 
 
 #[handler]
 async fn files(UrlPath(path): UrlPath<String>, Data(state): Data<&AppState>) -> Response {
-    let resolved = match state.files.resolve_existing(&path) {
-        Ok(p) => p,
+    // Opened by the kernel beneath the workspace root, so a tool that swaps a directory for a
+    // symlink between the check and the read cannot make this serve a file outside it.
+    let file = match state.files.open_existing(&path) {
+        Ok(file) => file,
         Err(reason) => return json_error(StatusCode::FORBIDDEN, &reason.to_string()),
     };
-    if !resolved.is_file() {
-        return json_error(StatusCode::FORBIDDEN, &format!("Not a file: {path}"));
-    }
-    let bytes = match tokio::fs::read(&resolved).await {
-        Ok(b) => b,
-        Err(_) => return json_error(StatusCode::FORBIDDEN, &format!("File cannot be read: {path}")),
+    let read = tokio::task::spawn_blocking(move || {
+        use std::io::Read as _;
+        let mut file = file;
+        if !file.metadata()?.is_file() {
+            return Ok(None);
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok::<_, std::io::Error>(Some(bytes))
+    })
+    .await;
+    let bytes = match read {
+        Ok(Ok(Some(bytes))) => bytes,
+        Ok(Ok(None)) => return json_error(StatusCode::FORBIDDEN, &format!("Not a file: {path}")),
+        _ => return json_error(StatusCode::FORBIDDEN, &format!("File cannot be read: {path}")),
     };
+    let resolved = std::path::Path::new(&path);
     let name: String = resolved
         .file_name()
         .map(|n| n.to_string_lossy().chars().filter(|c| !matches!(c, '"' | '\\' | '\r' | '\n')).collect())
