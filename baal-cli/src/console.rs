@@ -14,9 +14,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use anyhow::Context;
 use async_trait::async_trait;
 use baal_core::config::Settings;
-use baal_core::platform::{
-    Button, ChatId, Input, InputKind, MessageRef, Messenger, MessengerError, OutgoingFile, Platform, Text,
-};
+use baal_core::platform::{Button, ChatId, Input, MessageRef, Messenger, MessengerError, OutgoingFile, Platform, Text};
 use clap::Args;
 
 /// Options of `baal-cli console`.
@@ -88,9 +86,7 @@ impl ConsoleMessenger {
         if let Some(needle) = line.strip_prefix("!press") {
             let (data, message) = self.find_button(needle.trim())?;
             let press_id = self.presses.fetch_add(1, Ordering::Relaxed).to_string();
-            let mut input = Input::from_text(user, user, "");
-            input.kind = InputKind::Button { data, message, press_id };
-            return Some(input);
+            return Some(Input::button(user, user, data, message, press_id));
         }
         let mut input = Input::from_text(user, user, line);
         // The user's own line counts as a message, so `/login` can delete it.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use baal_core::platform::render::{TELEGRAM_TEXT_LIMIT, utf16_len};
-use baal_core::platform::{self, Button, ChatId, Input, InputKind, MessageRef, MessengerError, Text};
+use baal_core::platform::{self, Button, ChatId, Input, MessageRef, MessengerError, Text};
 use grammers_client::InvocationError;
 use grammers_client::message::{self as tg, InputMessage, ReplyMarkup};
 use grammers_client::tl;
@@ -64,9 +64,8 @@ pub fn message_input(message: IncomingMessage, bot_username: Option<&str>) -> Op
 pub fn press_input(press: IncomingPress) -> Option<Input> {
     let data = String::from_utf8(press.data).ok()?;
     let message = MessageRef { chat_id: press.chat_id, message_id: i64::from(press.message_id) };
-    let mut input = Input::from_text(press.user_id, press.chat_id, "");
+    let mut input = Input::button(press.user_id, press.chat_id, data, message, press.query_id.to_string());
     input.username = press.username;
-    input.kind = InputKind::Button { data, message, press_id: press.query_id.to_string() };
     Some(input)
 }
 
@@ -276,6 +275,7 @@ pub fn command_menu_request() -> tl::functions::bots::SetBotCommands {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use baal_core::platform::InputKind;
     use grammers_client::sender::RpcError;
     use tl::enums::MessageEntity as E;
 
