@@ -717,14 +717,7 @@ impl Inner {
                 self.say(ctx.chat, Text::plain("None of your agents needs repair.")).await;
                 return Ok(());
             }
-            let mut text = Text::plain("Which agent should Baal repair?");
-            for agent in broken {
-                text = text.row(vec![Button::callback(
-                    format!("{} (#{})", agent.name, agent.id),
-                    format!("repair_agent:{}", agent.id),
-                )]);
-            }
-            self.say(ctx.chat, text).await;
+            self.say(ctx.chat, agent_picker("Which agent should Baal repair?", broken, "repair_agent")).await;
             return Ok(());
         }
         let Some(id) = self.agent_arg(ctx, args, "/repair <agent id>").await else { return Ok(()) };
@@ -754,13 +747,7 @@ impl Inner {
                 self.say(ctx.chat, Text::plain("You have no running agents to update.")).await;
                 return Ok(());
             }
-            let mut text = Text::plain("Which agent should Baal update and restart?");
-            for agent in running {
-                text = text.row(vec![Button::callback(
-                    format!("{} (#{})", agent.name, agent.id),
-                    format!("update_agent:{}", agent.id),
-                )]);
-            }
+            let text = agent_picker("Which agent should Baal update and restart?", &running, "update_agent");
             self.say(ctx.chat, text).await;
             return Ok(());
         }
@@ -1205,4 +1192,11 @@ pub(crate) fn chat_controls(show_tools: bool) -> Text {
     let mut text = Text::plain(message_body_placeholder());
     text.buttons = chat_keyboard(show_tools);
     text
+}
+
+/// A question with one button per agent, each sending `<action>:<id>`.
+fn agent_picker<'a>(question: &str, agents: impl IntoIterator<Item = &'a Agent>, action: &str) -> Text {
+    agents.into_iter().fold(Text::plain(question), |text, agent| {
+        text.row(vec![Button::callback(format!("{} (#{})", agent.name, agent.id), format!("{action}:{}", agent.id))])
+    })
 }
