@@ -11,7 +11,7 @@ use super::commands::chat_controls;
 use super::engine::{Ctx, Inner, PlatformError};
 use super::messenger::{ChatId, MessageRef, OutgoingFile, Text};
 use super::render::{escape_html, markdown_to_html, split_message};
-use crate::domain::{Agent, AgentStatus};
+use crate::domain::{Agent, AgentStatus, Role};
 use crate::proxy::{AgentEndpoint, AgentEvent, ChatRequest, PendingMessage};
 use crate::store::AgentFilter;
 
@@ -152,8 +152,14 @@ impl Inner {
         if first_time {
             self.say(ctx.chat, chat_controls(show_tools)).await;
         }
-        // What the agent queued for this chat (subagent results) follows the answer; the user
-        // need not wait for that round trip to see the answer itself.
+        // Agents queue proactive output (heartbeat, subagent results) for their owner's chat only,
+        // so a visitor's turn has nothing to collect: skipping the request halves the agent
+        // round trips of shared agents.
+        if agent.role_of(ctx.user_id()) != Role::Owner {
+            return Ok(());
+        }
+        // What the agent queued for this chat follows the answer; the owner need not wait for
+        // that round trip to see the answer itself.
         let (inner, agent, chat) = (self.clone(), agent.clone(), ctx.chat);
         self.spawn_tracked(async move {
             let lock = inner.chat_lock(chat);

@@ -449,10 +449,11 @@ async fn tools_files_errors_and_pending_messages() {
     h.messenger.clear();
     h.send(OWNER, "work").await;
     assert!(!h.all(OWNER).contains("⚙️"));
-    // The visitor's message is delivered to the visitor by the poller? No: the poller is for
-    // owners only; it stays queued until the visitor chats.
+    // Nor does the poller, which asks only for the owner's chat: agents queue proactive output
+    // for their owner alone, so a visitor's queue is never collected (visitor turns skip it too).
     h.platform.inner.poll_pending_once().await.unwrap();
     assert!(!h.all(OWNER).contains("for the visitor"));
+    assert!(h.proxy.pending.lock().unwrap().iter().any(|m| m.content == "for the visitor"));
     // Agent down.
     *h.proxy.down.lock().unwrap() = true;
     h.send(OWNER, "anyone?").await;
