@@ -238,8 +238,11 @@ impl History {
         options
             .sqlx_logging(false)
             .connect_timeout(Duration::from_secs(5))
-            // In memory, each pooled connection would be a separate empty database.
-            .max_connections(if in_memory { 1 } else { 2 })
+            // One connection: concurrent turns queue for it in the pool instead of sleeping in
+            // SQLite's busy handler (1, 2, 5, 10… ms), which cost ~10 ms per turn at 100 streams;
+            // it also keeps `take_pending`'s read-then-delete from losing a race to a writer.
+            // (In memory, a second connection would be a separate empty database anyway.)
+            .max_connections(1)
             .map_sqlx_sqlite_opts(move |o| {
                 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
                 let o = o.busy_timeout(Duration::from_secs(5));

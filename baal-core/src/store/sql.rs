@@ -26,10 +26,14 @@ use crate::domain::{
 
 /// How long opening a database waits for the server to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// SQLite writers wait this long for each other instead of failing with "database is locked".
+/// Another process (a second bot, `baal-cli`) holding SQLite's write lock is waited for this long
+/// instead of failing with "database is locked".
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// SQLite file databases: WAL lets readers run beside the one writer; more connections only queue.
-const SQLITE_POOL_SIZE: u32 = 5;
+/// SQLite file databases: one connection. Writers queue in the pool, in arrival order, instead of
+/// in SQLite's busy handler, which sleeps 1, 2, 5, 10… ms between retries: with five pooled
+/// connections 200 concurrent chats spent ~90 ms per message asleep there. Statements take tens of
+/// microseconds, so one connection is not the limit (`cargo bench --workspace --bench platform`).
+const SQLITE_POOL_SIZE: u32 = 1;
 /// PostgreSQL: enough for one bot process; several processes share the server's limit.
 const POSTGRES_POOL_SIZE: u32 = 10;
 /// How often a pool claim is retried when a racing claim held the row it wanted.
@@ -61,7 +65,7 @@ impl SqlStore {
         if url.starts_with("sqlite:") {
             // Every pooled connection to `:memory:` would be its own empty database.
             let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-            options.max_connections(if in_memory { 1 } else { SQLITE_POOL_SIZE }).map_sqlx_sqlite_opts(move |o| {
+            options.max_connections(SQLITE_POOL_SIZE).map_sqlx_sqlite_opts(move |o| {
                 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
                 let o = o.foreign_keys(true).busy_timeout(SQLITE_BUSY_TIMEOUT);
                 if in_memory {
