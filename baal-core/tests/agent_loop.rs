@@ -362,3 +362,58 @@ async fn keepalives_flow_while_a_tool_runs() {
         }
     }
 }
+
+/// Writes the agent's long-term memory file, as `write_file` would.
+struct Remember(std::path::PathBuf);
+
+#[async_trait]
+impl Tool for Remember {
+    fn name(&self) -> &'static str {
+        "remember"
+    }
+    fn description(&self) -> &'static str {
+        "Remember a fact."
+    }
+    fn parameters(&self) -> Value {
+        json!({"type":"object","properties":{"fact":{"type":"string"}},"required":["fact"]})
+    }
+    async fn call(&self, args: Value, _ctx: &ToolContext) -> ToolOutput {
+        std::fs::write(&self.0, args["fact"].as_str().unwrap_or_default()).unwrap();
+        ToolOutput::ok("remembered")
+    }
+}
+
+#[tokio::test]
+async fn memory_written_by_a_tool_is_in_the_next_turns_system_prompt() {
+    let llm = ScriptedLlm::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = AgentSettings::from_vars([
+        ("LIBERTAI_API_KEY", "k"),
+        ("AGENT_SECRET", "s"),
+        ("AGENT_NAME", "Mem"),
+        ("OWNER_CHAT_ID", OWNER),
+    ])
+    .unwrap();
+    let mut options = ClientOptions::default();
+    options.retry = RetryPolicy::new(0, Duration::from_millis(1));
+    let inference = OpenAiClient::new(&llm.base_url(), SecretString::from("k"), options).unwrap();
+    let workspace = Workspace::prepare(&dir.path().join("ws")).unwrap();
+    let memory_file = dir.path().join("ws/memory/MEMORY.md");
+    let tools = ToolSet::from_tools(vec![Arc::new(Remember(memory_file))]);
+    let history = History::open(&dir.path().join("agent.db")).await.unwrap();
+    let agent = Agent::new(AgentConfig::from_settings(&settings), Arc::new(inference), tools, history, workspace);
+    let system_prompt = |llm: &ScriptedLlm| -> String {
+        let last = llm.completion_requests().pop().unwrap().messages();
+        last[0]["content"].as_str().unwrap().to_owned()
+    };
+
+    llm.push_text("hello");
+    run(&agent, "hi", OWNER, None).await;
+    let before = system_prompt(&llm);
+    assert!(!before.contains("likes green tea"));
+    llm.push_tool_call("remember", r#"{"fact":"The owner likes green tea."}"#).push_text("noted");
+    run(&agent, "remember: green tea", OWNER, None).await;
+    llm.push_text("you like green tea");
+    run(&agent, "what do I like?", OWNER, None).await;
+    assert!(system_prompt(&llm).contains("The owner likes green tea."), "{}", system_prompt(&llm));
+}

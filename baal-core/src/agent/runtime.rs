@@ -32,6 +32,9 @@ pub const HEARTBEAT_OK: &str = "HEARTBEAT_OK";
 
 const SPAWN: &str = "spawn";
 const TOOL_RESULT_EXCERPT_CHARS: usize = 300;
+/// A cached system prompt is rebuilt at least this often, so that a workspace file changed behind
+/// the agent's back (a background process started by `bash`) shows up without a tool call.
+const PROMPT_CACHE_TTL: Duration = Duration::from_secs(60);
 
 /// Settings of the loop, taken from [`AgentSettings`].
 #[derive(Debug, Clone)]
@@ -106,6 +109,38 @@ pub enum HeartbeatOutcome {
     },
 }
 
+/// System prompts already built, per tool list. Reading the memory files and skills on every turn
+/// cost six file opens on the worker thread per turn; the workspace changes only through tools,
+/// so any tool call empties the cache, as do a new day and [`PROMPT_CACHE_TTL`].
+#[derive(Default)]
+struct PromptCache {
+    day: Option<chrono::NaiveDate>,
+    built_at: Option<Instant>,
+    prompts: HashMap<Vec<&'static str>, String>,
+}
+
+impl PromptCache {
+    fn get_or_build(
+        &mut self,
+        today: chrono::NaiveDate,
+        tool_names: &[&'static str],
+        build: impl FnOnce() -> String,
+    ) -> String {
+        let fresh = self.day == Some(today) && self.built_at.is_some_and(|at| at.elapsed() < PROMPT_CACHE_TTL);
+        if !fresh {
+            self.clear();
+            self.day = Some(today);
+            self.built_at = Some(Instant::now());
+        }
+        self.prompts.entry(tool_names.to_vec()).or_insert_with(build).clone()
+    }
+
+    fn clear(&mut self) {
+        self.prompts.clear();
+        self.built_at = None;
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct HeartbeatRun {
     content_hash: [u8; 32],
@@ -121,6 +156,7 @@ struct Inner {
     chat_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     subagents: Arc<Semaphore>,
     last_heartbeat: Mutex<Option<HeartbeatRun>>,
+    prompts: Mutex<PromptCache>,
 }
 
 /// One agent: its loop, history, workspace and tools. Cheap to clone.
@@ -170,6 +206,7 @@ impl Agent {
                 chat_locks: Mutex::new(HashMap::new()),
                 subagents,
                 last_heartbeat: Mutex::new(None),
+                prompts: Mutex::new(PromptCache::default()),
             }),
         }
     }
@@ -305,9 +342,18 @@ impl Agent {
         outcome
     }
 
-    fn system_prompt(&self, tool_names: &[&str]) -> String {
+    fn system_prompt(&self, tool_names: &[&'static str]) -> String {
         let today = chrono::Utc::now().date_naive();
-        self.inner.workspace.system_prompt(&self.inner.config.name, &self.inner.config.instructions, tool_names, today)
+        let inner = &self.inner;
+        let mut cache = inner.prompts.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get_or_build(today, tool_names, || {
+            inner.workspace.system_prompt(&inner.config.name, &inner.config.instructions, tool_names, today)
+        })
+    }
+
+    /// Forgets the cached system prompts: a tool may have changed the memory files or skills.
+    fn workspace_may_have_changed(&self) {
+        self.inner.prompts.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     fn spawn_allowed(&self, role: Role) -> bool {
@@ -358,6 +404,7 @@ impl Agent {
                 let name = call.function.name.clone();
                 let _ = out.send(AgentEvent::ToolUse { name: name.clone(), input: call.function.arguments.clone() });
                 let result = self.run_tool(&name, &call.function.arguments, &offered, turn).await;
+                self.workspace_may_have_changed();
                 if let Some(file) = &result.file {
                     let _ = out.send(AgentEvent::File { path: file.path.clone(), caption: file.caption.clone() });
                 }
