@@ -147,6 +147,7 @@ async fn main() {
     let llm = ScriptedLlm::start().await;
     let llm_url = llm.base_url();
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_baal-agent"));
+    baal_core::install_crypto_provider();
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
 
     // Start → healthy, median of 7 starts.

@@ -41,7 +41,6 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let settings = match AgentSettings::load(cli.config.as_deref()) {
         Ok(s) => s,

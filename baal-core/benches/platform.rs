@@ -192,6 +192,7 @@ async fn three_paths(
     per_chat: usize,
 ) -> [Figures; 3] {
     let endpoints = endpoints.to_vec();
+    baal_core::install_crypto_provider();
     let http = reqwest::Client::new();
     let raw = {
         let endpoints = endpoints.clone();

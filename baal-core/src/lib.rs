@@ -134,5 +134,24 @@ pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+/// Makes rustls' `ring` provider the process-wide default, unless one is installed already.
+///
+/// baal-core calls it before it builds any HTTP client. Call it yourself only if you build a
+/// `reqwest` client of your own before any of baal-core's, with the same reqwest features
+/// (`rustls-no-provider`); otherwise reqwest panics for want of a provider. Idempotent.
+pub fn install_crypto_provider() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // An error means the process chose a provider already; that one is used.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// A reqwest client builder with the crypto provider in place.
+pub(crate) fn http_client_builder() -> reqwest::ClientBuilder {
+    install_crypto_provider();
+    reqwest::Client::builder()
+}
+
 /// The version of this crate, reported by agents in `/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -122,6 +122,7 @@ async fn an_unreachable_server_is_reported_as_such() {
 async fn credits_balance_checks_the_key() {
     let llm = ScriptedLlm::start().await;
     llm.accept_keys(&["good"]).set_balance(42.5);
+    baal_core::install_crypto_provider();
     let http = reqwest::Client::new();
     let url = format!("{}/credits/balance", llm.base_url());
     let ok = http.get(&url).bearer_auth("good").send().await.unwrap();

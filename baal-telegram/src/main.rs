@@ -34,7 +34,6 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     // Before parsing, so `.env` can hold this binary's own options too.
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();

@@ -26,7 +26,6 @@ use secrecy::ExposeSecret as _;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::Builder::new().prefix("baal-example-").tempdir()?;
     let store = baal_examples::open_sqlite(dir.path()).await?;
     let secrets = SecretBox::from_secret(&secrets::generate_key()?)?;

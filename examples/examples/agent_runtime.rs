@@ -67,7 +67,6 @@ impl<I: Inference> Inference for Logged<I> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::Builder::new().prefix("baal-example-").tempdir()?;
 
     // The model's side of the turn: first it calls our tool, then it answers with the result.

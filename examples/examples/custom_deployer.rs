@@ -89,7 +89,6 @@ const USER: UserId = 42;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Baal's binaries do this first too: one TLS crypto provider for every HTTP client.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
     let scratch = Scratch::new().await?;
     let agent_bin = agent_binary()?;

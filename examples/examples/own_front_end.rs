@@ -119,7 +119,6 @@ fn input_for(line: &str, messenger: &StdoutMessenger) -> Option<Input> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let scratch = Scratch::new().await?;
     // `/start` and `/help` need no agent; `/create` needs `baal-agent` to deploy one.
     let agent_bin = agent_binary().unwrap_or_else(|err| {

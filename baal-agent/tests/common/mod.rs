@@ -101,6 +101,7 @@ pub fn spawn(mut command: Command, dir: tempfile::TempDir) -> AgentProcess {
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
     let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    baal_core::install_crypto_provider();
     AgentProcess { child, base_url: format!("http://{addr}"), dir, http: reqwest::Client::new() }
 }
 

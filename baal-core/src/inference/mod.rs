@@ -396,7 +396,7 @@ impl std::fmt::Debug for OpenAiClient {
 impl OpenAiClient {
     /// A client for `base_url` (e.g. `https://api.libertai.io/v1`) with `api_key`.
     pub fn new(base_url: &str, api_key: SecretString, options: ClientOptions) -> Result<Self, InferenceError> {
-        let http = reqwest::Client::builder()
+        let http = crate::http_client_builder()
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_timeout)
             .user_agent(concat!("baal-agent/", env!("CARGO_PKG_VERSION")))

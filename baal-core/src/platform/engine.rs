@@ -228,10 +228,7 @@ impl Platform {
         messenger: Arc<dyn Messenger>,
         secrets: Arc<SecretBox>,
     ) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+        let http = crate::http_client_builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
         let (tasks, _) = watch::channel(0usize);
         Platform {
             inner: Arc::new(Inner {

@@ -94,7 +94,7 @@ impl HttpProxy {
 
     /// A proxy with the given timeouts and retries.
     pub fn with_options(options: HttpProxyOptions) -> Result<Self, HttpProxyInitError> {
-        let client = Client::builder()
+        let client = crate::http_client_builder()
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_timeout)
             .user_agent(concat!("baal/", env!("CARGO_PKG_VERSION")))

@@ -133,7 +133,7 @@ async fn vetted_client(url: &Url, allow: &AllowList) -> Result<reqwest::Client, 
         return Err(format!("only http and https URLs can be fetched, not {}:", url.scheme()));
     }
     let port = url.port_or_known_default().ok_or("the URL has no port")?;
-    let builder = reqwest::Client::builder()
+    let builder = crate::http_client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .connect_timeout(CONNECT_TIMEOUT)
@@ -429,7 +429,7 @@ impl Tool for WebSearch {
 }
 
 async fn search(api_url: &str, key: &str, query: &str, count: u64) -> Result<String, String> {
-    let client = reqwest::Client::builder()
+    let client = crate::http_client_builder()
         .timeout(SEARCH_TIMEOUT)
         .user_agent(USER_AGENT)
         .build()

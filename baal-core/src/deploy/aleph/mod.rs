@@ -243,7 +243,7 @@ fn at(step: &'static str) -> impl Fn(AlephError) -> DeployError {
 impl AlephOperator {
     /// An operator view for `account` (the wallet that signs and pays) with `config`.
     pub fn new(account: EthAccount, config: AlephConfig) -> Result<AlephOperator, DeployError> {
-        let http = reqwest::Client::builder()
+        let http = crate::http_client_builder()
             .timeout(config.timeouts.http)
             .connect_timeout(config.timeouts.http)
             .user_agent(concat!("baal/", env!("CARGO_PKG_VERSION")))
