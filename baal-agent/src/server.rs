@@ -1,13 +1,15 @@
 //! The HTTP API of one agent (wire-compatible with the Python agent): `POST /chat` (SSE),
-//! `GET /pending`, `GET /files/{path}`, `DELETE /chat/{chat_id}`, `GET /health`.
+//! `GET /pending`, `GET /files/{path}`, `DELETE /chat/{chat_id}`, `GET /health`; and, new in
+//! Baal in Rust, leased pending messages (`GET /pending?lease=` then `POST /pending/ack`).
 //! Bearer auth on all but `/health`. Errors are JSON (`{"error": "…"}`), never a bare 500.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use baal_core::agent::Agent;
 use baal_core::agent::auth::BearerCheck;
 use baal_core::agent::tools::workspace::Workspace as PathGate;
-use baal_core::proxy::{ChatRequest, HealthResponse, PendingResponse};
+use baal_core::proxy::{ChatRequest, HealthResponse, PendingAck, PendingResponse};
 use futures_util::StreamExt;
 use poem::http::StatusCode;
 use poem::web::sse::{Event, SSE};
@@ -36,6 +38,7 @@ pub fn app(state: AppState, auth: BearerCheck) -> impl Endpoint + use<> {
         .at("/chat", post(chat))
         .at("/chat/:chat_id", delete(reset))
         .at("/pending", get(pending))
+        .at("/pending/ack", post(ack_pending))
         .at("/files/*path", get(files))
         .around(move |ep, req: Request| {
             let auth = auth.clone();
@@ -88,13 +91,65 @@ async fn chat(body: Body, Data(state): Data<&AppState>) -> Response {
 #[derive(Deserialize)]
 struct PendingQuery {
     chat_id: Option<String>,
+    /// Seconds; a string so that a bad value gets our own explanation.
+    lease: Option<String>,
 }
 
+/// The longest lease a bot may ask for: a bot that dies holding a lease delays those messages
+/// by at most this much.
+const MAX_LEASE_SECS: u64 = 3600;
+
+const BAD_LEASE: &str = concat!(
+    "lease must be a whole number of seconds from 1 to 3600 (for example ?lease=300); ",
+    "leave it out to take the messages and delete them at once"
+);
+
+/// `GET /pending[?chat_id=][&lease=]`: with a lease, the messages are leased and carry the ids
+/// to acknowledge; without one, they are deleted as they are returned (the Python agent's read).
 #[handler]
-async fn pending(Query(query): Query<PendingQuery>, Data(state): Data<&AppState>) -> Response {
+async fn pending(query: poem::Result<Query<PendingQuery>>, Data(state): Data<&AppState>) -> Response {
+    let Ok(Query(query)) = query else {
+        return json_error(StatusCode::BAD_REQUEST, "the query could not be read; send ?chat_id=…&lease=seconds");
+    };
     let chat_filter = query.chat_id.filter(|c| !c.trim().is_empty());
-    match state.agent.history().take_pending(chat_filter.as_deref()).await {
-        Ok(messages) => Json(PendingResponse { messages }).into_response(),
+    let history = state.agent.history();
+    let messages = match query.lease.as_deref() {
+        None => history.take_pending(chat_filter.as_deref()).await,
+        Some(raw) => match raw.trim().parse::<u64>() {
+            Ok(secs @ 1..=MAX_LEASE_SECS) => {
+                history.lease_pending(chat_filter.as_deref(), Duration::from_secs(secs)).await
+            }
+            _ => return json_error(StatusCode::UNPROCESSABLE_ENTITY, BAD_LEASE),
+        },
+    };
+    match messages {
+        Ok(messages) => Json(PendingResponse::new(messages)).into_response(),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+/// `POST /pending/ack {"ids": [...], "chat_id": optional}`: deletes delivered leased messages.
+#[handler]
+async fn ack_pending(body: Body, Data(state): Data<&AppState>) -> Response {
+    let bytes = match body.into_bytes().await {
+        Ok(b) => b,
+        Err(_) => return json_error(StatusCode::BAD_REQUEST, "the request body could not be read"),
+    };
+    let ack: PendingAck = match serde_json::from_slice(&bytes) {
+        Ok(a) => a,
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            return json_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!(
+                    "invalid acknowledgement ({e}); send {{\"ids\": [number, …], \"chat_id\": string (optional)}}"
+                ),
+            );
+        }
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("the body is not valid JSON ({e})")),
+    };
+    let chat_filter = ack.chat_id.filter(|c| !c.trim().is_empty());
+    match state.agent.history().ack_pending(&ack.ids, chat_filter.as_deref()).await {
+        Ok(deleted) => Json(json!({"status": "ok", "deleted": deleted})).into_response(),
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }

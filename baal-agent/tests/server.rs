@@ -2,7 +2,8 @@
 
 mod common;
 
-use baal_core::proxy::{AgentEvent, PendingResponse};
+use baal_core::agent::history::History;
+use baal_core::proxy::{AgentEvent, PendingMessage, PendingResponse};
 use baal_core::testing::openai::{Reply, ScriptedLlm};
 use common::*;
 use serde_json::{Value, json};
@@ -226,6 +227,92 @@ async fn the_owner_spawns_a_subagent_whose_result_reaches_the_owner_only() {
         .find(|r| r.messages().len() == 2 && r.messages()[1]["content"] == "count to three")
         .unwrap();
     assert!(!sub.tool_names().contains(&"spawn".to_owned()));
+}
+
+/// An agent whose database already holds these queued messages (chat, content), oldest first.
+async fn agent_with_pending(llm: &ScriptedLlm, queued: &[(&str, &str)]) -> AgentProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let history = History::open(&dir.path().join("agent.db")).await.unwrap();
+    for (chat, content) in queued {
+        history.push_pending(chat, content, "heartbeat").await.unwrap();
+    }
+    drop(history);
+    start_agent_in(llm, &[], dir)
+}
+
+impl AgentProcess {
+    /// `GET /pending` with these query parameters: the status and the JSON body.
+    async fn get_pending(&self, query: &[(&str, &str)]) -> (u16, Value) {
+        let resp =
+            self.http.get(format!("{}/pending", self.base_url)).query(query).bearer_auth(SECRET).send().await.unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+
+    /// `POST /pending/ack` with a raw body, authenticated or not.
+    async fn post_ack(&self, body: &str, auth: bool) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/pending/ack", self.base_url))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if auth {
+            req = req.bearer_auth(SECRET);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+}
+
+fn messages(body: &Value) -> Vec<PendingMessage> {
+    serde_json::from_value::<PendingResponse>(body.clone()).unwrap().messages
+}
+
+#[tokio::test]
+async fn leased_pending_messages_stay_until_acknowledged() {
+    let llm = ScriptedLlm::start().await;
+    let agent = agent_with_pending(&llm, &[(OWNER, "first"), ("777", "visitor's"), (OWNER, "second")]).await;
+
+    let (status, body) = agent.get_pending(&[("chat_id", OWNER), ("lease", "300")]).await;
+    assert_eq!(status, 200);
+    let leased = messages(&body);
+    assert_eq!(leased.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["first", "second"]);
+    let ids: Vec<i64> = leased.iter().map(|m| m.id.expect("a leased message has an id")).collect();
+    let (_, again) = agent.get_pending(&[("chat_id", OWNER), ("lease", "300")]).await;
+    assert!(messages(&again).is_empty(), "leased messages are not offered twice: {again}");
+
+    // Acknowledging the first deletes it; the chat filter protects other chats' messages.
+    let ack = json!({"ids": [ids[0]], "chat_id": OWNER}).to_string();
+    assert_eq!(agent.post_ack(&ack, true).await, (200, json!({"status": "ok", "deleted": 1})));
+    assert_eq!(agent.post_ack(&ack, true).await, (200, json!({"status": "ok", "deleted": 0})));
+    // The old destructive read still takes everything left, leased or not, without ids.
+    let (status, body) = agent.get_pending(&[]).await;
+    assert_eq!(status, 200);
+    let rest = messages(&body);
+    assert_eq!(rest.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["visitor's", "second"]);
+    assert!(body["messages"].as_array().unwrap().iter().all(|m| m.get("id").is_none()), "{body}");
+    assert!(messages(&agent.get_pending(&[]).await.1).is_empty());
+    assert!(messages(&agent.get_pending(&[("lease", "1")]).await.1).is_empty());
+}
+
+#[tokio::test]
+async fn bad_lease_and_ack_requests_are_refused_with_json() {
+    let llm = ScriptedLlm::start().await;
+    let agent = agent_with_pending(&llm, &[(OWNER, "kept")]).await;
+    for lease in ["0", "3601", "-5", "1.5", "soon", ""] {
+        let (status, body) = agent.get_pending(&[("chat_id", OWNER), ("lease", lease)]).await;
+        assert_eq!(status, 422, "lease={lease:?}");
+        assert!(body["error"].as_str().unwrap().contains("1 to 3600"), "{body}");
+    }
+    let cases = [("{not json", 400), ("", 400), (r#"{"chat_id":"1"}"#, 422), (r#"{"ids":["x"]}"#, 422), ("null", 422)];
+    for (body, status) in cases {
+        let (got, answer) = agent.post_ack(body, true).await;
+        assert_eq!(got, status, "{body}");
+        assert!(answer["error"].is_string(), "{answer}");
+    }
+    let (status, body) = agent.post_ack(r#"{"ids":[1]}"#, false).await;
+    assert_eq!((status, body), (401, json!({"error": "unauthorized"})));
+    // Nothing above touched the queue.
+    assert_eq!(messages(&agent.get_pending(&[("lease", "3600")]).await.1).len(), 1);
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use baal_core::agent::history::History;
 use baal_core::deploy::local::{LocalDeployer, RestartLimit, find_agent_binary};
 use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer, SilentReporter};
 use baal_core::domain::{AgentId, Deployment, Role};
@@ -131,6 +132,19 @@ async fn deploy_chat_redeploy_destroy() {
 
     // The other endpoints, on the real agent.
     assert_eq!(proxy.pending(&agent, Some("1000")).await.unwrap(), vec![]);
+    // Pending messages are leased and stay with the agent until acknowledged. They are queued
+    // straight into its database, as its heartbeat would.
+    let queue = History::open(&local.agent_dir(id).join("agent.db")).await.unwrap();
+    queue.push_pending("1000", "one", "heartbeat").await.unwrap();
+    queue.push_pending("1000", "two", "heartbeat").await.unwrap();
+    let got = proxy.pending(&agent, Some("1000")).await.unwrap();
+    assert_eq!(got.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["one", "two"]);
+    assert!(proxy.pending(&agent, Some("1000")).await.unwrap().is_empty(), "leased, so not offered twice");
+    proxy.ack_pending(&agent, "1000", &[got[0].id.unwrap()]).await.unwrap();
+    assert_eq!(proxy.ack_pending(&wrong, "1000", &[1]).await.unwrap_err(), ProxyError::Unauthorized);
+    let left = queue.take_pending(None).await.unwrap();
+    assert_eq!(left.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["two"], "only the acknowledged one went");
+    drop(queue);
     let notes = local.agent_dir(id).join("workspace").join("my notes");
     std::fs::create_dir_all(&notes).unwrap();
     std::fs::write(notes.join("plan #1.txt"), "step one").unwrap();

@@ -10,6 +10,7 @@ use baal_core::proxy::http::{HttpProxy, HttpProxyOptions};
 use baal_core::proxy::{AgentEndpoint, AgentEvent, ChatRequest, Proxy, ProxyError};
 use futures_util::StreamExt;
 use secrecy::SecretString;
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -27,11 +28,12 @@ enum Reply {
     Close,
 }
 
-/// One request the server received: its request line and its `authorization` header.
+/// One request the server received: its request line, its `authorization` header and its body.
 #[derive(Debug, Clone)]
 struct Seen {
     line: String,
     authorization: Option<String>,
+    body: String,
 }
 
 struct Server {
@@ -86,10 +88,12 @@ async fn handle(mut socket: TcpStream, reply: Reply, log: Arc<Mutex<Vec<Seen>>>)
             }
             buffer.extend_from_slice(&chunk[..n]);
         }
+        let body = String::from_utf8_lossy(&buffer[head_end..head_end + length]).to_string();
         buffer.drain(..head_end + length);
         log.lock().unwrap().push(Seen {
             line: head.lines().next().unwrap_or_default().to_owned(),
             authorization: header("authorization"),
+            body,
         });
         let sse_head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
         let chunked = |data: &str| format!("{:x}\r\n{data}\r\n", data.len());
@@ -231,7 +235,8 @@ async fn pending_files_and_reset_use_the_documented_requests() {
     let proxy = quick_proxy();
     let messages = proxy.pending(&endpoint(&pending.url), Some("7 &x")).await.unwrap();
     assert_eq!(messages[0].content, "tick");
-    assert_eq!(pending.seen.lock().unwrap()[0].line, "GET /pending?chat_id=7+%26x HTTP/1.1");
+    assert_eq!(messages[0].id, None, "an agent that predates leases sends no ids");
+    assert_eq!(pending.seen.lock().unwrap()[0].line, "GET /pending?chat_id=7+%26x&lease=300 HTTP/1.1");
 
     let file = serve(Reply::Full(200, "application/octet-stream", "bytes!".into())).await;
     let got = proxy.file(&endpoint(&file.url), "out/my report#1.txt").await.unwrap();
@@ -249,6 +254,20 @@ async fn pending_files_and_reset_use_the_documented_requests() {
     let reset = serve(Reply::Full(200, "application/json", r#"{"status":"ok","deleted":4}"#.into())).await;
     assert_eq!(proxy.reset(&endpoint(&reset.url), "a/b").await.unwrap(), 4);
     assert_eq!(reset.seen.lock().unwrap()[0].line, "DELETE /chat/a%2Fb HTTP/1.1");
+
+    let ack = serve(Reply::Full(200, "application/json", r#"{"status":"ok","deleted":2}"#.into())).await;
+    proxy.ack_pending(&endpoint(&ack.url), "7", &[3, 5]).await.unwrap();
+    proxy.ack_pending(&endpoint(&ack.url), "7", &[]).await.unwrap();
+    let seen = ack.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "nothing to acknowledge, no request");
+    assert_eq!(seen[0].line, "POST /pending/ack HTTP/1.1");
+    assert_eq!(seen[0].authorization.as_deref(), Some("Bearer s3cret-token"));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&seen[0].body).unwrap(),
+        json!({"ids": [3, 5], "chat_id": "7"})
+    );
+    let old_agent = serve(Reply::Full(404, "text/plain", "Not Found".into())).await;
+    assert_eq!(proxy.ack_pending(&endpoint(&old_agent.url), "7", &[1]).await.unwrap_err(), ProxyError::Status(404));
 
     let bad_json = serve(Reply::Full(200, "application/json", "{".into())).await;
     assert_eq!(proxy.health(&endpoint(&bad_json.url)).await.unwrap_err(), ProxyError::Protocol);

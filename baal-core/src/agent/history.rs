@@ -4,14 +4,16 @@
 //! Invariants:
 //! - history is ordered by row id (insertion order), never by timestamps;
 //! - a chat only ever reads its own rows;
-//! - pending messages carry the chat they are for, and a chat only collects its own.
+//! - pending messages carry the chat they are for, and a chat only collects its own;
+//! - a leased pending message is offered to no one else until its lease runs out, and is deleted
+//!   only when acknowledged (or by the old destructive read), so a failed delivery is retried.
 
 use std::path::Path;
 use std::time::Duration;
 
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
@@ -68,6 +70,9 @@ mod pending {
         pub content: String,
         pub source: String,
         pub created_at: String,
+        /// Unix time in milliseconds until which the message is leased to a bot; `None` when it
+        /// is not leased (or was queued before leases existed).
+        pub leased_until: Option<i64>,
     }
 
     impl ActiveModelBehavior for ActiveModel {}
@@ -109,6 +114,7 @@ enum PendingMessages {
     Content,
     Source,
     CreatedAt,
+    LeasedUntil,
 }
 
 #[derive(DeriveIden)]
@@ -119,8 +125,15 @@ enum Summaries {
     UpdatedAt,
 }
 
-#[derive(DeriveMigrationName)]
 struct M0001AgentTables;
+
+impl MigrationName for M0001AgentTables {
+    // The name `DeriveMigrationName` gave it (the file stem): existing databases record the
+    // migration under it, so it must never change.
+    fn name(&self) -> &str {
+        "history"
+    }
+}
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0001AgentTables {
@@ -180,11 +193,39 @@ impl MigrationTrait for M0001AgentTables {
     }
 }
 
+/// Pending messages can be leased (`GET /pending?lease=`) instead of deleted on read.
+struct M0002PendingLease;
+
+impl MigrationName for M0002PendingLease {
+    fn name(&self) -> &str {
+        "m0002_pending_lease"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002PendingLease {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        // Nullable, so the rows an older agent queued are simply not leased.
+        m.alter_table(
+            Table::alter()
+                .table(PendingMessages::Table)
+                .add_column(big_integer_null(PendingMessages::LeasedUntil))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(Table::alter().table(PendingMessages::Table).drop_column(PendingMessages::LeasedUntil).to_owned())
+            .await
+    }
+}
+
 struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001AgentTables)]
+        vec![Box::new(M0001AgentTables), Box::new(M0002PendingLease)]
     }
 }
 
@@ -406,7 +447,8 @@ impl History {
     }
 
     /// Takes (returns and deletes) the queued messages of `chat_id`, or of every chat when `None`,
-    /// oldest first.
+    /// oldest first, leased or not: the destructive read of clients that predate leases. The
+    /// messages carry no id, since there is nothing left to acknowledge.
     pub async fn take_pending(&self, chat_id: Option<&str>) -> Result<Vec<PendingMessage>, HistoryError> {
         let tx = self.db.begin().await.map_err(db_error)?;
         let mut query = pending::Entity::find().order_by_asc(pending::Column::Id);
@@ -422,15 +464,52 @@ impl History {
             delete.exec(&tx).await.map_err(db_error)?;
         }
         tx.commit().await.map_err(db_error)?;
+        Ok(rows.into_iter().map(|r| PendingMessage::new(r.chat_id, r.content, r.source, r.created_at)).collect())
+    }
+
+    /// Leases the queued messages of `chat_id` (every chat when `None`) that are not leased or
+    /// whose lease ran out: they are returned oldest first, with their ids, and not offered again
+    /// until `lease` has passed. They stay queued until [`History::ack_pending`] deletes them, so
+    /// a bot that fails to deliver them gets them again after the lease.
+    pub async fn lease_pending(
+        &self,
+        chat_id: Option<&str>,
+        lease: Duration,
+    ) -> Result<Vec<PendingMessage>, HistoryError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let until = now.saturating_add(<i64 as TryFrom<u128>>::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        let free =
+            Condition::any().add(pending::Column::LeasedUntil.is_null()).add(pending::Column::LeasedUntil.lte(now));
+        let mut update =
+            pending::Entity::update_many().col_expr(pending::Column::LeasedUntil, Expr::value(until)).filter(free);
+        if let Some(chat) = chat_id {
+            update = update.filter(pending::Column::ChatId.eq(chat));
+        }
+        // One conditional `UPDATE … RETURNING`: choosing the free rows and leasing them cannot be
+        // split by another request, so two bots never lease the same message at once.
+        let mut rows = update.exec_with_returning(&self.db).await.map_err(db_error)?;
+        rows.sort_by_key(|r| r.id);
         Ok(rows
             .into_iter()
-            .map(|r| PendingMessage {
-                chat_id: r.chat_id,
-                content: r.content,
-                source: r.source,
-                created_at: r.created_at,
-            })
+            .map(|r| PendingMessage::new(r.chat_id, r.content, r.source, r.created_at).with_id(r.id))
             .collect())
+    }
+
+    /// Deletes the queued messages `ids` (only those of `chat_id` when given), whether or not
+    /// their lease ran out; returns how many were deleted. Unknown ids are ignored, so
+    /// acknowledging twice is harmless.
+    pub async fn ack_pending(&self, ids: &[i64], chat_id: Option<&str>) -> Result<u64, HistoryError> {
+        let mut deleted = 0;
+        // Chunks keep each statement well under SQLite's limit on bound parameters. They need
+        // no transaction: a partial failure leaves messages that are simply delivered again.
+        for chunk in ids.chunks(500) {
+            let mut delete = pending::Entity::delete_many().filter(pending::Column::Id.is_in(chunk.iter().copied()));
+            if let Some(chat) = chat_id {
+                delete = delete.filter(pending::Column::ChatId.eq(chat));
+            }
+            deleted += delete.exec(&self.db).await.map_err(db_error)?.rows_affected;
+        }
+        Ok(deleted)
     }
 }
 
@@ -457,4 +536,136 @@ fn to_stored(row: message::Model) -> StoredMessage {
     };
     message.content = row.content;
     StoredMessage { id: row.id, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::ConnectionTrait;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn contents(messages: &[PendingMessage]) -> Vec<&str> {
+        messages.iter().map(|m| m.content.as_str()).collect()
+    }
+
+    fn ids(messages: &[PendingMessage]) -> Vec<i64> {
+        messages.iter().map(|m| m.id.expect("leased messages carry their id")).collect()
+    }
+
+    #[tokio::test]
+    async fn a_lease_hides_messages_until_it_runs_out() {
+        let history = History::in_memory().await.unwrap();
+        history.push_pending("7", "first", "heartbeat").await.unwrap();
+        history.push_pending("8", "other chat", "subagent").await.unwrap();
+        history.push_pending("7", "second", "subagent").await.unwrap();
+
+        let leased = history.lease_pending(Some("7"), Duration::from_secs(1)).await.unwrap();
+        assert_eq!(contents(&leased), ["first", "second"], "oldest first, this chat only");
+        assert_eq!(leased[0].chat_id, "7");
+        assert_eq!(leased[0].source, "heartbeat");
+        assert!(history.lease_pending(Some("7"), HOUR).await.unwrap().is_empty(), "leased to the first caller");
+        // The other chat was not leased by the filtered call.
+        let everything = history.lease_pending(None, HOUR).await.unwrap();
+        assert_eq!(contents(&everything), ["other chat"]);
+
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let again = history.lease_pending(None, HOUR).await.unwrap();
+        assert_eq!(ids(&again), ids(&leased), "an expired lease offers the same messages again");
+        assert!(history.lease_pending(None, HOUR).await.unwrap().is_empty());
+
+        // A zero lease runs out at once: nothing is hidden.
+        history.push_pending("9", "fleeting", "heartbeat").await.unwrap();
+        assert_eq!(contents(&history.lease_pending(Some("9"), Duration::ZERO).await.unwrap()), ["fleeting"]);
+        assert_eq!(contents(&history.lease_pending(Some("9"), Duration::ZERO).await.unwrap()), ["fleeting"]);
+    }
+
+    #[tokio::test]
+    async fn ack_deletes_only_the_given_ids_of_the_given_chat() {
+        let history = History::in_memory().await.unwrap();
+        for (chat, text) in [("7", "a"), ("7", "b"), ("8", "c"), ("7", "d")] {
+            history.push_pending(chat, text, "heartbeat").await.unwrap();
+        }
+        let leased = history.lease_pending(None, Duration::ZERO).await.unwrap();
+        let id = |text: &str| leased.iter().find(|m| m.content == text).and_then(|m| m.id).unwrap();
+
+        // `c` belongs to chat 8: an acknowledgement for chat 7 cannot delete it.
+        assert_eq!(history.ack_pending(&[id("a"), id("c")], Some("7")).await.unwrap(), 1);
+        assert_eq!(contents(&history.lease_pending(None, Duration::ZERO).await.unwrap()), ["b", "c", "d"]);
+        assert_eq!(history.ack_pending(&[id("a"), 999_999], None).await.unwrap(), 0, "unknown ids are ignored");
+        assert_eq!(history.ack_pending(&[], Some("7")).await.unwrap(), 0);
+        // Without a chat, any chat's message; a live lease does not protect it from its ack.
+        history.lease_pending(None, HOUR).await.unwrap();
+        assert_eq!(history.ack_pending(&[id("c"), id("d")], None).await.unwrap(), 2);
+        assert_eq!(contents(&history.take_pending(None).await.unwrap()), ["b"]);
+    }
+
+    #[tokio::test]
+    async fn take_pending_still_deletes_what_it_returns() {
+        let history = History::in_memory().await.unwrap();
+        history.push_pending("7", "one", "heartbeat").await.unwrap();
+        history.push_pending("8", "two", "heartbeat").await.unwrap();
+        history.push_pending("7", "three", "heartbeat").await.unwrap();
+        // A leased message is still taken: old clients see everything, as before leases.
+        history.lease_pending(Some("7"), HOUR).await.unwrap();
+        let taken = history.take_pending(Some("7")).await.unwrap();
+        assert_eq!(contents(&taken), ["one", "three"]);
+        assert!(taken.iter().all(|m| m.id.is_none()), "nothing to acknowledge after a destructive read");
+        assert!(history.take_pending(Some("7")).await.unwrap().is_empty());
+        assert_eq!(contents(&history.take_pending(None).await.unwrap()), ["two"]);
+        assert!(history.lease_pending(None, Duration::ZERO).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn many_acknowledgements_at_once_are_fine() {
+        let history = History::in_memory().await.unwrap();
+        for i in 0..1200 {
+            history.push_pending("7", &format!("m{i}"), "subagent").await.unwrap();
+        }
+        let leased = history.lease_pending(Some("7"), HOUR).await.unwrap();
+        assert_eq!(leased.len(), 1200);
+        assert_eq!(history.ack_pending(&ids(&leased), Some("7")).await.unwrap(), 1200);
+        assert!(history.take_pending(None).await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_first_migration_keeps_the_name_databases_recorded() {
+        // Agents before M0002 derived the name, which is the file stem.
+        #[derive(DeriveMigrationName)]
+        struct Derived;
+        assert_eq!(M0001AgentTables.name(), Derived.name());
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_leases_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.db");
+        {
+            // What an agent built before M0002 left on disk: the first migration only, and a
+            // message it queued.
+            let db = Database::connect(format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
+            Migrator::up(&db, Some(1)).await.unwrap();
+            db.execute_unprepared(
+                "INSERT INTO pending_messages (chat_id, content, source, created_at) \
+                 VALUES ('7', 'queued by the old agent', 'heartbeat', '2025-01-01T00:00:00.000000+00:00')",
+            )
+            .await
+            .unwrap();
+            assert!(db.execute_unprepared("SELECT leased_until FROM pending_messages").await.is_err());
+            db.close().await.unwrap();
+        }
+        let history = History::open(&path).await.unwrap();
+        let leased = history.lease_pending(Some("7"), HOUR).await.unwrap();
+        assert_eq!(contents(&leased), ["queued by the old agent"]);
+        assert!(history.lease_pending(Some("7"), HOUR).await.unwrap().is_empty());
+        history.push_pending("7", "queued by the new agent", "subagent").await.unwrap();
+        assert_eq!(history.ack_pending(&ids(&leased), Some("7")).await.unwrap(), 1);
+        drop(history);
+
+        // Opening again applies nothing twice.
+        let history = History::open(&path).await.unwrap();
+        assert_eq!(contents(&history.take_pending(None).await.unwrap()), ["queued by the new agent"]);
+        let db = Database::connect(format!("sqlite://{}", path.display())).await.unwrap();
+        assert!(Migrator::get_pending_migrations(&db).await.unwrap().is_empty());
+    }
 }

@@ -1,6 +1,10 @@
 //! Chat routing: one turn with an agent streamed into one edited message, files, tool lines,
 //! and the agent's queued messages for this chat; plus the poller that brings owners the
 //! messages their agents queue on their own.
+//!
+//! Queued messages are leased, delivered in order and acknowledged once delivered: delivery
+//! stops at the first message that does not reach the user, and that message and the ones after
+//! it come back from the agent when the lease runs out.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,10 +13,10 @@ use futures_util::StreamExt;
 
 use super::commands::chat_controls;
 use super::engine::{Ctx, Inner, PlatformError};
-use super::messenger::{ChatId, MessageRef, OutgoingFile, Text};
+use super::messenger::{ChatId, MessageRef, MessengerError, OutgoingFile, Text};
 use super::render::{escape_html, markdown_to_html, split_message};
 use crate::domain::{Agent, AgentStatus, Role};
-use crate::proxy::{AgentEndpoint, AgentEvent, ChatRequest, PendingMessage};
+use crate::proxy::{AgentEndpoint, AgentEvent, ChatRequest, PendingMessage, ProxyError};
 use crate::store::AgentFilter;
 
 /// Telegram's limit on one message, in UTF-16 code units.
@@ -20,6 +24,16 @@ const MESSAGE_LIMIT: usize = 4096;
 /// Images up to this size go out as photos; anything else as a document.
 const PHOTO_MAX_BYTES: usize = 10 * 1024 * 1024;
 const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "gif", "webp"];
+
+/// What became of one thing the platform tried to show a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// The user has it, or has been told why it cannot be shown, or it was deliberately skipped:
+    /// trying again would not change anything.
+    Done,
+    /// It did not reach the user; a later try may succeed.
+    Failed,
+}
 
 /// An answer being streamed: the agent's text so far and the messages showing it.
 struct Stream<'a> {
@@ -172,7 +186,15 @@ impl Inner {
         Ok(())
     }
 
-    async fn send_agent_file(&self, chat: ChatId, agent: &Agent, endpoint: &AgentEndpoint, path: &str, caption: &str) {
+    /// Fetches a workspace file from the agent and sends it; when that fails, the user gets a note.
+    async fn send_agent_file(
+        &self,
+        chat: ChatId,
+        agent: &Agent,
+        endpoint: &AgentEndpoint,
+        path: &str,
+        caption: &str,
+    ) -> Delivery {
         match self.proxy.file(endpoint, path).await {
             Ok(file) => {
                 let extension = file.file_name.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
@@ -183,43 +205,91 @@ impl Inner {
                     format!("<b>{}</b>: {}", escape_html(&agent.name), escape_html(caption))
                 };
                 let outgoing = OutgoingFile { file_name: file.file_name, bytes: file.bytes, as_photo, caption };
-                if let Err(err) = self.messenger.send_file(chat, outgoing).await {
-                    tracing::warn!(error = %err, "could not send an agent's file");
-                    self.say(chat, Text::plain(format!("(Couldn't send the file {path}.)"))).await;
+                match self.messenger.send_file(chat, outgoing).await {
+                    Ok(_) => Delivery::Done,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "could not send an agent's file");
+                        let told = self.say(chat, Text::plain(format!("(Couldn't send the file {path}.)"))).await;
+                        // A file the front-end refuses is refused on every try: once the user
+                        // knows, trying again would only repeat the note.
+                        done_if(told.is_some() && matches!(err, MessengerError::Rejected(_)))
+                    }
                 }
             }
             Err(err) => {
-                self.say(chat, Text::plain(format!("(Couldn't fetch the file {path} from {}: {err}.)", agent.name)))
-                    .await;
+                let note = format!("(Couldn't fetch the file {path} from {}: {err}.)", agent.name);
+                let told = self.say(chat, Text::plain(note)).await;
+                done_if(told.is_some() && lasting(&err))
             }
         }
     }
 
-    /// Delivers queued messages, all meant for `chat`.
+    /// Delivers queued messages, all meant for `chat`, in order, then acknowledges the ones
+    /// delivered. It stops at the first message that does not reach the user, so the user never
+    /// sees a later message before an earlier one; the agent offers the rest again when their
+    /// lease runs out.
     async fn deliver(&self, chat: ChatId, agent: &Agent, endpoint: &AgentEndpoint, messages: Vec<PendingMessage>) {
+        let mut delivered = Vec::new();
         for message in messages {
-            if message.chat_id != chat.to_string() {
-                // The agent answered for another chat; never show it here.
-                tracing::warn!(agent = %agent.id, "pending message for another chat skipped");
-                continue;
+            if self.deliver_one(chat, agent, endpoint, &message).await == Delivery::Failed {
+                tracing::info!(agent = %agent.id, "a queued message was not delivered; the agent will offer it again");
+                break;
             }
-            if message.source.ends_with("_file") {
-                let parsed: serde_json::Value = serde_json::from_str(&message.content).unwrap_or_default();
-                let path = parsed.get("path").and_then(|v| v.as_str()).unwrap_or_default();
-                let caption = parsed.get("caption").and_then(|v| v.as_str()).unwrap_or_default();
-                if !path.is_empty() {
-                    self.send_agent_file(chat, agent, endpoint, path, caption).await;
+            // Messages without an id (agents that predate leases) were deleted when read.
+            delivered.extend(message.id);
+        }
+        if delivered.is_empty() {
+            return;
+        }
+        // Not retried here: unacknowledged messages come back when their lease runs out and are
+        // delivered again. The user may then see a message twice, which beats never seeing it.
+        if let Err(err) = self.proxy.ack_pending(endpoint, &chat.to_string(), &delivered).await {
+            tracing::debug!(agent = %agent.id, error = %err, "acknowledging delivered messages failed");
+        }
+    }
+
+    /// Shows one queued message in `chat`.
+    async fn deliver_one(
+        &self,
+        chat: ChatId,
+        agent: &Agent,
+        endpoint: &AgentEndpoint,
+        message: &PendingMessage,
+    ) -> Delivery {
+        if message.chat_id != chat.to_string() {
+            // The agent answered for another chat; never show it here. (The acknowledgement
+            // names this chat, so the agent does not delete it either.)
+            tracing::warn!(agent = %agent.id, "pending message for another chat skipped");
+            return Delivery::Done;
+        }
+        if message.source.ends_with("_file") {
+            let parsed: serde_json::Value = serde_json::from_str(&message.content).unwrap_or_default();
+            let path = parsed.get("path").and_then(|v| v.as_str()).unwrap_or_default();
+            let caption = parsed.get("caption").and_then(|v| v.as_str()).unwrap_or_default();
+            if path.is_empty() {
+                return Delivery::Done;
+            }
+            return self.send_agent_file(chat, agent, endpoint, path, caption).await;
+        }
+        if message.content.trim().is_empty() {
+            return Delivery::Done;
+        }
+        let html = format!("<b>{}</b>: {}", escape_html(&agent.name), markdown_to_html(&message.content));
+        for piece in split_message(&html, MESSAGE_LIMIT) {
+            match self.messenger.send(chat, Text::html(piece)).await {
+                Ok(_) => {}
+                // Refused content is refused on every try, and stopping here would hold back
+                // every later message of the chat for good: that piece is dropped instead.
+                Err(MessengerError::Rejected(reason)) => {
+                    tracing::warn!(agent = %agent.id, %reason, "the front-end refused part of a queued message");
                 }
-                continue;
-            }
-            if message.content.trim().is_empty() {
-                continue;
-            }
-            let html = format!("<b>{}</b>: {}", escape_html(&agent.name), markdown_to_html(&message.content));
-            for piece in split_message(&html, MESSAGE_LIMIT) {
-                self.say(chat, Text::html(piece)).await;
+                Err(err) => {
+                    tracing::warn!(error = %err, chat, "could not send a queued message");
+                    return Delivery::Failed;
+                }
             }
         }
+        Delivery::Done
     }
 
     /// Every `pending_poll_interval`, asks each running agent for what it queued for its owner.
@@ -239,6 +309,7 @@ impl Inner {
         }
     }
 
+    /// One round of the poller: each running agent's queue for its owner, delivered.
     pub(crate) async fn poll_pending_once(&self) -> Result<(), PlatformError> {
         let running = self.store.list_agents(&AgentFilter::all().status(AgentStatus::Running)).await?;
         futures_util::stream::iter(running)
@@ -254,5 +325,19 @@ impl Inner {
             })
             .await;
         Ok(())
+    }
+}
+
+fn done_if(done: bool) -> Delivery {
+    if done { Delivery::Done } else { Delivery::Failed }
+}
+
+/// Whether fetching a file from the agent failed for good (the agent refused it: gone, outside
+/// the workspace, too large), rather than for a reason that may pass (network, restart, overload).
+fn lasting(err: &ProxyError) -> bool {
+    match err {
+        ProxyError::Status(code) => (400..500).contains(code) && !matches!(code, 408 | 429),
+        ProxyError::TooLarge { .. } | ProxyError::InvalidUrl => true,
+        _ => false,
     }
 }

@@ -17,7 +17,13 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::{AgentEndpoint, AgentEvent, AgentFile, ChatRequest, HealthResponse, PendingMessage, PendingResponse};
-use super::{Proxy, ProxyError};
+use super::{PendingAck, Proxy, ProxyError};
+
+/// Seconds a `GET /pending` leases the messages it returns for. Long enough to deliver a batch
+/// through Telegram's flood waits and file uploads before the lease runs out (which would let
+/// the next poll deliver them a second time), short enough that messages a failed delivery or
+/// a crashed bot left unacknowledged reach the user within minutes (the poll runs every 30 s).
+const PENDING_LEASE_SECS: u64 = 300;
 
 /// Texts of the `error` events the proxy adds itself; each is shown to the user as is.
 mod texts {
@@ -44,7 +50,7 @@ pub struct HttpProxyOptions {
     /// Longest silence between two chunks of a `/chat` stream (the agent sends a keepalive every
     /// 15 s, so silence this long means it is gone).
     pub read_timeout: Duration,
-    /// Whole-request limit for `/health`, `/pending` and `DELETE /chat`.
+    /// Whole-request limit for `/health`, `/pending`, `/pending/ack` and `DELETE /chat`.
     pub short_timeout: Duration,
     /// Whole-request limit for `/files`.
     pub file_timeout: Duration,
@@ -78,8 +84,9 @@ impl Default for HttpProxyOptions {
 #[error("could not set up the HTTP client that talks to agents: {0}")]
 pub struct HttpProxyInitError(#[source] reqwest::Error);
 
-/// Talks to agents over HTTP: `POST /chat` as server-sent events, `GET /pending`, `GET /files`,
-/// `GET /health`, `DELETE /chat/{id}`. Cheap to clone; clones share connections.
+/// Talks to agents over HTTP: `POST /chat` as server-sent events, `GET /pending` (leased, then
+/// `POST /pending/ack`), `GET /files`, `GET /health`, `DELETE /chat/{id}`. Cheap to clone;
+/// clones share connections.
 #[derive(Debug, Clone)]
 pub struct HttpProxy {
     client: Client,
@@ -135,14 +142,26 @@ impl HttpProxy {
         }
     }
 
-    /// A short authenticated call: sends it, maps transport errors and HTTP statuses.
-    async fn call(&self, agent: &AgentEndpoint, method: Method, url: Url) -> Result<Response, ProxyError> {
+    /// A short authenticated call (with a JSON body when given): sends it, maps transport errors
+    /// and HTTP statuses.
+    async fn call(
+        &self,
+        agent: &AgentEndpoint,
+        method: Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Response, ProxyError> {
         let response = self
             .send(|| {
-                self.client
+                let request = self
+                    .client
                     .request(method.clone(), url.clone())
                     .bearer_auth(agent.token.expose_secret())
-                    .timeout(self.options.short_timeout)
+                    .timeout(self.options.short_timeout);
+                match body {
+                    Some(body) => request.json(body),
+                    None => request,
+                }
             })
             .await
             .map_err(transport_error)?;
@@ -218,8 +237,21 @@ impl Proxy for HttpProxy {
         if let Some(chat_id) = chat_id {
             url.query_pairs_mut().append_pair("chat_id", chat_id);
         }
-        let response = self.call(agent, Method::GET, url).await?;
+        // Agents that predate leases ignore the parameter and delete what they return; their
+        // messages carry no id, so nothing is acknowledged.
+        url.query_pairs_mut().append_pair("lease", &PENDING_LEASE_SECS.to_string());
+        let response = self.call(agent, Method::GET, url, None).await?;
         Ok(json_body::<PendingResponse>(response).await?.messages)
+    }
+
+    async fn ack_pending(&self, agent: &AgentEndpoint, chat_id: &str, ids: &[i64]) -> Result<(), ProxyError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let url = Self::url(agent, ["pending", "ack"])?;
+        let body = serde_json::to_value(PendingAck::new(ids.to_vec(), chat_id)).map_err(|_| ProxyError::Protocol)?;
+        self.call(agent, Method::POST, url, Some(&body)).await?;
+        Ok(())
     }
 
     async fn file(&self, agent: &AgentEndpoint, path: &str) -> Result<AgentFile, ProxyError> {
@@ -266,7 +298,7 @@ impl Proxy for HttpProxy {
             deleted: u64,
         }
         let url = Self::url(agent, ["chat", chat_id])?;
-        let response = self.call(agent, Method::DELETE, url).await?;
+        let response = self.call(agent, Method::DELETE, url, None).await?;
         Ok(json_body::<Deleted>(response).await?.deleted)
     }
 }

@@ -3,7 +3,10 @@
 //! The protocol stays compatible with the Python Baal agent (`POST /chat` as server-sent events of
 //! `data: {json}` lines; `GET /pending`, `GET /files/{path}`, `GET /health`, `DELETE /chat/{id}`;
 //! bearer auth on all but `/health`). New information travels only in new optional fields and new
-//! event types, which old clients ignore.
+//! event types, which old clients ignore. Leasing pending messages follows the same rule:
+//! `GET /pending?lease=` returns ids for `POST /pending/ack`; without `lease` the read stays
+//! destructive, old agents ignore the parameter and return no ids, and a message without an id
+//! needs no acknowledgement.
 
 use std::fmt;
 
@@ -106,13 +109,45 @@ pub struct PendingMessage {
     /// When it was queued.
     #[serde(default)]
     pub created_at: String,
+    /// Present only when the message was leased (`GET /pending?lease=…`): the agent keeps it until
+    /// this id is acknowledged (`POST /pending/ack`) and offers it again once the lease runs out.
+    /// Absent on destructive reads and from agents that predate leases (nothing to acknowledge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
 }
 
 /// Body of `GET /pending`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PendingResponse {
     /// Queued messages, oldest first.
     pub messages: Vec<PendingMessage>,
+}
+
+impl PendingResponse {
+    /// A response carrying `messages` (oldest first).
+    pub fn new(messages: Vec<PendingMessage>) -> Self {
+        PendingResponse { messages }
+    }
+}
+
+/// Body of `POST /pending/ack`: the leased messages that were delivered, for the agent to delete.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PendingAck {
+    /// The [`PendingMessage::id`]s delivered.
+    pub ids: Vec<i64>,
+    /// When present, only messages of this chat are deleted, so a wrong id cannot remove another
+    /// chat's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_id: Option<String>,
+}
+
+impl PendingAck {
+    /// Acknowledges `ids`, all of them messages for `chat_id`.
+    pub fn new(ids: Vec<i64>, chat_id: impl Into<String>) -> Self {
+        PendingAck { ids, chat_id: Some(chat_id.into()) }
+    }
 }
 
 /// Body of `GET /health`.
@@ -182,7 +217,14 @@ impl PendingMessage {
             content: content.into(),
             source: source.into(),
             created_at: created_at.into(),
+            id: None,
         }
+    }
+
+    /// Sets the lease id the agent expects back in `POST /pending/ack`.
+    pub fn with_id(mut self, id: i64) -> Self {
+        self.id = Some(id);
+        self
     }
 }
 
@@ -238,8 +280,18 @@ pub trait Proxy: Send + Sync {
     /// Sends a chat message and streams the agent's events. Keepalives are dropped; the stream
     /// always ends with [`AgentEvent::Done`] (an [`AgentEvent::Error`] precedes it on failure).
     async fn chat(&self, agent: &AgentEndpoint, request: ChatRequest) -> BoxStream<'static, AgentEvent>;
-    /// Takes the agent's queued messages for `chat_id` (all chats when `None`).
+    /// Collects the agent's queued messages for `chat_id` (all chats when `None`), oldest first.
+    /// Messages that carry an [`id`](PendingMessage::id) are only leased: the agent offers them
+    /// again after the lease unless they are acknowledged with [`Proxy::ack_pending`]. Messages
+    /// without one were deleted as they were read.
     async fn pending(&self, agent: &AgentEndpoint, chat_id: Option<&str>) -> Result<Vec<PendingMessage>, ProxyError>;
+    /// Acknowledges delivered messages of `chat_id` by their [`id`](PendingMessage::id)s, so the
+    /// agent deletes them. The default does nothing, which suits a proxy whose `pending` never
+    /// returns ids; one that leases must implement it, or every message comes back after its lease.
+    async fn ack_pending(&self, agent: &AgentEndpoint, chat_id: &str, ids: &[i64]) -> Result<(), ProxyError> {
+        let _ = (agent, chat_id, ids);
+        Ok(())
+    }
     /// Downloads a workspace file.
     async fn file(&self, agent: &AgentEndpoint, path: &str) -> Result<AgentFile, ProxyError>;
     /// Checks `/health`.
@@ -274,6 +326,20 @@ mod tests {
         }
         let future: AgentEvent = serde_json::from_str(r#"{"type":"thinking","content":"…"}"#).unwrap();
         assert_eq!(future, AgentEvent::Unknown);
+    }
+
+    #[test]
+    fn pending_ids_are_optional_on_the_wire() {
+        let python = r#"{"chat_id":"7","content":"tick","source":"heartbeat","created_at":"t"}"#;
+        let old: PendingMessage = serde_json::from_str(python).unwrap();
+        assert_eq!(old, PendingMessage::new("7", "tick", "heartbeat", "t"));
+        assert_eq!(serde_json::to_string(&old).unwrap(), python, "no id field unless leased");
+        let leased = old.with_id(12);
+        let json = serde_json::to_string(&PendingResponse::new(vec![leased.clone()])).unwrap();
+        assert!(json.contains(r#""id":12"#), "{json}");
+        assert_eq!(serde_json::from_str::<PendingResponse>(&json).unwrap().messages, vec![leased]);
+        let ack = serde_json::to_string(&PendingAck::new(vec![1, 2], "7")).unwrap();
+        assert_eq!(ack, r#"{"ids":[1,2],"chat_id":"7"}"#);
     }
 
     #[test]

@@ -72,6 +72,17 @@ struct Log {
     calls: Vec<Call>,
     messages: Vec<Shown>,
     index: HashMap<MessageRef, usize>,
+    /// Sends whose text (or file caption) contains this fail with this error.
+    failing: Option<(String, MessengerError)>,
+}
+
+impl Log {
+    fn refuse(&self, body: &str) -> Result<(), MessengerError> {
+        match &self.failing {
+            Some((needle, error)) if body.contains(needle.as_str()) => Err(error.clone()),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// An in-memory [`Messenger`]. Message ids count up from 1000 across chats; messages the test
@@ -198,17 +209,33 @@ impl MemoryMessenger {
             .collect()
     }
 
-    /// Forgets everything recorded (message ids keep counting).
+    /// From now on, `send` and `send_file` of a text (or caption) containing `needle` fail with
+    /// `error` and record nothing, as when the network is down ([`MessengerError::Failed`]) or
+    /// the front-end refuses the content ([`MessengerError::Rejected`]). An empty `needle` fails
+    /// every send. Replaces any earlier setting; [`MemoryMessenger::stop_failing`] ends it.
+    pub fn fail_sends_containing(&self, needle: impl Into<String>, error: MessengerError) {
+        self.log().failing = Some((needle.into(), error));
+    }
+
+    /// Sends succeed again.
+    pub fn stop_failing(&self) {
+        self.log().failing = None;
+    }
+
+    /// Forgets everything recorded (message ids keep counting; a failure setting stays).
     pub fn clear(&self) {
-        *self.log() = Log::default();
+        let mut log = self.log();
+        let failing = log.failing.take();
+        *log = Log { failing, ..Log::default() };
     }
 }
 
 #[async_trait]
 impl Messenger for MemoryMessenger {
     async fn send(&self, chat: ChatId, text: Text) -> Result<MessageRef, MessengerError> {
-        let message = self.next(chat);
         let mut log = self.log();
+        log.refuse(&text.body)?;
+        let message = self.next(chat);
         let at = log.messages.len();
         log.messages.push(Shown { message, text: text.clone(), edits: 0, deleted: false });
         log.index.insert(message, at);
@@ -243,8 +270,9 @@ impl Messenger for MemoryMessenger {
     }
 
     async fn send_file(&self, chat: ChatId, file: OutgoingFile) -> Result<MessageRef, MessengerError> {
-        let message = self.next(chat);
         let mut log = self.log();
+        log.refuse(&file.caption)?;
+        let message = self.next(chat);
         let at = log.messages.len();
         log.messages.push(Shown { message, text: Text::html(file.caption.clone()), edits: 0, deleted: false });
         log.index.insert(message, at);

@@ -140,10 +140,16 @@ impl Deployer for FakeDeployer {
 type Script = Box<dyn Fn(&ChatRequest) -> Vec<AgentEvent> + Send + Sync>;
 
 /// Answers chats from a script; `down` agents are unreachable.
+///
+/// `pending` is the agent's queue. Messages without an id are taken as they are read (an agent
+/// that predates leases); messages with one stay queued until acknowledged, as under a lease that
+/// runs out at once, so the next read offers again whatever was not acknowledged.
 pub(crate) struct ScriptedProxy {
     pub script: Mutex<Script>,
     pub requests: Mutex<Vec<(String, ChatRequest, String)>>,
     pub pending: Mutex<Vec<PendingMessage>>,
+    /// Every `ack_pending` call: the chat and the ids.
+    pub acks: Mutex<Vec<(String, Vec<i64>)>>,
     pub files: Mutex<HashMap<String, Vec<u8>>>,
     pub down: Mutex<bool>,
 }
@@ -160,6 +166,7 @@ impl ScriptedProxy {
             })),
             requests: Mutex::default(),
             pending: Mutex::default(),
+            acks: Mutex::default(),
             files: Mutex::default(),
             down: Mutex::new(false),
         }
@@ -187,12 +194,20 @@ impl Proxy for ScriptedProxy {
     }
     async fn pending(&self, _agent: &AgentEndpoint, chat_id: Option<&str>) -> Result<Vec<PendingMessage>, ProxyError> {
         let mut queue = self.pending.lock().unwrap();
-        let (mine, rest): (Vec<_>, Vec<_>) =
-            queue.drain(..).partition(|m| chat_id.is_none_or(|chat| m.chat_id == chat));
-        *queue = rest;
+        let mine: Vec<PendingMessage> =
+            queue.iter().filter(|m| chat_id.is_none_or(|chat| m.chat_id == chat)).cloned().collect();
+        queue.retain(|m| m.id.is_some() || chat_id.is_some_and(|chat| m.chat_id != chat));
         Ok(mine)
     }
+    async fn ack_pending(&self, _agent: &AgentEndpoint, chat_id: &str, ids: &[i64]) -> Result<(), ProxyError> {
+        self.acks.lock().unwrap().push((chat_id.to_owned(), ids.to_vec()));
+        self.pending.lock().unwrap().retain(|m| m.chat_id != chat_id || m.id.is_none_or(|id| !ids.contains(&id)));
+        Ok(())
+    }
     async fn file(&self, _agent: &AgentEndpoint, path: &str) -> Result<AgentFile, ProxyError> {
+        if *self.down.lock().unwrap() {
+            return Err(ProxyError::Unreachable);
+        }
         let bytes = self.files.lock().unwrap().get(path).cloned().ok_or(ProxyError::Status(404))?;
         Ok(AgentFile { file_name: path.rsplit('/').next().unwrap_or(path).to_owned(), bytes })
     }

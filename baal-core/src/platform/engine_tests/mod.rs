@@ -11,6 +11,7 @@ use self::doubles::{FakeDeployer, Mode, RestoreOutcome, ScriptedProxy};
 use super::{Input, InputKind, Platform, PlatformConfig};
 use crate::domain::Role;
 use crate::domain::{AgentId, AgentStatus, UserId};
+use crate::platform::MessengerError;
 use crate::proxy::{AgentEvent, PendingMessage};
 use crate::secrets::SecretBox;
 use crate::store::{AgentFilter, Store};
@@ -418,18 +419,8 @@ async fn tools_files_errors_and_pending_messages() {
         ]
     });
     h.proxy.pending.lock().unwrap().extend([
-        PendingMessage {
-            chat_id: OWNER.to_string(),
-            content: "for the owner".into(),
-            source: "subagent".into(),
-            created_at: String::new(),
-        },
-        PendingMessage {
-            chat_id: VISITOR.to_string(),
-            content: "for the visitor".into(),
-            source: "subagent".into(),
-            created_at: String::new(),
-        },
+        PendingMessage::new(OWNER.to_string(), "for the owner", "subagent", ""),
+        PendingMessage::new(VISITOR.to_string(), "for the visitor", "subagent", ""),
     ]);
     h.send(OWNER, "work").await;
     let all = h.all(OWNER);
@@ -467,14 +458,98 @@ async fn tools_files_errors_and_pending_messages() {
 async fn the_poller_brings_owners_their_agents_messages() {
     let h = Harness::new().await;
     h.create_agent(OWNER, "Beat").await;
-    h.proxy.pending.lock().unwrap().push(PendingMessage {
-        chat_id: OWNER.to_string(),
-        content: "heartbeat news".into(),
-        source: "heartbeat".into(),
-        created_at: String::new(),
-    });
+    h.proxy.pending.lock().unwrap().push(PendingMessage::new(OWNER.to_string(), "heartbeat news", "heartbeat", ""));
     h.platform.inner.poll_pending_once().await.unwrap();
     assert!(h.last(OWNER).contains("<b>Beat</b>: heartbeat news"));
+    assert!(h.proxy.acks.lock().unwrap().is_empty(), "a message without an id (an old agent) needs no ack");
+}
+
+fn leased(id: i64, content: &str) -> PendingMessage {
+    PendingMessage::new(OWNER.to_string(), content, "heartbeat", "").with_id(id)
+}
+
+#[tokio::test]
+async fn undelivered_pending_messages_come_back_and_delivered_ones_are_acked_once() {
+    let h = Harness::new().await;
+    h.create_agent(OWNER, "Beat").await;
+    h.messenger.clear();
+    h.proxy.pending.lock().unwrap().extend([
+        leased(1, "first news"),
+        leased(2, "second news"),
+        leased(3, "third news"),
+    ]);
+
+    // The messenger is down: nothing is shown, nothing acknowledged, the queue is intact.
+    h.messenger.fail_sends_containing("", MessengerError::Failed("network is unreachable".into()));
+    h.platform.inner.poll_pending_once().await.unwrap();
+    assert!(h.proxy.acks.lock().unwrap().is_empty());
+    assert_eq!(h.proxy.pending.lock().unwrap().len(), 3);
+
+    // Only the second fails: the first is delivered and acknowledged, the third waits behind
+    // the second so the user sees them in order.
+    h.messenger.fail_sends_containing("second news", MessengerError::Failed("flood wait outlasted retries".into()));
+    h.platform.inner.poll_pending_once().await.unwrap();
+    assert!(h.all(OWNER).contains("first news"));
+    assert!(!h.all(OWNER).contains("third news"), "{}", h.all(OWNER));
+    assert_eq!(*h.proxy.acks.lock().unwrap(), [(OWNER.to_string(), vec![1])]);
+
+    // The next poll delivers the rest, in order, and acknowledges each message once.
+    h.messenger.stop_failing();
+    h.platform.inner.poll_pending_once().await.unwrap();
+    let bodies = h.messenger.bodies(OWNER);
+    assert_eq!(bodies, ["<b>Beat</b>: first news", "<b>Beat</b>: second news", "<b>Beat</b>: third news"]);
+    assert_eq!(*h.proxy.acks.lock().unwrap(), [(OWNER.to_string(), vec![1]), (OWNER.to_string(), vec![2, 3])]);
+    assert!(h.proxy.pending.lock().unwrap().is_empty());
+    h.platform.inner.poll_pending_once().await.unwrap();
+    assert_eq!(h.proxy.acks.lock().unwrap().len(), 2, "nothing delivered, nothing to acknowledge");
+    assert_eq!(h.messenger.bodies(OWNER).len(), 3);
+}
+
+#[tokio::test]
+async fn after_a_chat_turn_pending_messages_are_delivered_then_acked() {
+    let h = Harness::new().await;
+    h.create_agent(OWNER, "Beat").await;
+    h.proxy.pending.lock().unwrap().push(leased(7, "queued while you were away"));
+    h.messenger.fail_sends_containing("queued while", MessengerError::Failed("timeout".into()));
+    h.send(OWNER, "hello").await;
+    assert!(h.all(OWNER).contains("You said: hello"));
+    assert!(h.proxy.acks.lock().unwrap().is_empty());
+    h.messenger.stop_failing();
+    h.send(OWNER, "again").await;
+    assert!(h.all(OWNER).contains("queued while you were away"));
+    assert_eq!(*h.proxy.acks.lock().unwrap(), [(OWNER.to_string(), vec![7])]);
+}
+
+#[tokio::test]
+async fn messages_that_can_never_be_shown_do_not_block_the_queue() {
+    let h = Harness::new().await;
+    h.create_agent(OWNER, "Beat").await;
+    h.messenger.clear();
+    let gone_file = r#"{"type":"file","path":"deleted.png","caption":""}"#;
+    h.proxy.pending.lock().unwrap().extend([
+        PendingMessage::new(OWNER.to_string(), gone_file, "heartbeat_file", "").with_id(1),
+        leased(2, "refused text"),
+        leased(3, "   "),
+        PendingMessage::new(VISITOR.to_string(), "not for the owner", "heartbeat", "").with_id(4),
+        leased(5, "after them"),
+    ]);
+    h.messenger.fail_sends_containing("refused text", MessengerError::Rejected("ENTITY_BOUNDS_INVALID".into()));
+    h.platform.inner.poll_pending_once().await.unwrap();
+    let all = h.all(OWNER);
+    assert!(all.contains("Couldn't fetch the file deleted.png"), "the user is told about the missing file: {all}");
+    assert!(all.contains("after them"));
+    assert!(!all.contains("not for the owner"));
+    assert_eq!(*h.proxy.acks.lock().unwrap(), [(OWNER.to_string(), vec![1, 2, 3, 5])]);
+    assert_eq!(h.proxy.pending.lock().unwrap().len(), 1, "the visitor's message stays with the agent");
+
+    // A file the agent cannot serve right now (it is restarting) is retried, not dropped.
+    h.proxy.pending.lock().unwrap().push(
+        PendingMessage::new(OWNER.to_string(), r#"{"type":"file","path":"later.png"}"#, "subagent_file", "").with_id(6),
+    );
+    *h.proxy.down.lock().unwrap() = true;
+    h.platform.inner.poll_pending_once().await.unwrap();
+    assert_eq!(h.proxy.acks.lock().unwrap().len(), 1);
+    assert!(h.proxy.pending.lock().unwrap().iter().any(|m| m.id == Some(6)));
 }
 
 #[tokio::test]
