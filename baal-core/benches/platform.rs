@@ -7,6 +7,12 @@
 //! - `engine`: `Platform::handle` for a visitor's text (rate limit, state, routing, streaming into
 //!   an edited message, pending delivery) over the proxy.
 //!
+//! Three loads: one chat at a time with an instant model (each layer's own cost); 200 concurrent
+//! chats whose model takes about a second to stream its answer (8 chunks, 125 ms apart), the
+//! figure the target is about; and 200 concurrent chats with an instant model, which saturates
+//! the machine: there the "added" latency is queueing behind every other process on the same
+//! cores (the agents, the scripted LLM, the clients), and msg/s is the figure that counts.
+//!
 //! Needs a built `baal-agent`: `BAAL_AGENT_BIN`, else next to this binary, else `target/release`
 //! or `target/debug`, else `PATH`.
 
@@ -30,6 +36,9 @@ use secrecy::{ExposeSecret, SecretString};
 const CHATS: usize = 200;
 const MESSAGES_PER_CHAT: usize = 5;
 const AGENTS: usize = 4;
+/// Delay between streamed chunks for the "model at work" load: ~1 s per answer, the short end of
+/// what a hosted model takes.
+const MODEL_CHUNK_DELAY: Duration = Duration::from_millis(125);
 
 fn agent_bin() -> Option<PathBuf> {
     let explicit = std::env::var_os("BAAL_AGENT_BIN").map(PathBuf::from);
@@ -145,10 +154,7 @@ async fn bench(agent_bin: PathBuf) {
             )
         })
         .collect();
-    println!(
-        "platform bench: {CHATS} concurrent chats x {MESSAGES_PER_CHAT} messages over {} local agents, scripted LLM (echo)",
-        endpoints.len()
-    );
+    println!("platform bench: {CHATS} concurrent chats over {} local agents, scripted LLM (echo)", endpoints.len());
 
     // Visitors open the share links once, then chat.
     for chat in 0..CHATS {
@@ -157,7 +163,18 @@ async fn bench(agent_bin: PathBuf) {
         platform.handle(Input::from_text(user, user, &format!("/start agent_{slug}"))).await.expect("open link");
     }
     // Alone, each layer's own cost shows; with 200 chats at once, throughput and queueing do.
-    for (label, chats, per_chat) in [("1 chat at a time", 1, 200), ("200 concurrent chats", CHATS, MESSAGES_PER_CHAT)] {
+    let loads = [
+        ("1 chat at a time, instant model", 1, 200, Duration::ZERO),
+        ("200 concurrent chats, model streams each answer over ~1 s", CHATS, 3, MODEL_CHUNK_DELAY),
+        (
+            "200 concurrent chats, instant model (saturation: msg/s is the figure)",
+            CHATS,
+            MESSAGES_PER_CHAT,
+            Duration::ZERO,
+        ),
+    ];
+    for (label, chats, per_chat, chunk_delay) in loads {
+        llm.set_chunk_delay(chunk_delay);
         println!("-- {label}, {per_chat} messages each");
         let [raw, through_proxy, engine] = three_paths(&platform, &proxy, &endpoints, chats, per_chat).await;
         for figures in [&raw, &through_proxy, &engine] {
