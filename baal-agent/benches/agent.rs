@@ -1,12 +1,16 @@
-//! `cargo bench --workspace --bench agent`: figures of the release `baal-agent` against the
-//! scripted LLM on loopback. Printed, never asserted (timings depend on the machine).
+//! `cargo bench -p baal-agent --bench agent`: figures of the release `baal-agent` against the
+//! scripted LLM on loopback. Printed, never asserted (timings depend on the machine). `-p`, so the
+//! binary measured is built as the one shipped: a workspace-wide build unifies features and
+//! links the platform's database drivers into it.
 //!
 //! - process start → first `/health` 200 (median of several starts);
 //! - resident memory idle, and after 100 chats;
 //! - latency a `/chat` turn adds over the LLM's own time (p50, p99), at 1 and 100 concurrent
 //!   streams: the same scripted answer (8 chunks, 20 ms apart) is timed once straight from the
 //!   LLM and once through the agent, with the same number of clients each making requests back
-//!   to back;
+//!   to back. The clients start spread over one answer's time, as real conversations do; the
+//!   scripted model has no jitter, so clients started in the same millisecond stay in lockstep
+//!   and all 100 turns reach the agent at once, every time (that worst case is printed too);
 //! - release binary size.
 
 use std::io::{BufRead, BufReader};
@@ -115,8 +119,9 @@ async fn llm_once(http: &reqwest::Client, llm: &str) -> Duration {
 }
 
 /// Runs `concurrency` clients side by side, each making `per_client` requests one after the
-/// other (so that `concurrency` streams are open at all times); returns the sorted durations.
-async fn measure<F, Fut>(concurrency: usize, per_client: usize, f: F) -> Vec<Duration>
+/// other (so that `concurrency` streams are open at all times), client `i` starting after
+/// `spread * i / concurrency`; returns the sorted durations.
+async fn measure<F, Fut>(concurrency: usize, per_client: usize, spread: Duration, f: F) -> Vec<Duration>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Duration> + Send + 'static,
@@ -126,6 +131,7 @@ where
         .map(|client| {
             let f = f.clone();
             tokio::spawn(async move {
+                tokio::time::sleep(spread.mul_f64(client as f64 / concurrency as f64)).await;
                 let mut times = Vec::with_capacity(per_client);
                 for i in 0..per_client {
                     times.push(f(client * per_client + i).await);
@@ -181,10 +187,15 @@ async fn main() {
     // The model's own time: a streamed answer of 8 chunks, 20 ms apart (~160 ms).
     llm.set_chunk_delay(CHUNK_DELAY);
     let mut latency = Vec::new();
-    for (concurrency, rounds) in [(1usize, 100usize), (100, 5)] {
+    let answer_time = CHUNK_DELAY * 8;
+    for (label, concurrency, rounds, spread) in [
+        ("1 concurrent", 1usize, 100usize, Duration::ZERO),
+        ("100 concurrent", 100, 10, answer_time),
+        ("100 concurrent, all started at once (lockstep bursts)", 100, 5, Duration::ZERO),
+    ] {
         let h = http.clone();
         let u = llm_url.clone();
-        let direct = measure(concurrency, rounds, move |_| {
+        let direct = measure(concurrency, rounds, spread, move |_| {
             let h = h.clone();
             let u = u.clone();
             async move { llm_once(&h, &u).await }
@@ -192,13 +203,14 @@ async fn main() {
         .await;
         let h = http.clone();
         let b = base.clone();
-        let through = measure(concurrency, rounds, move |i| {
+        let run = latency.len();
+        let through = measure(concurrency, rounds, spread, move |i| {
             let h = h.clone();
             let b = b.clone();
-            async move { chat_once(&h, &b, format!("c{concurrency}-{i}")).await }
+            async move { chat_once(&h, &b, format!("r{run}-{i}")).await }
         })
         .await;
-        latency.push((concurrency, direct, through));
+        latency.push((label, direct, through));
     }
     let after_all = rss_kib(pid);
     let size = std::fs::metadata(binary).map(|m| m.len()).unwrap_or(0);
@@ -215,12 +227,12 @@ async fn main() {
     );
     println!("| idle RSS | {:.1} MB | {PYTHON_IDLE_RSS} |", idle as f64 / 1024.0);
     println!("| RSS after 100 chats | {:.1} MB | — |", after_100 as f64 / 1024.0);
-    println!("| RSS after the latency runs (600 more chats) | {:.1} MB | — |", after_all as f64 / 1024.0);
-    for (concurrency, direct, through) in &latency {
+    println!("| RSS after the latency runs (1,600 more chats) | {:.1} MB | — |", after_all as f64 / 1024.0);
+    for (label, direct, through) in &latency {
         let (d50, d99) = (percentile(direct, 0.5), percentile(direct, 0.99));
         let (t50, t99) = (percentile(through, 0.5), percentile(through, 0.99));
         println!(
-            "| added /chat latency, {concurrency} concurrent: p50 / p99 | {} / {} (LLM alone {} / {}; via agent {} / {}) | — |",
+            "| added /chat latency, {label}: p50 / p99 | {} / {} (LLM alone {} / {}; via agent {} / {}) | — |",
             signed_ms(t50, d50),
             signed_ms(t99, d99),
             ms(d50),

@@ -7,11 +7,17 @@
 //! - `engine`: `Platform::handle` for a visitor's text (rate limit, state, routing, streaming into
 //!   an edited message, pending delivery) over the proxy.
 //!
-//! Three loads: one chat at a time with an instant model (each layer's own cost); 200 concurrent
-//! chats whose model takes about a second to stream its answer (8 chunks, 125 ms apart), the
-//! figure the target is about; and 200 concurrent chats with an instant model, which saturates
-//! the machine: there the "added" latency is queueing behind every other process on the same
-//! cores (the agents, the scripted LLM, the clients), and msg/s is the figure that counts.
+//! Loads: one chat at a time with an instant model (each layer's own cost); 200 concurrent chats
+//! whose model takes most of a second to stream each answer (chunks 125 ms apart), the figure
+//! the target is about; and 200 concurrent chats with an instant model, which saturates the
+//! machine: there the "added" latency is queueing behind every other process on the same cores
+//! (the agents, the scripted LLM, the clients), and msg/s is the figure that counts.
+//!
+//! Every path sends texts of the same length: the scripted model streams its echo in 4-character
+//! pieces, so a longer text would be a slower model, not a slower layer. In the paced load the
+//! chats start spread over one answer's time, as real conversations are; started in the same
+//! millisecond, the model's zero jitter keeps all 200 in lockstep and every message arrives in a
+//! burst of 200 (that worst case is printed too).
 //!
 //! Needs a built `baal-agent`: `BAAL_AGENT_BIN`, else next to this binary, else `target/release`
 //! or `target/debug`, else `PATH`.
@@ -79,8 +85,9 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Runs `chats` concurrent chats of `per_chat` sequential messages each.
-async fn run<F, Fut>(name: &'static str, chats: usize, per_chat: usize, one: F) -> Figures
+/// Runs `chats` concurrent chats of `per_chat` sequential messages each; chat `i` starts after
+/// `spread * i / chats`.
+async fn run<F, Fut>(name: &'static str, chats: usize, per_chat: usize, spread: Duration, one: F) -> Figures
 where
     F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -90,6 +97,7 @@ where
         .map(|chat| {
             let one = one.clone();
             tokio::spawn(async move {
+                tokio::time::sleep(spread.mul_f64(chat as f64 / chats as f64)).await;
                 let mut latencies = Vec::with_capacity(per_chat);
                 for message in 0..per_chat {
                     let began = Instant::now();
@@ -163,20 +171,30 @@ async fn bench(agent_bin: PathBuf) {
         platform.handle(Input::from_text(user, user, &format!("/start agent_{slug}"))).await.expect("open link");
     }
     // Alone, each layer's own cost shows; with 200 chats at once, throughput and queueing do.
+    // The paced model's answer time: a role chunk, the text's pieces, a finish chunk.
+    let answer_time = MODEL_CHUNK_DELAY * 6;
     let loads = [
-        ("1 chat at a time, instant model", 1, 200, Duration::ZERO),
-        ("200 concurrent chats, model streams each answer over ~1 s", CHATS, 3, MODEL_CHUNK_DELAY),
+        ("1 chat at a time, instant model", 1, 200, Duration::ZERO, Duration::ZERO),
+        ("200 concurrent chats, paced model, chats spread over one answer", CHATS, 4, MODEL_CHUNK_DELAY, answer_time),
+        (
+            "200 concurrent chats, paced model, all started at once (lockstep bursts)",
+            CHATS,
+            4,
+            MODEL_CHUNK_DELAY,
+            Duration::ZERO,
+        ),
         (
             "200 concurrent chats, instant model (saturation: msg/s is the figure)",
             CHATS,
             MESSAGES_PER_CHAT,
             Duration::ZERO,
+            Duration::ZERO,
         ),
     ];
-    for (label, chats, per_chat, chunk_delay) in loads {
+    for (label, chats, per_chat, chunk_delay, spread) in loads {
         llm.set_chunk_delay(chunk_delay);
         println!("-- {label}, {per_chat} messages each");
-        let [raw, through_proxy, engine] = three_paths(&platform, &proxy, &endpoints, chats, per_chat).await;
+        let [raw, through_proxy, engine] = three_paths(&platform, &proxy, &endpoints, chats, per_chat, spread).await;
         for figures in [&raw, &through_proxy, &engine] {
             figures.print();
         }
@@ -196,6 +214,11 @@ async fn bench(agent_bin: PathBuf) {
     deployer.shutdown().await;
 }
 
+/// The text of a chat's `message`-th message; the same length on every path (see the top).
+fn same_length_text(message: usize) -> String {
+    format!("hello {message:04}")
+}
+
 fn visitor(chat: usize) -> UserId {
     10_000 + chat as UserId
 }
@@ -207,17 +230,18 @@ async fn three_paths(
     endpoints: &[AgentEndpoint],
     chats: usize,
     per_chat: usize,
+    spread: Duration,
 ) -> [Figures; 3] {
     let endpoints = endpoints.to_vec();
     baal_core::install_crypto_provider();
     let http = reqwest::Client::new();
     let raw = {
         let endpoints = endpoints.clone();
-        run("agent", chats, per_chat, move |chat, message| {
+        run("agent", chats, per_chat, spread, move |chat, message| {
             let endpoint = endpoints[chat % endpoints.len()].clone();
             let http = http.clone();
             async move {
-                let body = ChatRequest::new(format!("raw {message}"), format!("raw-{chat}"), Role::Visitor);
+                let body = ChatRequest::new(same_length_text(message), format!("raw-{chat}"), Role::Visitor);
                 let response = http
                     .post(format!("{}/chat", endpoint.base_url))
                     .bearer_auth(endpoint.token.expose_secret())
@@ -236,11 +260,11 @@ async fn three_paths(
     let through_proxy = {
         let endpoints = endpoints.clone();
         let proxy = proxy.clone();
-        run("proxy", chats, per_chat, move |chat, message| {
+        run("proxy", chats, per_chat, spread, move |chat, message| {
             let endpoint = endpoints[chat % endpoints.len()].clone();
             let proxy = proxy.clone();
             async move {
-                let request = ChatRequest::new(format!("proxy {message}"), format!("proxy-{chat}"), Role::Visitor);
+                let request = ChatRequest::new(same_length_text(message), format!("proxy-{chat}"), Role::Visitor);
                 let mut events = proxy.chat(&endpoint, request).await;
                 while events.next().await.is_some() {}
             }
@@ -249,11 +273,11 @@ async fn three_paths(
     };
     let engine = {
         let platform = platform.clone();
-        run("engine", chats, per_chat, move |chat, message| {
+        run("engine", chats, per_chat, spread, move |chat, message| {
             let platform = platform.clone();
             async move {
                 let user = visitor(chat);
-                platform.handle(Input::from_text(user, user, &format!("engine {message}"))).await.expect("chat");
+                platform.handle(Input::from_text(user, user, &same_length_text(message))).await.expect("chat");
             }
         })
         .await

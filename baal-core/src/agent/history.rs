@@ -284,6 +284,8 @@ impl History {
             // it also keeps `take_pending`'s read-then-delete from losing a race to a writer.
             // (In memory, a second connection would be a separate empty database anyway.)
             .max_connections(1)
+            // A local file needs no ping before each statement (it cost two thread hand-offs).
+            .test_before_acquire(false)
             .map_sqlx_sqlite_opts(move |o| {
                 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
                 let o = o.busy_timeout(Duration::from_secs(5));

@@ -65,7 +65,9 @@ impl SqlStore {
         if url.starts_with("sqlite:") {
             // Every pooled connection to `:memory:` would be its own empty database.
             let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-            options.max_connections(SQLITE_POOL_SIZE).map_sqlx_sqlite_opts(move |o| {
+            // A file on this machine cannot drop a connection the way a server can: pinging it
+            // before every statement doubled the cost of each one (two more thread hand-offs).
+            options.max_connections(SQLITE_POOL_SIZE).test_before_acquire(false).map_sqlx_sqlite_opts(move |o| {
                 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
                 let o = o.foreign_keys(true).busy_timeout(SQLITE_BUSY_TIMEOUT);
                 if in_memory {
