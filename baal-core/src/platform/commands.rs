@@ -320,8 +320,10 @@ impl Inner {
             .await;
             return Ok(After::Nothing);
         };
-        let agent = match self.store.agent_get(agent_id).await? {
-            Some(agent) if !agent.deleted => agent,
+        // The agent and who pays for it, in one read.
+        let payer_key = agent_id.to_string();
+        let (agent, payer) = match self.store.agent_get_with_kv(agent_id, state::PAYER_NAMESPACE, &payer_key).await? {
+            Some((agent, payer)) if !agent.deleted => (agent, state::parse_payer(payer)),
             _ => {
                 state.chat_agent = None;
                 self.say(ctx.chat, Text::plain("That agent no longer exists. You're back in Baal's menu.")).await;
@@ -336,7 +338,7 @@ impl Inner {
             self.say(ctx.chat, html(note)).await;
             return Ok(After::Nothing);
         }
-        if state::payer(self.store.as_ref(), agent.id).await? == Payer::Operator {
+        if payer == Payer::Operator {
             let (day, resets_at) = usage_day(self.now());
             let limit = self.config.free_tier_daily_messages;
             let decision = self.store.usage_consume(ctx.user_id(), day, limit, resets_at).await?;

@@ -393,15 +393,21 @@ impl Inner {
     }
 
     async fn handle(self: Arc<Self>, input: Input) -> Result<(), PlatformError> {
-        // A read first: creating or refreshing a user is a write, and most inputs need neither.
-        let user = match self.store.user_get(input.user_id).await? {
-            Some(user) if input.username.is_none() || user.username == input.username => user,
-            _ => self.store.user_get_or_create(input.user_id, input.username.as_deref()).await?,
+        let lock = self.user_lock(input.user_id);
+        let guard = lock.lock().await;
+        // One read for the user and their state: each store call costs thread hand-offs
+        // (`cargo bench --workspace --bench store_ops`). Creating or refreshing a user is a
+        // write, and most inputs need neither.
+        let state_key = input.user_id.to_string();
+        let (user, raw_state) = match self.store.user_get_with_kv(input.user_id, state::NAMESPACE, &state_key).await? {
+            Some((user, raw_state)) if input.username.is_none() || user.username == input.username => (user, raw_state),
+            found => {
+                let user = self.store.user_get_or_create(input.user_id, input.username.as_deref()).await?;
+                (user, found.and_then(|(_, raw_state)| raw_state))
+            }
         };
         let ctx = Ctx { user, chat: input.chat_id };
-        let lock = self.user_lock(ctx.user_id());
-        let guard = lock.lock().await;
-        let mut state = state::load(self.store.as_ref(), ctx.user_id()).await?;
+        let mut state = state::parse(raw_state);
         let before = state.clone();
         let after = match input.kind {
             InputKind::Command { name, args } => {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{AgentId, UserId};
 use crate::store::{Store, StoreResult};
 
-const NAMESPACE: &str = "platform.state";
+pub(crate) const NAMESPACE: &str = "platform.state";
 
 /// A multi-step exchange the next text message belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,10 +62,14 @@ impl UserState {
 }
 
 pub(crate) async fn load(store: &dyn Store, user: UserId) -> StoreResult<UserState> {
-    let raw = store.kv_get(NAMESPACE, &user.to_string()).await?;
+    Ok(parse(store.kv_get(NAMESPACE, &user.to_string()).await?))
+}
+
+/// The state stored as `raw` (a user without one starts from the default).
+pub(crate) fn parse(raw: Option<Vec<u8>>) -> UserState {
     // A state written by another version that no longer parses is dropped rather than blocking
     // the user: it only holds conversational position, never data.
-    Ok(raw.and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default())
+    raw.and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
 }
 
 pub(crate) async fn save(store: &dyn Store, user: UserId, state: &UserState) -> StoreResult<()> {
@@ -76,7 +80,7 @@ pub(crate) async fn save(store: &dyn Store, user: UserId, state: &UserState) -> 
     store.kv_put(NAMESPACE, &user.to_string(), &bytes).await
 }
 
-const PAYER_NAMESPACE: &str = "platform.payer";
+pub(crate) const PAYER_NAMESPACE: &str = "platform.payer";
 
 /// Who pays for an agent's inference: the key it was deployed with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,9 +91,9 @@ pub(crate) enum Payer {
     Operator,
 }
 
-pub(crate) async fn payer(store: &dyn Store, agent: AgentId) -> StoreResult<Payer> {
-    let raw = store.kv_get(PAYER_NAMESPACE, &agent.to_string()).await?;
-    Ok(if raw.as_deref() == Some(b"owner") { Payer::Owner } else { Payer::Operator })
+/// The payer stored as `raw` (agents deployed before the payer was recorded: the operator).
+pub(crate) fn parse_payer(raw: Option<Vec<u8>>) -> Payer {
+    if raw.as_deref() == Some(b"owner") { Payer::Owner } else { Payer::Operator }
 }
 
 pub(crate) async fn set_payer(store: &dyn Store, agent: AgentId, payer: Payer) -> StoreResult<()> {

@@ -116,6 +116,18 @@ pub trait Store: Send + Sync {
     async fn user_get_or_create(&self, id: UserId, username: Option<&str>) -> StoreResult<User>;
     /// The user with `id`, if any.
     async fn user_get(&self, id: UserId) -> StoreResult<Option<User>>;
+    /// A user together with the key-value entry `namespace`/`key` (`None` when the user does not
+    /// exist). The platform reads a user and their conversation state on every message: the SQL
+    /// store does it in one statement; this default makes two calls.
+    async fn user_get_with_kv(
+        &self,
+        id: UserId,
+        namespace: &str,
+        key: &str,
+    ) -> StoreResult<Option<(User, Option<Vec<u8>>)>> {
+        let Some(user) = self.user_get(id).await? else { return Ok(None) };
+        Ok(Some((user, self.kv_get(namespace, key).await?)))
+    }
     /// Every user, oldest first.
     async fn users_list(&self) -> StoreResult<Vec<User>>;
     /// Stores the user's sealed LibertAI key, or clears it with `None`.
@@ -129,6 +141,17 @@ pub trait Store: Send + Sync {
     async fn agent_create(&self, agent: NewAgent) -> StoreResult<Agent>;
     /// The agent with `id`, deleted or not.
     async fn agent_get(&self, id: AgentId) -> StoreResult<Option<Agent>>;
+    /// An agent together with the key-value entry `namespace`/`key` (`None` when the agent does
+    /// not exist); one statement in the SQL store, two calls in this default.
+    async fn agent_get_with_kv(
+        &self,
+        id: AgentId,
+        namespace: &str,
+        key: &str,
+    ) -> StoreResult<Option<(Agent, Option<Vec<u8>>)>> {
+        let Some(agent) = self.agent_get(id).await? else { return Ok(None) };
+        Ok(Some((agent, self.kv_get(namespace, key).await?)))
+    }
     /// The agent whose share-link slug is `slug`, deleted or not.
     async fn agent_by_slug(&self, slug: &str) -> StoreResult<Option<Agent>>;
     /// Agents matching `filter`, oldest first.

@@ -12,7 +12,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::sea_query::{Expr, OnConflict, SimpleExpr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
-    DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set, Statement, Value,
+    DbErr, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, Set, Statement, Value,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -290,6 +290,22 @@ impl Store for SqlStore {
         Ok(users::Entity::find_by_id(id).one(&self.db).await?.map(user_from_row))
     }
 
+    async fn user_get_with_kv(
+        &self,
+        id: UserId,
+        namespace: &str,
+        key: &str,
+    ) -> StoreResult<Option<(User, Option<Vec<u8>>)>> {
+        let stmt = self.statement(
+            r#"SELECT users.*, kv.value AS kv_value FROM users
+               LEFT JOIN kv ON kv.namespace = $2 AND kv."key" = $3 WHERE users.id = $1"#,
+            [id.into(), namespace.into(), key.into()],
+        );
+        let Some(row) = self.db.query_one_raw(stmt).await? else { return Ok(None) };
+        let user = users::Model::from_query_result(&row, "")?;
+        Ok(Some((user_from_row(user), row.try_get::<Option<Vec<u8>>>("", "kv_value")?)))
+    }
+
     async fn users_list(&self) -> StoreResult<Vec<User>> {
         let rows = users::Entity::find()
             .order_by_asc(users::Column::CreatedAt)
@@ -349,6 +365,22 @@ impl Store for SqlStore {
 
     async fn agent_get(&self, id: AgentId) -> StoreResult<Option<Agent>> {
         agents::Entity::find_by_id(id.0).one(&self.db).await?.map(agent_from_row).transpose()
+    }
+
+    async fn agent_get_with_kv(
+        &self,
+        id: AgentId,
+        namespace: &str,
+        key: &str,
+    ) -> StoreResult<Option<(Agent, Option<Vec<u8>>)>> {
+        let stmt = self.statement(
+            r#"SELECT agents.*, kv.value AS kv_value FROM agents
+               LEFT JOIN kv ON kv.namespace = $2 AND kv."key" = $3 WHERE agents.id = $1"#,
+            [id.0.into(), namespace.into(), key.into()],
+        );
+        let Some(row) = self.db.query_one_raw(stmt).await? else { return Ok(None) };
+        let agent = agent_from_row(agents::Model::from_query_result(&row, "")?)?;
+        Ok(Some((agent, row.try_get::<Option<Vec<u8>>>("", "kv_value")?)))
     }
 
     async fn agent_by_slug(&self, slug: &str) -> StoreResult<Option<Agent>> {

@@ -19,7 +19,7 @@ use sea_orm::sqlx::postgres::PgConnection;
 use sea_orm::sqlx::{AssertSqlSafe, Connection as _, Executor as _};
 
 use crate::config::redact_url_password;
-use crate::domain::{AgentStatus, Deployment, NewAgent, PoolStatus, UsageDecision};
+use crate::domain::{AgentId, AgentStatus, Deployment, NewAgent, PoolStatus, UsageDecision};
 use crate::store::{AgentFilter, SqlStore, Store, StoreError};
 
 /// The PostgreSQL server tests use when `BAAL_TEST_PG_URL` is unset.
@@ -182,6 +182,7 @@ pub async fn check_store_contract(store: &dyn Store) {
     check_events(store).await;
     check_pool(store).await;
     check_kv(store).await;
+    check_reads_with_kv(store).await;
 }
 
 async fn check_users(store: &dyn Store) {
@@ -414,6 +415,30 @@ async fn check_kv(store: &dyn Store) {
     store.kv_delete("telegram", "session").await.unwrap();
     assert_eq!(store.kv_get("telegram", "session").await.unwrap(), None);
     assert_eq!(store.kv_get("other", "session").await.unwrap(), Some(Vec::new()));
+}
+
+async fn check_reads_with_kv(store: &dyn Store) {
+    assert_eq!(store.user_get_with_kv(90, "state", "90").await.unwrap(), None, "unknown user");
+    let user = store.user_get_or_create(90, Some("kv")).await.unwrap();
+    assert_eq!(store.user_get_with_kv(90, "state", "90").await.unwrap(), Some((user.clone(), None)));
+    store.kv_put("state", "90", b"{\"chat\":1}").await.unwrap();
+    store.kv_put("state", "91", b"someone else").await.unwrap();
+    store.kv_put("other", "90", b"another namespace").await.unwrap();
+    assert_eq!(
+        store.user_get_with_kv(90, "state", "90").await.unwrap(),
+        Some((user.clone(), Some(b"{\"chat\":1}".to_vec()))),
+        "the user's entry, not a neighbour's or another namespace's"
+    );
+    assert_eq!(store.user_get(90).await.unwrap(), Some(user), "the joined read gives the same user");
+
+    let agent = store.agent_create(NewAgent::new(90, "Kv", "p", "glm-4.7")).await.unwrap();
+    let key = agent.id.to_string();
+    assert_eq!(store.agent_get_with_kv(AgentId(987_654), "payer", &key).await.unwrap(), None, "unknown agent");
+    assert_eq!(store.agent_get_with_kv(agent.id, "payer", &key).await.unwrap(), Some((agent.clone(), None)));
+    store.kv_put("payer", &key, b"owner").await.unwrap();
+    let (read, payer) = store.agent_get_with_kv(agent.id, "payer", &key).await.unwrap().unwrap();
+    assert_eq!(read, store.agent_get(agent.id).await.unwrap().unwrap(), "the joined read gives the same agent");
+    assert_eq!(payer.as_deref(), Some(&b"owner"[..]));
 }
 
 /// `callers` concurrent tasks consume one message each under `limit`: exactly `limit` are
