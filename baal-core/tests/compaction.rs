@@ -64,6 +64,12 @@ async fn compact_history_keeps_the_newest_rows_behind_a_summary() {
     let rest: Vec<String> = rows[2..].iter().map(|r| r.message.content.clone().unwrap()).collect();
     assert_eq!(rest, vec!["msg 6", "msg 7", "msg 8", "msg 9"]);
     assert_eq!(history.load("other", 100).await.unwrap().len(), 1);
+    // A limit keeps the newest rows, still oldest first, behind the summary.
+    let newest = history.load("c1", 2).await.unwrap();
+    let contents: Vec<String> = newest.iter().map(|r| r.message.content.clone().unwrap()).collect();
+    assert_eq!(contents.len(), 4);
+    assert!(contents[0].contains(SUMMARY_MARKER));
+    assert_eq!(contents[2..], ["msg 8", "msg 9"]);
 
     // No-op when there are no more rows than `keep`.
     let small = History::in_memory().await.unwrap();

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
 };
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
@@ -325,15 +325,24 @@ impl History {
     /// The newest `limit` rows of a chat in insertion order, preceded by the summary pair when
     /// an earlier compaction left one.
     pub async fn load(&self, chat_id: &str, limit: u64) -> Result<Vec<StoredMessage>, HistoryError> {
-        let mut rows = message::Entity::find()
-            .filter(message::Column::ChatId.eq(chat_id))
-            .order_by_desc(message::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await
-            .map_err(db_error)?;
-        rows.reverse();
-        let mut out = self.summary_pair(chat_id).await?;
+        // One statement for the rows and the summary: every turn starts here, and each statement
+        // costs two thread hand-offs to sqlx's connection thread. The summary comes back as a
+        // row with id 0 (stored rows start at 1) and role `summary`.
+        let statement = sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Sqlite,
+            "SELECT * FROM (SELECT id, chat_id, role, content, tool_calls, tool_call_id, created_at \
+               FROM messages WHERE chat_id = $1 ORDER BY id DESC LIMIT $2) \
+             UNION ALL \
+             SELECT 0, chat_id, 'summary', content, NULL, NULL, updated_at FROM summaries WHERE chat_id = $1",
+            [chat_id.into(), <i64 as TryFrom<u64>>::try_from(limit).unwrap_or(i64::MAX).into()],
+        );
+        let rows = message::Model::find_by_statement(statement).all(&self.db).await.map_err(db_error)?;
+        let (summary, mut rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|row| row.id == 0);
+        rows.sort_by_key(|row| row.id);
+        let mut out = match summary.into_iter().next().and_then(|row| row.content) {
+            Some(text) => summary_pair(text),
+            None => Vec::new(),
+        };
         out.extend(rows.into_iter().map(to_stored));
         Ok(out)
     }
@@ -364,16 +373,6 @@ impl History {
     pub async fn summary(&self, chat_id: &str) -> Result<Option<String>, HistoryError> {
         let row = summary::Entity::find_by_id(chat_id.to_owned()).one(&self.db).await.map_err(db_error)?;
         Ok(row.map(|r| r.content))
-    }
-
-    async fn summary_pair(&self, chat_id: &str) -> Result<Vec<StoredMessage>, HistoryError> {
-        Ok(match self.summary(chat_id).await? {
-            None => Vec::new(),
-            Some(text) => vec![
-                StoredMessage { id: 0, message: ChatMessage::user(format!("{SUMMARY_MARKER}\n\n{text}")) },
-                StoredMessage { id: 0, message: ChatMessage::assistant(Some(SUMMARY_ACK.into()), Vec::new()) },
-            ],
-        })
     }
 
     /// Replaces every row of the chat older than row `first_kept` with `summary` (atomically).
@@ -513,6 +512,14 @@ impl History {
         }
         Ok(deleted)
     }
+}
+
+/// The synthetic pair that stands for the summarised start of a chat.
+fn summary_pair(text: String) -> Vec<StoredMessage> {
+    vec![
+        StoredMessage { id: 0, message: ChatMessage::user(format!("{SUMMARY_MARKER}\n\n{text}")) },
+        StoredMessage { id: 0, message: ChatMessage::assistant(Some(SUMMARY_ACK.into()), Vec::new()) },
+    ]
 }
 
 /// The first index `>= wanted` (moving earlier if needed) at which a history may start without
