@@ -433,14 +433,27 @@ async fn a_tool_turn_with_the_real_tools_keeps_the_secrets_out_of_reach() {
     }
 }
 
-fn processes_running(needle: &str) -> usize {
+/// The processes whose command line contains `needle`. A process that is exec'ing (bash turning
+/// into `sleep`) can show an empty command line for an instant, so one scan may miss a process
+/// that is running: callers follow pids once seen instead of re-scanning.
+fn processes_matching(needle: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .filter(|cmdline| String::from_utf8_lossy(cmdline).replace('\0', " ").contains(needle))
-        .count()
+        .filter_map(|e| e.file_name().to_str().and_then(|name| name.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(needle))
+        })
+        .collect()
+}
+
+/// Whether `pid` is gone (or only a zombie waiting for its reaper).
+fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
 }
 
 #[tokio::test]
@@ -473,25 +486,35 @@ async fn a_client_that_disconnects_cancels_the_running_tool() {
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
     // Slow machines (a whole test suite in parallel) may take a while to fork.
+    let mut tool = Vec::new();
     for _ in 0..800 {
-        if processes_running(&marker) > 0 {
+        tool = processes_matching(&marker);
+        if !tool.is_empty() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    if processes_running(&marker) == 0 {
-        let mut rest = String::new();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), socket.read_to_string(&mut rest)).await;
-        panic!("the tool never started; the stream said: {seen}{rest}");
+    if tool.is_empty() {
+        let mut rest = Vec::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, socket.read_buf(&mut rest)).await {
+            if n == 0 {
+                break;
+            }
+        }
+        panic!("the tool never started; the stream said: {seen}{}", String::from_utf8_lossy(&rest));
     }
     drop(socket);
     for _ in 0..400 {
-        if processes_running(&marker) == 0 {
+        if tool.iter().all(|&pid| process_gone(pid)) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    assert_eq!(processes_running(&marker), 0, "the tool kept running after the client left");
+    let survivors: Vec<u32> = tool.iter().copied().filter(|&pid| !process_gone(pid)).collect();
+    assert!(survivors.is_empty(), "the tool kept running after the client left: {survivors:?}");
+    // Nothing the tool started under another pid survives either (its whole group was killed).
+    assert_eq!(processes_matching(&marker), Vec::<u32>::new(), "a process of the tool outlived it");
 }
 
 #[tokio::test]
