@@ -518,6 +518,47 @@ async fn a_client_that_disconnects_cancels_the_running_tool() {
 }
 
 #[tokio::test]
+async fn a_killed_agent_takes_its_running_tool_with_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let llm = ScriptedLlm::start().await;
+    let marker = format!("sleep 4243.{}", std::process::id());
+    llm.push_tool_call("bash", json!({ "command": marker }).to_string());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut agent = start_agent_in(&llm, &[], dir);
+    let request = {
+        let http = agent.http.clone();
+        let url = format!("{}/chat", agent.base_url);
+        tokio::spawn(async move {
+            let body = json!({"message": "sleep", "chat_id": OWNER});
+            // The stream breaks when the agent is killed; only the kill matters here.
+            let _ = http.post(url).bearer_auth(SECRET).json(&body).send().await.map(|r| r.bytes());
+        })
+    };
+    let mut tool = Vec::new();
+    for _ in 0..800 {
+        tool = processes_matching(&marker);
+        if !tool.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(!tool.is_empty(), "the tool never started");
+    // SIGKILL: the agent gets no chance to clean up.
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+    for _ in 0..400 {
+        if tool.iter().all(|&pid| process_gone(pid)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let survivors: Vec<u32> = tool.iter().copied().filter(|&pid| !process_gone(pid)).collect();
+    assert!(survivors.is_empty(), "the tool outlived the killed agent: {survivors:?}");
+    request.abort();
+}
+
+#[tokio::test]
 async fn keepalives_reach_the_client_while_the_model_thinks() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let llm = ScriptedLlm::start().await;

@@ -107,12 +107,22 @@ impl Tool for Bash {
         let limit_processes = identity.is_some();
         // The ruleset descriptor stays open in `self.shared` while the child starts.
         let ruleset = self.shared.fs_ruleset.as_ref().map(|fd| fd.as_raw_fd());
+        let agent_pid = rustix::process::getpid();
         // SAFETY: the closure runs in the child between fork and exec (after the uid switch); it
-        // only makes system calls (setrlimit, prctl, landlock_restrict_self), which neither
-        // allocate nor lock.
+        // only makes system calls (setrlimit, prctl, getppid, landlock_restrict_self), which
+        // neither allocate nor lock.
         unsafe {
             cmd.pre_exec(move || {
                 use rustix::process::{Resource, Rlimit, setrlimit};
+                // An agent that is killed outright (SIGKILL, OOM) cannot run GroupGuard: bash
+                // then dies with it instead of running on unwatched. The signal fires when the
+                // forking *thread* exits; spawns happen on the runtime's worker threads, which
+                // live as long as the agent. It must be set after the uid switch, which clears it.
+                rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+                if rustix::process::getppid() != Some(agent_pid) {
+                    // The agent died before the signal was armed (an error value that does not allocate).
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
                 setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) })?;
                 if limit_processes {
                     let max = Some(MAX_TOOL_PROCESSES);
