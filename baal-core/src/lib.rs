@@ -129,6 +129,8 @@ pub mod secrets;
 pub mod agent;
 #[cfg(feature = "platform")]
 pub mod platform;
+#[cfg(any(feature = "store", feature = "agent"))]
+mod sqlite;
 #[cfg(feature = "store")]
 pub mod store;
 #[cfg(feature = "testing")]

@@ -276,25 +276,12 @@ impl History {
     async fn connect(url: &str) -> Result<History, HistoryError> {
         let in_memory = url.contains(":memory:");
         let mut options = ConnectOptions::new(url.to_owned());
-        options
-            .sqlx_logging(false)
-            .connect_timeout(Duration::from_secs(5))
-            // One connection: concurrent turns queue for it in the pool instead of sleeping in
-            // SQLite's busy handler (1, 2, 5, 10… ms), which cost ~10 ms per turn at 100 streams;
-            // it also keeps `take_pending`'s read-then-delete from losing a race to a writer.
-            // (In memory, a second connection would be a separate empty database anyway.)
-            .max_connections(1)
-            // A local file needs no ping before each statement (it cost two thread hand-offs).
-            .test_before_acquire(false)
-            .map_sqlx_sqlite_opts(move |o| {
-                use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-                let o = o.busy_timeout(Duration::from_secs(5));
-                if in_memory {
-                    o
-                } else {
-                    o.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal)
-                }
-            });
+        options.sqlx_logging(false).connect_timeout(Duration::from_secs(5));
+        // One connection (see `crate::sqlite`): concurrent turns queue for it in the pool instead
+        // of sleeping in SQLite's busy handler, which cost ~10 ms per turn at 100 streams; it also
+        // keeps `take_pending`'s read-then-delete from losing a race to a writer. In memory, a
+        // second connection would be a separate empty database anyway.
+        crate::sqlite::configure(&mut options, in_memory, Duration::from_secs(5));
         let db = Database::connect(options).await.map_err(db_error)?;
         Migrator::up(&db, None).await.map_err(db_error)?;
         Ok(History { db })

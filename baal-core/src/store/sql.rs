@@ -29,11 +29,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Another process (a second bot, `baal-cli`) holding SQLite's write lock is waited for this long
 /// instead of failing with "database is locked".
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// SQLite file databases: one connection. Writers queue in the pool, in arrival order, instead of
-/// in SQLite's busy handler, which sleeps 1, 2, 5, 10… ms between retries: with five pooled
-/// connections 200 concurrent chats spent ~90 ms per message asleep there. Statements take tens of
-/// microseconds, so one connection is not the limit (`cargo bench --workspace --bench platform`).
-const SQLITE_POOL_SIZE: u32 = 1;
 /// PostgreSQL: enough for one bot process; several processes share the server's limit.
 const POSTGRES_POOL_SIZE: u32 = 10;
 /// How often a pool claim is retried when a racing claim held the row it wanted.
@@ -63,19 +58,9 @@ impl SqlStore {
         let mut options = ConnectOptions::new(url.to_owned());
         options.sqlx_logging(false).connect_timeout(CONNECT_TIMEOUT).acquire_timeout(Duration::from_secs(30));
         if url.starts_with("sqlite:") {
-            // Every pooled connection to `:memory:` would be its own empty database.
+            // An in-memory database has no WAL (and a second connection would be another, empty one).
             let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-            // A file on this machine cannot drop a connection the way a server can: pinging it
-            // before every statement doubled the cost of each one (two more thread hand-offs).
-            options.max_connections(SQLITE_POOL_SIZE).test_before_acquire(false).map_sqlx_sqlite_opts(move |o| {
-                use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-                let o = o.foreign_keys(true).busy_timeout(SQLITE_BUSY_TIMEOUT);
-                if in_memory {
-                    o
-                } else {
-                    o.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal)
-                }
-            });
+            crate::sqlite::configure(&mut options, in_memory, SQLITE_BUSY_TIMEOUT);
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             options.max_connections(POSTGRES_POOL_SIZE);
         } else {
