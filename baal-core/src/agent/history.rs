@@ -9,12 +9,12 @@
 //!   only when acknowledged (or by the old destructive read), so a failed delivery is retried.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait,
-    FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
-};
+use rusqlite::OptionalExtension as _;
+use sea_orm::{ConnectOptions, Database, DbErr};
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
@@ -35,63 +35,6 @@ pub struct HistoryError;
 fn db_error(e: DbErr) -> HistoryError {
     tracing::error!(error = %e, "agent database error");
     HistoryError
-}
-
-mod message {
-    use sea_orm::entity::prelude::*;
-
-    #[sea_orm::model]
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "messages")]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i64,
-        pub chat_id: String,
-        pub role: String,
-        pub content: Option<String>,
-        pub tool_calls: Option<String>,
-        pub tool_call_id: Option<String>,
-        pub created_at: String,
-    }
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
-mod pending {
-    use sea_orm::entity::prelude::*;
-
-    #[sea_orm::model]
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "pending_messages")]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i64,
-        pub chat_id: String,
-        pub content: String,
-        pub source: String,
-        pub created_at: String,
-        /// Unix time in milliseconds until which the message is leased to a bot; `None` when it
-        /// is not leased (or was queued before leases existed).
-        pub leased_until: Option<i64>,
-    }
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
-mod summary {
-    use sea_orm::entity::prelude::*;
-
-    #[sea_orm::model]
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "summaries")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub chat_id: String,
-        pub content: String,
-        pub updated_at: String,
-    }
-
-    impl ActiveModelBehavior for ActiveModel {}
 }
 
 #[derive(DeriveIden)]
@@ -247,13 +190,45 @@ impl StoredMessage {
 }
 
 /// The agent's database.
+///
+/// Statements run on the calling task, under a mutex, on one rusqlite connection: an agent's
+/// statements take tens of microseconds, while sqlx's SQLite driver (SeaORM) runs each on its own
+/// thread, and the two thread hand-offs per statement, queued behind every other turn's, were
+/// most of the latency the agent added to a turn at 100 concurrent chats. SeaORM still creates
+/// and migrates the schema at open, so the migrations stay versioned like the platform's.
 #[derive(Debug, Clone)]
 pub struct History {
-    db: DatabaseConnection,
+    connection: Arc<Mutex<rusqlite::Connection>>,
 }
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
+}
+
+fn sql_error(e: rusqlite::Error) -> HistoryError {
+    tracing::error!(error = %e, "agent database error");
+    HistoryError
+}
+
+/// What `load` and `rows` select, in the order `message_row` reads it.
+const MESSAGE_COLUMNS: &str = "id, role, content, tool_calls, tool_call_id";
+
+fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    let role: String = row.get(1)?;
+    let tool_calls: Option<String> = row.get(3)?;
+    Ok(stored_message(row.get(0)?, &role, row.get(2)?, tool_calls.as_deref(), row.get(4)?))
+}
+
+fn pending_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, PendingMessage)> {
+    Ok((
+        row.get(0)?,
+        PendingMessage::new(
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, String>(3)?,
+            row.get::<_, String>(4)?,
+        ),
+    ))
 }
 
 impl History {
@@ -265,26 +240,52 @@ impl History {
                 HistoryError
             })?;
         }
-        History::connect(&format!("sqlite://{}?mode=rwc", path.display())).await
+        let connection = rusqlite::Connection::open(path).map_err(sql_error)?;
+        History::migrate_and_wrap(connection, &format!("sqlite://{}?mode=rwc", path.display()), false).await
     }
 
     /// A private in-memory database (tests, embedders that keep nothing).
     pub async fn in_memory() -> Result<History, HistoryError> {
-        History::connect("sqlite::memory:").await
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        // A named, shared-cache database, so the migrating SeaORM connection and ours see the
+        // same one; it lives as long as our connection.
+        let name = format!("baal-history-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let connection =
+            rusqlite::Connection::open(format!("file:{name}?mode=memory&cache=shared")).map_err(sql_error)?;
+        // sqlx needs the `file:` form too: a plain name is a different database to SQLite.
+        History::migrate_and_wrap(connection, &format!("sqlite:file:{name}?mode=memory&cache=shared"), true).await
     }
 
-    async fn connect(url: &str) -> Result<History, HistoryError> {
-        let in_memory = url.contains(":memory:");
+    async fn migrate_and_wrap(
+        connection: rusqlite::Connection,
+        url: &str,
+        in_memory: bool,
+    ) -> Result<History, HistoryError> {
+        let busy_timeout = Duration::from_secs(5);
         let mut options = ConnectOptions::new(url.to_owned());
-        options.sqlx_logging(false).connect_timeout(Duration::from_secs(5));
-        // One connection (see `crate::sqlite`): concurrent turns queue for it in the pool instead
-        // of sleeping in SQLite's busy handler, which cost ~10 ms per turn at 100 streams; it also
-        // keeps `take_pending`'s read-then-delete from losing a race to a writer. In memory, a
-        // second connection would be a separate empty database anyway.
-        crate::sqlite::configure(&mut options, in_memory, Duration::from_secs(5));
+        options.sqlx_logging(false).connect_timeout(busy_timeout);
+        crate::sqlite::configure(&mut options, in_memory, busy_timeout);
         let db = Database::connect(options).await.map_err(db_error)?;
         Migrator::up(&db, None).await.map_err(db_error)?;
-        Ok(History { db })
+        drop(db);
+
+        connection.busy_timeout(busy_timeout).map_err(sql_error)?;
+        if !in_memory {
+            // WAL is a property of the file (SeaORM's connection set it); `synchronous` is not.
+            connection.pragma_update(None, "journal_mode", "WAL").map_err(sql_error)?;
+            connection.pragma_update(None, "synchronous", "NORMAL").map_err(sql_error)?;
+        }
+        // See `crate::sqlite::stable_query_plans`: `LIMIT ?` would recompile `load` every turn.
+        connection.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map_err(sql_error)?;
+        Ok(History { connection: Arc::new(Mutex::new(connection)) })
+    }
+
+    /// Runs `work` on the connection. Never held across an await.
+    fn with<T>(&self, work: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T>) -> Result<T, HistoryError> {
+        // A panic while the lock was held cannot have left a transaction open (rusqlite rolls
+        // back on drop), so a poisoned lock still guards a usable connection.
+        let mut connection = self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        work(&mut connection).map_err(sql_error)
     }
 
     /// Appends a message to a chat's history; returns its row id.
@@ -294,72 +295,72 @@ impl History {
         } else {
             Some(serde_json::to_string(&message.tool_calls).unwrap_or_else(|_| "[]".into()))
         };
-        let row = message::ActiveModel {
-            chat_id: Set(chat_id.to_owned()),
-            role: Set(message.role.as_str().to_owned()),
-            content: Set(message.content.clone()),
-            tool_calls: Set(tool_calls),
-            tool_call_id: Set(message.tool_call_id.clone()),
-            created_at: Set(now()),
-            ..Default::default()
-        }
-        .insert(&self.db)
-        .await
-        .map_err(db_error)?;
-        Ok(row.id)
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT INTO messages (chat_id, role, content, tool_calls, tool_call_id, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .insert(rusqlite::params![
+                chat_id,
+                message.role.as_str(),
+                message.content,
+                tool_calls,
+                message.tool_call_id,
+                now()
+            ])
+        })
     }
 
     /// The newest `limit` rows of a chat in insertion order, preceded by the summary pair when
     /// an earlier compaction left one.
     pub async fn load(&self, chat_id: &str, limit: u64) -> Result<Vec<StoredMessage>, HistoryError> {
-        // One statement for the rows and the summary: every turn starts here, and each statement
-        // costs two thread hand-offs to sqlx's connection thread. The summary comes back as a
-        // row with id 0 (stored rows start at 1) and role `summary`.
-        let statement = sea_orm::Statement::from_sql_and_values(
-            sea_orm::DbBackend::Sqlite,
-            "SELECT * FROM (SELECT id, chat_id, role, content, tool_calls, tool_call_id, created_at \
-               FROM messages WHERE chat_id = $1 ORDER BY id DESC LIMIT $2) \
-             UNION ALL \
-             SELECT 0, chat_id, 'summary', content, NULL, NULL, updated_at FROM summaries WHERE chat_id = $1",
-            [chat_id.into(), <i64 as TryFrom<u64>>::try_from(limit).unwrap_or(i64::MAX).into()],
-        );
-        let rows = message::Model::find_by_statement(statement).all(&self.db).await.map_err(db_error)?;
-        let (summary, mut rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|row| row.id == 0);
-        rows.sort_by_key(|row| row.id);
-        let mut out = match summary.into_iter().next().and_then(|row| row.content) {
-            Some(text) => summary_pair(text),
-            None => Vec::new(),
-        };
-        out.extend(rows.into_iter().map(to_stored));
+        let limit = <i64 as TryFrom<u64>>::try_from(limit).unwrap_or(i64::MAX);
+        let (summary, mut rows) = self.with(|c| {
+            let summary: Option<String> = c
+                .prepare_cached("SELECT content FROM summaries WHERE chat_id = ?1")?
+                .query_row([chat_id], |row| row.get(0))
+                .optional()?;
+            let rows = c
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ?1 ORDER BY id DESC LIMIT ?2"
+                ))?
+                .query_map(rusqlite::params![chat_id, limit], message_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((summary, rows))
+        })?;
+        rows.reverse();
+        let mut out = summary.map(summary_pair).unwrap_or_default();
+        out.extend(rows);
         Ok(out)
     }
 
     /// The newest row of a chat.
     pub async fn last(&self, chat_id: &str) -> Result<Option<StoredMessage>, HistoryError> {
-        let row = message::Entity::find()
-            .filter(message::Column::ChatId.eq(chat_id))
-            .order_by_desc(message::Column::Id)
-            .one(&self.db)
-            .await
-            .map_err(db_error)?;
-        Ok(row.map(to_stored))
+        self.with(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ?1 ORDER BY id DESC LIMIT 1"
+            ))?
+            .query_row([chat_id], message_row)
+            .optional()
+        })
     }
 
     /// Every row of a chat (no summary), in insertion order.
     pub async fn rows(&self, chat_id: &str) -> Result<Vec<StoredMessage>, HistoryError> {
-        let rows = message::Entity::find()
-            .filter(message::Column::ChatId.eq(chat_id))
-            .order_by_asc(message::Column::Id)
-            .all(&self.db)
-            .await
-            .map_err(db_error)?;
-        Ok(rows.into_iter().map(to_stored).collect())
+        self.with(|c| {
+            c.prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ?1 ORDER BY id"))?
+                .query_map([chat_id], message_row)?
+                .collect()
+        })
     }
 
     /// The summary compaction left for a chat, if any.
     pub async fn summary(&self, chat_id: &str) -> Result<Option<String>, HistoryError> {
-        let row = summary::Entity::find_by_id(chat_id.to_owned()).one(&self.db).await.map_err(db_error)?;
-        Ok(row.map(|r| r.content))
+        self.with(|c| {
+            c.prepare_cached("SELECT content FROM summaries WHERE chat_id = ?1")?
+                .query_row([chat_id], |row| row.get(0))
+                .optional()
+        })
     }
 
     /// Replaces every row of the chat older than row `first_kept` with `summary` (atomically).
@@ -369,23 +370,16 @@ impl History {
         first_kept: i64,
         summary: &str,
     ) -> Result<(), HistoryError> {
-        let tx = self.db.begin().await.map_err(db_error)?;
-        message::Entity::delete_many()
-            .filter(message::Column::ChatId.eq(chat_id))
-            .filter(message::Column::Id.lt(first_kept))
-            .exec(&tx)
-            .await
-            .map_err(db_error)?;
-        summary::Entity::delete_by_id(chat_id.to_owned()).exec(&tx).await.map_err(db_error)?;
-        summary::ActiveModel {
-            chat_id: Set(chat_id.to_owned()),
-            content: Set(summary.to_owned()),
-            updated_at: Set(now()),
-        }
-        .insert(&tx)
-        .await
-        .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM messages WHERE chat_id = ?1 AND id < ?2", rusqlite::params![chat_id, first_kept])?;
+            tx.execute(
+                "INSERT INTO summaries (chat_id, content, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (chat_id) DO UPDATE SET content = excluded.content, updated_at = excluded.updated_at",
+                rusqlite::params![chat_id, summary, now()],
+            )?;
+            tx.commit()
+        })
     }
 
     /// Keeps the newest `keep` rows of a chat and replaces the older ones with `summary`
@@ -404,55 +398,50 @@ impl History {
 
     /// Deletes a chat's history and summary; returns the rows deleted.
     pub async fn clear(&self, chat_id: &str) -> Result<u64, HistoryError> {
-        let deleted = message::Entity::delete_many()
-            .filter(message::Column::ChatId.eq(chat_id))
-            .exec(&self.db)
-            .await
-            .map_err(db_error)?
-            .rows_affected;
-        summary::Entity::delete_by_id(chat_id.to_owned()).exec(&self.db).await.map_err(db_error)?;
-        Ok(deleted)
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let deleted = tx.execute("DELETE FROM messages WHERE chat_id = ?1", [chat_id])?;
+            tx.execute("DELETE FROM summaries WHERE chat_id = ?1", [chat_id])?;
+            tx.commit()?;
+            Ok(deleted as u64)
+        })
     }
 
     /// Number of history rows of a chat.
     pub async fn count(&self, chat_id: &str) -> Result<u64, HistoryError> {
-        message::Entity::find().filter(message::Column::ChatId.eq(chat_id)).count(&self.db).await.map_err(db_error)
+        let count: i64 = self.with(|c| {
+            c.prepare_cached("SELECT COUNT(*) FROM messages WHERE chat_id = ?1")?.query_row([chat_id], |row| row.get(0))
+        })?;
+        Ok(count.unsigned_abs())
     }
 
     /// Queues a message for the bot to deliver to `chat_id`.
     pub async fn push_pending(&self, chat_id: &str, content: &str, source: &str) -> Result<(), HistoryError> {
-        pending::ActiveModel {
-            chat_id: Set(chat_id.to_owned()),
-            content: Set(content.to_owned()),
-            source: Set(source.to_owned()),
-            created_at: Set(now()),
-            ..Default::default()
-        }
-        .insert(&self.db)
-        .await
-        .map_err(db_error)?;
-        Ok(())
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT INTO pending_messages (chat_id, content, source, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(rusqlite::params![chat_id, content, source, now()])
+            .map(drop)
+        })
     }
 
     /// Takes (returns and deletes) the queued messages of `chat_id`, or of every chat when `None`,
     /// oldest first, leased or not: the destructive read of clients that predate leases. The
     /// messages carry no id, since there is nothing left to acknowledge.
     pub async fn take_pending(&self, chat_id: Option<&str>) -> Result<Vec<PendingMessage>, HistoryError> {
-        let tx = self.db.begin().await.map_err(db_error)?;
-        let mut query = pending::Entity::find().order_by_asc(pending::Column::Id);
-        if let Some(chat) = chat_id {
-            query = query.filter(pending::Column::ChatId.eq(chat));
-        }
-        let rows = query.all(&tx).await.map_err(db_error)?;
-        if let Some(last) = rows.last() {
-            let mut delete = pending::Entity::delete_many().filter(pending::Column::Id.lte(last.id));
-            if let Some(chat) = chat_id {
-                delete = delete.filter(pending::Column::ChatId.eq(chat));
-            }
-            delete.exec(&tx).await.map_err(db_error)?;
-        }
-        tx.commit().await.map_err(db_error)?;
-        Ok(rows.into_iter().map(|r| PendingMessage::new(r.chat_id, r.content, r.source, r.created_at)).collect())
+        // One statement: choosing and deleting cannot be split by another request.
+        let mut rows = self.with(|c| {
+            c.prepare_cached(
+                "DELETE FROM pending_messages WHERE ?1 IS NULL OR chat_id = ?1 \
+                 RETURNING id, chat_id, content, source, created_at",
+            )?
+            .query_map([chat_id], pending_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        // RETURNING gives no order.
+        rows.sort_by_key(|(id, _)| *id);
+        Ok(rows.into_iter().map(|(_, message)| message).collect())
     }
 
     /// Leases the queued messages of `chat_id` (every chat when `None`) that are not leased or
@@ -466,38 +455,38 @@ impl History {
     ) -> Result<Vec<PendingMessage>, HistoryError> {
         let now = chrono::Utc::now().timestamp_millis();
         let until = now.saturating_add(<i64 as TryFrom<u128>>::try_from(lease.as_millis()).unwrap_or(i64::MAX));
-        let free =
-            Condition::any().add(pending::Column::LeasedUntil.is_null()).add(pending::Column::LeasedUntil.lte(now));
-        let mut update =
-            pending::Entity::update_many().col_expr(pending::Column::LeasedUntil, Expr::value(until)).filter(free);
-        if let Some(chat) = chat_id {
-            update = update.filter(pending::Column::ChatId.eq(chat));
-        }
         // One conditional `UPDATE … RETURNING`: choosing the free rows and leasing them cannot be
         // split by another request, so two bots never lease the same message at once.
-        let mut rows = update.exec_with_returning(&self.db).await.map_err(db_error)?;
-        rows.sort_by_key(|r| r.id);
-        Ok(rows
-            .into_iter()
-            .map(|r| PendingMessage::new(r.chat_id, r.content, r.source, r.created_at).with_id(r.id))
-            .collect())
+        let mut rows = self.with(|c| {
+            c.prepare_cached(
+                "UPDATE pending_messages SET leased_until = ?1 \
+                 WHERE (leased_until IS NULL OR leased_until <= ?2) AND (?3 IS NULL OR chat_id = ?3) \
+                 RETURNING id, chat_id, content, source, created_at",
+            )?
+            .query_map(rusqlite::params![until, now, chat_id], pending_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.sort_by_key(|(id, _)| *id);
+        Ok(rows.into_iter().map(|(id, message)| message.with_id(id)).collect())
     }
 
     /// Deletes the queued messages `ids` (only those of `chat_id` when given), whether or not
     /// their lease ran out; returns how many were deleted. Unknown ids are ignored, so
     /// acknowledging twice is harmless.
     pub async fn ack_pending(&self, ids: &[i64], chat_id: Option<&str>) -> Result<u64, HistoryError> {
-        let mut deleted = 0;
-        // Chunks keep each statement well under SQLite's limit on bound parameters. They need
-        // no transaction: a partial failure leaves messages that are simply delivered again.
-        for chunk in ids.chunks(500) {
-            let mut delete = pending::Entity::delete_many().filter(pending::Column::Id.is_in(chunk.iter().copied()));
-            if let Some(chat) = chat_id {
-                delete = delete.filter(pending::Column::ChatId.eq(chat));
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut deleted = 0;
+            {
+                let mut delete =
+                    tx.prepare_cached("DELETE FROM pending_messages WHERE id = ?1 AND (?2 IS NULL OR chat_id = ?2)")?;
+                for id in ids {
+                    deleted += delete.execute(rusqlite::params![id, chat_id])? as u64;
+                }
             }
-            deleted += delete.exec(&self.db).await.map_err(db_error)?.rows_affected;
-        }
-        Ok(deleted)
+            tx.commit()?;
+            Ok(deleted)
+        })
     }
 }
 
@@ -520,18 +509,23 @@ pub(crate) fn safe_cut(rows: &[StoredMessage], wanted: usize) -> Option<usize> {
     (cut > 0).then_some(cut)
 }
 
-fn to_stored(row: message::Model) -> StoredMessage {
-    let role = MessageRole::parse(&row.role).unwrap_or(MessageRole::User);
-    let tool_calls: Vec<ToolCall> =
-        row.tool_calls.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
+fn stored_message(
+    id: i64,
+    role: &str,
+    content: Option<String>,
+    tool_calls: Option<&str>,
+    tool_call_id: Option<String>,
+) -> StoredMessage {
+    let role = MessageRole::parse(role).unwrap_or(MessageRole::User);
+    let tool_calls: Vec<ToolCall> = tool_calls.and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
     let mut message = match role {
-        MessageRole::Tool => ChatMessage::tool(row.tool_call_id.clone().unwrap_or_default(), ""),
+        MessageRole::Tool => ChatMessage::tool(tool_call_id.unwrap_or_default(), ""),
         MessageRole::Assistant => ChatMessage::assistant(None, tool_calls),
         MessageRole::System => ChatMessage::system(""),
         MessageRole::User => ChatMessage::user(""),
     };
-    message.content = row.content;
-    StoredMessage { id: row.id, message }
+    message.content = content;
+    StoredMessage { id, message }
 }
 
 #[cfg(test)]
