@@ -9,7 +9,7 @@ use std::time::Duration;
 use baal_core::agent::Agent;
 use baal_core::agent::auth::BearerCheck;
 use baal_core::agent::tools::workspace::Workspace as PathGate;
-use baal_core::proxy::{ChatRequest, HealthResponse, PendingAck, PendingResponse};
+use baal_core::proxy::{ChatRequest, HealthResponse, MAX_ACK_IDS, PendingAck, PendingResponse};
 use futures_util::StreamExt;
 use poem::http::StatusCode;
 use poem::web::sse::{Event, SSE};
@@ -147,6 +147,12 @@ async fn ack_pending(body: Body, Data(state): Data<&AppState>) -> Response {
         }
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("the body is not valid JSON ({e})")),
     };
+    if ack.ids.len() > MAX_ACK_IDS {
+        return json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("{} ids in one acknowledgement; send at most {MAX_ACK_IDS} per request", ack.ids.len()),
+        );
+    }
     let chat_filter = ack.chat_id.filter(|c| !c.trim().is_empty());
     match state.agent.history().ack_pending(&ack.ids, chat_filter.as_deref()).await {
         Ok(deleted) => Json(json!({"status": "ok", "deleted": deleted})).into_response(),

@@ -309,6 +309,10 @@ async fn bad_lease_and_ack_requests_are_refused_with_json() {
         assert_eq!(got, status, "{body}");
         assert!(answer["error"].is_string(), "{answer}");
     }
+    let too_many = json!({ "ids": (1..=1001).collect::<Vec<i64>>() }).to_string();
+    let (status, body) = agent.post_ack(&too_many, true).await;
+    assert_eq!(status, 413);
+    assert!(body["error"].as_str().unwrap().contains("at most 1000"), "{body}");
     let (status, body) = agent.post_ack(r#"{"ids":[1]}"#, false).await;
     assert_eq!((status, body), (401, json!({"error": "unauthorized"})));
     // Nothing above touched the queue.

@@ -266,6 +266,19 @@ async fn pending_files_and_reset_use_the_documented_requests() {
         serde_json::from_str::<serde_json::Value>(&seen[0].body).unwrap(),
         json!({"ids": [3, 5], "chat_id": "7"})
     );
+    // More ids than one request may carry go in several requests, in order.
+    let many = serve(Reply::Full(200, "application/json", r#"{"status":"ok","deleted":0}"#.into())).await;
+    let ids: Vec<i64> = (1..=2500).collect();
+    proxy.ack_pending(&endpoint(&many.url), "7", &ids).await.unwrap();
+    let sent: Vec<Vec<i64>> = many
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|request| serde_json::from_str::<baal_core::proxy::PendingAck>(&request.body).unwrap().ids)
+        .collect();
+    assert_eq!(sent.iter().map(Vec::len).collect::<Vec<_>>(), [1000, 1000, 500]);
+    assert_eq!(sent.concat(), ids);
     let old_agent = serve(Reply::Full(404, "text/plain", "Not Found".into())).await;
     assert_eq!(proxy.ack_pending(&endpoint(&old_agent.url), "7", &[1]).await.unwrap_err(), ProxyError::Status(404));
 

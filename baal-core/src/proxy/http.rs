@@ -249,8 +249,11 @@ impl Proxy for HttpProxy {
             return Ok(());
         }
         let url = Self::url(agent, ["pending", "ack"])?;
-        let body = serde_json::to_value(PendingAck::new(ids.to_vec(), chat_id)).map_err(|_| ProxyError::Protocol)?;
-        self.call(agent, Method::POST, url, Some(&body)).await?;
+        for chunk in ids.chunks(super::MAX_ACK_IDS) {
+            let body =
+                serde_json::to_value(PendingAck::new(chunk.to_vec(), chat_id)).map_err(|_| ProxyError::Protocol)?;
+            self.call(agent, Method::POST, url.clone(), Some(&body)).await?;
+        }
         Ok(())
     }
 

@@ -131,6 +131,10 @@ impl PendingResponse {
     }
 }
 
+/// The most ids one `POST /pending/ack` may carry; a client with more sends several. The agent
+/// deletes them while the request waits, so one request stays a bounded amount of work.
+pub const MAX_ACK_IDS: usize = 1000;
+
 /// Body of `POST /pending/ack`: the leased messages that were delivered, for the agent to delete.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
