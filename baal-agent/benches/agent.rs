@@ -8,7 +8,8 @@
 //! - latency a `/chat` turn adds over the LLM's own time (p50, p99), at 1 and 100 concurrent
 //!   streams: the same scripted answer (8 chunks, 20 ms apart) is timed once straight from the
 //!   LLM and once through the agent, with the same number of clients each making requests back
-//!   to back. The clients start spread over one answer's time, as real conversations do; the
+//!   to back, the two paths alternating in blocks so that both see the same host. The clients
+//!   start spread over one answer's time, as real conversations do; the
 //!   scripted model has no jitter, so clients started in the same millisecond stay in lockstep
 //!   and all 100 turns reach the agent at once, every time (that worst case is printed too);
 //! - release binary size.
@@ -188,28 +189,45 @@ async fn main() {
     llm.set_chunk_delay(CHUNK_DELAY);
     let mut latency = Vec::new();
     let answer_time = CHUNK_DELAY * 8;
-    for (label, concurrency, rounds, spread) in [
-        ("1 concurrent", 1usize, 100usize, Duration::ZERO),
-        ("100 concurrent", 100, 10, answer_time),
-        ("100 concurrent, all started at once (lockstep bursts)", 100, 5, Duration::ZERO),
+    for (label, concurrency, blocks, rounds_per_block, spread) in [
+        ("1 concurrent", 1usize, 10usize, 10usize, Duration::ZERO),
+        ("100 concurrent", 100, 5, 2, answer_time),
+        ("100 concurrent, all started at once (lockstep bursts)", 100, 5, 1, Duration::ZERO),
     ] {
-        let h = http.clone();
-        let u = llm_url.clone();
-        let direct = measure(concurrency, rounds, spread, move |_| {
-            let h = h.clone();
-            let u = u.clone();
-            async move { llm_once(&h, &u).await }
-        })
-        .await;
-        let h = http.clone();
-        let b = base.clone();
-        let run = latency.len();
-        let through = measure(concurrency, rounds, spread, move |i| {
-            let h = h.clone();
-            let b = b.clone();
-            async move { chat_once(&h, &b, format!("r{run}-{i}")).await }
-        })
-        .await;
+        // Both paths are measured in alternating blocks (direct, agent, agent, direct, …), so a
+        // change in the host's load over the minutes this takes falls on both alike.
+        let mut direct = Vec::new();
+        let mut through = Vec::new();
+        for block in 0..blocks {
+            for agent_path in if block % 2 == 0 { [false, true] } else { [true, false] } {
+                let h = http.clone();
+                if agent_path {
+                    let b = base.clone();
+                    let tag = format!("{}-{block}", latency.len());
+                    through.extend(
+                        measure(concurrency, rounds_per_block, spread, move |i| {
+                            let h = h.clone();
+                            let b = b.clone();
+                            let chat = format!("r{tag}-{i}");
+                            async move { chat_once(&h, &b, chat).await }
+                        })
+                        .await,
+                    );
+                } else {
+                    let u = llm_url.clone();
+                    direct.extend(
+                        measure(concurrency, rounds_per_block, spread, move |_| {
+                            let h = h.clone();
+                            let u = u.clone();
+                            async move { llm_once(&h, &u).await }
+                        })
+                        .await,
+                    );
+                }
+            }
+        }
+        direct.sort();
+        through.sort();
         latency.push((label, direct, through));
     }
     let after_all = rss_kib(pid);
