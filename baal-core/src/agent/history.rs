@@ -26,6 +26,11 @@ pub const SUMMARY_MARKER: &str = "[Earlier conversation summary]";
 /// The assistant's acknowledgement that follows the summary.
 pub const SUMMARY_ACK: &str = "Thanks, I have the context from our previous conversation and will carry on from there.";
 
+/// The most messages one [`History::lease_pending`] call leases: a backlog (a user who blocked
+/// the bot, an agent that talked while the bot was down) is handed out a batch per poll instead
+/// of in one response of unbounded size.
+pub const LEASE_BATCH: usize = 100;
+
 /// The agent's database failed. The text is fit for a user; details go to the log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("The agent's memory store failed. Please try again; if it keeps failing, the agent needs a repair.")]
@@ -444,9 +449,9 @@ impl History {
         Ok(rows.into_iter().map(|(_, message)| message).collect())
     }
 
-    /// Leases the queued messages of `chat_id` (every chat when `None`) that are not leased or
-    /// whose lease ran out: they are returned oldest first, with their ids, and not offered again
-    /// until `lease` has passed. They stay queued until [`History::ack_pending`] deletes them, so
+    /// Leases the oldest [`LEASE_BATCH`] queued messages of `chat_id` (every chat when `None`)
+    /// that are not leased or whose lease ran out: they are returned oldest first, with their
+    /// ids, and not offered again until `lease` has passed; the next call gets the next batch. They stay queued until [`History::ack_pending`] deletes them, so
     /// a bot that fails to deliver them gets them again after the lease.
     pub async fn lease_pending(
         &self,
@@ -459,11 +464,13 @@ impl History {
         // split by another request, so two bots never lease the same message at once.
         let mut rows = self.with(|c| {
             c.prepare_cached(
-                "UPDATE pending_messages SET leased_until = ?1 \
-                 WHERE (leased_until IS NULL OR leased_until <= ?2) AND (?3 IS NULL OR chat_id = ?3) \
+                "UPDATE pending_messages SET leased_until = ?1 WHERE id IN (\
+                   SELECT id FROM pending_messages \
+                   WHERE (leased_until IS NULL OR leased_until <= ?2) AND (?3 IS NULL OR chat_id = ?3) \
+                   ORDER BY id LIMIT ?4) \
                  RETURNING id, chat_id, content, source, created_at",
             )?
-            .query_map(rusqlite::params![until, now, chat_id], pending_row)?
+            .query_map(rusqlite::params![until, now, chat_id, LEASE_BATCH as i64], pending_row)?
             .collect::<rusqlite::Result<Vec<_>>>()
         })?;
         rows.sort_by_key(|(id, _)| *id);
@@ -607,14 +614,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn many_acknowledgements_at_once_are_fine() {
+    async fn a_backlog_is_leased_in_batches_oldest_first() {
         let history = History::in_memory().await.unwrap();
-        for i in 0..1200 {
+        for i in 0..250 {
             history.push_pending("7", &format!("m{i}"), "subagent").await.unwrap();
         }
-        let leased = history.lease_pending(Some("7"), HOUR).await.unwrap();
-        assert_eq!(leased.len(), 1200);
-        assert_eq!(history.ack_pending(&ids(&leased), Some("7")).await.unwrap(), 1200);
+        let mut all = Vec::new();
+        let mut sizes = Vec::new();
+        loop {
+            let batch = history.lease_pending(Some("7"), HOUR).await.unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            sizes.push(batch.len());
+            all.extend(batch);
+        }
+        assert_eq!(sizes, [LEASE_BATCH, LEASE_BATCH, 50]);
+        let expected: Vec<String> = (0..250).map(|i| format!("m{i}")).collect();
+        assert_eq!(contents(&all), expected.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(history.ack_pending(&ids(&all), Some("7")).await.unwrap(), 250);
         assert!(history.take_pending(None).await.unwrap().is_empty());
     }
 
