@@ -1,4 +1,5 @@
-//! [`History`]: the agent's own database (SQLite, WAL, through SeaORM): per-chat message history,
+//! [`History`]: the agent's own database (SQLite, WAL; SeaORM migrates it, rusqlite runs its
+//! statements): per-chat message history,
 //! the rolling summary compaction leaves behind, and pending messages for the bot to collect.
 //!
 //! Invariants:
@@ -215,8 +216,19 @@ fn sql_error(e: rusqlite::Error) -> HistoryError {
     HistoryError
 }
 
-/// What `load` and `rows` select, in the order `message_row` reads it.
-const MESSAGE_COLUMNS: &str = "id, role, content, tool_calls, tool_call_id";
+/// A query for a chat's rows (`?1`), selecting the columns `message_row` reads, followed by
+/// `$rest`. A macro so that each query is one constant string: no formatting per turn.
+macro_rules! select_messages {
+    ($rest:literal) => {
+        concat!("SELECT id, role, content, tool_calls, tool_call_id FROM messages WHERE chat_id = ?1 ", $rest)
+    };
+}
+
+fn summary_of(c: &rusqlite::Connection, chat_id: &str) -> rusqlite::Result<Option<String>> {
+    c.prepare_cached("SELECT content FROM summaries WHERE chat_id = ?1")?
+        .query_row([chat_id], |row| row.get(0))
+        .optional()
+}
 
 fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     let role: String = row.get(1)?;
@@ -321,14 +333,9 @@ impl History {
     pub async fn load(&self, chat_id: &str, limit: u64) -> Result<Vec<StoredMessage>, HistoryError> {
         let limit = <i64 as TryFrom<u64>>::try_from(limit).unwrap_or(i64::MAX);
         let (summary, mut rows) = self.with(|c| {
-            let summary: Option<String> = c
-                .prepare_cached("SELECT content FROM summaries WHERE chat_id = ?1")?
-                .query_row([chat_id], |row| row.get(0))
-                .optional()?;
+            let summary = summary_of(c, chat_id)?;
             let rows = c
-                .prepare_cached(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ?1 ORDER BY id DESC LIMIT ?2"
-                ))?
+                .prepare_cached(select_messages!("ORDER BY id DESC LIMIT ?2"))?
                 .query_map(rusqlite::params![chat_id, limit], message_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((summary, rows))
@@ -342,30 +349,18 @@ impl History {
     /// The newest row of a chat.
     pub async fn last(&self, chat_id: &str) -> Result<Option<StoredMessage>, HistoryError> {
         self.with(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ?1 ORDER BY id DESC LIMIT 1"
-            ))?
-            .query_row([chat_id], message_row)
-            .optional()
+            c.prepare_cached(select_messages!("ORDER BY id DESC LIMIT 1"))?.query_row([chat_id], message_row).optional()
         })
     }
 
     /// Every row of a chat (no summary), in insertion order.
     pub async fn rows(&self, chat_id: &str) -> Result<Vec<StoredMessage>, HistoryError> {
-        self.with(|c| {
-            c.prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ?1 ORDER BY id"))?
-                .query_map([chat_id], message_row)?
-                .collect()
-        })
+        self.with(|c| c.prepare_cached(select_messages!("ORDER BY id"))?.query_map([chat_id], message_row)?.collect())
     }
 
     /// The summary compaction left for a chat, if any.
     pub async fn summary(&self, chat_id: &str) -> Result<Option<String>, HistoryError> {
-        self.with(|c| {
-            c.prepare_cached("SELECT content FROM summaries WHERE chat_id = ?1")?
-                .query_row([chat_id], |row| row.get(0))
-                .optional()
-        })
+        self.with(|c| summary_of(c, chat_id))
     }
 
     /// Replaces every row of the chat older than row `first_kept` with `summary` (atomically).
