@@ -460,6 +460,30 @@ fn process_gone(pid: u32) -> bool {
     }
 }
 
+/// The pids of the processes whose command line contains `marker`, once there are any (empty
+/// after 20 s: slow machines, a whole test suite in parallel, may take a while to fork).
+async fn wait_for_processes(marker: &str) -> Vec<u32> {
+    for _ in 0..800 {
+        let found = processes_matching(marker);
+        if !found.is_empty() {
+            return found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    Vec::new()
+}
+
+/// Those of `pids` still alive after waiting up to 10 s for all of them to go.
+async fn survivors(pids: &[u32]) -> Vec<u32> {
+    for _ in 0..400 {
+        if pids.iter().all(|&pid| process_gone(pid)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    pids.iter().copied().filter(|&pid| !process_gone(pid)).collect()
+}
+
 #[tokio::test]
 async fn a_client_that_disconnects_cancels_the_running_tool() {
     use std::os::unix::fs::PermissionsExt;
@@ -489,15 +513,7 @@ async fn a_client_that_disconnects_cancels_the_running_tool() {
         assert!(n > 0, "the agent closed the stream early: {seen}");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
-    // Slow machines (a whole test suite in parallel) may take a while to fork.
-    let mut tool = Vec::new();
-    for _ in 0..800 {
-        tool = processes_matching(&marker);
-        if !tool.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let tool = wait_for_processes(&marker).await;
     if tool.is_empty() {
         let mut rest = Vec::new();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
@@ -509,14 +525,8 @@ async fn a_client_that_disconnects_cancels_the_running_tool() {
         panic!("the tool never started; the stream said: {seen}{}", String::from_utf8_lossy(&rest));
     }
     drop(socket);
-    for _ in 0..400 {
-        if tool.iter().all(|&pid| process_gone(pid)) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    let survivors: Vec<u32> = tool.iter().copied().filter(|&pid| !process_gone(pid)).collect();
-    assert!(survivors.is_empty(), "the tool kept running after the client left: {survivors:?}");
+    let left = survivors(&tool).await;
+    assert!(left.is_empty(), "the tool kept running after the client left: {left:?}");
     // Nothing the tool started under another pid survives either (its whole group was killed).
     assert_eq!(processes_matching(&marker), Vec::<u32>::new(), "a process of the tool outlived it");
 }
@@ -535,30 +545,20 @@ async fn a_killed_agent_takes_its_running_tool_with_it() {
         let url = format!("{}/chat", agent.base_url);
         tokio::spawn(async move {
             let body = json!({"message": "sleep", "chat_id": OWNER});
-            // The stream breaks when the agent is killed; only the kill matters here.
-            let _ = http.post(url).bearer_auth(SECRET).json(&body).send().await.map(|r| r.bytes());
+            // Read the stream, so the agent sees a client until it is killed; the stream then
+            // breaks, and only the kill matters here.
+            if let Ok(response) = http.post(url).bearer_auth(SECRET).json(&body).send().await {
+                let _ = response.bytes().await;
+            }
         })
     };
-    let mut tool = Vec::new();
-    for _ in 0..800 {
-        tool = processes_matching(&marker);
-        if !tool.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let tool = wait_for_processes(&marker).await;
     assert!(!tool.is_empty(), "the tool never started");
     // SIGKILL: the agent gets no chance to clean up.
     agent.child.kill().unwrap();
     agent.child.wait().unwrap();
-    for _ in 0..400 {
-        if tool.iter().all(|&pid| process_gone(pid)) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    let survivors: Vec<u32> = tool.iter().copied().filter(|&pid| !process_gone(pid)).collect();
-    assert!(survivors.is_empty(), "the tool outlived the killed agent: {survivors:?}");
+    let left = survivors(&tool).await;
+    assert!(left.is_empty(), "the tool outlived the killed agent: {left:?}");
     request.abort();
 }
 
