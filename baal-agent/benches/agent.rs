@@ -13,8 +13,13 @@
 //!   scripted model has no jitter, so clients started in the same millisecond stay in lockstep
 //!   and all 100 turns reach the agent at once, every time (that worst case is printed too);
 //! - release binary size.
+//!
+//! With `BAAL_AGENT_COMPARE_BIN=<another baal-agent>` (an earlier release, say), that binary's
+//! start time, idle RSS and size are measured in the same run, starts interleaved with this one's,
+//! and printed beside them.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,10 +44,10 @@ impl Drop for Agent {
     }
 }
 
-fn start(llm_url: &str) -> (Agent, Instant) {
+fn start(binary: &Path, llm_url: &str) -> (Agent, Instant) {
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_baal-agent"))
+    let mut child = Command::new(binary)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("LIBERTAI_API_BASE_URL", llm_url)
@@ -153,31 +158,20 @@ where
 async fn main() {
     let llm = ScriptedLlm::start().await;
     let llm_url = llm.base_url();
-    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_baal-agent"));
+    let binary = Path::new(env!("CARGO_BIN_EXE_baal-agent"));
     baal_core::install_crypto_provider();
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
 
-    // Start → healthy, median of 7 starts.
-    let mut startups = Vec::new();
-    for _ in 0..7 {
-        let (agent, started) = start(&llm_url);
-        loop {
-            if let Ok(r) = http.get(format!("{}/health", agent.base_url)).send().await
-                && r.status() == 200
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        startups.push(started.elapsed());
-    }
-    startups.sort();
+    let compare = std::env::var_os("BAAL_AGENT_COMPARE_BIN").map(std::path::PathBuf::from);
+    let mut binaries = vec![binary];
+    binaries.extend(compare.as_deref());
+    let starts = start_figures(&http, &binaries, &llm_url).await;
+    let startups = &starts[0].0;
 
-    let (agent, _) = start(&llm_url);
+    let (agent, _) = start(binary, &llm_url);
     let pid = agent.child.id();
     let _ = http.get(format!("{}/health", agent.base_url)).send().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle = rss_kib(pid);
+    let idle = idle_rss(pid).await;
 
     let base = agent.base_url.clone();
     for i in 0..100 {
@@ -231,7 +225,6 @@ async fn main() {
         latency.push((label, direct, through));
     }
     let after_all = rss_kib(pid);
-    let size = std::fs::metadata(binary).map(|m| m.len()).unwrap_or(0);
 
     println!();
     println!("baal-agent benchmark ({})", binary.display());
@@ -239,7 +232,7 @@ async fn main() {
     println!("|---|---|---|");
     println!(
         "| start → /health 200 (median of 7) | {} (min {}, max {}) | {PYTHON_STARTUP} |",
-        ms(percentile(&startups, 0.5)),
+        ms(percentile(startups, 0.5)),
         ms(startups[0]),
         ms(*startups.last().unwrap())
     );
@@ -259,5 +252,52 @@ async fn main() {
             ms(t99)
         );
     }
-    println!("| release binary size | {:.1} MB | — |", size as f64 / (1024.0 * 1024.0));
+    println!("| release binary size | {:.1} MB | — |", size_mb(binary));
+    if binaries.len() > 1 {
+        println!();
+        println!("| figure, same run | {} | {} |", binary.display(), binaries[1].display());
+        println!("|---|---|---|");
+        let median = |i: usize| ms(percentile(&starts[i].0, 0.5));
+        println!("| start → /health 200 (median of 7, interleaved) | {} | {} |", median(0), median(1));
+        let rss = |i: usize| format!("{:.1} MB", starts[i].1 as f64 / 1024.0);
+        println!("| idle RSS | {} | {} |", rss(0), rss(1));
+        println!("| binary size | {:.1} MB | {:.1} MB |", size_mb(binaries[0]), size_mb(binaries[1]));
+    }
+}
+
+fn size_mb(binary: &Path) -> f64 {
+    std::fs::metadata(binary).map(|m| m.len()).unwrap_or(0) as f64 / (1024.0 * 1024.0)
+}
+
+/// Resident memory once the agent has settled after its first request.
+async fn idle_rss(pid: u32) -> u64 {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rss_kib(pid)
+}
+
+/// For each binary: start → first `/health` 200 over 7 starts (sorted), the starts of all
+/// binaries interleaved so they share the host's conditions; and the idle RSS of the last start.
+async fn start_figures(http: &reqwest::Client, binaries: &[&Path], llm_url: &str) -> Vec<(Vec<Duration>, u64)> {
+    let mut figures = vec![(Vec::new(), 0); binaries.len()];
+    for round in 0..7 {
+        for (i, binary) in binaries.iter().enumerate() {
+            let (agent, started) = start(binary, llm_url);
+            loop {
+                if let Ok(r) = http.get(format!("{}/health", agent.base_url)).send().await
+                    && r.status() == 200
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            figures[i].0.push(started.elapsed());
+            if round == 6 {
+                figures[i].1 = idle_rss(agent.child.id()).await;
+            }
+        }
+    }
+    for (startups, _) in &mut figures {
+        startups.sort();
+    }
+    figures
 }

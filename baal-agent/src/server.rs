@@ -9,7 +9,7 @@ use std::time::Duration;
 use baal_core::agent::Agent;
 use baal_core::agent::auth::BearerCheck;
 use baal_core::agent::tools::workspace::Workspace as PathGate;
-use baal_core::proxy::{ChatRequest, HealthResponse, MAX_ACK_IDS, PendingAck, PendingResponse};
+use baal_core::wire::{ChatRequest, HealthResponse, MAX_ACK_IDS, PendingAck, PendingResponse};
 use futures_util::StreamExt;
 use poem::http::StatusCode;
 use poem::web::sse::{Event, SSE};

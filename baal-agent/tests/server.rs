@@ -3,8 +3,8 @@
 mod common;
 
 use baal_core::agent::history::History;
-use baal_core::proxy::{AgentEvent, PendingMessage, PendingResponse};
 use baal_core::testing::openai::{Reply, ScriptedLlm};
+use baal_core::wire::{AgentEvent, PendingMessage, PendingResponse};
 use common::*;
 use serde_json::{Value, json};
 
@@ -389,6 +389,49 @@ async fn settings_come_from_a_config_file() {
     assert_eq!(health["agent_name"], "File \"Agent\"");
     let events = agent.chat("yo", "1", None).await;
     assert_eq!(texts(&events), vec!["echo: yo"]);
+}
+
+/// Both files the deployers write from one `AgentEnv` (the local deployer's JSON, a VM's
+/// `EnvironmentFile`) start the agent with exactly the spec's name and prompt.
+#[tokio::test]
+async fn the_deployers_settings_files_start_the_agent() {
+    use baal_core::agent_env::{AgentDefaults, AgentEnv};
+    use baal_core::deploy::AgentSpec;
+    use baal_core::domain::AgentId;
+    use secrecy::{ExposeSecret, SecretString};
+
+    let llm = ScriptedLlm::start().await;
+    let name = "Ada \"the\" $(id) `id`\nsecond line \\n";
+    let prompt = "Be brief.\n\tReally: $HOME, ${X}, 'quoted', \\ and \"double\" — 漢字";
+    let spec = AgentSpec::new(
+        AgentId(3),
+        name,
+        prompt,
+        "qwen3-coder-next",
+        SecretString::from("test-llm-key"),
+        llm.base_url(),
+        SecretString::from(SECRET),
+        OWNER,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let env = AgentEnv::new(&spec, &AgentDefaults::default(), 8080, dir.path());
+    for (file_name, text) in [("settings.json", env.to_json()), ("agent.env", env.to_environment_file())] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(file_name);
+        std::fs::write(&file, text.expose_secret()).unwrap();
+        // PORT=0 (and the paths) from the environment win over the file's, as documented.
+        let mut command = agent_command(dir.path());
+        command.arg("--config").arg(&file);
+        let agent = spawn(command, dir);
+        let health: Value =
+            agent.http.get(format!("{}/health", agent.base_url)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(health["agent_name"], name, "{file_name}");
+        let before = llm.completion_requests().len();
+        assert_eq!(texts(&agent.chat("yo", OWNER, None).await), vec!["echo: yo"], "{file_name}");
+        let request = &llm.completion_requests()[before];
+        let system = request.messages()[0]["content"].as_str().unwrap().to_owned();
+        assert!(system.contains(prompt), "{file_name}: {system}");
+    }
 }
 
 #[tokio::test]

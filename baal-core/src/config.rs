@@ -3,45 +3,26 @@
 //! Every name the Python Baal uses keeps its name. Reading never fails on a *missing* optional
 //! setting: each front-end asks for what it needs ([`Settings::require_telegram`], …) and gets an
 //! error that names the variable and says how to fix it. A *malformed* value (a port that is not a
-//! number) fails at load time, naming the variable.
-//!
-//! Written by hand rather than with figment: the rules are per-variable (several formats for one
-//! key, lists, defaults that depend on other settings) and the error texts must name the exact
-//! variable, which a generic deserialiser words poorly.
+//! number) fails at load time, naming the variable. Values are read with [`crate::env::Vars`], the
+//! reader the agent's settings use too.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::agent_env::{AgentDefaults, DEFAULT_HEARTBEAT_INTERVAL};
 use crate::domain::UserId;
+use crate::env::{SettingError, Vars};
 
-/// A setting is missing or malformed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{variable}: {problem}. {fix}")]
-#[non_exhaustive]
-pub struct ConfigError {
-    /// The environment variable at fault.
-    pub variable: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
-    /// What to do.
-    pub fix: String,
-}
+/// A setting is missing or malformed: the one error type of every setting, the bot's and the
+/// agent's.
+pub type ConfigError = SettingError;
 
-impl ConfigError {
-    fn missing(variable: &'static str, fix: &str) -> Self {
-        ConfigError {
-            variable,
-            problem: "not set".into(),
-            fix: format!("{fix} (set it in the environment or in .env; see .env.example)"),
-        }
-    }
-
-    fn malformed(variable: &'static str, problem: impl Into<String>, fix: &str) -> Self {
-        ConfigError { variable, problem: problem.into(), fix: fix.into() }
-    }
+/// `variable` is required and missing; `fix` says where to get it, and the error where to put it.
+fn missing(variable: &str, fix: &str) -> ConfigError {
+    SettingError::missing(variable, format!("{fix} (set it in the environment or in .env; see .env.example)"))
 }
 
 /// Where agents run.
@@ -118,12 +99,15 @@ pub struct Settings {
     pub agent_bin: Option<PathBuf>,
     /// `BRAVE_API_KEY`: handed to agents so `web_search` works.
     pub brave_api_key: Option<SecretString>,
+    /// `HEARTBEAT_INTERVAL`: how often agents check their `HEARTBEAT.md` (default 1800 s; 0
+    /// disables), handed to every agent.
+    pub agent_heartbeat_interval: Duration,
 }
 
 /// The SQLite database used when `DATABASE_URL` is unset.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://baal.db?mode=rwc";
 /// LibertAI's public API.
-pub const DEFAULT_LIBERTAI_API_BASE_URL: &str = "https://api.libertai.io/v1";
+pub use crate::agent_env::DEFAULT_LIBERTAI_API_BASE_URL;
 
 impl Settings {
     /// Loads `.env` (if present; it never overrides the real environment), then the environment.
@@ -139,49 +123,48 @@ impl Settings {
         K: Into<String>,
         V: Into<String>,
     {
-        let env: HashMap<String, String> =
-            vars.into_iter().map(|(k, v)| (k.into(), v.into())).filter(|(_, v)| !v.trim().is_empty()).collect();
-        let text = |name: &str| env.get(name).map(|v| v.trim().to_owned());
-        let secret = |name: &str| env.get(name).map(|v| SecretString::from(v.trim().to_owned()));
-
+        let env: Vars = vars.into_iter().collect();
         let settings = Settings {
-            telegram_bot_token: secret("TELEGRAM_BOT_TOKEN"),
-            telegram_api_id: parse_number(&env, "TELEGRAM_API_ID", "a number from my.telegram.org")?,
-            telegram_api_hash: secret("TELEGRAM_API_HASH"),
-            bot_username: text("BOT_USERNAME").map(|u| u.trim_start_matches('@').to_owned()),
-            libertai_api_key: secret("LIBERTAI_API_KEY"),
-            libertai_api_base_url: url_or(&env, "LIBERTAI_API_BASE_URL", DEFAULT_LIBERTAI_API_BASE_URL)?,
-            aleph_private_key: secret("ALEPH_PRIVATE_KEY"),
-            aleph_ssh_pubkey: text("ALEPH_SSH_PUBKEY"),
-            aleph_ssh_privkey_path: text("ALEPH_SSH_PRIVKEY_PATH")
+            telegram_bot_token: env.secret("TELEGRAM_BOT_TOKEN"),
+            telegram_api_id: env.number("TELEGRAM_API_ID", "a number from my.telegram.org")?,
+            telegram_api_hash: env.secret("TELEGRAM_API_HASH"),
+            bot_username: env.text("BOT_USERNAME").map(|u| u.trim_start_matches('@').to_owned()),
+            libertai_api_key: env.secret("LIBERTAI_API_KEY"),
+            libertai_api_base_url: env.url("LIBERTAI_API_BASE_URL", DEFAULT_LIBERTAI_API_BASE_URL)?,
+            aleph_private_key: env.secret("ALEPH_PRIVATE_KEY"),
+            aleph_ssh_pubkey: env.text("ALEPH_SSH_PUBKEY"),
+            aleph_ssh_privkey_path: env
+                .text("ALEPH_SSH_PRIVKEY_PATH")
                 .map(|p| expand_home(&p))
                 .unwrap_or_else(|| expand_home("~/.ssh/id_ed25519")),
-            aleph_api_url: url_or(&env, "ALEPH_API_URL", "https://api2.aleph.im")?,
-            aleph_crn_list_url: url_or(&env, "ALEPH_CRN_LIST_URL", "https://crns-list.aleph.sh/crns.json")?,
-            aleph_domain_gateway_url: url_or(&env, "ALEPH_DOMAIN_GATEWAY_URL", "https://api.2n6.me")?,
-            aleph_channel: text("ALEPH_CHANNEL").unwrap_or_else(|| "BAAL".into()),
-            aleph_vm_vcpus: parse_number(&env, "ALEPH_VM_VCPUS", "a whole number of vCPUs")?.unwrap_or(1),
-            aleph_vm_memory_mib: parse_number(&env, "ALEPH_VM_MEMORY_MIB", "a whole number of MiB")?.unwrap_or(2048),
-            aleph_vm_disk_mib: parse_number(&env, "ALEPH_VM_DISK_MIB", "a whole number of MiB")?.unwrap_or(20480),
-            aleph_rootfs: text("ALEPH_ROOTFS"),
-            bot_encryption_key: secret("BOT_ENCRYPTION_KEY"),
-            database_url: text("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
-            free_tier_daily_messages: parse_number(&env, "FREE_TIER_DAILY_MESSAGES", "a whole number of messages")?
+            aleph_api_url: env.url("ALEPH_API_URL", "https://api2.aleph.im")?,
+            aleph_crn_list_url: env.url("ALEPH_CRN_LIST_URL", "https://crns-list.aleph.sh/crns.json")?,
+            aleph_domain_gateway_url: env.url("ALEPH_DOMAIN_GATEWAY_URL", "https://api.2n6.me")?,
+            aleph_channel: env.text("ALEPH_CHANNEL").unwrap_or_else(|| "BAAL".into()),
+            aleph_vm_vcpus: env.number("ALEPH_VM_VCPUS", "a whole number of vCPUs")?.unwrap_or(1),
+            aleph_vm_memory_mib: env.number("ALEPH_VM_MEMORY_MIB", "a whole number of MiB")?.unwrap_or(2048),
+            aleph_vm_disk_mib: env.number("ALEPH_VM_DISK_MIB", "a whole number of MiB")?.unwrap_or(20480),
+            aleph_rootfs: env.text("ALEPH_ROOTFS"),
+            bot_encryption_key: env.secret("BOT_ENCRYPTION_KEY"),
+            database_url: env.text("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
+            free_tier_daily_messages: env
+                .number("FREE_TIER_DAILY_MESSAGES", "a whole number of messages")?
                 .unwrap_or(50),
-            max_agents_per_user: parse_number(&env, "MAX_AGENTS_PER_USER", "a whole number of agents")?.unwrap_or(3),
+            max_agents_per_user: env.number("MAX_AGENTS_PER_USER", "a whole number of agents")?.unwrap_or(3),
             admin_user_ids: parse_ids(&env, "ADMIN_USER_IDS")?,
-            pool_enabled: parse_bool(&env, "POOL_ENABLED")?.unwrap_or(true),
-            pool_min_size: parse_number(&env, "POOL_MIN_SIZE", "a whole number of VMs")?.unwrap_or(5),
-            pool_max_size: parse_number(&env, "POOL_MAX_SIZE", "a whole number of VMs")?.unwrap_or(10),
-            pool_replenish_interval_secs: parse_number(&env, "POOL_REPLENISH_INTERVAL", "a number of seconds")?
-                .unwrap_or(30),
-            pool_max_age_hours: parse_number(&env, "POOL_MAX_AGE_HOURS", "a number of hours")?.unwrap_or(24),
-            data_dir: text("BAAL_DATA_DIR").map_or_else(|| PathBuf::from("baal-data"), |p| expand_home(&p)),
-            agent_bin: text("BAAL_AGENT_BIN").map(|p| expand_home(&p)),
-            brave_api_key: secret("BRAVE_API_KEY"),
+            pool_enabled: env.flag("POOL_ENABLED")?.unwrap_or(true),
+            pool_min_size: env.number("POOL_MIN_SIZE", "a whole number of VMs")?.unwrap_or(5),
+            pool_max_size: env.number("POOL_MAX_SIZE", "a whole number of VMs")?.unwrap_or(10),
+            pool_replenish_interval_secs: env.number("POOL_REPLENISH_INTERVAL", "a number of seconds")?.unwrap_or(30),
+            pool_max_age_hours: env.number("POOL_MAX_AGE_HOURS", "a number of hours")?.unwrap_or(24),
+            data_dir: env.text("BAAL_DATA_DIR").map_or_else(|| PathBuf::from("baal-data"), |p| expand_home(&p)),
+            agent_bin: env.text("BAAL_AGENT_BIN").map(|p| expand_home(&p)),
+            brave_api_key: env.secret("BRAVE_API_KEY"),
+            agent_heartbeat_interval: env
+                .seconds(crate::agent_env::var::HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_INTERVAL)?,
         };
         if settings.pool_min_size > settings.pool_max_size {
-            return Err(ConfigError::malformed(
+            return Err(SettingError::new(
                 "POOL_MIN_SIZE",
                 format!("{} is larger than POOL_MAX_SIZE ({})", settings.pool_min_size, settings.pool_max_size),
                 "lower POOL_MIN_SIZE or raise POOL_MAX_SIZE",
@@ -200,19 +183,24 @@ impl Settings {
         self.admin_user_ids.contains(&user)
     }
 
+    /// What every agent is given from these settings (`HEARTBEAT_INTERVAL`, `BRAVE_API_KEY`).
+    pub fn agent_defaults(&self) -> AgentDefaults {
+        AgentDefaults::default()
+            .with_heartbeat_interval(self.agent_heartbeat_interval)
+            .with_brave_api_key(self.brave_api_key.clone())
+    }
+
     /// The three settings the Telegram front-end cannot start without.
     pub fn require_telegram(&self) -> Result<(i32, &SecretString, &SecretString), ConfigError> {
-        let token = self.telegram_bot_token.as_ref().ok_or_else(|| {
-            ConfigError::missing("TELEGRAM_BOT_TOKEN", "create a bot with @BotFather and paste its token")
-        })?;
+        let token = self
+            .telegram_bot_token
+            .as_ref()
+            .ok_or_else(|| missing("TELEGRAM_BOT_TOKEN", "create a bot with @BotFather and paste its token"))?;
         let api_id = self.telegram_api_id.ok_or_else(|| {
-            ConfigError::missing("TELEGRAM_API_ID", "get an api_id at https://my.telegram.org → API development tools")
+            missing("TELEGRAM_API_ID", "get an api_id at https://my.telegram.org → API development tools")
         })?;
         let api_hash = self.telegram_api_hash.as_ref().ok_or_else(|| {
-            ConfigError::missing(
-                "TELEGRAM_API_HASH",
-                "get an api_hash at https://my.telegram.org → API development tools",
-            )
+            missing("TELEGRAM_API_HASH", "get an api_hash at https://my.telegram.org → API development tools")
         })?;
         Ok((api_id, api_hash, token))
     }
@@ -221,16 +209,17 @@ impl Settings {
     pub fn require_encryption_key(&self) -> Result<&SecretString, ConfigError> {
         self.bot_encryption_key
             .as_ref()
-            .ok_or_else(|| ConfigError::missing("BOT_ENCRYPTION_KEY", "generate one with `baal-cli keygen`"))
+            .ok_or_else(|| missing("BOT_ENCRYPTION_KEY", "generate one with `baal-cli keygen`"))
     }
 
     /// What the Aleph deployer needs.
     pub fn require_aleph(&self) -> Result<(&SecretString, &str), ConfigError> {
-        let key = self.aleph_private_key.as_ref().ok_or_else(|| {
-            ConfigError::missing("ALEPH_PRIVATE_KEY", "set the hex private key of the wallet that pays for VMs")
-        })?;
+        let key = self
+            .aleph_private_key
+            .as_ref()
+            .ok_or_else(|| missing("ALEPH_PRIVATE_KEY", "set the hex private key of the wallet that pays for VMs"))?;
         let ssh = self.aleph_ssh_pubkey.as_deref().ok_or_else(|| {
-            ConfigError::missing("ALEPH_SSH_PUBKEY", "set the OpenSSH public key (ssh-ed25519 AAAA…) put on every VM")
+            missing("ALEPH_SSH_PUBKEY", "set the OpenSSH public key (ssh-ed25519 AAAA…) put on every VM")
         })?;
         Ok((key, ssh))
     }
@@ -268,6 +257,7 @@ impl fmt::Debug for Settings {
             .field("data_dir", &self.data_dir)
             .field("agent_bin", &self.agent_bin)
             .field("brave_api_key", &set(&self.brave_api_key))
+            .field("agent_heartbeat_interval", &self.agent_heartbeat_interval)
             .finish()
     }
 }
@@ -301,48 +291,14 @@ fn expand_home(path: &str) -> PathBuf {
     }
 }
 
-fn parse_number<T: std::str::FromStr>(
-    env: &HashMap<String, String>,
-    name: &'static str,
-    expected: &str,
-) -> Result<Option<T>, ConfigError> {
-    env.get(name)
-        .map(|raw| {
-            raw.trim().parse::<T>().map_err(|_| {
-                ConfigError::malformed(
-                    name,
-                    format!("{:?} is not {expected}", raw.trim()),
-                    &format!("set {name} to {expected}"),
-                )
-            })
-        })
-        .transpose()
-}
-
-fn parse_bool(env: &HashMap<String, String>, name: &'static str) -> Result<Option<bool>, ConfigError> {
-    env.get(name)
-        .map(|raw| match raw.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => Ok(true),
-            "0" | "false" | "no" | "off" => Ok(false),
-            other => Err(ConfigError::malformed(
-                name,
-                format!("{other:?} is not true or false"),
-                &format!("set {name} to true or false"),
-            )),
-        })
-        .transpose()
-}
-
-fn parse_ids(env: &HashMap<String, String>, name: &'static str) -> Result<Vec<UserId>, ConfigError> {
-    let Some(raw) = env.get(name) else {
+fn parse_ids(env: &Vars, name: &str) -> Result<Vec<UserId>, ConfigError> {
+    let Some(ids) = env.list(name) else {
         return Ok(Vec::new());
     };
-    raw.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+    ids.iter()
         .map(|s| {
             s.parse::<UserId>().map_err(|_| {
-                ConfigError::malformed(
+                SettingError::new(
                     name,
                     format!("{s:?} is not a Telegram user id"),
                     "list numeric Telegram user ids separated by commas, e.g. 12345,67890",
@@ -350,18 +306,6 @@ fn parse_ids(env: &HashMap<String, String>, name: &'static str) -> Result<Vec<Us
             })
         })
         .collect()
-}
-
-fn url_or(env: &HashMap<String, String>, name: &'static str, default: &str) -> Result<String, ConfigError> {
-    let url = env.get(name).map_or(default, |v| v.trim());
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(ConfigError::malformed(
-            name,
-            format!("{url:?} is not an http(s) URL"),
-            &format!("set {name} to a URL such as {default}"),
-        ));
-    }
-    Ok(url.trim_end_matches('/').to_owned())
 }
 
 #[cfg(test)]
@@ -409,6 +353,7 @@ mod tests {
             ("POOL_ENABLED", "maybe"),
             ("LIBERTAI_API_BASE_URL", "api.libertai.io"),
             ("POOL_REPLENISH_INTERVAL", "1.5"),
+            ("HEARTBEAT_INTERVAL", "soon"),
         ] {
             let err = settings(&[(name, value)]).unwrap_err();
             assert_eq!(err.variable, name, "{err}");
@@ -427,8 +372,11 @@ mod tests {
             ("LIBERTAI_API_BASE_URL", "http://127.0.0.1:9/v1/"),
             ("BOT_USERNAME", "@baal_bot"),
             ("POOL_ENABLED", "no"),
+            ("HEARTBEAT_INTERVAL", "60"),
         ])
         .unwrap();
+        assert_eq!(s.agent_defaults().heartbeat_interval, Duration::from_secs(60));
+        assert_eq!(settings(&[]).unwrap().agent_defaults().heartbeat_interval, DEFAULT_HEARTBEAT_INTERVAL);
         assert_eq!(s.admin_user_ids, vec![1, 2, 3]);
         assert!(s.is_admin(2) && !s.is_admin(4));
         assert_eq!(s.deployer_kind(), DeployerKind::Aleph);

@@ -33,12 +33,16 @@
 //! The modules, in dependency order:
 //!
 //! - [`domain`]: plain data (users, agents, the model catalog).
-//! - [`config`]: settings from the environment and `.env`.
+//! - [`env`]: the one reader of settings from environment variables, and the settings-file
+//!   formats.
+//! - [`config`]: the operator's settings, from the environment and `.env`.
 //! - [`secrets`]: sealing secrets at rest.
 //! - [`store`]: persistence behind the [`Store`](store::Store) trait.
 //! - [`inference`]: the LLM behind the [`Inference`](inference::Inference) trait.
-//! - [`proxy`]: the bot ↔ agent wire protocol behind the [`Proxy`](proxy::Proxy) trait.
-//! - [`deploy`]: where agents run, behind the [`Deployer`](deploy::Deployer) trait.
+//! - [`wire`]: the bot ↔ agent wire types.
+//! - [`proxy`]: the bot's client of that protocol, behind the [`Proxy`](proxy::Proxy) trait.
+//! - [`deploy`]: where agents run, behind the [`Deployer`](deploy::Deployer) trait;
+//!   [`agent_env`]: the one description of a deployed agent's environment.
 //! - [`agent`]: the agent runtime served by `baal-agent`.
 //! - [`platform`]: the bot's brain; front-ends implement [`Messenger`](platform::Messenger).
 //! - `testing` (feature `testing`): loopback doubles for tests and examples (a scripted
@@ -50,6 +54,7 @@
 //!
 //! | Feature    | Default | What it adds |
 //! |------------|---------|--------------|
+//! | `client`   | via the others | [`config`] (the operator's settings) and [`proxy`] (the agent client) |
 //! | `store`    | via `platform` | [`store`]: the SQL store (SeaORM over SQLite and PostgreSQL) |
 //! | `platform` | yes     | [`platform`]: the bot's brain, its commands and chat routing (implies `store`) |
 //! | `local`    | yes     | `deploy::local`: agents as child processes of this machine |
@@ -57,9 +62,10 @@
 //! | `agent`    | yes     | [`agent`]: the agent runtime (loop, tools, history, heartbeat) |
 //! | `testing`  | no      | `testing`: loopback doubles for tests and examples |
 //!
-//! [`domain`], [`config`], [`secrets`], [`inference`], [`proxy`] and the [`deploy`] traits are
-//! always present. For example, an in-house agent runner takes
-//! `default-features = false, features = ["agent"]`, without the platform or either deployer.
+//! [`domain`], [`env`], [`secrets`], [`inference`], [`wire`], [`agent_env`] and the [`deploy`]
+//! traits are always present; `store`, `platform`, `local` and `aleph` bring `client`. For
+//! example, an in-house agent runner takes `default-features = false, features = ["agent"]`,
+//! without the platform, either deployer, or the bot's settings and client.
 //!
 //! ## Examples
 //!
@@ -118,12 +124,17 @@
 
 #![warn(missing_docs)]
 
+pub mod agent_env;
+#[cfg(feature = "client")]
 pub mod config;
 pub mod deploy;
 pub mod domain;
+pub mod env;
 pub mod inference;
+#[cfg(feature = "client")]
 pub mod proxy;
 pub mod secrets;
+pub mod wire;
 
 #[cfg(feature = "agent")]
 pub mod agent;

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use baal_core::agent_env::{AgentDefaults, AgentEnv, var};
 use baal_core::deploy::aleph::sign::EthAccount;
 use baal_core::deploy::aleph::{AlephConfig, AlephDeployer};
+use baal_core::deploy::local::LocalDeployer;
 use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer};
 use baal_core::domain::{AgentId, Deployment};
 use baal_core::testing::aleph::{CrnBehaviour, FakeAleph, FakeCrn, MemoryPoolStore, loopback_timeouts};
@@ -343,21 +345,67 @@ async fn a_crash_between_steps_leaves_a_vm_that_delete_finds_and_repair_resumes(
     assert_eq!(h.crns[0].erased(), vec![hash]);
 }
 
-/// The real `baal-agent` (built by `cargo build --workspace`), shipped and started like on a VM.
+/// The real `baal-agent` (built by `cargo build --workspace`), shipped and started like on a VM,
+/// and the same spec deployed by the local deployer: both write the one environment `AgentEnv`
+/// builds (only where the agent lives differs), and both agents read it.
 #[tokio::test]
-async fn the_real_baal_agent_is_shipped_and_answers() {
+async fn both_deployers_write_one_environment_and_real_agents_read_it() {
     let explicit = std::env::var_os("BAAL_AGENT_BIN").map(PathBuf::from);
     let real = baal_core::deploy::local::find_agent_binary(explicit.as_deref())
         .unwrap_or_else(|err| panic!("{err} (for these tests: cargo build --workspace)"));
+    let defaults = AgentDefaults::default()
+        .with_heartbeat_interval(std::time::Duration::from_secs(7))
+        .with_brave_api_key(Some(SecretString::from("brave-key")));
+    let name = "Real \"agent\" $(id)\nsecond line";
+    let agent_spec = spec(name, "Be brief.\nReally. `id` \\n $HOME");
+
     let h = Harness::start(&[CrnBehaviour::Healthy], None).await;
     std::fs::copy(&real, &h.agent_bin).unwrap();
-    let deployer = h.deployer(h.config());
-    let name = "Real \"agent\" $(id)";
-    let facts = deployer.deploy(&spec(name, "Be brief.\nReally."), &Recorder::default()).await.unwrap();
-    let url = facts.vm_url.clone().unwrap();
-    let health: serde_json::Value = reqwest::get(format!("{url}/health")).await.unwrap().json().await.unwrap();
-    assert_eq!(health["status"], "ok");
-    assert_eq!(health["agent_name"], name);
-    deployer.destroy(AgentId(1), &facts, &Recorder::default()).await.unwrap();
+    let mut config = h.config();
+    config.agent_defaults = defaults.clone();
+    let aleph = h.deployer(config);
+    let facts = aleph.deploy(&agent_spec, &Recorder::default()).await.unwrap();
+
+    let data = tempfile::tempdir().unwrap();
+    let local = LocalDeployer::new(data.path(), &real).unwrap().with_agent_defaults(defaults.clone());
+    let local_facts = local.deploy(&agent_spec, &Recorder::default()).await.unwrap();
+
+    for url in [facts.vm_url.clone().unwrap(), local_facts.vm_url.clone().unwrap()] {
+        let health: serde_json::Value = reqwest::get(format!("{url}/health")).await.unwrap().json().await.unwrap();
+        assert_eq!(health["status"], "ok", "{url}");
+        assert_eq!(health["agent_name"], name, "{url}");
+    }
+
+    let on_vm = baal_core::env::read_file(&h.vm.file("etc/baal/agent.env")).unwrap();
+    let local_dir = local.agent_dir(AgentId(1));
+    let on_host = baal_core::env::read_file(&local_dir.join("settings.json")).unwrap();
+    let vm_data = h.vm.file("var/lib/baal-agent");
+    let port: u16 = url_port(facts.vm_url.as_deref().unwrap());
+    let local_port: u16 = url_port(local_facts.vm_url.as_deref().unwrap());
+    for (written, port, dir) in [(&on_vm, port, vm_data.as_path()), (&on_host, local_port, local_dir.as_path())] {
+        let expected = AgentEnv::new(&agent_spec, &defaults, port, dir);
+        let mut names: Vec<&str> = written.keys().map(String::as_str).collect();
+        let mut built: Vec<&str> = expected.names().collect();
+        names.sort_unstable();
+        built.sort_unstable();
+        assert_eq!(names, built);
+        for name in built {
+            assert_eq!(written.get(name).map(String::as_str), expected.get(name), "{name}");
+        }
+    }
+    for placed in [var::PORT, var::DB_PATH, var::WORKSPACE_PATH] {
+        assert_ne!(on_vm[placed], on_host[placed], "{placed}");
+    }
+    let differing: Vec<&String> = on_vm.keys().filter(|name| on_vm[*name] != on_host[*name]).collect();
+    assert_eq!(differing.len(), 3, "only where the agent lives differs: {differing:?}");
+    assert_eq!(on_vm[var::HEARTBEAT_INTERVAL], "7");
+    assert_eq!(on_vm[var::BRAVE_API_KEY], "brave-key");
+
+    aleph.destroy(AgentId(1), &facts, &Recorder::default()).await.unwrap();
+    local.destroy(AgentId(1), &local_facts, &Recorder::default()).await.unwrap();
     assert!(h.aleph.live_instances().is_empty());
+}
+
+fn url_port(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap()
 }

@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use baal_core::agent::history::History;
+use baal_core::config::Settings;
 use baal_core::deploy::local::{LocalDeployer, RestartLimit, find_agent_binary};
 use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer, SilentReporter};
 use baal_core::domain::{AgentId, Deployment, Role};
 use baal_core::proxy::http::HttpProxy;
 use baal_core::proxy::{AgentEndpoint, AgentEvent, ChatRequest, Proxy, ProxyError};
-use baal_core::testing::openai::ScriptedLlm;
+use baal_core::testing::openai::{Reply, ScriptedLlm};
 use futures_util::StreamExt;
 use secrecy::SecretString;
 
@@ -385,5 +386,38 @@ async fn a_failed_redeploy_rolls_back_to_the_running_settings() {
     let agent = endpoint(&hal.existing, "secret-eight");
     assert_eq!(proxy.health(&agent).await.unwrap().agent_name, "Hal", "the previous settings run again");
     assert!(local.pid(AgentId(8)).is_some());
+    local.shutdown().await;
+}
+
+/// `HEARTBEAT_INTERVAL` is an operator setting: the deployer built from Baal's settings hands it
+/// to the agent, whose heartbeat then runs within seconds instead of the default half hour.
+#[tokio::test]
+async fn the_operators_heartbeat_interval_reaches_a_local_agent() {
+    let data = tempfile::tempdir().unwrap();
+    let settings = Settings::from_vars([
+        ("HEARTBEAT_INTERVAL", "1".to_owned()),
+        ("BAAL_DATA_DIR", data.path().display().to_string()),
+        ("BAAL_AGENT_BIN", agent_bin().display().to_string()),
+    ])
+    .unwrap();
+    let local = LocalDeployer::from_settings(&settings).unwrap();
+    let llm = ScriptedLlm::start().await;
+    llm.push_when("HEARTBEAT", Reply::text("The feed changed: two new posts."));
+    let deployment = local.deploy(&spec_for(Some(&llm), 1, "Ada", "secret-hb"), &SilentReporter).await.unwrap();
+    let settings_file = std::fs::read_to_string(local.agent_dir(AgentId(1)).join("settings.json")).unwrap();
+    assert!(settings_file.contains(r#""HEARTBEAT_INTERVAL":"1""#), "{settings_file}");
+    std::fs::write(local.agent_dir(AgentId(1)).join("workspace/HEARTBEAT.md"), "Check the feed and tell me.\n")
+        .unwrap();
+
+    let proxy = HttpProxy::new().unwrap();
+    let agent = endpoint(&deployment, "secret-hb");
+    let mut delivered = Vec::new();
+    eventually("a heartbeat message for the owner", async || {
+        delivered.extend(proxy.pending(&agent, Some("1000")).await.unwrap_or_default());
+        !delivered.is_empty()
+    })
+    .await;
+    assert_eq!(delivered[0].source, "heartbeat");
+    assert!(delivered[0].content.ends_with("The feed changed: two new posts."), "{:?}", delivered[0]);
     local.shutdown().await;
 }

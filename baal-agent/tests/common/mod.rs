@@ -6,8 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use baal_core::proxy::AgentEvent;
 use baal_core::testing::openai::ScriptedLlm;
+use baal_core::wire::AgentEvent;
 
 pub const SECRET: &str = "test-agent-secret";
 pub const OWNER: &str = "1001";

@@ -20,7 +20,7 @@ use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
 use crate::inference::{ChatMessage, MessageRole, ToolCall};
-use crate::proxy::PendingMessage;
+use crate::wire::PendingMessage;
 
 /// The first line of the summary message compaction leaves at the start of a chat.
 pub const SUMMARY_MARKER: &str = "[Earlier conversation summary]";

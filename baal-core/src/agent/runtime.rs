@@ -14,7 +14,7 @@ use tokio::task::AbortHandle;
 
 use crate::domain::Role;
 use crate::inference::{ChatMessage, CompletionRequest, Inference, InferenceError, ToolSpec};
-use crate::proxy::{AgentEvent, ChatRequest};
+use crate::wire::{AgentEvent, ChatRequest};
 
 use super::compaction::{CompactionConfig, prepare_loaded_context};
 use super::context::Workspace;

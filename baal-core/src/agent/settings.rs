@@ -1,8 +1,7 @@
-//! [`AgentSettings`]: the agent's settings, from the environment (the Python agent's names) and an
-//! optional settings file written by the deployer (`KEY=value` lines or a JSON object).
-//!
-//! Written by hand for the same reason as [`crate::config`]: per-variable rules and errors that
-//! name the exact variable.
+//! [`AgentSettings`]: the agent's settings, from the environment (the Python agent's names, in
+//! [`crate::agent_env::var`]) and an optional settings file written by the deployer (`KEY=value`
+//! lines or a JSON object, read by [`crate::env::read_file`]), through the reader the bot's
+//! settings use too.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -12,30 +11,9 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::agent_env::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LIBERTAI_API_BASE_URL, var};
 use crate::domain::{DEFAULT_VISITOR_TOOLS, Model};
-
-/// Environment variables holding secrets; `baal-agent` removes them from its own environment once
-/// read, so no child process inherits them.
-pub const SECRET_VARIABLES: &[&str] = &["LIBERTAI_API_KEY", "AGENT_SECRET", "BRAVE_API_KEY"];
-
-/// A setting of the agent is missing or malformed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{variable}: {problem}. {fix}")]
-#[non_exhaustive]
-pub struct SettingsError {
-    /// The variable at fault (or the settings file).
-    pub variable: String,
-    /// What is wrong.
-    pub problem: String,
-    /// What to do.
-    pub fix: String,
-}
-
-impl SettingsError {
-    fn new(variable: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
-        SettingsError { variable: variable.into(), problem: problem.into(), fix: fix.into() }
-    }
-}
+use crate::env::{SettingError, Vars};
 
 /// Every setting of one agent. `Debug` redacts secrets.
 #[derive(Clone)]
@@ -119,9 +97,9 @@ impl fmt::Debug for AgentSettings {
 impl AgentSettings {
     /// Reads the settings file (if any), then the environment; a variable set in the environment
     /// wins over the file.
-    pub fn load(config_file: Option<&Path>) -> Result<AgentSettings, SettingsError> {
+    pub fn load(config_file: Option<&Path>) -> Result<AgentSettings, SettingError> {
         let mut vars = match config_file {
-            Some(path) => read_settings_file(path)?,
+            Some(path) => crate::env::read_file(path)?,
             None => HashMap::new(),
         };
         vars.extend(std::env::vars());
@@ -129,86 +107,54 @@ impl AgentSettings {
     }
 
     /// Reads settings from explicit variables (tests, embedders). Empty values count as unset.
-    pub fn from_vars<I, K, V>(vars: I) -> Result<AgentSettings, SettingsError>
+    pub fn from_vars<I, K, V>(vars: I) -> Result<AgentSettings, SettingError>
     where
         I: IntoIterator<Item = (K, V)>,
         K: Into<String>,
         V: Into<String>,
     {
-        let env: HashMap<String, String> =
-            vars.into_iter().map(|(k, v)| (k.into(), v.into())).filter(|(_, v)| !v.trim().is_empty()).collect();
-        let text = |name: &str| env.get(name).map(|v| v.trim().to_owned());
-        let required = |name: &str, fix: &str| {
-            env.get(name)
-                .map(|v| SecretString::from(v.trim().to_owned()))
-                .ok_or_else(|| SettingsError::new(name, "not set", fix))
+        let env: Vars = vars.into_iter().collect();
+        let small = |name: &str, default: u32| -> Result<u32, SettingError> {
+            Ok(env.number(name, "a whole number up to 4294967295")?.unwrap_or(default))
         };
-        let number = |name: &str, default: u64| -> Result<u64, SettingsError> {
-            match env.get(name) {
-                None => Ok(default),
-                Some(v) => v.trim().parse::<u64>().map_err(|_| {
-                    SettingsError::new(name, format!("`{}` is not a whole number", v.trim()), "give a whole number")
-                }),
-            }
-        };
-        let list = |name: &str| -> Option<Vec<String>> {
-            env.get(name).map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
-        };
-        let small = |name: &str, default: u32| -> Result<u32, SettingsError> {
-            u32::try_from(number(name, u64::from(default))?)
-                .map_err(|_| SettingsError::new(name, "is too large", "give a smaller number"))
-        };
-
-        let base_url =
-            text("LIBERTAI_API_BASE_URL").unwrap_or_else(|| crate::config::DEFAULT_LIBERTAI_API_BASE_URL.into());
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(SettingsError::new(
-                "LIBERTAI_API_BASE_URL",
-                format!("`{base_url}` is not an http(s) URL"),
-                "give a URL such as https://api.libertai.io/v1",
-            ));
-        }
-        let bind_addr = match text("BIND_ADDR") {
-            None => IpAddr::from([127, 0, 0, 1]),
-            Some(v) => v.parse().map_err(|_| {
-                SettingsError::new(
-                    "BIND_ADDR",
-                    format!("`{v}` is not an IP address"),
-                    "give an address such as 127.0.0.1",
-                )
-            })?,
-        };
-        let port = u16::try_from(number("PORT", 8080)?)
-            .map_err(|_| SettingsError::new("PORT", "is not a TCP port", "give a port from 0 to 65535"))?;
+        let bind_addr = env.number(var::BIND_ADDR, "an IP address such as 127.0.0.1")?;
         let settings = AgentSettings {
-            agent_name: text("AGENT_NAME").unwrap_or_else(|| "Agent".into()),
-            system_prompt: text("SYSTEM_PROMPT").unwrap_or_else(|| "You are a helpful assistant.".into()),
-            model: text("MODEL").unwrap_or_else(|| Model::default_model().id.into()),
-            libertai_api_key: required("LIBERTAI_API_KEY", "set the LibertAI API key the agent pays inference with")?,
-            libertai_api_base_url: base_url,
-            agent_secret: required("AGENT_SECRET", "set the bearer secret Baal uses to talk to this agent")?,
-            bind_addr,
-            port,
-            db_path: text("DB_PATH").map_or_else(|| PathBuf::from("agent.db"), PathBuf::from),
-            max_history: small("MAX_HISTORY", 100)?.max(1),
-            max_tool_iterations: small("MAX_TOOL_ITERATIONS", 50)?.max(1),
-            workspace_path: text("WORKSPACE_PATH")
+            agent_name: env.text(var::AGENT_NAME).unwrap_or_else(|| "Agent".into()),
+            system_prompt: env.text(var::SYSTEM_PROMPT).unwrap_or_else(|| "You are a helpful assistant.".into()),
+            model: env.text(var::MODEL).unwrap_or_else(|| Model::default_model().id.into()),
+            libertai_api_key: env
+                .required_secret(var::LIBERTAI_API_KEY, "set the LibertAI API key the agent pays inference with")?,
+            libertai_api_base_url: env.url(var::LIBERTAI_API_BASE_URL, DEFAULT_LIBERTAI_API_BASE_URL)?,
+            agent_secret: env
+                .required_secret(var::AGENT_SECRET, "set the bearer secret Baal uses to talk to this agent")?,
+            bind_addr: bind_addr.unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            port: env.number(var::PORT, "a TCP port from 0 to 65535")?.unwrap_or(8080),
+            db_path: env.text(var::DB_PATH).map_or_else(|| PathBuf::from("agent.db"), PathBuf::from),
+            max_history: small(var::MAX_HISTORY, 100)?.max(1),
+            max_tool_iterations: small(var::MAX_TOOL_ITERATIONS, 50)?.max(1),
+            workspace_path: env
+                .text(var::WORKSPACE_PATH)
                 .map_or_else(|| PathBuf::from("/opt/baal-agent/workspace"), PathBuf::from),
-            owner_chat_id: text("OWNER_CHAT_ID"),
-            heartbeat_interval: Duration::from_secs(number("HEARTBEAT_INTERVAL", 1800)?),
-            max_context_tokens: small("MAX_CONTEXT_TOKENS", 0)?,
-            generation_reserve: small("GENERATION_RESERVE", 4096)?,
-            compaction_keep_messages: small("COMPACTION_KEEP_MESSAGES", 20)?,
-            brave_api_key: env.get("BRAVE_API_KEY").map(|v| SecretString::from(v.trim().to_owned())),
-            brave_api_url: text("BRAVE_API_URL"),
-            visitor_tools: list("VISITOR_TOOLS")
+            owner_chat_id: env.text(var::OWNER_CHAT_ID),
+            heartbeat_interval: env.seconds(var::HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_INTERVAL)?,
+            max_context_tokens: small(var::MAX_CONTEXT_TOKENS, 0)?,
+            generation_reserve: small(var::GENERATION_RESERVE, 4096)?,
+            compaction_keep_messages: small(var::COMPACTION_KEEP_MESSAGES, 20)?,
+            brave_api_key: env.secret(var::BRAVE_API_KEY),
+            brave_api_url: env.text(var::BRAVE_API_URL),
+            visitor_tools: env
+                .list(var::VISITOR_TOOLS)
                 .unwrap_or_else(|| DEFAULT_VISITOR_TOOLS.iter().map(|t| (*t).to_owned()).collect()),
-            tools_user: text("TOOLS_USER").unwrap_or_else(|| "nobody".into()),
-            web_fetch_allow: list("WEB_FETCH_ALLOW").unwrap_or_default(),
-            max_subagents: small("MAX_SUBAGENTS", 3)?,
-            llm_read_timeout: Duration::from_secs(number("LLM_READ_TIMEOUT", 120)?.max(1)),
-            keepalive_interval: Duration::from_secs(number("KEEPALIVE_INTERVAL", 15)?.max(1)),
-            llm_retry_delay: Duration::from_millis(number("LLM_RETRY_DELAY_MS", 1000)?),
+            tools_user: env.text(var::TOOLS_USER).unwrap_or_else(|| "nobody".into()),
+            web_fetch_allow: env.list(var::WEB_FETCH_ALLOW).unwrap_or_default(),
+            max_subagents: small(var::MAX_SUBAGENTS, 3)?,
+            llm_read_timeout: env.seconds(var::LLM_READ_TIMEOUT, Duration::from_secs(120))?.max(Duration::from_secs(1)),
+            keepalive_interval: env
+                .seconds(var::KEEPALIVE_INTERVAL, Duration::from_secs(15))?
+                .max(Duration::from_secs(1)),
+            llm_retry_delay: Duration::from_millis(
+                env.number(var::LLM_RETRY_DELAY_MS, "a whole number of milliseconds")?.unwrap_or(1000),
+            ),
         };
         Ok(settings)
     }
@@ -222,71 +168,6 @@ impl AgentSettings {
 /// `configured` when it is set (> 0), else the catalog's context for `model`.
 pub fn context_limit(configured: u32, model: &str) -> u32 {
     if configured > 0 { configured } else { Model::context_tokens_of(model) }
-}
-
-/// Reads a settings file: a JSON object (`{"KEY": "value", …}`, numbers and booleans allowed) or
-/// `KEY=value` lines (`#` comments; values may be double-quoted with `\n`, `\"`, `\\` escapes, as
-/// systemd's `EnvironmentFile=` reads them, or single-quoted verbatim).
-pub fn read_settings_file(path: &Path) -> Result<HashMap<String, String>, SettingsError> {
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| SettingsError::new(&shown, format!("cannot be read ({e})"), "check the path given to --config"))?;
-    parse_settings(&text).map_err(|problem| SettingsError::new(&shown, problem, "fix the settings file"))
-}
-
-fn parse_settings(text: &str) -> Result<HashMap<String, String>, String> {
-    if text.trim_start().starts_with('{') {
-        let object: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(text).map_err(|e| format!("is not a JSON object of settings ({e})"))?;
-        return object
-            .into_iter()
-            .map(|(k, v)| match v {
-                serde_json::Value::String(s) => Ok((k, s)),
-                serde_json::Value::Number(n) => Ok((k, n.to_string())),
-                serde_json::Value::Bool(b) => Ok((k, b.to_string())),
-                serde_json::Value::Null => Ok((k, String::new())),
-                _ => Err(format!("{k} must be a string, a number or a boolean")),
-            })
-            .collect();
-    }
-    let mut out = HashMap::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let (key, raw) = line.split_once('=').ok_or_else(|| format!("line {} is not KEY=value", number + 1))?;
-        let key = key.trim();
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("line {} has an invalid name `{key}`", number + 1));
-        }
-        out.insert(key.to_owned(), unquote(raw.trim()).map_err(|p| format!("line {}: {p}", number + 1))?);
-    }
-    Ok(out)
-}
-
-fn unquote(raw: &str) -> Result<String, String> {
-    if let Some(inner) = raw.strip_prefix('\'') {
-        return inner.strip_suffix('\'').map(str::to_owned).ok_or_else(|| "unterminated single quote".to_owned());
-    }
-    let Some(inner) = raw.strip_prefix('"') else { return Ok(raw.to_owned()) };
-    let inner = inner.strip_suffix('"').ok_or_else(|| "unterminated double quote".to_owned())?;
-    let mut out = String::with_capacity(inner.len());
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n') => out.push('\n'),
-            Some('t') => out.push('\t'),
-            Some(other) => out.push(other),
-            None => return Err("a value ends with a lone backslash".into()),
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -318,22 +199,6 @@ mod tests {
         let mut vars = base();
         vars.push(("PORT", "eighty"));
         assert_eq!(AgentSettings::from_vars(vars).err().unwrap().variable, "PORT");
-    }
-
-    #[test]
-    fn settings_files_in_both_formats() {
-        let env = parse_settings(
-            "# c\nAGENT_NAME=\"Bob \\\"the\\\" bot\"\nSYSTEM_PROMPT=\"line1\\nline2\"\nexport PORT=0\nX='a\\b'\n",
-        )
-        .unwrap();
-        assert_eq!(env["AGENT_NAME"], "Bob \"the\" bot");
-        assert_eq!(env["SYSTEM_PROMPT"], "line1\nline2");
-        assert_eq!(env["PORT"], "0");
-        assert_eq!(env["X"], "a\\b");
-        let env = parse_settings(r#"{"AGENT_NAME":"J","PORT":0,"X":true}"#).unwrap();
-        assert_eq!(env["PORT"], "0");
-        assert!(parse_settings("NOEQUALS").is_err());
-        assert!(parse_settings("A=\"open").is_err());
     }
 
     #[test]

@@ -34,6 +34,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer, SilentReporter};
+use crate::agent_env::{AgentDefaults, AgentEnv};
 use crate::config::Settings;
 use crate::domain::{AgentId, Deployment};
 use crate::proxy::http::{HttpProxy, HttpProxyOptions};
@@ -100,6 +101,7 @@ struct Inner {
     agent_bin: PathBuf,
     proxy: HttpProxy,
     restart_limit: RestartLimit,
+    agent_defaults: AgentDefaults,
     start_timeout: Duration,
     agents: Mutex<HashMap<AgentId, Supervised>>,
     spawner: Spawner,
@@ -185,6 +187,7 @@ impl LocalDeployer {
                 agent_bin,
                 proxy,
                 restart_limit: RestartLimit::default(),
+                agent_defaults: AgentDefaults::default(),
                 start_timeout: Duration::from_secs(30),
                 agents: Mutex::new(HashMap::new()),
                 spawner: Spawner::start()
@@ -194,9 +197,19 @@ impl LocalDeployer {
     }
 
     /// A deployer from the settings: `BAAL_DATA_DIR` and `BAAL_AGENT_BIN` (see
-    /// [`find_agent_binary`]).
+    /// [`find_agent_binary`]), handing agents [`Settings::agent_defaults`].
     pub fn from_settings(settings: &Settings) -> Result<Self, DeployError> {
-        Self::new(&settings.data_dir, find_agent_binary(settings.agent_bin.as_deref())?)
+        Ok(Self::new(&settings.data_dir, find_agent_binary(settings.agent_bin.as_deref())?)?
+            .with_agent_defaults(settings.agent_defaults()))
+    }
+
+    /// Sets what every agent is given besides its own spec (heartbeat interval, Brave key). Call
+    /// before deploying anything.
+    pub fn with_agent_defaults(mut self, defaults: AgentDefaults) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.agent_defaults = defaults;
+        }
+        self
     }
 
     /// Sets how often a crashed agent is restarted. Call before deploying anything.
@@ -248,7 +261,7 @@ impl LocalDeployer {
         let prepared = prepare_dir(&dir)
             .map_err(|err| DeployError::new(PREPARE.key, "Baal could not create the agent's files.").with_detail(err))
             .and_then(|()| {
-                write_settings(&dir, spec, port).map_err(|err| {
+                write_settings(&dir, &inner.env(spec, port)).map_err(|err| {
                     DeployError::new(PREPARE.key, "Baal could not write the agent's settings.").with_detail(err)
                 })
             });
@@ -286,7 +299,7 @@ impl LocalDeployer {
         reporter.step_started(START).await;
         let (mut child, port) = inner.spawn(id).await?;
         // Restarts after a crash must come back on the same address the platform stored.
-        if let Err(err) = write_settings(&dir, spec, port) {
+        if let Err(err) = write_settings(&dir, &inner.env(spec, port)) {
             kill_group(&child);
             return Err(DeployError::new(START.key, "Baal could not write the agent's settings.").with_detail(err));
         }
@@ -361,6 +374,11 @@ impl Inner {
 
     fn agent_dir(&self, agent_id: AgentId) -> PathBuf {
         self.data_dir.join("agents").join(agent_id.to_string())
+    }
+
+    /// The environment `spec`'s agent runs with, listening on `port`.
+    fn env(&self, spec: &AgentSpec, port: u16) -> AgentEnv {
+        AgentEnv::new(spec, &self.agent_defaults, port, &self.agent_dir(spec.agent_id))
     }
 
     fn running_port(&self, agent_id: AgentId) -> Option<u16> {
@@ -683,9 +701,10 @@ fn restrict(_path: &Path, _mode: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Writes the settings a VM would get, readable by this user only, replacing the file atomically.
-fn write_settings(dir: &Path, spec: &AgentSpec, port: u16) -> std::io::Result<()> {
-    let text = settings_text(spec, dir, port);
+/// Writes the agent's environment as its settings file (JSON: it carries any name or prompt
+/// without an escaping scheme), readable by this user only, replacing the file atomically.
+fn write_settings(dir: &Path, env: &AgentEnv) -> std::io::Result<()> {
+    let text = env.to_json();
     let path = dir.join(SETTINGS_FILE);
     let temp = dir.join(format!(".{SETTINGS_FILE}.tmp"));
     let mut options = std::fs::OpenOptions::new();
@@ -697,32 +716,6 @@ fn write_settings(dir: &Path, spec: &AgentSpec, port: u16) -> std::io::Result<()
     file.write_all(text.expose_secret().as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&temp, &path)
-}
-
-/// The agent's settings as a JSON object with the names `baal-agent` reads: JSON, because it
-/// carries any name or prompt (quotes, `$`, line breaks) without an escaping scheme of our own.
-fn settings_text(spec: &AgentSpec, dir: &Path, port: u16) -> SecretString {
-    let mut settings = serde_json::Map::new();
-    let mut set = |key: &str, value: &str| {
-        settings.insert(key.to_owned(), serde_json::Value::String(value.to_owned()));
-    };
-    set("AGENT_NAME", &spec.name);
-    set("SYSTEM_PROMPT", &spec.system_prompt);
-    set("MODEL", &spec.model);
-    set("LIBERTAI_API_KEY", spec.libertai_api_key.expose_secret());
-    set("LIBERTAI_API_BASE_URL", &spec.libertai_api_base_url);
-    set("AGENT_SECRET", spec.agent_secret.expose_secret());
-    set("BIND_ADDR", "127.0.0.1");
-    set("PORT", &port.to_string());
-    set("DB_PATH", &dir.join("agent.db").to_string_lossy());
-    set("WORKSPACE_PATH", &dir.join("workspace").to_string_lossy());
-    set("OWNER_CHAT_ID", &spec.owner_chat_id);
-    set("HEARTBEAT_INTERVAL", "1800");
-    set("VISITOR_TOOLS", &spec.visitor_tools.join(","));
-    if let Some(brave) = &spec.brave_api_key {
-        set("BRAVE_API_KEY", brave.expose_secret());
-    }
-    SecretString::from(serde_json::Value::Object(settings).to_string())
 }
 
 /// The last lines of an agent's log, for error details.
@@ -865,33 +858,6 @@ async fn terminate(child: &mut Child) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn settings_survive_a_round_trip() {
-        let mut spec = AgentSpec::new(
-            AgentId(7),
-            "Ada \"the\" $HOME agent",
-            "Line one\nline two with \\n, 'quotes', $PATH and ${X}\n\ttabbed — 漢字 🎉",
-            "qwen3-coder-next",
-            SecretString::from("sk-key"),
-            "http://127.0.0.1:1/v1",
-            SecretString::from("agent-secret"),
-            "42",
-        );
-        spec.brave_api_key = Some(SecretString::from("brave"));
-        let text = settings_text(&spec, Path::new("/data/agents/7"), 4242);
-        let parsed: HashMap<String, String> = serde_json::from_str(text.expose_secret()).unwrap();
-        assert_eq!(parsed["AGENT_NAME"], spec.name);
-        assert_eq!(parsed["SYSTEM_PROMPT"], spec.system_prompt);
-        assert_eq!(parsed["LIBERTAI_API_KEY"], "sk-key");
-        assert_eq!(parsed["AGENT_SECRET"], "agent-secret");
-        assert_eq!(parsed["PORT"], "4242");
-        assert_eq!(parsed["BIND_ADDR"], "127.0.0.1");
-        assert_eq!(parsed["DB_PATH"], "/data/agents/7/agent.db");
-        assert_eq!(parsed["WORKSPACE_PATH"], "/data/agents/7/workspace");
-        assert_eq!(parsed["VISITOR_TOOLS"], "web_fetch,web_search");
-        assert_eq!(parsed["BRAVE_API_KEY"], "brave");
-    }
 
     #[test]
     fn stored_urls_give_back_their_port() {

@@ -65,14 +65,14 @@ pub struct AgentSpec {
     pub owner_chat_id: String,
     /// Tools visitors may use.
     pub visitor_tools: Vec<String>,
-    /// `BRAVE_API_KEY` for `web_search`, if the operator has one.
-    pub brave_api_key: Option<SecretString>,
     /// What is already known about this agent's deployment (empty for a first deployment).
     pub existing: Deployment,
 }
 
 impl AgentSpec {
-    /// A spec with no Brave key and no previous deployment.
+    /// A spec with the default visitor tools and no previous deployment. What every agent gets
+    /// from the operator (heartbeat interval, Brave key) is the deployer's
+    /// ([`AgentDefaults`](crate::agent_env::AgentDefaults)), not the spec's.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         agent_id: AgentId,
@@ -94,7 +94,6 @@ impl AgentSpec {
             agent_secret,
             owner_chat_id: owner_chat_id.into(),
             visitor_tools: crate::domain::DEFAULT_VISITOR_TOOLS.iter().map(|t| t.to_string()).collect(),
-            brave_api_key: None,
             existing: Deployment::default(),
         }
     }

@@ -51,8 +51,6 @@ pub struct PlatformConfig {
     pub libertai_api_key: Option<SecretString>,
     /// LibertAI's base URL (agents call it; `/login` checks keys at `/credits/balance`).
     pub libertai_api_base_url: String,
-    /// `BRAVE_API_KEY`, handed to agents for `web_search`.
-    pub brave_api_key: Option<SecretString>,
     /// Whether the VM pool is on (only shown in `/pool`).
     pub pool_enabled: bool,
     /// A wizard or personality edit silent for this long is forgotten.
@@ -78,7 +76,6 @@ impl PlatformConfig {
             bot_username: settings.bot_username.clone(),
             libertai_api_key: settings.libertai_api_key.clone(),
             libertai_api_base_url: settings.libertai_api_base_url.clone(),
-            brave_api_key: settings.brave_api_key.clone(),
             pool_enabled: settings.pool_enabled,
             ..PlatformConfig::default()
         }
@@ -122,8 +119,6 @@ setters! {
     with_libertai_api_key => libertai_api_key: SecretString as some;
     /// Sets [`PlatformConfig::libertai_api_base_url`].
     with_libertai_api_base_url => libertai_api_base_url: impl Into<String> as into;
-    /// Sets [`PlatformConfig::brave_api_key`].
-    with_brave_api_key => brave_api_key: SecretString as some;
     /// Sets [`PlatformConfig::pool_enabled`].
     with_pool_enabled => pool_enabled: bool;
     /// Sets [`PlatformConfig::flow_timeout`].
@@ -145,7 +140,6 @@ impl Default for PlatformConfig {
             bot_username: None,
             libertai_api_key: None,
             libertai_api_base_url: crate::config::DEFAULT_LIBERTAI_API_BASE_URL.to_owned(),
-            brave_api_key: None,
             pool_enabled: false,
             flow_timeout: Duration::from_secs(15 * 60),
             edit_interval: Duration::from_secs(1),

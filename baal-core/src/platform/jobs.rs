@@ -70,7 +70,6 @@ impl Inner {
             agent.owner_id.to_string(),
         );
         spec.visitor_tools = agent.visitor_tools.clone();
-        spec.brave_api_key = self.config.brave_api_key.clone();
         spec.existing = agent.deployment.clone();
         Ok((spec, payer))
     }

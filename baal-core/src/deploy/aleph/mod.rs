@@ -41,6 +41,7 @@ use self::message::{InstanceRequest, VmSize, forget_message, instance_message, i
 use self::ship::{Shipper, VmLayout};
 use self::sign::EthAccount;
 use super::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer};
+use crate::agent_env::AgentDefaults;
 use crate::config::Settings;
 use crate::domain::{AgentId, Deployment};
 use crate::store::Store;
@@ -164,6 +165,8 @@ pub struct AlephConfig {
     pub blacklist_ttl: Duration,
     /// The warm pool.
     pub pool: PoolConfig,
+    /// What every agent is given besides its own spec (heartbeat interval, Brave key).
+    pub agent_defaults: AgentDefaults,
 }
 
 impl AlephConfig {
@@ -191,6 +194,7 @@ impl AlephConfig {
             max_crn_attempts: 5,
             blacklist_ttl: Duration::from_secs(600),
             pool: PoolConfig::default(),
+            agent_defaults: AgentDefaults::default(),
         }
     }
 }
@@ -270,6 +274,7 @@ impl AlephOperator {
             settings.agent_bin.clone().unwrap_or_default(),
         );
         config.channel = settings.aleph_channel.clone();
+        config.agent_defaults = settings.agent_defaults();
         config.size = VmSize {
             vcpus: settings.aleph_vm_vcpus,
             memory_mib: settings.aleph_vm_memory_mib,
@@ -582,7 +587,8 @@ impl AlephDeployer {
             command_timeout: self.op.config.timeouts.command,
         };
         let result = async {
-            shipper.ship(spec, &self.op.config.agent_bin, public_host.as_deref()).await.map_err(at(STEP_SHIP.key))?;
+            let env = ship::agent_env(spec, &self.op.config.agent_defaults, &self.op.config.layout);
+            shipper.ship(&env, &self.op.config.agent_bin, public_host.as_deref()).await.map_err(at(STEP_SHIP.key))?;
             reporter.step_done(STEP_SHIP).await;
             reporter.step_started(STEP_START).await;
             let started = async {

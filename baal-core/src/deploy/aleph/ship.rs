@@ -8,7 +8,11 @@ use sha2::{Digest, Sha256};
 
 use super::error::AlephError;
 use super::ssh::{Session, shell_quote};
+use crate::agent_env::{AgentDefaults, AgentEnv};
 use crate::deploy::AgentSpec;
+
+/// The agent's data directory on the VM (database and workspace), relative to the layout's root.
+const DATA_DIR: &str = "var/lib/baal-agent";
 
 /// The VM-side script; see its header for what only a real VM exercises.
 pub(crate) const VM_SETUP_SCRIPT: &str = include_str!("vm-setup.sh");
@@ -62,62 +66,14 @@ impl VmLayout {
     }
 }
 
-/// One value for a systemd `EnvironmentFile=`, double-quoted. Inside double quotes systemd treats
-/// only `\`, `"`, `$` and `` ` `` specially (and a backslash-newline as a continuation), so
-/// escaping those four makes every other byte literal, newlines included. The same text read by a
-/// POSIX shell gives the same value, with no expansion or command substitution.
-pub(crate) fn env_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '\\' | '"' | '$' | '`' => {
-                out.push('\\');
-                out.push(c);
-            }
-            // NUL cannot live in an environment variable; drop it rather than cut the value.
-            '\0' => {}
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// The agent's settings file (`/etc/baal/agent.env`, root-only).
-pub(crate) fn settings_file(spec: &AgentSpec, layout: &VmLayout) -> String {
-    let data = layout.path("var/lib/baal-agent");
-    let mut entries: Vec<(&str, String)> = vec![
-        ("AGENT_NAME", spec.name.clone()),
-        ("SYSTEM_PROMPT", spec.system_prompt.clone()),
-        ("MODEL", spec.model.clone()),
-        ("LIBERTAI_API_KEY", spec.libertai_api_key.expose_secret().to_owned()),
-        ("LIBERTAI_API_BASE_URL", spec.libertai_api_base_url.clone()),
-        ("AGENT_SECRET", spec.agent_secret.expose_secret().to_owned()),
-        ("OWNER_CHAT_ID", spec.owner_chat_id.clone()),
-        ("VISITOR_TOOLS", spec.visitor_tools.join(",")),
-        ("BIND_ADDR", "127.0.0.1".into()),
-        ("PORT", layout.agent_port.to_string()),
-        ("DB_PATH", format!("{data}/agent.db")),
-        ("WORKSPACE_PATH", format!("{data}/workspace")),
-        ("HEARTBEAT_INTERVAL", "1800".into()),
-    ];
-    if let Some(key) = &spec.brave_api_key {
-        entries.push(("BRAVE_API_KEY", key.expose_secret().to_owned()));
-    }
-    let mut out = String::from("# Written by Baal; replaced on every deploy.\n");
-    for (key, value) in entries {
-        out.push_str(key);
-        out.push('=');
-        out.push_str(&env_value(&value));
-        out.push('\n');
-    }
-    out
+/// The agent's environment on a VM, written to `/etc/baal/agent.env` (root-only) for systemd.
+pub(crate) fn agent_env(spec: &AgentSpec, defaults: &AgentDefaults, layout: &VmLayout) -> AgentEnv {
+    AgentEnv::new(spec, defaults, layout.agent_port, Path::new(&layout.path(DATA_DIR)))
 }
 
 /// The systemd unit: the agent as an unprivileged user, only its data directory writable.
 pub(crate) fn systemd_unit(layout: &VmLayout) -> String {
-    let data = layout.path("var/lib/baal-agent");
+    let data = layout.path(DATA_DIR);
     format!(
         "[Unit]
 Description=Baal agent
@@ -210,7 +166,7 @@ impl Shipper<'_> {
     /// channels: the upload of the binary dominates, the rest hides behind it.
     pub(crate) async fn ship(
         &self,
-        spec: &AgentSpec,
+        env: &AgentEnv,
         binary: &Path,
         public_host: Option<&str>,
     ) -> Result<(), AlephError> {
@@ -218,7 +174,7 @@ impl Shipper<'_> {
         let file = tokio::fs::File::open(binary)
             .await
             .map_err(|e| AlephError::Config(format!("cannot open the agent binary {}: {e}", binary.display())))?;
-        let settings = settings_file(spec, self.layout);
+        let settings = env.to_environment_file();
         let unit = systemd_unit(self.layout);
         let caddy = public_host.map(|host| caddyfile(host, self.layout));
         let caddy_upload = async {
@@ -230,7 +186,7 @@ impl Shipper<'_> {
         futures_util::try_join!(
             self.prepare(),
             self.upload("opt/baal/incoming/baal-agent", file),
-            self.upload("opt/baal/incoming/agent.env", settings.as_bytes()),
+            self.upload("opt/baal/incoming/agent.env", settings.expose_secret().as_bytes()),
             self.upload("opt/baal/incoming/baal-agent.service", unit.as_bytes()),
             caddy_upload,
         )?;
@@ -265,9 +221,9 @@ mod tests {
         let marker = dir.path().join("pwned");
         let nasty_name = format!("a\"b'c $(touch {m}) `touch {m}` ${{HOME}} \\", m = marker.display());
         let nasty_prompt = format!("line one\nline \"two\"\n\\n $(touch {})\r\nend\\", marker.display());
-        let file = settings_file(&spec(&nasty_name, &nasty_prompt), &VmLayout::default());
+        let env = agent_env(&spec(&nasty_name, &nasty_prompt), &AgentDefaults::default(), &VmLayout::default());
         let path = dir.path().join("agent.env");
-        std::fs::write(&path, &file).unwrap();
+        std::fs::write(&path, env.to_environment_file().expose_secret()).unwrap();
         let output = std::process::Command::new("sh")
             .arg("-c")
             .arg("set -a; . \"$1\"; printf '%s\\0%s' \"$AGENT_NAME\" \"$SYSTEM_PROMPT\"")
