@@ -129,7 +129,7 @@ pub mod secrets;
 pub mod agent;
 #[cfg(feature = "platform")]
 pub mod platform;
-#[cfg(any(feature = "store", feature = "agent"))]
+#[cfg(feature = "store")]
 mod sqlite;
 #[cfg(feature = "store")]
 pub mod store;
