@@ -140,7 +140,7 @@ pub mod wire;
 pub mod agent;
 #[cfg(feature = "platform")]
 pub mod platform;
-#[cfg(any(feature = "store", feature = "agent"))]
+#[cfg(feature = "store")]
 mod sqlite;
 #[cfg(feature = "store")]
 pub mod store;

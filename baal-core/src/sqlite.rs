@@ -1,4 +1,5 @@
-//! How every SQLite database of Baal is opened: the platform's store and each agent's history.
+//! How the platform's store opens a SQLite database through SeaORM. (Each agent's history opens
+//! its own with rusqlite, in `agent::history`, and keeps the same settings.)
 //!
 //! Invariant: one pooled connection per database. Writers queue in the pool, in arrival order,
 //! instead of in SQLite's busy handler (which sleeps 1, 2, 5, 10… ms between retries), and no

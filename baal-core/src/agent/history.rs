@@ -1,23 +1,22 @@
-//! [`History`]: the agent's own database (SQLite, WAL; SeaORM migrates it, rusqlite runs its
-//! statements): per-chat message history,
-//! the rolling summary compaction leaves behind, and pending messages for the bot to collect.
+//! [`History`]: the agent's own database (SQLite, WAL, one rusqlite connection): per-chat message
+//! history, the rolling summary compaction leaves behind, and pending messages for the bot to
+//! collect. Its schema is created and upgraded at open by a list of migrations in this file,
+//! counted in `PRAGMA user_version`.
 //!
 //! Invariants:
 //! - history is ordered by row id (insertion order), never by timestamps;
 //! - a chat only ever reads its own rows;
 //! - pending messages carry the chat they are for, and a chat only collects its own;
 //! - a leased pending message is offered to no one else until its lease runs out, and is deleted
-//!   only when acknowledged (or by the old destructive read), so a failed delivery is retried.
+//!   only when acknowledged (or by the old destructive read), so a failed delivery is retried;
+//! - a database any earlier release made opens with every row kept: migrations are only ever
+//!   appended to `MIGRATIONS`, never edited.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::OptionalExtension as _;
-use sea_orm::{ConnectOptions, Database, DbErr};
-use sea_orm_migration::prelude::*;
-use sea_orm_migration::schema::*;
 
 use crate::inference::{ChatMessage, MessageRole, ToolCall};
 use crate::wire::PendingMessage;
@@ -32,149 +31,137 @@ pub const SUMMARY_ACK: &str = "Thanks, I have the context from our previous conv
 /// of in one response of unbounded size.
 pub const LEASE_BATCH: usize = 100;
 
+/// The schema version this build creates and upgrades to: its `PRAGMA user_version` after
+/// [`History::open`].
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
 /// The agent's database failed. The text is fit for a user; details go to the log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("The agent's memory store failed. Please try again; if it keeps failing, the agent needs a repair.")]
 #[non_exhaustive]
 pub struct HistoryError;
 
-fn db_error(e: DbErr) -> HistoryError {
-    tracing::error!(error = %e, "agent database error");
-    HistoryError
+/// One step of the schema.
+struct Migration {
+    /// The name releases that migrated with SeaORM recorded it under in `seaql_migrations`
+    /// (`None` for migrations that came after them).
+    seaorm_name: Option<&'static str>,
+    /// Statements run in one transaction.
+    sql: &'static str,
 }
 
-#[derive(DeriveIden)]
-enum Messages {
-    Table,
-    Id,
-    ChatId,
-    Role,
-    Content,
-    ToolCalls,
-    ToolCallId,
-    CreatedAt,
+/// Every migration, in order; migration `i` brings `user_version` from `i` to `i + 1`.
+///
+/// The version is `PRAGMA user_version` rather than a table: it lives in the file header, is
+/// written in the same transaction as the migration, and is read without a query plan, so an
+/// open that has nothing to migrate costs one header read and takes no write lock.
+///
+/// The statements are, byte for byte, those SeaORM generated for the same migrations (SQLite
+/// keeps that text in `sqlite_master`), so a fresh database has exactly the schema of one an
+/// earlier release made. `IF NOT EXISTS` stays: SeaORM ran a SQLite migration outside a
+/// transaction, so an older agent that died mid-migration may have left some tables behind.
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        seaorm_name: Some("history"),
+        sql: r#"
+CREATE TABLE IF NOT EXISTS "messages" ( "id" integer NOT NULL PRIMARY KEY AUTOINCREMENT, "chat_id" varchar NOT NULL, "role" varchar NOT NULL, "content" text NULL, "tool_calls" text NULL, "tool_call_id" varchar NULL, "created_at" varchar NOT NULL );
+CREATE INDEX IF NOT EXISTS "idx_messages_chat" ON "messages" ("chat_id", "id");
+CREATE TABLE IF NOT EXISTS "pending_messages" ( "id" integer NOT NULL PRIMARY KEY AUTOINCREMENT, "chat_id" varchar NOT NULL, "content" text NOT NULL, "source" varchar NOT NULL, "created_at" varchar NOT NULL );
+CREATE TABLE IF NOT EXISTS "summaries" ( "chat_id" varchar NOT NULL PRIMARY KEY, "content" text NOT NULL, "updated_at" varchar NOT NULL );
+"#,
+    },
+    // Pending messages can be leased (`GET /pending?lease=`) instead of deleted on read. Nullable,
+    // so the rows an older agent queued are simply not leased.
+    Migration {
+        seaorm_name: Some("m0002_pending_lease"),
+        sql: r#"ALTER TABLE "pending_messages" ADD COLUMN "leased_until" integer NULL;"#,
+    },
+];
+
+/// SeaORM's bookkeeping table, as it created it. Migrations that SeaORM-era releases know are
+/// still recorded there, so an agent rolled back to such a release finds nothing to re-apply
+/// (re-adding `leased_until` would fail and stop it from starting).
+const SEAORM_TABLE: &str = r#"CREATE TABLE IF NOT EXISTS "seaql_migrations" ( "version" varchar NOT NULL PRIMARY KEY, "applied_at" integer NOT NULL )"#;
+
+fn user_version(c: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    c.pragma_query_value(None, "user_version", |row| row.get(0))
 }
 
-#[derive(DeriveIden)]
-enum PendingMessages {
-    Table,
-    Id,
-    ChatId,
-    Content,
-    Source,
-    CreatedAt,
-    LeasedUntil,
-}
-
-#[derive(DeriveIden)]
-enum Summaries {
-    Table,
-    ChatId,
-    Content,
-    UpdatedAt,
-}
-
-struct M0001AgentTables;
-
-impl MigrationName for M0001AgentTables {
-    // The name `DeriveMigrationName` gave it (the file stem): existing databases record the
-    // migration under it, so it must never change.
-    fn name(&self) -> &str {
-        "history"
+/// The version a database that SeaORM migrated is at: the number of leading [`MIGRATIONS`] its
+/// `seaql_migrations` records (0 when it has no such table). `None` when it records a migration
+/// this build does not know, or skips one: a database from some other build, which is not
+/// guessed at.
+fn seaorm_version(c: &rusqlite::Connection) -> rusqlite::Result<Option<i64>> {
+    let has_table: bool = c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seaql_migrations')",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_table {
+        return Ok(Some(0));
     }
+    let recorded = c
+        .prepare("SELECT version FROM seaql_migrations")?
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let known = MIGRATIONS.iter().map_while(|m| m.seaorm_name).take_while(|name| recorded.iter().any(|r| r == name));
+    let version = known.count();
+    Ok((version == recorded.len()).then_some(version as i64))
 }
 
-#[async_trait::async_trait]
-impl MigrationTrait for M0001AgentTables {
-    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.create_table(
-            Table::create()
-                .table(Messages::Table)
-                .if_not_exists()
-                .col(pk_auto(Messages::Id))
-                .col(string(Messages::ChatId))
-                .col(string(Messages::Role))
-                .col(text_null(Messages::Content))
-                .col(text_null(Messages::ToolCalls))
-                .col(string_null(Messages::ToolCallId))
-                .col(string(Messages::CreatedAt))
-                .to_owned(),
-        )
-        .await?;
-        m.create_index(
-            Index::create()
-                .if_not_exists()
-                .name("idx_messages_chat")
-                .table(Messages::Table)
-                .col(Messages::ChatId)
-                .col(Messages::Id)
-                .to_owned(),
-        )
-        .await?;
-        m.create_table(
-            Table::create()
-                .table(PendingMessages::Table)
-                .if_not_exists()
-                .col(pk_auto(PendingMessages::Id))
-                .col(string(PendingMessages::ChatId))
-                .col(text(PendingMessages::Content))
-                .col(string(PendingMessages::Source))
-                .col(string(PendingMessages::CreatedAt))
-                .to_owned(),
-        )
-        .await?;
-        m.create_table(
-            Table::create()
-                .table(Summaries::Table)
-                .if_not_exists()
-                .col(string(Summaries::ChatId).primary_key())
-                .col(text(Summaries::Content))
-                .col(string(Summaries::UpdatedAt))
-                .to_owned(),
-        )
-        .await
+/// Brings the database to [`SCHEMA_VERSION`]; returns how many migrations it applied.
+///
+/// Each migration is one `IMMEDIATE` transaction that reads the version again once it holds the
+/// write lock, so two processes opening the same file at once apply each migration once. A
+/// database at version 0 that SeaORM migrated is first given the version its `seaql_migrations`
+/// records.
+fn migrate(c: &mut rusqlite::Connection) -> Result<usize, HistoryError> {
+    if user_version(c).map_err(sql_error)? == SCHEMA_VERSION {
+        return Ok(0);
     }
-
-    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_table(Table::drop().table(Summaries::Table).to_owned()).await?;
-        m.drop_table(Table::drop().table(PendingMessages::Table).to_owned()).await?;
-        m.drop_table(Table::drop().table(Messages::Table).to_owned()).await
-    }
-}
-
-/// Pending messages can be leased (`GET /pending?lease=`) instead of deleted on read.
-struct M0002PendingLease;
-
-impl MigrationName for M0002PendingLease {
-    fn name(&self) -> &str {
-        "m0002_pending_lease"
-    }
-}
-
-#[async_trait::async_trait]
-impl MigrationTrait for M0002PendingLease {
-    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        // Nullable, so the rows an older agent queued are simply not leased.
-        m.alter_table(
-            Table::alter()
-                .table(PendingMessages::Table)
-                .add_column(big_integer_null(PendingMessages::LeasedUntil))
-                .to_owned(),
-        )
-        .await
-    }
-
-    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.alter_table(Table::alter().table(PendingMessages::Table).drop_column(PendingMessages::LeasedUntil).to_owned())
-            .await
-    }
-}
-
-struct Migrator;
-
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001AgentTables), Box::new(M0002PendingLease)]
+    let mut applied = 0;
+    loop {
+        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql_error)?;
+        let stored = user_version(&tx).map_err(sql_error)?;
+        let version = if stored == 0 {
+            seaorm_version(&tx).map_err(sql_error)?.ok_or_else(|| {
+                tracing::error!(
+                    "the agent database records SeaORM migrations this agent does not know; not opening it"
+                );
+                HistoryError
+            })?
+        } else {
+            stored
+        };
+        if version == SCHEMA_VERSION {
+            if stored != version {
+                // A SeaORM-migrated database that was already current: only the version is new.
+                tx.pragma_update(None, "user_version", version).map_err(sql_error)?;
+                tx.commit().map_err(sql_error)?;
+            }
+            return Ok(applied);
+        }
+        let Some(migration) = usize::try_from(version).ok().and_then(|v| MIGRATIONS.get(v)) else {
+            tracing::error!(
+                version,
+                known = SCHEMA_VERSION,
+                "the agent database has a schema this agent does not know; not opening it"
+            );
+            return Err(HistoryError);
+        };
+        tx.execute_batch(migration.sql).map_err(sql_error)?;
+        if let Some(name) = migration.seaorm_name {
+            tx.execute(SEAORM_TABLE, []).map_err(sql_error)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO seaql_migrations (version, applied_at) VALUES (?1, ?2)",
+                rusqlite::params![name, chrono::Utc::now().timestamp()],
+            )
+            .map_err(sql_error)?;
+        }
+        tx.pragma_update(None, "user_version", version + 1).map_err(sql_error)?;
+        tx.commit().map_err(sql_error)?;
+        applied += 1;
+        tracing::info!(version = version + 1, "agent database migrated");
     }
 }
 
@@ -198,10 +185,10 @@ impl StoredMessage {
 /// The agent's database.
 ///
 /// Statements run on the calling task, under a mutex, on one rusqlite connection: an agent's
-/// statements take tens of microseconds, while sqlx's SQLite driver (SeaORM) runs each on its own
-/// thread, and the two thread hand-offs per statement, queued behind every other turn's, were
-/// most of the latency the agent added to a turn at 100 concurrent chats. SeaORM still creates
-/// and migrates the schema at open, so the migrations stay versioned like the platform's.
+/// statements take tens of microseconds, while sqlx's SQLite driver (SeaORM, which the agent used
+/// before) ran each on its own thread, and the two thread hand-offs per statement, queued behind
+/// every other turn's, were most of the latency the agent added to a turn at 100 concurrent
+/// chats.
 #[derive(Debug, Clone)]
 pub struct History {
     connection: Arc<Mutex<rusqlite::Connection>>,
@@ -249,7 +236,8 @@ fn pending_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, PendingMessage
 }
 
 impl History {
-    /// Opens (creating if needed) the SQLite file at `path` in WAL mode and creates the tables.
+    /// Opens (creating if needed) the SQLite file at `path` in WAL mode and brings its schema to
+    /// [`SCHEMA_VERSION`], keeping every row of a database an earlier release made.
     pub async fn open(path: &Path) -> Result<History, HistoryError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
@@ -257,43 +245,41 @@ impl History {
                 HistoryError
             })?;
         }
-        let connection = rusqlite::Connection::open(path).map_err(sql_error)?;
-        History::migrate_and_wrap(connection, &format!("sqlite://{}?mode=rwc", path.display()), false).await
+        let path = path.to_owned();
+        // Off the runtime: another process may hold the write lock for up to the busy timeout.
+        tokio::task::spawn_blocking(move || {
+            History::configure_and_migrate(rusqlite::Connection::open(path).map_err(sql_error)?, false)
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "opening the agent database panicked");
+            HistoryError
+        })?
     }
 
     /// A private in-memory database (tests, embedders that keep nothing).
     pub async fn in_memory() -> Result<History, HistoryError> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        // A named, shared-cache database, so the migrating SeaORM connection and ours see the
-        // same one; it lives as long as our connection.
-        let name = format!("baal-history-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let connection =
-            rusqlite::Connection::open(format!("file:{name}?mode=memory&cache=shared")).map_err(sql_error)?;
-        // sqlx needs the `file:` form too: a plain name is a different database to SQLite.
-        History::migrate_and_wrap(connection, &format!("sqlite:file:{name}?mode=memory&cache=shared"), true).await
+        History::configure_and_migrate(rusqlite::Connection::open_in_memory().map_err(sql_error)?, true)
     }
 
-    async fn migrate_and_wrap(
-        connection: rusqlite::Connection,
-        url: &str,
-        in_memory: bool,
-    ) -> Result<History, HistoryError> {
-        let busy_timeout = Duration::from_secs(5);
-        let mut options = ConnectOptions::new(url.to_owned());
-        options.sqlx_logging(false).connect_timeout(busy_timeout);
-        crate::sqlite::configure(&mut options, in_memory, busy_timeout);
-        let db = Database::connect(options).await.map_err(db_error)?;
-        Migrator::up(&db, None).await.map_err(db_error)?;
-        drop(db);
-
-        connection.busy_timeout(busy_timeout).map_err(sql_error)?;
+    fn configure_and_migrate(mut connection: rusqlite::Connection, in_memory: bool) -> Result<History, HistoryError> {
+        // Another process (a bot's local deployer reading the queue, an old agent still stopping)
+        // may hold the write lock: wait for it rather than fail.
+        connection.busy_timeout(Duration::from_secs(5)).map_err(sql_error)?;
         if !in_memory {
-            // WAL is a property of the file (SeaORM's connection set it); `synchronous` is not.
+            // WAL: readers never wait for the writer. It is a property of the file, `synchronous`
+            // is not; NORMAL is durable across a crash of the agent, which is what WAL needs.
             connection.pragma_update(None, "journal_mode", "WAL").map_err(sql_error)?;
             connection.pragma_update(None, "synchronous", "NORMAL").map_err(sql_error)?;
         }
-        // See `crate::sqlite::stable_query_plans`: `LIMIT ?` would recompile `load` every turn.
+        // As SeaORM's connection had it: no table refers to another yet, but a later migration's
+        // reference must be enforced from its first row.
+        connection.pragma_update(None, "foreign_keys", true).map_err(sql_error)?;
+        // The bundled SQLite is built with SQLITE_ENABLE_STAT4, so without the planner stability
+        // guarantee a statement with a bound `LIMIT ?` (`load`, every turn) is compiled again each
+        // time it runs.
         connection.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map_err(sql_error)?;
+        migrate(&mut connection)?;
         Ok(History { connection: Arc::new(Mutex::new(connection)) })
     }
 
@@ -533,7 +519,6 @@ fn stored_message(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sea_orm::ConnectionTrait;
 
     const HOUR: Duration = Duration::from_secs(3600);
 
@@ -631,32 +616,36 @@ mod tests {
         assert!(history.take_pending(None).await.unwrap().is_empty());
     }
 
+    /// A file that an agent left on disk, made with `setup` on a bare connection.
+    fn old_database(setup: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.db");
+        rusqlite::Connection::open(&path).unwrap().execute_batch(setup).unwrap();
+        (dir, path)
+    }
+
+    fn version_of(path: &Path) -> i64 {
+        user_version(&rusqlite::Connection::open(path).unwrap()).unwrap()
+    }
+
     #[test]
-    fn the_first_migration_keeps_the_name_databases_recorded() {
-        // Agents before M0002 derived the name, which is the file stem.
-        #[derive(DeriveMigrationName)]
-        struct Derived;
-        assert_eq!(M0001AgentTables.name(), Derived.name());
+    fn migrating_twice_applies_nothing() {
+        let mut connection = rusqlite::Connection::open_in_memory().unwrap();
+        assert_eq!(migrate(&mut connection).unwrap(), MIGRATIONS.len());
+        assert_eq!(user_version(&connection).unwrap(), SCHEMA_VERSION);
+        assert_eq!(migrate(&mut connection).unwrap(), 0);
     }
 
     #[tokio::test]
     async fn a_database_from_before_leases_is_upgraded() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("agent.db");
-        {
-            // What an agent built before M0002 left on disk: the first migration only, and a
-            // message it queued.
-            let db = Database::connect(format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
-            Migrator::up(&db, Some(1)).await.unwrap();
-            db.execute_unprepared(
-                "INSERT INTO pending_messages (chat_id, content, source, created_at) \
-                 VALUES ('7', 'queued by the old agent', 'heartbeat', '2025-01-01T00:00:00.000000+00:00')",
-            )
-            .await
-            .unwrap();
-            assert!(db.execute_unprepared("SELECT leased_until FROM pending_messages").await.is_err());
-            db.close().await.unwrap();
-        }
+        // What an agent built before M0002 left on disk: SeaORM's record of the first migration
+        // only, and a message it queued.
+        let (_dir, path) = old_database(&format!(
+            "{SEAORM_TABLE}; INSERT INTO seaql_migrations VALUES ('history', 1735689600); {} \
+             INSERT INTO pending_messages (chat_id, content, source, created_at) \
+             VALUES ('7', 'queued by the old agent', 'heartbeat', '2025-01-01T00:00:00.000000+00:00');",
+            MIGRATIONS[0].sql
+        ));
         let history = History::open(&path).await.unwrap();
         let leased = history.lease_pending(Some("7"), HOUR).await.unwrap();
         assert_eq!(contents(&leased), ["queued by the old agent"]);
@@ -664,11 +653,44 @@ mod tests {
         history.push_pending("7", "queued by the new agent", "subagent").await.unwrap();
         assert_eq!(history.ack_pending(&ids(&leased), Some("7")).await.unwrap(), 1);
         drop(history);
+        assert_eq!(version_of(&path), SCHEMA_VERSION);
 
         // Opening again applies nothing twice.
         let history = History::open(&path).await.unwrap();
         assert_eq!(contents(&history.take_pending(None).await.unwrap()), ["queued by the new agent"]);
-        let db = Database::connect(format!("sqlite://{}", path.display())).await.unwrap();
-        assert!(Migrator::get_pending_migrations(&db).await.unwrap().is_empty());
+        let recorded: Vec<String> = rusqlite::Connection::open(&path)
+            .unwrap()
+            .prepare("SELECT version FROM seaql_migrations ORDER BY version")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(recorded, ["history", "m0002_pending_lease"], "a rolled-back agent finds nothing to apply");
+    }
+
+    #[tokio::test]
+    async fn a_database_from_a_newer_agent_is_not_opened() {
+        let (_dir, path) = old_database(&format!("PRAGMA user_version = {};", SCHEMA_VERSION + 1));
+        assert_eq!(History::open(&path).await.unwrap_err(), HistoryError);
+        assert_eq!(version_of(&path), SCHEMA_VERSION + 1);
+    }
+
+    #[tokio::test]
+    async fn unknown_seaorm_migrations_are_not_guessed_at() {
+        // A migration of some other build, and the second migration without the first.
+        for recorded in [&["history", "m0099_from_elsewhere"][..], &["m0002_pending_lease"]] {
+            let rows: Vec<String> = recorded.iter().map(|name| format!("('{name}', 0)")).collect();
+            let (_dir, path) = old_database(&format!(
+                "{SEAORM_TABLE}; INSERT INTO seaql_migrations (version, applied_at) VALUES {};",
+                rows.join(", ")
+            ));
+            assert_eq!(History::open(&path).await.unwrap_err(), HistoryError, "{recorded:?}");
+            let tables: i64 = rusqlite::Connection::open(&path)
+                .unwrap()
+                .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'messages'", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!((tables, version_of(&path)), (0, 0), "{recorded:?}: nothing was changed");
+        }
     }
 }
