@@ -237,6 +237,33 @@ fn migrate_creates_the_database() {
 }
 
 #[test]
+fn aleph_sign_forget_needs_only_the_wallet_key() {
+    // A well-known development key (Hardhat's first account), never a real wallet.
+    const KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+    let dir = tempfile::tempdir().unwrap();
+    let hash = "ab".repeat(32);
+    let wallet_only = [("ALEPH_PRIVATE_KEY", KEY)];
+
+    let run = baal_cli(dir.path(), &wallet_only, &["aleph", "sign", "forget", &hash]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let message: serde_json::Value = serde_json::from_str(&run.stdout).expect("the signed message as JSON");
+    assert_eq!(message["type"], "FORGET");
+    assert_eq!(message["sender"], "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266");
+    let content: serde_json::Value = serde_json::from_str(message["item_content"].as_str().unwrap()).unwrap();
+    assert_eq!(content["hashes"], serde_json::json!([hash]));
+    assert!(!run.stdout.contains(KEY), "the private key was printed");
+
+    // An INSTANCE puts the SSH public key into the VM, so it still needs it, and says which.
+    let run = baal_cli(dir.path(), &wallet_only, &["aleph", "sign", "instance", "--name", "demo"]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("ALEPH_SSH_PUBKEY"), "{}", run.stderr);
+
+    let run = baal_cli(dir.path(), &[], &["aleph", "sign", "forget", &hash]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("ALEPH_PRIVATE_KEY: not set"), "{}", run.stderr);
+}
+
+#[test]
 fn doctor_names_what_is_missing_and_passes_when_complete() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());

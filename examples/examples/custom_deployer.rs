@@ -81,6 +81,12 @@ impl Deployer for RecordingDeployer {
         self.record(format!("restore {} agent(s)", running.len()));
         self.inner.restore_with_facts(running).await
     }
+
+    /// What the platform tells users to expect ("this usually takes a few seconds"); without it
+    /// the platform names no duration.
+    fn usual_deploy_duration(&self) -> Option<std::time::Duration> {
+        self.inner.usual_deploy_duration()
+    }
 }
 
 /// The user we play. In a private Telegram chat the chat id equals the user id.

@@ -662,6 +662,11 @@ impl Deployer for LocalDeployer {
         });
         futures_util::future::join_all(restores).await
     }
+
+    // Starting a process and waiting for its health check takes about a second.
+    fn usual_deploy_duration(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(2))
+    }
 }
 
 /// The local deployer's instance key for an agent.

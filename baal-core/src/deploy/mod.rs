@@ -211,4 +211,11 @@ pub trait Deployer: Send + Sync {
         let outcome = self.restore(running).await;
         running.iter().map(|spec| (spec.agent_id, outcome.clone().map(|()| spec.existing.clone()))).collect()
     }
+
+    /// How long a first deployment usually takes here, so the platform can tell users what to
+    /// expect ("this usually takes a few seconds"). `None`, the default, means unknown: the
+    /// platform then promises no duration rather than guess one.
+    fn usual_deploy_duration(&self) -> Option<std::time::Duration> {
+        None
+    }
 }

@@ -456,10 +456,14 @@ impl Inner {
     }
 
     async fn help(&self, ctx: &Ctx) -> Result<(), PlatformError> {
-        let mut body = String::from(
+        let wait = match self.deployer.usual_deploy_duration() {
+            Some(usual) => format!("Wait {} while Baal deploys it", usually_takes(usual)),
+            None => "Wait while Baal deploys it".to_owned(),
+        };
+        let mut body = format!(
             "<b>Baal: your own AI agent, shared by link</b>\n\n\
              <b>Get started</b>\n1. /create: name your agent and pick a model\n\
-             2. Wait a minute or two while Baal deploys it\n3. Chat with it, and share its link\n\n\
+             2. {wait}\n3. Chat with it, and share its link\n\n\
              <b>Agents</b>\n/create: a new agent\n/list: your agents, with their share links\n\
              /soul: view or change an agent's personality\n/update: restart an agent with the latest settings\n\
              /repair: retry a failed deployment\n/delete &lt;id&gt;: delete an agent\n\
@@ -528,9 +532,13 @@ impl Inner {
                     return Ok(Some("Unknown model".into()));
                 };
                 state.set_flow(Flow::CreateConfirm { name: name.clone(), model: model.id.to_owned() }, now);
+                let how_long = match self.deployer.usual_deploy_duration() {
+                    Some(usual) => format!("; this usually takes {}", usually_takes(usual)),
+                    None => String::new(),
+                };
                 let body = format!(
-                    "<b>Ready to deploy</b>\nName: <b>{}</b>\nModel: {} {}\n\nBaal deploys it on {}; this usually takes \
-                     a minute or two.\n<i>Tip: /soul changes its personality at any time.</i>",
+                    "<b>Ready to deploy</b>\nName: <b>{}</b>\nModel: {} {}\n\nBaal deploys it on {}{how_long}.\n\
+                     <i>Tip: /soul changes its personality at any time.</i>",
                     e(&name),
                     model.emoji,
                     e(model.display_name),
@@ -1131,6 +1139,17 @@ enum KeyCheck {
     Unavailable,
 }
 
+/// A deployer's usual duration as users are told it: rough on purpose, since it is a typical
+/// figure, not a promise.
+fn usually_takes(usual: std::time::Duration) -> String {
+    match usual.as_secs() {
+        0..=10 => "a few seconds".to_owned(),
+        11..=59 => "less than a minute".to_owned(),
+        60..=150 => "a minute or two".to_owned(),
+        secs => format!("about {} minutes", secs.div_ceil(60)),
+    }
+}
+
 fn where_agents_run(deployer: &str) -> &'static str {
     match deployer {
         "aleph" => "its own Aleph Cloud VM",
@@ -1201,4 +1220,34 @@ fn agent_picker<'a>(question: &str, agents: impl IntoIterator<Item = &'a Agent>,
     agents.into_iter().fold(Text::plain(question), |text, agent| {
         text.row(vec![Button::callback(format!("{} (#{})", agent.name, agent.id), format!("{action}:{}", agent.id))])
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::usually_takes;
+
+    #[test]
+    fn usual_durations_read_as_people_say_them() {
+        for (secs, said) in [
+            (0, "a few seconds"),
+            (10, "a few seconds"),
+            (11, "less than a minute"),
+            (60, "a minute or two"),
+            (150, "a minute or two"),
+            (151, "about 3 minutes"),
+        ] {
+            assert_eq!(usually_takes(Duration::from_secs(secs)), said, "{secs} s");
+        }
+    }
+
+    #[cfg(feature = "local")]
+    #[test]
+    fn the_local_deployer_says_a_few_seconds() {
+        use crate::deploy::Deployer as _;
+        let dir = tempfile::tempdir().unwrap();
+        let local = crate::deploy::local::LocalDeployer::new(dir.path(), "baal-agent").unwrap();
+        assert_eq!(usually_takes(local.usual_deploy_duration().unwrap()), "a few seconds");
+    }
 }

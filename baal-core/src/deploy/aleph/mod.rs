@@ -718,6 +718,12 @@ impl Deployer for AlephDeployer {
         self.pool_forget_rows(hash).await;
         Ok(())
     }
+
+    // Allocating a VM, waiting for its network, then shipping and starting the agent (SSH, apt,
+    // Caddy's certificate) takes a minute or two.
+    fn usual_deploy_duration(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(90))
+    }
 }
 
 #[cfg(test)]

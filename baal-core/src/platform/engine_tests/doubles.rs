@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
@@ -37,6 +38,8 @@ pub(crate) struct FakeDeployer {
     pub restored: Mutex<Vec<AgentId>>,
     /// What `restore_with_facts` answers: unchanged facts by default.
     pub restore_outcome: Mutex<RestoreOutcome>,
+    /// What `usual_deploy_duration` answers: unknown by default, like the trait's default.
+    pub usual_duration: Mutex<Option<Duration>>,
 }
 
 /// How the fake deployer brings agents back after a restart.
@@ -57,6 +60,7 @@ impl FakeDeployer {
             destroyed: Mutex::default(),
             restored: Mutex::default(),
             restore_outcome: Mutex::new(RestoreOutcome::Unchanged),
+            usual_duration: Mutex::default(),
         }
     }
 
@@ -134,6 +138,9 @@ impl Deployer for FakeDeployer {
                 (spec.agent_id, result)
             })
             .collect()
+    }
+    fn usual_deploy_duration(&self) -> Option<Duration> {
+        *self.usual_duration.lock().unwrap()
     }
 }
 

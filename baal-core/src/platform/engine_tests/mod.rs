@@ -134,6 +134,41 @@ async fn start_shows_the_welcome_with_its_buttons() {
 }
 
 #[tokio::test]
+async fn help_and_the_deploy_card_state_the_deployers_usual_duration() {
+    let h = Harness::new().await;
+    for (usual, said) in [
+        (Some(Duration::from_secs(2)), Some("a few seconds")),
+        (Some(Duration::from_secs(90)), Some("a minute or two")),
+        (Some(Duration::from_secs(600)), Some("about 10 minutes")),
+        (None, None),
+    ] {
+        *h.deployer.usual_duration.lock().unwrap() = usual;
+        h.send(OWNER, "/help").await;
+        let help = h.last(OWNER);
+        h.send(OWNER, "/create").await;
+        h.send(OWNER, "Timed").await;
+        h.press(OWNER, "create_model:qwen").await;
+        let card = h.last(OWNER);
+        assert!(card.contains("Ready to deploy"), "{card}");
+        match said {
+            Some(said) => {
+                assert!(help.contains(&format!("Wait {said} while Baal deploys it")), "{usual:?}: {help}");
+                assert!(card.contains(&format!("; this usually takes {said}.")), "{usual:?}: {card}");
+            }
+            // An unknown duration is not guessed.
+            None => {
+                assert!(help.contains("Wait while Baal deploys it"), "{help}");
+                assert!(card.contains("Baal deploys it on its own machine.\n"), "{card}");
+            }
+        }
+        if usual != Some(Duration::from_secs(90)) {
+            assert!(!help.contains("minute or two") && !card.contains("minute or two"), "{help}\n{card}");
+        }
+        h.send(OWNER, "/cancel").await;
+    }
+}
+
+#[tokio::test]
 async fn the_wizard_creates_deploys_and_opens_a_chat_with_a_share_link() {
     let h = Harness::new().await;
     let id = h.create_agent(OWNER, "  Helper  ").await;
