@@ -16,7 +16,8 @@
 //!
 //! With `BAAL_AGENT_COMPARE_BIN=<another baal-agent>` (an earlier release, say), that binary's
 //! start time, idle RSS and size are measured in the same run, starts interleaved with this one's,
-//! and printed beside them.
+//! and printed beside them. `BAAL_AGENT_BENCH_BIN=<another baal-agent>` measures that binary
+//! instead of the one just built, for whole-table A/B runs.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -158,7 +159,8 @@ where
 async fn main() {
     let llm = ScriptedLlm::start().await;
     let llm_url = llm.base_url();
-    let binary = Path::new(env!("CARGO_BIN_EXE_baal-agent"));
+    let chosen = std::env::var_os("BAAL_AGENT_BENCH_BIN").map(std::path::PathBuf::from);
+    let binary = chosen.as_deref().unwrap_or(Path::new(env!("CARGO_BIN_EXE_baal-agent")));
     baal_core::install_crypto_provider();
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
 

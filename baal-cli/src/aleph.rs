@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use baal_core::config::Settings;
 use baal_core::deploy::aleph::AlephOperator;
-use baal_core::deploy::aleph::message::{SignedMessage, forget_message, is_item_hash};
+use baal_core::deploy::aleph::message::{SignedMessage, agent_forget_message, is_item_hash};
 use baal_core::deploy::aleph::sign::EthAccount;
 use clap::Subcommand;
 
@@ -37,10 +37,6 @@ pub enum SignCommand {
     },
 }
 
-/// The reason `AlephOperator::sign_forget` gives in the FORGET a delete posts; repeated here
-/// because `sign forget` signs with the wallet alone (see [`sign`]). A test keeps the two equal.
-const FORGET_REASON: &str = "Baal agent deletion";
-
 /// The message `command` describes, signed now (not posted).
 ///
 /// Only an INSTANCE carries `ALEPH_SSH_PUBKEY` (it becomes the VM's authorized key), so only
@@ -62,9 +58,7 @@ fn sign(settings: &Settings, command: &SignCommand) -> anyhow::Result<SignedMess
             if let Some(bad) = hashes.iter().find(|h| !is_item_hash(h)) {
                 anyhow::bail!("{bad:?} is not an instance hash (64 hex digits)");
             }
-            // Millisecond precision, as the deployer's messages have.
-            let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
-            Ok(forget_message(&account, hashes, FORGET_REASON, &settings.aleph_channel, now))
+            Ok(agent_forget_message(&account, hashes, &settings.aleph_channel))
         }
     }
 }
@@ -181,7 +175,7 @@ mod tests {
             (json, content)
         };
         assert_eq!(without_time(&cli), without_time(&deployer));
-        assert_eq!(without_time(&cli).1["reason"], FORGET_REASON);
+        assert_eq!(without_time(&cli).1["reason"], baal_core::deploy::aleph::message::AGENT_FORGET_REASON);
     }
 
     #[test]

@@ -33,7 +33,7 @@
 //! The modules, in dependency order:
 //!
 //! - [`domain`]: plain data (users, agents, the model catalog).
-//! - [`env`]: the one reader of settings from environment variables, and the settings-file
+//! - [`env`](mod@env): the one reader of settings from environment variables, and the settings-file
 //!   formats.
 //! - [`config`]: the operator's settings, from the environment and `.env`.
 //! - [`secrets`]: sealing secrets at rest.
@@ -62,7 +62,7 @@
 //! | `agent`    | yes     | [`agent`]: the agent runtime (loop, tools, history, heartbeat) |
 //! | `testing`  | no      | `testing`: loopback doubles for tests and examples |
 //!
-//! [`domain`], [`env`], [`secrets`], [`inference`], [`wire`], [`agent_env`] and the [`deploy`]
+//! [`domain`], [`env`](mod@env), [`secrets`], [`inference`], [`wire`], [`agent_env`] and the [`deploy`]
 //! traits are always present; `store`, `platform`, `local` and `aleph` bring `client`. For
 //! example, an in-house agent runner takes `default-features = false, features = ["agent"]`,
 //! without the platform, either deployer, or the bot's settings and client.

@@ -241,6 +241,15 @@ pub fn forget_message(
     sign(account, "FORGET", channel, time, item_content)
 }
 
+/// The reason Baal gives in the FORGET it posts when an agent is deleted.
+pub const AGENT_FORGET_REASON: &str = "Baal agent deletion";
+
+/// Signs, now, the FORGET Baal posts for deleted agents' VMs: what the deployer posts and
+/// `baal-cli aleph sign forget` prints, from the wallet alone.
+pub fn agent_forget_message(account: &EthAccount, hashes: &[String], channel: &str) -> SignedMessage {
+    forget_message(account, hashes, AGENT_FORGET_REASON, channel, now_seconds())
+}
+
 /// Whether `text` looks like an item hash (64 lowercase or uppercase hex digits).
 pub fn is_item_hash(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())

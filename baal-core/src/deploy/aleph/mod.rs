@@ -37,7 +37,7 @@ use russh::keys::PrivateKey;
 use self::api::{CcnClient, FinalStatus};
 use self::crn::{Allocation, Blacklist, CrnClient};
 use self::error::{AlephError, Rejection};
-use self::message::{InstanceRequest, VmSize, forget_message, instance_message, is_item_hash, now_seconds};
+use self::message::{InstanceRequest, VmSize, instance_message, is_item_hash, now_seconds};
 use self::ship::{Shipper, VmLayout};
 use self::sign::EthAccount;
 use super::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer};
@@ -327,7 +327,7 @@ impl AlephOperator {
 
     /// The FORGET message a delete would post now (signed, not posted).
     pub fn sign_forget(&self, hashes: &[String]) -> message::SignedMessage {
-        forget_message(&self.account, hashes, "Baal agent deletion", &self.config.channel, now_seconds())
+        message::agent_forget_message(&self.account, hashes, &self.config.channel)
     }
 
     /// The operator's credit balance.
