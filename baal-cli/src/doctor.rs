@@ -6,6 +6,8 @@
 use std::process::ExitCode;
 
 use baal_core::config::{DeployerKind, Settings, redact_url_password};
+use baal_core::deploy::Tenancy;
+use baal_core::deploy::isolation::Isolation;
 use baal_core::secrets::SecretBox;
 use baal_core::store::SqlStore;
 use clap::Args;
@@ -32,6 +34,11 @@ impl Report {
 
     fn pass(&mut self, text: &str) {
         println!("  ✓ {text}");
+    }
+
+    /// A finding that limits what Baal offers without stopping it from running.
+    fn note(&mut self, text: &str) {
+        println!("  ! {text}");
     }
 
     fn fail(&mut self, text: &str) {
@@ -154,12 +161,39 @@ fn check_deployer(settings: &Settings, report: &mut Report) {
                  (set ALEPH_PRIVATE_KEY to deploy on Aleph Cloud)",
                 settings.data_dir.display()
             ));
+            check_isolation(settings, report);
         }
         // A kind added later is reported until doctor learns its checks.
         _ => report.pass("a deployer is selected"),
     }
     if let Some(bin) = &settings.agent_bin {
         report.file("BAAL_AGENT_BIN", bin, "build it with `cargo build --release -p baal-agent`, or unset it");
+    }
+}
+
+/// What this host lets the local deployer enforce between tenants, and who may create agents.
+fn check_isolation(settings: &Settings, report: &mut Report) {
+    let isolation = Isolation::probe();
+    report.section("Isolation of local agents");
+    println!("  host: {isolation}");
+    for boundary in isolation.enforced() {
+        report.pass(&format!("holds: {}", boundary.describe()));
+    }
+    for (boundary, why) in isolation.missing() {
+        report.note(&format!("does not hold: {} ({why})", boundary.describe()));
+    }
+    match isolation.tenancy(settings.local_agents_open_without_isolation) {
+        Tenancy::Everyone if isolation.missing().is_empty() => {
+            report.pass("level: multi-tenant; anyone may create local agents")
+        }
+        Tenancy::Everyone => report.note(
+            "level: open without full isolation (LOCAL_AGENTS_OPEN_WITHOUT_ISOLATION=true): anyone may create \
+             local agents, and their tools may reach what does not hold above",
+        ),
+        _ => report.note(
+            "level: single-tenant; only ADMIN_USER_IDS (and the console's user) may create local agents \
+             (LOCAL_AGENTS_OPEN_WITHOUT_ISOLATION=true opens them to everyone anyway)",
+        ),
     }
 }
 

@@ -137,11 +137,14 @@ async fn bench(agent_bin: PathBuf) {
     config.libertai_api_base_url = llm.base_url();
     config.free_tier_daily_messages = u32::MAX;
     config.max_agents_per_user = AGENTS as u32;
+    const OWNER: UserId = 1;
+    // The local deployer creates agents for the operator's admins only on a host that cannot keep
+    // tenants apart; the bench's visitors only chat.
+    config.admin_user_ids = vec![OWNER];
     let store = test_db.shared();
     let platform =
         Platform::new(config, store.clone(), deployer.clone(), proxy.clone(), messenger.clone(), secrets.clone());
 
-    const OWNER: UserId = 1;
     for n in 0..AGENTS {
         for line in ["/create", &format!("Bench {n}")] {
             platform.handle(Input::from_text(OWNER, OWNER, line)).await.expect("create");

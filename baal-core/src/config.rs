@@ -99,6 +99,9 @@ pub struct Settings {
     pub agent_bin: Option<PathBuf>,
     /// `BRAVE_API_KEY`: handed to agents so `web_search` works.
     pub brave_api_key: Option<SecretString>,
+    /// `LOCAL_AGENTS_OPEN_WITHOUT_ISOLATION`: let everyone create local agents even where this
+    /// host cannot keep them apart (default false: only `ADMIN_USER_IDS` may).
+    pub local_agents_open_without_isolation: bool,
     /// `HEARTBEAT_INTERVAL`: how often agents check their `HEARTBEAT.md` (default 1800 s; 0
     /// disables), handed to every agent.
     pub agent_heartbeat_interval: Duration,
@@ -160,6 +163,7 @@ impl Settings {
             data_dir: env.text("BAAL_DATA_DIR").map_or_else(|| PathBuf::from("baal-data"), |p| expand_home(&p)),
             agent_bin: env.text("BAAL_AGENT_BIN").map(|p| expand_home(&p)),
             brave_api_key: env.secret("BRAVE_API_KEY"),
+            local_agents_open_without_isolation: env.flag("LOCAL_AGENTS_OPEN_WITHOUT_ISOLATION")?.unwrap_or(false),
             agent_heartbeat_interval: env
                 .seconds(crate::agent_env::var::HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_INTERVAL)?,
         };
@@ -257,6 +261,7 @@ impl fmt::Debug for Settings {
             .field("data_dir", &self.data_dir)
             .field("agent_bin", &self.agent_bin)
             .field("brave_api_key", &set(&self.brave_api_key))
+            .field("local_agents_open_without_isolation", &self.local_agents_open_without_isolation)
             .field("agent_heartbeat_interval", &self.agent_heartbeat_interval)
             .finish()
     }

@@ -67,6 +67,9 @@ async fn create_chat_and_delete_a_real_local_agent() {
     config.libertai_api_key = Some(SecretString::from("sk-operator-test"));
     config.libertai_api_base_url = llm.base_url();
     config.edit_interval = Duration::ZERO;
+    // The local deployer creates agents for the operator's admins only on a host that cannot
+    // keep tenants apart; the visitor stays a visitor.
+    config.admin_user_ids = vec![OWNER];
     let store = test_db.shared();
     let platform = Platform::new(
         config,

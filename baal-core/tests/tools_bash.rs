@@ -275,3 +275,23 @@ async fn tool_processes_write_only_the_workspace_and_scratch() {
     let out = bash(&set, json!({"command": "t=$(mktemp) && echo scratch > \"$t\" && cat \"$t\" && rm \"$t\"; ls /usr > /dev/null && echo listed"})).await;
     assert!(out.content.starts_with("scratch\nlisted\n"), "{}", out.content);
 }
+
+/// An operator who installs Baal under `/opt` (the README's systemd layout) keeps its `.env`
+/// there: tools cannot read it, even where Unix permissions would let them.
+#[tokio::test]
+async fn tools_cannot_read_the_operators_files_under_opt() {
+    if landlock_abi() == 0 || !is_root() {
+        return;
+    }
+    let (_dir, ws) = workspace();
+    let set = ToolSet::standard(ToolConfig::new(&ws));
+    let operator = tempfile::tempdir_in("/opt").unwrap();
+    std::fs::set_permissions(operator.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let env_file = operator.path().join(".env");
+    std::fs::write(&env_file, format!("TELEGRAM_BOT_TOKEN={SECRET_VALUE}\n")).unwrap();
+    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out =
+        bash(&set, json!({ "command": format!("cat {}; ls {}", env_file.display(), operator.path().display()) })).await;
+    assert!(!out.content.contains(SECRET_VALUE), "{}", out.content);
+    assert!(out.content.contains("Permission denied"), "{}", out.content);
+}

@@ -87,6 +87,12 @@ impl Deployer for RecordingDeployer {
     fn usual_deploy_duration(&self) -> Option<std::time::Duration> {
         self.inner.usual_deploy_duration()
     }
+
+    /// Who may have agents here: a wrapper must pass this on, or it would open a deployer that
+    /// hosts agents for the operator only to everyone.
+    fn tenancy(&self) -> baal_core::deploy::Tenancy {
+        self.inner.tenancy()
+    }
 }
 
 /// The user we play. In a private Telegram chat the chat id equals the user id.
@@ -104,7 +110,9 @@ async fn main() -> anyhow::Result<()> {
     });
     let messenger = Arc::new(MemoryMessenger::new());
     let platform = Platform::new(
-        scratch.config.clone(),
+        // The example's user is the operator: where this host cannot keep tenants apart, the
+        // local deployer creates agents for the operator's admins only.
+        scratch.config.clone().with_admin_user_ids(vec![USER]),
         scratch.store.clone(),
         deployer.clone(),
         Arc::new(HttpProxy::new()?),

@@ -127,7 +127,9 @@ async fn main() -> anyhow::Result<()> {
     });
     let messenger = Arc::new(StdoutMessenger::default());
     let platform = Platform::new(
-        scratch.config.clone(),
+        // The one user of this front-end is the operator: where this host cannot keep tenants
+        // apart, the local deployer creates agents for the operator's admins only.
+        scratch.config.clone().with_admin_user_ids(vec![USER]),
         scratch.store.clone(),
         Arc::new(LocalDeployer::new(scratch.path().join("agents-data"), agent_bin)?),
         Arc::new(HttpProxy::new()?),

@@ -33,7 +33,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer, SilentReporter};
+use super::isolation::Isolation;
+use super::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer, SilentReporter, Tenancy};
 use crate::agent_env::{AgentDefaults, AgentEnv};
 use crate::config::Settings;
 use crate::domain::{AgentId, Deployment};
@@ -102,6 +103,11 @@ struct Inner {
     proxy: HttpProxy,
     restart_limit: RestartLimit,
     agent_defaults: AgentDefaults,
+    /// What this host lets Baal enforce between tenants (probed once, at construction).
+    isolation: Isolation,
+    /// `LOCAL_AGENTS_OPEN_WITHOUT_ISOLATION`: everyone may create agents even where
+    /// `isolation` falls short.
+    open_without_isolation: bool,
     start_timeout: Duration,
     agents: Mutex<HashMap<AgentId, Supervised>>,
     spawner: Spawner,
@@ -188,6 +194,8 @@ impl LocalDeployer {
                 proxy,
                 restart_limit: RestartLimit::default(),
                 agent_defaults: AgentDefaults::default(),
+                isolation: probe_and_log(),
+                open_without_isolation: false,
                 start_timeout: Duration::from_secs(30),
                 agents: Mutex::new(HashMap::new()),
                 spawner: Spawner::start()
@@ -200,7 +208,23 @@ impl LocalDeployer {
     /// [`find_agent_binary`]), handing agents [`Settings::agent_defaults`].
     pub fn from_settings(settings: &Settings) -> Result<Self, DeployError> {
         Ok(Self::new(&settings.data_dir, find_agent_binary(settings.agent_bin.as_deref())?)?
-            .with_agent_defaults(settings.agent_defaults()))
+            .with_agent_defaults(settings.agent_defaults())
+            .open_without_isolation(settings.local_agents_open_without_isolation))
+    }
+
+    /// With `open`, everyone may create agents here even where this host cannot keep tenants
+    /// apart ([`Isolation::tenancy`]); the protections the host allows still apply. Call before
+    /// deploying anything.
+    pub fn open_without_isolation(mut self, open: bool) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.open_without_isolation = open;
+        }
+        self
+    }
+
+    /// What this host lets Baal enforce between the agents' tools.
+    pub fn isolation(&self) -> &Isolation {
+        &self.inner.isolation
     }
 
     /// Sets what every agent is given besides its own spec (heartbeat interval, Brave key). Call
@@ -667,6 +691,10 @@ impl Deployer for LocalDeployer {
     fn usual_deploy_duration(&self) -> Option<std::time::Duration> {
         Some(std::time::Duration::from_secs(2))
     }
+
+    fn tenancy(&self) -> Tenancy {
+        self.inner.isolation.tenancy(self.inner.open_without_isolation)
+    }
 }
 
 /// The local deployer's instance key for an agent.
@@ -682,6 +710,25 @@ fn local_url(port: u16) -> String {
 fn port_of(url: Option<&str>) -> Option<u16> {
     let rest = url?.strip_prefix("http://127.0.0.1:")?;
     rest.trim_end_matches('/').parse().ok().filter(|port| *port != 0)
+}
+
+/// Probes the host and logs what holds and what does not, once per deployer.
+fn probe_and_log() -> Isolation {
+    let isolation = Isolation::probe();
+    let missing = isolation.missing();
+    if missing.is_empty() {
+        tracing::info!(host = %isolation, "local agents are isolated from each other and from the operator");
+    } else {
+        let gaps: Vec<String> =
+            missing.iter().map(|(boundary, why)| format!("{}: {why}", boundary.describe())).collect();
+        tracing::info!(
+            host = %isolation,
+            missing = %gaps.join("; "),
+            "local agents are not fully isolated: only the operator's admins may create them \
+             (LOCAL_AGENTS_OPEN_WITHOUT_ISOLATION opens them to everyone)"
+        );
+    }
+    isolation
 }
 
 /// Whether nothing listens on the port now. A check, not a reservation: if another program takes

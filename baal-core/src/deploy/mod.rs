@@ -23,6 +23,8 @@ use secrecy::SecretString;
 use crate::domain::{AgentId, Deployment};
 
 #[cfg(feature = "local")]
+pub mod isolation;
+#[cfg(feature = "local")]
 pub mod local;
 
 /// One visible step of a deployment.
@@ -218,4 +220,22 @@ pub trait Deployer: Send + Sync {
     fn usual_deploy_duration(&self) -> Option<std::time::Duration> {
         None
     }
+
+    /// Who may have agents deployed here. The default, [`Tenancy::Everyone`], suits a deployer
+    /// whose agents cannot reach each other or the operator (a VM each); the local deployer
+    /// answers [`Tenancy::OperatorOnly`] where this host cannot keep tenants apart.
+    fn tenancy(&self) -> Tenancy {
+        Tenancy::Everyone
+    }
+}
+
+/// Who a deployer may run agents for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Tenancy {
+    /// Anyone may create agents: each is kept apart from the others and from the operator.
+    Everyone,
+    /// Only the operator's admins (`ADMIN_USER_IDS`, the console's user) may create agents: an
+    /// agent's tools could reach what belongs to the operator or to other agents.
+    OperatorOnly,
 }

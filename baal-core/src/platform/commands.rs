@@ -10,6 +10,7 @@ use super::jobs::JobKind;
 use super::messenger::{Button, MessageRef, Text};
 use super::render::escape_html;
 use super::state::{self, Flow, Payer, UserState};
+use crate::deploy::Tenancy;
 use crate::domain::{Agent, AgentId, AgentStatus, MODELS, Model, NewAgent, UsageDecision, usage_day};
 use crate::secrets::{generate_token, secret_hint};
 use crate::store::AgentFilter;
@@ -487,6 +488,10 @@ impl Inner {
 
     async fn create(&self, ctx: &Ctx, state: &mut UserState) -> Result<(), PlatformError> {
         state.clear_flow();
+        if let Some(refusal) = self.hosting_refusal(ctx) {
+            self.say(ctx.chat, refusal).await;
+            return Ok(());
+        }
         let used = self.store.count_active_agents(ctx.user_id()).await?;
         let max = self.config.max_agents_per_user;
         if used >= u64::from(max) {
@@ -508,6 +513,19 @@ impl Inner {
         )
         .await;
         Ok(())
+    }
+
+    /// Why this user may not create an agent here, when the deployer hosts agents for the
+    /// operator only and the user is not one of the operator's admins.
+    fn hosting_refusal(&self, ctx: &Ctx) -> Option<Text> {
+        let operator_only = self.deployer.tenancy() == Tenancy::OperatorOnly;
+        (operator_only && !self.config.is_admin(ctx.user_id())).then(|| {
+            Text::plain(
+                "This Baal runs agents only for its operator: on this machine an agent's tools could \
+                 reach what belongs to others, so it does not host agents for the public. You can still \
+                 chat with agents others share with you.",
+            )
+        })
     }
 
     async fn wizard_button(
@@ -579,6 +597,10 @@ impl Inner {
         message: Option<MessageRef>,
     ) -> Result<(), PlatformError> {
         state.clear_flow();
+        if let Some(refusal) = self.hosting_refusal(ctx) {
+            self.edit_or_say(ctx.chat, message, refusal).await;
+            return Ok(());
+        }
         let used = self.store.count_active_agents(ctx.user_id()).await?;
         let max = self.config.max_agents_per_user;
         if used >= u64::from(max) {

@@ -73,6 +73,8 @@ fn lookup_user(user: &str) -> Result<ToolIdentity, String> {
 /// System directories tool processes may read and execute from. Nothing else outside the
 /// workspace is readable: the agent's settings file and database sit beside the workspace, owned
 /// by the agent's own user when it is not root, and only this list keeps them out of reach.
+/// `/opt`, `/srv` and `/home` are not system directories: operators install Baal there, with its
+/// `.env` (bot token, sealing key, wallet key) beside it.
 const READ_ONLY_PATHS: &[&str] = &[
     "/usr",
     "/bin",
@@ -82,7 +84,6 @@ const READ_ONLY_PATHS: &[&str] = &[
     "/lib64",
     "/libx32",
     "/etc",
-    "/opt",
     "/proc",
     "/sys",
     "/dev",

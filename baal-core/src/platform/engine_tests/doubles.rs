@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use secrecy::ExposeSecret;
 
-use crate::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer};
+use crate::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer, Tenancy};
 use crate::domain::{AgentId, Deployment};
 use crate::proxy::{
     AgentEndpoint, AgentEvent, AgentFile, ChatRequest, HealthResponse, PendingMessage, Proxy, ProxyError,
@@ -40,6 +40,8 @@ pub(crate) struct FakeDeployer {
     pub restore_outcome: Mutex<RestoreOutcome>,
     /// What `usual_deploy_duration` answers: unknown by default, like the trait's default.
     pub usual_duration: Mutex<Option<Duration>>,
+    /// What `tenancy` answers: everyone by default, like the trait's default.
+    pub tenancy: Mutex<Tenancy>,
 }
 
 /// How the fake deployer brings agents back after a restart.
@@ -61,6 +63,7 @@ impl FakeDeployer {
             restored: Mutex::default(),
             restore_outcome: Mutex::new(RestoreOutcome::Unchanged),
             usual_duration: Mutex::default(),
+            tenancy: Mutex::new(Tenancy::Everyone),
         }
     }
 
@@ -141,6 +144,10 @@ impl Deployer for FakeDeployer {
     }
     fn usual_deploy_duration(&self) -> Option<Duration> {
         *self.usual_duration.lock().unwrap()
+    }
+
+    fn tenancy(&self) -> Tenancy {
+        *self.tenancy.lock().unwrap()
     }
 }
 

@@ -862,3 +862,34 @@ async fn after_a_restart_running_agents_are_restored_with_their_new_facts_or_mar
     assert!(events.iter().any(|e| e.step == "restore" && e.outcome == "failed"), "{events:?}");
     h3.platform.shutdown().await;
 }
+
+/// Where the deployer hosts agents for the operator only, a non-admin is told so in plain words
+/// at `/create` and at the confirm button (a wizard started before the switch); the operator's
+/// admins still create agents, and everyone still chats with shared ones.
+#[tokio::test]
+async fn an_operator_only_deployer_refuses_non_admins_plainly() {
+    let h = Harness::new().await;
+    let shared = h.create_agent(OWNER, "Shared").await;
+    h.send(OWNER, "/create").await;
+    h.send(OWNER, "Half way").await;
+    h.press(OWNER, "create_model:qwen3-coder-next").await;
+    *h.deployer.tenancy.lock().unwrap() = crate::deploy::Tenancy::OperatorOnly;
+
+    h.press(OWNER, "create_confirm").await;
+    assert!(h.last(OWNER).contains("runs agents only for its operator"), "{}", h.last(OWNER));
+    h.send(VISITOR, "/create").await;
+    assert!(h.last(VISITOR).contains("runs agents only for its operator"), "{}", h.last(VISITOR));
+    assert!(!h.last(VISITOR).contains("Step 1"), "no wizard for a refused user");
+    let owned = async |user| h.store.list_agents(&AgentFilter::all().owner(user)).await.unwrap().len();
+    assert_eq!(owned(OWNER).await, 1, "only the agent made before the switch");
+    assert_eq!(owned(VISITOR).await, 0);
+
+    let admins = h.create_agent(ADMIN, "Admin's").await;
+    assert_eq!(h.agent(admins).await.owner_id, ADMIN);
+    let slug = h.agent(shared).await.slug;
+    h.send(VISITOR, &format!("/start agent_{slug}")).await;
+    h.send(VISITOR, "hello from a visitor").await;
+    let requests = h.proxy.requests.lock().unwrap().clone();
+    let (_, request, _) = requests.last().unwrap();
+    assert_eq!((request.role, request.message.as_str()), (Some(Role::Visitor), "hello from a visitor"));
+}
