@@ -156,6 +156,14 @@ impl AgentEnv {
         AgentEnv { entries: entries.into_iter().map(|(name, value)| (name, SecretString::from(value))).collect() }
     }
 
+    /// Runs the agent's tools as `user` (a name, or a numeric `uid[:gid]`) when the agent runs as
+    /// root: the local deployer's identity of their own for each agent.
+    pub fn with_tools_user(mut self, user: impl Into<String>) -> AgentEnv {
+        self.entries.retain(|(name, _)| *name != var::TOOLS_USER);
+        self.entries.push((var::TOOLS_USER, SecretString::from(user.into())));
+        self
+    }
+
     /// The value of `name`, if the environment has it.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.entries.iter().find(|(n, _)| *n == name).map(|(_, v)| v.expose_secret())

@@ -382,8 +382,16 @@ async fn both_deployers_write_one_environment_and_real_agents_read_it() {
     let vm_data = h.vm.file("var/lib/baal-agent");
     let port: u16 = url_port(facts.vm_url.as_deref().unwrap());
     let local_port: u16 = url_port(local_facts.vm_url.as_deref().unwrap());
-    for (written, port, dir) in [(&on_vm, port, vm_data.as_path()), (&on_host, local_port, local_dir.as_path())] {
-        let expected = AgentEnv::new(&agent_spec, &defaults, port, dir);
+    let on_vm_expected = AgentEnv::new(&agent_spec, &defaults, port, &vm_data);
+    let mut on_host_expected = AgentEnv::new(&agent_spec, &defaults, local_port, &local_dir);
+    // Baal as root gives a local agent's tools a uid of their own; a VM's agent is unprivileged.
+    // SAFETY: geteuid has no arguments and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        let uid = baal_core::deploy::local::tools_uid(AgentId(1)).unwrap();
+        on_host_expected = on_host_expected.with_tools_user(uid.to_string());
+    }
+    for (written, expected) in [(&on_vm, on_vm_expected), (&on_host, on_host_expected)] {
         let mut names: Vec<&str> = written.keys().map(String::as_str).collect();
         let mut built: Vec<&str> = expected.names().collect();
         names.sort_unstable();
@@ -398,6 +406,8 @@ async fn both_deployers_write_one_environment_and_real_agents_read_it() {
     }
     let differing: Vec<&String> = on_vm.keys().filter(|name| on_vm[*name] != on_host[*name]).collect();
     assert_eq!(differing.len(), 3, "only where the agent lives differs: {differing:?}");
+    let only_local: Vec<&String> = on_host.keys().filter(|name| !on_vm.contains_key(*name)).collect();
+    assert_eq!(only_local, if root { vec![var::TOOLS_USER] } else { Vec::<&str>::new() });
     assert_eq!(on_vm[var::HEARTBEAT_INTERVAL], "7");
     assert_eq!(on_vm[var::BRAVE_API_KEY], "brave-key");
 

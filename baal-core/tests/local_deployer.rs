@@ -421,3 +421,66 @@ async fn the_operators_heartbeat_interval_reaches_a_local_agent() {
     assert!(delivered[0].content.ends_with("The feed changed: two new posts."), "{:?}", delivered[0]);
     local.shutdown().await;
 }
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// What each `bash` call of a turn printed.
+fn tool_outputs(events: &[AgentEvent]) -> String {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            AgentEvent::ToolResult { output, .. } => Some(output.as_str()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Baal as root on a typical VPS keeps its data under /root (0700): an owner's `bash` still runs
+/// (pipes, python3), as a uid of the agent's own, and another agent's tools cannot read it.
+#[tokio::test]
+async fn as_root_bash_runs_as_the_agents_own_identity() {
+    if !is_root() {
+        eprintln!("SKIPPED: as_root_bash_runs_as_the_agents_own_identity needs root");
+        return;
+    }
+    // A private data directory, as /root/baal-data is: the tools' identity cannot traverse it.
+    let data = tempfile::tempdir().unwrap();
+    let local = deployer(data.path());
+    let llm = ScriptedLlm::start().await;
+    let proxy = HttpProxy::new().unwrap();
+    let first = local.deploy(&spec_for(Some(&llm), 1, "One", "secret-1"), &SilentReporter).await.unwrap();
+    let second = local.deploy(&spec_for(Some(&llm), 2, "Two", "secret-2"), &SilentReporter).await.unwrap();
+
+    llm.push_tool_call(
+        "bash",
+        r#"{"command":"id -u; echo piped | tr a-z A-Z; python3 -c 'print(6*7)'; echo mine > note.txt; ls -l note.txt"}"#,
+    )
+    .push_text("done");
+    let events = chat_text(&proxy, &endpoint(&first, "secret-1"), "run it").await;
+    let out = tool_outputs(&events);
+    let uid = baal_core::deploy::local::tools_uid(AgentId(1)).unwrap();
+    assert!(out.contains(&format!("{uid}\nPIPED\n42\n")), "{out}");
+    assert!(out.contains("-rw-------"), "files are the agent's alone: {out}");
+
+    let theirs = local.agent_dir(AgentId(1));
+    llm.push_tool_call(
+        "bash",
+        serde_json::json!({"command": format!(
+            "id -u; cat {ws}/note.txt; ls {dir}; cat {dir}/settings.json; echo end",
+            ws = theirs.join("workspace").display(),
+            dir = theirs.display()
+        )})
+        .to_string(),
+    )
+    .push_text("done");
+    let events = chat_text(&proxy, &endpoint(&second, "secret-2"), "look around").await;
+    let out = tool_outputs(&events);
+    assert!(out.starts_with(&format!("{}\n", baal_core::deploy::local::tools_uid(AgentId(2)).unwrap())), "{out}");
+    assert!(!out.contains("mine") && !out.contains("secret-1"), "{out}");
+    assert_eq!(out.matches("Permission denied").count(), 3, "{out}");
+    local.shutdown().await;
+}

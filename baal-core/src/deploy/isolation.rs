@@ -110,13 +110,18 @@ impl Isolation {
         }
     }
 
-    /// The boundaries this build of Baal enforces on this host. Today that is the filesystem
-    /// (Landlock, in the agent) alone: the per-agent identity, the tools' network namespace, the
-    /// kill scope and the limits are not built yet, whatever the host offers.
+    /// The boundaries this build of Baal enforces on this host: the filesystem (Landlock, in the
+    /// agent) and, as root, an identity per agent. The tools' network namespace, the kill scope
+    /// and the limits are not built yet, whatever the host offers; nor is an identity without
+    /// root (a user namespace).
     pub fn enforced(&self) -> Vec<Boundary> {
         let mut held = Vec::new();
         if self.landlock_abi >= 1 {
             held.push(Boundary::Filesystem);
+        }
+        // As root, each agent's tools run as a uid of their own (`local::tools_uid`).
+        if self.root {
+            held.push(Boundary::Identity);
         }
         held
     }
@@ -136,8 +141,8 @@ impl Isolation {
             Boundary::Filesystem => {
                 Some("a kernel with Landlock (Linux 5.13 or later, with `landlock` in the LSM list)")
             }
-            Boundary::Identity if !self.root && !self.user_namespaces => {
-                Some("running Baal as root, or unprivileged user namespaces")
+            Boundary::Identity if !self.root => {
+                Some("root: run Baal as root for a uid per agent (user namespaces are not used yet)")
             }
             Boundary::Network if !self.network_namespaces => Some("network namespaces (run Baal as root)"),
             Boundary::Network if self.slirp4netns.is_none() && self.pasta.is_none() => {

@@ -282,7 +282,7 @@ impl LocalDeployer {
         let port = preferred_port.filter(|port| port_is_free(*port)).unwrap_or(0);
         let backup = dir.join(PREVIOUS_SETTINGS_FILE);
         let has_backup = was_running && std::fs::copy(dir.join(SETTINGS_FILE), &backup).is_ok();
-        let prepared = prepare_dir(&dir)
+        let prepared = prepare_dir(&dir, inner.isolation.root)
             .map_err(|err| DeployError::new(PREPARE.key, "Baal could not create the agent's files.").with_detail(err))
             .and_then(|()| {
                 write_settings(&dir, &inner.env(spec, port)).map_err(|err| {
@@ -400,9 +400,14 @@ impl Inner {
         self.data_dir.join("agents").join(agent_id.to_string())
     }
 
-    /// The environment `spec`'s agent runs with, listening on `port`.
+    /// The environment `spec`'s agent runs with, listening on `port`; as root, with a tools
+    /// identity of its own ([`tools_uid`]).
     fn env(&self, spec: &AgentSpec, port: u16) -> AgentEnv {
-        AgentEnv::new(spec, &self.agent_defaults, port, &self.agent_dir(spec.agent_id))
+        let env = AgentEnv::new(spec, &self.agent_defaults, port, &self.agent_dir(spec.agent_id));
+        match tools_uid(spec.agent_id) {
+            Some(uid) if self.isolation.root => env.with_tools_user(uid.to_string()),
+            _ => env,
+        }
     }
 
     fn running_port(&self, agent_id: AgentId) -> Option<u16> {
@@ -737,9 +742,23 @@ fn port_is_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
-fn prepare_dir(dir: &Path) -> std::io::Result<()> {
+/// The first uid of the identities local agents' tools run as when Baal is root: agent `n`'s
+/// tools are `TOOLS_UID_BASE + n`, an identity no account has (far above the usual account and
+/// subordinate-id ranges), so tools of two agents are strangers to each other and to everyone.
+pub const TOOLS_UID_BASE: u32 = 1_900_000_000;
+
+/// The uid agent `id`'s tools run as when Baal is root (`None` for an id beyond the range, whose
+/// tools then run as `TOOLS_USER`, the agent's default).
+pub fn tools_uid(id: AgentId) -> Option<u32> {
+    u32::try_from(id.0).ok().and_then(|n| TOOLS_UID_BASE.checked_add(n)).filter(|uid| *uid < u32::MAX - 1)
+}
+
+/// Creates the agent's directory: 0700, or 0711 when Baal is root, so the tools' own identity
+/// may pass through to its workspace (the agent hands that over) without listing or reading the
+/// settings and database beside it.
+fn prepare_dir(dir: &Path, root: bool) -> std::io::Result<()> {
     std::fs::create_dir_all(dir.join("workspace"))?;
-    restrict(dir, 0o700)
+    restrict(dir, if root { 0o711 } else { 0o700 })
 }
 
 #[cfg(unix)]
@@ -820,17 +839,20 @@ impl Spawner {
 }
 
 /// Puts the child in its own process group (so the agent and the tools it runs can be stopped
-/// together) and, on Linux, asks the kernel to kill it if the platform dies, so no agent is
-/// orphaned even when the platform is killed outright.
+/// together) with a private umask and, on Linux, asks the kernel to kill it if the platform
+/// dies, so no agent is orphaned even when the platform is killed outright.
 fn confine_to_platform_lifetime(command: &mut Command) {
     #[cfg(unix)]
     command.process_group(0);
     #[cfg(target_os = "linux")]
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl and getppid,
-    // which are async-signal-safe; it touches no memory shared with the parent.
+    // SAFETY: the closure runs in the forked child before exec and only calls umask, prctl and
+    // getppid, which are async-signal-safe; it touches no memory shared with the parent.
     unsafe {
         let parent = libc::getpid();
         command.pre_exec(move || {
+            // What the agent and its tools create is theirs alone: its database, and files in
+            // the shared /tmp that another agent's tools could otherwise read.
+            libc::umask(0o077);
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }

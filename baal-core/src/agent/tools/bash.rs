@@ -100,20 +100,28 @@ impl Tool for Bash {
             .kill_on_drop(true)
             // Its own group, so a timeout or a dropped call can kill everything it started.
             .process_group(0);
-        if let Some(id) = identity {
-            // std also drops the supplementary groups when switching away from root.
-            cmd.uid(id.uid).gid(id.gid);
-        }
         let limit_processes = identity.is_some();
         // The ruleset descriptor stays open in `self.shared` while the child starts.
         let ruleset = self.shared.fs_ruleset.as_ref().map(|fd| fd.as_raw_fd());
         let agent_pid = rustix::process::getpid();
-        // SAFETY: the closure runs in the child between fork and exec (after the uid switch); it
-        // only makes system calls (setrlimit, prctl, getppid, landlock_restrict_self), which
-        // neither allocate nor lock.
+        // SAFETY: the closure runs in the child between fork and exec; it only makes system calls
+        // (setgroups, setgid, setuid, setrlimit, prctl, getppid, landlock_restrict_self), which
+        // neither allocate nor lock, as std's own uid switch in the child does.
         unsafe {
             cmd.pre_exec(move || {
                 use rustix::process::{Resource, Rlimit, setrlimit};
+                if let Some(id) = identity {
+                    // Here rather than with `Command::uid`: std switches before it enters the
+                    // working directory, and the tools user may not traverse the directories
+                    // above the workspace (an agent under /root, or in its 0711 agent
+                    // directory). Entered as root first, the workspace is then the tools' own.
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(id.gid) != 0
+                        || libc::setuid(id.uid) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 // An agent that is killed outright (SIGKILL, OOM) cannot run GroupGuard: bash
                 // then dies with it instead of running on unwatched. The signal fires when the
                 // forking *thread* exits; spawns happen on the runtime's worker threads, which

@@ -48,8 +48,20 @@ pub(crate) fn tool_identity(user: &str) -> Result<Option<ToolIdentity>, String> 
     lookup_user(user).map(Some)
 }
 
-/// Looks `user` up in the password database (getpwnam_r: thread-safe, unlike getpwnam).
+/// `user` as a numeric `uid` or `uid:gid` (an identity with no account, such as the local
+/// deployer's one per agent; the gid defaults to the uid), else looked up in the password
+/// database (getpwnam_r: thread-safe, unlike getpwnam).
 fn lookup_user(user: &str) -> Result<ToolIdentity, String> {
+    let numeric = |text: &str| text.parse::<u32>().ok();
+    if let Some((uid, gid)) = match user.split_once(':') {
+        Some((uid, gid)) => numeric(uid).zip(numeric(gid)),
+        None => numeric(user).map(|uid| (uid, uid)),
+    } {
+        if uid == 0 || gid == 0 {
+            return Err(format!("the tools user `{user}` is root; set TOOLS_USER to an unprivileged user"));
+        }
+        return Ok(ToolIdentity { uid, gid });
+    }
     let not_found =
         || format!("the tools user `{user}` does not exist; set TOOLS_USER to an existing unprivileged user");
     let name = CString::new(user).map_err(|_| not_found())?;
