@@ -467,6 +467,12 @@ async fn as_root_bash_runs_as_the_agents_own_identity() {
     assert!(out.contains("-rw-------"), "files are the agent's alone: {out}");
 
     let theirs = local.agent_dir(AgentId(1));
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&theirs), 0o711);
+    for file in ["settings.json", "agent.db", "agent.log", "agent.pid"] {
+        assert_eq!(mode(&theirs.join(file)), 0o600, "{file}");
+    }
     llm.push_tool_call(
         "bash",
         serde_json::json!({"command": format!(

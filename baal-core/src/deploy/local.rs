@@ -451,11 +451,11 @@ impl Inner {
         let failed = |detail: String| {
             DeployError::new(START.key, "The agent process did not start. Its log has the details.").with_detail(detail)
         };
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(LOG_FILE))
-            .map_err(|err| failed(format!("opening {LOG_FILE}: {err}")))?;
+        let mut log = std::fs::OpenOptions::new();
+        log.create(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut log, 0o600);
+        let log = log.open(dir.join(LOG_FILE)).map_err(|err| failed(format!("opening {LOG_FILE}: {err}")))?;
         let mut command = Command::new(&self.agent_bin);
         command
             .arg("--config")
@@ -509,7 +509,8 @@ impl Inner {
         };
         if let Some(pid) = child.id() {
             // Best effort: without it only this process can stop the agent, as before.
-            let _ = std::fs::write(dir.join(PID_FILE), pid.to_string());
+            let _ =
+                std::fs::write(dir.join(PID_FILE), pid.to_string()).and_then(|()| restrict(&dir.join(PID_FILE), 0o600));
         }
         // Keep draining stdout into the log, or the child would block once the pipe fills.
         tokio::spawn(async move {
@@ -755,9 +756,17 @@ pub fn tools_uid(id: AgentId) -> Option<u32> {
 
 /// Creates the agent's directory: 0700, or 0711 when Baal is root, so the tools' own identity
 /// may pass through to its workspace (the agent hands that over) without listing or reading the
-/// settings and database beside it.
+/// settings and database beside it. Files an earlier release left readable there (the log, a
+/// 0644 database) become 0600 first, since a directory others may pass through no longer hides
+/// them.
 fn prepare_dir(dir: &Path, root: bool) -> std::io::Result<()> {
     std::fs::create_dir_all(dir.join("workspace"))?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            restrict(&entry.path(), 0o600)?;
+        }
+    }
     restrict(dir, if root { 0o711 } else { 0o700 })
 }
 
