@@ -250,7 +250,8 @@ fn is_writable(dir: &Path) -> bool {
     rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_ok()
 }
 
-fn on_path(name: &str) -> Option<PathBuf> {
+/// The first `name` on `PATH` that is a file.
+pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
     // Searching PATH by hand: a few lines, where a crate (`which`) would add a dependency for it.
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())

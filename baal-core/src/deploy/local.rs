@@ -154,18 +154,18 @@ pub fn find_agent_binary(explicit: Option<&Path>) -> Result<PathBuf, DeployError
             let parent = (dir.file_name() == Some("deps".as_ref())).then(|| dir.parent().map(Path::to_owned)).flatten();
             std::iter::once(dir).chain(parent)
         });
-    // Searching PATH by hand: three lines, where a crate (`which`) would add a dependency for it.
-    let on_path = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default();
-    beside_exe.chain(on_path).map(|dir| dir.join(AGENT_BIN_NAME)).find(|candidate| candidate.is_file()).ok_or_else(
-        || {
+    beside_exe
+        .map(|dir| dir.join(AGENT_BIN_NAME))
+        .find(|candidate| candidate.is_file())
+        .or_else(|| super::isolation::on_path(AGENT_BIN_NAME))
+        .ok_or_else(|| {
             DeployError::new(
                 PREPARE.key,
                 "Baal cannot find the `baal-agent` program. Build it with `cargo build --release -p baal-agent`, \
              then put it next to Baal, on PATH, or set BAAL_AGENT_BIN to its path.",
             )
             .permanent()
-        },
-    )
+        })
 }
 
 impl LocalDeployer {
