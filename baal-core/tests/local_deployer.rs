@@ -490,3 +490,54 @@ async fn as_root_bash_runs_as_the_agents_own_identity() {
     assert_eq!(out.matches("Permission denied").count(), 3, "{out}");
     local.shutdown().await;
 }
+
+/// Pids of processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(needle))
+        })
+        .collect()
+}
+
+/// A tool that leaves its process group (`setsid`) still dies when its agent is killed outright:
+/// the agent's kill scope (a cgroup with `cgroup.kill`) holds everything it started.
+#[tokio::test]
+async fn a_setsid_process_dies_when_its_agent_is_killed() {
+    let isolation = baal_core::deploy::isolation::Isolation::probe();
+    if isolation.kill_scope_base().is_none() {
+        eprintln!("SKIPPED: a_setsid_process_dies_when_its_agent_is_killed needs root and cgroup.kill ({isolation})");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let local = deployer(data.path());
+    let llm = ScriptedLlm::start().await;
+    let deployment = local.deploy(&spec_for(Some(&llm), 1, "Ada", "secret-k"), &SilentReporter).await.unwrap();
+    let marker = format!("987.{}", std::process::id());
+    llm.push_tool_call(
+        "bash",
+        serde_json::json!({"command": format!(
+            // The pause lets `setsid` leave the group before the call ends and its group is killed.
+            "setsid sleep {marker} </dev/null >/dev/null 2>&1 & sleep 0.3; echo started"
+        )})
+        .to_string(),
+    )
+    .push_text("done");
+    let proxy = HttpProxy::new().unwrap();
+    let events = chat_text(&proxy, &endpoint(&deployment, "secret-k"), "start it").await;
+    assert!(tool_outputs(&events).contains("started"), "{events:?}");
+    let mut escaped = Vec::new();
+    eventually("the setsid process", async || {
+        escaped = processes_with(&format!("sleep {marker}"));
+        !escaped.is_empty()
+    })
+    .await;
+
+    kill(local.pid(AgentId(1)).unwrap());
+    eventually("the setsid process dies with its agent", async || escaped.iter().all(|pid| !process_exists(*pid)))
+        .await;
+    local.shutdown().await;
+}

@@ -42,7 +42,7 @@ impl Boundary {
             }
             Boundary::Identity => "tools run as an identity of their own",
             Boundary::Network => "tools have their own network, without the host's loopback or private ranges",
-            Boundary::KillScope => "every process an agent starts dies with it",
+            Boundary::KillScope => "every process an agent starts dies with it when it stops or is killed",
             Boundary::Limits => "processes, memory and CPU are limited per agent",
         }
     }
@@ -56,6 +56,8 @@ pub struct CgroupV2 {
     pub dir: PathBuf,
     /// Its enabled controllers (`cgroup.controllers`).
     pub controllers: Vec<String>,
+    /// The kernel has `cgroup.kill` (Linux 5.14): one write kills every process in a group.
+    pub kill: bool,
 }
 
 /// What the host offers, and what this build of Baal enforces with it.
@@ -111,9 +113,10 @@ impl Isolation {
     }
 
     /// The boundaries this build of Baal enforces on this host: the filesystem (Landlock, in the
-    /// agent) and, as root, an identity per agent. The tools' network namespace, the kill scope
-    /// and the limits are not built yet, whatever the host offers; nor is an identity without
-    /// root (a user namespace).
+    /// agent) and, as root, an identity per agent and a kill scope per agent (a cgroup with
+    /// `cgroup.kill`). The tools' network namespace and the limits are not built yet, whatever
+    /// the host offers; nor are an identity and a kill scope without root (a user namespace, a
+    /// delegated cgroup).
     pub fn enforced(&self) -> Vec<Boundary> {
         let mut held = Vec::new();
         if self.landlock_abi >= 1 {
@@ -123,7 +126,16 @@ impl Isolation {
         if self.root {
             held.push(Boundary::Identity);
         }
+        if self.kill_scope_base().is_some() {
+            held.push(Boundary::KillScope);
+        }
         held
+    }
+
+    /// Where agents' kill scopes go: a writable cgroup v2 directory with `cgroup.kill`, as root
+    /// (unprivileged, moving the agent there needs a delegated tree, not used yet).
+    pub fn kill_scope_base(&self) -> Option<&Path> {
+        self.cgroup_v2.as_ref().filter(|c| self.root && c.kill).map(|c| c.dir.as_path())
     }
 
     /// The boundaries that do not hold, each with what would make it hold.
@@ -149,8 +161,8 @@ impl Isolation {
                 Some("slirp4netns (apt-get install slirp4netns) for tools' outbound access")
             }
             Boundary::Network if self.nft.is_none() => Some("nft (apt-get install nftables) for the tools' deny list"),
-            Boundary::KillScope if self.cgroup_v2.is_none() && !self.user_namespaces => {
-                Some("a writable cgroup v2 directory (run Baal as root, or with systemd's Delegate=yes)")
+            Boundary::KillScope if !self.root || self.cgroup_v2.as_ref().is_none_or(|c| !c.kill) => {
+                Some("root and a cgroup v2 hierarchy with cgroup.kill (Linux 5.14 or later)")
             }
             Boundary::Limits if self.cgroup_v2.is_none() && self.cgroup_v1.is_empty() => {
                 Some("writable cgroups (run Baal as root); rlimits alone are per user, not per agent")
@@ -183,9 +195,10 @@ impl fmt::Display for Isolation {
             yes(self.user_namespaces),
             yes(self.network_namespaces),
             self.cgroup_v2.as_ref().map_or("not writable".to_owned(), |c| format!(
-                "{} [{}]",
+                "{} [{}]{}",
                 c.dir.display(),
-                c.controllers.join(" ")
+                c.controllers.join(" "),
+                if c.kill { " with cgroup.kill" } else { "" }
             )),
             if self.cgroup_v1.is_empty() { "not writable".to_owned() } else { self.cgroup_v1.join(" ") },
             if self.tun { "usable" } else { "not usable" },
@@ -193,6 +206,81 @@ impl fmt::Display for Isolation {
             found(&self.pasta),
             found(&self.nft),
         )
+    }
+}
+
+/// One agent's cgroup: everything the agent and its tools start stays in it, `setsid` or not, and
+/// one write to `cgroup.kill` ends it all. Written by hand rather than with cgroups-rs: the whole
+/// use is mkdir, two one-line writes and rmdir, and on hybrid hosts (v1 controllers, a bare v2
+/// tree, like these machines) that crate picks the v1 hierarchies, which have no `cgroup.kill`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KillScope {
+    dir: PathBuf,
+    procs: std::ffi::CString,
+}
+
+impl KillScope {
+    /// The scope `name` under `base` (see [`Isolation::kill_scope_base`]); nothing is created.
+    pub fn new(base: &Path, name: &str) -> std::io::Result<KillScope> {
+        let dir = base.join(name);
+        let procs = std::ffi::CString::new(dir.join("cgroup.procs").into_os_string().into_encoded_bytes())
+            .map_err(std::io::Error::other)?;
+        Ok(KillScope { dir, procs })
+    }
+
+    /// Creates the scope if missing and empties it: processes an earlier run left there (a
+    /// platform killed outright) are killed.
+    pub fn prepare(&self) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        self.kill();
+        Ok(())
+    }
+
+    /// Moves the calling process into the scope. Meant for a child between fork and exec: it only
+    /// makes the system calls open, write and close.
+    pub fn enter(&self) -> std::io::Result<()> {
+        // SAFETY: `procs` is a valid NUL-terminated path; the buffer is a static byte.
+        unsafe {
+            let fd = libc::open(self.procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if written != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills every process in the scope and waits (briefly) until the kernel has reaped them.
+    pub fn kill(&self) {
+        if std::fs::write(self.dir.join("cgroup.kill"), "1").is_err() {
+            return;
+        }
+        for _ in 0..200 {
+            match std::fs::read_to_string(self.dir.join("cgroup.procs")) {
+                Ok(procs) if !procs.trim().is_empty() => std::thread::sleep(std::time::Duration::from_millis(5)),
+                _ => return,
+            }
+        }
+        tracing::warn!(scope = %self.dir.display(), "processes of a stopped agent are still dying");
+    }
+
+    /// Kills what is left and removes the scope.
+    pub fn remove(&self) {
+        self.kill();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+
+    /// The processes in the scope now.
+    pub fn pids(&self) -> Vec<u32> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect()
     }
 }
 
@@ -242,8 +330,24 @@ fn cgroup_v2() -> Option<CgroupV2> {
     let candidates = own.map(|path| mount.join(path.trim_start_matches('/'))).into_iter().chain([mount]);
     candidates.filter(|dir| is_writable(dir)).find_map(|dir| {
         let controllers = std::fs::read_to_string(dir.join("cgroup.controllers")).ok()?;
-        Some(CgroupV2 { controllers: controllers.split_whitespace().map(str::to_owned).collect(), dir })
+        Some(CgroupV2 {
+            controllers: controllers.split_whitespace().map(str::to_owned).collect(),
+            kill: has_cgroup_kill(&dir),
+            dir,
+        })
     })
+}
+
+/// Whether groups under `dir` get `cgroup.kill` (Linux 5.14). A root cgroup never has the file,
+/// so a short-lived child group is made to look.
+fn has_cgroup_kill(dir: &Path) -> bool {
+    let probe = dir.join(format!("baal-probe-{}", std::process::id()));
+    if std::fs::create_dir(&probe).is_err() {
+        return false;
+    }
+    let kill = probe.join("cgroup.kill").exists();
+    let _ = std::fs::remove_dir(&probe);
+    kill
 }
 
 fn is_writable(dir: &Path) -> bool {

@@ -33,7 +33,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::isolation::Isolation;
+use super::isolation::{Isolation, KillScope};
 use super::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer, SilentReporter, Tenancy};
 use crate::agent_env::{AgentDefaults, AgentEnv};
 use crate::config::Settings;
@@ -108,6 +108,9 @@ struct Inner {
     /// `LOCAL_AGENTS_OPEN_WITHOUT_ISOLATION`: everyone may create agents even where
     /// `isolation` falls short.
     open_without_isolation: bool,
+    /// The cgroup that holds this deployer's agents' kill scopes, one per agent (as root, with
+    /// `cgroup.kill`); named after the data directory, so every Baal process sharing it agrees.
+    scopes: Option<PathBuf>,
     start_timeout: Duration,
     agents: Mutex<HashMap<AgentId, Supervised>>,
     spawner: Spawner,
@@ -181,6 +184,8 @@ impl LocalDeployer {
         let agent_bin = agent_bin.into();
         // A bare name ("baal-agent") is looked up on PATH by the OS; anything else is a path.
         let agent_bin = if agent_bin.components().count() > 1 { absolute(agent_bin)? } else { agent_bin };
+        let isolation = probe_and_log();
+        let scopes = isolation.kill_scope_base().map(|base| base.join(scope_group_name(&data_dir)));
         let proxy = HttpProxy::with_options(HttpProxyOptions {
             connect_attempts: 1,
             short_timeout: Duration::from_secs(5),
@@ -194,7 +199,8 @@ impl LocalDeployer {
                 proxy,
                 restart_limit: RestartLimit::default(),
                 agent_defaults: AgentDefaults::default(),
-                isolation: probe_and_log(),
+                scopes,
+                isolation,
                 open_without_isolation: false,
                 start_timeout: Duration::from_secs(30),
                 agents: Mutex::new(HashMap::new()),
@@ -380,12 +386,18 @@ impl Drop for LocalDeployer {
     fn drop(&mut self) {
         // Synchronous and immediate: the runtime may be shutting down, so the supervisors might
         // never run again to stop their children.
-        for (_, agent) in self.inner.agents().drain() {
+        let mut ids = Vec::new();
+        for (id, agent) in self.inner.agents().drain() {
+            ids.push(id);
             let pid = agent.pid.load(std::sync::atomic::Ordering::SeqCst);
             if pid != 0 {
                 signal_group(pid, Signal::Kill);
             }
             agent.task.abort();
+        }
+        // Outside the lock: what the agents started out of their process groups.
+        for id in ids {
+            self.inner.kill_leftovers(id);
         }
     }
 }
@@ -407,6 +419,26 @@ impl Inner {
         match tools_uid(spec.agent_id) {
             Some(uid) if self.isolation.root => env.with_tools_user(uid.to_string()),
             _ => env,
+        }
+    }
+
+    /// The agent's kill scope, when this host has them (see [`Isolation::kill_scope_base`]).
+    fn scope(&self, agent_id: AgentId) -> Option<KillScope> {
+        let base = self.scopes.as_deref()?;
+        KillScope::new(base, &format!("agent-{agent_id}"))
+            .inspect_err(|err| tracing::warn!(agent = %agent_id, error = %err, "no kill scope for this agent"))
+            .ok()
+    }
+
+    /// Kills everything the agent's processes left behind (`setsid` ones included) and removes
+    /// its scope, and this data directory's group once no agent has one (a restart makes both
+    /// again), so stopped agents leave no cgroups behind.
+    fn kill_leftovers(&self, agent_id: AgentId) {
+        if let Some(scope) = self.scope(agent_id) {
+            scope.remove();
+        }
+        if let Some(group) = &self.scopes {
+            let _ = std::fs::remove_dir(group);
         }
     }
 
@@ -469,6 +501,12 @@ impl Inner {
             .stderr(log.try_clone().map_err(|err| failed(err.to_string()))?)
             .kill_on_drop(true);
         confine_to_platform_lifetime(&mut command);
+        if let Some(scope) = self.scope(agent_id) {
+            scope.prepare().map_err(|err| failed(format!("preparing its kill scope: {err}")))?;
+            // SAFETY: `enter` only makes the system calls open, write and close, on a path
+            // allocated before the fork.
+            unsafe { command.pre_exec(move || scope.enter()) };
+        }
         let mut child = self.spawner.spawn(command).await.map_err(|err| {
             DeployError::new(START.key, "Baal could not run the `baal-agent` program.")
                 .with_detail(format!("{}: {err}", self.agent_bin.display()))
@@ -570,13 +608,15 @@ impl Inner {
             tokio::select! {
                 _ = &mut stopped => {
                     terminate(&mut child).await;
+                    self.kill_leftovers(agent_id);
                     pid.store(0, std::sync::atomic::Ordering::SeqCst);
                     return;
                 }
                 status = child.wait() => {
                     pid.store(0, std::sync::atomic::Ordering::SeqCst);
-                    // Tools it started may still run in its process group.
+                    // Tools it started may still run in its process group, or out of it.
                     signal_group_of(&child, Signal::Kill);
+                    self.kill_leftovers(agent_id);
                     if !self.agent_dir(agent_id).join(SETTINGS_FILE).exists() {
                         // Destroyed by another Baal process (`baal-cli agents delete`): not a crash.
                         tracing::info!(agent = %agent_id, "local agent was deleted elsewhere; not restarting it");
@@ -656,6 +696,7 @@ impl Deployer for LocalDeployer {
         reporter.step_started(STOP).await;
         self.inner.stop(agent_id).await;
         self.inner.stop_started_elsewhere(agent_id).await;
+        self.inner.kill_leftovers(agent_id);
         reporter.step_done(STOP).await;
         reporter.step_started(REMOVE).await;
         let dir = self.inner.agent_dir(agent_id);
@@ -716,6 +757,12 @@ fn local_url(port: u16) -> String {
 fn port_of(url: Option<&str>) -> Option<u16> {
     let rest = url?.strip_prefix("http://127.0.0.1:")?;
     rest.trim_end_matches('/').parse().ok().filter(|port| *port != 0)
+}
+
+/// The cgroup of one Baal data directory's agents: `baal-` and a digest of the directory.
+fn scope_group_name(data_dir: &Path) -> String {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(data_dir.as_os_str().as_encoded_bytes());
+    format!("baal-{}", &hex::encode(digest)[..12])
 }
 
 /// Probes the host and logs what holds and what does not, once per deployer.
