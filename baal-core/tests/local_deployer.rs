@@ -355,6 +355,11 @@ async fn agents_die_when_the_platform_is_killed() {
     for pid in pids {
         eventually("the agent died with its platform", async || !process_exists(pid)).await;
     }
+    // What a platform killed outright leaves (the agents' files and kill scopes) goes with delete.
+    let local = deployer(data.path());
+    for id in [6, 7] {
+        local.destroy(AgentId(id), &Deployment::default(), &SilentReporter).await.unwrap();
+    }
 }
 
 #[tokio::test]

@@ -330,19 +330,19 @@ impl LocalDeployer {
         let (mut child, port) = inner.spawn(id).await?;
         // Restarts after a crash must come back on the same address the platform stored.
         if let Err(err) = write_settings(&dir, &inner.env(spec, port)) {
-            kill_group(&child);
+            inner.abandon(id, &child);
             return Err(DeployError::new(START.key, "Baal could not write the agent's settings.").with_detail(err));
         }
         deployment.vm_url = Some(local_url(port));
         if let Err(err) = reporter.facts(&deployment).await {
-            kill_group(&child);
+            inner.abandon(id, &child);
             return Err(err);
         }
         reporter.step_done(START).await;
 
         reporter.step_started(HEALTH).await;
         if let Err(err) = inner.wait_healthy(port, &mut child).await {
-            kill_group(&child);
+            inner.abandon(id, &child);
             return Err(err);
         }
         reporter.step_done(HEALTH).await;
@@ -367,7 +367,7 @@ impl LocalDeployer {
                     Ok(())
                 }
                 Err(err) => {
-                    kill_group(&child);
+                    inner.abandon(agent_id, &child);
                     Err(err)
                 }
             },
@@ -440,6 +440,13 @@ impl Inner {
         if let Some(group) = &self.scopes {
             let _ = std::fs::remove_dir(group);
         }
+    }
+
+    /// Gives up on a child that started but will not serve: its group, and everything it left
+    /// in its scope, are killed.
+    fn abandon(&self, agent_id: AgentId, child: &Child) {
+        kill_group(child);
+        self.kill_leftovers(agent_id);
     }
 
     fn running_port(&self, agent_id: AgentId) -> Option<u16> {
@@ -536,12 +543,12 @@ impl Inner {
             Ok(None) => {
                 // Usually it has exited already; if it closed stdout or printed an address Baal
                 // cannot read, it must not linger.
-                kill_group(&child);
+                self.abandon(agent_id, &child);
                 let status = child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
                 return Err(failed(format!("exited before listening ({status}): {}", log_tail(&dir))));
             }
             Err(_) => {
-                kill_group(&child);
+                self.abandon(agent_id, &child);
                 return Err(failed(format!("did not listen within {:?}: {}", self.start_timeout, log_tail(&dir))));
             }
         };
@@ -638,6 +645,7 @@ impl Inner {
                         window = ?self.restart_limit.window,
                         "local agent keeps crashing; leaving it down (redeploy it to try again)"
                     );
+                    self.kill_leftovers(agent_id);
                     return;
                 }
                 restarts.push_back(now);
