@@ -150,6 +150,8 @@ impl Acceptor for NoDelay {
 fn tool_config(settings: &AgentSettings, workspace: &Path, config_file: Option<&Path>) -> ToolConfig {
     let mut config = ToolConfig::new(workspace);
     config.tools_user = settings.tools_user.clone();
+    config.max_open_files = settings.tools_max_open_files;
+    config.max_file_size_bytes = settings.tools_max_file_size_mib.saturating_mul(1024 * 1024);
     config.web_fetch_allow = settings.web_fetch_allow.clone();
     config.brave_api_key = settings.brave_api_key.clone();
     if let Some(url) = &settings.brave_api_url {

@@ -58,6 +58,10 @@ pub mod var {
     pub const COMPACTION_KEEP_MESSAGES: &str = "COMPACTION_KEEP_MESSAGES";
     /// The user tool processes run as when the agent runs as root.
     pub const TOOLS_USER: &str = "TOOLS_USER";
+    /// Files one tool process may have open at once.
+    pub const TOOLS_MAX_OPEN_FILES: &str = "TOOLS_MAX_OPEN_FILES";
+    /// The largest file a tool process may write, in MiB.
+    pub const TOOLS_MAX_FILE_SIZE_MIB: &str = "TOOLS_MAX_FILE_SIZE_MIB";
     /// Private hosts or CIDRs `web_fetch` may reach.
     pub const WEB_FETCH_ALLOW: &str = "WEB_FETCH_ALLOW";
     /// Subagents running at once.
@@ -80,6 +84,13 @@ pub const DEFAULT_LIBERTAI_API_BASE_URL: &str = "https://api.libertai.io/v1";
 /// The heartbeat interval when the operator sets none: the Python Baal's 30 minutes.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1800);
 
+/// Files one tool process may have open when the operator sets no `TOOLS_MAX_OPEN_FILES`.
+pub const DEFAULT_TOOLS_MAX_OPEN_FILES: u64 = 1024;
+
+/// The largest file a tool process may write when the operator sets no
+/// `TOOLS_MAX_FILE_SIZE_MIB`: a workspace holds notes and artefacts, not disk images.
+pub const DEFAULT_TOOLS_MAX_FILE_SIZE_MIB: u64 = 1024;
+
 /// The address every deployed agent listens on: a deployer puts a proxy (Caddy) or the platform
 /// itself in front of it, never the open network.
 pub const AGENT_BIND_ADDR: &str = "127.0.0.1";
@@ -93,11 +104,20 @@ pub struct AgentDefaults {
     pub heartbeat_interval: Duration,
     /// The Brave Search key that gives agents `web_search`.
     pub brave_api_key: Option<SecretString>,
+    /// Files one tool process may have open at once (`RLIMIT_NOFILE`).
+    pub tools_max_open_files: u64,
+    /// The largest file a tool process may write, in MiB (`RLIMIT_FSIZE`).
+    pub tools_max_file_size_mib: u64,
 }
 
 impl Default for AgentDefaults {
     fn default() -> Self {
-        AgentDefaults { heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL, brave_api_key: None }
+        AgentDefaults {
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            brave_api_key: None,
+            tools_max_open_files: DEFAULT_TOOLS_MAX_OPEN_FILES,
+            tools_max_file_size_mib: DEFAULT_TOOLS_MAX_FILE_SIZE_MIB,
+        }
     }
 }
 
@@ -105,6 +125,13 @@ impl AgentDefaults {
     /// Sets how often agents check their `HEARTBEAT.md`.
     pub fn with_heartbeat_interval(mut self, interval: Duration) -> Self {
         self.heartbeat_interval = interval;
+        self
+    }
+
+    /// Sets the per-process limits of agents' tools: open files, and the largest file in MiB.
+    pub fn with_tool_limits(mut self, max_open_files: u64, max_file_size_mib: u64) -> Self {
+        self.tools_max_open_files = max_open_files;
+        self.tools_max_file_size_mib = max_file_size_mib;
         self
     }
 
@@ -120,6 +147,8 @@ impl fmt::Debug for AgentDefaults {
         f.debug_struct("AgentDefaults")
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("brave_api_key", &self.brave_api_key.as_ref().map(|_| "[REDACTED]"))
+            .field("tools_max_open_files", &self.tools_max_open_files)
+            .field("tools_max_file_size_mib", &self.tools_max_file_size_mib)
             .finish()
     }
 }
@@ -149,6 +178,8 @@ impl AgentEnv {
             (var::DB_PATH, path("agent.db")),
             (var::WORKSPACE_PATH, path("workspace")),
             (var::HEARTBEAT_INTERVAL, defaults.heartbeat_interval.as_secs().to_string()),
+            (var::TOOLS_MAX_OPEN_FILES, defaults.tools_max_open_files.to_string()),
+            (var::TOOLS_MAX_FILE_SIZE_MIB, defaults.tools_max_file_size_mib.to_string()),
         ];
         if let Some(key) = &defaults.brave_api_key {
             entries.push((var::BRAVE_API_KEY, key.expose_secret().to_owned()));

@@ -102,6 +102,9 @@ pub struct Settings {
     /// `LOCAL_AGENTS_OPEN_WITHOUT_ISOLATION`: let everyone create local agents even where this
     /// host cannot keep them apart (default false: only `ADMIN_USER_IDS` may).
     pub local_agents_open_without_isolation: bool,
+    /// `TOOLS_MAX_OPEN_FILES` and `TOOLS_MAX_FILE_SIZE_MIB`: per tool process, handed to every
+    /// agent (defaults 1024 files, 1024 MiB).
+    pub tools_limits: (u64, u64),
     /// `HEARTBEAT_INTERVAL`: how often agents check their `HEARTBEAT.md` (default 1800 s; 0
     /// disables), handed to every agent.
     pub agent_heartbeat_interval: Duration,
@@ -164,6 +167,12 @@ impl Settings {
             agent_bin: env.text("BAAL_AGENT_BIN").map(|p| expand_home(&p)),
             brave_api_key: env.secret("BRAVE_API_KEY"),
             local_agents_open_without_isolation: env.flag("LOCAL_AGENTS_OPEN_WITHOUT_ISOLATION")?.unwrap_or(false),
+            tools_limits: (
+                env.number("TOOLS_MAX_OPEN_FILES", "a whole number of files")?
+                    .unwrap_or(crate::agent_env::DEFAULT_TOOLS_MAX_OPEN_FILES),
+                env.number("TOOLS_MAX_FILE_SIZE_MIB", "a whole number of MiB")?
+                    .unwrap_or(crate::agent_env::DEFAULT_TOOLS_MAX_FILE_SIZE_MIB),
+            ),
             agent_heartbeat_interval: env
                 .seconds(crate::agent_env::var::HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_INTERVAL)?,
         };
@@ -187,11 +196,13 @@ impl Settings {
         self.admin_user_ids.contains(&user)
     }
 
-    /// What every agent is given from these settings (`HEARTBEAT_INTERVAL`, `BRAVE_API_KEY`).
+    /// What every agent is given from these settings (`HEARTBEAT_INTERVAL`, `BRAVE_API_KEY`, the
+    /// tools' limits).
     pub fn agent_defaults(&self) -> AgentDefaults {
         AgentDefaults::default()
             .with_heartbeat_interval(self.agent_heartbeat_interval)
             .with_brave_api_key(self.brave_api_key.clone())
+            .with_tool_limits(self.tools_limits.0, self.tools_limits.1)
     }
 
     /// The three settings the Telegram front-end cannot start without.
@@ -263,6 +274,7 @@ impl fmt::Debug for Settings {
             .field("brave_api_key", &set(&self.brave_api_key))
             .field("local_agents_open_without_isolation", &self.local_agents_open_without_isolation)
             .field("agent_heartbeat_interval", &self.agent_heartbeat_interval)
+            .field("tools_limits", &self.tools_limits)
             .finish()
     }
 }

@@ -295,3 +295,25 @@ async fn tools_cannot_read_the_operators_files_under_opt() {
     assert!(!out.content.contains(SECRET_VALUE), "{}", out.content);
     assert!(out.content.contains("Permission denied"), "{}", out.content);
 }
+
+/// Each tool process may hold only so many files open and write only files so large
+/// (`TOOLS_MAX_OPEN_FILES`, `TOOLS_MAX_FILE_SIZE_MIB`); a tool that tries more is told so.
+#[tokio::test]
+async fn tools_hit_their_open_file_and_file_size_limits() {
+    let (_dir, ws) = workspace();
+    let mut config = ToolConfig::new(&ws);
+    config.max_open_files = 64;
+    config.max_file_size_bytes = 1024 * 1024;
+    let set = ToolSet::standard(config);
+    let out = bash(
+        &set,
+        json!({"command": "ulimit -n; for i in $(seq 200); do exec {fd}</dev/null || { echo \"refused at $i\"; break; }; done"}),
+    )
+    .await;
+    assert!(out.content.starts_with("64\n"), "{}", out.content);
+    assert!(out.content.contains("refused at"), "{}", out.content);
+    let out =
+        bash(&set, json!({"command": "head -c 3M /dev/zero > big.bin; echo status=$?; stat -c %s big.bin"})).await;
+    assert!(out.content.contains("File size limit exceeded") || out.content.contains("status=153"), "{}", out.content);
+    assert!(out.content.contains("\n1048576\n"), "written only up to the limit: {}", out.content);
+}

@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::agent_env::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LIBERTAI_API_BASE_URL, var};
+use crate::agent_env::{
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LIBERTAI_API_BASE_URL, DEFAULT_TOOLS_MAX_FILE_SIZE_MIB,
+    DEFAULT_TOOLS_MAX_OPEN_FILES, var,
+};
 use crate::domain::{DEFAULT_VISITOR_TOOLS, Model};
 use crate::env::{SettingError, Vars};
 
@@ -61,6 +64,10 @@ pub struct AgentSettings {
     pub visitor_tools: Vec<String>,
     /// `TOOLS_USER`: the user tool processes run as when the agent runs as root (default `nobody`).
     pub tools_user: String,
+    /// `TOOLS_MAX_OPEN_FILES`: files one tool process may have open (default 1024).
+    pub tools_max_open_files: u64,
+    /// `TOOLS_MAX_FILE_SIZE_MIB`: the largest file a tool process may write (default 1024 MiB).
+    pub tools_max_file_size_mib: u64,
     /// `WEB_FETCH_ALLOW`: private hosts or CIDRs `web_fetch` may reach (default none).
     pub web_fetch_allow: Vec<String>,
     /// `MAX_SUBAGENTS`: subagents running at once (default 3).
@@ -146,6 +153,14 @@ impl AgentSettings {
                 .list(var::VISITOR_TOOLS)
                 .unwrap_or_else(|| DEFAULT_VISITOR_TOOLS.iter().map(|t| (*t).to_owned()).collect()),
             tools_user: env.text(var::TOOLS_USER).unwrap_or_else(|| "nobody".into()),
+            tools_max_open_files: env
+                .number(var::TOOLS_MAX_OPEN_FILES, "a whole number of files")?
+                .unwrap_or(DEFAULT_TOOLS_MAX_OPEN_FILES)
+                .max(16),
+            tools_max_file_size_mib: env
+                .number(var::TOOLS_MAX_FILE_SIZE_MIB, "a whole number of MiB")?
+                .unwrap_or(DEFAULT_TOOLS_MAX_FILE_SIZE_MIB)
+                .max(1),
             web_fetch_allow: env.list(var::WEB_FETCH_ALLOW).unwrap_or_default(),
             max_subagents: small(var::MAX_SUBAGENTS, 3)?,
             llm_read_timeout: env.seconds(var::LLM_READ_TIMEOUT, Duration::from_secs(120))?.max(Duration::from_secs(1)),

@@ -101,6 +101,7 @@ impl Tool for Bash {
             // Its own group, so a timeout or a dropped call can kill everything it started.
             .process_group(0);
         let limit_processes = identity.is_some();
+        let (max_files, max_file_size) = (config.max_open_files, config.max_file_size_bytes);
         // The ruleset descriptor stays open in `self.shared` while the child starts.
         let ruleset = self.shared.fs_ruleset.as_ref().map(|fd| fd.as_raw_fd());
         let agent_pid = rustix::process::getpid();
@@ -132,6 +133,9 @@ impl Tool for Bash {
                     return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
                 }
                 setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) })?;
+                // Per process, whatever the host: cgroups limit neither descriptors nor file sizes.
+                setrlimit(Resource::Nofile, Rlimit { current: Some(max_files), maximum: Some(max_files) })?;
+                setrlimit(Resource::Fsize, Rlimit { current: Some(max_file_size), maximum: Some(max_file_size) })?;
                 if limit_processes {
                     let max = Some(MAX_TOOL_PROCESSES);
                     setrlimit(Resource::Nproc, Rlimit { current: max, maximum: max })?;

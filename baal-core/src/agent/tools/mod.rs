@@ -35,6 +35,11 @@ pub struct ToolConfig {
     pub max_output_bytes: usize,
     /// When the agent runs as root, tool processes run as this user (`TOOLS_USER`, default `nobody`).
     pub tools_user: String,
+    /// Files one tool process may have open (`TOOLS_MAX_OPEN_FILES`, `RLIMIT_NOFILE`).
+    pub max_open_files: u64,
+    /// The largest file a tool process may write, in bytes (`TOOLS_MAX_FILE_SIZE_MIB`,
+    /// `RLIMIT_FSIZE`).
+    pub max_file_size_bytes: u64,
     /// Hosts or CIDRs `web_fetch` may reach even though they are private (`WEB_FETCH_ALLOW`).
     pub web_fetch_allow: Vec<String>,
     /// `BRAVE_API_KEY`: enables `web_search`.
@@ -61,6 +66,8 @@ impl ToolConfig {
             bash_timeout: Duration::from_secs(120),
             max_output_bytes: 32 * 1024,
             tools_user: "nobody".into(),
+            max_open_files: crate::agent_env::DEFAULT_TOOLS_MAX_OPEN_FILES,
+            max_file_size_bytes: crate::agent_env::DEFAULT_TOOLS_MAX_FILE_SIZE_MIB * 1024 * 1024,
             web_fetch_allow: Vec::new(),
             brave_api_key: None,
             brave_api_url: "https://api.search.brave.com/res/v1/web/search".into(),
