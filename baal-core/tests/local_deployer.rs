@@ -240,6 +240,7 @@ async fn a_crashed_agent_is_restarted_until_the_limit() {
     again.existing = deployment;
     local.redeploy(&again, &SilentReporter).await.unwrap();
     assert!(proxy.health(&agent).await.is_ok());
+    local.shutdown().await;
 }
 
 fn kill(pid: u32) {
