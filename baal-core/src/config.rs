@@ -102,9 +102,12 @@ pub struct Settings {
     /// `LOCAL_AGENTS_OPEN_WITHOUT_ISOLATION`: let everyone create local agents even where this
     /// host cannot keep them apart (default false: only `ADMIN_USER_IDS` may).
     pub local_agents_open_without_isolation: bool,
-    /// `TOOLS_MAX_OPEN_FILES` and `TOOLS_MAX_FILE_SIZE_MIB`: per tool process, handed to every
-    /// agent (defaults 1024 files, 1024 MiB).
-    pub tools_limits: (u64, u64),
+    /// `TOOLS_MAX_OPEN_FILES`: files one tool process may have open, handed to every agent
+    /// (default 1024).
+    pub tools_max_open_files: u64,
+    /// `TOOLS_MAX_FILE_SIZE_MIB`: the largest file a tool process may write, handed to every agent
+    /// (default 1024).
+    pub tools_max_file_size_mib: u64,
     /// `HEARTBEAT_INTERVAL`: how often agents check their `HEARTBEAT.md` (default 1800 s; 0
     /// disables), handed to every agent.
     pub agent_heartbeat_interval: Duration,
@@ -167,12 +170,12 @@ impl Settings {
             agent_bin: env.text("BAAL_AGENT_BIN").map(|p| expand_home(&p)),
             brave_api_key: env.secret("BRAVE_API_KEY"),
             local_agents_open_without_isolation: env.flag("LOCAL_AGENTS_OPEN_WITHOUT_ISOLATION")?.unwrap_or(false),
-            tools_limits: (
-                env.number("TOOLS_MAX_OPEN_FILES", "a whole number of files")?
-                    .unwrap_or(crate::agent_env::DEFAULT_TOOLS_MAX_OPEN_FILES),
-                env.number("TOOLS_MAX_FILE_SIZE_MIB", "a whole number of MiB")?
-                    .unwrap_or(crate::agent_env::DEFAULT_TOOLS_MAX_FILE_SIZE_MIB),
-            ),
+            tools_max_open_files: env
+                .number("TOOLS_MAX_OPEN_FILES", "a whole number of files")?
+                .unwrap_or(crate::agent_env::DEFAULT_TOOLS_MAX_OPEN_FILES),
+            tools_max_file_size_mib: env
+                .number("TOOLS_MAX_FILE_SIZE_MIB", "a whole number of MiB")?
+                .unwrap_or(crate::agent_env::DEFAULT_TOOLS_MAX_FILE_SIZE_MIB),
             agent_heartbeat_interval: env
                 .seconds(crate::agent_env::var::HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_INTERVAL)?,
         };
@@ -202,7 +205,7 @@ impl Settings {
         AgentDefaults::default()
             .with_heartbeat_interval(self.agent_heartbeat_interval)
             .with_brave_api_key(self.brave_api_key.clone())
-            .with_tool_limits(self.tools_limits.0, self.tools_limits.1)
+            .with_tool_limits(self.tools_max_open_files, self.tools_max_file_size_mib)
     }
 
     /// The three settings the Telegram front-end cannot start without.
@@ -274,7 +277,8 @@ impl fmt::Debug for Settings {
             .field("brave_api_key", &set(&self.brave_api_key))
             .field("local_agents_open_without_isolation", &self.local_agents_open_without_isolation)
             .field("agent_heartbeat_interval", &self.agent_heartbeat_interval)
-            .field("tools_limits", &self.tools_limits)
+            .field("tools_max_open_files", &self.tools_max_open_files)
+            .field("tools_max_file_size_mib", &self.tools_max_file_size_mib)
             .finish()
     }
 }

@@ -622,8 +622,7 @@ impl Inner {
                 status = child.wait() => {
                     pid.store(0, std::sync::atomic::Ordering::SeqCst);
                     // Tools it started may still run in its process group, or out of it.
-                    signal_group_of(&child, Signal::Kill);
-                    self.kill_leftovers(agent_id);
+                    self.abandon(agent_id, &child);
                     if !self.agent_dir(agent_id).join(SETTINGS_FILE).exists() {
                         // Destroyed by another Baal process (`baal-cli agents delete`): not a crash.
                         tracing::info!(agent = %agent_id, "local agent was deleted elsewhere; not restarting it");
