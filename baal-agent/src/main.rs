@@ -152,6 +152,9 @@ fn tool_config(settings: &AgentSettings, workspace: &Path, config_file: Option<&
     config.tools_user = settings.tools_user.clone();
     config.max_open_files = settings.tools_max_open_files;
     config.max_file_size_bytes = settings.tools_max_file_size_mib.saturating_mul(1024 * 1024);
+    config.max_processes = settings.tools_max_processes;
+    config.max_memory_bytes = settings.tools_max_memory_mib.map(|mib| mib.saturating_mul(1024 * 1024));
+    config.network = settings.tools_network;
     config.web_fetch_allow = settings.web_fetch_allow.clone();
     config.brave_api_key = settings.brave_api_key.clone();
     if let Some(url) = &settings.brave_api_url {

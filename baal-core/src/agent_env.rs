@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::str::FromStr;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -62,6 +63,12 @@ pub mod var {
     pub const TOOLS_MAX_OPEN_FILES: &str = "TOOLS_MAX_OPEN_FILES";
     /// The largest file a tool process may write, in MiB.
     pub const TOOLS_MAX_FILE_SIZE_MIB: &str = "TOOLS_MAX_FILE_SIZE_MIB";
+    /// Processes the tools may have at once (per call in a user namespace, per tools user as root).
+    pub const TOOLS_MAX_PROCESSES: &str = "TOOLS_MAX_PROCESSES";
+    /// Address space of one tool process, in MiB (unset: no such limit).
+    pub const TOOLS_MAX_MEMORY_MIB: &str = "TOOLS_MAX_MEMORY_MIB";
+    /// How tool processes reach the network: `host`, `isolated` or `none`.
+    pub const TOOLS_NETWORK: &str = "TOOLS_NETWORK";
     /// Private hosts or CIDRs `web_fetch` may reach.
     pub const WEB_FETCH_ALLOW: &str = "WEB_FETCH_ALLOW";
     /// Subagents running at once.
@@ -90,6 +97,48 @@ pub const DEFAULT_TOOLS_MAX_OPEN_FILES: u64 = 1024;
 /// The largest file a tool process may write when the operator sets no
 /// `TOOLS_MAX_FILE_SIZE_MIB`: a workspace holds notes and artefacts, not disk images.
 pub const DEFAULT_TOOLS_MAX_FILE_SIZE_MIB: u64 = 1024;
+
+/// Processes an agent's tools may have at once when nothing else is said: a fork bomb fails fast
+/// instead of starving the agent until the timeout.
+pub const DEFAULT_TOOLS_MAX_PROCESSES: u64 = 1024;
+
+/// How tool processes reach the network (`TOOLS_NETWORK`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ToolsNetwork {
+    /// The agent's own network (on an Aleph VM, the VM's).
+    #[default]
+    Host,
+    /// A namespace of their own: outbound to public addresses where the host allows it (root,
+    /// slirp4netns, nft), else no network.
+    Isolated,
+    /// No IP network.
+    None,
+}
+
+impl ToolsNetwork {
+    /// The setting's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolsNetwork::Host => "host",
+            ToolsNetwork::Isolated => "isolated",
+            ToolsNetwork::None => "none",
+        }
+    }
+}
+
+impl FromStr for ToolsNetwork {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "host" => Ok(ToolsNetwork::Host),
+            "isolated" => Ok(ToolsNetwork::Isolated),
+            "none" => Ok(ToolsNetwork::None),
+            _ => Err(format!("`{text}` is not a tools network; use host, isolated or none")),
+        }
+    }
+}
 
 /// The address every deployed agent listens on: a deployer puts a proxy (Caddy) or the platform
 /// itself in front of it, never the open network.
@@ -189,9 +238,25 @@ impl AgentEnv {
 
     /// Runs the agent's tools as `user` (a name, or a numeric `uid[:gid]`) when the agent runs as
     /// root: the local deployer's identity of their own for each agent.
-    pub fn with_tools_user(mut self, user: impl Into<String>) -> AgentEnv {
-        self.entries.retain(|(name, _)| *name != var::TOOLS_USER);
-        self.entries.push((var::TOOLS_USER, SecretString::from(user.into())));
+    pub fn with_tools_user(self, user: impl Into<String>) -> AgentEnv {
+        self.with(var::TOOLS_USER, &user.into())
+    }
+
+    /// Sets how the agent's tools reach the network (the local deployer: `isolated`).
+    pub fn with_tools_network(self, network: ToolsNetwork) -> AgentEnv {
+        self.with(var::TOOLS_NETWORK, network.as_str())
+    }
+
+    /// Limits the agent's tools per process and per call: address space in MiB and processes.
+    /// For hosts where the deployer cannot limit the agent as a whole (no writable cgroups).
+    pub fn with_tools_rlimits(self, max_memory_mib: u64, max_processes: u64) -> AgentEnv {
+        self.with(var::TOOLS_MAX_MEMORY_MIB, &max_memory_mib.to_string())
+            .with(var::TOOLS_MAX_PROCESSES, &max_processes.to_string())
+    }
+
+    fn with(mut self, name: &'static str, value: &str) -> AgentEnv {
+        self.entries.retain(|(n, _)| *n != name);
+        self.entries.push((name, SecretString::from(value.to_owned())));
         self
     }
 
@@ -233,6 +298,16 @@ impl fmt::Debug for AgentEnv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_setting_reads_its_three_values_and_refuses_others() {
+        assert_eq!("host".parse(), Ok(ToolsNetwork::Host));
+        assert_eq!(" Isolated ".parse(), Ok(ToolsNetwork::Isolated));
+        assert_eq!("none".parse(), Ok(ToolsNetwork::None));
+        let err = "open".parse::<ToolsNetwork>().unwrap_err();
+        assert!(err.contains("host, isolated or none"), "{err}");
+    }
+
     use crate::domain::AgentId;
 
     pub(crate) fn spec() -> AgentSpec {

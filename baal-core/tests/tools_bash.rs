@@ -40,16 +40,6 @@ fn process_gone(pid: u32) -> bool {
     }
 }
 
-async fn wait_gone(pid: u32) -> bool {
-    for _ in 0..200 {
-        if process_gone(pid) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
 #[tokio::test]
 async fn runs_bash_in_the_workspace() {
     let (_dir, ws) = workspace();
@@ -95,25 +85,43 @@ async fn runs_tools_unprivileged_when_root() {
     assert!(out.is_error && out.content.contains("TOOLS_USER"), "{}", out.content);
 }
 
+/// A marker unique to this test process and `test`, for finding its processes in `/proc`.
+fn marker(test: u32) -> String {
+    format!("{test}.{}", std::process::id())
+}
+
+/// Waits until no process of the host has `needle` on its command line (the calls' pids are those
+/// of their own namespaces, so tests look processes up by what they run).
+async fn wait_none_with(needle: &str) -> bool {
+    for _ in 0..200 {
+        if processes_with(needle).iter().all(|pid| process_gone(*pid)) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 #[tokio::test]
 async fn timeout_kills_the_whole_process_group() {
     let (_dir, ws) = workspace();
     let set = ToolSet::standard(ToolConfig::new(&ws));
-    let out = bash(&set, json!({"command": "sleep 300 & echo $!; sleep 301", "timeout": 1})).await;
+    let marker = marker(300);
+    let command = format!("sleep {marker} & setsid sleep {marker} & sleep 301");
+    let out = bash(&set, json!({"command": command, "timeout": 1})).await;
     assert!(out.is_error, "{}", out.content);
     assert!(out.content.contains("timed out after 1s"), "{}", out.content);
-    let pid: u32 = out.content.lines().next().unwrap().trim().parse().unwrap();
-    assert!(wait_gone(pid).await, "sleep {pid} survived the timeout");
+    assert!(wait_none_with(&format!("sleep {marker}")).await, "a sleep survived the timeout");
 }
 
 #[tokio::test]
 async fn background_jobs_do_not_outlive_the_command() {
     let (_dir, ws) = workspace();
     let set = ToolSet::standard(ToolConfig::new(&ws));
-    let out = bash(&set, json!({"command": "sleep 300 & echo $!"})).await;
+    let marker = marker(301);
+    let out = bash(&set, json!({"command": format!("sleep {marker} & echo started")})).await;
     assert!(!out.is_error, "{}", out.content);
-    let pid: u32 = out.content.lines().next().unwrap().trim().parse().unwrap();
-    assert!(wait_gone(pid).await, "background sleep {pid} survived");
+    assert!(wait_none_with(&format!("sleep {marker}")).await, "the background sleep survived");
 }
 
 #[tokio::test]
@@ -121,21 +129,20 @@ async fn dropping_the_call_kills_the_child() {
     let (_dir, ws) = workspace();
     let set = ToolSet::standard(ToolConfig::new(&ws));
     let call_set = set.clone();
-    let task =
-        tokio::spawn(async move { bash(&call_set, json!({"command": "sleep 300 & echo $! > pid; wait"})).await });
-    let pid_file = ws.join("pid");
-    let mut pid = None;
+    let marker = marker(302);
+    let command = format!("sleep {marker} & setsid sleep {marker} & wait");
+    let task = tokio::spawn(async move { bash(&call_set, json!({ "command": command })).await });
+    let needle = format!("sleep {marker}");
     for _ in 0..200 {
-        if let Some(p) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<u32>().ok()) {
-            pid = Some(p);
+        if processes_with(&needle).len() >= 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let pid = pid.expect("bash never wrote its pid");
+    assert!(processes_with(&needle).len() >= 2, "bash never started its sleeps");
     task.abort();
     let _ = task.await;
-    assert!(wait_gone(pid).await, "sleep {pid} survived the dropped call");
+    assert!(wait_none_with(&needle).await, "a sleep survived the dropped call");
 }
 
 #[tokio::test]
@@ -316,4 +323,104 @@ async fn tools_hit_their_open_file_and_file_size_limits() {
         bash(&set, json!({"command": "head -c 3M /dev/zero > big.bin; echo status=$?; stat -c %s big.bin"})).await;
     assert!(out.content.contains("File size limit exceeded") || out.content.contains("status=153"), "{}", out.content);
     assert!(out.content.contains("\n1048576\n"), "written only up to the limit: {}", out.content);
+}
+
+/// Whether this host lets a tool call have namespaces of its own: always as root, and for an
+/// unprivileged user where user namespaces are allowed.
+fn namespaces_available() -> bool {
+    is_root() || std::process::Command::new("unshare").args(["-Ur", "true"]).status().is_ok_and(|s| s.success())
+}
+
+fn processes_with(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Each call is the first process of a PID namespace of its own, with the agent's scratch
+/// directory as `/tmp`: it sees none of the host's processes, and what it starts (`setsid`
+/// included) ends with it.
+#[tokio::test]
+async fn each_call_has_a_pid_namespace_and_a_tmp_of_its_own() {
+    if !namespaces_available() {
+        eprintln!("SKIPPED: this host gives tool calls no namespaces");
+        return;
+    }
+    let (_dir, ws) = workspace();
+    let set = ToolSet::standard(ToolConfig::new(&ws));
+    let marker = format!("4242.{}", std::process::id());
+    let command = format!(
+        "echo pid=$$; ls /proc | grep -c '^[0-9]'; echo note > /tmp/note; echo tmpdir=$TMPDIR; \
+         setsid sleep {marker} </dev/null >/dev/null 2>&1 & sleep 0.3; echo started"
+    );
+    let out = bash(&set, json!({ "command": command })).await;
+    assert!(out.content.starts_with("pid=1\n"), "{}", out.content);
+    let visible: u32 = out.content.lines().nth(1).unwrap().parse().unwrap();
+    assert!(visible < 10, "the call sees only its own processes: {}", out.content);
+    assert!(out.content.contains("tmpdir=/tmp\nstarted"), "{}", out.content);
+    assert_eq!(std::fs::read_to_string(ws.with_file_name("scratch").join("note")).unwrap(), "note\n");
+    assert!(processes_with(&format!("sleep {marker}")).is_empty(), "the setsid process outlived its call");
+    let out = bash(&set, json!({"command": "cat /tmp/note; echo hi | tr a-z A-Z; python3 -c 'print(6*7)'"})).await;
+    assert_eq!(out.content, "note\nHI\n42\n[exit code: 0]", "{}", out.content);
+}
+
+/// As root with `TOOLS_NETWORK=isolated`, tools reach a server standing for the internet (in a
+/// namespace of its own behind a veth pair) through slirp4netns, and nothing of the host: not its
+/// loopback (directly or through slirp4netns's gateway), not its own addresses, not the metadata
+/// range. Without root the same setting gives an empty network, and a failing command says so.
+#[tokio::test]
+async fn isolated_tools_reach_the_internet_but_not_the_host() {
+    let (_dir, ws) = workspace();
+    let mut config = ToolConfig::new(&ws);
+    config.network = baal_core::agent_env::ToolsNetwork::Isolated;
+    let host_service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = host_service.local_addr().unwrap().port();
+    let own_address = host_address();
+    let set = ToolSet::standard(config);
+    let probe = |target: String| format!("curl -sS -m 5 -o /dev/null -w '%{{http_code}}' {target} && echo reached");
+    for target in [
+        format!("http://127.0.0.1:{port}/"),
+        format!("http://10.0.2.2:{port}/"),
+        "http://169.254.169.254/".to_owned(),
+        format!("http://[::1]:{port}/"),
+    ]
+    .into_iter()
+    .chain(own_address.map(|addr| format!("http://{addr}:{port}/")))
+    {
+        let out = bash(&set, json!({ "command": probe(target.clone()) })).await;
+        assert!(!out.content.contains("reached"), "{target} was reachable: {}", out.content);
+    }
+    if !is_root() {
+        let out = bash(&set, json!({ "command": probe("http://198.51.100.2/".into()) })).await;
+        assert!(out.content.contains("[note: this agent's tools have no"), "{}", out.content);
+        return;
+    }
+    let internet = match baal_core::testing::internet::InternetStandIn::start() {
+        Ok(internet) => internet,
+        Err(why) => panic!("the internet stand-in did not start: {why}"),
+    };
+    if which("slirp4netns").is_none() || which("nft").is_none() {
+        eprintln!("SKIPPED the outbound half: slirp4netns and nftables are not installed (.ci/run installs them)");
+        return;
+    }
+    let out = bash(&set, json!({ "command": format!("curl -sS -m 5 http://{}/", internet.addr) })).await;
+    assert!(out.content.contains(baal_core::testing::internet::GREETING), "{}", out.content);
+    let out = bash(&set, json!({"command": "nft flush ruleset; echo rc=$?"})).await;
+    assert!(!out.content.contains("rc=0"), "tools changed their deny list: {}", out.content);
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().map(|dir| PathBuf::from(dir).join(program)).find(|p| p.is_file())
+}
+
+/// One of the host's own non-loopback IPv4 addresses, if it has one.
+fn host_address() -> Option<String> {
+    let output = std::process::Command::new("hostname").arg("-I").output().ok()?;
+    String::from_utf8_lossy(&output.stdout).split_whitespace().find(|a| a.contains('.')).map(str::to_owned)
 }

@@ -13,7 +13,7 @@ use secrecy::SecretString;
 
 use crate::agent_env::{
     DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LIBERTAI_API_BASE_URL, DEFAULT_TOOLS_MAX_FILE_SIZE_MIB,
-    DEFAULT_TOOLS_MAX_OPEN_FILES, var,
+    DEFAULT_TOOLS_MAX_OPEN_FILES, DEFAULT_TOOLS_MAX_PROCESSES, ToolsNetwork, var,
 };
 use crate::domain::{DEFAULT_VISITOR_TOOLS, Model};
 use crate::env::{SettingError, Vars};
@@ -68,6 +68,12 @@ pub struct AgentSettings {
     pub tools_max_open_files: u64,
     /// `TOOLS_MAX_FILE_SIZE_MIB`: the largest file a tool process may write (default 1024 MiB).
     pub tools_max_file_size_mib: u64,
+    /// `TOOLS_MAX_PROCESSES`: processes the tools may have at once (default 1024).
+    pub tools_max_processes: u64,
+    /// `TOOLS_MAX_MEMORY_MIB`: address space of one tool process (default: no such limit).
+    pub tools_max_memory_mib: Option<u64>,
+    /// `TOOLS_NETWORK`: how tool processes reach the network (default `host`).
+    pub tools_network: ToolsNetwork,
     /// `WEB_FETCH_ALLOW`: private hosts or CIDRs `web_fetch` may reach (default none).
     pub web_fetch_allow: Vec<String>,
     /// `MAX_SUBAGENTS`: subagents running at once (default 3).
@@ -161,6 +167,14 @@ impl AgentSettings {
                 .number(var::TOOLS_MAX_FILE_SIZE_MIB, "a whole number of MiB")?
                 .unwrap_or(DEFAULT_TOOLS_MAX_FILE_SIZE_MIB)
                 .max(1),
+            tools_max_processes: env
+                .number(var::TOOLS_MAX_PROCESSES, "a whole number of processes")?
+                .unwrap_or(DEFAULT_TOOLS_MAX_PROCESSES)
+                .max(8),
+            tools_max_memory_mib: env
+                .number(var::TOOLS_MAX_MEMORY_MIB, "a whole number of MiB")?
+                .map(|m: u64| m.max(16)),
+            tools_network: env.number(var::TOOLS_NETWORK, "host, isolated or none")?.unwrap_or_default(),
             web_fetch_allow: env.list(var::WEB_FETCH_ALLOW).unwrap_or_default(),
             max_subagents: small(var::MAX_SUBAGENTS, 3)?,
             llm_read_timeout: env.seconds(var::LLM_READ_TIMEOUT, Duration::from_secs(120))?.max(Duration::from_secs(1)),

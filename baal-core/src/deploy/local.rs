@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 
 use super::isolation::{Isolation, KillScope};
 use super::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer, SilentReporter, Tenancy};
-use crate::agent_env::{AgentDefaults, AgentEnv};
+use crate::agent_env::{AgentDefaults, AgentEnv, ToolsNetwork};
 use crate::config::Settings;
 use crate::domain::{AgentId, Deployment};
 use crate::proxy::http::{HttpProxy, HttpProxyOptions};
@@ -415,7 +415,9 @@ impl Inner {
     /// The environment `spec`'s agent runs with, listening on `port`; as root, with a tools
     /// identity of its own ([`tools_uid`]).
     fn env(&self, spec: &AgentSpec, port: u16) -> AgentEnv {
-        let env = AgentEnv::new(spec, &self.agent_defaults, port, &self.agent_dir(spec.agent_id));
+        // Tools never share the host's network: the host's loopback services are the operator's.
+        let env = AgentEnv::new(spec, &self.agent_defaults, port, &self.agent_dir(spec.agent_id))
+            .with_tools_network(ToolsNetwork::Isolated);
         match tools_uid(spec.agent_id) {
             Some(uid) if self.isolation.root => env.with_tools_user(uid.to_string()),
             _ => env,

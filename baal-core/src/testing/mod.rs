@@ -6,6 +6,8 @@
 #[cfg(feature = "aleph")]
 pub mod aleph;
 pub mod db;
+#[cfg(any(feature = "agent", feature = "local"))]
+pub mod internet;
 #[cfg(feature = "platform")]
 pub mod messenger;
 pub mod openai;

@@ -22,10 +22,6 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// The search path when the agent has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// Processes (threads included) the tools user may have at once: a fork bomb fails fast instead
-/// of starving the agent until the timeout. Only set when tools run as their own user, since the
-/// limit counts every process of the user.
-const MAX_TOOL_PROCESSES: u64 = 1024;
 /// Variables a tool process may inherit: none of them carries a secret.
 const INHERITED_VARS: &[&str] = &["PATH", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ"];
 
@@ -88,29 +84,48 @@ impl Tool for Bash {
             Err(e) => return error_output(e),
         };
 
+        let shared = self.shared.clone();
+        let tmpdir = if shared.jail.is_active() { Path::new("/tmp") } else { shared.scratch.as_path() };
         let mut cmd = tokio::process::Command::new("bash");
         cmd.arg("-c")
             .arg(command)
             .current_dir(&cwd)
             .env_clear()
-            .envs(safe_env(&cwd, identity.is_some().then_some(config.tools_user.as_str())))
+            .envs(safe_env(&cwd, tmpdir, identity.is_some().then_some(config.tools_user.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             // Its own group, so a timeout or a dropped call can kill everything it started.
             .process_group(0);
-        let limit_processes = identity.is_some();
+        // RLIMIT_NPROC counts every process of a user: it is a per-agent limit only for a tools
+        // user of the agent's own (root) or inside a user namespace of the call's own.
+        let max_processes = (identity.is_some() || shared.jail.is_active()).then_some(config.max_processes);
         let (max_files, max_file_size) = (config.max_open_files, config.max_file_size_bytes);
-        // The ruleset descriptor stays open in `self.shared` while the child starts.
-        let ruleset = self.shared.fs_ruleset.as_ref().map(|fd| fd.as_raw_fd());
+        let max_memory = config.max_memory_bytes;
         let agent_pid = rustix::process::getpid();
         // SAFETY: the closure runs in the child between fork and exec; it only makes system calls
-        // (setgroups, setgid, setuid, setrlimit, prctl, getppid, landlock_restrict_self), which
+        // (setns, unshare, mount, fork, setgroups, setgid, setuid, setrlimit, prctl, getppid,
+        // open/write/close, landlock_restrict_self) on data prepared before the fork, which
         // neither allocate nor lock, as std's own uid switch in the child does.
         unsafe {
             cmd.pre_exec(move || {
-                use rustix::process::{Resource, Rlimit, setrlimit};
+                use rustix::process::{Resource, Rlimit, Signal, set_parent_process_death_signal, setrlimit};
+                // Namespaces first, with the agent's privileges: entering them needs those.
+                shared.jail.enter()?;
+                // An agent that is killed outright (SIGKILL, OOM) cannot run GroupGuard: the call
+                // then dies with it instead of running on unwatched. The signal fires when the
+                // forking *thread* exits; spawns happen on the runtime's worker threads, which
+                // live as long as the agent. Entering a user namespace clears it, hence here.
+                set_parent_process_death_signal(Some(Signal::KILL))?;
+                if rustix::process::getppid() != Some(agent_pid) {
+                    // The agent died before the signal was armed (an error value that does not allocate).
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                // From here on this is bash, the first process of the call's PID namespace.
+                shared.jail.become_init()?;
+                // The memory killer takes a tool before the agent that runs it.
+                let _ = write_oom_score_adj();
                 if let Some(id) = identity {
                     // Here rather than with `Command::uid`: std switches before it enters the
                     // working directory, and the tools user may not traverse the directories
@@ -123,25 +138,20 @@ impl Tool for Bash {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
-                // An agent that is killed outright (SIGKILL, OOM) cannot run GroupGuard: bash
-                // then dies with it instead of running on unwatched. The signal fires when the
-                // forking *thread* exits; spawns happen on the runtime's worker threads, which
-                // live as long as the agent. It must be set after the uid switch, which clears it.
-                rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-                if rustix::process::getppid() != Some(agent_pid) {
-                    // The agent died before the signal was armed (an error value that does not allocate).
-                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-                }
+                // Again: the uid switch clears it, and the parent is now the stand-in.
+                set_parent_process_death_signal(Some(Signal::KILL))?;
                 setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) })?;
                 // Per process, whatever the host: cgroups limit neither descriptors nor file sizes.
                 setrlimit(Resource::Nofile, Rlimit { current: Some(max_files), maximum: Some(max_files) })?;
                 setrlimit(Resource::Fsize, Rlimit { current: Some(max_file_size), maximum: Some(max_file_size) })?;
-                if limit_processes {
-                    let max = Some(MAX_TOOL_PROCESSES);
-                    setrlimit(Resource::Nproc, Rlimit { current: max, maximum: max })?;
+                if let Some(max) = max_processes {
+                    setrlimit(Resource::Nproc, Rlimit { current: Some(max), maximum: Some(max) })?;
                 }
-                if let Some(ruleset) = ruleset {
-                    super::sandbox::enter_fs_ruleset(ruleset)?;
+                if let Some(max) = max_memory {
+                    setrlimit(Resource::As, Rlimit { current: Some(max), maximum: Some(max) })?;
+                }
+                if let Some(ruleset) = &shared.fs_ruleset {
+                    super::sandbox::enter_fs_ruleset(ruleset.as_raw_fd())?;
                 }
                 Ok(())
             });
@@ -211,6 +221,11 @@ impl Tool for Bash {
             Ok(Ok(status)) => match status.code() {
                 Some(code) => {
                     text.push_str(&format!("[exit code: {code}]"));
+                    if code != 0
+                        && let super::jail::Reach::Nothing(why) = &self.shared.jail.reach
+                    {
+                        text.push_str(&format!("\n[note: {why}; web_fetch can still fetch public pages]"));
+                    }
                     false
                 }
                 None => {
@@ -227,7 +242,7 @@ impl Tool for Bash {
 
 /// The whole environment of a tool process: nothing of the agent's own except the variables in
 /// [`INHERITED_VARS`], so no secret the agent was started with is reachable from it.
-fn safe_env(workspace: &Path, tools_user: Option<&str>) -> Vec<(OsString, OsString)> {
+fn safe_env(workspace: &Path, tmpdir: &Path, tools_user: Option<&str>) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> =
         INHERITED_VARS.iter().filter_map(|name| std::env::var_os(name).map(|v| (OsString::from(name), v))).collect();
     if !env.iter().any(|(k, _)| k == "PATH") {
@@ -238,11 +253,29 @@ fn safe_env(workspace: &Path, tools_user: Option<&str>) -> Vec<(OsString, OsStri
     }
     env.push(("HOME".into(), workspace.as_os_str().to_owned()));
     env.push(("TERM".into(), "dumb".into()));
+    env.push(("TMPDIR".into(), tmpdir.as_os_str().to_owned()));
     if let Some(user) = tools_user {
         env.push(("USER".into(), user.into()));
         env.push(("LOGNAME".into(), user.into()));
     }
     env
+}
+
+/// Raises the calling process's `oom_score_adj` to the maximum (open, write, close only).
+fn write_oom_score_adj() -> std::io::Result<()> {
+    // SAFETY: a NUL-terminated path and a static buffer.
+    unsafe {
+        let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let written = libc::write(fd, b"1000".as_ptr().cast(), 4);
+        libc::close(fd);
+        if written != 4 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Kills a process group when told to or when dropped (a cancelled tool call): tokio's

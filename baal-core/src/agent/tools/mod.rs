@@ -10,6 +10,7 @@
 mod bash;
 mod confined;
 mod files;
+pub mod jail;
 pub mod sandbox;
 mod web;
 pub mod workspace;
@@ -55,14 +56,28 @@ pub struct ToolConfig {
     /// the system directories, the workspace and `/tmp`; the agent's settings and database stay
     /// out of reach even when tools run as the agent's own user.
     pub extra_read_paths: Vec<PathBuf>,
+    /// How tool processes reach the network (`TOOLS_NETWORK`, default the agent's own).
+    pub network: jail::ToolsNetwork,
+    /// The tools' own `/tmp`, created if missing (default: `scratch` beside the workspace).
+    /// Where the host allows namespaces it is mounted on `/tmp` for each call; elsewhere it is
+    /// only `TMPDIR`.
+    pub scratch_dir: PathBuf,
+    /// Processes the tools may have at once (`TOOLS_MAX_PROCESSES`, `RLIMIT_NPROC`): per call in
+    /// a user namespace, per tools user as root.
+    pub max_processes: u64,
+    /// Address space of one tool process, in bytes (`TOOLS_MAX_MEMORY_MIB`, `RLIMIT_AS`); `None`
+    /// where the deployer limits the agent's memory as a whole (cgroups).
+    pub max_memory_bytes: Option<u64>,
 }
 
 impl ToolConfig {
     /// Defaults for a workspace: 120 s bash timeout, 32 KiB of output, `nobody`, no allow-list,
     /// no web search.
     pub fn new(workspace: impl Into<PathBuf>) -> Self {
+        let workspace: PathBuf = workspace.into();
         ToolConfig {
-            workspace: workspace.into(),
+            scratch_dir: workspace.with_file_name("scratch"),
+            workspace,
             bash_timeout: Duration::from_secs(120),
             max_output_bytes: 32 * 1024,
             tools_user: "nobody".into(),
@@ -73,6 +88,9 @@ impl ToolConfig {
             brave_api_url: "https://api.search.brave.com/res/v1/web/search".into(),
             sensitive_names: workspace::DEFAULT_SENSITIVE_NAMES.iter().map(|s| s.to_string()).collect(),
             extra_read_paths: Vec::new(),
+            network: jail::ToolsNetwork::Host,
+            max_processes: crate::agent_env::DEFAULT_TOOLS_MAX_PROCESSES,
+            max_memory_bytes: None,
         }
     }
 }
@@ -211,26 +229,47 @@ pub(crate) struct Shared {
     pub(crate) identity: Result<Option<sandbox::ToolIdentity>, String>,
     /// The Landlock ruleset tool processes enter; `None` when the kernel has no Landlock.
     pub(crate) fs_ruleset: Option<std::os::fd::OwnedFd>,
+    /// The namespaces each tool process gets.
+    pub(crate) jail: jail::Jail,
+    /// The scratch directory, resolved (the tools' `TMPDIR`).
+    pub(crate) scratch: PathBuf,
 }
 
 impl Shared {
     fn new(config: ToolConfig) -> Self {
         let workspace = config.workspace_resolver();
         let identity = sandbox::tool_identity(&config.tools_user);
-        if let Err(e) = std::fs::create_dir_all(&config.workspace) {
-            tracing::warn!(workspace = %config.workspace.display(), error = %e, "cannot create the workspace");
+        let owner = identity.clone().ok().flatten();
+        for dir in [&config.workspace, &config.scratch_dir] {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot create a directory of the tools");
+            }
         }
-        if let Ok(Some(id)) = identity
+        if let Some(id) = owner
             && let Err(e) = std::fs::canonicalize(&config.workspace)
                 .and_then(|root| confined::open_dir(&root))
                 .and_then(|root| confined::chown_tree(&root, id.uid, id.gid, 0))
         {
             tracing::warn!(workspace = %config.workspace.display(), error = %e, "cannot hand the workspace to the tools user");
         }
+        let scratch = std::fs::canonicalize(&config.scratch_dir).unwrap_or_else(|_| config.scratch_dir.clone());
+        if let Err(e) = own_scratch(&scratch, owner) {
+            tracing::warn!(scratch = %scratch.display(), error = %e, "cannot hand the scratch directory to the tools");
+        }
+        let runtime_dir = scratch.parent().map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf);
+        let jail = jail::Jail::prepare(config.network, Some(&scratch), &runtime_dir);
+        let deny_tcp = !jail.is_active() && config.network != jail::ToolsNetwork::Host;
         let fs_ruleset = match std::fs::canonicalize(&config.workspace)
             .map_err(|e| format!("cannot resolve the workspace: {e}"))
-            .and_then(|root| sandbox::prepare_fs_ruleset(&root, &config.extra_read_paths))
-        {
+            .and_then(|root| {
+                sandbox::prepare_fs_ruleset(&sandbox::Reachable {
+                    workspace: &root,
+                    scratch: &scratch,
+                    extra_read: &config.extra_read_paths,
+                    private_shm: jail.is_active(),
+                    deny_tcp,
+                })
+            }) {
             Ok(Some(fd)) => Some(fd),
             Ok(None) => {
                 tracing::warn!("this kernel has no Landlock: tool processes are not confined to the workspace");
@@ -241,7 +280,7 @@ impl Shared {
                 None
             }
         };
-        Shared { config, workspace, identity, fs_ruleset }
+        Shared { config, workspace, identity, fs_ruleset, jail, scratch }
     }
 
     /// Hands a file or directory the agent created to the tools user (when tools run as one),
@@ -254,6 +293,16 @@ impl Shared {
             tracing::warn!(error = %e, "cannot hand a file to the tools user");
         }
     }
+}
+
+/// Makes the scratch directory the tools' alone: mode 0700, owned by the tools user when the
+/// agent is root. Its contents are theirs already.
+fn own_scratch(dir: &std::path::Path, owner: Option<sandbox::ToolIdentity>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Some(id) = owner {
+        rustix::fs::chown(dir, Some(rustix::fs::Uid::from_raw(id.uid)), Some(rustix::fs::Gid::from_raw(id.gid)))?;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// The arguments as a JSON object: models sometimes send them as a JSON-encoded string.

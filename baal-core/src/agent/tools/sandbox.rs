@@ -103,36 +103,54 @@ const READ_ONLY_PATHS: &[&str] = &[
     "/nix",
     "/snap",
 ];
-/// Scratch places tool processes may also write, besides the workspace.
-const SCRATCH_PATHS: &[&str] = &["/tmp", "/dev/shm"];
 /// Devices tool processes may write (terminals, sinks, random sources).
 const WRITABLE_DEVICES: &[&str] =
     &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/pts"];
 
+/// What a tool process may touch besides the system directories.
+pub(crate) struct Reachable<'a> {
+    /// The workspace: everything.
+    pub(crate) workspace: &'a std::path::Path,
+    /// The agent's scratch directory (the tools' `/tmp`): everything.
+    pub(crate) scratch: &'a std::path::Path,
+    /// Directories to read and execute from, besides the system ones.
+    pub(crate) extra_read: &'a [std::path::PathBuf],
+    /// Each call mounts a fresh `/dev/shm` of its own, so it may be written; without the
+    /// namespaces the host's one is shared by every agent, and stays closed.
+    pub(crate) private_shm: bool,
+    /// Refuse every TCP connect and bind (tools that should have no network but got no network
+    /// namespace); needs Landlock ABI 4.
+    pub(crate) deny_tcp: bool,
+}
+
 /// Builds the Landlock ruleset tool processes enter before exec: read and execute in the system
-/// directories (plus `extra_read`), everything in the workspace and scratch directories, no
-/// signals to processes outside the sandbox (the agent), no abstract sockets outside it.
-/// `Ok(None)` when the kernel has no Landlock (tools then run without this layer).
+/// directories (plus `extra_read`), everything in the workspace and scratch directory, no
+/// signals to processes outside the sandbox (the agent), no abstract sockets outside it; and,
+/// with `deny_tcp`, no TCP. `Ok(None)` when the kernel has no Landlock (tools then run without
+/// this layer).
 #[cfg(target_os = "linux")]
-pub(crate) fn prepare_fs_ruleset(
-    workspace: &std::path::Path,
-    extra_read: &[std::path::PathBuf],
-) -> Result<Option<std::os::fd::OwnedFd>, String> {
-    use landlock::{ABI, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, path_beneath_rules};
+pub(crate) fn prepare_fs_ruleset(reach: &Reachable<'_>) -> Result<Option<std::os::fd::OwnedFd>, String> {
+    use landlock::{
+        ABI, Access, AccessFs, AccessNet, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, path_beneath_rules,
+    };
 
     // The newest ABI this code knows; older kernels get the subset they support (best effort).
     let abi = ABI::V6;
     let build = || -> Result<Option<std::os::fd::OwnedFd>, landlock::RulesetError> {
         let read = AccessFs::from_read(abi);
-        let created = Ruleset::default()
-            .handle_access(AccessFs::from_all(abi))?
-            .scope(Scope::from_all(abi))?
+        let mut ruleset = Ruleset::default().handle_access(AccessFs::from_all(abi))?.scope(Scope::from_all(abi))?;
+        if reach.deny_tcp {
+            // Handled with no rule allowing any port: every connect and bind is refused.
+            ruleset = ruleset.handle_access(AccessNet::from_all(abi))?;
+        }
+        let shm: &[&str] = if reach.private_shm { &["/dev/shm"] } else { &[] };
+        let created = ruleset
             .create()?
             .add_rules(path_beneath_rules(READ_ONLY_PATHS, read))?
-            .add_rules(path_beneath_rules(extra_read, read))?
+            .add_rules(path_beneath_rules(reach.extra_read, read))?
             .add_rules(path_beneath_rules(WRITABLE_DEVICES, read | AccessFs::WriteFile | AccessFs::IoctlDev))?
-            .add_rules(path_beneath_rules(SCRATCH_PATHS, AccessFs::from_all(abi)))?
-            .add_rules(path_beneath_rules([workspace], AccessFs::from_all(abi)))?;
+            .add_rules(path_beneath_rules(shm, AccessFs::from_all(abi)))?
+            .add_rules(path_beneath_rules([reach.workspace, reach.scratch], AccessFs::from_all(abi)))?;
         Ok(created.into())
     };
     build().map_err(|e| format!("cannot prepare the file-system sandbox for tools: {e}"))
@@ -157,10 +175,7 @@ pub(crate) fn enter_fs_ruleset(ruleset: std::os::fd::RawFd) -> io::Result<()> {
 
 /// Without Landlock (not Linux), tool processes run without the file-system sandbox.
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn prepare_fs_ruleset(
-    _workspace: &std::path::Path,
-    _extra_read: &[std::path::PathBuf],
-) -> Result<Option<std::os::fd::OwnedFd>, String> {
+pub(crate) fn prepare_fs_ruleset(_reach: &Reachable<'_>) -> Result<Option<std::os::fd::OwnedFd>, String> {
     Ok(None)
 }
 
