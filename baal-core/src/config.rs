@@ -108,10 +108,25 @@ pub struct Settings {
     /// `TOOLS_MAX_FILE_SIZE_MIB`: the largest file a tool process may write, handed to every agent
     /// (default 1024).
     pub tools_max_file_size_mib: u64,
+    /// `AGENT_MAX_MEMORY_MIB`: memory of one local agent with everything its tools start, in MiB
+    /// (default 1024), where the local deployer can limit it per agent.
+    pub agent_max_memory_mib: u64,
+    /// `AGENT_MAX_PROCESSES`: processes and threads of one local agent with its tools (default 512).
+    pub agent_max_processes: u64,
+    /// `AGENT_CPU_PERCENT`: CPU time of one local agent with its tools, in percent of one core
+    /// (default 100; 200 is two cores).
+    pub agent_cpu_percent: u32,
     /// `HEARTBEAT_INTERVAL`: how often agents check their `HEARTBEAT.md` (default 1800 s; 0
     /// disables), handed to every agent.
     pub agent_heartbeat_interval: Duration,
 }
+
+/// `AGENT_MAX_MEMORY_MIB` when unset.
+pub const DEFAULT_AGENT_MAX_MEMORY_MIB: u64 = 1024;
+/// `AGENT_MAX_PROCESSES` when unset.
+pub const DEFAULT_AGENT_MAX_PROCESSES: u64 = 512;
+/// `AGENT_CPU_PERCENT` when unset: one core.
+pub const DEFAULT_AGENT_CPU_PERCENT: u32 = 100;
 
 /// The SQLite database used when `DATABASE_URL` is unset.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://baal.db?mode=rwc";
@@ -176,6 +191,9 @@ impl Settings {
             tools_max_file_size_mib: env
                 .number("TOOLS_MAX_FILE_SIZE_MIB", "a whole number of MiB")?
                 .unwrap_or(crate::agent_env::DEFAULT_TOOLS_MAX_FILE_SIZE_MIB),
+            agent_max_memory_mib: positive(&env, "AGENT_MAX_MEMORY_MIB", "MiB", DEFAULT_AGENT_MAX_MEMORY_MIB)?,
+            agent_max_processes: positive(&env, "AGENT_MAX_PROCESSES", "processes", DEFAULT_AGENT_MAX_PROCESSES)?,
+            agent_cpu_percent: positive(&env, "AGENT_CPU_PERCENT", "percent of one core", DEFAULT_AGENT_CPU_PERCENT)?,
             agent_heartbeat_interval: env
                 .seconds(crate::agent_env::var::HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_INTERVAL)?,
         };
@@ -279,6 +297,9 @@ impl fmt::Debug for Settings {
             .field("agent_heartbeat_interval", &self.agent_heartbeat_interval)
             .field("tools_max_open_files", &self.tools_max_open_files)
             .field("tools_max_file_size_mib", &self.tools_max_file_size_mib)
+            .field("agent_max_memory_mib", &self.agent_max_memory_mib)
+            .field("agent_max_processes", &self.agent_max_processes)
+            .field("agent_cpu_percent", &self.agent_cpu_percent)
             .finish()
     }
 }
@@ -309,6 +330,22 @@ fn expand_home(path: &str) -> PathBuf {
     match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(path),
+    }
+}
+
+/// `name` as a whole number of `unit` above zero, `default` when unset: a limit of zero would
+/// stop every agent from starting, which is never what an operator means.
+fn positive<T>(env: &Vars, name: &str, unit: &str, default: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + Default + PartialEq + fmt::Display,
+{
+    let expected = format!("a whole number of {unit} above 0 (default {default})");
+    match env.number::<T>(name, &expected)? {
+        None => Ok(default),
+        Some(zero) if zero == T::default() => {
+            Err(SettingError::new(name, "0 would keep every agent from running", format!("set {name} to {expected}")))
+        }
+        Some(value) => Ok(value),
     }
 }
 
@@ -382,6 +419,28 @@ mod tests {
         }
         let err = settings(&[("POOL_MIN_SIZE", "11")]).unwrap_err();
         assert_eq!(err.variable, "POOL_MIN_SIZE");
+    }
+
+    #[test]
+    fn agent_limits_must_be_whole_numbers_above_zero() {
+        let s = settings(&[]).unwrap();
+        assert_eq!((s.agent_max_memory_mib, s.agent_max_processes, s.agent_cpu_percent), (1024, 512, 100));
+        let s = settings(&[("AGENT_CPU_PERCENT", "250"), ("AGENT_MAX_MEMORY_MIB", "64")]).unwrap();
+        assert_eq!((s.agent_max_memory_mib, s.agent_cpu_percent), (64, 250), "several cores are allowed");
+        for name in ["AGENT_MAX_MEMORY_MIB", "AGENT_MAX_PROCESSES", "AGENT_CPU_PERCENT"] {
+            for bad in ["0", "-5", "1.5", "lots", "1e3"] {
+                let err = settings(&[(name, bad)]).unwrap_err();
+                assert_eq!(err.variable, name, "{err}");
+                let text = err.to_string();
+                assert!(text.starts_with(name) && text.contains("above 0"), "{text}");
+            }
+        }
+        let err = settings(&[("AGENT_CPU_PERCENT", "0")]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "AGENT_CPU_PERCENT: 0 would keep every agent from running. \
+             set AGENT_CPU_PERCENT to a whole number of percent of one core above 0 (default 100)"
+        );
     }
 
     #[test]

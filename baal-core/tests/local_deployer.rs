@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use baal_core::agent::history::History;
 use baal_core::config::Settings;
+use baal_core::deploy::isolation::{AgentLimits, Isolation, LimitMechanism};
 use baal_core::deploy::local::{LocalDeployer, RestartLimit, find_agent_binary};
 use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer, SilentReporter};
 use baal_core::domain::{AgentId, Deployment, Role};
@@ -546,4 +547,179 @@ async fn a_setsid_process_dies_when_its_agent_is_killed() {
     eventually("the setsid process dies with its agent", async || escaped.iter().all(|pid| !process_exists(*pid)))
         .await;
     local.shutdown().await;
+}
+
+/// A deployer whose agents get `limits`, where this host can apply them per agent (root, and
+/// cgroup v2 controllers or writable v1 hierarchies); `None`, with the reason printed, elsewhere.
+fn limited_deployer(test: &str, data: &Path, limits: AgentLimits) -> Option<LocalDeployer> {
+    let isolation = Isolation::probe();
+    if isolation.limit_mechanism().is_none() {
+        eprintln!("SKIPPED: {test} needs root and cgroup limits ({isolation})");
+        return None;
+    }
+    Some(deployer(data).with_limits(limits))
+}
+
+/// The cgroup directories process `pid` is in for `controller`: its v1 group for that controller
+/// where the limits use v1, else its v2 group.
+fn group_of(pid: u32, controller: &str) -> PathBuf {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path_in = |hierarchy: &str| {
+        cgroups.lines().find_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let (_, names, path) = (fields.next()?, fields.next()?, fields.next()?);
+            (names.split(',').any(|name| name == hierarchy)).then(|| path.trim_start_matches('/').to_owned())
+        })
+    };
+    match Isolation::probe().limit_mechanism().unwrap() {
+        LimitMechanism::CgroupV1(root) => root.join(controller).join(path_in(controller).unwrap()),
+        _ => {
+            let v2 = cgroups.lines().find_map(|line| line.strip_prefix("0::")).unwrap().trim_start_matches('/');
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+            let mount = mounts
+                .lines()
+                .find_map(|line| {
+                    let (fields, fs) = line.split_once(" - ")?;
+                    fs.starts_with("cgroup2 ").then(|| fields.split(' ').nth(4).map(PathBuf::from)).flatten()
+                })
+                .unwrap();
+            mount.join(v2)
+        }
+    }
+}
+
+/// Every group (and data-directory group) agent `pid` is limited by, for `no_groups_are_left`.
+fn limit_groups(pid: u32) -> Vec<PathBuf> {
+    let groups: Vec<PathBuf> = ["memory", "pids", "cpu"].iter().map(|c| group_of(pid, c)).collect();
+    for group in &groups {
+        let name = group.file_name().unwrap().to_string_lossy();
+        assert!(name.starts_with("agent-"), "the agent is not in a group of its own: {}", group.display());
+    }
+    let parents: Vec<PathBuf> = groups.iter().map(|g| g.parent().unwrap().to_owned()).collect();
+    groups.into_iter().chain(parents).collect()
+}
+
+fn no_groups_are_left(groups: &[PathBuf]) {
+    let left: Vec<&PathBuf> = groups.iter().filter(|g| g.exists()).collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
+}
+
+/// A tool that allocates far beyond its agent's memory limit is killed by the kernel; the agent
+/// lives on and answers the next turn. Deleting the agent removes its groups.
+#[tokio::test]
+async fn a_tool_beyond_the_agents_memory_limit_is_killed_and_the_agent_lives_on() {
+    let data = tempfile::tempdir().unwrap();
+    let test = "a_tool_beyond_the_agents_memory_limit_is_killed_and_the_agent_lives_on";
+    let Some(local) = limited_deployer(test, data.path(), AgentLimits::new(64, 512, 100)) else { return };
+    let llm = ScriptedLlm::start().await;
+    let deployment = local.deploy(&spec_for(Some(&llm), 1, "Ada", "secret-m"), &SilentReporter).await.unwrap();
+    let pid = local.pid(AgentId(1)).unwrap();
+    let groups = limit_groups(pid);
+    let memory = group_of(pid, "memory");
+    let limit = ["memory.max", "memory.limit_in_bytes"]
+        .iter()
+        .find_map(|file| std::fs::read_to_string(memory.join(file)).ok())
+        .unwrap();
+    assert_eq!(limit.trim(), (64u64 << 20).to_string());
+
+    // The OOM killer takes the group's process with the highest score, here the tool by its
+    // size alone. (A tool cannot raise its own `oom_score_adj`: having changed uid, it is not
+    // dumpable, so its /proc files are root's.)
+    llm.push_tool_call(
+        "bash",
+        r#"{"command":"python3 -c 'b = b\"x\" * (300 << 20); print(\"allocated\")'; echo exit=$?"}"#,
+    )
+    .push_text("done");
+    let proxy = HttpProxy::new().unwrap();
+    let agent = endpoint(&deployment, "secret-m");
+    let out = tool_outputs(&chat_text(&proxy, &agent, "allocate").await);
+    assert!(out.contains("exit=137") && !out.lines().any(|line| line == "allocated"), "{out}");
+    assert_eq!(local.pid(AgentId(1)), Some(pid), "the agent itself was not killed");
+    let events = chat_text(&proxy, &agent, "still there?").await;
+    assert_eq!(answer(&events), "echo: still there?", "{events:?}");
+
+    local.destroy(AgentId(1), &deployment, &SilentReporter).await.unwrap();
+    no_groups_are_left(&groups);
+}
+
+/// A tool that forks beyond its agent's process limit is refused (EAGAIN); the agent lives on.
+#[tokio::test]
+async fn a_tool_beyond_the_agents_process_limit_cannot_fork_and_the_agent_lives_on() {
+    let data = tempfile::tempdir().unwrap();
+    let test = "a_tool_beyond_the_agents_process_limit_cannot_fork_and_the_agent_lives_on";
+    let Some(local) = limited_deployer(test, data.path(), AgentLimits::new(1024, 64, 100)) else { return };
+    let llm = ScriptedLlm::start().await;
+    let deployment = local.deploy(&spec_for(Some(&llm), 1, "Ada", "secret-p"), &SilentReporter).await.unwrap();
+    let pid = local.pid(AgentId(1)).unwrap();
+    let groups = limit_groups(pid);
+
+    // Python rather than `sleep &` in a loop: bash retries a refused fork for half a minute.
+    let script = "import os, time\n\
+                  kids, refused, why = [], 0, ''\n\
+                  for _ in range(200):\n\
+                  \x20   try:\n\
+                  \x20       pid = os.fork()\n\
+                  \x20   except OSError as err:\n\
+                  \x20       refused, why = refused + 1, err.strerror\n\
+                  \x20       continue\n\
+                  \x20   if pid == 0:\n\
+                  \x20       time.sleep(60)\n\
+                  \x20       os._exit(0)\n\
+                  \x20   kids.append(pid)\n\
+                  for pid in kids:\n\
+                  \x20   os.kill(pid, 9)\n\
+                  \x20   os.waitpid(pid, 0)\n\
+                  print(f'forked={len(kids)} refused={refused}: {why}')\n";
+    llm.push_tool_call("bash", serde_json::json!({"command": format!("python3 -c \"{script}\"")}).to_string())
+        .push_text("done");
+    let proxy = HttpProxy::new().unwrap();
+    let agent = endpoint(&deployment, "secret-p");
+    let out = tool_outputs(&chat_text(&proxy, &agent, "fork").await);
+    let forked: usize = out
+        .split("forked=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(forked < 64 && out.contains("Resource temporarily unavailable"), "{out}");
+    assert_eq!(local.pid(AgentId(1)), Some(pid), "the agent itself was not killed");
+    let events = chat_text(&proxy, &agent, "still there?").await;
+    assert_eq!(answer(&events), "echo: still there?", "{events:?}");
+
+    local.shutdown().await;
+    no_groups_are_left(&groups);
+}
+
+/// Tools get no more CPU than their agent's share. Proven by the kernel's own accounting, not by
+/// timing: two busy loops under a 20% quota are throttled (`nr_throttled` in the group's cpu.stat).
+#[tokio::test]
+async fn tools_are_throttled_to_the_agents_cpu_share() {
+    let data = tempfile::tempdir().unwrap();
+    let test = "tools_are_throttled_to_the_agents_cpu_share";
+    let Some(local) = limited_deployer(test, data.path(), AgentLimits::new(1024, 512, 20)) else { return };
+    let llm = ScriptedLlm::start().await;
+    let deployment = local.deploy(&spec_for(Some(&llm), 1, "Ada", "secret-c"), &SilentReporter).await.unwrap();
+    let pid = local.pid(AgentId(1)).unwrap();
+    let groups = limit_groups(pid);
+    let cpu = group_of(pid, "cpu");
+    let throttled = || {
+        let stat = std::fs::read_to_string(cpu.join("cpu.stat")).unwrap();
+        stat.lines()
+            .find_map(|line| line.strip_prefix("nr_throttled ")?.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no nr_throttled in {stat}"))
+    };
+    let before = throttled();
+
+    llm.push_tool_call(
+        "bash",
+        r#"{"command":"for i in 1 2; do timeout 1 sh -c 'while :; do :; done' & done; wait; echo spun"}"#,
+    )
+    .push_text("done");
+    let proxy = HttpProxy::new().unwrap();
+    let out = tool_outputs(&chat_text(&proxy, &endpoint(&deployment, "secret-c"), "spin").await);
+    assert!(out.contains("spun"), "{out}");
+    assert!(throttled() > before, "the busy loops were never throttled");
+
+    local.shutdown().await;
+    no_groups_are_left(&groups);
 }

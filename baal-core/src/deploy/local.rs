@@ -16,6 +16,8 @@
 //!   the deployer is dropped, and gets SIGKILL from the kernel if the platform dies (Linux);
 //! - the child's environment is cleared to a short allowlist, so the platform's own secrets
 //!   (bot token, encryption key, Aleph key) never reach an agent;
+//! - as root where the host has the cgroup controllers, an agent and everything its tools start
+//!   share one memory, process and CPU limit ([`AgentLimits`]), set before it starts;
 //! - a crashed agent is restarted on the same port, at most [`RestartLimit::max_restarts`] times
 //!   per [`RestartLimit::window`]; beyond that it is left down and the failure is logged.
 
@@ -33,7 +35,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::isolation::{Isolation, KillScope};
+use super::isolation::{AgentLimits, Isolation, KillScope, LimitMechanism, LimitScope};
 use super::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer, SilentReporter, Tenancy};
 use crate::agent_env::{AgentDefaults, AgentEnv, ToolsNetwork};
 use crate::config::Settings;
@@ -111,6 +113,11 @@ struct Inner {
     /// The cgroup that holds this deployer's agents' kill scopes, one per agent (as root, with
     /// `cgroup.kill`); named after the data directory, so every Baal process sharing it agrees.
     scopes: Option<PathBuf>,
+    /// How agents' limits are applied here, if they can be ([`Isolation::limit_mechanism`]).
+    limit_mechanism: Option<LimitMechanism>,
+    limits: AgentLimits,
+    /// The name of this data directory's group, in the kill scopes' tree and the limits' trees.
+    group_name: String,
     start_timeout: Duration,
     agents: Mutex<HashMap<AgentId, Supervised>>,
     spawner: Spawner,
@@ -185,7 +192,9 @@ impl LocalDeployer {
         // A bare name ("baal-agent") is looked up on PATH by the OS; anything else is a path.
         let agent_bin = if agent_bin.components().count() > 1 { absolute(agent_bin)? } else { agent_bin };
         let isolation = probe_and_log();
-        let scopes = isolation.kill_scope_base().map(|base| base.join(scope_group_name(&data_dir)));
+        let group_name = scope_group_name(&data_dir);
+        let scopes = isolation.kill_scope_base().map(|base| base.join(&group_name));
+        let limit_mechanism = isolation.limit_mechanism();
         let proxy = HttpProxy::with_options(HttpProxyOptions {
             connect_attempts: 1,
             short_timeout: Duration::from_secs(5),
@@ -200,6 +209,9 @@ impl LocalDeployer {
                 restart_limit: RestartLimit::default(),
                 agent_defaults: AgentDefaults::default(),
                 scopes,
+                limit_mechanism,
+                limits: AgentLimits::default(),
+                group_name,
                 isolation,
                 open_without_isolation: false,
                 start_timeout: Duration::from_secs(30),
@@ -215,6 +227,11 @@ impl LocalDeployer {
     pub fn from_settings(settings: &Settings) -> Result<Self, DeployError> {
         Ok(Self::new(&settings.data_dir, find_agent_binary(settings.agent_bin.as_deref())?)?
             .with_agent_defaults(settings.agent_defaults())
+            .with_limits(AgentLimits::new(
+                settings.agent_max_memory_mib,
+                settings.agent_max_processes,
+                settings.agent_cpu_percent,
+            ))
             .open_without_isolation(settings.local_agents_open_without_isolation))
     }
 
@@ -238,6 +255,15 @@ impl LocalDeployer {
     pub fn with_agent_defaults(mut self, defaults: AgentDefaults) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.agent_defaults = defaults;
+        }
+        self
+    }
+
+    /// Sets what each agent, with everything its tools start, may use; applied where the host
+    /// allows ([`Isolation::limit_mechanism`]). Call before deploying anything.
+    pub fn with_limits(mut self, limits: AgentLimits) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.limits = limits;
         }
         self
     }
@@ -432,15 +458,27 @@ impl Inner {
             .ok()
     }
 
+    /// The agent's limits, when this host has the controllers for them.
+    fn limit_scope(&self, agent_id: AgentId) -> Option<LimitScope> {
+        let mechanism = self.limit_mechanism.as_ref()?;
+        LimitScope::new(mechanism, &self.group_name, &format!("agent-{agent_id}"), self.limits)
+            .inspect_err(|err| tracing::warn!(agent = %agent_id, error = %err, "no limits for this agent"))
+            .ok()
+    }
+
     /// Kills everything the agent's processes left behind (`setsid` ones included) and removes
-    /// its scope, and this data directory's group once no agent has one (a restart makes both
-    /// again), so stopped agents leave no cgroups behind.
+    /// its scope and limit groups, and this data directory's groups once no agent has one (a
+    /// restart makes them again), so stopped agents leave no cgroups behind.
     fn kill_leftovers(&self, agent_id: AgentId) {
         if let Some(scope) = self.scope(agent_id) {
             scope.remove();
         }
         if let Some(group) = &self.scopes {
             let _ = std::fs::remove_dir(group);
+        }
+        // After the kill: a group is removed only once its processes are gone.
+        if let Some(limits) = self.limit_scope(agent_id) {
+            limits.remove();
         }
     }
 
@@ -515,6 +553,12 @@ impl Inner {
             // SAFETY: `enter` only makes the system calls open, write and close, on a path
             // allocated before the fork.
             unsafe { command.pre_exec(move || scope.enter()) };
+        }
+        if let Some(limits) = self.limit_scope(agent_id) {
+            // After the kill scope's `prepare`, which has emptied the group the v2 limits sit on.
+            limits.prepare().map_err(|err| failed(format!("setting its limits ({}): {err}", self.limits)))?;
+            // SAFETY: as for the kill scope: open, write and close on paths allocated before the fork.
+            unsafe { command.pre_exec(move || limits.enter()) };
         }
         let mut child = self.spawner.spawn(command).await.map_err(|err| {
             DeployError::new(START.key, "Baal could not run the `baal-agent` program.")
@@ -789,6 +833,13 @@ fn probe_and_log() -> Isolation {
             "local agents are not fully isolated: only the operator's admins may create them \
              (LOCAL_AGENTS_OPEN_WITHOUT_ISOLATION opens them to everyone)"
         );
+    }
+    match isolation.limit_mechanism() {
+        Some(mechanism) => tracing::info!(%mechanism, "local agents' memory, processes and CPU are limited per agent"),
+        None => tracing::info!(
+            "local agents have no memory, process or CPU limit of their own: only the rlimits each \
+             tool process gets apply"
+        ),
     }
     isolation
 }
