@@ -182,6 +182,11 @@ fn check_isolation(settings: &Settings, report: &mut Report) {
     for (boundary, why) in isolation.missing() {
         report.note(&format!("does not hold: {} ({why})", boundary.describe()));
     }
+    println!("  tools reach: {}", isolation.tools_network());
+    match isolation.limit_mechanism() {
+        Some(mechanism) => println!("  limits per agent: {mechanism}"),
+        None => println!("  limits per agent: none; each tool process gets rlimits (address space, processes)"),
+    }
     match isolation.tenancy(settings.local_agents_open_without_isolation) {
         Tenancy::Everyone if isolation.missing().is_empty() => {
             report.pass("level: multi-tenant; anyone may create local agents")

@@ -13,7 +13,7 @@ use baal_core::agent::history::History;
 use baal_core::config::Settings;
 use baal_core::deploy::isolation::{AgentLimits, Isolation, LimitMechanism};
 use baal_core::deploy::local::{LocalDeployer, RestartLimit, find_agent_binary};
-use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer, SilentReporter};
+use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer, SilentReporter, Tenancy};
 use baal_core::domain::{AgentId, Deployment, Role};
 use baal_core::proxy::http::HttpProxy;
 use baal_core::proxy::{AgentEndpoint, AgentEvent, ChatRequest, Proxy, ProxyError};
@@ -455,7 +455,8 @@ async fn as_root_bash_runs_as_the_agents_own_identity() {
         return;
     }
     // A private data directory, as /root/baal-data is: the tools' identity cannot traverse it.
-    let data = tempfile::tempdir().unwrap();
+    // Not under /tmp, which each tool call replaces with its agent's scratch directory.
+    let data = tempfile::tempdir_in("/var/tmp").unwrap();
     let local = deployer(data.path());
     let llm = ScriptedLlm::start().await;
     let proxy = HttpProxy::new().unwrap();
@@ -510,43 +511,180 @@ fn processes_with(needle: &str) -> Vec<u32> {
         .collect()
 }
 
-/// A tool that leaves its process group (`setsid`) still dies when its agent is killed outright:
-/// the agent's kill scope (a cgroup with `cgroup.kill`) holds everything it started.
+/// A tool that leaves its process group (`setsid`) dies when its agent is killed outright in the
+/// middle of the call: the call's PID namespace dies with bash, which dies with the agent, and the
+/// agent's kill scope (a cgroup with `cgroup.kill`, as root) holds everything it started.
 #[tokio::test]
 async fn a_setsid_process_dies_when_its_agent_is_killed() {
-    let isolation = baal_core::deploy::isolation::Isolation::probe();
-    if isolation.kill_scope_base().is_none() {
-        eprintln!("SKIPPED: a_setsid_process_dies_when_its_agent_is_killed needs root and cgroup.kill ({isolation})");
-        return;
-    }
     let data = tempfile::tempdir().unwrap();
     let local = deployer(data.path());
     let llm = ScriptedLlm::start().await;
     let deployment = local.deploy(&spec_for(Some(&llm), 1, "Ada", "secret-k"), &SilentReporter).await.unwrap();
-    let marker = format!("987.{}", std::process::id());
+    setsid_dies_with_its_agent(&local, &llm, &endpoint(&deployment, "secret-k"), AgentId(1)).await;
+    local.shutdown().await;
+}
+
+/// Starts a call that leaves a `setsid` process behind and keeps running, kills the agent with
+/// SIGKILL meanwhile, and waits until the `setsid` process is gone.
+async fn setsid_dies_with_its_agent(local: &LocalDeployer, llm: &ScriptedLlm, agent: &AgentEndpoint, id: AgentId) {
+    let marker = format!("987.{}{}", std::process::id(), id.0);
     llm.push_tool_call(
         "bash",
-        serde_json::json!({"command": format!(
-            // The pause lets `setsid` leave the group before the call ends and its group is killed.
-            "setsid sleep {marker} </dev/null >/dev/null 2>&1 & sleep 0.3; echo started"
-        )})
-        .to_string(),
+        serde_json::json!({"command": format!("setsid sleep {marker} </dev/null >/dev/null 2>&1 & sleep 120")})
+            .to_string(),
     )
     .push_text("done");
-    let proxy = HttpProxy::new().unwrap();
-    let events = chat_text(&proxy, &endpoint(&deployment, "secret-k"), "start it").await;
-    assert!(tool_outputs(&events).contains("started"), "{events:?}");
+    let turn = tokio::spawn({
+        let agent = agent.clone();
+        async move { chat_text(&HttpProxy::new().unwrap(), &agent, "start it").await }
+    });
     let mut escaped = Vec::new();
     eventually("the setsid process", async || {
         escaped = processes_with(&format!("sleep {marker}"));
         !escaped.is_empty()
     })
     .await;
-
-    kill(local.pid(AgentId(1)).unwrap());
+    kill(local.pid(id).unwrap());
     eventually("the setsid process dies with its agent", async || escaped.iter().all(|pid| !process_exists(*pid)))
         .await;
+    turn.abort();
+}
+
+/// What a tenant's `bash` may and may not reach, with the real local deployer and real agents, as
+/// whoever runs it (root, or the unprivileged user `the_boundaries_hold_for_an_unprivileged_operator`
+/// creates): pipes and python3 work; a secret in the operator's directory and a service on the
+/// host's loopback are out of reach; the tools' limits stop a tool that tries to exceed them; a
+/// `setsid` process dies with its agent. As root, a server standing for the internet is reached.
+async fn tenant_boundaries_hold() {
+    const SECRET: &str = "sk-operator-8d1f0c";
+    let root = is_root();
+    let data = tempfile::tempdir().unwrap();
+    // The operator's own files, readable by the operator's uid: only the sandbox keeps them away.
+    // Not under /tmp, which each tool call replaces with its agent's scratch directory.
+    let operator = tempfile::tempdir_in(if root { "/opt" } else { "/var/tmp" }).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(operator.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let env_file = operator.path().join(".env");
+    std::fs::write(&env_file, format!("TELEGRAM_BOT_TOKEN={SECRET}\n")).unwrap();
+    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let host_service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = host_service.local_addr().unwrap().port();
+    let internet = if root { Some(baal_core::testing::internet::InternetStandIn::start().unwrap()) } else { None };
+
+    let local = deployer(data.path()).with_limits(AgentLimits::new(256, 64, 100));
+    let isolation = local.isolation().clone();
+    let llm = ScriptedLlm::start().await;
+    let deployment = local.deploy(&spec_for(Some(&llm), 1, "Ada", "secret-t"), &SilentReporter).await.unwrap();
+    let agent = endpoint(&deployment, "secret-t");
+    let proxy = HttpProxy::new().unwrap();
+    let reach = |what: &str, host: &str, port: u16| {
+        format!("(exec 3<>/dev/tcp/{host}/{port}) 2>/dev/null && echo {what}-reached || echo {what}-refused")
+    };
+    let internet_probe = internet.as_ref().map_or_else(String::new, |net| {
+        format!("; {}; curl -sS -m 5 http://{}/", reach("internet", &net.addr.ip().to_string(), 80), net.addr)
+    });
+    let command = format!(
+        "echo piped | tr a-z A-Z; python3 -c 'print(6*7)'; cat {env}; {loopback}; {gateway}{internet_probe}",
+        env = env_file.display(),
+        loopback = reach("loopback", "127.0.0.1", port),
+        gateway = reach("gateway", "10.0.2.2", port),
+    );
+    llm.push_tool_call("bash", serde_json::json!({ "command": command }).to_string()).push_text("done");
+    let out = tool_outputs(&chat_text(&proxy, &agent, "look around").await);
+    assert!(out.starts_with("PIPED\n42\n"), "{out}");
+    assert!(!out.contains(SECRET) && out.contains("Permission denied"), "{out}");
+    assert!(out.contains("loopback-refused") && out.contains("gateway-refused"), "{out}");
+    if let Some(_net) = &internet {
+        assert!(out.contains("internet-reached"), "{out}");
+        assert!(out.contains(baal_core::testing::internet::GREETING), "{out}");
+    }
+
+    // Limits: cgroups as root, else rlimits per tool process and per call.
+    llm.push_tool_call(
+        "bash",
+        r#"{"command":"python3 -c 'b = bytearray(600 * 1024 * 1024)' 2>&1 | tail -1; echo status=${PIPESTATUS[0]}"}"#,
+    )
+    .push_text("done");
+    let out = tool_outputs(&chat_text(&proxy, &agent, "fill memory").await);
+    assert!(out.contains("MemoryError") || out.contains("status=137"), "{out}");
+    assert!(!out.contains("status=0"), "{out}");
+    let script = "import os\nn = 0\ntry:\n    for _ in range(200):\n        if os.fork() == 0:\n                              import time; time.sleep(30); os._exit(0)\n        n += 1\nexcept OSError as e:\n                      print('refused after', n, e.strerror)";
+    llm.push_tool_call("bash", serde_json::json!({"command": format!("python3 -c \"{script}\"")}).to_string())
+        .push_text("done");
+    let out = tool_outputs(&chat_text(&proxy, &agent, "fork").await);
+    assert!(out.contains("refused after") && out.contains("Resource temporarily unavailable"), "{out}");
+
+    assert_eq!(
+        local.tenancy() == Tenancy::Everyone,
+        isolation.missing().is_empty(),
+        "the gate opens exactly when every boundary holds: {isolation}"
+    );
+    setsid_dies_with_its_agent(&local, &llm, &agent, AgentId(1)).await;
     local.shutdown().await;
+    drop(host_service);
+}
+
+#[tokio::test]
+async fn the_boundaries_hold_for_a_root_operator() {
+    if !is_root() {
+        eprintln!("SKIPPED: the_boundaries_hold_for_a_root_operator needs root");
+        return;
+    }
+    tenant_boundaries_hold().await;
+}
+
+/// The same boundaries for an operator who runs Baal as an ordinary user: the test (as root)
+/// creates one, copies this test binary and `baal-agent` where it can run them, and runs
+/// [`tenant_boundaries_hold`] as that user.
+#[test]
+fn the_boundaries_hold_for_an_unprivileged_operator() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    if !is_root() {
+        eprintln!("SKIPPED: the_boundaries_hold_for_an_unprivileged_operator creates a user, which needs root");
+        return;
+    }
+    const USER: &str = "baal-test-operator";
+    let _ = std::process::Command::new("useradd")
+        .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER])
+        .status();
+    let id = |flag: &str| -> u32 {
+        let out = std::process::Command::new("id").args([flag, USER]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or_else(|_| panic!("no user {USER}"))
+    };
+    let (uid, gid) = (id("-u"), id("-g"));
+    let bin = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = |from: &Path, name: &str| {
+        let to = bin.path().join(name);
+        std::fs::copy(from, &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+        to
+    };
+    let test_bin = copy(&std::env::current_exe().unwrap(), "local_deployer");
+    let agent = copy(&agent_bin(), "baal-agent");
+    let out = std::process::Command::new(test_bin)
+        .args(["unprivileged_tenant_probe", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("BAAL_AGENT_BIN", agent)
+        .env("TMPDIR", "/tmp")
+        .current_dir("/")
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .unwrap();
+    let _ = std::process::Command::new("userdel").arg(USER).status();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "as {USER}:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("1 passed"), "the probe did not run:\n{stdout}");
+}
+
+#[tokio::test]
+#[ignore = "run by the_boundaries_hold_for_an_unprivileged_operator as a user it creates"]
+async fn unprivileged_tenant_probe() {
+    assert!(!is_root(), "run through the_boundaries_hold_for_an_unprivileged_operator");
+    tenant_boundaries_hold().await;
 }
 
 /// A deployer whose agents get `limits`, where this host can apply them per agent (root, and

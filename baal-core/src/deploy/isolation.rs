@@ -80,6 +80,8 @@ pub struct Isolation {
     pub user_namespaces: bool,
     /// A network namespace can be created (in a user namespace when not root).
     pub network_namespaces: bool,
+    /// A PID namespace can be created (in a user namespace when not root).
+    pub pid_namespaces: bool,
     /// A writable cgroup v2 directory, if any.
     pub cgroup_v2: Option<CgroupV2>,
     /// cgroup v1 hierarchies this process may write (`memory`, `pids`, `cpu`).
@@ -107,6 +109,11 @@ impl Isolation {
             } else {
                 libc::CLONE_NEWUSER | libc::CLONE_NEWNET
             }),
+            pid_namespaces: can_unshare(if root {
+                libc::CLONE_NEWPID
+            } else {
+                libc::CLONE_NEWUSER | libc::CLONE_NEWPID
+            }),
             cgroup_v2: cgroup_v2(),
             cgroup_v1: ["memory", "pids", "cpu"]
                 .into_iter()
@@ -121,26 +128,52 @@ impl Isolation {
     }
 
     /// The boundaries this build of Baal enforces on this host: the filesystem (Landlock, in the
-    /// agent) and, as root, an identity per agent, a kill scope per agent (a cgroup with
-    /// `cgroup.kill`) and limits per agent (see [`Isolation::limit_mechanism`]). The tools'
-    /// network namespace is not built yet, whatever the host offers; nor are an identity, a kill
-    /// scope and limits without root (a user namespace, a delegated cgroup).
+    /// agent); an identity, a network and a kill scope of their own for tools (as root a uid per
+    /// agent, a network namespace per agent and a cgroup with `cgroup.kill`; otherwise a user,
+    /// network and PID namespace per tool call, see `agent::tools::jail`); and limits per agent
+    /// (see [`Isolation::limit_mechanism`]).
     pub fn enforced(&self) -> Vec<Boundary> {
         let mut held = Vec::new();
         if self.landlock_abi >= 1 {
             held.push(Boundary::Filesystem);
         }
-        // As root, each agent's tools run as a uid of their own (`local::tools_uid`).
-        if self.root {
+        // As root, each agent's tools run as a uid of their own (`local::tools_uid`); otherwise
+        // each call is in a user namespace of its own.
+        if self.root || self.user_namespaces {
             held.push(Boundary::Identity);
         }
-        if self.kill_scope_base().is_some() {
+        // An empty namespace holds the boundary as well as one with slirp4netns does: the way out
+        // to public addresses is a service on top (see `tools_network`).
+        if self.network_namespaces {
+            held.push(Boundary::Network);
+        }
+        // A call's PID namespace dies with its first process, which dies with the agent
+        // (parent-death signals); a cgroup catches the agent's other children too.
+        if self.kill_scope_base().is_some() || self.pid_namespaces {
             held.push(Boundary::KillScope);
         }
         if self.limit_mechanism().is_some() {
             held.push(Boundary::Limits);
         }
         held
+    }
+
+    /// What local agents' tools can reach on this host, in words, with what to install for more.
+    pub fn tools_network(&self) -> String {
+        match (self.network_namespaces, self.root, &self.slirp4netns, &self.nft) {
+            (false, _, _, _) => "the host's network (no network namespaces here), minus TCP where Landlock \
+                                 has network rules"
+                .to_owned(),
+            (true, true, Some(_), Some(_)) => "public addresses only, through slirp4netns behind an nftables deny \
+                                              list (no host loopback, private, link-local or host addresses)"
+                .to_owned(),
+            (true, true, _, _) => "nothing (an empty network namespace); apt-get install slirp4netns nftables to let \
+                                   them reach public addresses"
+                .to_owned(),
+            (true, false, _, _) => "nothing (an empty network namespace per call); run Baal as root to let them \
+                                    reach public addresses"
+                .to_owned(),
+        }
     }
 
     /// How each agent's memory, processes and CPU are limited here, as root: with the v2
@@ -178,17 +211,15 @@ impl Isolation {
             Boundary::Filesystem => {
                 Some("a kernel with Landlock (Linux 5.13 or later, with `landlock` in the LSM list)")
             }
-            Boundary::Identity if !self.root => {
-                Some("root: run Baal as root for a uid per agent (user namespaces are not used yet)")
-            }
-            Boundary::Network if !self.network_namespaces => Some("network namespaces (run Baal as root)"),
-            Boundary::Network if self.slirp4netns.is_none() && self.pasta.is_none() => {
-                Some("slirp4netns (apt-get install slirp4netns) for tools' outbound access")
-            }
-            Boundary::Network if self.nft.is_none() => Some("nft (apt-get install nftables) for the tools' deny list"),
-            Boundary::KillScope if !self.root || self.cgroup_v2.as_ref().is_none_or(|c| !c.kill) => {
-                Some("root and a cgroup v2 hierarchy with cgroup.kill (Linux 5.14 or later)")
-            }
+            Boundary::Identity => Some(
+                "user namespaces (allow unprivileged ones: sysctl kernel.unprivileged_userns_clone=1, or an \
+                 AppArmor profile that permits them), or root for a uid per agent",
+            ),
+            Boundary::Network => Some("network namespaces (run Baal as root, or allow unprivileged user namespaces)"),
+            Boundary::KillScope => Some(
+                "PID namespaces (allow unprivileged user namespaces, or run Baal as root), or root and a cgroup v2 \
+                 hierarchy with cgroup.kill (Linux 5.14 or later)",
+            ),
             Boundary::Limits if !self.root => {
                 Some("root: run Baal as root for cgroup limits per agent (rlimits alone count per tool process)")
             }
@@ -218,12 +249,13 @@ impl fmt::Display for Isolation {
         let found = |p: &Option<PathBuf>| p.as_ref().map_or("missing".to_owned(), |p| p.display().to_string());
         write!(
             f,
-            "root: {}, Landlock ABI: {}, user namespaces: {}, network namespaces: {}, cgroup v2: {}, \
+            "root: {}, Landlock ABI: {}, user namespaces: {}, network namespaces: {}, PID namespaces: {}, cgroup v2: {}, \
              cgroup v1: {}, /dev/net/tun: {}, slirp4netns: {}, pasta: {}, nft: {}",
             yes(self.root),
             self.landlock_abi,
             yes(self.user_namespaces),
             yes(self.network_namespaces),
+            yes(self.pid_namespaces),
             self.cgroup_v2.as_ref().map_or("not writable".to_owned(), |c| format!(
                 "{} [{}] (for its groups: [{}]){}",
                 c.dir.display(),
@@ -623,17 +655,20 @@ mod tests {
         assert_eq!(isolation.root, rustix::process::geteuid().is_root());
         let shown = isolation.to_string();
         assert!(shown.contains("Landlock ABI"), "{shown}");
-        // The tools' network is not built yet: missing whatever the host offers, so no host hosts
-        // everyone unless the operator opens it.
         let missing: Vec<Boundary> = isolation.missing().into_iter().map(|(b, _)| b).collect();
-        assert!(missing.contains(&Boundary::Network), "{missing:?}");
+        assert_eq!(missing.contains(&Boundary::Network), !isolation.network_namespaces, "{missing:?}");
         assert_eq!(missing.contains(&Boundary::Limits), isolation.limit_mechanism().is_none(), "{missing:?}");
         let v1 = ["memory", "pids", "cpu"].iter().all(|c| isolation.cgroup_v1.iter().any(|have| have == c));
         if isolation.root && v1 {
             // As root with writable v1 hierarchies (these hybrid hosts), limits hold.
             assert!(isolation.enforced().contains(&Boundary::Limits), "{shown}");
         }
-        assert_eq!(isolation.tenancy(false), Tenancy::OperatorOnly);
+        if isolation.root {
+            // Root always gets a network namespace and a PID namespace for tools.
+            assert!(!missing.contains(&Boundary::Network) && !missing.contains(&Boundary::KillScope), "{missing:?}");
+        }
+        let open = if missing.is_empty() { Tenancy::Everyone } else { Tenancy::OperatorOnly };
+        assert_eq!(isolation.tenancy(false), open);
         assert_eq!(isolation.tenancy(true), Tenancy::Everyone);
     }
 
@@ -644,6 +679,7 @@ mod tests {
             landlock_abi: 0,
             user_namespaces: false,
             network_namespaces: false,
+            pid_namespaces: false,
             cgroup_v2: None,
             cgroup_v1: Vec::new(),
             tun: false,
@@ -656,10 +692,20 @@ mod tests {
         let text = |b: Boundary| missing.iter().find(|(m, _)| *m == b).unwrap().1.clone();
         assert!(text(Boundary::Filesystem).contains("Landlock"));
         assert!(text(Boundary::Network).contains("root"));
-        let root = Isolation { root: true, network_namespaces: true, ..bare.clone() };
-        assert!(root.what_it_needs(Boundary::Network).contains("apt-get install slirp4netns"));
-        let tools = Isolation { slirp4netns: Some("/usr/bin/slirp4netns".into()), ..root };
-        assert!(tools.what_it_needs(Boundary::Network).contains("apt-get install nftables"));
+        assert!(text(Boundary::Identity).contains("user namespaces"));
+        assert!(text(Boundary::KillScope).contains("PID namespaces"));
+        let root = Isolation { root: true, network_namespaces: true, pid_namespaces: true, ..bare.clone() };
+        assert!(root.enforced().contains(&Boundary::Network) && root.enforced().contains(&Boundary::KillScope));
+        assert!(root.tools_network().contains("apt-get install slirp4netns nftables"));
+        let unprivileged = Isolation { user_namespaces: true, network_namespaces: true, ..bare.clone() };
+        assert!(unprivileged.enforced().contains(&Boundary::Identity));
+        assert!(unprivileged.tools_network().contains("run Baal as root"));
+        let tools = Isolation {
+            slirp4netns: Some("/usr/bin/slirp4netns".into()),
+            nft: Some("/usr/sbin/nft".into()),
+            ..root.clone()
+        };
+        assert!(tools.tools_network().starts_with("public addresses only"));
         assert!(bare.what_it_needs(Boundary::Limits).contains("root"));
         assert!(tools.what_it_needs(Boundary::Limits).contains("cgroup.subtree_control"));
     }
@@ -674,6 +720,7 @@ mod tests {
             landlock_abi: 6,
             user_namespaces: true,
             network_namespaces: true,
+            pid_namespaces: true,
             cgroup_v2: Some(CgroupV2 {
                 dir: "/sys/fs/cgroup/system.slice/baal.service".into(),
                 controllers: owned(&["cpu", "io", "memory", "pids"]),

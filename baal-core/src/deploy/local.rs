@@ -442,8 +442,13 @@ impl Inner {
     /// identity of its own ([`tools_uid`]).
     fn env(&self, spec: &AgentSpec, port: u16) -> AgentEnv {
         // Tools never share the host's network: the host's loopback services are the operator's.
-        let env = AgentEnv::new(spec, &self.agent_defaults, port, &self.agent_dir(spec.agent_id))
+        let mut env = AgentEnv::new(spec, &self.agent_defaults, port, &self.agent_dir(spec.agent_id))
             .with_tools_network(ToolsNetwork::Isolated);
+        if self.limit_mechanism.is_none() {
+            // No cgroups to count the agent as a whole: each tool process gets the memory limit
+            // as its address space, and each call (a user namespace of its own) the process limit.
+            env = env.with_tools_rlimits(self.limits.memory_mib, self.limits.processes);
+        }
         match tools_uid(spec.agent_id) {
             Some(uid) if self.isolation.root => env.with_tools_user(uid.to_string()),
             _ => env,
