@@ -207,33 +207,27 @@ impl Isolation {
     }
 
     fn what_it_needs(&self, boundary: Boundary) -> String {
-        let host = match boundary {
-            Boundary::Filesystem => {
-                Some("a kernel with Landlock (Linux 5.13 or later, with `landlock` in the LSM list)")
-            }
-            Boundary::Identity => Some(
+        let needs = match boundary {
+            Boundary::Filesystem => "a kernel with Landlock (Linux 5.13 or later, with `landlock` in the LSM list)",
+            Boundary::Identity => {
                 "user namespaces (allow unprivileged ones: sysctl kernel.unprivileged_userns_clone=1, or an \
-                 AppArmor profile that permits them), or root for a uid per agent",
-            ),
-            Boundary::Network => Some("network namespaces (run Baal as root, or allow unprivileged user namespaces)"),
-            Boundary::KillScope => Some(
-                "PID namespaces (allow unprivileged user namespaces, or run Baal as root), or root and a cgroup v2 \
-                 hierarchy with cgroup.kill (Linux 5.14 or later)",
-            ),
-            Boundary::Limits if !self.root => {
-                Some("root: run Baal as root for cgroup limits per agent (rlimits alone count per tool process)")
+                 AppArmor profile that permits them), or root for a uid per agent"
             }
-            Boundary::Limits => Some(
+            Boundary::Network => "network namespaces (run Baal as root, or allow unprivileged user namespaces)",
+            Boundary::KillScope => {
+                "PID namespaces (allow unprivileged user namespaces, or run Baal as root), or root and a cgroup v2 \
+                 hierarchy with cgroup.kill (Linux 5.14 or later)"
+            }
+            Boundary::Limits if !self.root => {
+                "root: run Baal as root for cgroup limits per agent (rlimits alone count per tool process)"
+            }
+            Boundary::Limits => {
                 "the memory, pids and cpu controllers for Baal's agents: enabled in the cgroup.subtree_control \
                  of the cgroup v2 directory Baal runs in (with cgroup.kill), or writable cgroup v1 hierarchies \
-                 /sys/fs/cgroup/{memory,pids,cpu}",
-            ),
-            _ => None,
+                 /sys/fs/cgroup/{memory,pids,cpu}"
+            }
         };
-        match host {
-            Some(needs) => format!("this host lacks {needs}"),
-            None => "this version of Baal does not enforce it yet".to_owned(),
-        }
+        format!("this host lacks {needs}")
     }
 
     /// Who may create local agents: everyone only when every [`Boundary`] holds, or when the
