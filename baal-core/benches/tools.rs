@@ -1,12 +1,16 @@
 //! What one tool call costs, printed (not asserted): `cargo bench --workspace --bench tools`.
 //!
-//! `bash` pays for fork/exec, the uid switch and entering Landlock; the file tools for the
+//! `bash` pays for fork/exec, the uid switch and entering Landlock, and, where the host allows, the
+//! call's own namespaces (PID, mount, and a user namespace when not root; with an isolated
+//! network, entering the agent's network namespace), measured with and without them; the file
+//! tools for the
 //! resolver and `openat2`; `web_fetch` for the guard, a fresh pinned client and a loopback HTTP
 //! round trip.
 
 use std::time::{Duration, Instant};
 
 use baal_core::agent::tools::{ToolConfig, ToolContext, ToolSet};
+use baal_core::agent_env::ToolsNetwork;
 use baal_core::domain::Role;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -61,14 +65,25 @@ async fn main() {
     let port = loopback_server().await;
 
     println!("tool call latency over {RUNS} runs (p50 / p99):");
+    for (label, namespaces, network) in [
+        ("bash, no namespaces (as before)", false, ToolsNetwork::Host),
+        ("bash, own PID+mount namespaces", true, ToolsNetwork::Host),
+        ("bash, + isolated network", true, ToolsNetwork::Isolated),
+    ] {
+        let mut config = ToolConfig::new(dir.path().join(format!("ws-{label}").replace([' ', ',', '+', '(', ')'], "")));
+        config.per_call_namespaces = namespaces;
+        config.network = network;
+        let set = ToolSet::standard(config);
+        let (p50, p99) = measure(&set, "bash", json!({"command": "true"})).await;
+        println!("  {label:<34} {:>9.3} ms / {:>9.3} ms", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
+    }
     for (name, args) in [
-        ("bash", json!({"command": "true"})),
         ("read_file", json!({"path": "notes.md"})),
         ("write_file", json!({"path": "out/new.md", "content": "x"})),
         ("list_dir", json!({})),
         ("web_fetch", json!({"url": format!("http://127.0.0.1:{port}/")})),
     ] {
         let (p50, p99) = measure(&set, name, args).await;
-        println!("  {name:<10} {:>9.3} ms / {:>9.3} ms", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
+        println!("  {name:<34} {:>9.3} ms / {:>9.3} ms", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
     }
 }

@@ -383,7 +383,13 @@ async fn both_deployers_write_one_environment_and_real_agents_read_it() {
     let port: u16 = url_port(facts.vm_url.as_deref().unwrap());
     let local_port: u16 = url_port(local_facts.vm_url.as_deref().unwrap());
     let on_vm_expected = AgentEnv::new(&agent_spec, &defaults, port, &vm_data);
-    let mut on_host_expected = AgentEnv::new(&agent_spec, &defaults, local_port, &local_dir);
+    // A local agent's tools never share the host's network; without cgroup limits they get rlimits.
+    let mut on_host_expected = AgentEnv::new(&agent_spec, &defaults, local_port, &local_dir)
+        .with_tools_network(baal_core::agent_env::ToolsNetwork::Isolated);
+    if local.isolation().limit_mechanism().is_none() {
+        let limits = baal_core::deploy::isolation::AgentLimits::default();
+        on_host_expected = on_host_expected.with_tools_rlimits(limits.memory_mib, limits.processes);
+    }
     // Baal as root gives a local agent's tools a uid of their own; a VM's agent is unprivileged.
     // SAFETY: geteuid has no arguments and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
@@ -406,8 +412,18 @@ async fn both_deployers_write_one_environment_and_real_agents_read_it() {
     }
     let differing: Vec<&String> = on_vm.keys().filter(|name| on_vm[*name] != on_host[*name]).collect();
     assert_eq!(differing.len(), 3, "only where the agent lives differs: {differing:?}");
-    let only_local: Vec<&String> = on_host.keys().filter(|name| !on_vm.contains_key(*name)).collect();
-    assert_eq!(only_local, if root { vec![var::TOOLS_USER] } else { Vec::<&str>::new() });
+    let mut only_local: Vec<&str> =
+        on_host.keys().filter(|name| !on_vm.contains_key(*name)).map(String::as_str).collect();
+    only_local.sort_unstable();
+    let mut expected_only_local = vec![var::TOOLS_NETWORK];
+    if root {
+        expected_only_local.push(var::TOOLS_USER);
+    }
+    if local.isolation().limit_mechanism().is_none() {
+        expected_only_local.extend([var::TOOLS_MAX_MEMORY_MIB, var::TOOLS_MAX_PROCESSES]);
+    }
+    expected_only_local.sort_unstable();
+    assert_eq!(only_local, expected_only_local);
     assert_eq!(on_vm[var::HEARTBEAT_INTERVAL], "7");
     assert_eq!(on_vm[var::BRAVE_API_KEY], "brave-key");
 

@@ -2,7 +2,7 @@
 //! Baal runs as root, the Landlock ABI, user and network namespaces, cgroup controllers, a usable
 //! `/dev/net/tun`, and the programs tools' networking needs (slirp4netns or pasta, nft).
 //!
-//! [`Isolation::probe`] only looks: it forks two short-lived children to try `unshare`, reads
+//! [`Isolation::probe`] only looks: it forks three short-lived children to try `unshare`, reads
 //! `/proc` and `/sys`, and searches `PATH`. [`Isolation::tenancy`] turns that into who may create
 //! local agents: everyone only where every boundary of a shared host holds, else the operator
 //! alone (see `SECURITY.md`).

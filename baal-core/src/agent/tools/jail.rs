@@ -75,9 +75,14 @@ pub(crate) struct Jail {
 }
 
 impl Jail {
-    /// No namespaces: tools run in the agent's own (hosts where none can be made, and tests of
-    /// the layers beneath).
-    pub(crate) fn off(reach: Reach) -> Jail {
+    /// No namespaces: tools run in the agent's own (hosts where none can be made, or an embedder
+    /// that turned them off). Without a namespace, a network other than the host's is Landlock's
+    /// refusal of TCP.
+    pub(crate) fn off(network: ToolsNetwork) -> Jail {
+        let reach = match network {
+            ToolsNetwork::Host => Reach::Host,
+            _ => Reach::Nothing("this agent's tools have no TCP network on this host".to_owned()),
+        };
         Jail { active: false, netns: None, maps: None, new_net: false, tmp: None, resolv: None, reach, _slirp: None }
     }
 
@@ -89,7 +94,7 @@ impl Jail {
         let tmp = scratch.and_then(|dir| CString::new(dir.as_os_str().as_encoded_bytes()).ok());
         let nothing = |why: &str| Reach::Nothing(why.to_owned());
         let mut jail = if root {
-            let mut jail = Jail { active: true, ..Jail::off(Reach::Host) };
+            let mut jail = Jail { active: true, ..Jail::off(ToolsNetwork::Host) };
             if network != ToolsNetwork::Host {
                 match tools_netns(network, runtime_dir) {
                     Ok((fd, slirp, resolv, reach)) => {
@@ -111,7 +116,7 @@ impl Jail {
             let mut jail = Jail {
                 active: true,
                 maps: Some((format!("{uid} {uid} 1").into_bytes(), format!("{gid} {gid} 1").into_bytes())),
-                ..Jail::off(Reach::Host)
+                ..Jail::off(ToolsNetwork::Host)
             };
             if network != ToolsNetwork::Host {
                 jail.new_net = true;
@@ -125,13 +130,8 @@ impl Jail {
         match jail.try_out() {
             Ok(()) => jail,
             Err(e) => {
-                let reach = if network == ToolsNetwork::Host {
-                    Reach::Host
-                } else {
-                    nothing("this agent's tools have no TCP network on this host")
-                };
                 tracing::warn!(error = %e, "tool processes cannot get namespaces of their own on this host; they run without them");
-                Jail::off(reach)
+                Jail::off(network)
             }
         }
     }

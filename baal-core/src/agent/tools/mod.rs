@@ -65,6 +65,9 @@ pub struct ToolConfig {
     /// Processes the tools may have at once (`TOOLS_MAX_PROCESSES`, `RLIMIT_NPROC`): per call in
     /// a user namespace, per tools user as root.
     pub max_processes: u64,
+    /// Give each tool call namespaces of its own where the host allows (default). Off, calls run
+    /// in the agent's own, as before namespaces existed (for measuring what they cost).
+    pub per_call_namespaces: bool,
     /// Address space of one tool process, in bytes (`TOOLS_MAX_MEMORY_MIB`, `RLIMIT_AS`); `None`
     /// where the deployer limits the agent's memory as a whole (cgroups).
     pub max_memory_bytes: Option<u64>,
@@ -91,6 +94,7 @@ impl ToolConfig {
             network: jail::ToolsNetwork::Host,
             max_processes: crate::agent_env::DEFAULT_TOOLS_MAX_PROCESSES,
             max_memory_bytes: None,
+            per_call_namespaces: true,
         }
     }
 }
@@ -257,7 +261,11 @@ impl Shared {
             tracing::warn!(scratch = %scratch.display(), error = %e, "cannot hand the scratch directory to the tools");
         }
         let runtime_dir = scratch.parent().map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf);
-        let jail = jail::Jail::prepare(config.network, Some(&scratch), &runtime_dir);
+        let jail = if config.per_call_namespaces {
+            jail::Jail::prepare(config.network, Some(&scratch), &runtime_dir)
+        } else {
+            jail::Jail::off(config.network)
+        };
         let deny_tcp = !jail.is_active() && config.network != jail::ToolsNetwork::Host;
         let fs_ruleset = match std::fs::canonicalize(&config.workspace)
             .map_err(|e| format!("cannot resolve the workspace: {e}"))
