@@ -214,6 +214,8 @@ mod tests {
         assert_eq!(s.max_history, 100);
         assert_eq!(s.max_tool_iterations, 50);
         assert_eq!(s.heartbeat_interval, Duration::from_secs(1800));
+        assert_eq!(s.tools_network, ToolsNetwork::Host, "an Aleph VM is the agent's own");
+        assert_eq!((s.tools_max_processes, s.tools_max_memory_mib), (1024, None));
         assert_eq!(s.compaction_keep_messages, 20);
         assert_eq!(s.visitor_tools, vec!["web_fetch", "web_search"]);
         assert_eq!(s.libertai_api_base_url, "https://api.libertai.io/v1");
@@ -228,6 +230,11 @@ mod tests {
         let mut vars = base();
         vars.push(("PORT", "eighty"));
         assert_eq!(AgentSettings::from_vars(vars).err().unwrap().variable, "PORT");
+        let mut vars = base();
+        vars.push(("TOOLS_NETWORK", "open"));
+        let e = AgentSettings::from_vars(vars).err().unwrap();
+        assert_eq!(e.variable, "TOOLS_NETWORK");
+        assert!(e.fix.contains("host, isolated or none"), "{}", e.fix);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use super::Tenancy;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Boundary {
-    /// Tools read only the system's directories and write only their workspace and the shared
+    /// Tools read only the system's directories and write only their workspace and their own
     /// scratch directories (Landlock).
     Filesystem,
     /// Tools run under an identity of their own (a uid per agent, or a user namespace).
@@ -44,7 +44,7 @@ impl Boundary {
     pub fn describe(self) -> &'static str {
         match self {
             Boundary::Filesystem => {
-                "tools read only the system's directories and write only their workspace, /tmp and /dev/shm"
+                "tools read only the system's directories and write only their workspace and a /tmp of their own"
             }
             Boundary::Identity => "tools run as an identity of their own",
             Boundary::Network => "tools have their own network, without the host's loopback or private ranges",

@@ -839,6 +839,7 @@ fn probe_and_log() -> Isolation {
              (LOCAL_AGENTS_OPEN_WITHOUT_ISOLATION opens them to everyone)"
         );
     }
+    tracing::info!(reach = %isolation.tools_network(), "what local agents' tools can reach on the network");
     match isolation.limit_mechanism() {
         Some(mechanism) => tracing::info!(%mechanism, "local agents' memory, processes and CPU are limited per agent"),
         None => tracing::info!(
