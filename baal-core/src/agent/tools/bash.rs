@@ -85,7 +85,8 @@ impl Tool for Bash {
         };
 
         let shared = self.shared.clone();
-        let tmpdir = if shared.jail.is_active() { Path::new("/tmp") } else { shared.scratch.as_path() };
+        let sandbox = shared.sandbox();
+        let tmpdir = if sandbox.jail.is_active() { Path::new("/tmp") } else { shared.scratch.as_path() };
         let mut cmd = tokio::process::Command::new("bash");
         cmd.arg("-c")
             .arg(command)
@@ -100,7 +101,7 @@ impl Tool for Bash {
             .process_group(0);
         // RLIMIT_NPROC counts every process of a user: it is a per-agent limit only for a tools
         // user of the agent's own (root) or inside a user namespace of the call's own.
-        let max_processes = (identity.is_some() || shared.jail.is_active()).then_some(config.max_processes);
+        let max_processes = (identity.is_some() || sandbox.jail.is_active()).then_some(config.max_processes);
         let (max_files, max_file_size) = (config.max_open_files, config.max_file_size_bytes);
         let max_memory = config.max_memory_bytes;
         let agent_pid = rustix::process::getpid();
@@ -111,8 +112,12 @@ impl Tool for Bash {
         unsafe {
             cmd.pre_exec(move || {
                 use rustix::process::{Resource, Rlimit, Signal, set_parent_process_death_signal, setrlimit};
+                // Set up before the spawn (`Shared::sandbox`); reading it is one atomic load.
+                let Some(sandbox) = shared.sandbox.get() else {
+                    return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+                };
                 // Namespaces first, with the agent's privileges: entering them needs those.
-                shared.jail.enter()?;
+                sandbox.jail.enter()?;
                 // An agent that is killed outright (SIGKILL, OOM) cannot run GroupGuard: the call
                 // then dies with it instead of running on unwatched. The signal fires when the
                 // forking *thread* exits; spawns happen on the runtime's worker threads, which
@@ -123,7 +128,7 @@ impl Tool for Bash {
                     return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
                 }
                 // From here on this is bash, the first process of the call's PID namespace.
-                shared.jail.become_init()?;
+                sandbox.jail.become_init()?;
                 // The memory killer takes a tool before the agent that runs it.
                 let _ = write_oom_score_adj();
                 if let Some(id) = identity {
@@ -150,7 +155,7 @@ impl Tool for Bash {
                 if let Some(max) = max_memory {
                     setrlimit(Resource::As, Rlimit { current: Some(max), maximum: Some(max) })?;
                 }
-                if let Some(ruleset) = &shared.fs_ruleset {
+                if let Some(ruleset) = &sandbox.fs_ruleset {
                     super::sandbox::enter_fs_ruleset(ruleset.as_raw_fd())?;
                 }
                 Ok(())
@@ -222,7 +227,7 @@ impl Tool for Bash {
                 Some(code) => {
                     text.push_str(&format!("[exit code: {code}]"));
                     if code != 0
-                        && let super::jail::Reach::Nothing(why) = &self.shared.jail.reach
+                        && let super::jail::Reach::Nothing(why) = &self.shared.sandbox().jail.reach
                     {
                         text.push_str(&format!("\n[note: {why}; web_fetch can still fetch public pages]"));
                     }

@@ -231,12 +231,18 @@ pub(crate) struct Shared {
     /// `Ok(None)`: not root, tools run as the agent's user; `Err`: root, and the tools user is
     /// unusable, so `bash` refuses to run.
     pub(crate) identity: Result<Option<sandbox::ToolIdentity>, String>,
-    /// The Landlock ruleset tool processes enter; `None` when the kernel has no Landlock.
-    pub(crate) fs_ruleset: Option<std::os::fd::OwnedFd>,
-    /// The namespaces each tool process gets.
-    pub(crate) jail: jail::Jail,
     /// The scratch directory, resolved (the tools' `TMPDIR`).
     pub(crate) scratch: PathBuf,
+    /// Where tool processes run, set up by the first call that starts one ([`Shared::sandbox`]).
+    pub(crate) sandbox: std::sync::OnceLock<ProcessSandbox>,
+}
+
+/// What confines tool processes: their namespaces and their Landlock ruleset.
+pub(crate) struct ProcessSandbox {
+    /// The namespaces each tool process gets.
+    pub(crate) jail: jail::Jail,
+    /// The Landlock ruleset tool processes enter; `None` when the kernel has no Landlock.
+    pub(crate) fs_ruleset: Option<std::os::fd::OwnedFd>,
 }
 
 impl Shared {
@@ -260,35 +266,45 @@ impl Shared {
         if let Err(e) = own_scratch(&scratch, owner) {
             tracing::warn!(scratch = %scratch.display(), error = %e, "cannot hand the scratch directory to the tools");
         }
-        let runtime_dir = scratch.parent().map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf);
-        let jail = if config.per_call_namespaces {
-            jail::Jail::prepare(config.network, Some(&scratch), &runtime_dir)
-        } else {
-            jail::Jail::off(config.network)
-        };
-        let deny_tcp = !jail.is_active() && config.network != jail::ToolsNetwork::Host;
-        let fs_ruleset = match std::fs::canonicalize(&config.workspace)
-            .map_err(|e| format!("cannot resolve the workspace: {e}"))
-            .and_then(|root| {
-                sandbox::prepare_fs_ruleset(&sandbox::Reachable {
-                    workspace: &root,
-                    scratch: &scratch,
-                    extra_read: &config.extra_read_paths,
-                    private_shm: jail.is_active(),
-                    deny_tcp,
-                })
-            }) {
-            Ok(Some(fd)) => Some(fd),
-            Ok(None) => {
-                tracing::warn!("this kernel has no Landlock: tool processes are not confined to the workspace");
-                None
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "tool processes are not confined to the workspace");
-                None
-            }
-        };
-        Shared { config, workspace, identity, fs_ruleset, jail, scratch }
+        Shared { config, workspace, identity, scratch, sandbox: std::sync::OnceLock::new() }
+    }
+
+    /// The tool processes' sandbox, set up on first use rather than at start: trying the
+    /// namespaces out (and, for an isolated network, starting slirp4netns) costs milliseconds the
+    /// agent's start should not wait for, and many agents never run a command.
+    pub(crate) fn sandbox(&self) -> &ProcessSandbox {
+        self.sandbox.get_or_init(|| {
+            let config = &self.config;
+            let runtime_dir = self.scratch.parent().map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf);
+            let jail = if config.per_call_namespaces {
+                jail::Jail::prepare(config.network, Some(&self.scratch), &runtime_dir)
+            } else {
+                jail::Jail::off(config.network)
+            };
+            let deny_tcp = !jail.is_active() && config.network != jail::ToolsNetwork::Host;
+            let fs_ruleset = match std::fs::canonicalize(&config.workspace)
+                .map_err(|e| format!("cannot resolve the workspace: {e}"))
+                .and_then(|root| {
+                    sandbox::prepare_fs_ruleset(&sandbox::Reachable {
+                        workspace: &root,
+                        scratch: &self.scratch,
+                        extra_read: &config.extra_read_paths,
+                        private_shm: jail.is_active(),
+                        deny_tcp,
+                    })
+                }) {
+                Ok(Some(fd)) => Some(fd),
+                Ok(None) => {
+                    tracing::warn!("this kernel has no Landlock: tool processes are not confined to the workspace");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "tool processes are not confined to the workspace");
+                    None
+                }
+            };
+            ProcessSandbox { jail, fs_ruleset }
+        })
     }
 
     /// Hands a file or directory the agent created to the tools user (when tools run as one),
