@@ -17,7 +17,7 @@ use crate::inference::{ChatMessage, CompletionRequest, Inference, InferenceError
 use crate::wire::{AgentEvent, ChatRequest};
 
 use super::compaction::{CompactionConfig, prepare_loaded_context};
-use super::context::Workspace;
+use super::context::{Audience, Workspace};
 use super::history::{History, HistoryError, StoredMessage};
 use super::settings::AgentSettings;
 use super::tools::{SentFile, ToolContext, ToolOutput, ToolSet};
@@ -116,13 +116,14 @@ pub enum HeartbeatOutcome {
 struct PromptCache {
     day: Option<chrono::NaiveDate>,
     built_at: Option<Instant>,
-    prompts: HashMap<Vec<&'static str>, String>,
+    prompts: HashMap<(Audience, Vec<&'static str>), String>,
 }
 
 impl PromptCache {
     fn get_or_build(
         &mut self,
         today: chrono::NaiveDate,
+        audience: Audience,
         tool_names: &[&'static str],
         build: impl FnOnce() -> String,
     ) -> String {
@@ -132,7 +133,7 @@ impl PromptCache {
             self.day = Some(today);
             self.built_at = Some(Instant::now());
         }
-        self.prompts.entry(tool_names.to_vec()).or_insert_with(build).clone()
+        self.prompts.entry((audience, tool_names.to_vec())).or_insert_with(build).clone()
     }
 
     fn clear(&mut self) {
@@ -275,7 +276,7 @@ impl Agent {
             }
         }
         let (specs, names) = self.tool_specs(role, true);
-        let system = ChatMessage::system(self.system_prompt(&names));
+        let system = ChatMessage::system(self.system_prompt(role, &names));
         let messages = prepare_loaded_context(
             history,
             self.inner.inference.as_ref(),
@@ -321,7 +322,7 @@ impl Agent {
         label: &str,
     ) -> TurnOutcome {
         let (specs, names) = self.tool_specs(role, allow_spawn);
-        let messages = vec![ChatMessage::system(self.system_prompt(&names)), ChatMessage::user(prompt)];
+        let messages = vec![ChatMessage::system(self.system_prompt(role, &names)), ChatMessage::user(prompt)];
         let turn = Turn { role, chat_id: label.to_owned(), store_chat: None, max_iterations };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let end = self.run_loop(messages, specs, &turn, &tx).await;
@@ -342,12 +343,14 @@ impl Agent {
         outcome
     }
 
-    fn system_prompt(&self, tool_names: &[&'static str]) -> String {
+    /// The system prompt for `role`: a visitor's has none of the owner's memory or notes.
+    fn system_prompt(&self, role: Role, tool_names: &[&'static str]) -> String {
         let today = chrono::Utc::now().date_naive();
         let inner = &self.inner;
+        let audience = if role == Role::Owner { Audience::Owner } else { Audience::Visitor };
         let mut cache = inner.prompts.lock().unwrap_or_else(|p| p.into_inner());
-        cache.get_or_build(today, tool_names, || {
-            inner.workspace.system_prompt(&inner.config.name, &inner.config.instructions, tool_names, today)
+        cache.get_or_build(today, audience, tool_names, || {
+            inner.workspace.system_prompt(&inner.config.name, &inner.config.instructions, tool_names, today, audience)
         })
     }
 
@@ -506,7 +509,9 @@ impl Agent {
     /// changed since the last run, or that is due again by its own `every <N><m|h|d>` schedule.
     /// The answer goes to the owner's chat, unless it is `HEARTBEAT_OK`.
     pub async fn heartbeat_tick(&self) -> HeartbeatOutcome {
-        let Ok(content) = tokio::fs::read_to_string(self.inner.workspace.heartbeat_file()).await else {
+        // Confined like the file tools: a planted link must not feed another file to the model.
+        let workspace = self.inner.workspace.clone();
+        let Ok(Some(content)) = tokio::task::spawn_blocking(move || workspace.read_heartbeat()).await else {
             return HeartbeatOutcome::Idle;
         };
         if !is_actionable(&content) {

@@ -8,7 +8,7 @@
 //! - a visitor only ever gets the tools in the agent's visitor list.
 
 mod bash;
-mod confined;
+pub(crate) mod confined;
 mod files;
 pub mod jail;
 pub mod sandbox;
