@@ -127,12 +127,28 @@ impl Inner {
         message: Option<MessageRef>,
     ) -> Result<(), PlatformError> {
         // The key must leave the chat before anything else happens, whatever state the user is in.
+        let mut key_left_the_chat = true;
         if name == "login"
             && !args.is_empty()
             && let Some(message) = message
             && let Err(err) = self.messenger.delete(message).await
         {
             tracing::warn!(error = %err, "could not delete a /login message");
+            key_left_the_chat = false;
+        }
+        if name == "login" && !ctx.in_private_chat() {
+            // Everyone in a group has seen the key (and bots there may not delete messages).
+            let mut note = "/login works only in a private chat with me: here everyone can read your key.".to_owned();
+            if !args.is_empty() {
+                note.push_str(if key_left_the_chat {
+                    " I deleted your message and did not use the key; revoke it at libertai.io if anyone may have \
+                     seen it."
+                } else {
+                    " I could not delete your message: delete it yourself and revoke the key at libertai.io."
+                });
+            }
+            self.say(ctx.chat, Text::plain(note)).await;
+            return Ok(());
         }
         let now = self.now();
         let flow = state.live_flow(now, self.config.flow_timeout).cloned();
@@ -310,6 +326,10 @@ impl Inner {
     }
 
     async fn route_chat(&self, ctx: &Ctx, state: &mut UserState, text: String) -> Result<After, PlatformError> {
+        if !ctx.in_private_chat() {
+            self.say(ctx.chat, self.private_only()).await;
+            return Ok(After::Nothing);
+        }
         let Some(agent_id) = state.chat_agent else {
             self.say(
                 ctx.chat,
@@ -423,7 +443,21 @@ impl Inner {
         }
     }
 
+    /// Why agents do not talk here: in a group the agent's history would be the group's, so
+    /// visitors would see (and steer) the owner's turns. One line on where to talk instead.
+    fn private_only(&self) -> Text {
+        let me = self.config.bot_username.as_deref().map_or_else(|| "me".to_owned(), |name| format!("@{name}"));
+        Text::plain(format!(
+            "Agents talk only in private chats. Open a private chat with {me} and send your message (or the \
+             agent's share link) there."
+        ))
+    }
+
     async fn open_chat_with(&self, ctx: &Ctx, state: &mut UserState, agent: Agent) -> Result<(), PlatformError> {
+        if !ctx.in_private_chat() {
+            self.say(ctx.chat, self.private_only()).await;
+            return Ok(());
+        }
         if agent.status != AgentStatus::Running {
             let text = format!(
                 "<b>{}</b> isn't ready yet (status: {}). Try again in a few minutes.",

@@ -204,6 +204,11 @@ impl Ctx {
     pub fn user_id(&self) -> UserId {
         self.user.id
     }
+
+    /// A private chat with the bot (its id is the user's), not a group or channel.
+    pub fn in_private_chat(&self) -> bool {
+        self.chat == self.user.id
+    }
 }
 
 /// Work left after the user's state is saved and its lock released (a chat turn can be long).

@@ -893,3 +893,35 @@ async fn an_operator_only_deployer_refuses_non_admins_plainly() {
     let (_, request, _) = requests.last().unwrap();
     assert_eq!((request.role, request.message.as_str()), (Some(Role::Visitor), "hello from a visitor"));
 }
+
+/// In a group the agent's history would be the group's: owner and visitors would share it. So
+/// agents are refused there with one line on where to talk, `/login` is refused (and its key
+/// deleted and not used), and commands that make sense anywhere keep working.
+#[tokio::test]
+async fn agents_and_login_are_refused_in_group_chats() {
+    const GROUP: i64 = -100_123;
+    let h = Harness::new().await;
+    let shared = h.create_agent(OWNER, "Shared").await;
+    let slug = h.agent(shared).await.slug;
+    let asked = || h.proxy.requests.lock().unwrap().len();
+    let before = asked();
+    let in_group = async |user: UserId, text: &str| {
+        h.platform.handle(Input::from_text(user, GROUP, text)).await.unwrap();
+        h.platform.wait_idle().await;
+        h.messenger.last_text(GROUP)
+    };
+    let said = in_group(VISITOR, &format!("/start agent_{slug}")).await;
+    assert!(said.contains("Agents talk only in private chats"), "{said}");
+    let said = in_group(VISITOR, "hello agent").await;
+    assert!(said.contains("Agents talk only in private chats"), "{said}");
+    let said = in_group(OWNER, "/login sk-group-key-1234567890").await;
+    assert!(said.contains("/login works only in a private chat") && said.contains("revoke it"), "{said}");
+    assert!(h.store.user_get(OWNER).await.unwrap().unwrap().api_key_sealed.is_none(), "the key was not used");
+    let said = in_group(OWNER, "/help").await;
+    assert!(said.contains("/create"), "help still works in a group: {said}");
+    assert_eq!(asked(), before, "no agent was asked anything");
+    // The same visitor in a private chat reaches the agent.
+    h.send(VISITOR, &format!("/start agent_{slug}")).await;
+    h.send(VISITOR, "hello agent").await;
+    assert_eq!(asked(), before + 1);
+}
