@@ -112,6 +112,13 @@ impl Tool for Bash {
         unsafe {
             cmd.pre_exec(move || {
                 use rustix::process::{Resource, Rlimit, Signal, set_parent_process_death_signal, setrlimit};
+                // Descriptors the agent inherited or opened without close-on-exec (its listener,
+                // whatever its parent left open) must not reach the tool; those the steps below
+                // still use (the network namespace, the Landlock ruleset) stay usable until exec.
+                // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only flags descriptors.
+                if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 // Set up before the spawn (`Shared::sandbox`); reading it is one atomic load.
                 let Some(sandbox) = shared.sandbox.get() else {
                     return Err(std::io::Error::from_raw_os_error(libc::EINVAL));

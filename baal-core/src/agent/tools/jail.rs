@@ -188,8 +188,8 @@ impl Jail {
             if let Some((uid_map, gid_map)) = &self.maps {
                 // A non-dumpable process's /proc files belong to root, which the new namespace
                 // does not map, so the agent's non-dumpable flag is lifted for these writes.
-                // This copy of the agent's memory stays out of reach meanwhile: tools cannot see
-                // it (their PID namespaces have /proc of their own) nor ptrace it (Landlock).
+                // This copy of the agent's memory stays out of reach meanwhile: Landlock lets no
+                // tool ptrace (or read the memory of) a process outside its own domain.
                 check(libc::prctl(libc::PR_SET_DUMPABLE, 1 as libc::c_ulong, 0, 0, 0))?;
                 // Unprivileged, gid_map may only be written once setgroups is denied.
                 let written = write_file(c"/proc/self/setgroups", b"deny")
@@ -250,15 +250,10 @@ impl Jail {
                 return Err(io::Error::last_os_error());
             }
             if pid == 0 {
-                // This namespace's /proc: the agent and other agents' processes are not in it.
-                // Failing leaves the host's, which Landlock and non-dumpable processes still guard.
-                let _ = libc::mount(
-                    c"proc".as_ptr(),
-                    c"/proc".as_ptr(),
-                    c"proc".as_ptr(),
-                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                    std::ptr::null(),
-                );
+                // No /proc of the namespace's own: Landlock's rule for /proc names the host's
+                // mount, so a fresh one would be unreadable to the tools. The host's stays, its
+                // other processes guarded by their uids, non-dumpable agents and Landlock's ptrace
+                // rule.
                 return Ok(());
             }
             stand_in(pid)
