@@ -5,6 +5,7 @@
 //! it). Exit codes: 0 after a clean shutdown (SIGTERM, Ctrl-C), 2 for bad settings, 1 when it
 //! cannot start (database, workspace, port).
 
+mod listen;
 mod server;
 
 use std::io::Write;
@@ -12,7 +13,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use baal_core::agent::auth::BearerCheck;
@@ -26,10 +26,6 @@ use baal_core::agent::{Agent, AgentConfig};
 use baal_core::agent_env::SECRET_VARIABLES;
 use baal_core::inference::{ClientOptions, OpenAiClient, RetryPolicy};
 use clap::Parser;
-use poem::Server;
-use poem::http::uri::Scheme;
-use poem::listener::{Acceptor, TcpAcceptor};
-use poem::web::{LocalAddr, RemoteAddr};
 
 /// Run one Baal agent: `POST /chat` (SSE), `GET /pending`, `GET /files/{path}`, `GET /health`.
 #[derive(Debug, Parser)]
@@ -104,47 +100,33 @@ async fn run(settings: AgentSettings, config_file: Option<PathBuf>) -> anyhow::R
     if !settings.heartbeat_interval.is_zero() {
         agent.spawn_heartbeat(settings.heartbeat_interval);
     }
-    let state = server::AppState { agent, name: settings.agent_name.clone(), files };
+    let state = server::AppState {
+        agent,
+        name: settings.agent_name.clone(),
+        files,
+        max_chat_body_bytes: usize::try_from(settings.max_chat_body_bytes).unwrap_or(usize::MAX),
+    };
+    let limits = listen::Limits {
+        max_connections: settings.max_connections as usize,
+        header_read_timeout: settings.header_read_timeout,
+    };
     let bind = SocketAddr::new(settings.bind_addr, settings.port);
     // The settings (and the secrets they hold) are not needed past this point.
     drop(settings);
 
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
     let local = listener.local_addr().context("cannot read the bound address")?;
-    let acceptor = NoDelay(TcpAcceptor::from_tokio(listener).context("cannot accept connections")?);
     {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "listening on {local}").context("cannot write to stdout")?;
         stdout.flush().context("cannot write to stdout")?;
     }
     tracing::info!(%local, "agent ready");
-    Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(server::app(state, auth), shutdown_signal(), Some(Duration::from_secs(5)))
+    listen::serve(listener, server::app(state, auth), limits, shutdown_signal())
         .await
         .context("the HTTP server failed")?;
     tracing::info!("agent stopped");
     Ok(())
-}
-
-/// Accepts connections with Nagle's algorithm off: an SSE stream writes small events one by one,
-/// and with Nagle each one after the first waits for the client's delayed ACK (~40 ms). poem's
-/// `TcpAcceptor` has no such option.
-struct NoDelay(TcpAcceptor);
-
-impl Acceptor for NoDelay {
-    type Io = tokio::net::TcpStream;
-
-    fn local_addr(&self) -> Vec<LocalAddr> {
-        self.0.local_addr()
-    }
-
-    async fn accept(&mut self) -> std::io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
-        let (io, local, remote, scheme) = self.0.accept().await?;
-        if let Err(e) = io.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-        Ok((io, local, remote, scheme))
-    }
 }
 
 fn tool_config(settings: &AgentSettings, workspace: &Path, config_file: Option<&Path>) -> ToolConfig {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use baal_core::agent::Agent;
 use baal_core::agent::auth::BearerCheck;
+use baal_core::agent::tools::MAX_SEND_FILE_BYTES;
 use baal_core::agent::tools::workspace::Workspace as PathGate;
 use baal_core::wire::{ChatRequest, HealthResponse, MAX_ACK_IDS, PendingAck, PendingResponse};
 use futures_util::StreamExt;
@@ -17,6 +18,7 @@ use poem::web::{Data, Json, Path as UrlPath, Query};
 use poem::{Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route, delete, get, handler, post};
 use serde::Deserialize;
 use serde_json::json;
+use tokio::io::AsyncReadExt as _;
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -25,6 +27,8 @@ pub struct AppState {
     pub name: String,
     /// The same confinement the file tools use.
     pub files: PathGate,
+    /// The largest `POST /chat` body (`MAX_CHAT_BODY_BYTES`).
+    pub max_chat_body_bytes: usize,
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response {
@@ -62,11 +66,51 @@ fn health(Data(state): Data<&AppState>) -> Json<HealthResponse> {
     Json(body)
 }
 
+/// The 413 of a `/chat` body over `limit` bytes.
+fn chat_body_too_large(limit: usize) -> Response {
+    json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!(
+            "the request is larger than {limit} bytes, the most /chat accepts (MAX_CHAT_BODY_BYTES); send a shorter message"
+        ),
+    )
+}
+
+/// How much of a refused body beyond the limit is still read (and dropped) before the answer.
+/// A client that is still sending when the server closes gets a reset, not the 413; reading on
+/// lets one that sent a little too much read why, while a far larger body is cut off unread.
+const REFUSED_BODY_DRAIN_BYTES: u64 = 4 * 1024 * 1024;
+/// The longest that draining a refused body may take.
+const REFUSED_BODY_DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Reads a `/chat` body of at most `limit` bytes, never holding more than that in memory.
+async fn read_chat_body(request: &Request, body: Body, limit: usize) -> Result<Vec<u8>, Response> {
+    let limit_u64 = limit as u64;
+    let declared = request.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let mut reader = body.into_async_read();
+    let mut bytes = Vec::new();
+    // A declared length over the limit is refused before a byte is kept.
+    if declared.is_none_or(|length| length <= limit_u64) {
+        if (&mut reader).take(limit_u64 + 1).read_to_end(&mut bytes).await.is_err() {
+            return Err(json_error(StatusCode::BAD_REQUEST, "the request body could not be read"));
+        }
+        if bytes.len() <= limit {
+            return Ok(bytes);
+        }
+    }
+    let left = declared.map_or(u64::MAX, |length| length.saturating_sub(bytes.len() as u64));
+    if left <= REFUSED_BODY_DRAIN_BYTES {
+        let (mut rest, mut sink) = (reader.take(REFUSED_BODY_DRAIN_BYTES), tokio::io::sink());
+        let _ = tokio::time::timeout(REFUSED_BODY_DRAIN_TIME, tokio::io::copy(&mut rest, &mut sink)).await;
+    }
+    Err(chat_body_too_large(limit))
+}
+
 #[handler]
-async fn chat(body: Body, Data(state): Data<&AppState>) -> Response {
-    let bytes = match body.into_bytes().await {
-        Ok(b) => b,
-        Err(_) => return json_error(StatusCode::BAD_REQUEST, "the request body could not be read"),
+async fn chat(request: &Request, body: Body, Data(state): Data<&AppState>) -> Response {
+    let bytes = match read_chat_body(request, body, state.max_chat_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(refusal) => return refusal,
     };
     let request: ChatRequest = match serde_json::from_slice(&bytes) {
         Ok(r) => r,
@@ -176,29 +220,33 @@ async fn files(UrlPath(path): UrlPath<String>, Data(state): Data<&AppState>) -> 
         Ok(file) => file,
         Err(reason) => return json_error(StatusCode::FORBIDDEN, &reason.to_string()),
     };
-    let read = tokio::task::spawn_blocking(move || {
-        use std::io::Read as _;
-        let mut file = file;
-        if !file.metadata()?.is_file() {
-            return Ok(None);
-        }
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        Ok::<_, std::io::Error>(Some(bytes))
-    })
-    .await;
-    let bytes = match read {
-        Ok(Ok(Some(bytes))) => bytes,
-        Ok(Ok(None)) => return json_error(StatusCode::FORBIDDEN, &format!("Not a file: {path}")),
-        _ => return json_error(StatusCode::FORBIDDEN, &format!("File cannot be read: {path}")),
+    let file = tokio::fs::File::from_std(file);
+    let size = match file.metadata().await {
+        Ok(meta) if meta.is_file() => meta.len(),
+        Ok(_) => return json_error(StatusCode::FORBIDDEN, &format!("Not a file: {path}")),
+        Err(_) => return json_error(StatusCode::FORBIDDEN, &format!("File cannot be read: {path}")),
     };
+    // The same limit as the file tools' `send_file`: what the bot can deliver.
+    if size > MAX_SEND_FILE_BYTES {
+        return json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "{path} is {size} bytes; files are served up to {MAX_SEND_FILE_BYTES} bytes ({} MiB)",
+                MAX_SEND_FILE_BYTES >> 20
+            ),
+        );
+    }
     let resolved = std::path::Path::new(&path);
     let name: String = resolved
         .file_name()
         .map(|n| n.to_string_lossy().chars().filter(|c| !matches!(c, '"' | '\\' | '\r' | '\n')).collect())
         .unwrap_or_else(|| "file".into());
+    // Streamed, never held whole in memory; cut at the size announced, so a file that grows
+    // while it is sent cannot break the response's framing (one that shrinks ends it early, and
+    // the client sees a short body).
     Response::builder()
         .content_type("application/octet-stream")
         .header("content-disposition", format!("attachment; filename=\"{name}\""))
-        .body(bytes)
+        .header("content-length", size)
+        .body(Body::from_async_read(file.take(size)))
 }

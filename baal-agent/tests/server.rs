@@ -630,3 +630,198 @@ async fn keepalives_reach_the_client_while_the_model_thinks() {
     assert!(all.contains(r#"{"type":"keepalive"}"#), "{all}");
     assert!(all.contains(r#"{"type":"done"}"#), "{all}");
 }
+
+/// Reads `socket` until the agent closes it (end of stream or reset), for at most `guard`.
+async fn closed_by_the_agent(socket: &mut tokio::net::TcpStream, guard: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let read_to_end = async {
+        loop {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(guard, read_to_end).await.is_ok()
+}
+
+/// `GET /health` from fresh connections until one answers, for at most `guard`.
+async fn health_answers_within(agent: &AgentProcess, guard: std::time::Duration) -> bool {
+    let url = format!("{}/health", agent.base_url);
+    let attempts = async {
+        loop {
+            // A new client each time: a refused connection must not be retried from a pool.
+            let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+            if let Ok(response) = client.get(&url).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(guard, attempts).await.is_ok()
+}
+
+async fn connect(agent: &AgentProcess) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(agent.base_url.trim_start_matches("http://")).await.unwrap()
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_are_closed_at_once() {
+    let llm = ScriptedLlm::start().await;
+    let agent = start_agent(&llm, &[("MAX_CONNECTIONS", "8"), ("HEADER_READ_TIMEOUT", "600")]);
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(connect(&agent).await);
+    }
+    // The kernel hands connections over in order: by now the first eight hold every slot.
+    let mut extra = connect(&agent).await;
+    assert!(closed_by_the_agent(&mut extra, std::time::Duration::from_secs(20)).await, "a ninth connection was kept");
+    assert!(
+        !health_answers_within(&agent, std::time::Duration::from_secs(1)).await,
+        "the cap did not hold while eight idle connections were open"
+    );
+    // One slot frees: a fresh client gets in.
+    held.pop();
+    assert!(health_answers_within(&agent, std::time::Duration::from_secs(20)).await, "a freed slot was not reused");
+}
+
+#[tokio::test]
+async fn idle_and_dribbling_clients_are_dropped_so_health_still_answers() {
+    use tokio::io::AsyncWriteExt;
+    let llm = ScriptedLlm::start().await;
+    let agent = start_agent(&llm, &[("MAX_CONNECTIONS", "16"), ("HEADER_READ_TIMEOUT", "2")]);
+    // A client that sends its headers one byte at a time, each well within any idle timeout.
+    let (mut dribble_read, mut dribble_write) = connect(&agent).await.into_split();
+    let dribbler = tokio::spawn(async move {
+        if dribble_write.write_all(b"GET /health HTTP/1.1\r\nx-slow: ").await.is_err() {
+            return;
+        }
+        while dribble_write.write_all(b"a").await.is_ok() {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    // More idle sockets than the cap, all held open.
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(connect(&agent).await);
+    }
+    // Hang guards only: the idle ones go after HEADER_READ_TIMEOUT (2 s), whatever the machine.
+    assert!(health_answers_within(&agent, std::time::Duration::from_secs(30)).await, "idle sockets starved /health");
+    for (i, socket) in idle.iter_mut().enumerate() {
+        assert!(closed_by_the_agent(socket, std::time::Duration::from_secs(30)).await, "idle socket {i} was kept");
+    }
+    let dribble_closed = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 1024];
+        while matches!(dribble_read.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    assert!(dribble_closed.is_ok(), "a client dribbling its headers was kept");
+    dribbler.abort();
+}
+
+#[tokio::test]
+async fn an_oversized_chat_is_refused_and_never_stored_or_sent() {
+    let llm = ScriptedLlm::start().await;
+    let agent = start_agent(&llm, &[]);
+    let url = format!("{}/chat", agent.base_url);
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let body = json!({"message": huge, "chat_id": OWNER}).to_string();
+    // Declared length, then chunked (no length: the read itself stops at the limit).
+    let declared = agent.http.post(&url).bearer_auth(SECRET).header("content-type", "application/json");
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.as_bytes().chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let chunked = agent
+        .http
+        .post(&url)
+        .bearer_auth(SECRET)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)));
+    for request in [declared.body(body.clone()), chunked] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 413);
+        let answer: Value = response.json().await.unwrap();
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains("1048576 bytes") && error.contains("MAX_CHAT_BODY_BYTES"), "{answer}");
+    }
+    // 100 MB announced: refused at once, without waiting for (or reading) the body.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut socket = connect(&agent).await;
+        let head = format!(
+            "POST /chat HTTP/1.1\r\nhost: agent\r\nauthorization: Bearer {SECRET}\r\ncontent-type: application/json\r\ncontent-length: 100000000\r\n\r\n{{\"message\": \"xxxx"
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(20), socket.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "the agent waited for a body it will refuse");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 413") && answer.contains("MAX_CHAT_BODY_BYTES"), "{answer}");
+    }
+    assert!(llm.completion_requests().is_empty(), "the model saw an oversized message");
+    // Nothing was stored: the chat's next turn starts from an empty history.
+    agent.chat("short", OWNER, None).await;
+    let messages = llm.completion_requests()[0].messages();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert_eq!(messages[1], json!({"role": "user", "content": "short"}));
+}
+
+#[tokio::test]
+async fn a_turn_past_turn_timeout_ends_with_an_error_and_its_tool_dies() {
+    use std::os::unix::fs::PermissionsExt;
+    let llm = ScriptedLlm::start().await;
+    let marker = format!("sleep 4244.{}", std::process::id());
+    llm.push_tool_call("bash", json!({ "command": marker }).to_string());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A header deadline shorter than the turn: a stream under way is not a client being slow.
+    let agent = start_agent_in(&llm, &[("TURN_TIMEOUT", "2"), ("HEADER_READ_TIMEOUT", "1")], dir);
+    let agent = std::sync::Arc::new(agent);
+    let turn = {
+        let agent = agent.clone();
+        tokio::spawn(async move { agent.chat("sleep for a minute", OWNER, None).await })
+    };
+    let tool = wait_for_processes(&marker).await;
+    assert!(!tool.is_empty(), "the tool never started");
+    let events = tokio::time::timeout(std::time::Duration::from_secs(60), turn).await.expect("the turn hung").unwrap();
+    let events: Vec<&AgentEvent> = events.iter().filter(|e| **e != AgentEvent::Keepalive).collect();
+    assert!(matches!(events[0], AgentEvent::ToolUse { name, .. } if name == "bash"), "{events:?}");
+    assert!(
+        matches!(&events[1..], [AgentEvent::Error { content }, AgentEvent::Done] if content.contains("longer than 2 seconds")),
+        "{events:?}"
+    );
+    let left = survivors(&tool).await;
+    assert!(left.is_empty(), "the tool outlived its turn: {left:?}");
+    assert_eq!(processes_matching(&marker), Vec::<u32>::new(), "a process of the tool outlived it");
+    // The chat is free again.
+    assert_eq!(texts(&agent.chat("again", OWNER, None).await), vec!["echo: again"]);
+}
+
+#[tokio::test]
+async fn files_are_streamed_and_refused_over_the_send_limit() {
+    use baal_core::agent::tools::MAX_SEND_FILE_BYTES;
+    let llm = ScriptedLlm::start().await;
+    let agent = start_agent(&llm, &[]);
+    let ws = agent.workspace();
+    // Sparse: a gibibyte that costs no disk.
+    std::fs::File::create(ws.join("huge.img")).unwrap().set_len(1 << 30).unwrap();
+    let content: Vec<u8> = (0..2u32 * 1024 * 1024).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(ws.join("two-mib.bin"), &content).unwrap();
+    let get = |path: &str| agent.http.get(format!("{}/files/{path}", agent.base_url)).bearer_auth(SECRET).send();
+
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(20), get("huge.img"))
+        .await
+        .expect("a huge file hung the agent")
+        .unwrap();
+    assert_eq!(refused.status(), 413);
+    let answer: Value = refused.json().await.unwrap();
+    assert!(answer["error"].as_str().unwrap().contains(&MAX_SEND_FILE_BYTES.to_string()), "{answer}");
+
+    let served = get("two-mib.bin").await.unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(served.content_length(), Some(content.len() as u64));
+    assert!(served.bytes().await.unwrap() == content, "the file was not served intact");
+}

@@ -79,6 +79,14 @@ pub mod var {
     pub const KEEPALIVE_INTERVAL: &str = "KEEPALIVE_INTERVAL";
     /// Milliseconds before the first retry of a failed model call.
     pub const LLM_RETRY_DELAY_MS: &str = "LLM_RETRY_DELAY_MS";
+    /// Connections the agent's HTTP server holds at once; more are closed as they arrive.
+    pub const MAX_CONNECTIONS: &str = "MAX_CONNECTIONS";
+    /// Seconds a client has to send a request's headers.
+    pub const HEADER_READ_TIMEOUT: &str = "HEADER_READ_TIMEOUT";
+    /// The largest `POST /chat` body, in bytes.
+    pub const MAX_CHAT_BODY_BYTES: &str = "MAX_CHAT_BODY_BYTES";
+    /// Seconds one chat turn may run before it is stopped.
+    pub const TURN_TIMEOUT: &str = "TURN_TIMEOUT";
 }
 
 /// The variables that hold secrets: `baal-agent` removes them from its own environment once read,

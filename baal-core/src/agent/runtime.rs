@@ -58,6 +58,8 @@ pub struct AgentConfig {
     pub max_subagents: u32,
     /// Keepalive period of a quiet stream.
     pub keepalive_interval: Duration,
+    /// How long one turn may run; then it is stopped, its running tool with it.
+    pub turn_timeout: Duration,
 }
 
 impl AgentConfig {
@@ -78,6 +80,7 @@ impl AgentConfig {
             ),
             max_subagents: settings.max_subagents,
             keepalive_interval: settings.keepalive_interval,
+            turn_timeout: settings.turn_timeout,
         }
     }
 }
@@ -154,7 +157,7 @@ struct Inner {
     tools: ToolSet,
     history: History,
     workspace: Workspace,
-    chat_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    chat_locks: ChatLocks,
     subagents: Arc<Semaphore>,
     last_heartbeat: Mutex<Option<HeartbeatRun>>,
     prompts: Mutex<PromptCache>,
@@ -204,7 +207,7 @@ impl Agent {
                 tools,
                 history,
                 workspace,
-                chat_locks: Mutex::new(HashMap::new()),
+                chat_locks: ChatLocks::default(),
                 subagents,
                 last_heartbeat: Mutex::new(None),
                 prompts: Mutex::new(PromptCache::default()),
@@ -240,14 +243,21 @@ impl Agent {
 
     /// Runs one chat turn and streams its events: `keepalive` while quiet, `text`, `tool_use`,
     /// `tool_result`, `file`, `error`, and always `done` last. Dropping the stream cancels the turn
-    /// (a running tool is dropped, which kills its process).
+    /// (a running tool is dropped, which kills its process); so does `turn_timeout`, which ends
+    /// the stream with an `error`.
     pub fn chat(&self, request: ChatRequest) -> ChatStream {
         let (tx, rx) = mpsc::unbounded_channel();
         let agent = self.clone();
+        let limit = self.inner.config.turn_timeout;
         let task = tokio::spawn(async move {
-            let outcome = agent.chat_turn(request, &tx).await;
-            if let Err(e) = outcome {
-                let _ = tx.send(AgentEvent::Error { content: e.to_string() });
+            match tokio::time::timeout(limit, agent.chat_turn(request, &tx)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let _ = tx.send(AgentEvent::Error { content: e.to_string() });
+                }
+                Err(_) => {
+                    let _ = tx.send(AgentEvent::Error { content: turn_timeout_message(limit) });
+                }
             }
             let _ = tx.send(AgentEvent::Done);
         });
@@ -256,8 +266,9 @@ impl Agent {
 
     async fn chat_turn(&self, request: ChatRequest, out: &Events) -> Result<(), HistoryError> {
         let role = self.role_of(&request);
-        let lock = self.chat_lock(&request.chat_id);
-        let _serialised = lock.lock().await;
+        // Dropped with this future however the turn ends (done, failed, client gone, deadline).
+        let slot = self.inner.chat_locks.slot(&request.chat_id);
+        let _serialised = slot.lock.lock().await;
         let history = &self.inner.history;
         let user = ChatMessage::user(request.message.clone());
         let compaction = self.inner.config.compaction;
@@ -307,8 +318,6 @@ impl Agent {
                 let _ = out.send(AgentEvent::Error { content: e.to_string() });
             }
         }
-        drop(_serialised);
-        self.forget_idle_lock(&request.chat_id);
         Ok(())
     }
 
@@ -325,7 +334,8 @@ impl Agent {
         let messages = vec![ChatMessage::system(self.system_prompt(role, &names)), ChatMessage::user(prompt)];
         let turn = Turn { role, chat_id: label.to_owned(), store_chat: None, max_iterations };
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let end = self.run_loop(messages, specs, &turn, &tx).await;
+        let limit = self.inner.config.turn_timeout;
+        let end = tokio::time::timeout(limit, self.run_loop(messages, specs, &turn, &tx)).await;
         drop(tx);
         let mut outcome = TurnOutcome::default();
         while let Some(event) = rx.recv().await {
@@ -336,9 +346,10 @@ impl Agent {
             }
         }
         match end {
-            Ok(TurnEnd::Failed(e)) => outcome.error = Some(e.to_string()),
-            Err(e) => outcome.error = Some(e.to_string()),
-            Ok(_) => {}
+            Ok(Ok(TurnEnd::Failed(e))) => outcome.error = Some(e.to_string()),
+            Ok(Err(e)) => outcome.error = Some(e.to_string()),
+            Err(_) => outcome.error = Some(turn_timeout_message(limit)),
+            Ok(Ok(_)) => {}
         }
         outcome
     }
@@ -566,19 +577,62 @@ impl Agent {
             }
         })
     }
+}
 
-    fn chat_lock(&self, chat_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.inner.chat_locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(chat_id.to_owned()).or_default().clone()
+/// One lock per chat with a turn running or waiting, so that a chat's turns run one at a time.
+/// An entry counts the [`ChatSlot`]s that use it and goes when the last one is dropped: a turn
+/// that ends, fails or is aborted (client gone, deadline) leaves nothing behind, so the map stays
+/// as small as the number of busy chats.
+#[derive(Clone, Default)]
+struct ChatLocks(Arc<Mutex<HashMap<String, ChatLockEntry>>>);
+
+#[derive(Default)]
+struct ChatLockEntry {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    users: usize,
+}
+
+/// A turn's claim on its chat's lock; see [`ChatLocks`].
+struct ChatSlot {
+    locks: ChatLocks,
+    chat_id: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl ChatLocks {
+    fn slot(&self, chat_id: &str) -> ChatSlot {
+        let mut map = self.map();
+        let entry = map.entry(chat_id.to_owned()).or_default();
+        entry.users += 1;
+        ChatSlot { locks: self.clone(), chat_id: chat_id.to_owned(), lock: entry.lock.clone() }
     }
 
-    fn forget_idle_lock(&self, chat_id: &str) {
-        let mut locks = self.inner.chat_locks.lock().unwrap_or_else(|p| p.into_inner());
-        // Only the map holds it: no turn of this chat is running or waiting.
-        if locks.get(chat_id).is_some_and(|l| Arc::strong_count(l) == 1) {
-            locks.remove(chat_id);
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, ChatLockEntry>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for ChatSlot {
+    fn drop(&mut self) {
+        let mut map = self.locks.map();
+        if let Some(entry) = map.get_mut(&self.chat_id) {
+            entry.users = entry.users.saturating_sub(1);
+            if entry.users == 0 {
+                map.remove(&self.chat_id);
+            }
         }
     }
+}
+
+/// What the user reads when a turn ran out of time.
+fn turn_timeout_message(limit: Duration) -> String {
+    let secs = limit.as_secs();
+    let (n, unit) = if secs >= 60 && secs.is_multiple_of(60) { (secs / 60, "minute") } else { (secs, "second") };
+    let length = format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    format!(
+        "This message took longer than {length}, the most one message may take, so I stopped working on it. \
+         Send another message to continue, or ask for the task in smaller steps."
+    )
 }
 
 fn spawn_spec() -> ToolSpec {
@@ -747,5 +801,106 @@ mod tests {
         assert_eq!(schedule_of("every time"), None);
         assert_eq!(schedule_of("every 1 day"), Some(Duration::from_secs(86_400)));
         assert_eq!(schedule_of("check the news"), None);
+    }
+
+    fn chats_with_locks(locks: &ChatLocks) -> usize {
+        locks.map().len()
+    }
+
+    /// Waits (up to 5 s) until `done` says so.
+    async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+        for _ in 0..500 {
+            if done() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        done()
+    }
+
+    #[tokio::test]
+    async fn turns_aborted_while_waiting_or_holding_leave_no_chat_lock_behind() {
+        let locks = ChatLocks::default();
+        let hold = |locks: &ChatLocks| {
+            let slot = locks.slot("7");
+            tokio::spawn(async move {
+                let _held = slot.lock.lock().await;
+                std::future::pending::<()>().await;
+            })
+        };
+        let holder = hold(&locks);
+        assert!(eventually(|| locks.0.lock().unwrap()["7"].lock.try_lock().is_err()).await);
+        let waiter = hold(&locks);
+        assert_eq!(locks.map()["7"].users, 2);
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(locks.map()["7"].users, 1);
+        holder.abort();
+        let _ = holder.await;
+        assert_eq!(chats_with_locks(&locks), 0);
+        // A turn that ends normally leaves nothing either.
+        drop(locks.slot("8"));
+        assert_eq!(chats_with_locks(&locks), 0);
+    }
+
+    /// A model that never answers.
+    struct Silent;
+
+    #[async_trait::async_trait]
+    impl Inference for Silent {
+        async fn stream(&self, _: &CompletionRequest) -> Result<crate::inference::DeltaStream, InferenceError> {
+            std::future::pending().await
+        }
+    }
+
+    async fn silent_agent(dir: &std::path::Path, turn_timeout: &str) -> Agent {
+        let settings = AgentSettings::from_vars([
+            ("LIBERTAI_API_KEY", "k"),
+            ("AGENT_SECRET", "s"),
+            ("TURN_TIMEOUT", turn_timeout),
+            ("KEEPALIVE_INTERVAL", "3600"),
+        ])
+        .unwrap();
+        let workspace = Workspace::prepare(&dir.join("ws")).unwrap();
+        let history = History::open(&dir.join("agent.db")).await.unwrap();
+        Agent::new(
+            AgentConfig::from_settings(&settings),
+            Arc::new(Silent),
+            ToolSet::from_tools(Vec::new()),
+            history,
+            workspace,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_turn_past_its_deadline_ends_with_an_error_and_frees_its_chat() {
+        use futures_util::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let agent = silent_agent(dir.path(), "1").await;
+        let events: Vec<AgentEvent> = agent.chat(ChatRequest::new("hi", "5", Role::Owner)).collect().await;
+        assert!(
+            matches!(&events[..], [AgentEvent::Error { content }, AgentEvent::Done] if content.contains("longer than 1 second,")),
+            "{events:?}"
+        );
+        assert_eq!(chats_with_locks(&agent.inner.chat_locks), 0);
+        let outcome = agent.background_turn("hi", Role::Owner, 5, false, "__test__").await;
+        assert!(outcome.error.is_some_and(|e| e.contains("longer than 1 second")));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_frees_its_chat() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = silent_agent(dir.path(), "900").await;
+        let stream = agent.chat(ChatRequest::new("hi", "5", Role::Owner));
+        assert!(eventually(|| chats_with_locks(&agent.inner.chat_locks) == 1).await, "the turn never started");
+        drop(stream);
+        assert!(eventually(|| chats_with_locks(&agent.inner.chat_locks) == 0).await, "the aborted turn kept its lock");
+    }
+
+    #[test]
+    fn the_deadline_reads_naturally() {
+        assert!(turn_timeout_message(Duration::from_secs(900)).contains("longer than 15 minutes,"));
+        assert!(turn_timeout_message(Duration::from_secs(60)).contains("longer than 1 minute,"));
+        assert!(turn_timeout_message(Duration::from_secs(90)).contains("longer than 90 seconds,"));
     }
 }

@@ -85,7 +85,30 @@ pub struct AgentSettings {
     /// `LLM_RETRY_DELAY_MS`: wait before the first retry of a failed LLM call, doubled after each
     /// (default 1000; two retries).
     pub llm_retry_delay: Duration,
+    /// `MAX_CONNECTIONS`: connections the HTTP server holds at once, before any authentication
+    /// (default 512); more are closed as they arrive.
+    pub max_connections: u32,
+    /// `HEADER_READ_TIMEOUT`: seconds a client has to send a request's headers, on a new or an idle
+    /// kept-alive connection, before it is dropped (default 10).
+    pub header_read_timeout: Duration,
+    /// `MAX_CHAT_BODY_BYTES`: the largest `POST /chat` body (default 1 MiB).
+    pub max_chat_body_bytes: u64,
+    /// `TURN_TIMEOUT`: seconds one turn may run before it is stopped, its tools with it
+    /// (default 900).
+    pub turn_timeout: Duration,
 }
+
+/// Connections the HTTP server holds when `MAX_CONNECTIONS` is unset: far above what the bot and a
+/// proxy open, far below the 1024 descriptors a default `ulimit -n` leaves the agent.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 512;
+/// Time to send a request's headers when `HEADER_READ_TIMEOUT` is unset.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest `POST /chat` body when `MAX_CHAT_BODY_BYTES` is unset: a message far longer than any
+/// model's context, yet small enough that a request never costs the agent real memory.
+pub const DEFAULT_MAX_CHAT_BODY_BYTES: u64 = 1024 * 1024;
+/// How long one turn may run when `TURN_TIMEOUT` is unset: a turn that needs longer should be a
+/// subagent.
+pub const DEFAULT_TURN_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 impl fmt::Debug for AgentSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -103,6 +126,10 @@ impl fmt::Debug for AgentSettings {
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("brave_api_key", &self.brave_api_key.as_ref().map(|_| "[REDACTED]"))
             .field("visitor_tools", &self.visitor_tools)
+            .field("max_connections", &self.max_connections)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_chat_body_bytes", &self.max_chat_body_bytes)
+            .field("turn_timeout", &self.turn_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -184,6 +211,19 @@ impl AgentSettings {
             llm_retry_delay: Duration::from_millis(
                 env.number(var::LLM_RETRY_DELAY_MS, "a whole number of milliseconds")?.unwrap_or(1000),
             ),
+            max_connections: env
+                .number(var::MAX_CONNECTIONS, "a whole number of connections")?
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS)
+                .max(1),
+            header_read_timeout: env
+                .seconds(var::HEADER_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT)?
+                .max(Duration::from_secs(1)),
+            // Below 1 KiB not even a short message with its chat id fits.
+            max_chat_body_bytes: env
+                .number(var::MAX_CHAT_BODY_BYTES, "a whole number of bytes")?
+                .unwrap_or(DEFAULT_MAX_CHAT_BODY_BYTES)
+                .max(1024),
+            turn_timeout: env.seconds(var::TURN_TIMEOUT, DEFAULT_TURN_TIMEOUT)?.max(Duration::from_secs(1)),
         };
         Ok(settings)
     }
@@ -220,6 +260,8 @@ mod tests {
         assert_eq!(s.visitor_tools, vec!["web_fetch", "web_search"]);
         assert_eq!(s.libertai_api_base_url, "https://api.libertai.io/v1");
         assert_eq!(s.context_limit(), 98_304);
+        assert_eq!((s.max_connections, s.max_chat_body_bytes), (512, 1024 * 1024));
+        assert_eq!((s.header_read_timeout, s.turn_timeout), (Duration::from_secs(10), Duration::from_secs(900)));
         assert!(!format!("{s:?}").contains("\"k\""));
     }
 
@@ -235,6 +277,11 @@ mod tests {
         let e = AgentSettings::from_vars(vars).err().unwrap();
         assert_eq!(e.variable, "TOOLS_NETWORK");
         assert!(e.fix.contains("host, isolated or none"), "{}", e.fix);
+        for name in ["MAX_CONNECTIONS", "HEADER_READ_TIMEOUT", "MAX_CHAT_BODY_BYTES", "TURN_TIMEOUT"] {
+            let mut vars = base();
+            vars.push((name, "-1"));
+            assert_eq!(AgentSettings::from_vars(vars).err().unwrap().variable, name);
+        }
     }
 
     #[test]
