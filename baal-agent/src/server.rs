@@ -66,14 +66,18 @@ fn health(Data(state): Data<&AppState>) -> Json<HealthResponse> {
     Json(body)
 }
 
-/// The 413 of a `/chat` body over `limit` bytes.
+/// The 413 of a `/chat` body over `limit` bytes. It says `Connection: close`: the rest of the
+/// body stays unread, so the connection cannot carry another request, and a client that pooled
+/// it would see its next request fail.
 fn chat_body_too_large(limit: usize) -> Response {
-    json_error(
+    let mut response = json_error(
         StatusCode::PAYLOAD_TOO_LARGE,
         &format!(
             "the request is larger than {limit} bytes, the most /chat accepts (MAX_CHAT_BODY_BYTES); send a shorter message"
         ),
-    )
+    );
+    response.headers_mut().insert(poem::http::header::CONNECTION, poem::http::HeaderValue::from_static("close"));
+    response
 }
 
 /// How much of a refused body beyond the limit is still read (and dropped) before the answer.

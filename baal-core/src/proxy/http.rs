@@ -93,6 +93,10 @@ pub struct HttpProxy {
     options: HttpProxyOptions,
 }
 
+/// How long an idle connection to an agent is kept for the next request: below the agents'
+/// default `HEADER_READ_TIMEOUT`.
+const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl HttpProxy {
     /// A proxy with the default timeouts.
     pub fn new() -> Result<Self, HttpProxyInitError> {
@@ -104,6 +108,10 @@ impl HttpProxy {
         let client = crate::http_client_builder()
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_timeout)
+            // Our agents close a connection that sits idle for their HEADER_READ_TIMEOUT (10 s
+            // by default): letting go sooner means a request never goes out on a connection the
+            // agent is closing at that moment.
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .user_agent(concat!("baal/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(HttpProxyInitError)?;
