@@ -31,7 +31,7 @@ use baal_core::domain::{Agent, Role, UserId};
 use baal_core::platform::{Input, Platform, PlatformConfig};
 use baal_core::proxy::http::HttpProxy;
 use baal_core::proxy::{AgentEndpoint, ChatRequest, Proxy};
-use baal_core::secrets::SecretBox;
+use baal_core::secrets::{SealContext, SecretBox};
 use baal_core::store::AgentFilter;
 use baal_core::testing::db;
 use baal_core::testing::messenger::MemoryMessenger;
@@ -161,7 +161,9 @@ async fn bench(agent_bin: PathBuf) {
         .map(|agent| {
             AgentEndpoint::new(
                 agent.deployment.vm_url.clone().expect("deployed"),
-                secrets.open_str(agent.token_sealed.as_deref().expect("token")).expect("open"),
+                secrets
+                    .open_str_for(&SealContext::agent_token(agent.id), agent.token_sealed.as_deref().expect("token"))
+                    .expect("open"),
             )
         })
         .collect();

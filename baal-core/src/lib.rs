@@ -69,20 +69,22 @@
 //!
 //! ## Examples
 //!
-//! Sealing a secret and opening it again:
+//! Sealing a secret for the row it is stored in and opening it again:
 //!
 //! ```
-//! use baal_core::secrets::{self, SecretBox};
+//! use baal_core::secrets::{self, SealContext, SecretBox};
 //! use secrecy::ExposeSecret;
 //!
 //! let key = secrets::generate_key()?;
 //! let sealer = SecretBox::from_secret(&key)?;
-//! let sealed = sealer.seal_str("sk-user-key")?;
-//! assert_eq!(sealer.open_str(&sealed)?.expose_secret(), "sk-user-key");
+//! let alice = SealContext::user_api_key(1001);
+//! let sealed = sealer.seal_str_for(&alice, "sk-user-key")?;
+//! assert_eq!(sealer.open_str_for(&alice, &sealed)?.expose_secret(), "sk-user-key");
 //!
-//! // Another key cannot open it: an error, never garbage.
+//! // Another key cannot open it, nor can it be moved to another user's row: an error, never garbage.
 //! let other = SecretBox::from_secret(&secrets::generate_key()?)?;
-//! assert!(other.open(&sealed).is_err());
+//! assert!(other.open_for(&alice, &sealed).is_err());
+//! assert!(sealer.open_for(&SealContext::user_api_key(1002), &sealed).is_err());
 //! # Ok::<(), baal_core::secrets::SecretsError>(())
 //! ```
 //!

@@ -12,7 +12,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use baal_core::secrets::{SecretBox, SecretsError};
+use baal_core::secrets::{SealContext, SecretBox, SecretsError};
 use baal_core::store::{Store, StoreError};
 use grammers_session::types::{ChannelState, DcOption, PeerId, PeerInfo, UpdateState, UpdatesState};
 use grammers_session::{BoxFuture, Session, SessionData};
@@ -68,8 +68,8 @@ impl StoreSession {
         let key = format!("bot:{bot_id}");
         let mut data = SessionData::default();
         if let Some(sealed) = store.kv_get(LOGIN_NAMESPACE, &key).await? {
-            let login: Login =
-                serde_json::from_slice(&sealer.open(&sealed)?).map_err(|e| SessionError::Corrupt(e.to_string()))?;
+            let json = sealer.open_for(&SealContext::kv(LOGIN_NAMESPACE, &key), &sealed)?;
+            let login: Login = serde_json::from_slice(&json).map_err(|e| SessionError::Corrupt(e.to_string()))?;
             data.home_dc = login.home_dc;
             data.dc_options.extend(login.dc_options.into_iter().map(|o| (o.id, o)));
             data.updates_state = login.updates;
@@ -91,7 +91,7 @@ impl StoreSession {
             Login { home_dc: data.home_dc, dc_options, updates: data.updates_state.clone() }
         };
         let json = serde_json::to_vec(&login).map_err(|e| SessionError::Corrupt(e.to_string()))?;
-        let sealed = self.sealer.seal(&json)?;
+        let sealed = self.sealer.seal_for(&SealContext::kv(LOGIN_NAMESPACE, &self.key), &json)?;
         self.store.kv_put(LOGIN_NAMESPACE, &self.key, &sealed).await?;
         Ok(())
     }
@@ -241,11 +241,15 @@ mod tests {
         assert_eq!(peer.auth.hash(), 99);
 
         // Another bot's token never sees this login.
-        let other = StoreSession::load(store.clone(), sealer, "456").await.unwrap();
+        let other = StoreSession::load(store.clone(), sealer.clone(), "456").await.unwrap();
         assert!(!other.has_login());
         // A different encryption key gets a clear error, not a fresh login over the old one.
-        let err = StoreSession::load(store, self::sealer(), "123").await.err().unwrap();
+        let err = StoreSession::load(store.clone(), self::sealer(), "123").await.err().unwrap();
         assert!(err.to_string().contains("BOT_ENCRYPTION_KEY"), "{err}");
+        // Nor does this login open when copied to another bot's key.
+        store.kv_put(LOGIN_NAMESPACE, "bot:456", &sealed).await.unwrap();
+        let err = StoreSession::load(store, sealer, "456").await.err().unwrap();
+        assert!(matches!(err, SessionError::Sealed(SecretsError::Rejected)), "{err}");
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@
 
 use anyhow::Context as _;
 use baal_core::domain::{AgentStatus, NewAgent, UsageDecision};
-use baal_core::secrets::{self, SecretBox};
+use baal_core::secrets::{self, SealContext, SecretBox};
 use baal_core::store::{AgentFilter, Store};
 use chrono::{Days, Utc};
 use secrecy::ExposeSecret as _;
@@ -56,13 +56,18 @@ async fn main() -> anyhow::Result<()> {
     println!("== secrets");
     let agent = agents.first().context("no agent to check")?;
     let sealed = agent.token_sealed.as_deref().context("the first agent has no token")?;
-    // `open_str` gives a `SecretString`: its Debug output is redacted, and the text is reached
-    // only through `expose_secret`, which makes every use easy to find in review.
-    let token = secrets.open_str(sealed).context("the encryption key does not open this token")?;
+    // `open_str_for` gives a `SecretString`: its Debug output is redacted, and the text is reached
+    // only through `expose_secret`, which makes every use easy to find in review. The context
+    // names the row: this token opens as this agent's only.
+    let context = SealContext::agent_token(agent.id);
+    let token = secrets.open_str_for(&context, sealed).context("the encryption key does not open this token")?;
     println!("agent {}'s token opened ({} characters; not shown)", agent.id, token.expose_secret().chars().count());
     // A different key cannot open it: the store alone leaks nothing.
     let other = SecretBox::from_secret(&secrets::generate_key()?)?;
-    println!("with another key: {}", other.open_str(sealed).err().map_or("opened?!".into(), |e| e.to_string()));
+    println!(
+        "with another key: {}",
+        other.open_str_for(&context, sealed).err().map_or("opened?!".into(), |e| e.to_string())
+    );
     Ok(())
 }
 
@@ -70,17 +75,20 @@ async fn main() -> anyhow::Result<()> {
 async fn fill(store: &dyn Store, secrets: &SecretBox) -> anyhow::Result<()> {
     store.user_get_or_create(1001, Some("alice")).await?;
     store.user_get_or_create(1002, Some("bob")).await?;
-    store.user_set_api_key(1002, Some(secrets.seal_str("bob-libertai-key")?)).await?;
+    store
+        .user_set_api_key(1002, Some(secrets.seal_str_for(&SealContext::user_api_key(1002), "bob-libertai-key")?))
+        .await?;
 
     for (owner, name, status) in [
         (1001, "Scribe", AgentStatus::Running),
         (1001, "Old", AgentStatus::Stopped),
         (1002, "Researcher", AgentStatus::Failed),
     ] {
-        let token = secrets.seal_str(secrets::generate_token().expose_secret())?;
-        let agent = store
-            .agent_create(NewAgent::new(owner, name, "You help.", "qwen3-coder-next").with_token_sealed(token))
-            .await?;
+        let agent = store.agent_create(NewAgent::new(owner, name, "You help.", "qwen3-coder-next")).await?;
+        // Sealed once the row exists: the seal names the agent's id.
+        let token =
+            secrets.seal_str_for(&SealContext::agent_token(agent.id), secrets::generate_token().expose_secret())?;
+        store.agent_set_token(agent.id, &token).await?;
         store.agent_set_status(agent.id, status).await?;
         if name == "Old" {
             store.agent_soft_delete(agent.id).await?;

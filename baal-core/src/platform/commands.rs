@@ -12,7 +12,7 @@ use super::render::escape_html;
 use super::state::{self, Flow, Payer, UserState};
 use crate::deploy::Tenancy;
 use crate::domain::{Agent, AgentId, AgentStatus, MODELS, Model, NewAgent, UsageDecision, usage_day};
-use crate::secrets::{generate_token, secret_hint};
+use crate::secrets::{SealContext, secret_hint};
 use crate::store::AgentFilter;
 
 /// Longest agent name, in characters.
@@ -650,10 +650,11 @@ impl Inner {
             self.edit_or_say(ctx.chat, message, Text::plain(text)).await;
             return Ok(());
         }
-        let token = generate_token();
-        let sealed = self.secrets.seal_str(token.expose_secret())?;
-        let new = NewAgent::new(ctx.user_id(), name, default_prompt(name), model).with_token_sealed(sealed);
+        let new = NewAgent::new(ctx.user_id(), name, default_prompt(name), model);
         let agent = self.store.agent_create(new).await?;
+        // Sealed once the row exists, because the seal names the agent's id; an agent left
+        // without one (a crash in between) gets its token from its deployment job.
+        self.mint_token(agent.id).await?;
         let body = format!("<b>{}</b> (#{}) is created. Deploying it now…", e(&agent.name), agent.id);
         let progress = self.edit_or_say(ctx.chat, message, html(body)).await;
         self.start_job(agent.id, ctx.chat, progress, JobKind::Deploy);
@@ -976,7 +977,7 @@ impl Inner {
                 return Ok(());
             }
         };
-        let sealed = self.secrets.seal_str(key.expose_secret())?;
+        let sealed = self.secrets.seal_str_for(&SealContext::user_api_key(ctx.user_id()), key.expose_secret())?;
         self.store.user_set_api_key(ctx.user_id(), Some(sealed)).await?;
         let mut text = format!("🔑 Key {hint} connected. Balance: {balance:.2} credits.");
         let restarted = self.rekey_running_agents(ctx, "your key").await?;
@@ -1047,7 +1048,8 @@ impl Inner {
             count(AgentStatus::Failed)
         );
         let now = self.now();
-        let text = match user.api_key_sealed.as_deref().map(|sealed| self.secrets.open_str(sealed)) {
+        let context = SealContext::user_api_key(user.id);
+        let text = match user.api_key_sealed.as_deref().map(|sealed| self.secrets.open_str_for(&context, sealed)) {
             Some(Ok(key)) => {
                 let balance = match self.check_key(&key).await {
                     KeyCheck::Valid(balance) => format!("{balance:.2} credits"),

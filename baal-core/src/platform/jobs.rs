@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::engine::{Inner, PlatformError};
 use super::messenger::{Button, ChatId, MessageRef, Text};
@@ -13,6 +14,7 @@ use super::state::{self, Payer};
 use crate::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, SilentReporter};
 use crate::domain::{Agent, AgentId, AgentStatus, Deployment};
 use crate::proxy::AgentEndpoint;
+use crate::secrets::{SealContext, SecretBox, generate_token};
 use crate::store::{AgentFilter, Store};
 
 /// What a job does.
@@ -35,16 +37,57 @@ impl Inner {
     /// How the platform reaches `agent`, if it is deployed and its secret opens.
     pub(crate) fn endpoint(&self, agent: &Agent) -> Option<AgentEndpoint> {
         let base_url = agent.deployment.vm_url.as_deref()?;
-        let token = self.secrets.open_str(agent.token_sealed.as_deref()?).ok()?;
+        let token =
+            self.secrets.open_str_for(&SealContext::agent_token(agent.id), agent.token_sealed.as_deref()?).ok()?;
         Some(AgentEndpoint::new(base_url, token))
     }
 
+    /// A fresh bearer secret for `agent`, sealed for its row and stored: right after the row is
+    /// created, and by the agent's deployment when a crash in between left it without one.
+    pub(crate) async fn mint_token(&self, agent: AgentId) -> Result<(SecretString, Vec<u8>), PlatformError> {
+        let token = generate_token();
+        let sealed = self.secrets.seal_str_for(&SealContext::agent_token(agent), token.expose_secret())?;
+        self.store.agent_set_token(agent, &sealed).await?;
+        Ok((token, sealed))
+    }
+
+    /// `agent`'s bearer secret: opened, or minted when a crash right after its creation left it
+    /// without one. A token sealed before seals named their row is sealed again for its own here,
+    /// since nothing else ever rewrites a token. `agent` is kept in step with what is stored.
+    async fn agent_token(&self, agent: &mut Agent) -> Result<SecretString, String> {
+        let Some(sealed) = agent.token_sealed.clone() else {
+            let (token, sealed) = self.mint_token(agent.id).await.map_err(|err| err.to_string())?;
+            agent.token_sealed = Some(sealed);
+            return Ok(token);
+        };
+        let context = SealContext::agent_token(agent.id);
+        let token = self.secrets.open_str_for(&context, &sealed).map_err(|_| {
+            "the agent's secret can't be opened (was BOT_ENCRYPTION_KEY changed, or was it copied from another agent?)"
+                .to_owned()
+        })?;
+        if SecretBox::needs_resealing(&sealed) {
+            match self.secrets.seal_str_for(&context, token.expose_secret()) {
+                Ok(resealed) => match self.store.agent_set_token(agent.id, &resealed).await {
+                    Ok(()) => agent.token_sealed = Some(resealed),
+                    // The old seal still opens; the next deployment tries again.
+                    Err(err) => {
+                        tracing::warn!(agent = %agent.id, error = %err, "could not seal the agent's token for its row")
+                    }
+                },
+                Err(err) => {
+                    tracing::warn!(agent = %agent.id, error = %err, "could not seal the agent's token for its row")
+                }
+            }
+        }
+        Ok(token)
+    }
+
     /// The spec a deployer needs, with the key of whoever pays.
-    async fn spec(&self, agent: &Agent) -> Result<(AgentSpec, Payer), String> {
+    async fn spec(&self, agent: &mut Agent) -> Result<(AgentSpec, Payer), String> {
         let owner = self.store.user_get(agent.owner_id).await.map_err(|err| err.to_string())?;
         let own_key = owner
             .and_then(|user| user.api_key_sealed)
-            .map(|sealed| self.secrets.open_str(&sealed))
+            .map(|sealed| self.secrets.open_str_for(&SealContext::user_api_key(agent.owner_id), &sealed))
             .transpose()
             .map_err(|_| "the owner's LibertAI key can't be opened; /login again".to_owned())?;
         let (key, payer) = match (own_key, &self.config.libertai_api_key) {
@@ -52,13 +95,7 @@ impl Inner {
             (None, Some(key)) => (key.clone(), Payer::Operator),
             (None, None) => return Err("no LibertAI key to run it with: connect yours with /login <key>".into()),
         };
-        let secret = agent
-            .token_sealed
-            .as_deref()
-            .map(|sealed| self.secrets.open_str(sealed))
-            .transpose()
-            .map_err(|_| "the agent's secret can't be opened (was BOT_ENCRYPTION_KEY changed?)".to_owned())?
-            .ok_or_else(|| "the agent has no secret".to_owned())?;
+        let secret = self.agent_token(agent).await?;
         let mut spec = AgentSpec::new(
             agent.id,
             agent.name.clone(),
@@ -110,7 +147,7 @@ impl Inner {
         progress: Option<MessageRef>,
         kind: JobKind,
     ) -> Result<(), PlatformError> {
-        let Some(agent) = self.store.agent_get(agent_id).await?.filter(|a| !a.deleted) else { return Ok(()) };
+        let Some(mut agent) = self.store.agent_get(agent_id).await?.filter(|a| !a.deleted) else { return Ok(()) };
         let job = match kind {
             JobKind::Deploy => "deploy",
             JobKind::Redeploy { .. } => "redeploy",
@@ -131,7 +168,7 @@ impl Inner {
             facts: Mutex::new(agent.deployment.clone()),
         };
         reporter.render(false).await;
-        let outcome = match self.spec(&agent).await {
+        let outcome = match self.spec(&mut agent).await {
             Err(problem) => Err((DeployError::new("deploy", problem).permanent(), Payer::Operator)),
             Ok((spec, payer)) => {
                 let result = match kind {
@@ -313,9 +350,9 @@ impl Inner {
 
     /// Tells the deployer which agents should be running (local processes do not survive us).
     pub(crate) async fn restore_running(&self) -> Result<(), PlatformError> {
-        let running = self.store.list_agents(&AgentFilter::all().status(AgentStatus::Running)).await?;
+        let mut running = self.store.list_agents(&AgentFilter::all().status(AgentStatus::Running)).await?;
         let mut specs = Vec::new();
-        for agent in &running {
+        for agent in &mut running {
             match self.spec(agent).await {
                 Ok((spec, _)) => specs.push(spec),
                 Err(problem) => tracing::warn!(agent = %agent.id, problem, "cannot restore agent"),

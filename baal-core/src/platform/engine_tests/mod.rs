@@ -13,7 +13,7 @@ use crate::domain::Role;
 use crate::domain::{AgentId, AgentStatus, UserId};
 use crate::platform::MessengerError;
 use crate::proxy::{AgentEvent, PendingMessage};
-use crate::secrets::SecretBox;
+use crate::secrets::{SealContext, SecretBox};
 use crate::store::{AgentFilter, Store};
 use crate::testing::db::{self, TestDb};
 use crate::testing::messenger::{Call, MemoryMessenger};
@@ -387,7 +387,13 @@ async fn login_deletes_the_key_message_first_and_never_echoes_the_key() {
     let user = h.store.user_get(OWNER).await.unwrap().unwrap();
     let sealed = user.api_key_sealed.unwrap();
     assert!(!String::from_utf8_lossy(&sealed).contains(GOOD_KEY));
-    assert_eq!(secrecy::ExposeSecret::expose_secret(&h.secrets.open_str(&sealed).unwrap()), GOOD_KEY);
+    assert_eq!(
+        secrecy::ExposeSecret::expose_secret(
+            &h.secrets.open_str_for(&SealContext::user_api_key(OWNER), &sealed).unwrap()
+        ),
+        GOOD_KEY
+    );
+    assert!(h.secrets.open_for(&SealContext::user_api_key(ADMIN), &sealed).is_err(), "sealed for its owner's row only");
     h.send(OWNER, "/account").await;
     assert!(h.last(OWNER).contains("12.50 credits"));
     assert!(h.last(OWNER).contains("…9876") || h.last(OWNER).contains("9876"));
@@ -676,6 +682,54 @@ async fn a_restart_mid_deployment_resumes_it_from_the_stored_facts() {
     assert_eq!(h4.agent(id).await.status, AgentStatus::Failed);
     assert!(h4.all(OWNER).contains("Deploying Icarus failed"));
     h4.platform.shutdown().await;
+}
+
+/// A token sealed for one agent does not serve another; one sealed before seals named their row is
+/// sealed again for its own by the next deployment; an agent left without one gets one.
+#[tokio::test]
+async fn agent_tokens_are_sealed_for_their_own_row() {
+    use secrecy::ExposeSecret as _;
+    let h = Harness::with(config(), Mode::Fail).await;
+    let a = h.create_agent(OWNER, "Alpha").await;
+    let b = h.create_agent(OWNER, "Beta").await;
+    let sealed_a = h.agent(a).await.token_sealed.unwrap();
+    let token_a = h.secrets.open_str_for(&SealContext::agent_token(a), &sealed_a).unwrap();
+    let shipped = h.deployer.deployed.lock().unwrap()[0].agent_secret.expose_secret().to_owned();
+    assert_eq!(shipped, token_a.expose_secret(), "the deployment shipped the sealed token");
+    *h.deployer.mode.lock().unwrap() = Mode::Succeed;
+
+    // Alpha's sealed token copied into Beta's row does not open there.
+    h.store.agent_set_token(b, &sealed_a).await.unwrap();
+    h.send(OWNER, &format!("/repair {b}")).await;
+    assert_eq!(h.agent(b).await.status, AgentStatus::Failed);
+    let shipped_to_b = |secret: &str| {
+        h.deployer
+            .deployed
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|spec| spec.agent_id == b && spec.agent_secret.expose_secret() == secret)
+    };
+    assert!(!shipped_to_b(token_a.expose_secret()));
+
+    // A version 1 token opens and the repair seals it for its row.
+    let old = h.secrets.seal_version_1(b"token-from-before");
+    h.store.agent_set_token(b, &old).await.unwrap();
+    h.send(OWNER, &format!("/repair {b}")).await;
+    assert_eq!(h.agent(b).await.status, AgentStatus::Running);
+    let resealed = h.agent(b).await.token_sealed.unwrap();
+    assert!(!SecretBox::needs_resealing(&resealed));
+    let token_b = h.secrets.open_str_for(&SealContext::agent_token(b), &resealed).unwrap();
+    assert_eq!(token_b.expose_secret(), "token-from-before");
+    assert!(h.secrets.open_for(&SealContext::agent_token(a), &resealed).is_err());
+
+    // An agent created without a token (the bot stopped in between) gets one when deployed.
+    let c = h.store.agent_create(crate::domain::NewAgent::new(OWNER, "Gamma", "p", "glm-4.7")).await.unwrap().id;
+    h.store.agent_set_status(c, AgentStatus::Failed).await.unwrap();
+    h.send(OWNER, &format!("/repair {c}")).await;
+    assert_eq!(h.agent(c).await.status, AgentStatus::Running, "{}", h.all(OWNER));
+    let sealed_c = h.agent(c).await.token_sealed.expect("a token was minted");
+    h.secrets.open_str_for(&SealContext::agent_token(c), &sealed_c).unwrap();
 }
 
 #[tokio::test]
