@@ -233,38 +233,18 @@ pub fn telegram_message_id(message: MessageRef) -> Result<i32, MessengerError> {
     i32::try_from(message.message_id).map_err(|_| MessengerError::NotFound)
 }
 
-/// The command menu published at start. The platform exposes no command list, so the menu lives
-/// here (keep it in step with `/help`); `/pool` is left out because only admins may use it.
-pub const COMMAND_MENU: &[(&str, &str)] = &[
-    ("start", "Welcome and what Baal can do"),
-    ("create", "Create a new agent"),
-    ("list", "Your agents"),
-    ("manage", "Leave the chat with an agent"),
-    ("soul", "View or change an agent's personality"),
-    ("delete", "Delete an agent"),
-    ("login", "Use your own LibertAI API key"),
-    ("logout", "Forget your LibertAI API key"),
-    ("account", "Your plan and today's usage"),
-    ("dashboard", "Health of your agents"),
-    ("verbose", "Show or hide the agent's tool use"),
-    ("update", "Restart an agent with the latest settings"),
-    ("repair", "Retry a failed deployment"),
-    ("cancel", "Stop what you are doing"),
-    ("help", "How to use Baal"),
-];
-
-/// The `bots.setBotCommands` request for [`COMMAND_MENU`].
+/// The `bots.setBotCommands` request for the platform's menu ([`baal_core::platform::Command::menu`]):
+/// the front-end holds no list of its own.
 pub fn command_menu_request() -> tl::functions::bots::SetBotCommands {
     tl::functions::bots::SetBotCommands {
         scope: tl::enums::BotCommandScope::Default,
         lang_code: String::new(),
-        commands: COMMAND_MENU
-            .iter()
+        commands: baal_core::platform::Command::menu()
             .map(|(command, description)| {
                 tl::types::BotCommand {
                     ephemeral: false,
-                    command: (*command).to_owned(),
-                    description: (*description).to_owned(),
+                    command: command.to_owned(),
+                    description: description.to_owned(),
                 }
                 .into()
             })
@@ -448,8 +428,8 @@ mod tests {
     #[test]
     fn the_command_menu_is_valid_for_telegram() {
         let request = command_menu_request();
-        assert_eq!(request.commands.len(), COMMAND_MENU.len());
-        for (command, description) in COMMAND_MENU {
+        assert_eq!(request.commands.len(), baal_core::platform::Command::menu().count());
+        for (command, description) in baal_core::platform::Command::menu() {
             assert!(command.len() <= 32 && command.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
             assert!((3..=256).contains(&description.len()));
             assert!(matches!(platform::parse_text(&format!("/{command}")), InputKind::Command { .. }));

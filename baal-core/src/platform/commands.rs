@@ -5,6 +5,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 
+use super::command::{Command, HelpSection};
 use super::engine::{After, Ctx, Inner, PlatformError};
 use super::jobs::JobKind;
 use super::messenger::{Button, MessageRef, Text};
@@ -126,9 +127,11 @@ impl Inner {
         args: &str,
         message: Option<MessageRef>,
     ) -> Result<(), PlatformError> {
+        let command = Command::parse(name);
+        let login = command == Some(Command::Login);
         // The key must leave the chat before anything else happens, whatever state the user is in.
         let mut key_left_the_chat = true;
-        if name == "login"
+        if login
             && !args.is_empty()
             && let Some(message) = message
             && let Err(err) = self.messenger.delete(message).await
@@ -136,7 +139,7 @@ impl Inner {
             tracing::warn!(error = %err, "could not delete a /login message");
             key_left_the_chat = false;
         }
-        if name == "login" && !ctx.in_private_chat() {
+        if login && !ctx.in_private_chat() {
             // Everyone in a group has seen the key (and bots there may not delete messages).
             let mut note = "/login works only in a private chat with me: here everyone can read your key.".to_owned();
             if !args.is_empty() {
@@ -152,9 +155,9 @@ impl Inner {
         }
         let now = self.now();
         let flow = state.live_flow(now, self.config.flow_timeout).cloned();
-        match (name, &flow) {
-            ("cancel", _) => return self.cancel(ctx, state, flow).await,
-            ("confirm", Some(Flow::CreateConfirm { name, model })) => {
+        match (command, &flow) {
+            (Some(Command::Cancel), _) => return self.cancel(ctx, state, flow).await,
+            (Some(Command::Confirm), Some(Flow::CreateConfirm { name, model })) => {
                 let (name, model) = (name.clone(), model.clone());
                 return self.create_confirm(ctx, state, &name, &model, None).await;
             }
@@ -172,31 +175,33 @@ impl Inner {
                 }
             }
         }
-        match name {
-            "start" => self.start_command(ctx, state, args).await,
-            "help" => self.help(ctx).await,
-            "create" => self.create(ctx, state).await,
-            "list" => self.list(ctx).await,
-            "delete" => self.delete_command(ctx, args).await,
-            "repair" => self.repair(ctx, args).await,
-            "update" => self.update(ctx, args).await,
-            "soul" => self.soul(ctx, state, args).await,
-            "manage" => self.leave_chat(ctx, state, false).await,
-            "login" => self.login(ctx, args).await,
-            "logout" => self.logout(ctx).await,
-            "account" => self.account(ctx).await,
-            "verbose" => self.verbose(ctx).await,
-            "dashboard" => self.dashboard(ctx).await,
-            "pool" => self.pool(ctx).await,
-            "confirm" => {
+        let Some(command) = command else {
+            let text = format!("I don't know /{name}. /help lists what I can do.");
+            self.say(ctx.chat, Text::plain(text)).await;
+            return Ok(());
+        };
+        match command {
+            Command::Start => self.start_command(ctx, state, args).await,
+            Command::Help => self.help(ctx).await,
+            Command::Create => self.create(ctx, state).await,
+            Command::List => self.list(ctx).await,
+            Command::Delete => self.delete_command(ctx, args).await,
+            Command::Repair => self.repair(ctx, args).await,
+            Command::Update => self.update(ctx, args).await,
+            Command::Soul => self.soul(ctx, state, args).await,
+            Command::Manage => self.leave_chat(ctx, state, false).await,
+            Command::Login => self.login(ctx, args).await,
+            Command::Logout => self.logout(ctx).await,
+            Command::Account => self.account(ctx).await,
+            Command::Verbose => self.verbose(ctx).await,
+            Command::Dashboard => self.dashboard(ctx).await,
+            Command::Pool => self.pool(ctx).await,
+            Command::Confirm => {
                 self.say(ctx.chat, Text::plain("There is nothing to confirm. /create starts a new agent.")).await;
                 Ok(())
             }
-            other => {
-                let text = format!("I don't know /{other}. /help lists what I can do.");
-                self.say(ctx.chat, Text::plain(text)).await;
-                Ok(())
-            }
+            // Handled above, before any flow is touched.
+            Command::Cancel => Ok(()),
         }
     }
 
@@ -495,20 +500,22 @@ impl Inner {
             Some(usual) => format!("Wait {} while Baal deploys it", usually_takes(usual)),
             None => "Wait while Baal deploys it".to_owned(),
         };
+        let admin = self.config.is_admin(ctx.user_id());
+        let section = |title: &str, section: HelpSection| {
+            format!("<b>{title}</b>\n{}", Command::help_lines(section, admin).join("\n"))
+        };
         let mut body = format!(
             "<b>Baal: your own AI agent, shared by link</b>\n\n\
              <b>Get started</b>\n1. /create: name your agent and pick a model\n\
-             2. {wait}\n3. Chat with it, and share its link\n\n\
-             <b>Agents</b>\n/create: a new agent\n/list: your agents, with their share links\n\
-             /soul: view or change an agent's personality\n/update: restart an agent with the latest settings\n\
-             /repair: retry a failed deployment\n/delete &lt;id&gt;: delete an agent\n\
-             /manage: leave the chat with an agent\n/cancel: stop what you're doing\n\n\
-             <b>Account</b>\n/account: plan, usage and agents\n/dashboard: health of your agents\n\
-             /login &lt;key&gt;: use your own LibertAI key\n/logout: go back to the free tier\n\
-             /verbose: show or hide the agent's tool calls",
+             2. {wait}\n3. Chat with it, and share its link\n\n{}\n\n{}",
+            section("Agents", HelpSection::Agents),
+            section("Account", HelpSection::Account),
         );
-        if self.config.is_admin(ctx.user_id()) {
-            body.push_str("\n\n<b>Operators</b>\n/pool: the VM pool\n/dashboard also shows the whole fleet");
+        if admin {
+            body.push_str(&format!(
+                "\n\n{}\n/dashboard also shows the whole fleet",
+                section("Operators", HelpSection::Operators)
+            ));
         }
         let text = html(body)
             .row(vec![

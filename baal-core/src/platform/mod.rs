@@ -3,6 +3,7 @@
 //! [`Input`] and render what the platform asks through their [`Messenger`].
 
 mod chat;
+pub mod command;
 mod commands;
 mod engine;
 mod jobs;
@@ -10,6 +11,7 @@ pub mod messenger;
 pub mod render;
 mod state;
 
+pub use command::Command;
 pub use engine::{Platform, PlatformConfig, PlatformError, deployer_from_settings, secret_box_from_settings};
 pub use messenger::{Button, ChatId, MessageRef, Messenger, MessengerError, OutgoingFile, Text};
 

@@ -979,3 +979,19 @@ async fn agents_and_login_are_refused_in_group_chats() {
     h.send(VISITOR, "hello agent").await;
     assert_eq!(asked(), before + 1);
 }
+
+/// `/help` is derived from the one command table: every command a user may run is listed, the
+/// admins' only for admins.
+#[tokio::test]
+async fn help_lists_what_the_command_table_holds() {
+    use crate::platform::command::{Audience, Command, HelpSection};
+    let h = Harness::new().await;
+    h.send(VISITOR, "/help").await;
+    let help = h.last(VISITOR);
+    for spec in Command::ALL.iter().filter(|s| s.section != HelpSection::Hidden) {
+        let listed = help.contains(&format!("/{}", spec.name));
+        assert_eq!(listed, spec.audience == Audience::Everyone, "/{} in {help}", spec.name);
+    }
+    h.send(ADMIN, "/help").await;
+    assert!(h.last(ADMIN).contains("/pool: the VM pool"), "{}", h.last(ADMIN));
+}
