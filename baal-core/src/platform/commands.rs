@@ -5,6 +5,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 
+use super::action::Action;
 use super::command::{Command, HelpSection};
 use super::engine::{After, Ctx, Inner, PlatformError};
 use super::jobs::JobKind;
@@ -86,8 +87,8 @@ fn welcome() -> Text {
         "<b>Welcome to Baal</b>\nCreate your own AI agent in a minute, then share it with anyone.\n\n\
          What would you like to do?",
     )
-    .row(vec![Button::callback("🚀 Create an agent", "quick_create"), Button::callback("📋 My agents", "quick_list")])
-    .row(vec![Button::callback("💳 Account", "quick_account"), Button::callback("ℹ️ Help", "quick_help")])
+    .row(vec![Button::action("🚀 Create an agent", Action::Create), Button::action("📋 My agents", Action::List)])
+    .row(vec![Button::action("💳 Account", Action::Account), Button::action("ℹ️ Help", Action::Help)])
 }
 
 fn login_hint() -> Text {
@@ -100,10 +101,10 @@ fn login_hint() -> Text {
 
 fn chat_keyboard(show_tools: bool) -> Vec<Vec<Button>> {
     vec![
-        vec![Button::callback("🚪 Exit chat", "exit_chat"), Button::callback("📋 My agents", "nav_list")],
+        vec![Button::action("🚪 Exit chat", Action::ExitChat), Button::action("📋 My agents", Action::List)],
         vec![
-            Button::callback("💳 Account", "nav_account"),
-            Button::callback(if show_tools { "👁️ Hide tools" } else { "🙈 Show tools" }, "toggle_tools"),
+            Button::action("💳 Account", Action::Account),
+            Button::action(if show_tools { "👁️ Hide tools" } else { "🙈 Show tools" }, Action::ToggleTools),
         ],
     ]
 }
@@ -111,11 +112,6 @@ fn chat_keyboard(show_tools: bool) -> Vec<Vec<Button>> {
 pub(crate) fn with_rows(mut text: Text, rows: Vec<Vec<Button>>) -> Text {
     text.buttons.extend(rows);
     text
-}
-
-/// The id after the last `:` of a callback datum.
-fn id_of(data: &str) -> Option<AgentId> {
-    data.rsplit(':').next()?.parse().ok()
 }
 
 impl Inner {
@@ -231,63 +227,66 @@ impl Inner {
     ) -> Result<Option<String>, PlatformError> {
         let now = self.now();
         let flow = state.live_flow(now, self.config.flow_timeout).cloned();
-        let (verb, _) = data.split_once(':').unwrap_or((data, ""));
+        let Some(action) = Action::decode(data) else {
+            return Ok(Some("This button no longer does anything".into()));
+        };
         // Wizard buttons belong to the flow; they do nothing once it is over.
-        if matches!(verb, "create_model" | "create_confirm" | "create_cancel") {
-            return self.wizard_button(ctx, state, flow, data, message).await;
+        if action.is_wizard() {
+            return self.wizard_button(ctx, state, flow, action, message).await;
         }
-        if !matches!(verb, "refresh_status" | "toggle_tools" | "delete_cancelled") && flow.is_some() {
+        if !matches!(action, Action::RefreshStatus(_) | Action::ToggleTools | Action::DeleteCancelled) && flow.is_some()
+        {
             state.clear_flow();
         }
-        let id = id_of(data);
-        match (verb, id) {
-            ("quick_create", _) => self.create(ctx, state).await?,
-            ("quick_list" | "nav_list", _) => self.list(ctx).await?,
-            ("quick_account" | "nav_account" | "account_refresh", _) => self.account(ctx).await?,
-            ("quick_help", _) => self.help(ctx).await?,
-            ("nav_main", _) => {
+        match action {
+            Action::Create => self.create(ctx, state).await?,
+            Action::List => self.list(ctx).await?,
+            Action::Account => self.account(ctx).await?,
+            Action::Help => self.help(ctx).await?,
+            Action::Main => {
                 self.say(ctx.chat, welcome()).await;
             }
-            ("exit_chat", _) => self.leave_chat(ctx, state, true).await?,
-            ("quick_login" | "account_login", _) => {
+            Action::ExitChat => self.leave_chat(ctx, state, true).await?,
+            Action::Login => {
                 self.say(ctx.chat, login_hint()).await;
             }
-            ("account_logout", _) => self.logout(ctx).await?,
-            ("dashboard_refresh", _) => self.dashboard(ctx).await?,
-            ("toggle_tools", _) => {
+            Action::Logout => self.logout(ctx).await?,
+            Action::DashboardRefresh => self.dashboard(ctx).await?,
+            Action::ToggleTools => {
                 let visible = self.store.user_toggle_show_tools(ctx.user_id()).await?;
                 let mut text = Text::html(message_body_placeholder());
                 text.buttons = chat_keyboard(visible);
                 let _ = self.messenger.edit(message, text).await;
                 return Ok(Some(if visible { "Tool calls are now shown" } else { "Tool calls are now hidden" }.into()));
             }
-            ("chat_agent", Some(id)) => self.open_chat(ctx, state, id).await?,
-            ("update_agent", Some(id)) => self.update(ctx, &id.to_string()).await?,
-            ("repair_agent" | "retry_deploy", Some(id)) => self.repair(ctx, &id.to_string()).await?,
-            ("soul_agent", Some(id)) => self.soul(ctx, state, &id.to_string()).await?,
-            ("soul_edit", Some(id)) => self.soul_edit(ctx, state, id, message).await?,
-            ("refresh_status", Some(id)) => {
+            Action::Chat(id) => self.open_chat(ctx, state, id).await?,
+            Action::Update(id) => self.update(ctx, &id.to_string()).await?,
+            Action::Repair(id) => self.repair(ctx, &id.to_string()).await?,
+            Action::Soul(id) => self.soul(ctx, state, &id.to_string()).await?,
+            Action::SoulEdit(id) => self.soul_edit(ctx, state, id, message).await?,
+            Action::RefreshStatus(id) => {
                 let status = match self.owned_agent(ctx.user_id(), id).await? {
                     Some(agent) => format!("Status: {}", agent.status),
                     None => "This agent is gone".to_owned(),
                 };
                 return Ok(Some(status));
             }
-            ("delete_confirm", Some(id)) => match self.owned_agent(ctx.user_id(), id).await? {
+            Action::DeleteAsk(id) => match self.owned_agent(ctx.user_id(), id).await? {
                 Some(agent) => {
                     self.edit_or_say(ctx.chat, Some(message), delete_dialog(&agent)).await;
                 }
                 None => return Ok(Some("Agent not found".into())),
             },
-            ("delete_confirmed", Some(id)) => {
+            Action::DeleteConfirmed(id) => {
                 let text = self.delete_agent(ctx, state, id).await?;
                 self.edit_or_say(ctx.chat, Some(message), text).await;
             }
-            ("delete_cancelled", _) => {
+            Action::DeleteCancelled => {
                 self.edit_or_say(ctx.chat, Some(message), Text::plain("Nothing was deleted.")).await;
                 return Ok(Some("Cancelled".into()));
             }
-            _ => return Ok(Some("This button no longer does anything".into())),
+            // Handled above, with the wizard.
+            Action::CreateModel(_) | Action::CreateConfirm | Action::CreateCancel => {}
         }
         Ok(None)
     }
@@ -375,8 +374,8 @@ impl Inner {
                     until(resets_at, self.now())
                 );
                 let text = html(body).row(vec![
-                    Button::callback("🔑 Connect a key", "quick_login"),
-                    Button::callback("💳 Account", "quick_account"),
+                    Button::action("🔑 Connect a key", Action::Login),
+                    Button::action("💳 Account", Action::Account),
                 ]);
                 self.say(ctx.chat, text).await;
                 return Ok(After::Nothing);
@@ -477,7 +476,7 @@ impl Inner {
             "You're now chatting with <b>{}</b>. Just type a message.\n/manage or the button below ends the chat.",
             e(&agent.name)
         );
-        self.say(ctx.chat, html(text).row(vec![Button::callback("🚪 Exit chat", "exit_chat")])).await;
+        self.say(ctx.chat, html(text).row(vec![Button::action("🚪 Exit chat", Action::ExitChat)])).await;
         Ok(())
     }
 
@@ -574,13 +573,13 @@ impl Inner {
         ctx: &Ctx,
         state: &mut UserState,
         flow: Option<Flow>,
-        data: &str,
+        action: Action,
         message: MessageRef,
     ) -> Result<Option<String>, PlatformError> {
         let now = self.now();
-        match (data.split_once(':'), flow) {
-            (Some(("create_model", model)), Some(Flow::CreateModel { name } | Flow::CreateConfirm { name, .. })) => {
-                let Some(model) = Model::find(model) else {
+        match (action, flow) {
+            (Action::CreateModel(model), Some(Flow::CreateModel { name } | Flow::CreateConfirm { name, .. })) => {
+                let Some(model) = Model::find(&model) else {
                     state.clear_flow();
                     self.edit_or_say(
                         ctx.chat,
@@ -604,19 +603,17 @@ impl Inner {
                     where_agents_run(self.deployer.name()),
                 );
                 let text = html(body).row(vec![
-                    Button::callback("✅ Deploy", "create_confirm"),
-                    Button::callback("❌ Cancel", "create_cancel"),
+                    Button::action("✅ Deploy", Action::CreateConfirm),
+                    Button::action("❌ Cancel", Action::CreateCancel),
                 ]);
                 self.edit_or_say(ctx.chat, Some(message), text).await;
                 Ok(None)
             }
-            (None, Some(Flow::CreateConfirm { name, model })) if data == "create_confirm" => {
+            (Action::CreateConfirm, Some(Flow::CreateConfirm { name, model })) => {
                 self.create_confirm(ctx, state, &name, &model, Some(message)).await?;
                 Ok(None)
             }
-            (None, Some(Flow::CreateModel { .. } | Flow::CreateConfirm { .. } | Flow::CreateName))
-                if data == "create_cancel" =>
-            {
+            (Action::CreateCancel, Some(Flow::CreateModel { .. } | Flow::CreateConfirm { .. } | Flow::CreateName)) => {
                 state.clear_flow();
                 self.edit_or_say(ctx.chat, Some(message), Text::plain("Agent creation cancelled.")).await;
                 Ok(Some("Cancelled".into()))
@@ -672,7 +669,7 @@ impl Inner {
         let agents = self.store.list_agents(&AgentFilter::all().owner(ctx.user_id())).await?;
         if agents.is_empty() {
             let text = html("<b>Your agents</b>\nYou have no agents yet.")
-                .row(vec![Button::callback("➕ Create your first agent", "quick_create")]);
+                .row(vec![Button::action("➕ Create your first agent", Action::Create)]);
             self.say(ctx.chat, text).await;
             return Ok(());
         }
@@ -686,7 +683,7 @@ impl Inner {
         if agents.len() < max {
             let left = max - agents.len();
             let label = format!("➕ Create an agent ({left} slot{} left)", if left == 1 { "" } else { "s" });
-            self.say(ctx.chat, Text::plain("Want another agent?").row(vec![Button::callback(label, "quick_create")]))
+            self.say(ctx.chat, Text::plain("Want another agent?").row(vec![Button::action(label, Action::Create)]))
                 .await;
         }
         Ok(())
@@ -703,22 +700,22 @@ impl Inner {
             age(agent.created_at, now)
         );
         let id = agent.id;
-        let delete = Button::callback("🗑️ Delete", format!("delete_confirm:{id}"));
+        let delete = Button::action("🗑️ Delete", Action::DeleteAsk(id));
         let rows = match agent.status {
             AgentStatus::Running => {
                 body.push_str(&format!("\n🔗 Share: {}", e(&self.share_link(agent))));
                 vec![
                     vec![
-                        Button::callback("💬 Chat", format!("chat_agent:{id}")),
-                        Button::callback("📝 Personality", format!("soul_agent:{id}")),
+                        Button::action("💬 Chat", Action::Chat(id)),
+                        Button::action("📝 Personality", Action::Soul(id)),
                     ],
-                    vec![Button::callback("🔄 Update", format!("update_agent:{id}")), delete],
+                    vec![Button::action("🔄 Update", Action::Update(id)), delete],
                 ]
             }
             AgentStatus::Deploying => {
-                vec![vec![Button::callback("🔄 Refresh", format!("refresh_status:{id}")), delete]]
+                vec![vec![Button::action("🔄 Refresh", Action::RefreshStatus(id)), delete]]
             }
-            AgentStatus::Failed => vec![vec![Button::callback("🔧 Repair", format!("repair_agent:{id}")), delete]],
+            AgentStatus::Failed => vec![vec![Button::action("🔧 Repair", Action::Repair(id)), delete]],
             AgentStatus::Pending | AgentStatus::Stopped => vec![vec![delete]],
         };
         with_rows(html(body), rows)
@@ -791,7 +788,7 @@ impl Inner {
                 self.say(ctx.chat, Text::plain("None of your agents needs repair.")).await;
                 return Ok(());
             }
-            self.say(ctx.chat, agent_picker("Which agent should Baal repair?", broken, "repair_agent")).await;
+            self.say(ctx.chat, agent_picker("Which agent should Baal repair?", broken, Action::Repair)).await;
             return Ok(());
         }
         let Some(id) = self.agent_arg(ctx, args, "/repair <agent id>").await else { return Ok(()) };
@@ -821,7 +818,7 @@ impl Inner {
                 self.say(ctx.chat, Text::plain("You have no running agents to update.")).await;
                 return Ok(());
             }
-            let text = agent_picker("Which agent should Baal update and restart?", &running, "update_agent");
+            let text = agent_picker("Which agent should Baal update and restart?", &running, Action::Update);
             self.say(ctx.chat, text).await;
             return Ok(());
         }
@@ -871,8 +868,7 @@ impl Inner {
             }
             let mut text = Text::plain("Whose personality would you like to see or change?");
             for agent in agents {
-                text =
-                    text.row(vec![Button::callback(format!("📝 {}", agent.name), format!("soul_agent:{}", agent.id))]);
+                text = text.row(vec![Button::action(format!("📝 {}", agent.name), Action::Soul(agent.id))]);
             }
             self.say(ctx.chat, text).await;
             return Ok(());
@@ -887,8 +883,8 @@ impl Inner {
             e(&truncate_chars(&agent.system_prompt, 800))
         );
         let text = html(body).row(vec![
-            Button::callback("✏️ Change it", format!("soul_edit:{}", agent.id)),
-            Button::callback("« My agents", "quick_list"),
+            Button::action("✏️ Change it", Action::SoulEdit(agent.id)),
+            Button::action("« My agents", Action::List),
         ]);
         self.say(ctx.chat, text).await;
         Ok(())
@@ -1068,10 +1064,10 @@ impl Inner {
                 );
                 html(body)
                     .row(vec![
-                        Button::callback("🚪 Log out", "account_logout"),
-                        Button::callback("📋 My agents", "quick_list"),
+                        Button::action("🚪 Log out", Action::Logout),
+                        Button::action("📋 My agents", Action::List),
                     ])
-                    .row(vec![Button::callback("🔄 Refresh", "account_refresh")])
+                    .row(vec![Button::action("🔄 Refresh", Action::Account)])
             }
             _ => {
                 let (day, resets_at) = usage_day(now);
@@ -1083,8 +1079,8 @@ impl Inner {
                     until(resets_at, now)
                 );
                 html(body).row(vec![
-                    Button::callback("🔑 Connect a key", "account_login"),
-                    Button::callback("📋 My agents", "quick_list"),
+                    Button::action("🔑 Connect a key", Action::Login),
+                    Button::action("📋 My agents", Action::List),
                 ])
             }
         };
@@ -1170,8 +1166,8 @@ impl Inner {
             body.push_str(&format!("\nFree-tier messages today: {messages}"));
         }
         let text = html(body).row(vec![
-            Button::callback("🔄 Refresh", "dashboard_refresh"),
-            Button::callback("📋 My agents", "quick_list"),
+            Button::action("🔄 Refresh", Action::DashboardRefresh),
+            Button::action("📋 My agents", Action::List),
         ]);
         self.say(ctx.chat, text).await;
         Ok(())
@@ -1248,9 +1244,9 @@ fn model_menu(name: &str) -> Text {
             e(model.description),
             e(model.best_for)
         ));
-        text = text.row(vec![Button::callback(
+        text = text.row(vec![Button::action(
             format!("{} {}", model.emoji, model.display_name),
-            format!("create_model:{}", model.id),
+            Action::CreateModel(model.id.to_owned()),
         )]);
     }
     text.body = body;
@@ -1268,8 +1264,8 @@ fn delete_dialog(agent: &Agent) -> Text {
         agent.status
     );
     html(body).row(vec![
-        Button::callback("⚠️ Yes, delete", format!("delete_confirmed:{}", agent.id)),
-        Button::callback("❌ Cancel", "delete_cancelled"),
+        Button::action("⚠️ Yes, delete", Action::DeleteConfirmed(agent.id)),
+        Button::action("❌ Cancel", Action::DeleteCancelled),
     ])
 }
 
@@ -1280,10 +1276,14 @@ pub(crate) fn chat_controls(show_tools: bool) -> Text {
     text
 }
 
-/// A question with one button per agent, each sending `<action>:<id>`.
-fn agent_picker<'a>(question: &str, agents: impl IntoIterator<Item = &'a Agent>, action: &str) -> Text {
+/// A question with one button per agent, each performing `action` on its agent.
+fn agent_picker<'a>(
+    question: &str,
+    agents: impl IntoIterator<Item = &'a Agent>,
+    action: impl Fn(AgentId) -> Action,
+) -> Text {
     agents.into_iter().fold(Text::plain(question), |text, agent| {
-        text.row(vec![Button::callback(format!("{} (#{})", agent.name, agent.id), format!("{action}:{}", agent.id))])
+        text.row(vec![Button::action(format!("{} (#{})", agent.name, agent.id), action(agent.id))])
     })
 }
 

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
+use super::action::Action;
 use super::engine::{Inner, PlatformError};
 use super::messenger::{Button, ChatId, MessageRef, Text};
 use super::render::escape_html;
@@ -259,8 +260,8 @@ impl Inner {
             link = escape_html(&self.share_link(agent)),
         );
         let text = Text::html(body).row(vec![
-            Button::callback("📝 Personality", format!("soul_agent:{}", agent.id)),
-            Button::callback("🚪 Exit chat", "exit_chat"),
+            Button::action("📝 Personality", Action::Soul(agent.id)),
+            Button::action("🚪 Exit chat", Action::ExitChat),
         ]);
         self.say(chat, text).await;
         let owner = self.store.user_get(agent.owner_id).await?;
@@ -399,8 +400,8 @@ fn error_card(agent: &Agent, err: &DeployError, step_label: &str) -> Text {
         escape_html(&message)
     );
     Text::html(body).row(vec![
-        Button::callback("🔄 Retry", format!("retry_deploy:{}", agent.id)),
-        Button::callback("🗑️ Delete", format!("delete_confirm:{}", agent.id)),
+        Button::action("🔄 Retry", Action::Repair(agent.id)),
+        Button::action("🗑️ Delete", Action::DeleteAsk(agent.id)),
     ])
 }
 

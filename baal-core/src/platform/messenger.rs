@@ -43,6 +43,11 @@ impl Button {
         Button::Callback { label: label.into(), data: data.into() }
     }
 
+    /// A button that performs `action` when pressed (the platform's own buttons).
+    pub fn action(label: impl Into<String>, action: super::action::Action) -> Self {
+        Button::Callback { label: label.into(), data: action.encode() }
+    }
+
     /// A URL button.
     pub fn url(label: impl Into<String>, url: impl Into<String>) -> Self {
         Button::Url { label: label.into(), url: url.into() }

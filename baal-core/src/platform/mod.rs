@@ -2,6 +2,7 @@
 //! Front-ends (Telegram, the terminal console, an embedder's own) turn what users do into an
 //! [`Input`] and render what the platform asks through their [`Messenger`].
 
+pub mod action;
 mod chat;
 pub mod command;
 mod commands;
@@ -11,6 +12,7 @@ pub mod messenger;
 pub mod render;
 mod state;
 
+pub use action::Action;
 pub use command::Command;
 pub use engine::{Platform, PlatformConfig, PlatformError, deployer_from_settings, secret_box_from_settings};
 pub use messenger::{Button, ChatId, MessageRef, Messenger, MessengerError, OutgoingFile, Text};

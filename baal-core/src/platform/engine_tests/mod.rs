@@ -336,7 +336,7 @@ async fn the_51st_free_message_of_the_day_is_refused() {
     let all = h.all(VISITOR);
     assert!(all.contains("Daily limit reached"), "{}", h.last(VISITOR));
     assert!(!all.contains("You said: one too many"));
-    assert!(h.messenger.last_buttons(VISITOR).iter().any(|b| format!("{b:?}").contains("quick_login")));
+    assert!(h.messenger.last_buttons(VISITOR).iter().any(|b| format!("{b:?}").contains("account_login")));
 }
 
 /// A loopback LibertAI `/credits/balance` endpoint accepting only [`GOOD_KEY`].
