@@ -1,14 +1,17 @@
 //! `baal-cli doctor` and `baal-cli migrate`.
 //!
-//! Doctor prints one ✓ or ✗ line per check, each ✗ with how to fix it, and exits non-zero when
-//! something needed is missing. It never prints a secret, only whether it is set and usable.
+//! Doctor prints one line per check: ✓ in place, ! a note (Baal runs, with the consequence
+//! named), ✗ a problem with how to fix it; it exits non-zero only on problems. The settings
+//! findings are the core's (`platform::settings_report`, `Settings::telegram_checks`), the same
+//! answers the platform acts on when it starts. It never prints a secret, only whether it is set
+//! and usable.
 
 use std::process::ExitCode;
 
-use baal_core::config::{DeployerKind, Settings, redact_url_password};
+use baal_core::config::{DeployerKind, Finding, Settings, Severity, redact_url_password};
 use baal_core::deploy::Tenancy;
 use baal_core::deploy::isolation::Isolation;
-use baal_core::secrets::SecretBox;
+use baal_core::platform;
 use baal_core::store::SqlStore;
 use clap::Args;
 
@@ -25,6 +28,7 @@ pub struct DoctorArgs {
 #[derive(Default)]
 struct Report {
     problems: usize,
+    notes: usize,
 }
 
 impl Report {
@@ -38,12 +42,24 @@ impl Report {
 
     /// A finding that limits what Baal offers without stopping it from running.
     fn note(&mut self, text: &str) {
+        self.notes += 1;
         println!("  ! {text}");
     }
 
     fn fail(&mut self, text: &str) {
         self.problems += 1;
         println!("  ✗ {text}");
+    }
+
+    /// The core's findings, each as it is.
+    fn findings(&mut self, findings: &[Finding]) {
+        for finding in findings {
+            match finding.severity {
+                Severity::Ok => self.pass(&finding.text),
+                Severity::Note => self.note(&finding.text),
+                _ => self.fail(&finding.text),
+            }
+        }
     }
 
     /// The file a setting names exists.
@@ -57,7 +73,10 @@ impl Report {
 
     fn finish(self) -> ExitCode {
         println!();
-        if self.problems == 0 {
+        if self.problems == 0 && self.notes > 0 {
+            println!("Baal can run as configured; the ! lines above say what follows from the settings.");
+            ExitCode::SUCCESS
+        } else if self.problems == 0 {
             println!("Everything Baal needs is in place.");
             ExitCode::SUCCESS
         } else {
@@ -82,15 +101,7 @@ pub async fn run(settings: anyhow::Result<Settings>, args: DoctorArgs) -> anyhow
     };
 
     report.section("Core");
-    check_encryption_key(&settings, &mut report);
-    if settings.libertai_api_key.is_some() {
-        report.pass("LIBERTAI_API_KEY is set (inference for users without their own key)");
-    } else {
-        report.fail(
-            "LIBERTAI_API_KEY: not set. Set the operator's LibertAI API key; agents of users without \
-             their own key run on it",
-        );
-    }
+    report.findings(&platform::settings_report(&settings));
     let shown_url = redact_url_password(&settings.database_url);
     match SqlStore::open(&settings.database_url).await {
         Ok(store) => {
@@ -111,34 +122,9 @@ pub async fn run(settings: anyhow::Result<Settings>, args: DoctorArgs) -> anyhow
     Ok(report.finish())
 }
 
-fn check_encryption_key(settings: &Settings, report: &mut Report) {
-    match settings.require_encryption_key() {
-        Err(err) => report.fail(&err.to_string()),
-        Ok(key) => match SecretBox::from_secret(key) {
-            Ok(_) => report.pass("BOT_ENCRYPTION_KEY is a valid 32-byte key"),
-            Err(err) => report.fail(&format!("BOT_ENCRYPTION_KEY: {err}")),
-        },
-    }
-}
-
 fn check_telegram(settings: &Settings, report: &mut Report) {
     report.section("Front-end: Telegram (baal-telegram; use --console to check for the console instead)");
-    let missing = |report: &mut Report, name: &str, fix: &str| report.fail(&format!("{name}: not set. {fix}"));
-    if settings.telegram_bot_token.is_some() {
-        report.pass("TELEGRAM_BOT_TOKEN is set");
-    } else {
-        missing(report, "TELEGRAM_BOT_TOKEN", "Create a bot with @BotFather and put its token in .env");
-    }
-    if let Some(id) = settings.telegram_api_id {
-        report.pass(&format!("TELEGRAM_API_ID is {id}"));
-    } else {
-        missing(report, "TELEGRAM_API_ID", "Get an api_id at https://my.telegram.org → API development tools");
-    }
-    if settings.telegram_api_hash.is_some() {
-        report.pass("TELEGRAM_API_HASH is set");
-    } else {
-        missing(report, "TELEGRAM_API_HASH", "Get an api_hash at https://my.telegram.org → API development tools");
-    }
+    report.findings(&settings.telegram_checks());
 }
 
 fn check_deployer(settings: &Settings, report: &mut Report) {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use baal_core::config::Settings;
 use baal_core::domain::usage_day;
+use baal_core::platform::{Plan, PlatformConfig};
 use baal_core::store::{AgentFilter, Store};
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
@@ -34,6 +35,8 @@ struct UserSummary {
     id: i64,
     username: Option<String>,
     api_key: &'static str,
+    /// What the user's agents run on, as the platform decides it.
+    plan: String,
     show_tools: bool,
     agents: u64,
     messages_today: u32,
@@ -48,6 +51,7 @@ async fn list(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
     for agent in store.list_agents(&AgentFilter::all()).await? {
         *agents_by_owner.entry(agent.owner_id).or_default() += 1;
     }
+    let config = PlatformConfig::from_settings(settings);
     let (today, _) = usage_day(Utc::now());
     let usage: HashMap<i64, u32> =
         store.usage_on(today).await?.into_iter().map(|row| (row.user_id, row.messages)).collect();
@@ -58,17 +62,18 @@ async fn list(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
             id: user.id,
             agents: agents_by_owner.get(&user.id).copied().unwrap_or(0),
             messages_today: usage.get(&user.id).copied().unwrap_or(0),
+            plan: Plan::of(&user, &config).to_string(),
             username: user.username,
             api_key: if user.api_key_sealed.is_some() { "set" } else { "unset" },
             show_tools: user.show_tools,
             created_at: user.created_at,
         })
         .collect();
-    print_listing(json, &summaries, "No users.", &["ID", "USERNAME", "LIBERTAI", "AGENTS", "TODAY", "SINCE"], |u| {
+    print_listing(json, &summaries, "No users.", &["ID", "USERNAME", "PLAN", "AGENTS", "TODAY", "SINCE"], |u| {
         vec![
             u.id.to_string(),
             u.username.as_deref().map_or_else(|| "-".to_owned(), |name| format!("@{name}")),
-            if u.api_key == "set" { "own key" } else { "free tier" }.to_owned(),
+            u.plan.clone(),
             u.agents.to_string(),
             u.messages_today.to_string(),
             u.created_at.format("%Y-%m-%d %H:%M").to_string(),

@@ -25,6 +25,58 @@ fn missing(variable: &str, fix: &str) -> ConfigError {
     SettingError::missing(variable, format!("{fix} (set it in the environment or in .env; see .env.example)"))
 }
 
+/// How a finding about the settings bears on running Baal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Severity {
+    /// In place.
+    Ok,
+    /// Baal runs, with a consequence the operator should know of.
+    Note,
+    /// Baal will not start until it is fixed.
+    Problem,
+}
+
+/// One finding about the settings: which variable, and a line that names it and, unless it is
+/// [`Severity::Ok`], says what follows or what to do. Never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Finding {
+    /// How it bears on running Baal.
+    pub severity: Severity,
+    /// The variable it is about.
+    pub variable: &'static str,
+    /// The line to show, starting with the variable's name.
+    pub text: String,
+}
+
+impl Finding {
+    /// A setting in place.
+    pub fn ok(variable: &'static str, text: impl Into<String>) -> Finding {
+        Finding { severity: Severity::Ok, variable, text: text.into() }
+    }
+
+    /// A setting Baal runs without, with a consequence.
+    pub fn note(variable: &'static str, text: impl Into<String>) -> Finding {
+        Finding { severity: Severity::Note, variable, text: text.into() }
+    }
+
+    /// A setting Baal cannot start with.
+    pub fn problem(variable: &'static str, text: impl Into<String>) -> Finding {
+        Finding { severity: Severity::Problem, variable, text: text.into() }
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Where to get each setting the Telegram front-end needs.
+const TELEGRAM_BOT_TOKEN_FIX: &str = "create a bot with @BotFather and paste its token";
+const TELEGRAM_API_FIX: &str = "get an api_id and api_hash at https://my.telegram.org → API development tools";
+
 /// Where agents run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -228,17 +280,36 @@ impl Settings {
 
     /// The three settings the Telegram front-end cannot start without.
     pub fn require_telegram(&self) -> Result<(i32, &SecretString, &SecretString), ConfigError> {
-        let token = self
-            .telegram_bot_token
-            .as_ref()
-            .ok_or_else(|| missing("TELEGRAM_BOT_TOKEN", "create a bot with @BotFather and paste its token"))?;
-        let api_id = self.telegram_api_id.ok_or_else(|| {
-            missing("TELEGRAM_API_ID", "get an api_id at https://my.telegram.org → API development tools")
-        })?;
-        let api_hash = self.telegram_api_hash.as_ref().ok_or_else(|| {
-            missing("TELEGRAM_API_HASH", "get an api_hash at https://my.telegram.org → API development tools")
-        })?;
+        let token =
+            self.telegram_bot_token.as_ref().ok_or_else(|| missing("TELEGRAM_BOT_TOKEN", TELEGRAM_BOT_TOKEN_FIX))?;
+        let api_id = self.telegram_api_id.ok_or_else(|| missing("TELEGRAM_API_ID", TELEGRAM_API_FIX))?;
+        let api_hash = self.telegram_api_hash.as_ref().ok_or_else(|| missing("TELEGRAM_API_HASH", TELEGRAM_API_FIX))?;
         Ok((api_id, api_hash, token))
+    }
+
+    /// What [`Settings::require_telegram`] would say of each of its settings, all at once.
+    pub fn telegram_checks(&self) -> Vec<Finding> {
+        let check = |variable: &'static str, set: Option<String>, fix: &str| match set {
+            Some(text) => Finding::ok(variable, text),
+            None => Finding::problem(variable, missing(variable, fix).to_string()),
+        };
+        vec![
+            check(
+                "TELEGRAM_BOT_TOKEN",
+                self.telegram_bot_token.as_ref().map(|_| "TELEGRAM_BOT_TOKEN is set".into()),
+                TELEGRAM_BOT_TOKEN_FIX,
+            ),
+            check(
+                "TELEGRAM_API_ID",
+                self.telegram_api_id.map(|id| format!("TELEGRAM_API_ID is {id}")),
+                TELEGRAM_API_FIX,
+            ),
+            check(
+                "TELEGRAM_API_HASH",
+                self.telegram_api_hash.as_ref().map(|_| "TELEGRAM_API_HASH is set".into()),
+                TELEGRAM_API_FIX,
+            ),
+        ]
     }
 
     /// The key that seals secrets at rest.

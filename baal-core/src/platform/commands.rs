@@ -5,6 +5,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 
+use super::Plan;
 use super::action::Action;
 use super::command::{Command, HelpSection};
 use super::engine::{After, Ctx, Inner, PlatformError};
@@ -1052,8 +1053,10 @@ impl Inner {
         );
         let now = self.now();
         let context = SealContext::user_api_key(user.id);
-        let text = match user.api_key_sealed.as_deref().map(|sealed| self.secrets.open_str_for(&context, sealed)) {
-            Some(Ok(key)) => {
+        let own_key =
+            user.api_key_sealed.as_deref().and_then(|sealed| self.secrets.open_str_for(&context, sealed).ok());
+        let text = match (Plan::of(&user, &self.config), own_key) {
+            (Plan::OwnKey, Some(key)) => {
                 let balance = match self.check_key(&key).await {
                     KeyCheck::Valid(balance) => format!("{balance:.2} credits"),
                     _ => "unavailable right now".into(),
@@ -1069,6 +1072,17 @@ impl Inner {
                     ])
                     .row(vec![Button::action("🔄 Refresh", Action::Account)])
             }
+            (Plan::NoKey, _) => {
+                let body = format!(
+                    "<b>Your account</b>\n🔑 No free tier here: connect your own LibertAI key and your agents \
+                     run on your credits.\n\n{summary}"
+                );
+                html(body).row(vec![
+                    Button::callback("🔑 Connect a key", "account_login"),
+                    Button::callback("📋 My agents", "quick_list"),
+                ])
+            }
+            // Also a stored key that no longer opens: its deployments ask for `/login` again.
             _ => {
                 let (day, resets_at) = usage_day(now);
                 let used = self.store.usage_get(ctx.user_id(), day).await?;
@@ -1137,14 +1151,13 @@ impl Inner {
             ));
         }
         let user = self.store.user_get(ctx.user_id()).await?.unwrap_or_else(|| ctx.user.clone());
-        if user.api_key_sealed.is_some() {
-            body.push_str("\n\nPlan: your own LibertAI key");
-        } else {
-            let used = self.store.usage_get(ctx.user_id(), usage_day(now).0).await?;
-            body.push_str(&format!(
-                "\n\nPlan: free tier, {used}/{} messages today",
-                self.config.free_tier_daily_messages
-            ));
+        match Plan::of(&user, &self.config) {
+            Plan::OwnKey => body.push_str("\n\nPlan: your own LibertAI key"),
+            Plan::FreeTier { daily_messages } => {
+                let used = self.store.usage_get(ctx.user_id(), usage_day(now).0).await?;
+                body.push_str(&format!("\n\nPlan: free tier, {used}/{daily_messages} messages today"));
+            }
+            _ => body.push_str("\n\nPlan: none; /login with your own LibertAI key"),
         }
         if self.config.is_admin(ctx.user_id()) {
             let fleet = self.store.list_agents(&AgentFilter::all()).await?;

@@ -253,7 +253,7 @@ impl Platform {
     /// deployer (or Aleph's when `ALEPH_PRIVATE_KEY` is set), the HTTP proxy, and the sealing key
     /// from `BOT_ENCRYPTION_KEY` (generated into `<BAAL_DATA_DIR>/encryption.key` when unset).
     pub async fn from_settings(settings: Settings, messenger: Arc<dyn Messenger>) -> Result<Platform, PlatformError> {
-        let secrets = Arc::new(secret_box_from_settings(&settings)?);
+        let secrets = Arc::new(super::setup::secret_box_from_settings(&settings)?);
         let store = open_store(&settings).await?;
         let (deployer, background) = deployer_for(&settings, store.clone())?;
         let proxy = http_proxy()?;
@@ -457,48 +457,6 @@ impl Inner {
     pub fn now(&self) -> chrono::DateTime<Utc> {
         Utc::now()
     }
-}
-
-/// The key that seals secrets: `BOT_ENCRYPTION_KEY`, else `<BAAL_DATA_DIR>/encryption.key`,
-/// generated (mode 0600) on first run so a fresh machine works without setup.
-pub fn secret_box_from_settings(settings: &Settings) -> Result<SecretBox, PlatformError> {
-    if let Some(key) = &settings.bot_encryption_key {
-        return Ok(SecretBox::from_secret(key)?);
-    }
-    let path = settings.data_dir.join("encryption.key");
-    match std::fs::read_to_string(&path) {
-        Ok(encoded) => return Ok(SecretBox::from_encoded_key(encoded.trim())?),
-        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-            return Err(PlatformError::Setup(format!(
-                "cannot read the encryption key {}: {err}. Fix its permissions or set BOT_ENCRYPTION_KEY",
-                path.display()
-            )));
-        }
-        Err(_) => {}
-    }
-    let key = crate::secrets::generate_key()?;
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        std::fs::create_dir_all(&settings.data_dir)?;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&path)?;
-        file.write_all(secrecy::ExposeSecret::expose_secret(&key).as_bytes())?;
-        file.write_all(b"\n")
-    };
-    write().map_err(|err| {
-        PlatformError::Setup(format!(
-            "cannot write a new encryption key to {}: {err}. Set BOT_ENCRYPTION_KEY or BAAL_DATA_DIR",
-            path.display()
-        ))
-    })?;
-    tracing::info!(
-        path = %path.display(),
-        "no BOT_ENCRYPTION_KEY: generated one into this file; keep it, stored keys cannot be opened without it"
-    );
-    Ok(SecretBox::from_secret(&key)?)
 }
 
 async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, PlatformError> {

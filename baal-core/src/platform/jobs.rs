@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
+use super::Plan;
 use super::action::Action;
 use super::engine::{Inner, PlatformError};
 use super::messenger::{Button, ChatId, MessageRef, Text};
@@ -86,15 +87,18 @@ impl Inner {
     /// The spec a deployer needs, with the key of whoever pays.
     async fn spec(&self, agent: &mut Agent) -> Result<(AgentSpec, Payer), String> {
         let owner = self.store.user_get(agent.owner_id).await.map_err(|err| err.to_string())?;
-        let own_key = owner
-            .and_then(|user| user.api_key_sealed)
-            .map(|sealed| self.secrets.open_str_for(&SealContext::user_api_key(agent.owner_id), &sealed))
-            .transpose()
-            .map_err(|_| "the owner's LibertAI key can't be opened; /login again".to_owned())?;
-        let (key, payer) = match (own_key, &self.config.libertai_api_key) {
-            (Some(key), _) => (key, Payer::Owner),
-            (None, Some(key)) => (key.clone(), Payer::Operator),
-            (None, None) => return Err("no LibertAI key to run it with: connect yours with /login <key>".into()),
+        let sealed = owner.and_then(|user| user.api_key_sealed);
+        let plan = Plan::decide(sealed.is_some(), &self.config);
+        let (key, payer) = match (plan, sealed, &self.config.libertai_api_key) {
+            (Plan::OwnKey, Some(sealed), _) => {
+                let key = self
+                    .secrets
+                    .open_str_for(&SealContext::user_api_key(agent.owner_id), &sealed)
+                    .map_err(|_| "the owner's LibertAI key can't be opened; /login again".to_owned())?;
+                (key, Payer::Owner)
+            }
+            (Plan::FreeTier { .. }, _, Some(key)) => (key.clone(), Payer::Operator),
+            _ => return Err("no LibertAI key to run it with: connect yours with /login <key>".into()),
         };
         let secret = self.agent_token(agent).await?;
         let mut spec = AgentSpec::new(

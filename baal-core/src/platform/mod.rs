@@ -9,13 +9,17 @@ mod commands;
 mod engine;
 mod jobs;
 pub mod messenger;
+mod plan;
 pub mod render;
+mod setup;
 mod state;
 
 pub use action::Action;
 pub use command::Command;
-pub use engine::{Platform, PlatformConfig, PlatformError, deployer_from_settings, secret_box_from_settings};
+pub use engine::{Platform, PlatformConfig, PlatformError, deployer_from_settings};
 pub use messenger::{Button, ChatId, MessageRef, Messenger, MessengerError, OutgoingFile, Text};
+pub use plan::Plan;
+pub use setup::{ENCRYPTION_KEY_FILE, secret_box_from_settings, settings_report};
 
 use crate::domain::UserId;
 

@@ -845,6 +845,16 @@ async fn delete_dialog_cancel_and_admin_views() {
 }
 
 #[tokio::test]
+async fn without_the_operators_key_nobody_is_shown_a_free_tier() {
+    let h = Harness::with(PlatformConfig { libertai_api_key: None, ..config() }, Mode::Succeed).await;
+    h.send(OWNER, "/account").await;
+    let account = h.last(OWNER);
+    assert!(account.contains("No free tier here") && !account.contains("Free tier ·"), "{account}");
+    h.send(OWNER, "/dashboard").await;
+    assert!(h.last(OWNER).contains("Plan: none; /login"), "{}", h.last(OWNER));
+}
+
+#[tokio::test]
 async fn account_verbose_navigation_and_unknown_input() {
     let h = Harness::new().await;
     h.send(OWNER, "/account").await;
