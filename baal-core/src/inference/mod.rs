@@ -9,6 +9,10 @@
 //! - the stream has connect and read (between bytes) timeouts, never an overall one;
 //! - [`InferenceError`]'s `Display` is fit for an end user: no URL, body or internal detail.
 
+mod account;
+
+pub use account::{KeyCheck, check_key};
+
 use std::time::Duration;
 
 use async_trait::async_trait;

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 
-use super::commands::chat_controls;
 use super::engine::{Ctx, Inner, PlatformError};
+use super::handlers::chat_controls;
 use super::messenger::{ChatId, MessageRef, MessengerError, OutgoingFile, Text};
 use super::render::{escape_html, markdown_to_html, split_message};
 use crate::domain::{Agent, AgentStatus, Role};

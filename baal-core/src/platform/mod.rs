@@ -5,8 +5,8 @@
 pub mod action;
 mod chat;
 pub mod command;
-mod commands;
 mod engine;
+mod handlers;
 mod jobs;
 pub mod messenger;
 mod plan;

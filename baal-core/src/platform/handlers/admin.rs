@@ -1,0 +1,70 @@
+//! What operators and owners see of the fleet: /dashboard and /pool.
+
+pub(crate) mod views;
+
+use std::time::Duration;
+
+use self::views::{Fleet, PlanLine};
+use crate::domain::{AgentStatus, usage_day};
+use crate::platform::Plan;
+use crate::platform::engine::{Ctx, Inner, PlatformError};
+use crate::platform::messenger::Text;
+use crate::store::AgentFilter;
+
+/// How long the dashboard waits for each agent's health answer.
+const HEALTH_WAIT: Duration = Duration::from_secs(5);
+
+impl Inner {
+    pub(super) async fn dashboard(&self, ctx: &Ctx) -> Result<(), PlatformError> {
+        let agents = self.store.list_agents(&AgentFilter::all().owner(ctx.user_id())).await?;
+        let checks = agents.iter().map(|agent| async move {
+            if agent.status != AgentStatus::Running {
+                return false;
+            }
+            let Some(endpoint) = self.endpoint(agent) else { return false };
+            matches!(tokio::time::timeout(HEALTH_WAIT, self.proxy.health(&endpoint)).await, Ok(Ok(_)))
+        });
+        let healthy = futures_util::future::join_all(checks).await;
+        let now = self.now();
+        let (day, _) = usage_day(now);
+        let user = self.store.user_get(ctx.user_id()).await?.unwrap_or_else(|| ctx.user.clone());
+        let plan = match Plan::of(&user, &self.config) {
+            Plan::OwnKey => PlanLine::OwnKey,
+            Plan::FreeTier { daily_messages } => {
+                PlanLine::FreeTier { used: self.store.usage_get(ctx.user_id(), day).await?, limit: daily_messages }
+            }
+            _ => PlanLine::NoKey,
+        };
+        let (fleet_agents, users, free_messages_today) = if self.config.is_admin(ctx.user_id()) {
+            let fleet = self.store.list_agents(&AgentFilter::all()).await?;
+            let users = self.store.users_list().await?.len();
+            let messages: u32 = self.store.usage_on(day).await?.iter().map(|row| row.messages).sum();
+            (Some(fleet), users, messages)
+        } else {
+            (None, 0, 0)
+        };
+        let fleet = fleet_agents.as_deref().map(|agents| Fleet {
+            deployer: self.deployer.name(),
+            users,
+            agents,
+            free_messages_today,
+        });
+        let text = views::dashboard(&agents, &healthy, self.config.max_agents_per_user, plan, fleet, now);
+        self.say(ctx.chat, text).await;
+        Ok(())
+    }
+
+    pub(super) async fn pool(&self, ctx: &Ctx) -> Result<(), PlatformError> {
+        if !self.config.is_admin(ctx.user_id()) {
+            self.say(ctx.chat, Text::plain("/pool is for Baal's operators only.")).await;
+            return Ok(());
+        }
+        if !self.config.pool_enabled {
+            self.say(ctx.chat, Text::plain("The VM pool is off (POOL_ENABLED=false).")).await;
+            return Ok(());
+        }
+        let vms = self.store.pool_list().await?;
+        self.say(ctx.chat, views::pool(&vms)).await;
+        Ok(())
+    }
+}

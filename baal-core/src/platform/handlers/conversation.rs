@@ -1,0 +1,160 @@
+//! Talking to an agent: share links, opening and leaving a chat, the gate before each turn.
+
+pub(crate) mod views;
+
+use super::menu::views::welcome;
+use super::views::*;
+use crate::domain::{Agent, AgentId, AgentStatus, UsageDecision, usage_day};
+use crate::platform::engine::{After, Ctx, Inner, PlatformError};
+use crate::platform::messenger::Text;
+use crate::platform::state::{self, Payer, UserState};
+
+impl Inner {
+    pub(super) async fn route_chat(
+        &self,
+        ctx: &Ctx,
+        state: &mut UserState,
+        text: String,
+    ) -> Result<After, PlatformError> {
+        if !ctx.in_private_chat() {
+            self.say(ctx.chat, self.private_only()).await;
+            return Ok(After::Nothing);
+        }
+        let Some(agent_id) = state.chat_agent else {
+            self.say(ctx.chat, views::not_in_a_chat()).await;
+            return Ok(After::Nothing);
+        };
+        // The agent and who pays for it, in one read.
+        let payer_key = agent_id.to_string();
+        let (agent, payer) = match self.store.agent_get_with_kv(agent_id, state::PAYER_NAMESPACE, &payer_key).await? {
+            Some((agent, payer)) if !agent.deleted => (agent, state::parse_payer(payer)),
+            _ => {
+                state.chat_agent = None;
+                self.say(ctx.chat, Text::plain("That agent no longer exists. You're back in Baal's menu.")).await;
+                return Ok(After::Nothing);
+            }
+        };
+        if agent.status != AgentStatus::Running || agent.deployment.vm_url.is_none() || agent.token_sealed.is_none() {
+            let repairable = agent.owner_id == ctx.user_id() && agent.status == AgentStatus::Failed;
+            self.say(ctx.chat, views::unavailable(&agent, repairable)).await;
+            return Ok(After::Nothing);
+        }
+        if payer == Payer::Operator {
+            let (day, resets_at) = usage_day(self.now());
+            let limit = self.config.free_tier_daily_messages;
+            let decision = self.store.usage_consume(ctx.user_id(), day, limit, resets_at).await?;
+            if let UsageDecision::Refused { used, limit, resets_at } = decision {
+                let text = views::daily_limit(used, limit, &until(resets_at, self.now()));
+                self.say(ctx.chat, text).await;
+                return Ok(After::Nothing);
+            }
+        }
+        let first_time = !state.greeted.contains(&agent.id);
+        if first_time {
+            state.greeted.push(agent.id);
+        }
+        Ok(After::Chat { agent: Box::new(agent), text, first_time })
+    }
+
+    pub(super) async fn start_command(
+        &self,
+        ctx: &Ctx,
+        state: &mut UserState,
+        args: &str,
+    ) -> Result<(), PlatformError> {
+        let payload = args.split_whitespace().next().unwrap_or("");
+        if payload.is_empty() {
+            self.say(ctx.chat, welcome()).await;
+            return Ok(());
+        }
+        let key = payload.strip_prefix("agent_").unwrap_or(payload);
+        let gone = "This agent doesn't exist or has been removed.";
+        let agent = if key.bytes().all(|b| b.is_ascii_digit()) {
+            // Numeric ids are guessable: they open only the caller's own agents.
+            let Ok(id) = key.parse::<AgentId>() else {
+                self.say(ctx.chat, Text::plain(gone)).await;
+                return Ok(());
+            };
+            match self.store.agent_get(id).await? {
+                Some(agent) if agent.owner_id == ctx.user_id() => Some(agent),
+                Some(_) => {
+                    self.say(
+                        ctx.chat,
+                        Text::plain("Agents are opened with their share link. Ask the agent's owner for it."),
+                    )
+                    .await;
+                    return Ok(());
+                }
+                None => None,
+            }
+        } else {
+            self.store.agent_by_slug(key).await?
+        };
+        match agent {
+            Some(agent) if !agent.deleted => self.open_chat_with(ctx, state, agent).await,
+            _ => {
+                self.say(ctx.chat, Text::plain(gone)).await;
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) async fn open_chat(&self, ctx: &Ctx, state: &mut UserState, id: AgentId) -> Result<(), PlatformError> {
+        match self.owned_agent(ctx.user_id(), id).await? {
+            Some(agent) => self.open_chat_with(ctx, state, agent).await,
+            None => {
+                self.say(ctx.chat, Text::plain("Agent not found.")).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Why agents do not talk here: in a group the agent's history would be the group's, so
+    /// visitors would see (and steer) the owner's turns. One line on where to talk instead.
+    pub(super) fn private_only(&self) -> Text {
+        let me = self.config.bot_username.as_deref().map_or_else(|| "me".to_owned(), |name| format!("@{name}"));
+        views::private_only(&me)
+    }
+
+    pub(super) async fn open_chat_with(
+        &self,
+        ctx: &Ctx,
+        state: &mut UserState,
+        agent: Agent,
+    ) -> Result<(), PlatformError> {
+        if !ctx.in_private_chat() {
+            self.say(ctx.chat, self.private_only()).await;
+            return Ok(());
+        }
+        if agent.status != AgentStatus::Running {
+            self.say(ctx.chat, views::not_ready(&agent)).await;
+            return Ok(());
+        }
+        state.chat_agent = Some(agent.id);
+        self.say(ctx.chat, views::chatting_with(&agent)).await;
+        Ok(())
+    }
+
+    pub(super) async fn leave_chat(
+        &self,
+        ctx: &Ctx,
+        state: &mut UserState,
+        show_menu: bool,
+    ) -> Result<(), PlatformError> {
+        let left = state.chat_agent.take();
+        let name = match left {
+            Some(id) => Some(self.store.agent_get(id).await?.map_or_else(|| "the agent".to_owned(), |a| a.name)),
+            None => None,
+        };
+        let text = views::left_chat(name.as_deref(), show_menu);
+        self.say(ctx.chat, text).await;
+        Ok(())
+    }
+
+    pub(super) async fn verbose(&self, ctx: &Ctx) -> Result<(), PlatformError> {
+        let visible = self.store.user_toggle_show_tools(ctx.user_id()).await?;
+        let text = if visible { "Tool calls are now shown in chat." } else { "Tool calls are now hidden." };
+        self.say(ctx.chat, Text::plain(text)).await;
+        Ok(())
+    }
+}

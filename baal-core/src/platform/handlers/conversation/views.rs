@@ -1,0 +1,84 @@
+//! Texts and keyboards of a conversation.
+
+use super::super::menu::views::welcome;
+use crate::domain::Agent;
+use crate::platform::action::Action;
+use crate::platform::handlers::views::*;
+use crate::platform::messenger::{Button, Text};
+
+pub(crate) fn chat_keyboard(show_tools: bool) -> Vec<Vec<Button>> {
+    vec![
+        vec![Button::action("🚪 Exit chat", Action::ExitChat), Button::action("📋 My agents", Action::List)],
+        vec![
+            Button::action("💳 Account", Action::Account),
+            Button::action(if show_tools { "👁️ Hide tools" } else { "🙈 Show tools" }, Action::ToggleTools),
+        ],
+    ]
+}
+
+/// The `toggle_tools` button edits only the keyboard; the text it carries is the chat banner's.
+pub(crate) fn message_body_placeholder() -> &'static str {
+    "Chat controls:"
+}
+
+/// The keyboard shown under the first answer of an agent in a chat.
+pub(crate) fn chat_controls(show_tools: bool) -> Text {
+    let mut text = Text::plain(message_body_placeholder());
+    text.buttons = chat_keyboard(show_tools);
+    text
+}
+
+pub(crate) fn not_in_a_chat() -> Text {
+    Text::plain(
+        "You're not talking to an agent yet. Open an agent's share link, pick one of yours in /list, or create \
+         one with /create.",
+    )
+}
+
+/// An agent that cannot take a message; its owner is told how to repair a failed one.
+pub(crate) fn unavailable(agent: &Agent, repairable: bool) -> Text {
+    let mut note = format!("{} isn't available right now (status: {}).", e(&agent.name), agent.status);
+    if repairable {
+        note.push_str(&format!(" /repair {} tries again.", agent.id));
+    }
+    html(note)
+}
+
+pub(crate) fn daily_limit(used: u32, limit: u32, resets_in: &str) -> Text {
+    let body = format!(
+        "<b>Daily limit reached</b>\nYou've sent {used}/{limit} free messages today. The counter starts again in \
+         {resets_in} (00:00 UTC).\nConnect your own LibertAI key to chat without a limit."
+    );
+    html(body)
+        .row(vec![Button::action("🔑 Connect a key", Action::Login), Button::action("💳 Account", Action::Account)])
+}
+
+/// `me` is how the bot is named to users (`@name`, or "me").
+pub(crate) fn private_only(me: &str) -> Text {
+    Text::plain(format!(
+        "Agents talk only in private chats. Open a private chat with {me} and send your message (or the agent's \
+         share link) there."
+    ))
+}
+
+pub(crate) fn not_ready(agent: &Agent) -> Text {
+    html(format!("<b>{}</b> isn't ready yet (status: {}). Try again in a few minutes.", e(&agent.name), agent.status))
+}
+
+pub(crate) fn chatting_with(agent: &Agent) -> Text {
+    html(format!(
+        "You're now chatting with <b>{}</b>. Just type a message.\n/manage or the button below ends the chat.",
+        e(&agent.name)
+    ))
+    .row(vec![Button::action("🚪 Exit chat", Action::ExitChat)])
+}
+
+/// After leaving the chat with the agent `name` (`None`: there was none), with Baal's menu
+/// under it when asked by a button.
+pub(crate) fn left_chat(name: Option<&str>, show_menu: bool) -> Text {
+    let text = match name {
+        Some(name) => html(format!("You left the chat with <b>{}</b>. You're back in Baal's menu.", e(name))),
+        None => html("You're not chatting with an agent; this is Baal's menu."),
+    };
+    if show_menu { with_rows(text, welcome().buttons) } else { text }
+}
