@@ -216,8 +216,8 @@ impl VmSandbox {
     }
 
     /// The deployer's VM layout for this sandbox, the agent listening on `agent_port`.
-    pub fn layout(&self, agent_port: u16) -> crate::deploy::aleph::ship::VmLayout {
-        crate::deploy::aleph::ship::VmLayout {
+    pub fn layout(&self, agent_port: u16) -> crate::deploy::aleph::VmLayout {
+        crate::deploy::aleph::VmLayout {
             root: self.root().display().to_string(),
             agent_user: VmSandbox::user(),
             agent_port,

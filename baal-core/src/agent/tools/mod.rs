@@ -10,7 +10,7 @@
 mod bash;
 pub(crate) mod confined;
 mod files;
-pub mod jail;
+pub(crate) mod jail;
 pub mod sandbox;
 mod web;
 pub mod workspace;

@@ -1,7 +1,7 @@
 //! The Aleph Cloud deployer: one VM per agent, paid with credits, the agent shipped over SSH,
 //! HTTPS by Caddy on the agent's `*.2n6.me` name.
 //!
-//! A first deployment: pick a CRN (filters and scoring in [`crn`]), sign an INSTANCE pinned to it
+//! A first deployment: pick a CRN (filters and scoring in `crn`), sign an INSTANCE pinned to it
 //! and report its hash *before* posting, post and wait until it is processed, tell the CRN to
 //! start it and read its network from the CRN's executions list, then SSH in (pinning the host
 //! key at first contact), run `vm-setup.sh` (Caddy, user, checked binary, settings, hardened
@@ -16,14 +16,14 @@
 //! - teardown forgets the instance (billing stops even if the CRN is down), then erases it on
 //!   the CRN as a best effort;
 //! - pool VMs serve at most one agent, never return to the pool once an agent points at them,
-//!   and leave the pool only to serve an agent or forgotten ([`pool`]).
+//!   and leave the pool only to serve an agent or forgotten (`pool`).
 
 pub(crate) mod api;
-pub mod crn;
-pub mod error;
+pub(crate) mod crn;
+pub(crate) mod error;
 pub mod message;
-pub mod pool;
-pub mod ship;
+pub(crate) mod pool;
+pub(crate) mod ship;
 pub mod sign;
 pub(crate) mod ssh;
 
@@ -38,7 +38,8 @@ use self::api::{CcnClient, FinalStatus};
 use self::crn::{Allocation, Blacklist, CrnClient};
 use self::error::{AlephError, Rejection};
 use self::message::{InstanceRequest, VmSize, instance_message, is_item_hash, now_seconds};
-use self::ship::{Shipper, VmLayout};
+use self::ship::Shipper;
+pub use self::ship::VmLayout;
 use self::sign::EthAccount;
 use super::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer};
 use crate::agent_env::AgentDefaults;
