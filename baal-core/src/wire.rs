@@ -50,11 +50,23 @@ impl ChatRequest {
 pub enum AgentEvent {
     /// Sent every 15 s while the agent waits, so proxies keep the stream open.
     Keepalive,
-    /// Assistant text (a whole completion, or a streamed piece of one).
+    /// Assistant text: one whole completion (what the model wrote, reasoning removed). Sent even
+    /// when its pieces came first as [`AgentEvent::TextDelta`], so a client that ignores pieces
+    /// sees exactly what it always saw, and one that shows pieces replaces them with this.
     Text {
         /// The text.
         content: String,
     },
+    /// The next piece of the completion being written (added by Baal in Rust; old clients ignore
+    /// it). Pieces are coalesced by the agent: the first at once, then at most one every 250 ms.
+    /// The [`AgentEvent::Text`] that ends the completion supersedes them.
+    TextDelta {
+        /// Text to append to what this completion's pieces showed so far.
+        content: String,
+    },
+    /// The model is reasoning before it answers (added by Baal in Rust; old clients ignore it).
+    /// Sent at most once per completion; the reasoning itself is never sent.
+    Thinking,
     /// A tool is about to run.
     ToolUse {
         /// Tool name.
@@ -218,12 +230,14 @@ mod tests {
             ),
             (AgentEvent::Error { content: "x".into() }, r#"{"type":"error","content":"x"}"#),
             (AgentEvent::Done, r#"{"type":"done"}"#),
+            (AgentEvent::TextDelta { content: "He".into() }, r#"{"type":"text_delta","content":"He"}"#),
+            (AgentEvent::Thinking, r#"{"type":"thinking"}"#),
         ];
         for (event, json) in cases {
             assert_eq!(serde_json::to_string(&event).unwrap(), json);
             assert_eq!(serde_json::from_str::<AgentEvent>(json).unwrap(), event);
         }
-        let future: AgentEvent = serde_json::from_str(r#"{"type":"thinking","content":"…"}"#).unwrap();
+        let future: AgentEvent = serde_json::from_str(r#"{"type":"plan","content":"…"}"#).unwrap();
         assert_eq!(future, AgentEvent::Unknown);
     }
 
