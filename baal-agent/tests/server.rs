@@ -60,6 +60,35 @@ async fn a_plain_answer_streams_text_then_done() {
     assert_eq!(messages[2], json!({"role": "assistant", "content": "Hello! How can I help?"}));
 }
 
+/// The Python bot's client (spec §4.2): `data:` lines only, keepalives dropped, and its handler
+/// acts on `text`, `error`, `file`, `tool_use` and `done`, ignoring any other type.
+fn as_the_python_bot_reads(body: &str) -> Vec<(String, String)> {
+    body.lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .map(|event| (event["type"].as_str().unwrap_or_default().to_owned(), event))
+        .filter(|(kind, _)| ["text", "error", "file", "tool_use", "done"].contains(&kind.as_str()))
+        .map(|(kind, event)| {
+            (kind, event["content"].as_str().or(event["name"].as_str()).unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_old_bot_sees_the_whole_answer_once_while_new_bots_get_pieces() {
+    let llm = ScriptedLlm::start().await;
+    let answer = "A longer answer, written a few characters at a time, so that it streams in pieces.";
+    llm.set_chunk_delay(std::time::Duration::from_millis(5)).push_text(answer);
+    let agent = start_agent(&llm, &[]);
+    let body = agent.chat_raw("hi", OWNER, None).await;
+    assert!(body.contains(r#""type":"text_delta""#), "new bots get pieces: {body}");
+    assert_eq!(
+        as_the_python_bot_reads(&body),
+        vec![("text".to_owned(), answer.to_owned()), ("done".to_owned(), String::new())],
+        "an old bot sees one whole text, as before pieces existed"
+    );
+}
+
 #[tokio::test]
 async fn llm_errors_and_timeouts_end_with_error_then_done() {
     let llm = ScriptedLlm::start().await;

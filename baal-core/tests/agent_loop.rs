@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use baal_core::agent::context::Workspace;
@@ -148,10 +148,84 @@ async fn harness(extra: &[(&str, &str)]) -> Harness {
     Harness { agent, llm, notes, cancelled, _dir: dir }
 }
 
+/// The events an old client acts on: streamed pieces and the thinking status left out (they
+/// have tests of their own below), as the Python bot, which ignores unknown types, sees them.
 async fn run(agent: &Agent, message: &str, chat: &str, role: Option<Role>) -> Vec<AgentEvent> {
+    timed(agent, message, chat, role)
+        .await
+        .into_iter()
+        .map(|(_, event)| event)
+        .filter(|e| !matches!(e, AgentEvent::TextDelta { .. } | AgentEvent::Thinking))
+        .collect()
+}
+
+/// Every event but keepalives, with when it arrived.
+async fn timed(agent: &Agent, message: &str, chat: &str, role: Option<Role>) -> Vec<(Instant, AgentEvent)> {
     let mut request: ChatRequest = serde_json::from_value(json!({"message": message, "chat_id": chat})).unwrap();
     request.role = role;
-    agent.chat(request).filter(|e| std::future::ready(*e != AgentEvent::Keepalive)).collect().await
+    agent
+        .chat(request)
+        .filter(|e| std::future::ready(*e != AgentEvent::Keepalive))
+        .map(|e| (Instant::now(), e))
+        .collect()
+        .await
+}
+
+fn pieces(events: &[(Instant, AgentEvent)]) -> Vec<(Instant, String)> {
+    events
+        .iter()
+        .filter_map(|(at, e)| match e {
+            AgentEvent::TextDelta { content } => Some((*at, content.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_answer_streams_in_coalesced_pieces_before_the_whole_text() {
+    let h = harness(&[]).await;
+    // 60 words, 4 characters per chunk, 10 ms apart: about 1 s of writing.
+    let answer = (1..=60).map(|i| format!("word{i}")).collect::<Vec<_>>().join(" ");
+    h.llm.set_chunk_delay(Duration::from_millis(10)).push_text(answer.clone());
+    let started = Instant::now();
+    let events = timed(&h.agent, "write", OWNER, None).await;
+    let span = started.elapsed();
+    let pieces = pieces(&events);
+    let whole_at = events
+        .iter()
+        .find_map(|(at, e)| matches!(e, AgentEvent::Text { content } if *content == answer).then_some(*at))
+        .expect("the whole answer still comes as one text event");
+    assert!(pieces.len() >= 2, "the answer arrives in pieces: {pieces:?}");
+    assert!(pieces[0].0 < whole_at, "the first piece comes before the whole text");
+    let streamed: String = pieces.iter().map(|(_, p)| p.as_str()).collect();
+    assert!(answer.starts_with(&streamed), "pieces are the answer's beginning, in order: {streamed:?}");
+    // Coalesced: the first at once, then at most one per 250 ms, however many chunks came.
+    let most = 1 + (span.as_millis() / 250) as usize;
+    assert!(pieces.len() <= most, "{} pieces in {span:?}", pieces.len());
+    let chunks = answer.chars().count().div_ceil(4);
+    assert!(pieces.len() * 4 < chunks, "never a piece per token: {} pieces for {chunks} chunks", pieces.len());
+}
+
+#[tokio::test]
+async fn reasoning_is_never_shown_streamed_or_stored_in_either_shape() {
+    let h = harness(&[]).await;
+    h.llm.push(Reply::reasoned("SECRET-REASONING in its own field", "Final answer."));
+    h.llm.push_text("<think>SECRET-REASONING inline, split across chunks</think>\n\nSecond answer.");
+    h.llm.push_text("ok");
+    for (question, answer) in [("one", "Final answer."), ("two", "Second answer.")] {
+        let events = timed(&h.agent, question, OWNER, None).await;
+        let shown: Vec<&AgentEvent> = events.iter().map(|(_, e)| e).collect();
+        assert_eq!(shown.iter().filter(|e| ***e == AgentEvent::Thinking).count(), 1, "{shown:?}");
+        assert!(!format!("{shown:?}").contains("SECRET"), "reasoning leaked: {shown:?}");
+        assert!(shown.contains(&&AgentEvent::Text { content: answer.into() }), "{shown:?}");
+        let streamed: String = pieces(&events).into_iter().map(|(_, p)| p).collect();
+        assert!(answer.starts_with(&streamed), "{streamed:?}");
+    }
+    // What the model is sent back next turn is the history: no reasoning in it.
+    run(&h.agent, "three", OWNER, None).await;
+    let last = h.llm.completion_requests().pop().unwrap().messages();
+    assert!(!serde_json::to_string(&last).unwrap().contains("SECRET"), "{last:?}");
+    assert!(last.iter().any(|m| m["content"] == "Second answer."));
 }
 
 #[tokio::test]

@@ -29,8 +29,18 @@ impl AgentProcess {
         self.dir.path().join("agent.db")
     }
 
-    /// `POST /chat` and the events until the stream ends.
+    /// `POST /chat` and the events an old bot acts on, until the stream ends: streamed pieces
+    /// and the thinking status (which old bots ignore) are left out; `chat_raw` has everything.
     pub async fn chat(&self, message: &str, chat_id: &str, role: Option<&str>) -> Vec<AgentEvent> {
+        let body = self.chat_raw(message, chat_id, role).await;
+        parse_sse(&body)
+            .into_iter()
+            .filter(|e| !matches!(e, AgentEvent::TextDelta { .. } | AgentEvent::Thinking))
+            .collect()
+    }
+
+    /// `POST /chat` and the whole SSE body.
+    pub async fn chat_raw(&self, message: &str, chat_id: &str, role: Option<&str>) -> String {
         let mut body = serde_json::json!({"message": message, "chat_id": chat_id});
         if let Some(role) = role {
             body["role"] = role.into();
@@ -39,7 +49,7 @@ impl AgentProcess {
             self.http.post(format!("{}/chat", self.base_url)).bearer_auth(SECRET).json(&body).send().await.unwrap();
         assert_eq!(response.status(), 200);
         assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
-        parse_sse(&response.text().await.unwrap())
+        response.text().await.unwrap()
     }
 }
 

@@ -13,7 +13,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
 
 use crate::domain::Role;
-use crate::inference::{ChatMessage, CompletionRequest, Inference, InferenceError, ToolSpec};
+use crate::inference::{
+    ChatMessage, Completion, CompletionBuilder, CompletionRequest, Inference, InferenceError, ToolSpec,
+};
 use crate::wire::{AgentEvent, ChatRequest};
 
 use super::compaction::{CompactionConfig, prepare_loaded_context};
@@ -32,6 +34,10 @@ pub const HEARTBEAT_OK: &str = "HEARTBEAT_OK";
 
 const SPAWN: &str = "spawn";
 const TOOL_RESULT_EXCERPT_CHARS: usize = 300;
+/// Shortest gap between two streamed pieces of an answer: a client that edits a message per
+/// piece (Telegram allows about one edit a second per chat) gets a handful per second, never one
+/// per token.
+const PIECE_INTERVAL: Duration = Duration::from_millis(250);
 /// A cached system prompt is rebuilt at least this often, so that a workspace file changed behind
 /// the agent's back (a background process started by `bash`) shows up without a tool call.
 const PROMPT_CACHE_TTL: Duration = Duration::from_secs(60);
@@ -399,7 +405,12 @@ impl Agent {
         let mut request = CompletionRequest::new(self.inner.config.model.clone(), Vec::new(), specs);
         for _ in 0..turn.max_iterations {
             request.messages = messages.clone();
-            let completion = match self.inner.inference.complete(&request).await {
+            // Only a client reading along gets pieces; background turns want the whole answer.
+            let completion = match turn.store_chat {
+                Some(_) => stream_completion(self.inner.inference.as_ref(), &request, out).await,
+                None => self.inner.inference.complete(&request).await,
+            };
+            let completion = match completion {
                 Ok(c) => c,
                 Err(e) => return Ok(TurnEnd::Failed(e)),
             };
@@ -621,6 +632,55 @@ impl Drop for ChatSlot {
                 map.remove(&self.chat_id);
             }
         }
+    }
+}
+
+/// Runs one completion, sending its text as it is written: `text_delta` pieces (the first at
+/// once, then at most one per [`PIECE_INTERVAL`]) and one `thinking` when the model reasons first.
+/// The caller still sends the whole completion as `text`, which supersedes the pieces; so what
+/// is left unsent when the completion ends needs no piece of its own.
+async fn stream_completion(
+    inference: &dyn Inference,
+    request: &CompletionRequest,
+    out: &Events,
+) -> Result<Completion, InferenceError> {
+    use futures_util::StreamExt;
+
+    let mut deltas = inference.stream(request).await?;
+    let mut builder = CompletionBuilder::default();
+    let mut unsent = String::new();
+    let mut last_piece: Option<tokio::time::Instant> = None;
+    let mut told_thinking = false;
+    loop {
+        let due = last_piece.map(|at| at + PIECE_INTERVAL);
+        let delta = tokio::select! {
+            biased;
+            delta = deltas.next() => delta,
+            () = sleep_until_due(due), if !unsent.is_empty() => {
+                let _ = out.send(AgentEvent::TextDelta { content: std::mem::take(&mut unsent) });
+                last_piece = Some(tokio::time::Instant::now());
+                continue;
+            }
+        };
+        let Some(delta) = delta else { break };
+        let progress = builder.push(delta?);
+        if progress.thinking && !told_thinking {
+            told_thinking = true;
+            let _ = out.send(AgentEvent::Thinking);
+        }
+        unsent.push_str(&progress.text);
+        if !unsent.is_empty() && last_piece.is_none() {
+            let _ = out.send(AgentEvent::TextDelta { content: std::mem::take(&mut unsent) });
+            last_piece = Some(tokio::time::Instant::now());
+        }
+    }
+    Ok(builder.finish())
+}
+
+async fn sleep_until_due(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`InferenceError`]'s `Display` is fit for an end user: no URL, body or internal detail.
 
 mod account;
+mod think;
 
 pub use account::{KeyCheck, check_key};
 
@@ -228,6 +229,9 @@ pub enum Delta {
     },
     /// The model finished (`stop`, `tool_calls`, `length`, …).
     Finish(String),
+    /// A piece of the model's reasoning (`reasoning` / `reasoning_content`), sent by thinking
+    /// models before their answer. Never part of the answer.
+    Reasoning(String),
 }
 
 /// A whole assistant answer, assembled from deltas.
@@ -244,18 +248,35 @@ pub struct Completion {
 
 /// Assembles a [`Completion`] from [`Delta`]s: text is concatenated, tool-call pieces are joined
 /// by index (the first non-empty id and name win, argument fragments are appended).
+/// Reasoning, in either shape a model sends it, is left out of the content.
 #[derive(Debug, Default)]
 pub struct CompletionBuilder {
     content: String,
     calls: std::collections::BTreeMap<u32, (String, String, String)>,
     finish_reason: Option<String>,
+    think: think::ThinkFilter,
+}
+
+/// What one delta added that a person may be shown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Answer text this delta added (reasoning removed; possibly empty).
+    pub text: String,
+    /// Whether this delta was the model's reasoning.
+    pub thinking: bool,
 }
 
 impl CompletionBuilder {
-    /// Adds one delta.
-    pub fn push(&mut self, delta: Delta) {
+    /// Adds one delta and says what it added to the visible answer.
+    pub fn push(&mut self, delta: Delta) -> Progress {
         match delta {
-            Delta::Text(text) => self.content.push_str(&text),
+            Delta::Text(text) => {
+                let filtered = self.think.push(&text);
+                self.content.push_str(&filtered.visible);
+                return Progress { text: filtered.visible, thinking: filtered.reasoning };
+            }
+            Delta::Reasoning(_) => return Progress { text: String::new(), thinking: true },
             Delta::ToolCall { index, id, name, arguments } => {
                 let entry = self.calls.entry(index).or_default();
                 if let Some(id) = id.filter(|id| !id.is_empty())
@@ -272,11 +293,14 @@ impl CompletionBuilder {
             }
             Delta::Finish(reason) => self.finish_reason = Some(reason),
         }
+        Progress::default()
     }
 
     /// The assembled completion. Calls without an id get one (some servers omit it); calls
     /// without a name are dropped (nothing could run them).
-    pub fn finish(self) -> Completion {
+    pub fn finish(mut self) -> Completion {
+        let tail = self.think.finish();
+        self.content.push_str(&tail.visible);
         let tool_calls = self
             .calls
             .into_iter()
@@ -471,6 +495,12 @@ struct ChunkChoice {
 struct ChunkDelta {
     #[serde(default)]
     content: Option<String>,
+    /// Reasoning of thinking models, under either name servers use (some send both: two fields,
+    /// not a serde alias, which would refuse such a chunk as a duplicate).
+    #[serde(default)]
+    reasoning_content: Option<String>,
+    #[serde(default)]
+    reasoning: Option<Value>,
     #[serde(default)]
     tool_calls: Option<Vec<ToolCallPiece>>,
 }
@@ -502,6 +532,16 @@ fn parse_chunk(data: &str) -> Result<Vec<Delta>, InferenceError> {
     let mut out = Vec::new();
     for choice in chunk.choices {
         if let Some(delta) = choice.delta.or(choice.message) {
+            // `reasoning` is a string on most servers; an object elsewhere: either way, reasoning.
+            let reasoning = delta.reasoning_content.filter(|t| !t.is_empty()).or_else(|| match delta.reasoning {
+                Some(Value::String(text)) if !text.is_empty() => Some(text),
+                Some(Value::Null) | None => None,
+                Some(Value::String(_)) => None,
+                Some(other) => Some(other.to_string()),
+            });
+            if let Some(reasoning) = reasoning {
+                out.push(Delta::Reasoning(reasoning));
+            }
             if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
                 out.push(Delta::Text(text));
             }
@@ -595,6 +635,33 @@ mod tests {
         );
         assert_eq!(done.finish_reason.as_deref(), Some("tool_calls"));
         assert_eq!(parse_chunk("not json"), Err(InferenceError::Protocol));
+    }
+
+    #[test]
+    fn reasoning_in_either_shape_stays_out_of_the_answer() {
+        let chunks = [
+            r#"{"choices":[{"delta":{"role":"assistant","reasoning_content":"SECRET-1"}}]}"#,
+            r#"{"choices":[{"delta":{"reasoning":"SECRET-2","reasoning_content":"SECRET-2"}}]}"#,
+            r#"{"choices":[{"delta":{"reasoning":{"summary":"SECRET-3"}}}]}"#,
+            r#"{"choices":[{"delta":{"content":"<thi"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"nk>SECRET-4</th"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"ink>\n\nFinal "}}]}"#,
+            r#"{"choices":[{"delta":{"content":"answer."},"finish_reason":"stop"}]}"#,
+        ];
+        let mut builder = CompletionBuilder::default();
+        let mut shown = String::new();
+        let mut thinking = 0;
+        for c in chunks {
+            for d in parse_chunk(c).unwrap() {
+                let progress = builder.push(d);
+                shown.push_str(&progress.text);
+                thinking += usize::from(progress.thinking);
+            }
+        }
+        let done = builder.finish();
+        assert_eq!(done.content, "Final answer.");
+        assert_eq!(shown, "Final answer.");
+        assert!(thinking >= 5, "every reasoning chunk is reported as thinking ({thinking})");
     }
 
     #[test]

@@ -50,6 +50,14 @@ pub enum Reply {
         /// Tool calls as `(name, arguments JSON string)`; ids are generated (`call_N`).
         tool_calls: Vec<(String, String)>,
     },
+    /// A thinking model's answer: `reasoning` streamed as `reasoning_content` deltas first, then
+    /// `content` (which may itself hold inline `<think>…</think>`).
+    Reasoned {
+        /// The reasoning, never meant for the user.
+        reasoning: String,
+        /// The answer.
+        content: String,
+    },
     /// An HTTP error status with an OpenAI-style error body (500, 429, 401, …).
     Status(u16),
     /// Send the response head and the first chunk, then nothing: the client's read timeout fires.
@@ -62,6 +70,11 @@ impl Reply {
     /// A plain text answer.
     pub fn text(content: impl Into<String>) -> Self {
         Reply::Message { content: Some(content.into()), tool_calls: Vec::new() }
+    }
+
+    /// A thinking model's answer: reasoning in its own field, then `content`.
+    pub fn reasoned(reasoning: impl Into<String>, content: impl Into<String>) -> Self {
+        Reply::Reasoned { reasoning: reasoning.into(), content: content.into() }
     }
 
     /// One tool call, without text.
@@ -389,6 +402,14 @@ async fn completions(req: &Request, body: Json<Value>, Data(script): Data<&Share
             let events = futures_util::stream::once(async move { sse(&head) }).chain(futures_util::stream::pending());
             sse_response(events.boxed())
         }
+        Reply::Reasoned { reasoning, content } => {
+            if stream {
+                let chunks = streamed_chunks(&model, omit_ids, Some(&reasoning), Some(&content), &[]);
+                sse_response(delayed(chunks, delay))
+            } else {
+                whole_completion(&model, Some(&content), &[])
+            }
+        }
         Reply::Message { content, tool_calls } => {
             let calls: Vec<(String, String, String)> = tool_calls
                 .into_iter()
@@ -396,14 +417,8 @@ async fn completions(req: &Request, body: Json<Value>, Data(script): Data<&Share
                 .map(|(i, (name, args))| (format!("call_{}", call_base + i as u64), name, args))
                 .collect();
             if stream {
-                let chunks = streamed_chunks(&model, omit_ids, content.as_deref(), &calls);
-                let events = futures_util::stream::iter(chunks).then(move |c| async move {
-                    if !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
-                    }
-                    c
-                });
-                sse_response(events.boxed())
+                let chunks = streamed_chunks(&model, omit_ids, None, content.as_deref(), &calls);
+                sse_response(delayed(chunks, delay))
             } else {
                 whole_completion(&model, content.as_deref(), &calls)
             }
@@ -455,13 +470,29 @@ fn pieces(text: &str, size: usize) -> Vec<String> {
     chars.chunks(size.max(1)).map(|c| c.iter().collect()).collect()
 }
 
+/// The chunks, each sent `delay` after the one before.
+fn delayed(chunks: Vec<Bytes>, delay: Duration) -> BoxStream<'static, Bytes> {
+    futures_util::stream::iter(chunks)
+        .then(move |c| async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            c
+        })
+        .boxed()
+}
+
 fn streamed_chunks(
     model: &str,
     omit_ids: bool,
+    reasoning: Option<&str>,
     content: Option<&str>,
     calls: &[(String, String, String)],
 ) -> Vec<Bytes> {
     let mut out = vec![sse(&chunk(model, omit_ids, json!({"role": "assistant", "content": ""}), None))];
+    for piece in pieces(reasoning.unwrap_or_default(), 4) {
+        out.push(sse(&chunk(model, omit_ids, json!({"reasoning_content": piece}), None)));
+    }
     if let Some(text) = content {
         for piece in pieces(text, 4) {
             out.push(sse(&chunk(model, omit_ids, json!({"content": piece}), None)));
