@@ -854,3 +854,57 @@ async fn files_are_streamed_and_refused_over_the_send_limit() {
     assert_eq!(served.content_length(), Some(content.len() as u64));
     assert!(served.bytes().await.unwrap() == content, "the file was not served intact");
 }
+
+/// When each heartbeat run asked the model (its prompt names HEARTBEAT.md), as seen so far.
+fn heartbeat_runs(llm: &ScriptedLlm) -> usize {
+    llm.completion_requests()
+        .iter()
+        .filter(|r| r.messages()[1]["content"].as_str().unwrap_or("").contains("HEARTBEAT.md"))
+        .count()
+}
+
+async fn wait_for_runs(llm: &ScriptedLlm, at_least: usize, limit: std::time::Duration) -> std::time::Instant {
+    let deadline = std::time::Instant::now() + limit;
+    while heartbeat_runs(llm) < at_least {
+        assert!(std::time::Instant::now() < deadline, "only {} heartbeat runs after {limit:?}", heartbeat_runs(llm));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    std::time::Instant::now()
+}
+
+#[tokio::test]
+async fn the_heartbeat_recurs_is_silent_when_idle_and_keeps_its_schedule_across_a_restart() {
+    use std::time::Duration;
+    let llm = ScriptedLlm::start().await;
+    llm.set_fallback(baal_core::testing::openai::Fallback::Text("The feed has 3 new posts.".into()));
+    let agent = start_agent(&llm, &[("HEARTBEAT_INTERVAL", "1")]);
+    // The prepared HEARTBEAT.md is comments only: checks come and go, the model is never asked.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(llm.completion_requests().len(), 0, "an idle heartbeat spends nothing");
+
+    std::fs::write(agent.workspace().join("HEARTBEAT.md"), "- check the feed and tell me what changed\n").unwrap();
+    wait_for_runs(&llm, 3, Duration::from_secs(15)).await;
+    let pending: Value = agent
+        .http
+        .get(format!("{}/pending?chat_id={OWNER}", agent.base_url))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(pending.to_string().contains("[Heartbeat] The feed has 3 new posts."), "{pending}");
+
+    // Restarted with a 2 s period right after a run: the next run comes on schedule, measured
+    // from the last run before the restart: not at once, and not a whole period late.
+    let before = heartbeat_runs(&llm);
+    let last_run = wait_for_runs(&llm, before + 1, Duration::from_secs(5)).await;
+    let runs = heartbeat_runs(&llm);
+    let dir = agent.stop();
+    let _agent = start_agent_in(&llm, &[("HEARTBEAT_INTERVAL", "2")], dir);
+    let next = wait_for_runs(&llm, runs + 1, Duration::from_secs(15)).await;
+    let gap = next - last_run;
+    assert!(gap >= Duration::from_millis(1900), "ran {gap:?} after the last run: the restart repeated it");
+    assert!(gap <= Duration::from_secs(8), "ran {gap:?} after the last run: postponed by the restart");
+}

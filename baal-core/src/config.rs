@@ -168,8 +168,8 @@ pub struct Settings {
     /// `AGENT_CPU_PERCENT`: CPU time of one local agent with its tools, in percent of one core
     /// (default 100; 200 is two cores).
     pub agent_cpu_percent: u32,
-    /// `HEARTBEAT_INTERVAL`: how often agents check their `HEARTBEAT.md` (default 1800 s; 0
-    /// disables), handed to every agent.
+    /// `HEARTBEAT_INTERVAL`: how often an agent carries out a standing `HEARTBEAT.md` that sets
+    /// no schedule of its own (default 1800 s; 0 disables), handed to every agent.
     pub agent_heartbeat_interval: Duration,
 }
 

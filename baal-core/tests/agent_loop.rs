@@ -19,6 +19,7 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 const OWNER: &str = "42";
+const HOUR: Duration = Duration::from_secs(3600);
 
 #[derive(Default)]
 struct Notes(Mutex<HashMap<String, String>>);
@@ -115,6 +116,7 @@ struct Harness {
     llm: ScriptedLlm,
     notes: Arc<Notes>,
     cancelled: Arc<AtomicBool>,
+    settings: AgentSettings,
     _dir: tempfile::TempDir,
 }
 
@@ -145,7 +147,20 @@ async fn harness(extra: &[(&str, &str)]) -> Harness {
     let workspace = Workspace::prepare(&dir.path().join("ws")).unwrap();
     let history = History::open(&dir.path().join("agent.db")).await.unwrap();
     let agent = Agent::new(AgentConfig::from_settings(&settings), Arc::new(inference), tools, history, workspace);
-    Harness { agent, llm, notes, cancelled, _dir: dir }
+    Harness { agent, llm, notes, cancelled, settings, _dir: dir }
+}
+
+impl Harness {
+    /// Another agent on the same workspace and database, as after a restart of the process.
+    async fn restart(&self) -> Agent {
+        let inference =
+            OpenAiClient::new(&self.llm.base_url(), SecretString::from("k"), ClientOptions::default()).unwrap();
+        let dir = self._dir.path();
+        let workspace = Workspace::prepare(&dir.join("ws")).unwrap();
+        let history = History::open(&dir.join("agent.db")).await.unwrap();
+        let config = AgentConfig::from_settings(&self.settings);
+        Agent::new(config, Arc::new(inference), ToolSet::from_tools(Vec::new()), history, workspace)
+    }
 }
 
 /// The events an old client acts on: streamed pieces and the thinking status left out (they
@@ -373,15 +388,15 @@ async fn turns_of_one_chat_never_interleave() {
 async fn heartbeat_runs_only_when_there_is_something_new_and_reaches_only_the_owner() {
     let h = harness(&[]).await;
     let file = h.agent.workspace().heartbeat_file();
-    assert_eq!(h.agent.heartbeat_tick().await, HeartbeatOutcome::Idle);
+    assert_eq!(h.agent.heartbeat_tick(HOUR).await, HeartbeatOutcome::Idle);
     std::fs::write(&file, "# Heartbeat\n<!-- add tasks below -->\n\n").unwrap();
-    assert_eq!(h.agent.heartbeat_tick().await, HeartbeatOutcome::Idle);
+    assert_eq!(h.agent.heartbeat_tick(HOUR).await, HeartbeatOutcome::Idle);
     assert!(h.llm.completion_requests().is_empty(), "an idle agent must spend no tokens");
 
     std::fs::write(&file, "# Heartbeat\n- remind me to water the plants\n").unwrap();
     h.llm.push_text("Time to water the plants!");
-    assert_eq!(h.agent.heartbeat_tick().await, HeartbeatOutcome::Ran { delivered: true });
-    assert_eq!(h.agent.heartbeat_tick().await, HeartbeatOutcome::NotDue);
+    assert_eq!(h.agent.heartbeat_tick(HOUR).await, HeartbeatOutcome::Ran { delivered: true });
+    assert_eq!(h.agent.heartbeat_tick(HOUR).await, HeartbeatOutcome::NotDue);
     assert_eq!(h.llm.completion_requests().len(), 1);
     let prompt = h.llm.completion_requests()[0].messages();
     assert!(prompt[1]["content"].as_str().unwrap().contains("HEARTBEAT.md"));
@@ -395,15 +410,39 @@ async fn heartbeat_runs_only_when_there_is_something_new_and_reaches_only_the_ow
     // Changed content runs again; HEARTBEAT_OK is not delivered.
     std::fs::write(&file, "# Heartbeat\n- check the mail\n").unwrap();
     h.llm.push_text("HEARTBEAT_OK");
-    assert_eq!(h.agent.heartbeat_tick().await, HeartbeatOutcome::Ran { delivered: false });
+    assert_eq!(h.agent.heartbeat_tick(HOUR).await, HeartbeatOutcome::Ran { delivered: false });
     assert!(h.agent.history().take_pending(None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_standing_heartbeat_recurs_every_period_and_its_last_run_survives_a_restart() {
+    let h = harness(&[]).await;
+    let period = Duration::from_secs(2);
+    std::fs::write(h.agent.workspace().heartbeat_file(), "- check the feed and tell me what changed\n").unwrap();
+    assert_eq!(h.agent.heartbeat_tick(period).await, HeartbeatOutcome::Ran { delivered: true });
+    assert_eq!(h.agent.heartbeat_tick(period).await, HeartbeatOutcome::NotDue, "not again at once");
+    tokio::time::sleep(period + Duration::from_millis(100)).await;
+    assert_eq!(h.agent.heartbeat_tick(period).await, HeartbeatOutcome::Ran { delivered: true }, "unchanged, yet due");
+
+    // A new process on the same database: the run that just happened is not repeated…
+    let restarted = h.restart().await;
+    assert_eq!(restarted.heartbeat_tick(period).await, HeartbeatOutcome::NotDue);
+    // …and one that is due is not postponed.
+    tokio::time::sleep(period + Duration::from_millis(100)).await;
+    assert_eq!(restarted.heartbeat_tick(period).await, HeartbeatOutcome::Ran { delivered: true });
+    // Its own schedule wins over the period.
+    std::fs::write(h.agent.workspace().heartbeat_file(), "- every 1h: check the feed\n").unwrap();
+    assert_eq!(restarted.heartbeat_tick(period).await, HeartbeatOutcome::Ran { delivered: true }, "changed");
+    tokio::time::sleep(period + Duration::from_millis(100)).await;
+    assert_eq!(restarted.heartbeat_tick(period).await, HeartbeatOutcome::NotDue, "every 1h");
+    assert_eq!(h.llm.completion_requests().len(), 4);
 }
 
 #[tokio::test]
 async fn heartbeat_without_an_owner_delivers_nothing() {
     let h = harness(&[("OWNER_CHAT_ID", "")]).await;
     std::fs::write(h.agent.workspace().heartbeat_file(), "- say hi\n").unwrap();
-    assert_eq!(h.agent.heartbeat_tick().await, HeartbeatOutcome::Ran { delivered: false });
+    assert_eq!(h.agent.heartbeat_tick(HOUR).await, HeartbeatOutcome::Ran { delivered: false });
     assert!(h.agent.history().take_pending(None).await.unwrap().is_empty());
 }
 

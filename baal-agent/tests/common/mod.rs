@@ -61,6 +61,15 @@ pub fn parse_sse(body: &str) -> Vec<AgentEvent> {
         .collect()
 }
 
+impl AgentProcess {
+    /// Kills the agent and hands back its directory (workspace and database), to start another.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+}
+
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -76,6 +76,12 @@ CREATE TABLE IF NOT EXISTS "summaries" ( "chat_id" varchar NOT NULL PRIMARY KEY,
         seaorm_name: Some("m0002_pending_lease"),
         sql: r#"ALTER TABLE "pending_messages" ADD COLUMN "leased_until" integer NULL;"#,
     },
+    // The heartbeat's last run (one row), so a restart neither repeats a run that just happened
+    // nor postpones one that is due.
+    Migration {
+        seaorm_name: None,
+        sql: r#"CREATE TABLE IF NOT EXISTS "heartbeat" ( "id" integer NOT NULL PRIMARY KEY CHECK ("id" = 1), "content_hash" blob NOT NULL, "ran_at" integer NOT NULL );"#,
+    },
 ];
 
 /// SeaORM's bookkeeping table, as it created it. Migrations that SeaORM-era releases know are
@@ -390,6 +396,30 @@ impl History {
             tx.execute("DELETE FROM summaries WHERE chat_id = ?1", [chat_id])?;
             tx.commit()?;
             Ok(deleted as u64)
+        })
+    }
+
+    /// The heartbeat's last run: the hash of the `HEARTBEAT.md` it ran and when (Unix seconds).
+    pub async fn heartbeat_last(&self) -> Result<Option<([u8; 32], i64)>, HistoryError> {
+        let row: Option<(Vec<u8>, i64)> = self.with(|c| {
+            c.prepare_cached("SELECT content_hash, ran_at FROM heartbeat WHERE id = 1")?
+                .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })?;
+        // A hash of another length cannot come from this code: treated as no run, so the next
+        // check runs and writes a good row.
+        Ok(row.and_then(|(hash, at)| Some((<[u8; 32]>::try_from(hash.as_slice()).ok()?, at))))
+    }
+
+    /// Records a heartbeat run of the content hashed `content_hash` at `ran_at` (Unix seconds).
+    pub async fn heartbeat_record(&self, content_hash: [u8; 32], ran_at: i64) -> Result<(), HistoryError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT INTO heartbeat (id, content_hash, ran_at) VALUES (1, ?1, ?2) \
+                 ON CONFLICT (id) DO UPDATE SET content_hash = excluded.content_hash, ran_at = excluded.ran_at",
+            )?
+            .execute(rusqlite::params![content_hash.as_slice(), ran_at])
+            .map(drop)
         })
     }
 

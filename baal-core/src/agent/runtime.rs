@@ -33,6 +33,9 @@ If nothing needs attention right now, reply with exactly: HEARTBEAT_OK";
 pub const HEARTBEAT_OK: &str = "HEARTBEAT_OK";
 
 const SPAWN: &str = "spawn";
+/// How often the heartbeat looks at `HEARTBEAT.md` at most (reading a small file; a model is
+/// asked only when a run is due).
+const HEARTBEAT_CHECK: Duration = Duration::from_secs(60);
 const TOOL_RESULT_EXCERPT_CHARS: usize = 300;
 /// Shortest gap between two streamed pieces of an answer: a client that edits a message per
 /// piece (Telegram allows about one edit a second per chat) gets a handful per second, never one
@@ -151,12 +154,6 @@ impl PromptCache {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct HeartbeatRun {
-    content_hash: [u8; 32],
-    at: Instant,
-}
-
 struct Inner {
     config: AgentConfig,
     inference: Arc<dyn Inference>,
@@ -165,7 +162,6 @@ struct Inner {
     workspace: Workspace,
     chat_locks: ChatLocks,
     subagents: Arc<Semaphore>,
-    last_heartbeat: Mutex<Option<HeartbeatRun>>,
     prompts: Mutex<PromptCache>,
 }
 
@@ -215,7 +211,6 @@ impl Agent {
                 workspace,
                 chat_locks: ChatLocks::default(),
                 subagents,
-                last_heartbeat: Mutex::new(None),
                 prompts: Mutex::new(PromptCache::default()),
             }),
         }
@@ -527,10 +522,12 @@ impl Agent {
         }
     }
 
-    /// One heartbeat check: runs a turn only when `HEARTBEAT.md` has actionable content that
-    /// changed since the last run, or that is due again by its own `every <N><m|h|d>` schedule.
-    /// The answer goes to the owner's chat, unless it is `HEARTBEAT_OK`.
-    pub async fn heartbeat_tick(&self) -> HeartbeatOutcome {
+    /// One heartbeat check: runs a turn when `HEARTBEAT.md` has actionable content and either
+    /// changed since the last run or was last run `period` ago: its own `every <N><m|h|d>`
+    /// schedule, else `period` (the agent's `HEARTBEAT_INTERVAL`). The last run is kept in the
+    /// agent's database, so a restart neither repeats nor postpones a run. The answer goes to the
+    /// owner's chat, unless it is `HEARTBEAT_OK`.
+    pub async fn heartbeat_tick(&self, period: Duration) -> HeartbeatOutcome {
         // Confined like the file tools: a planted link must not feed another file to the model.
         let workspace = self.inner.workspace.clone();
         let Ok(Some(content)) = tokio::task::spawn_blocking(move || workspace.read_heartbeat()).await else {
@@ -540,15 +537,29 @@ impl Agent {
             return HeartbeatOutcome::Idle;
         }
         let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(content.as_bytes()).into();
-        let previous = *self.inner.last_heartbeat.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(last) = previous
-            && last.content_hash == hash
-            && schedule_of(&content).is_none_or(|every| last.at.elapsed() < every)
+        let history = &self.inner.history;
+        let last = match history.heartbeat_last().await {
+            Ok(last) => last,
+            Err(error) => {
+                // Unknown when it last ran: waiting is cheaper than running on every check.
+                tracing::warn!(%error, "cannot read the heartbeat's last run; not running it now");
+                return HeartbeatOutcome::NotDue;
+            }
+        };
+        let now = chrono::Utc::now().timestamp();
+        let period = schedule_of(&content).unwrap_or(period);
+        let waited = |at: i64| u64::try_from(now - at).unwrap_or(0);
+        if let Some((last_hash, at)) = last
+            && last_hash == hash
+            && waited(at) < period.as_secs()
         {
             return HeartbeatOutcome::NotDue;
         }
-        *self.inner.last_heartbeat.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(HeartbeatRun { content_hash: hash, at: Instant::now() });
+        // Recorded before the run, so a run that crashes the agent is not repeated at every start.
+        if let Err(error) = history.heartbeat_record(hash, now).await {
+            tracing::warn!(%error, "cannot record the heartbeat's run; not running it now");
+            return HeartbeatOutcome::NotDue;
+        }
         let outcome = self
             .background_turn(
                 HEARTBEAT_PROMPT,
@@ -575,15 +586,18 @@ impl Agent {
         HeartbeatOutcome::Ran { delivered: true }
     }
 
-    /// Runs [`Agent::heartbeat_tick`] every `interval` (the first one after `interval`).
+    /// Checks the heartbeat (see [`Agent::heartbeat_tick`]) with `interval` as its period, every
+    /// minute or every `interval` when shorter (the first check one such step after the start),
+    /// so a run falls due at most a minute late, whatever the restarts.
     pub fn spawn_heartbeat(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
         let agent = self.clone();
+        let step = interval.min(HEARTBEAT_CHECK);
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + step, step);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
-                let outcome = agent.heartbeat_tick().await;
+                let outcome = agent.heartbeat_tick(interval).await;
                 tracing::debug!(?outcome, "heartbeat");
             }
         })

@@ -48,7 +48,8 @@ pub struct AgentSettings {
     pub workspace_path: PathBuf,
     /// `OWNER_CHAT_ID`: the owner's chat; heartbeat and subagent output go there only.
     pub owner_chat_id: Option<String>,
-    /// `HEARTBEAT_INTERVAL` in seconds (default 1800; 0 disables).
+    /// `HEARTBEAT_INTERVAL` in seconds (default 1800; 0 disables): how often a standing
+    /// `HEARTBEAT.md` without a schedule of its own runs.
     pub heartbeat_interval: Duration,
     /// `MAX_CONTEXT_TOKENS` (0: from the model catalog).
     pub max_context_tokens: u32,
