@@ -119,6 +119,34 @@ async fn create_chat_and_delete_a_real_local_agent() {
     send(&platform, VISITOR, "hello").await;
     assert!(messenger.transcript(VISITOR).contains("Hi visitor."), "{}", messenger.transcript(VISITOR));
 
+    // The visitor starts over: their history goes, the owner's stays, memory files too.
+    let memory_before = std::fs::read_to_string(dir.join("workspace/memory/MEMORY.md")).unwrap();
+    send(&platform, VISITOR, "/reset").await;
+    press(&platform, &messenger, VISITOR, &format!("reset_confirmed:{}", agent.id)).await;
+    assert!(
+        messenger.last_text(VISITOR).contains("has forgotten your conversation"),
+        "{}",
+        messenger.transcript(VISITOR)
+    );
+    send(&platform, VISITOR, "do you remember me?").await;
+    send(&platform, OWNER, "and you?").await;
+    let last_request_with = |needle: &str| {
+        llm.completion_requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.messages().iter().any(|m| m.to_string().contains(needle)))
+            .unwrap()
+    };
+    let visitor_next = last_request_with("do you remember me?").messages();
+    assert!(
+        !visitor_next.iter().any(|m| m.to_string().contains("hello")),
+        "the visitor's old turns are gone: {visitor_next:?}"
+    );
+    let owner_next = last_request_with("and you?").messages();
+    assert!(owner_next.iter().any(|m| m.to_string().contains("What is the answer?")), "the owner's history stays");
+    let memory = std::fs::read_to_string(dir.join("workspace/memory/MEMORY.md")).unwrap();
+    assert_eq!(memory, memory_before, "memory files are untouched");
+
     // Delete: the process and its files are gone.
     send(&platform, OWNER, &format!("/delete {}", agent.id)).await;
     press(&platform, &messenger, OWNER, &format!("delete_confirmed:{}", agent.id)).await;

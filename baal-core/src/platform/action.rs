@@ -50,6 +50,12 @@ pub enum Action {
     DeleteConfirmed(AgentId),
     /// The delete dialog's "cancel".
     DeleteCancelled,
+    /// Ask whether to forget the caller's conversation with the agent they are talking to.
+    ResetAsk,
+    /// Forget the caller's conversation with this agent (the dialog's "yes").
+    ResetConfirmed(AgentId),
+    /// The reset dialog's "keep it".
+    ResetCancelled,
     /// The wizard's model choice.
     CreateModel(String),
     /// The wizard's "deploy".
@@ -83,6 +89,9 @@ impl Action {
             Action::DeleteAsk(id) => with_id("delete_confirm", id),
             Action::DeleteConfirmed(id) => with_id("delete_confirmed", id),
             Action::DeleteCancelled => "delete_cancelled".to_owned(),
+            Action::ResetAsk => "reset_ask".to_owned(),
+            Action::ResetConfirmed(id) => with_id("reset_confirmed", id),
+            Action::ResetCancelled => "reset_cancelled".to_owned(),
             Action::CreateModel(model) => format!("create_model:{model}"),
             Action::CreateConfirm => "create_confirm".to_owned(),
             Action::CreateCancel => "create_cancel".to_owned(),
@@ -116,6 +125,9 @@ impl Action {
             "delete_confirm" => Action::DeleteAsk(id()?),
             "delete_confirmed" => Action::DeleteConfirmed(id()?),
             "delete_cancelled" => Action::DeleteCancelled,
+            "reset_ask" => Action::ResetAsk,
+            "reset_confirmed" => Action::ResetConfirmed(id()?),
+            "reset_cancelled" => Action::ResetCancelled,
             "create_model" if !rest.is_empty() => Action::CreateModel(rest.to_owned()),
             "create_confirm" => Action::CreateConfirm,
             "create_cancel" => Action::CreateCancel,
@@ -158,6 +170,9 @@ mod tests {
             Action::CreateModel("qwen3-coder-next".into()),
             Action::CreateConfirm,
             Action::CreateCancel,
+            Action::ResetAsk,
+            Action::ResetConfirmed(AgentId(9)),
+            Action::ResetCancelled,
         ]
     }
 

@@ -22,6 +22,8 @@ pub enum Command {
     Delete,
     /// Leave the chat with an agent.
     Manage,
+    /// Forget one's own conversation with the current agent.
+    Reset,
     /// Stop what the user is doing.
     Cancel,
     /// Plan, usage and agents.
@@ -141,6 +143,14 @@ impl Command {
             "",
             "leave the chat with an agent",
             Some("Leave the chat with an agent"),
+            HelpSection::Agents,
+        ),
+        spec(
+            Command::Reset,
+            "reset",
+            "",
+            "start your conversation with the current agent over",
+            Some("Start your conversation with this agent over"),
             HelpSection::Agents,
         ),
         spec(

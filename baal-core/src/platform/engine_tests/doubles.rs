@@ -166,9 +166,15 @@ pub(crate) struct ScriptedProxy {
     pub acks: Mutex<Vec<(String, Vec<i64>)>>,
     pub files: Mutex<HashMap<String, Vec<u8>>>,
     pub down: Mutex<bool>,
+    /// Every `reset` call: the chat whose conversation was forgotten.
+    pub resets: Mutex<Vec<String>>,
 }
 
 impl ScriptedProxy {
+    pub fn resets(&self) -> Vec<String> {
+        self.resets.lock().unwrap().clone()
+    }
+
     pub fn new() -> Self {
         ScriptedProxy {
             script: Mutex::new(Box::new(|request: &ChatRequest| {
@@ -181,6 +187,7 @@ impl ScriptedProxy {
             requests: Mutex::default(),
             pending: Mutex::default(),
             acks: Mutex::default(),
+            resets: Mutex::default(),
             files: Mutex::default(),
             down: Mutex::new(false),
         }
@@ -231,7 +238,8 @@ impl Proxy for ScriptedProxy {
         }
         Ok(HealthResponse { status: "ok".into(), agent_name: "x".into(), version: None })
     }
-    async fn reset(&self, _agent: &AgentEndpoint, _chat_id: &str) -> Result<u64, ProxyError> {
-        Ok(0)
+    async fn reset(&self, _agent: &AgentEndpoint, chat_id: &str) -> Result<u64, ProxyError> {
+        self.resets.lock().unwrap().push(chat_id.to_owned());
+        Ok(2)
     }
 }

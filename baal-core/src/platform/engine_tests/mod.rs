@@ -855,6 +855,41 @@ async fn without_the_operators_key_nobody_is_shown_a_free_tier() {
 }
 
 #[tokio::test]
+async fn without_any_model_key_create_says_so_before_the_first_step() {
+    let h = Harness::with(PlatformConfig { libertai_api_key: None, ..config() }, Mode::Succeed).await;
+    h.send(OWNER, "/create").await;
+    let said = h.last(OWNER);
+    assert!(said.contains("needs a model key") && said.contains("/login"), "{said}");
+    assert!(!h.all(OWNER).contains("Step 1 of 2"), "no name is asked for: {}", h.all(OWNER));
+    // The next text is not taken as a name: there is no wizard running.
+    h.send(OWNER, "Ada").await;
+    assert!(h.store.list_agents(&AgentFilter::all().owner(OWNER)).await.unwrap().is_empty());
+    assert!(!h.last(OWNER).contains("Step 2 of 2"), "{}", h.last(OWNER));
+}
+
+#[tokio::test]
+async fn reset_asks_then_forgets_only_the_callers_conversation() {
+    let h = Harness::new().await;
+    let id = h.create_agent(OWNER, "Ada").await;
+    h.send(OWNER, "/reset").await;
+    assert!(h.last(OWNER).contains("Start over with Ada?"), "{}", h.last(OWNER));
+    h.press(OWNER, "reset_cancelled").await;
+    assert!(h.proxy.resets().is_empty(), "cancelled: nothing forgotten");
+    h.send(OWNER, "/reset").await;
+    h.press(OWNER, &format!("reset_confirmed:{id}")).await;
+    assert!(h.last(OWNER).contains("has forgotten your conversation"), "{}", h.last(OWNER));
+    assert_eq!(h.proxy.resets(), vec![OWNER.to_string()], "the caller's own chat, nobody else's");
+    // A visitor who never opened the agent cannot reset anyone's conversation with it.
+    h.press_data(VISITOR, &format!("reset_confirmed:{id}"), super::MessageRef { chat_id: VISITOR, message_id: 1 })
+        .await;
+    assert_eq!(h.proxy.resets().len(), 1);
+    // Outside a chat with an agent there is nothing to reset.
+    h.send(OWNER, "/manage").await;
+    h.send(OWNER, "/reset").await;
+    assert!(h.last(OWNER).contains("no conversation to start over"), "{}", h.last(OWNER));
+}
+
+#[tokio::test]
 async fn account_verbose_navigation_and_unknown_input() {
     let h = Harness::new().await;
     h.send(OWNER, "/account").await;

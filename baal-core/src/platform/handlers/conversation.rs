@@ -6,7 +6,7 @@ use super::menu::views::welcome;
 use super::views::*;
 use crate::domain::{Agent, AgentId, AgentStatus, UsageDecision, usage_day};
 use crate::platform::engine::{After, Ctx, Inner, PlatformError};
-use crate::platform::messenger::Text;
+use crate::platform::messenger::{MessageRef, Text};
 use crate::platform::state::{self, Payer, UserState};
 
 impl Inner {
@@ -155,6 +155,62 @@ impl Inner {
         let visible = self.store.user_toggle_show_tools(ctx.user_id()).await?;
         let text = if visible { "Tool calls are now shown in chat." } else { "Tool calls are now hidden." };
         self.say(ctx.chat, Text::plain(text)).await;
+        Ok(())
+    }
+
+    /// `/reset` and the chat keyboard's button: asks before forgetting the caller's conversation
+    /// with the agent they are talking to.
+    pub(super) async fn reset_ask(&self, ctx: &Ctx, state: &UserState) -> Result<(), PlatformError> {
+        if !ctx.in_private_chat() {
+            self.say(ctx.chat, self.private_only()).await;
+            return Ok(());
+        }
+        let agent = match state.chat_agent {
+            Some(id) => self.store.agent_get(id).await?.filter(|a| !a.deleted),
+            None => None,
+        };
+        let text = match agent {
+            Some(agent) => views::reset_dialog(&agent),
+            None => views::nothing_to_reset(),
+        };
+        // A new message even when pressed under an answer: the chat keyboard stays where it is.
+        self.say(ctx.chat, text).await;
+        Ok(())
+    }
+
+    /// Forgets the caller's own conversation with agent `id` (its other chats and its memory
+    /// files are untouched). Only the agent the caller talks to, or one they own, can be reset.
+    pub(super) async fn reset(
+        &self,
+        ctx: &Ctx,
+        state: &mut UserState,
+        id: AgentId,
+        message: MessageRef,
+    ) -> Result<(), PlatformError> {
+        let agent = self.store.agent_get(id).await?.filter(|a| !a.deleted);
+        let Some(agent) = agent.filter(|a| a.owner_id == ctx.user_id() || state.chat_agent == Some(a.id)) else {
+            self.edit_or_say(ctx.chat, Some(message), Text::plain("That agent is not one you are talking to.")).await;
+            return Ok(());
+        };
+        let Some(endpoint) = self.endpoint(&agent).filter(|_| agent.status == AgentStatus::Running) else {
+            self.edit_or_say(ctx.chat, Some(message), views::unavailable(&agent, false)).await;
+            return Ok(());
+        };
+        // Not in the middle of one of this chat's turns: that turn would write its answer back.
+        let lock = self.chat_lock(ctx.chat);
+        let _turn = lock.lock().await;
+        let text = match self.proxy.reset(&endpoint, &ctx.chat.to_string()).await {
+            Ok(_) => {
+                // The chat controls come again with the next answer, as in a first conversation.
+                state.greeted.retain(|greeted| *greeted != agent.id);
+                views::reset_done(&agent)
+            }
+            Err(err) => {
+                tracing::warn!(agent = %agent.id, error = %err, "could not reset a conversation");
+                views::reset_failed(&agent)
+            }
+        };
+        self.edit_or_say(ctx.chat, Some(message), text).await;
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ use self::views::model_menu;
 use super::views::*;
 use crate::deploy::Tenancy;
 use crate::domain::{Model, NewAgent};
+use crate::platform::Plan;
 use crate::platform::action::Action;
 use crate::platform::engine::{Ctx, Inner, PlatformError};
 use crate::platform::jobs::JobKind;
@@ -47,10 +48,14 @@ impl Inner {
     }
 
     /// Why this user may not create an agent now: the deployer hosts agents for the operator
-    /// only (and the user is not one of the operator's admins), or every slot is taken.
+    /// only (and the user is not one of the operator's admins), neither Baal nor the user has a
+    /// model key (said before the first step, not after the last), or every slot is taken.
     async fn create_refusal(&self, ctx: &Ctx) -> Result<Option<Text>, PlatformError> {
         if self.deployer.tenancy() == Tenancy::OperatorOnly && !self.config.is_admin(ctx.user_id()) {
             return Ok(Some(views::operator_only()));
+        }
+        if Plan::of(&ctx.user, &self.config) == Plan::NoKey {
+            return Ok(Some(views::no_model_key()));
         }
         let used = self.store.count_active_agents(ctx.user_id()).await?;
         let max = self.config.max_agents_per_user;
@@ -116,10 +121,6 @@ impl Inner {
         state.clear_flow();
         if let Some(refusal) = self.create_refusal(ctx).await? {
             self.edit_or_say(ctx.chat, message, refusal).await;
-            return Ok(());
-        }
-        if ctx.user.api_key_sealed.is_none() && self.config.libertai_api_key.is_none() {
-            self.edit_or_say(ctx.chat, message, views::no_model_key()).await;
             return Ok(());
         }
         let new = NewAgent::new(ctx.user_id(), name, default_prompt(name), model);

@@ -101,6 +101,7 @@ impl Inner {
             Command::Update => self.update(ctx, args).await,
             Command::Soul => self.soul(ctx, state, args).await,
             Command::Manage => self.leave_chat(ctx, state, false).await,
+            Command::Reset => self.reset_ask(ctx, state).await,
             Command::Login => self.login(ctx, args).await,
             Command::Logout => self.logout(ctx).await,
             Command::Account => self.account(ctx).await,
@@ -149,8 +150,11 @@ impl Inner {
         if action.is_wizard() {
             return self.wizard_button(ctx, state, flow, action, message).await;
         }
-        if !matches!(action, Action::RefreshStatus(_) | Action::ToggleTools | Action::DeleteCancelled) && flow.is_some()
-        {
+        let leaves_flow_alone = matches!(
+            action,
+            Action::RefreshStatus(_) | Action::ToggleTools | Action::DeleteCancelled | Action::ResetCancelled
+        );
+        if !leaves_flow_alone && flow.is_some() {
             state.clear_flow();
         }
         match action {
@@ -198,6 +202,12 @@ impl Inner {
             }
             Action::DeleteCancelled => {
                 self.edit_or_say(ctx.chat, Some(message), Text::plain("Nothing was deleted.")).await;
+                return Ok(Some("Cancelled".into()));
+            }
+            Action::ResetAsk => self.reset_ask(ctx, state).await?,
+            Action::ResetConfirmed(id) => self.reset(ctx, state, id, message).await?,
+            Action::ResetCancelled => {
+                self.edit_or_say(ctx.chat, Some(message), Text::plain("Nothing was forgotten.")).await;
                 return Ok(Some("Cancelled".into()));
             }
             // Handled above, with the wizard.
@@ -311,6 +321,8 @@ mod tests {
             conversation::views::daily_limit(50, 50, "3h 0m"),
             conversation::views::chatting_with(&agents[0]),
             conversation::views::left_chat(Some("Ada"), true),
+            conversation::views::reset_dialog(&agents[0]),
+            conversation::views::reset_done(&agents[0]),
             create::views::model_menu("Ada"),
             create::views::ready_to_deploy("Ada", &MODELS[0], "this machine", None),
             soul::views::picker(&agents),

@@ -13,6 +13,7 @@ pub(crate) fn chat_keyboard(show_tools: bool) -> Vec<Vec<Button>> {
             Button::action("💳 Account", Action::Account),
             Button::action(if show_tools { "👁️ Hide tools" } else { "🙈 Show tools" }, Action::ToggleTools),
         ],
+        vec![Button::action("🧹 Start over", Action::ResetAsk)],
     ]
 }
 
@@ -81,4 +82,31 @@ pub(crate) fn left_chat(name: Option<&str>, show_menu: bool) -> Text {
         None => html("You're not chatting with an agent; this is Baal's menu."),
     };
     if show_menu { with_rows(text, welcome().buttons) } else { text }
+}
+
+pub(crate) fn nothing_to_reset() -> Text {
+    Text::plain("You're not talking to an agent, so there is no conversation to start over. Open one first.")
+}
+
+pub(crate) fn reset_dialog(agent: &Agent) -> Text {
+    let body = format!(
+        "<b>Start over with {}?</b>\nIt forgets this conversation: what you said and what it answered. \
+         Its memory files and other people's conversations stay as they are.",
+        e(&agent.name)
+    );
+    html(body).row(vec![
+        Button::action("🧹 Yes, start over", Action::ResetConfirmed(agent.id)),
+        Button::action("❌ Keep it", Action::ResetCancelled),
+    ])
+}
+
+pub(crate) fn reset_done(agent: &Agent) -> Text {
+    html(format!("🧹 <b>{}</b> has forgotten your conversation. Your next message starts a new one.", e(&agent.name)))
+}
+
+pub(crate) fn reset_failed(agent: &Agent) -> Text {
+    html(format!(
+        "Couldn't reach <b>{}</b> to start over; nothing was forgotten. Try again in a moment.",
+        e(&agent.name)
+    ))
 }

@@ -64,7 +64,12 @@ pub(crate) fn ready_to_deploy(name: &str, model: &Model, place: &str, usual: Opt
 }
 
 pub(crate) fn no_model_key() -> Text {
-    Text::plain("Baal has no LibertAI key to run agents with. Connect your own with /login <key>, then /create again.")
+    html(
+        "<b>An agent needs a model key first</b>\nThis Baal has no LibertAI key of its own to run agents \
+         with, so yours is needed: get one at https://libertai.io, send <code>/login YOUR_KEY</code>, then \
+         /create again.",
+    )
+    .row(vec![Button::action("🔑 How to connect a key", Action::Login)])
 }
 
 pub(crate) fn created(agent: &Agent) -> Text {
