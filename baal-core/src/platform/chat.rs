@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 
 use super::answer::Answer;
 use super::engine::{Ctx, Inner, PlatformError};
@@ -55,40 +56,8 @@ impl Inner {
         let _ = self.messenger.typing(ctx.chat).await;
         let request = ChatRequest::new(text, ctx.chat.to_string(), agent.role_of(ctx.user_id()))
             .with_user_id(ctx.user_id().to_string());
-        let mut events = self.proxy.chat(&endpoint, request).await;
-        let prefix = format!("<b>{}</b>: ", escape_html(&agent.name));
-        let mut answer = Answer::new(&*self.messenger, ctx.chat, prefix, self.config.edit_interval);
-        // Tool lines, files and errors: what the turn showed besides the answer's text.
-        let mut said_else = false;
-        while let Some(event) = answer.next_event(&mut events).await {
-            match event {
-                AgentEvent::TextDelta { content } => answer.piece(&content),
-                AgentEvent::Text { content } => answer.completion(&content),
-                AgentEvent::Thinking => answer.thinking(),
-                AgentEvent::ToolUse { name, .. } if show_tools => {
-                    answer.close().await;
-                    self.say(ctx.chat, Text::html(format!("⚙️ <i>{}</i>", escape_html(&name)))).await;
-                    said_else = true;
-                    let _ = self.messenger.typing(ctx.chat).await;
-                }
-                AgentEvent::ToolUse { .. } => answer.hidden_tool(),
-                AgentEvent::File { path, caption } => {
-                    answer.close().await;
-                    self.send_agent_file(ctx.chat, agent, &endpoint, &path, &caption).await;
-                    said_else = true;
-                }
-                AgentEvent::Error { content } => {
-                    answer.close().await;
-                    let note = format!("⚠️ {}: {}", escape_html(&agent.name), escape_html(&content));
-                    self.say(ctx.chat, Text::html(note)).await;
-                    said_else = true;
-                }
-                AgentEvent::Done => break,
-                _ => {}
-            }
-        }
-        answer.finish().await;
-        if !answer.said_something() && !said_else {
+        let events = self.proxy.chat(&endpoint, request).await;
+        if !self.show_turn(ctx.chat, agent, &endpoint, show_tools, events).await {
             self.say(ctx.chat, Text::plain(format!("{} sent no answer.", agent.name))).await;
         }
         if first_time {
@@ -112,6 +81,50 @@ impl Inner {
             }
         });
         Ok(())
+    }
+
+    /// Shows a turn's events as they come: the answer as it is written, with tool lines (when the
+    /// user wants them), files and errors between its messages. Whether anything reached the chat.
+    async fn show_turn(
+        &self,
+        chat: ChatId,
+        agent: &Agent,
+        endpoint: &AgentEndpoint,
+        show_tools: bool,
+        mut events: BoxStream<'static, AgentEvent>,
+    ) -> bool {
+        let prefix = format!("<b>{}</b>: ", escape_html(&agent.name));
+        let mut answer = Answer::new(&*self.messenger, chat, prefix, self.config.edit_interval);
+        let mut said_else = false;
+        while let Some(event) = answer.next_event(&mut events).await {
+            match event {
+                AgentEvent::TextDelta { content } => answer.piece(&content),
+                AgentEvent::Text { content } => answer.completion(&content),
+                AgentEvent::Thinking => answer.thinking(),
+                AgentEvent::ToolUse { name, .. } if show_tools => {
+                    answer.close().await;
+                    self.say(chat, Text::html(format!("⚙️ <i>{}</i>", escape_html(&name)))).await;
+                    said_else = true;
+                    let _ = self.messenger.typing(chat).await;
+                }
+                AgentEvent::ToolUse { .. } => answer.hidden_tool(),
+                AgentEvent::File { path, caption } => {
+                    answer.close().await;
+                    self.send_agent_file(chat, agent, endpoint, &path, &caption).await;
+                    said_else = true;
+                }
+                AgentEvent::Error { content } => {
+                    answer.close().await;
+                    let note = format!("⚠️ {}: {}", escape_html(&agent.name), escape_html(&content));
+                    self.say(chat, Text::html(note)).await;
+                    said_else = true;
+                }
+                AgentEvent::Done => break,
+                _ => {}
+            }
+        }
+        answer.finish().await;
+        answer.said_something() || said_else
     }
 
     /// Fetches a workspace file from the agent and sends it; when that fails, the user gets a note.
