@@ -37,21 +37,32 @@ pub async fn run(mut settings: Settings, args: ConsoleArgs) -> anyhow::Result<Ex
     let platform = Platform::from_settings(settings, messenger.clone()).await.context("cannot start Baal")?;
     platform.start().await.context("cannot resume unfinished work")?;
     println!("Baal console. You are user {}. /help lists commands; !press <text> presses a button.", args.user_id);
-    let mut lines = stdin_lines();
+    drive(&platform, &messenger, args.user_id, stdin_lines()).await?;
+    platform.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Hands each line to the platform as `user` and waits for all it started (a deployment, a
+/// streamed answer) before reading the next, so the transcript follows the script.
+async fn drive(
+    platform: &Platform,
+    messenger: &ConsoleMessenger,
+    user: i64,
+    mut lines: tokio::sync::mpsc::Receiver<std::io::Result<String>>,
+) -> anyhow::Result<()> {
     while let Some(line) = lines.recv().await {
         let line = line.context("cannot read the input")?;
         let line = line.trim();
         if line.is_empty() {
             continue;
         }
-        let Some(input) = messenger.input_for(args.user_id, line) else { continue };
+        let Some(input) = messenger.input_for(user, line) else { continue };
         if let Err(err) = platform.handle(input).await {
             eprintln!("error: {err}");
         }
         platform.wait_idle().await;
     }
-    platform.shutdown().await;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Lines of standard input, read on a thread of their own (blocking reads must not hold up the
@@ -68,15 +79,39 @@ fn stdin_lines() -> tokio::sync::mpsc::Receiver<std::io::Result<String>> {
     rx
 }
 
-/// Prints what the platform says; remembers the latest buttons for `!press`.
-#[derive(Default)]
+/// Prints what the platform says (each send, and each edit of a message again, as a streamed
+/// answer grows); remembers the latest buttons for `!press`.
 struct ConsoleMessenger {
     next_id: AtomicI64,
     buttons: Mutex<Option<(MessageRef, Vec<Button>)>>,
     presses: AtomicI64,
+    /// Standard output, or a buffer in tests.
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl Default for ConsoleMessenger {
+    fn default() -> Self {
+        ConsoleMessenger::writing_to(Box::new(std::io::stdout()))
+    }
 }
 
 impl ConsoleMessenger {
+    fn writing_to(out: Box<dyn Write + Send>) -> Self {
+        ConsoleMessenger {
+            next_id: AtomicI64::default(),
+            buttons: Mutex::default(),
+            presses: AtomicI64::default(),
+            out: Mutex::new(out),
+        }
+    }
+
+    /// Writes `text` as a line and flushes it: a transcript is read as it comes.
+    fn write(&self, text: &str) {
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
+    }
+
     fn next(&self, chat: ChatId) -> MessageRef {
         MessageRef { chat_id: chat, message_id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1 }
     }
@@ -98,7 +133,7 @@ impl ConsoleMessenger {
     fn find_button(&self, needle: &str) -> Option<(String, MessageRef)> {
         let guard = self.buttons.lock().unwrap_or_else(|p| p.into_inner());
         let Some((message, buttons)) = guard.as_ref() else {
-            println!("(no message with buttons yet)");
+            self.write("(no message with buttons yet)");
             return None;
         };
         let callbacks: Vec<(&str, &str)> = buttons
@@ -117,10 +152,11 @@ impl ConsoleMessenger {
         match found {
             Some((_, data)) if !needle.is_empty() => Some((data.to_string(), *message)),
             _ => {
-                println!("(no button matches {needle:?}; the buttons are:)");
+                let mut list = format!("(no button matches {needle:?}; the buttons are:)");
                 for (label, data) in callbacks {
-                    println!("  [{label} → {data}]");
+                    list.push_str(&format!("\n  [{label} → {data}]"));
                 }
+                self.write(&list);
                 None
             }
         }
@@ -128,8 +164,7 @@ impl ConsoleMessenger {
 
     fn print(&self, prefix: &str, message: MessageRef, text: &Text) {
         let body = if text.html { readable(&text.body) } else { text.body.clone() };
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{prefix}#{}\n{body}", message.message_id);
+        let mut shown = format!("{prefix}#{}\n{body}\n", message.message_id);
         for row in &text.buttons {
             let cells: Vec<String> = row
                 .iter()
@@ -139,10 +174,9 @@ impl ConsoleMessenger {
                     _ => format!("[{}]", b.label()),
                 })
                 .collect();
-            let _ = writeln!(out, "  {}", cells.join(" "));
+            shown.push_str(&format!("  {}\n", cells.join(" ")));
         }
-        let _ = writeln!(out);
-        let _ = out.flush();
+        self.write(&shown);
         if !text.buttons.is_empty() {
             let buttons = text.buttons.iter().flatten().cloned().collect();
             *self.buttons.lock().unwrap_or_else(|p| p.into_inner()) = Some((message, buttons));
@@ -164,7 +198,7 @@ impl Messenger for ConsoleMessenger {
     }
 
     async fn delete(&self, message: MessageRef) -> Result<(), MessengerError> {
-        println!("(message #{} deleted)\n", message.message_id);
+        self.write(&format!("(message #{} deleted)\n", message.message_id));
         Ok(())
     }
 
@@ -175,19 +209,19 @@ impl Messenger for ConsoleMessenger {
     async fn send_file(&self, chat: ChatId, file: OutgoingFile) -> Result<MessageRef, MessengerError> {
         let message = self.next(chat);
         let kind = if file.as_photo { "photo" } else { "file" };
-        println!(
+        self.write(&format!(
             "── baal #{}\n📎 {kind} {} ({} bytes) {}\n",
             message.message_id,
             file.file_name,
             file.bytes.len(),
             readable(&file.caption)
-        );
+        ));
         Ok(message)
     }
 
     async fn answer_press(&self, _press_id: &str, notice: &str) -> Result<(), MessengerError> {
         if !notice.is_empty() {
-            println!("({notice})\n");
+            self.write(&format!("({notice})\n"));
         }
         Ok(())
     }
@@ -238,6 +272,18 @@ fn decode_entities(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer};
+    use baal_core::domain::{AgentId, Deployment};
+    use baal_core::platform::PlatformConfig;
+    use baal_core::proxy::{
+        AgentEndpoint, AgentEvent, AgentFile, ChatRequest, HealthResponse, PendingMessage, Proxy, ProxyError,
+    };
+    use baal_core::secrets::SecretBox;
+    use futures_util::stream::{self, BoxStream, StreamExt};
+    use secrecy::SecretString;
+
     use super::*;
 
     #[test]
@@ -245,6 +291,151 @@ mod tests {
         assert_eq!(readable("<b>Hi</b> &lt;b&gt;x&lt;/b&gt; &amp; co"), "Hi <b>x</b> & co");
         assert_eq!(readable("<a href=\"https://x.y/?a=1&amp;b=2\">docs</a>"), "docs (https://x.y/?a=1&b=2)");
         assert_eq!(readable("a & b"), "a & b");
+    }
+
+    /// What a test console printed.
+    #[derive(Clone, Default)]
+    struct Transcript(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Transcript {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Transcript {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    /// Deploys at once, at an address only [`StreamingAgent`] answers for.
+    struct InstantDeployer;
+
+    const STEPS: &[DeployStep] = &[DeployStep::new("start", "Start the agent")];
+
+    #[async_trait]
+    impl Deployer for InstantDeployer {
+        fn name(&self) -> &'static str {
+            "instant"
+        }
+        fn steps(&self) -> &'static [DeployStep] {
+            STEPS
+        }
+        async fn deploy(&self, spec: &AgentSpec, _: &dyn DeployReporter) -> Result<Deployment, DeployError> {
+            let mut deployment = spec.existing.clone();
+            deployment.vm_url = Some(format!("http://agent-{}.test", spec.agent_id));
+            Ok(deployment)
+        }
+        async fn redeploy(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Deployment, DeployError> {
+            self.deploy(spec, reporter).await
+        }
+        async fn destroy(&self, _: AgentId, _: &Deployment, _: &dyn DeployReporter) -> Result<(), DeployError> {
+            Ok(())
+        }
+    }
+
+    /// An agent that writes its answers in pieces after a thinking notice, as streaming agents
+    /// do, then sends each completion whole.
+    struct StreamingAgent;
+
+    #[async_trait]
+    impl Proxy for StreamingAgent {
+        async fn chat(&self, _: &AgentEndpoint, request: ChatRequest) -> BoxStream<'static, AgentEvent> {
+            let step = Duration::from_millis(100);
+            let timeline = if request.message.contains("answer") {
+                vec![
+                    (Duration::ZERO, AgentEvent::Thinking),
+                    (step, AgentEvent::TextDelta { content: "The answer".into() }),
+                    (step, AgentEvent::TextDelta { content: " is".into() }),
+                    (step, AgentEvent::TextDelta { content: " forty-two.".into() }),
+                    (Duration::ZERO, AgentEvent::Text { content: "The answer is forty-two.".into() }),
+                    (Duration::ZERO, AgentEvent::Done),
+                ]
+            } else {
+                vec![
+                    (Duration::ZERO, AgentEvent::Text { content: "Hi, I am Echo.".into() }),
+                    (Duration::ZERO, AgentEvent::Done),
+                ]
+            };
+            stream::iter(timeline)
+                .then(|(delay, event)| async move {
+                    tokio::time::sleep(delay).await;
+                    event
+                })
+                .boxed()
+        }
+        async fn pending(&self, _: &AgentEndpoint, _: Option<&str>) -> Result<Vec<PendingMessage>, ProxyError> {
+            Ok(Vec::new())
+        }
+        async fn file(&self, _: &AgentEndpoint, _: &str) -> Result<AgentFile, ProxyError> {
+            Err(ProxyError::Status(404))
+        }
+        async fn health(&self, _: &AgentEndpoint) -> Result<HealthResponse, ProxyError> {
+            Ok(HealthResponse::new("Echo"))
+        }
+        async fn reset(&self, _: &AgentEndpoint, _: &str) -> Result<u64, ProxyError> {
+            Ok(0)
+        }
+    }
+
+    /// Each of `expected` occurs in `text`, in this order.
+    fn in_order(text: &str, expected: &[String]) {
+        let mut from = 0;
+        for wanted in expected {
+            let Some(at) = text[from..].find(wanted.as_str()) else {
+                panic!("{wanted:?} does not follow in order in:\n{text}");
+            };
+            from += at + wanted.len();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_prints_as_it_grows() {
+        let db = baal_core::testing::db::sqlite().await;
+        let transcript = Transcript::default();
+        let messenger = Arc::new(ConsoleMessenger::writing_to(Box::new(transcript.clone())));
+        let config = PlatformConfig::default()
+            .with_admin_user_ids(vec![1])
+            .with_libertai_api_key(SecretString::from("sk-operator"))
+            .with_edit_interval(Duration::from_millis(50));
+        let secrets = Arc::new(SecretBox::from_encoded_key(&"ab".repeat(32)).unwrap());
+        let platform = Platform::new(
+            config,
+            db.shared(),
+            Arc::new(InstantDeployer),
+            Arc::new(StreamingAgent),
+            messenger.clone(),
+            secrets,
+        );
+        let script = ["/create", "Echo", "!press qwen", "!press deploy", "What is the answer?"];
+        let (tx, lines) = tokio::sync::mpsc::channel(script.len());
+        for line in script {
+            tx.send(Ok(line.to_owned())).await.unwrap();
+        }
+        drop(tx);
+        drive(&platform, &messenger, 1, lines).await.unwrap();
+
+        let text = transcript.text();
+        assert!(text.contains("Echo: Hi, I am Echo."), "the introduction:\n{text}");
+        let notice = text.find("\nEcho: thinking…\n").unwrap_or_else(|| panic!("no thinking notice:\n{text}"));
+        let header = text[..notice].rsplit("── baal ").next().unwrap();
+        let id = header.trim_start_matches('#');
+        in_order(
+            &text,
+            &[
+                format!("── baal #{id}\nEcho: thinking…\n"),
+                format!("── baal (edited) #{id}\nEcho: The answer\n"),
+                format!("── baal (edited) #{id}\nEcho: The answer is\n"),
+                format!("── baal (edited) #{id}\nEcho: The answer is forty-two.\n"),
+            ],
+        );
+        assert!(!text.contains("deleted"), "the notice was replaced, not left or removed:\n{text}");
+        platform.shutdown().await;
     }
 
     #[test]

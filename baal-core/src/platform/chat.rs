@@ -1,26 +1,25 @@
-//! Chat routing: one turn with an agent streamed into one edited message, files, tool lines,
-//! and the agent's queued messages for this chat; plus the poller that brings owners the
-//! messages their agents queue on their own.
+//! Chat routing: one turn with an agent, its answer shown as it is written (see
+//! [`super::answer`]) between tool lines, files and errors, then the agent's queued messages for
+//! this chat; plus the poller that brings owners the messages their agents queue on their own.
 //!
 //! Queued messages are leased, delivered in order and acknowledged once delivered: delivery
 //! stops at the first message that does not reach the user, and that message and the ones after
 //! it come back from the agent when the lease runs out.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 
+use super::answer::Answer;
 use super::engine::{Ctx, Inner, PlatformError};
 use super::handlers::chat_controls;
-use super::messenger::{ChatId, MessageRef, MessengerError, OutgoingFile, Text};
-use super::render::{escape_html, markdown_to_html, split_message};
+use super::messenger::{ChatId, MessengerError, OutgoingFile, Text};
+use super::render::{TELEGRAM_TEXT_LIMIT, escape_html, markdown_to_html, split_message};
 use crate::domain::{Agent, AgentStatus, Role};
 use crate::proxy::{AgentEndpoint, AgentEvent, ChatRequest, PendingMessage, ProxyError};
 use crate::store::AgentFilter;
 
-/// Telegram's limit on one message, in UTF-16 code units.
-const MESSAGE_LIMIT: usize = 4096;
 /// Images up to this size go out as photos; anything else as a document.
 const PHOTO_MAX_BYTES: usize = 10 * 1024 * 1024;
 const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "gif", "webp"];
@@ -33,66 +32,6 @@ enum Delivery {
     Done,
     /// It did not reach the user; a later try may succeed.
     Failed,
-}
-
-/// An answer being streamed: the agent's text so far and the messages showing it.
-struct Stream<'a> {
-    inner: &'a Inner,
-    chat: ChatId,
-    prefix: String,
-    markdown: String,
-    shown: Vec<(MessageRef, String)>,
-    last_flush: Option<Instant>,
-    gap: bool,
-    anything_shown: bool,
-}
-
-impl Stream<'_> {
-    fn push(&mut self, text: &str) {
-        if self.gap && !self.markdown.is_empty() {
-            self.markdown.push_str("\n\n");
-        }
-        self.gap = false;
-        self.markdown.push_str(text);
-    }
-
-    /// Shows the text so far, unless an edit happened less than `edit_interval` ago (`force`
-    /// always shows it: the final text must land).
-    async fn flush(&mut self, force: bool) {
-        if self.markdown.trim().is_empty() {
-            return;
-        }
-        let due = self.last_flush.is_none_or(|at| at.elapsed() >= self.inner.config.edit_interval);
-        if !force && !due {
-            return;
-        }
-        let html = format!("{}{}", self.prefix, markdown_to_html(&self.markdown));
-        for (i, piece) in split_message(&html, MESSAGE_LIMIT).into_iter().enumerate() {
-            match self.shown.get_mut(i) {
-                Some((message, shown)) if *shown != piece => {
-                    if self.inner.messenger.edit(*message, Text::html(piece.clone())).await.is_ok() {
-                        *shown = piece;
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    if let Some(message) = self.inner.say(self.chat, Text::html(piece.clone())).await {
-                        self.shown.push((message, piece));
-                    }
-                }
-            }
-        }
-        self.anything_shown = true;
-        self.last_flush = Some(Instant::now());
-    }
-
-    /// Ends the current message: what follows starts a new one.
-    async fn close(&mut self) {
-        self.flush(true).await;
-        self.markdown.clear();
-        self.shown.clear();
-        self.prefix.clear();
-    }
 }
 
 impl Inner {
@@ -117,50 +56,8 @@ impl Inner {
         let _ = self.messenger.typing(ctx.chat).await;
         let request = ChatRequest::new(text, ctx.chat.to_string(), agent.role_of(ctx.user_id()))
             .with_user_id(ctx.user_id().to_string());
-        let mut events = self.proxy.chat(&endpoint, request).await;
-        let mut stream = Stream {
-            inner: self,
-            chat: ctx.chat,
-            prefix: format!("<b>{}</b>: ", escape_html(&agent.name)),
-            markdown: String::new(),
-            shown: Vec::new(),
-            last_flush: None,
-            gap: false,
-            anything_shown: false,
-        };
-        while let Some(event) = events.next().await {
-            match event {
-                AgentEvent::Text { content } => {
-                    stream.push(&content);
-                    stream.flush(false).await;
-                }
-                AgentEvent::ToolUse { name, .. } => {
-                    if show_tools {
-                        stream.close().await;
-                        self.say(ctx.chat, Text::html(format!("⚙️ <i>{}</i>", escape_html(&name)))).await;
-                        stream.anything_shown = true;
-                        let _ = self.messenger.typing(ctx.chat).await;
-                    } else {
-                        stream.gap = true;
-                    }
-                }
-                AgentEvent::File { path, caption } => {
-                    stream.close().await;
-                    self.send_agent_file(ctx.chat, agent, &endpoint, &path, &caption).await;
-                    stream.anything_shown = true;
-                }
-                AgentEvent::Error { content } => {
-                    stream.close().await;
-                    let note = format!("⚠️ {}: {}", escape_html(&agent.name), escape_html(&content));
-                    self.say(ctx.chat, Text::html(note)).await;
-                    stream.anything_shown = true;
-                }
-                AgentEvent::Done => break,
-                _ => {}
-            }
-        }
-        stream.flush(true).await;
-        if !stream.anything_shown {
+        let events = self.proxy.chat(&endpoint, request).await;
+        if !self.show_turn(ctx.chat, agent, &endpoint, show_tools, events).await {
             self.say(ctx.chat, Text::plain(format!("{} sent no answer.", agent.name))).await;
         }
         if first_time {
@@ -184,6 +81,50 @@ impl Inner {
             }
         });
         Ok(())
+    }
+
+    /// Shows a turn's events as they come: the answer as it is written, with tool lines (when the
+    /// user wants them), files and errors between its messages. Whether anything reached the chat.
+    async fn show_turn(
+        &self,
+        chat: ChatId,
+        agent: &Agent,
+        endpoint: &AgentEndpoint,
+        show_tools: bool,
+        mut events: BoxStream<'static, AgentEvent>,
+    ) -> bool {
+        let prefix = format!("<b>{}</b>: ", escape_html(&agent.name));
+        let mut answer = Answer::new(&*self.messenger, chat, prefix, self.config.edit_interval);
+        let mut said_else = false;
+        while let Some(event) = answer.next_event(&mut events).await {
+            match event {
+                AgentEvent::TextDelta { content } => answer.piece(&content),
+                AgentEvent::Text { content } => answer.completion(&content),
+                AgentEvent::Thinking => answer.thinking(),
+                AgentEvent::ToolUse { name, .. } if show_tools => {
+                    answer.close().await;
+                    self.say(chat, Text::html(format!("⚙️ <i>{}</i>", escape_html(&name)))).await;
+                    said_else = true;
+                    let _ = self.messenger.typing(chat).await;
+                }
+                AgentEvent::ToolUse { .. } => answer.hidden_tool(),
+                AgentEvent::File { path, caption } => {
+                    answer.close().await;
+                    self.send_agent_file(chat, agent, endpoint, &path, &caption).await;
+                    said_else = true;
+                }
+                AgentEvent::Error { content } => {
+                    answer.close().await;
+                    let note = format!("⚠️ {}: {}", escape_html(&agent.name), escape_html(&content));
+                    self.say(chat, Text::html(note)).await;
+                    said_else = true;
+                }
+                AgentEvent::Done => break,
+                _ => {}
+            }
+        }
+        answer.finish().await;
+        answer.said_something() || said_else
     }
 
     /// Fetches a workspace file from the agent and sends it; when that fails, the user gets a note.
@@ -275,7 +216,7 @@ impl Inner {
             return Delivery::Done;
         }
         let html = format!("<b>{}</b>: {}", escape_html(&agent.name), markdown_to_html(&message.content));
-        for piece in split_message(&html, MESSAGE_LIMIT) {
+        for piece in split_message(&html, TELEGRAM_TEXT_LIMIT) {
             match self.messenger.send(chat, Text::html(piece)).await {
                 Ok(_) => {}
                 // Refused content is refused on every try, and stopping here would hold back

@@ -55,7 +55,8 @@ pub struct PlatformConfig {
     pub pool_enabled: bool,
     /// A wizard or personality edit silent for this long is forgotten.
     pub flow_timeout: Duration,
-    /// The least time between two edits of a streamed answer in one chat.
+    /// The least time between two edits of a streamed answer in one chat. What the agent writes
+    /// meanwhile is shown once it has passed; the end of a message is shown at once.
     pub edit_interval: Duration,
     /// How often agents are asked for messages they queued for their owner (and unfinished
     /// deployments are looked for).

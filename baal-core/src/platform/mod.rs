@@ -3,6 +3,7 @@
 //! [`Input`] and render what the platform asks through their [`Messenger`].
 
 pub mod action;
+mod answer;
 mod chat;
 pub mod command;
 mod engine;

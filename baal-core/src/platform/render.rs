@@ -39,16 +39,24 @@ fn push_escaped(out: &mut String, text: &str) {
 /// code (with its language), links, headings as bold lines, lists as bullets or numbers, and
 /// blockquotes. Raw HTML in the markdown is shown as text. Whatever cannot be rendered safely
 /// comes out as escaped plain text, so the result always parses in Telegram.
+///
+/// Any prefix of an answer renders too (a streamed answer is shown while it is written): an
+/// unclosed fence is a code block up to the end, an unclosed `**` shows as written.
 pub fn markdown_to_html(markdown: &str) -> String {
+    let html = write_html(markdown);
+    // The writer only emits tags in pairs; this guards against a parser surprise ever reaching
+    // Telegram as markup it rejects (which would lose the whole answer).
+    if tags_are_balanced(&html) { html } else { escape_html(markdown) }
+}
+
+/// The writer's HTML for `markdown`, before the balance guard.
+fn write_html(markdown: &str) -> String {
     let options = Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS;
     let mut writer = HtmlWriter::default();
     for event in Parser::new_ext(markdown, options) {
         writer.event(event);
     }
-    let html = writer.out;
-    // The writer only emits tags in pairs; this guards against a parser surprise ever reaching
-    // Telegram as markup it rejects (which would lose the whole answer).
-    if tags_are_balanced(&html) { html } else { escape_html(markdown) }
+    writer.out
 }
 
 /// What an `End` event must write, pushed at the matching `Start`.
@@ -665,6 +673,32 @@ mod tests {
         }
     }
 
+    /// A streamed answer is rendered at every length it passes through: each prefix must be
+    /// markup Telegram accepts, and should be the writer's own (balanced without the guard
+    /// falling back to plain text, which would flash the formatting off mid-answer).
+    #[test]
+    fn every_prefix_of_an_answer_renders_balanced() {
+        let answer = "# Plan **now**\n\nUse `a<b && c>d` here — 😀 & more *ital **both** it* ~~gone~~.\n\n\
+                      > quoted **bold\n> > deeper `code`\n\n- one [link](https://e.org/?a=1&b=2)\n  - inner **x**\n\
+                      1. first\n2. [ ] task\n\n```rust\nfn main() { if a < b && c > d { println!(\"&amp;\"); } }\n```\n\n\
+                      | a | b |\n|---|---|\n| 1 | 2 |\n\n***\n\n~~~\nraw <tag>\n~~~\nEnd 🦀 **unclosed *nested";
+        let mut checked = 0;
+        for (end, _) in answer.char_indices().skip(1).chain([(answer.len(), ' ')]) {
+            let prefix = &answer[..end];
+            let written = write_html(prefix);
+            assert!(tags_are_balanced(&written), "the writer left {prefix:?} unbalanced: {written:?}");
+            assert_eq!(markdown_to_html(prefix), written);
+            for piece in split_message(&written, 64) {
+                assert!(tags_are_balanced(&piece), "{prefix:?} split into {piece:?}");
+            }
+            checked += 1;
+        }
+        assert_eq!(checked, answer.chars().count());
+        let open_fence = markdown_to_html("Run:\n\n```rust\nfn main() { a < b");
+        assert_eq!(open_fence, "Run:\n\n<pre><code class=\"language-rust\">fn main() { a &lt; b</code></pre>");
+        assert_eq!(markdown_to_html("so **bold"), "so **bold");
+    }
+
     #[test]
     fn short_input_is_returned_unchanged_and_blank_input_gives_nothing() {
         assert_eq!(split_message("<b>hi</b>", 4096), vec!["<b>hi</b>"]);
@@ -774,7 +808,8 @@ mod tests {
             prop_oneof![fragment(), Just("**".to_owned()), Just("*".to_owned()), Just("`".to_owned()),
                 Just("```\n".to_owned()), Just("# ".to_owned()), Just("> ".to_owned()), Just("- ".to_owned()),
                 Just("~~".to_owned()), Just("[x](https://a.b)".to_owned())], 0..40)) {
-            let html = markdown_to_html(&text.concat());
+            // The writer's own output, so the guard in `markdown_to_html` is not what passes it.
+            let html = write_html(&text.concat());
             prop_assert!(tags_are_balanced(&html), "{html:?}");
         }
     }

@@ -431,13 +431,24 @@ mod tests {
 
     #[tokio::test]
     async fn events_end_with_one_done() {
-        let body = "data: {\"type\":\"keepalive\"}\n\ndata: {\"type\":\"text\",\"content\":\"hi\"}\n\n\
-                    data: not json\n\ndata: {\"type\":\"plan\"}\n\n: comment\n\ndata: {\"type\":\"thinking\"}\n\n\
+        let body = "data: {\"type\":\"keepalive\"}\n\ndata: {\"type\":\"thinking\"}\n\n\
+                    data: {\"type\":\"text_delta\",\"content\":\"h\"}\n\n\
+                    data: {\"type\":\"text\",\"content\":\"hi\"}\n\n\
+                    data: not json\n\ndata: {\"type\":\"plan\"}\n\n: comment\n\n\
                     data: {\"type\":\"done\"}\n\ndata: {\"type\":\"text\",\"content\":\"late\"}\n\n";
         let chunks = stream::iter(vec![Ok(bytes::Bytes::from(body))]);
         let events: Vec<_> = agent_events(chunks).collect().await;
-        // Unknown types (from newer agents) are dropped; the thinking status passes on.
-        assert_eq!(events, vec![AgentEvent::Text { content: "hi".into() }, AgentEvent::Thinking, AgentEvent::Done]);
+        // Streamed pieces and the thinking notice reach the platform; types this build does not
+        // know (`plan`) do not.
+        assert_eq!(
+            events,
+            vec![
+                AgentEvent::Thinking,
+                AgentEvent::TextDelta { content: "h".into() },
+                AgentEvent::Text { content: "hi".into() },
+                AgentEvent::Done
+            ]
+        );
 
         let cut = stream::iter(vec![Ok(bytes::Bytes::from("data: {\"type\":\"text\",\"content\":\"a\"}\n\n"))]);
         let events: Vec<_> = agent_events(cut).collect().await;

@@ -1,11 +1,13 @@
 //! [`MemoryMessenger`]: a [`Messenger`] that keeps every message in memory and records every
-//! call, so tests (and embedders' tests) can drive the platform and read what users would see.
+//! call with the instant it was made, so tests (and embedders' tests) can drive the platform and
+//! read what users would see, and when.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use async_trait::async_trait;
+use tokio::time::Instant;
 
 use crate::platform::{Button, ChatId, MessageRef, Messenger, MessengerError, OutgoingFile, Text};
 
@@ -70,6 +72,8 @@ pub struct Shown {
 #[derive(Default)]
 struct Log {
     calls: Vec<Call>,
+    /// When each of `calls` was made (tokio's clock, so a test with paused time reads it too).
+    made_at: Vec<Instant>,
     messages: Vec<Shown>,
     index: HashMap<MessageRef, usize>,
     /// Sends whose text (or file caption) contains this fail with this error.
@@ -77,6 +81,11 @@ struct Log {
 }
 
 impl Log {
+    fn record(&mut self, call: Call) {
+        self.calls.push(call);
+        self.made_at.push(Instant::now());
+    }
+
     fn refuse(&self, body: &str) -> Result<(), MessengerError> {
         match &self.failing {
             Some((needle, error)) if body.contains(needle.as_str()) => Err(error.clone()),
@@ -122,6 +131,12 @@ impl MemoryMessenger {
     /// Every call so far, in order.
     pub fn calls(&self) -> Vec<Call> {
         self.log().calls.clone()
+    }
+
+    /// Every call so far, in order, with the instant it was made (tokio's clock).
+    pub fn timed_calls(&self) -> Vec<(Instant, Call)> {
+        let log = self.log();
+        log.made_at.iter().copied().zip(log.calls.iter().cloned()).collect()
     }
 
     /// Every message of `chat` the platform sent (not the user's), oldest first, as they stand now.
@@ -239,7 +254,7 @@ impl Messenger for MemoryMessenger {
         let at = log.messages.len();
         log.messages.push(Shown { message, text: text.clone(), edits: 0, deleted: false });
         log.index.insert(message, at);
-        log.calls.push(Call::Send { message, text });
+        log.record(Call::Send { message, text });
         Ok(message)
     }
 
@@ -252,7 +267,7 @@ impl Messenger for MemoryMessenger {
         }
         shown.text = text.clone();
         shown.edits += 1;
-        log.calls.push(Call::Edit { message, text });
+        log.record(Call::Edit { message, text });
         Ok(())
     }
 
@@ -260,12 +275,12 @@ impl Messenger for MemoryMessenger {
         let mut log = self.log();
         let Some(at) = log.index.get(&message).copied() else { return Err(MessengerError::NotFound) };
         log.messages[at].deleted = true;
-        log.calls.push(Call::Delete { message });
+        log.record(Call::Delete { message });
         Ok(())
     }
 
     async fn typing(&self, chat: ChatId) -> Result<(), MessengerError> {
-        self.log().calls.push(Call::Typing { chat });
+        self.log().record(Call::Typing { chat });
         Ok(())
     }
 
@@ -276,12 +291,12 @@ impl Messenger for MemoryMessenger {
         let at = log.messages.len();
         log.messages.push(Shown { message, text: Text::html(file.caption.clone()), edits: 0, deleted: false });
         log.index.insert(message, at);
-        log.calls.push(Call::File { message, file });
+        log.record(Call::File { message, file });
         Ok(message)
     }
 
     async fn answer_press(&self, press_id: &str, notice: &str) -> Result<(), MessengerError> {
-        self.log().calls.push(Call::Press { press_id: press_id.to_owned(), notice: notice.to_owned() });
+        self.log().record(Call::Press { press_id: press_id.to_owned(), notice: notice.to_owned() });
         Ok(())
     }
 }

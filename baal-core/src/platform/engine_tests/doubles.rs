@@ -1,13 +1,14 @@
 //! Test doubles for the engine's peers: a deployer that records what it is asked, and a proxy
-//! that answers from a script.
+//! that answers from a script, on a schedule when the script gives one.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use secrecy::ExposeSecret;
+use tokio::time::Instant;
 
 use crate::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer, Tenancy};
 use crate::domain::{AgentId, Deployment};
@@ -151,7 +152,10 @@ impl Deployer for FakeDeployer {
     }
 }
 
-type Script = Box<dyn Fn(&ChatRequest) -> Vec<AgentEvent> + Send + Sync>;
+/// A chat's events, each after a delay from the one before (as an agent writes them).
+pub(crate) type Timeline = Vec<(Duration, AgentEvent)>;
+
+type Script = Box<dyn Fn(&ChatRequest) -> Timeline + Send + Sync>;
 
 /// Answers chats from a script; `down` agents are unreachable.
 ///
@@ -161,6 +165,9 @@ type Script = Box<dyn Fn(&ChatRequest) -> Vec<AgentEvent> + Send + Sync>;
 pub(crate) struct ScriptedProxy {
     pub script: Mutex<Script>,
     pub requests: Mutex<Vec<(String, ChatRequest, String)>>,
+    /// Every chat event as the agent sent it, with when (a scheduled script sends on its own
+    /// clock, whether or not the platform is reading yet).
+    pub sent: Arc<Mutex<Vec<(Instant, AgentEvent)>>>,
     pub pending: Mutex<Vec<PendingMessage>>,
     /// Every `ack_pending` call: the chat and the ids.
     pub acks: Mutex<Vec<(String, Vec<i64>)>>,
@@ -176,26 +183,57 @@ impl ScriptedProxy {
     }
 
     pub fn new() -> Self {
-        ScriptedProxy {
-            script: Mutex::new(Box::new(|request: &ChatRequest| {
-                vec![
-                    AgentEvent::Text { content: "You said: ".into() },
-                    AgentEvent::Text { content: request.message.clone() },
-                    AgentEvent::Done,
-                ]
-            })),
+        let proxy = ScriptedProxy {
+            script: Mutex::new(Box::new(|_: &ChatRequest| Vec::new())),
             requests: Mutex::default(),
+            sent: Arc::default(),
             pending: Mutex::default(),
             acks: Mutex::default(),
             resets: Mutex::default(),
             files: Mutex::default(),
             down: Mutex::new(false),
-        }
+        };
+        proxy.set_script(|request| {
+            vec![
+                AgentEvent::Text { content: "You said: ".into() },
+                AgentEvent::Text { content: request.message.clone() },
+                AgentEvent::Done,
+            ]
+        });
+        proxy
     }
 
+    /// Every chat answers with these events, all at once.
     pub fn set_script(&self, script: impl Fn(&ChatRequest) -> Vec<AgentEvent> + Send + Sync + 'static) {
+        self.set_timeline(move |request| script(request).into_iter().map(|event| (Duration::ZERO, event)).collect());
+    }
+
+    /// Every chat answers with these events, each sent after its delay.
+    pub fn set_timeline(&self, script: impl Fn(&ChatRequest) -> Timeline + Send + Sync + 'static) {
         *self.script.lock().unwrap() = Box::new(script);
     }
+
+    /// The events sent so far, in order, with when each was sent.
+    pub fn sent(&self) -> Vec<(Instant, AgentEvent)> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+/// Sends `timeline` on its own schedule, as a remote agent does; the returned stream reads it.
+fn play(timeline: Timeline, sent: Arc<Mutex<Vec<(Instant, AgentEvent)>>>) -> BoxStream<'static, AgentEvent> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        for (delay, event) in timeline {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            sent.lock().unwrap().push((Instant::now(), event.clone()));
+            if tx.send(event).is_err() {
+                return;
+            }
+        }
+    });
+    stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|event| (event, rx)) }).boxed()
 }
 
 #[async_trait]
@@ -206,12 +244,15 @@ impl Proxy for ScriptedProxy {
             request.clone(),
             agent.token.expose_secret().to_owned(),
         ));
-        let events = if *self.down.lock().unwrap() {
+        let timeline = if *self.down.lock().unwrap() {
             vec![AgentEvent::Error { content: ProxyError::Unreachable.to_string() }, AgentEvent::Done]
+                .into_iter()
+                .map(|event| (Duration::ZERO, event))
+                .collect()
         } else {
             (self.script.lock().unwrap())(&request)
         };
-        stream::iter(events).boxed()
+        play(timeline, self.sent.clone())
     }
     async fn pending(&self, _agent: &AgentEndpoint, chat_id: Option<&str>) -> Result<Vec<PendingMessage>, ProxyError> {
         let mut queue = self.pending.lock().unwrap();

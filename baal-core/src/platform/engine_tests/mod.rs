@@ -1,6 +1,7 @@
 //! Scripted conversations through the engine with an in-memory messenger.
 
 mod doubles;
+mod streaming;
 
 use std::sync::Arc;
 use std::time::Duration;
