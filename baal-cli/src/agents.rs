@@ -11,7 +11,7 @@ use std::sync::Arc;
 use baal_core::deploy::{DeployError, DeployReporter, DeployStep};
 use baal_core::domain::{Agent, AgentId, AgentStatus, Deployment};
 use baal_core::platform::deployer_from_settings;
-use baal_core::store::{AgentFilter, SqlStore, Store};
+use baal_core::store::{AgentFilter, PoolStore, SqlStore, Store};
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use serde::Serialize;
@@ -228,7 +228,7 @@ async fn delete(settings: &Settings, raw_id: &str, yes: bool) -> anyhow::Result<
         }
     }
 
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store = Arc::new(store);
     if let Err(err) = tear_down(settings, store.clone(), &agent).await {
         // The agent stays visible (and deletable again) rather than hiding something still running.
         store.event_record(agent.id, "delete", "failed", Some(&err.to_string())).await?;
@@ -248,13 +248,13 @@ async fn delete(settings: &Settings, raw_id: &str, yes: bool) -> anyhow::Result<
 
 /// Destroys where the agent runs, through the deployer the settings select, before the soft
 /// delete: a failed teardown must leave the agent visible and retryable, never hide a paid VM.
-async fn tear_down(settings: &Settings, store: Arc<dyn Store>, agent: &Agent) -> anyhow::Result<()> {
+async fn tear_down(settings: &Settings, pool: Arc<dyn PoolStore>, agent: &Agent) -> anyhow::Result<()> {
     let deployment = &agent.deployment;
     if deployment.instance_hash.is_none() && deployment.vm_url.is_none() {
         println!("Agent {} has no recorded deployment; nothing to tear down.", agent.id);
         return Ok(());
     }
-    let deployer = deployer_from_settings(settings, store).context("cannot set up the deployer")?;
+    let deployer = deployer_from_settings(settings, pool).context("cannot set up the deployer")?;
     println!("Tearing down agent {} with the {} deployer:", agent.id, deployer.name());
     deployer.destroy(agent.id, deployment, &PrintedSteps).await?;
     Ok(())

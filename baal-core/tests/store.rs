@@ -1,5 +1,6 @@
-//! The Store contract on a SQLite file and on PostgreSQL (its own schema per test), plus the two
-//! races that must never let a caller through: the daily counter and the pool claim.
+//! The Store and PoolStore contracts on a SQLite file and on PostgreSQL (its own schema per
+//! test), plus the races that must never let a caller through: the daily counter and the pool
+//! claim.
 
 use baal_core::store::{SqlStore, Store, StoreError};
 use baal_core::testing::db;
@@ -9,12 +10,14 @@ use sea_orm::{ConnectionTrait, Statement};
 async fn sqlite_store_keeps_the_contract() {
     let test_db = db::sqlite().await;
     db::check_store_contract(test_db.store()).await;
+    db::check_pool_store_contract(test_db.store(), test_db.store()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_store_keeps_the_contract() {
     let Some(test_db) = db::postgres().await else { return };
     db::check_store_contract(test_db.store()).await;
+    db::check_pool_store_contract(test_db.store(), test_db.store()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -32,13 +35,13 @@ async fn postgres_daily_counter_cannot_be_raced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_pool_claim_cannot_be_raced() {
     let test_db = db::sqlite().await;
-    db::check_pool_claim_race(test_db.shared(), 50, 3).await;
+    db::check_pool_claim_race(test_db.shared(), test_db.shared_pool(), 50, 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_pool_claim_cannot_be_raced() {
     let Some(test_db) = db::postgres().await else { return };
-    db::check_pool_claim_race(test_db.shared(), 50, 3).await;
+    db::check_pool_claim_race(test_db.shared(), test_db.shared_pool(), 50, 3).await;
 }
 
 #[tokio::test]

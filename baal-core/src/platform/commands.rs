@@ -1195,7 +1195,10 @@ impl Inner {
             self.say(ctx.chat, Text::plain("The VM pool is off (POOL_ENABLED=false).")).await;
             return Ok(());
         }
-        let vms = self.store.pool_list().await?;
+        let vms = match self.store.pool_store() {
+            Some(pool) => pool.pool_list().await?,
+            None => Vec::new(),
+        };
         let mut body = String::from("<b>VM pool</b>");
         for status in crate::domain::PoolStatus::ALL {
             let n = vms.iter().filter(|vm| vm.status == status).count();

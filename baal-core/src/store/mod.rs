@@ -1,6 +1,7 @@
-//! Persistence. The [`Store`] trait holds every operation the platform needs; [`SqlStore`] is its
-//! SeaORM implementation over SQLite (the embedded default) and PostgreSQL (for several bot
-//! processes sharing one database). Migrations run when a store is opened.
+//! Persistence. The [`Store`] trait holds every operation the platform needs; [`PoolStore`] holds
+//! the Aleph deployer's warm pool, which is the deployer's business, not the platform's.
+//! [`SqlStore`] implements both with SeaORM over SQLite (the embedded default) and PostgreSQL
+//! (for several bot processes sharing one database). Migrations run when a store is opened.
 //!
 //! Invariants every implementation keeps:
 //! - the daily message counter is consumed atomically: concurrent callers can never get more
@@ -17,6 +18,8 @@ pub use sql::SqlStore;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
+
+use std::sync::Arc;
 
 use crate::domain::{
     Agent, AgentId, AgentStatus, Deployment, DeploymentEvent, NewAgent, PoolStatus, PoolVm, UsageDecision, User, UserId,
@@ -200,8 +203,29 @@ pub trait Store: Send + Sync {
     /// The agent's events, oldest first.
     async fn events_for(&self, agent: AgentId) -> StoreResult<Vec<DeploymentEvent>>;
 
-    // ---- VM pool ----
+    // ---- key-value area for front-end state ----
 
+    /// The value under `namespace`/`key`.
+    async fn kv_get(&self, namespace: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Inserts or replaces a value.
+    async fn kv_put(&self, namespace: &str, key: &str, value: &[u8]) -> StoreResult<()>;
+    /// Removes a value (no error if absent).
+    async fn kv_delete(&self, namespace: &str, key: &str) -> StoreResult<()>;
+
+    // ---- the deployer's side ----
+
+    /// The same database's [`PoolStore`], for views of the pool (`/pool`); `None` (the default)
+    /// for a store that keeps no pool.
+    fn pool_store(&self) -> Option<Arc<dyn PoolStore>> {
+        None
+    }
+}
+
+/// The Aleph deployer's warm pool of VMs. A trait of its own so that the deployer depends on
+/// what it uses, not on everything the platform persists; [`SqlStore`] implements it beside
+/// [`Store`], on the same database.
+#[async_trait]
+pub trait PoolStore: Send + Sync {
     /// Adds a VM in status `provisioning` (no instance hash yet).
     async fn pool_insert(&self) -> StoreResult<PoolVm>;
     /// Records what is known about a pool VM and its new status.
@@ -220,13 +244,7 @@ pub trait Store: Send + Sync {
     async fn pool_list(&self) -> StoreResult<Vec<PoolVm>>;
     /// Deletes a pool row (only after its VM is forgotten on the network or serves an agent).
     async fn pool_remove(&self, id: i64) -> StoreResult<()>;
-
-    // ---- key-value area for front-end state ----
-
-    /// The value under `namespace`/`key`.
-    async fn kv_get(&self, namespace: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
-    /// Inserts or replaces a value.
-    async fn kv_put(&self, namespace: &str, key: &str, value: &[u8]) -> StoreResult<()>;
-    /// Removes a value (no error if absent).
-    async fn kv_delete(&self, namespace: &str, key: &str) -> StoreResult<()>;
+    /// The instance hash `agent` records (deleted or not); `None` when it records none or no
+    /// agent has this id. How the pool tells whether a claimed VM went on to serve its agent.
+    async fn agent_instance_hash(&self, agent: AgentId) -> StoreResult<Option<String>>;
 }

@@ -5,6 +5,7 @@
 //! callers or bot processes can break them.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,7 +19,7 @@ use sea_orm_migration::MigratorTrait;
 
 use super::entities::{agents, daily_usage, deployment_events, kv, pool_vms, users};
 use super::migrations::Migrator;
-use super::{AgentFilter, Store, StoreError, StoreResult, UsageRow};
+use super::{AgentFilter, PoolStore, Store, StoreError, StoreResult, UsageRow};
 use crate::config::redact_url_password;
 use crate::domain::{
     Agent, AgentId, AgentStatus, Deployment, DeploymentEvent, NewAgent, PoolStatus, PoolVm, UsageDecision, User, UserId,
@@ -529,6 +530,42 @@ impl Store for SqlStore {
         Ok(rows.into_iter().map(event_from_row).collect())
     }
 
+    async fn kv_get(&self, namespace: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let row = kv::Entity::find_by_id((namespace.to_owned(), key.to_owned())).one(&self.db).await?;
+        Ok(row.map(|r| r.value))
+    }
+
+    async fn kv_put(&self, namespace: &str, key: &str, value: &[u8]) -> StoreResult<()> {
+        let row = kv::ActiveModel {
+            namespace: Set(namespace.to_owned()),
+            key: Set(key.to_owned()),
+            value: Set(value.to_vec()),
+            updated_at: Set(Utc::now()),
+        };
+        kv::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([kv::Column::Namespace, kv::Column::Key])
+                    .update_columns([kv::Column::Value, kv::Column::UpdatedAt])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> StoreResult<()> {
+        kv::Entity::delete_by_id((namespace.to_owned(), key.to_owned())).exec(&self.db).await?;
+        Ok(())
+    }
+
+    fn pool_store(&self) -> Option<Arc<dyn PoolStore>> {
+        // Clones share the connection pool: this is the same database, not a second one.
+        Some(Arc::new(self.clone()))
+    }
+}
+
+#[async_trait]
+impl PoolStore for SqlStore {
     async fn pool_insert(&self) -> StoreResult<PoolVm> {
         let row = pool_vms::ActiveModel {
             instance_hash: Set(None),
@@ -632,31 +669,8 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn kv_get(&self, namespace: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        let row = kv::Entity::find_by_id((namespace.to_owned(), key.to_owned())).one(&self.db).await?;
-        Ok(row.map(|r| r.value))
-    }
-
-    async fn kv_put(&self, namespace: &str, key: &str, value: &[u8]) -> StoreResult<()> {
-        let row = kv::ActiveModel {
-            namespace: Set(namespace.to_owned()),
-            key: Set(key.to_owned()),
-            value: Set(value.to_vec()),
-            updated_at: Set(Utc::now()),
-        };
-        kv::Entity::insert(row)
-            .on_conflict(
-                OnConflict::columns([kv::Column::Namespace, kv::Column::Key])
-                    .update_columns([kv::Column::Value, kv::Column::UpdatedAt])
-                    .to_owned(),
-            )
-            .exec_without_returning(&self.db)
-            .await?;
-        Ok(())
-    }
-
-    async fn kv_delete(&self, namespace: &str, key: &str) -> StoreResult<()> {
-        kv::Entity::delete_by_id((namespace.to_owned(), key.to_owned())).exec(&self.db).await?;
-        Ok(())
+    async fn agent_instance_hash(&self, agent: AgentId) -> StoreResult<Option<String>> {
+        let row = agents::Entity::find_by_id(agent.0).one(&self.db).await?;
+        Ok(row.and_then(|row| row.instance_hash))
     }
 }

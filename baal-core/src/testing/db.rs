@@ -7,8 +7,9 @@
 //!   `BAAL_REQUIRE_POSTGRES=1` or `CI=true` an unreachable server panics instead, so CI cannot
 //!   pass by skipping. The server is `BAAL_TEST_PG_URL`, default
 //!   `postgres://postgres@127.0.0.1:5432/test`.
-//! - [`check_store_contract`], [`check_usage_race`], [`check_pool_claim_race`]: the behaviour any
-//!   `Store` implementation must show; embedders with their own store can run them too.
+//! - [`check_store_contract`], [`check_usage_race`], [`check_pool_store_contract`],
+//!   [`check_pool_claim_race`]: the behaviour any [`Store`] and [`PoolStore`] implementation must
+//!   show; embedders with their own store can run them too.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use sea_orm::sqlx::{AssertSqlSafe, Connection as _, Executor as _};
 
 use crate::config::redact_url_password;
 use crate::domain::{AgentId, AgentStatus, Deployment, NewAgent, PoolStatus, UsageDecision};
-use crate::store::{AgentFilter, SqlStore, Store, StoreError};
+use crate::store::{AgentFilter, PoolStore, SqlStore, Store, StoreError};
 
 /// The PostgreSQL server tests use when `BAAL_TEST_PG_URL` is unset.
 pub const DEFAULT_TEST_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -48,6 +49,11 @@ impl TestDb {
 
     /// The store behind an `Arc`, for code and tasks that hold a `dyn Store`.
     pub fn shared(&self) -> Arc<dyn Store> {
+        Arc::new(self.store.clone())
+    }
+
+    /// The same database as a [`PoolStore`], for the Aleph deployer's pool.
+    pub fn shared_pool(&self) -> Arc<dyn PoolStore> {
         Arc::new(self.store.clone())
     }
 
@@ -180,7 +186,6 @@ pub async fn check_store_contract(store: &dyn Store) {
     check_agents(store).await;
     check_usage(store).await;
     check_events(store).await;
-    check_pool(store).await;
     check_kv(store).await;
     check_reads_with_kv(store).await;
 }
@@ -352,9 +357,15 @@ async fn check_events(store: &dyn Store) {
     assert!(matches!(unknown, Err(StoreError::NotFound(_))), "events need an agent: {unknown:?}");
 }
 
-async fn check_pool(store: &dyn Store) {
+/// Exercises every [`PoolStore`] method on an empty pool. `store` is the same database's
+/// [`Store`], which creates the agents VMs are claimed for.
+///
+/// # Panics
+/// On the first behaviour that does not match, naming it.
+pub async fn check_pool_store_contract(store: &dyn Store, pool: &dyn PoolStore) {
     store.user_get_or_create(50, None).await.unwrap();
     let agent = store.agent_create(NewAgent::new(50, "Pool", "p", "glm-4.7")).await.unwrap();
+    let store = pool;
 
     let first = store.pool_insert().await.unwrap();
     assert_eq!(first.status, PoolStatus::Provisioning);
@@ -401,6 +412,9 @@ async fn check_pool(store: &dyn Store) {
     store.pool_remove(first.id).await.unwrap();
     store.pool_remove(first.id).await.unwrap();
     assert_eq!(store.pool_list().await.unwrap().iter().map(|vm| vm.id).collect::<Vec<_>>(), [second.id]);
+
+    assert_eq!(store.agent_instance_hash(agent.id).await.unwrap(), None, "an agent with no instance yet");
+    assert_eq!(store.agent_instance_hash(AgentId(424242)).await.unwrap(), None, "an unknown agent");
 }
 
 async fn check_kv(store: &dyn Store) {
@@ -473,13 +487,14 @@ pub async fn check_usage_race(store: Arc<dyn Store>, callers: u32, limit: u32) {
 }
 
 /// `claimers` concurrent tasks claim from a pool of `warm` VMs: each VM goes to exactly one
-/// claimer and the others get `None`.
+/// claimer and the others get `None`. `store` is the same database's [`Store`].
 ///
 /// # Panics
 /// When a VM is handed out twice or a warm VM is left unclaimed.
-pub async fn check_pool_claim_race(store: Arc<dyn Store>, claimers: usize, warm: usize) {
+pub async fn check_pool_claim_race(store: Arc<dyn Store>, pool: Arc<dyn PoolStore>, claimers: usize, warm: usize) {
     store.user_get_or_create(70, None).await.unwrap();
     let agent = store.agent_create(NewAgent::new(70, "Racer", "p", "glm-4.7")).await.unwrap();
+    let store = pool;
     for n in 0..warm {
         let vm = store.pool_insert().await.unwrap();
         store.pool_update(vm.id, Some(&format!("{n:064x}")), &Deployment::default(), PoolStatus::Warm).await.unwrap();
