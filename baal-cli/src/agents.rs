@@ -9,7 +9,7 @@ use baal_core::config::Settings;
 use std::sync::Arc;
 
 use baal_core::deploy::{DeployError, DeployReporter, DeployStep};
-use baal_core::domain::{Agent, AgentId, AgentStatus, Deployment};
+use baal_core::domain::{Agent, AgentId, AgentStatus, Deployment, EventOutcome, EventStep};
 use baal_core::platform::deployer_from_settings;
 use baal_core::store::{AgentFilter, PoolStore, SqlStore, Store};
 use chrono::{DateTime, Utc};
@@ -194,8 +194,8 @@ async fn show(settings: &Settings, raw_id: &str) -> anyhow::Result<ExitCode> {
             .map(|e| {
                 vec![
                     e.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                    e.step.clone(),
-                    e.outcome.clone(),
+                    e.step.to_string(),
+                    e.outcome.to_string(),
                     e.detail.clone().unwrap_or_default(),
                 ]
             })
@@ -231,7 +231,7 @@ async fn delete(settings: &Settings, raw_id: &str, yes: bool) -> anyhow::Result<
     let store = Arc::new(store);
     if let Err(err) = tear_down(settings, store.clone(), &agent).await {
         // The agent stays visible (and deletable again) rather than hiding something still running.
-        store.event_record(agent.id, "delete", "failed", Some(&err.to_string())).await?;
+        store.event_record(agent.id, &EventStep::Delete, EventOutcome::Failed, Some(&err.to_string())).await?;
         eprintln!("Agent {} \"{}\" was NOT deleted: {err:#}", agent.id, agent.name);
         eprintln!("Fix the cause and run the command again; nothing was marked deleted.");
         return Ok(ExitCode::FAILURE);
@@ -241,7 +241,8 @@ async fn delete(settings: &Settings, raw_id: &str, yes: bool) -> anyhow::Result<
         eprintln!("Agent {} was deleted by someone else meanwhile.", agent.id);
         return Ok(ExitCode::FAILURE);
     }
-    store.event_record(agent.id, "delete", "succeeded", Some("deleted by baal-cli")).await?;
+    let detail = Some("deleted by baal-cli");
+    store.event_record(agent.id, &EventStep::Delete, EventOutcome::Succeeded, detail).await?;
     println!("Agent {} \"{}\" is deleted.", agent.id, agent.name);
     Ok(ExitCode::SUCCESS)
 }

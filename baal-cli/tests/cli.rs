@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use baal_core::domain::{AgentStatus, Deployment, NewAgent};
+use baal_core::domain::{AgentStatus, Deployment, EventOutcome, NewAgent};
 use baal_core::store::{SqlStore, Store};
 
 struct Run {
@@ -58,8 +58,8 @@ async fn seed(url: &str) -> [i64; 3] {
     deployment.ssh_port = Some(24_005);
     store.agent_set_deployment(helper.id, &deployment).await.unwrap();
     store.agent_set_status(helper.id, AgentStatus::Running).await.unwrap();
-    store.event_record(helper.id, "provision", "succeeded", None).await.unwrap();
-    store.event_record(helper.id, "ship", "failed", Some("ssh refused")).await.unwrap();
+    store.event_record(helper.id, &"provision".into(), EventOutcome::Succeeded, None).await.unwrap();
+    store.event_record(helper.id, &"ship".into(), EventOutcome::Failed, Some("ssh refused")).await.unwrap();
     let second = store.agent_create(NewAgent::new(100, "Second", "p", "glm-4.7")).await.unwrap();
     let other = store.agent_create(NewAgent::new(200, "Other one", "p", "glm-4.7")).await.unwrap();
     store.close().await.unwrap();

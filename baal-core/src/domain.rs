@@ -310,14 +310,135 @@ pub struct DeploymentEvent {
     pub id: i64,
     /// The agent deployed.
     pub agent_id: AgentId,
-    /// Step key (`provision`, `ship`, … or `deploy` for the job as a whole).
-    pub step: String,
-    /// `started`, `succeeded` or `failed`.
-    pub outcome: String,
+    /// What was done: a whole job, or one stage of a deployer.
+    pub step: EventStep,
+    /// How it went.
+    pub outcome: EventOutcome,
     /// Error text or other detail; never a secret.
     pub detail: Option<String>,
     /// When it was recorded.
     pub created_at: DateTime<Utc>,
+}
+
+/// What a [`DeploymentEvent`] is about. Stored as its word ([`EventStep::as_str`]), read back with
+/// [`EventStep::parse`], so rows written by earlier releases read the same.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventStep {
+    /// A first deployment, a repair or a resumed deployment (`deploy`).
+    Deploy,
+    /// New settings for a running agent (`redeploy`).
+    Redeploy,
+    /// A deployment picked up after the process running it died (`resume`).
+    Resume,
+    /// Bringing a running agent back when the platform starts (`restore`).
+    Restore,
+    /// A teardown, as earlier releases recorded the bot's deletions (`destroy`); read, no longer
+    /// written.
+    Destroy,
+    /// A deletion: teardown, then the agent is marked deleted (`delete`).
+    Delete,
+    /// One stage of a deployer's work, by its key (`provision`, `ship`, …: a
+    /// [`DeployStep::key`](crate::deploy::DeployStep)).
+    Stage(String),
+}
+
+impl EventStep {
+    /// Every step but a stage: a stored word that names none of these is a deployer's stage.
+    pub const JOBS: [EventStep; 6] = [
+        EventStep::Deploy,
+        EventStep::Redeploy,
+        EventStep::Resume,
+        EventStep::Restore,
+        EventStep::Destroy,
+        EventStep::Delete,
+    ];
+
+    /// The stored word.
+    pub fn as_str(&self) -> &str {
+        match self {
+            EventStep::Deploy => "deploy",
+            EventStep::Redeploy => "redeploy",
+            EventStep::Resume => "resume",
+            EventStep::Restore => "restore",
+            EventStep::Destroy => "destroy",
+            EventStep::Delete => "delete",
+            EventStep::Stage(key) => key,
+        }
+    }
+
+    /// The step a stored word names. Every word is a step (one that names no job is a
+    /// deployer's stage), and a stage whose key is a job's word reads as that job, so a word
+    /// always reads back as the same step.
+    pub fn parse(word: &str) -> EventStep {
+        EventStep::JOBS
+            .into_iter()
+            .find(|job| job.as_str() == word)
+            .unwrap_or_else(|| EventStep::Stage(word.to_owned()))
+    }
+}
+
+impl From<&str> for EventStep {
+    fn from(word: &str) -> Self {
+        EventStep::parse(word)
+    }
+}
+
+impl fmt::Display for EventStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for EventStep {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// How a step went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum EventOutcome {
+    /// About to be taken (recorded first, so an interrupted step shows).
+    Started,
+    /// Done.
+    Succeeded,
+    /// Failed; the detail says why.
+    Failed,
+}
+
+impl EventOutcome {
+    /// Every outcome.
+    pub const ALL: [EventOutcome; 3] = [EventOutcome::Started, EventOutcome::Succeeded, EventOutcome::Failed];
+
+    /// The stored word (`started`, `succeeded`, `failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventOutcome::Started => "started",
+            EventOutcome::Succeeded => "succeeded",
+            EventOutcome::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for EventOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An outcome word that is not one of [`EventOutcome::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event outcome {0:?}: use started, succeeded or failed")]
+pub struct UnknownOutcome(pub String);
+
+impl FromStr for EventOutcome {
+    type Err = UnknownOutcome;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventOutcome::ALL.into_iter().find(|o| o.as_str() == s).ok_or_else(|| UnknownOutcome(s.to_owned()))
+    }
 }
 
 /// The state of a pre-provisioned VM.
@@ -338,17 +459,16 @@ pub enum PoolStatus {
 }
 
 impl DeploymentEvent {
-    /// A history row: `outcome` is `started`, `succeeded` or `failed`; `detail` never holds a
-    /// secret.
+    /// A history row; `detail` never holds a secret.
     pub fn new(
         id: i64,
         agent_id: AgentId,
-        step: impl Into<String>,
-        outcome: impl Into<String>,
+        step: EventStep,
+        outcome: EventOutcome,
         detail: Option<String>,
         created_at: DateTime<Utc>,
     ) -> Self {
-        DeploymentEvent { id, agent_id, step: step.into(), outcome: outcome.into(), detail, created_at }
+        DeploymentEvent { id, agent_id, step, outcome, detail, created_at }
     }
 }
 
@@ -499,6 +619,23 @@ mod tests {
             assert_eq!(status.as_str().parse::<AgentStatus>().unwrap(), status);
         }
         assert!("deployed".parse::<AgentStatus>().is_err());
+    }
+
+    #[test]
+    fn event_words_read_back_as_they_were_stored() {
+        for word in ["deploy", "redeploy", "resume", "restore", "destroy", "delete", "provision", "ship", ""] {
+            assert_eq!(EventStep::parse(word).as_str(), word);
+        }
+        assert_eq!(EventStep::parse("delete"), EventStep::Delete);
+        assert_eq!(EventStep::from("ship"), EventStep::Stage("ship".into()));
+        assert_eq!(EventStep::Resume.to_string(), "resume");
+        for outcome in EventOutcome::ALL {
+            assert_eq!(outcome.as_str().parse::<EventOutcome>().unwrap(), outcome);
+        }
+        assert!("exploded".parse::<EventOutcome>().is_err());
+        assert!("Started".parse::<EventOutcome>().is_err(), "stored words are exact");
+        let json = serde_json::to_string(&(EventStep::Stage("ship".into()), EventOutcome::Failed)).unwrap();
+        assert_eq!(json, r#"["ship","failed"]"#);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! test), plus the races that must never let a caller through: the daily counter and the pool
 //! claim.
 
+use baal_core::domain::NewAgent;
 use baal_core::store::{SqlStore, Store, StoreError};
-use baal_core::testing::db;
+use baal_core::testing::db::{self, TestDb};
 use sea_orm::{ConnectionTrait, Statement};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -18,6 +19,34 @@ async fn postgres_store_keeps_the_contract() {
     let Some(test_db) = db::postgres().await else { return };
     db::check_store_contract(test_db.store()).await;
     db::check_pool_store_contract(test_db.store(), test_db.store()).await;
+}
+
+/// A word the store does not know is an error naming the row, on either backend.
+async fn unknown_words_are_errors_naming_their_row(test_db: &TestDb) {
+    let store = test_db.store();
+    store.user_get_or_create(1, None).await.unwrap();
+    let agent = store.agent_create(NewAgent::new(1, "Odd", "p", "glm-4.7")).await.unwrap();
+    let conn = store.connection();
+    let backend = conn.get_database_backend();
+    let insert = Statement::from_sql_and_values(
+        backend,
+        "INSERT INTO deployment_events (agent_id, step, outcome, created_at) VALUES ($1, 'deploy', 'exploded', $2)",
+        [agent.id.0.into(), chrono::Utc::now().into()],
+    );
+    conn.execute_raw(insert).await.unwrap();
+    let err = store.events_for(agent.id).await.unwrap_err();
+    assert!(err.to_string().contains("event ") && err.to_string().contains("exploded"), "{err}");
+}
+
+#[tokio::test]
+async fn sqlite_unknown_words_are_errors_naming_their_row() {
+    unknown_words_are_errors_naming_their_row(&db::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_unknown_words_are_errors_naming_their_row() {
+    let Some(test_db) = db::postgres().await else { return };
+    unknown_words_are_errors_naming_their_row(&test_db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

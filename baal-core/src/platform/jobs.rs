@@ -14,7 +14,7 @@ use super::messenger::{Button, ChatId, MessageRef, Text};
 use super::render::escape_html;
 use super::state::{self, Payer};
 use crate::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, SilentReporter};
-use crate::domain::{Agent, AgentId, AgentStatus, Deployment};
+use crate::domain::{Agent, AgentId, AgentStatus, Deployment, EventOutcome, EventStep};
 use crate::proxy::AgentEndpoint;
 use crate::secrets::{SealContext, SecretBox, generate_token};
 use crate::store::{AgentFilter, Store};
@@ -154,10 +154,10 @@ impl Inner {
     ) -> Result<(), PlatformError> {
         let Some(mut agent) = self.store.agent_get(agent_id).await?.filter(|a| !a.deleted) else { return Ok(()) };
         let job = match kind {
-            JobKind::Deploy => "deploy",
-            JobKind::Redeploy { .. } => "redeploy",
+            JobKind::Deploy => EventStep::Deploy,
+            JobKind::Redeploy { .. } => EventStep::Redeploy,
         };
-        self.store.event_record(agent.id, job, "started", None).await?;
+        self.store.event_record(agent.id, &job, EventOutcome::Started, None).await?;
         if matches!(kind, JobKind::Deploy) {
             self.store.agent_set_status(agent.id, AgentStatus::Deploying).await?;
         }
@@ -207,7 +207,7 @@ impl Inner {
             Ok((deployed, payer)) => {
                 state::set_payer(self.store.as_ref(), deployed.id, payer).await?;
                 self.store.agent_set_status(deployed.id, AgentStatus::Running).await?;
-                self.store.event_record(deployed.id, job, "succeeded", None).await?;
+                self.store.event_record(deployed.id, &job, EventOutcome::Succeeded, None).await?;
                 match kind {
                     JobKind::Deploy => self.deployed(&reporter, &deployed, chat).await?,
                     JobKind::Redeploy { done } => {
@@ -218,7 +218,7 @@ impl Inner {
             }
             Err(err) => {
                 let detail = err.detail.clone().unwrap_or_else(|| err.message.clone());
-                self.store.event_record(agent.id, job, "failed", Some(&detail)).await?;
+                self.store.event_record(agent.id, &job, EventOutcome::Failed, Some(&detail)).await?;
                 tracing::warn!(agent = %agent.id, step = err.step, detail = %detail, "deployment failed");
                 reporter.fail(err.step);
                 reporter.render(true).await;
@@ -280,24 +280,24 @@ impl Inner {
 
     /// Stops an agent and releases what it runs on, recording the step.
     pub(crate) async fn destroy(&self, agent: &Agent) -> Result<(), DeployError> {
-        let record = |outcome: &'static str, detail: Option<String>| {
+        let record = |outcome: EventOutcome, detail: Option<String>| {
             let store = self.store.clone();
             let id = agent.id;
             async move {
-                if let Err(err) = store.event_record(id, "destroy", outcome, detail.as_deref()).await {
+                if let Err(err) = store.event_record(id, &EventStep::Destroy, outcome, detail.as_deref()).await {
                     tracing::warn!(error = %err, "could not record a destroy event");
                 }
             }
         };
-        record("started", None).await;
+        record(EventOutcome::Started, None).await;
         let reporter = SilentReporter;
         match self.deployer.destroy(agent.id, &agent.deployment, &reporter).await {
             Ok(()) => {
-                record("succeeded", None).await;
+                record(EventOutcome::Succeeded, None).await;
                 Ok(())
             }
             Err(err) => {
-                record("failed", Some(err.detail.clone().unwrap_or_else(|| err.message.clone()))).await;
+                record(EventOutcome::Failed, Some(err.detail.clone().unwrap_or_else(|| err.message.clone()))).await;
                 Err(err)
             }
         }
@@ -338,9 +338,8 @@ impl Inner {
                 if self.is_in_flight(agent.id) || !self.orphaned(&agent).await? {
                     continue;
                 }
-                self.store
-                    .event_record(agent.id, "resume", "started", Some("platform restarted mid-deployment"))
-                    .await?;
+                let detail = Some("platform restarted mid-deployment");
+                self.store.event_record(agent.id, &EventStep::Resume, EventOutcome::Started, detail).await?;
                 let chat = agent.owner_id;
                 let text = format!(
                     "Baal restarted while <b>{}</b> was being deployed. Picking up where it left off…",
@@ -374,7 +373,8 @@ impl Inner {
                 Ok(_) => {}
                 Err(err) => {
                     tracing::warn!(agent = %agent_id, error = %err, detail = ?err.detail, "cannot restore agent");
-                    self.store.event_record(agent_id, "restore", "failed", Some(&err.to_string())).await?;
+                    let detail = err.to_string();
+                    self.store.event_record(agent_id, &EventStep::Restore, EventOutcome::Failed, Some(&detail)).await?;
                     self.store.agent_set_status(agent_id, AgentStatus::Failed).await?;
                     let text = format!(
                         "Baal restarted and could not bring <b>{}</b> back: {}\nSend <code>/repair {}</code> to try again.",
@@ -467,7 +467,8 @@ impl JobReporter {
 #[async_trait]
 impl DeployReporter for JobReporter {
     async fn step_started(&self, step: DeployStep) {
-        if let Err(err) = self.store.event_record(self.agent.id, step.key, "started", None).await {
+        let recorded = self.store.event_record(self.agent.id, &step.key.into(), EventOutcome::Started, None).await;
+        if let Err(err) = recorded {
             tracing::warn!(error = %err, "could not record a deployment step");
         }
         if let Ok(mut current) = self.current.lock() {
@@ -477,7 +478,8 @@ impl DeployReporter for JobReporter {
     }
 
     async fn step_done(&self, step: DeployStep) {
-        if let Err(err) = self.store.event_record(self.agent.id, step.key, "succeeded", None).await {
+        let recorded = self.store.event_record(self.agent.id, &step.key.into(), EventOutcome::Succeeded, None).await;
+        if let Err(err) = recorded {
             tracing::warn!(error = %err, "could not record a deployment step");
         }
         if let Ok(mut done) = self.done.lock() {

@@ -8,6 +8,8 @@
 //!   than `limit` messages through in one UTC day;
 //! - a pool VM is claimed atomically: no VM is ever handed to two deployments;
 //! - soft-deleted agents are invisible to every per-owner query and never count against a slot;
+//! - a stored word the store does not know (a status or an event outcome) is an error naming its
+//!   row, never a guess;
 //! - values in the key-value area are stored as given: callers seal what is secret.
 
 mod entities;
@@ -22,7 +24,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use std::sync::Arc;
 
 use crate::domain::{
-    Agent, AgentId, AgentStatus, Deployment, DeploymentEvent, NewAgent, PoolStatus, PoolVm, UsageDecision, User, UserId,
+    Agent, AgentId, AgentStatus, Deployment, DeploymentEvent, EventOutcome, EventStep, NewAgent, PoolStatus, PoolVm,
+    UsageDecision, User, UserId,
 };
 
 /// A store operation failed.
@@ -196,8 +199,8 @@ pub trait Store: Send + Sync {
     async fn event_record(
         &self,
         agent: AgentId,
-        step: &str,
-        outcome: &str,
+        step: &EventStep,
+        outcome: EventOutcome,
         detail: Option<&str>,
     ) -> StoreResult<DeploymentEvent>;
     /// The agent's events, oldest first.

@@ -22,7 +22,8 @@ use super::migrations::Migrator;
 use super::{AgentFilter, PoolStore, Store, StoreError, StoreResult, UsageRow};
 use crate::config::redact_url_password;
 use crate::domain::{
-    Agent, AgentId, AgentStatus, Deployment, DeploymentEvent, NewAgent, PoolStatus, PoolVm, UsageDecision, User, UserId,
+    Agent, AgentId, AgentStatus, Deployment, DeploymentEvent, EventOutcome, EventStep, NewAgent, PoolStatus, PoolVm,
+    UsageDecision, User, UserId,
 };
 
 /// How long opening a database waits for the server to answer.
@@ -236,15 +237,16 @@ fn agent_from_row(row: agents::Model) -> StoreResult<Agent> {
     })
 }
 
-fn event_from_row(row: deployment_events::Model) -> DeploymentEvent {
-    DeploymentEvent {
+fn event_from_row(row: deployment_events::Model) -> StoreResult<DeploymentEvent> {
+    let outcome = row.outcome.parse::<EventOutcome>().map_err(|err| corrupt(format!("event {}: {err}", row.id)))?;
+    Ok(DeploymentEvent {
         id: row.id,
         agent_id: AgentId(row.agent_id),
-        step: row.step,
-        outcome: row.outcome,
+        step: EventStep::parse(&row.step),
+        outcome,
         detail: row.detail,
         created_at: row.created_at,
-    }
+    })
 }
 
 fn pool_vm_from_row(row: pool_vms::Model) -> StoreResult<PoolVm> {
@@ -505,20 +507,20 @@ impl Store for SqlStore {
     async fn event_record(
         &self,
         agent: AgentId,
-        step: &str,
-        outcome: &str,
+        step: &EventStep,
+        outcome: EventOutcome,
         detail: Option<&str>,
     ) -> StoreResult<DeploymentEvent> {
         self.require_agent(agent).await?;
         let row = deployment_events::ActiveModel {
             agent_id: Set(agent.0),
-            step: Set(step.to_owned()),
-            outcome: Set(outcome.to_owned()),
+            step: Set(step.as_str().to_owned()),
+            outcome: Set(outcome.as_str().to_owned()),
             detail: Set(detail.map(str::to_owned)),
             created_at: Set(Utc::now()),
             ..Default::default()
         };
-        Ok(event_from_row(row.insert(&self.db).await?))
+        event_from_row(row.insert(&self.db).await?)
     }
 
     async fn events_for(&self, agent: AgentId) -> StoreResult<Vec<DeploymentEvent>> {
@@ -527,7 +529,7 @@ impl Store for SqlStore {
             .order_by_asc(deployment_events::Column::Id)
             .all(&self.db)
             .await?;
-        Ok(rows.into_iter().map(event_from_row).collect())
+        rows.into_iter().map(event_from_row).collect()
     }
 
     async fn kv_get(&self, namespace: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {

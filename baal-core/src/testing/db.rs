@@ -20,7 +20,7 @@ use sea_orm::sqlx::postgres::PgConnection;
 use sea_orm::sqlx::{AssertSqlSafe, Connection as _, Executor as _};
 
 use crate::config::redact_url_password;
-use crate::domain::{AgentId, AgentStatus, Deployment, NewAgent, PoolStatus, UsageDecision};
+use crate::domain::{AgentId, AgentStatus, Deployment, EventOutcome, EventStep, NewAgent, PoolStatus, UsageDecision};
 use crate::store::{AgentFilter, PoolStore, SqlStore, Store, StoreError};
 
 /// The PostgreSQL server tests use when `BAAL_TEST_PG_URL` is unset.
@@ -348,12 +348,21 @@ async fn check_events(store: &dyn Store) {
     store.user_get_or_create(40, None).await.unwrap();
     let agent = store.agent_create(NewAgent::new(40, "Ev", "p", "glm-4.7")).await.unwrap();
     assert!(store.events_for(agent.id).await.unwrap().is_empty());
-    let first = store.event_record(agent.id, "provision", "started", None).await.unwrap();
-    let second = store.event_record(agent.id, "provision", "failed", Some("no CRN answered")).await.unwrap();
-    assert_eq!((first.agent_id, first.step.as_str(), first.outcome.as_str()), (agent.id, "provision", "started"));
+    let provision = EventStep::from("provision");
+    let first = store.event_record(agent.id, &provision, EventOutcome::Started, None).await.unwrap();
+    let second = store.event_record(agent.id, &provision, EventOutcome::Failed, Some("no CRN answered")).await.unwrap();
+    assert_eq!((first.agent_id, &first.step, first.outcome), (agent.id, &provision, EventOutcome::Started));
     assert_eq!(second.detail.as_deref(), Some("no CRN answered"));
-    assert_eq!(store.events_for(agent.id).await.unwrap(), [first, second], "events oldest first");
-    let unknown = store.event_record(crate::domain::AgentId(424242), "deploy", "started", None).await;
+    let mut recorded = vec![first, second];
+    for step in EventStep::JOBS {
+        for outcome in EventOutcome::ALL {
+            recorded.push(store.event_record(agent.id, &step, outcome, None).await.unwrap());
+        }
+    }
+    let read = store.events_for(agent.id).await.unwrap();
+    assert_eq!(read, recorded, "events oldest first, each step and outcome read back as recorded");
+    let unknown =
+        store.event_record(crate::domain::AgentId(424242), &EventStep::Deploy, EventOutcome::Started, None).await;
     assert!(matches!(unknown, Err(StoreError::NotFound(_))), "events need an agent: {unknown:?}");
 }
 

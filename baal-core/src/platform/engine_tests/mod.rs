@@ -9,8 +9,8 @@ use secrecy::SecretString;
 
 use self::doubles::{FakeDeployer, Mode, RestoreOutcome, ScriptedProxy};
 use super::{Input, InputKind, Platform, PlatformConfig};
-use crate::domain::Role;
 use crate::domain::{AgentId, AgentStatus, UserId};
+use crate::domain::{EventOutcome, EventStep, Role};
 use crate::platform::MessengerError;
 use crate::proxy::{AgentEvent, PendingMessage};
 use crate::secrets::{SealContext, SecretBox};
@@ -740,7 +740,7 @@ async fn failed_deployments_show_a_card_and_repair_retries() {
     assert!(h.all(OWNER).contains("the machine refused the agent"));
     assert!(!h.all(OWNER).contains("connection refused"), "details stay in the history");
     let events = h.store.events_for(id).await.unwrap();
-    assert!(events.iter().any(|e| e.step == "deploy" && e.outcome == "failed"));
+    assert!(events.iter().any(|e| e.step == EventStep::Deploy && e.outcome == EventOutcome::Failed));
     h.send(OWNER, "/list").await;
     assert!(
         h.all(OWNER).contains(&format!("repair_agent:{id}"))
@@ -923,7 +923,7 @@ async fn after_a_restart_running_agents_are_restored_with_their_new_facts_or_mar
     assert!(h3.last(VISITOR).contains("could not bring"), "{}", h3.all(VISITOR));
     assert!(h3.last(VISITOR).contains(&format!("/repair {broken}")), "{}", h3.all(VISITOR));
     let events = h3.store.events_for(broken).await.unwrap();
-    assert!(events.iter().any(|e| e.step == "restore" && e.outcome == "failed"), "{events:?}");
+    assert!(events.iter().any(|e| e.step == EventStep::Restore && e.outcome == EventOutcome::Failed), "{events:?}");
     h3.platform.shutdown().await;
 }
 
