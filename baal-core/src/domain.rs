@@ -160,10 +160,81 @@ pub struct Agent {
     pub slug: String,
     /// Tools a visitor may use (the owner always gets every tool).
     pub visitor_tools: Vec<String>,
+    /// Whose LibertAI key its inference runs on, as of its last deployment.
+    pub payer: Payer,
+    /// Who is deploying or deleting it right now, if anyone.
+    pub lease: Option<Lease>,
     /// Created at.
     pub created_at: DateTime<Utc>,
-    /// Last change of any field.
+    /// Last change of any field (taking or renewing a lease is not a change).
     pub updated_at: DateTime<Utc>,
+}
+
+/// Whose LibertAI key an agent runs on. Decides whether its messages count against the free
+/// tier's daily limit.
+///
+/// Deliberately exhaustive: every place that charges someone must decide for each payer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Payer {
+    /// The owner's own key: no daily limit.
+    Owner,
+    /// The operator's key (the free tier). Agents deployed before the payer was recorded are
+    /// taken to be here, the conservative reading: they count against the limit.
+    #[default]
+    Operator,
+}
+
+impl Payer {
+    /// The stored name (`owner`, `operator`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Payer::Owner => "owner",
+            Payer::Operator => "operator",
+        }
+    }
+}
+
+impl fmt::Display for Payer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A payer name that is neither `owner` nor `operator`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown payer {0:?}: use owner or operator")]
+pub struct UnknownPayer(pub String);
+
+impl FromStr for Payer {
+    type Err = UnknownPayer;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Payer::Owner, Payer::Operator].into_iter().find(|p| p.as_str() == s).ok_or_else(|| UnknownPayer(s.to_owned()))
+    }
+}
+
+/// The right to deploy or delete one agent, held by one process at a time until `until`. The
+/// holder renews it while it works and releases it when done; a holder that dies simply lets it
+/// run out, after which another may take it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Lease {
+    /// Who holds it: an id a process (or a deletion) makes for itself, unique among processes.
+    pub holder: String,
+    /// When it runs out unless renewed.
+    pub until: DateTime<Utc>,
+}
+
+impl Lease {
+    /// A lease `holder` has until `until`.
+    pub fn new(holder: impl Into<String>, until: DateTime<Utc>) -> Self {
+        Lease { holder: holder.into(), until }
+    }
+
+    /// Whether it still holds at `now` (a lease that runs out at `now` no longer does).
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.until > now
+    }
 }
 
 impl User {
@@ -183,8 +254,8 @@ impl User {
 }
 
 impl Agent {
-    /// The row a store creates from `new`: pending, not deleted, not deployed yet, last changed
-    /// when created.
+    /// The row a store creates from `new`: pending, not deleted, not deployed yet (so no payer
+    /// recorded: the operator), no lease, last changed when created.
     pub fn from_new(id: AgentId, new: NewAgent, created_at: DateTime<Utc>) -> Self {
         Agent {
             id,
@@ -198,6 +269,8 @@ impl Agent {
             token_sealed: new.token_sealed,
             slug: new.slug,
             visitor_tools: new.visitor_tools,
+            payer: Payer::Operator,
+            lease: None,
             created_at,
             updated_at: created_at,
         }
@@ -636,6 +709,19 @@ mod tests {
         assert!("Started".parse::<EventOutcome>().is_err(), "stored words are exact");
         let json = serde_json::to_string(&(EventStep::Stage("ship".into()), EventOutcome::Failed)).unwrap();
         assert_eq!(json, r#"["ship","failed"]"#);
+    }
+
+    #[test]
+    fn payers_and_leases() {
+        assert_eq!(Payer::default(), Payer::Operator, "rows without a payer are the operator's");
+        for payer in [Payer::Owner, Payer::Operator] {
+            assert_eq!(payer.as_str().parse::<Payer>().unwrap(), payer);
+        }
+        assert!("nobody".parse::<Payer>().is_err());
+        let now = Utc::now();
+        let lease = Lease::new("a", now);
+        assert!(!lease.is_live(now), "a lease that runs out now is over");
+        assert!(lease.is_live(now - chrono::Duration::seconds(1)));
     }
 
     #[test]

@@ -12,9 +12,9 @@ use super::engine::{After, Ctx, Inner, PlatformError};
 use super::jobs::JobKind;
 use super::messenger::{Button, MessageRef, Text};
 use super::render::escape_html;
-use super::state::{self, Flow, Payer, UserState};
+use super::state::{Flow, UserState};
 use crate::deploy::Tenancy;
-use crate::domain::{Agent, AgentId, AgentStatus, MODELS, Model, NewAgent, UsageDecision, usage_day};
+use crate::domain::{Agent, AgentId, AgentStatus, MODELS, Model, NewAgent, Payer, UsageDecision, usage_day};
 use crate::secrets::{SealContext, secret_hint};
 use crate::store::AgentFilter;
 
@@ -347,9 +347,8 @@ impl Inner {
             return Ok(After::Nothing);
         };
         // The agent and who pays for it, in one read.
-        let payer_key = agent_id.to_string();
-        let (agent, payer) = match self.store.agent_get_with_kv(agent_id, state::PAYER_NAMESPACE, &payer_key).await? {
-            Some((agent, payer)) if !agent.deleted => (agent, state::parse_payer(payer)),
+        let (payer, agent) = match self.store.agent_get(agent_id).await? {
+            Some(agent) if !agent.deleted => (agent.payer, agent),
             _ => {
                 state.chat_agent = None;
                 self.say(ctx.chat, Text::plain("That agent no longer exists. You're back in Baal's menu.")).await;

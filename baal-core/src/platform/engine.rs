@@ -185,6 +185,9 @@ pub(crate) struct Inner {
     user_locks: Mutex<HashMap<UserId, Arc<tokio::sync::Mutex<()>>>>,
     chat_locks: Mutex<HashMap<ChatId, Arc<tokio::sync::Mutex<()>>>>,
     pub in_flight: Mutex<HashSet<AgentId>>,
+    /// This process's name on the agents' leases: made once, unique among processes sharing
+    /// the database.
+    pub holder: String,
     poller: Mutex<Option<JoinHandle<()>>>,
     /// Work started by `start()` and stopped by `shutdown()` (the Aleph pool).
     background: Mutex<Vec<Background>>,
@@ -242,6 +245,7 @@ impl Platform {
                 user_locks: Mutex::default(),
                 chat_locks: Mutex::default(),
                 in_flight: Mutex::default(),
+                holder: super::lease::new_holder(),
                 poller: Mutex::default(),
                 background: Mutex::default(),
                 background_running: Mutex::default(),

@@ -8,6 +8,7 @@ pub mod command;
 mod commands;
 mod engine;
 mod jobs;
+mod lease;
 pub mod messenger;
 mod plan;
 pub mod render;

@@ -6,10 +6,14 @@
 //! Invariants every implementation keeps:
 //! - the daily message counter is consumed atomically: concurrent callers can never get more
 //!   than `limit` messages through in one UTC day;
+//! - an agent's lease is taken atomically ([`Store::agent_lease_take`] is one conditional
+//!   write): two holders never hold one agent's lease at once, and a lease only changes hands
+//!   once it has run out or its holder released it; taking, renewing or releasing a lease does
+//!   not change the agent's `updated_at`;
 //! - a pool VM is claimed atomically: no VM is ever handed to two deployments;
 //! - soft-deleted agents are invisible to every per-owner query and never count against a slot;
-//! - a stored word the store does not know (a status or an event outcome) is an error naming its
-//!   row, never a guess;
+//! - a stored word the store does not know (a status, payer or event outcome) is an error naming
+//!   its row, never a guess;
 //! - values in the key-value area are stored as given: callers seal what is secret.
 
 mod entities;
@@ -24,8 +28,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use std::sync::Arc;
 
 use crate::domain::{
-    Agent, AgentId, AgentStatus, Deployment, DeploymentEvent, EventOutcome, EventStep, NewAgent, PoolStatus, PoolVm,
-    UsageDecision, User, UserId,
+    Agent, AgentId, AgentStatus, Deployment, DeploymentEvent, EventOutcome, EventStep, NewAgent, Payer, PoolStatus,
+    PoolVm, UsageDecision, User, UserId,
 };
 
 /// A store operation failed.
@@ -147,17 +151,6 @@ pub trait Store: Send + Sync {
     async fn agent_create(&self, agent: NewAgent) -> StoreResult<Agent>;
     /// The agent with `id`, deleted or not.
     async fn agent_get(&self, id: AgentId) -> StoreResult<Option<Agent>>;
-    /// An agent together with the key-value entry `namespace`/`key` (`None` when the agent does
-    /// not exist); one statement in the SQL store, two calls in this default.
-    async fn agent_get_with_kv(
-        &self,
-        id: AgentId,
-        namespace: &str,
-        key: &str,
-    ) -> StoreResult<Option<(Agent, Option<Vec<u8>>)>> {
-        let Some(agent) = self.agent_get(id).await? else { return Ok(None) };
-        Ok(Some((agent, self.kv_get(namespace, key).await?)))
-    }
     /// The agent whose share-link slug is `slug`, deleted or not.
     async fn agent_by_slug(&self, slug: &str) -> StoreResult<Option<Agent>>;
     /// Agents matching `filter`, oldest first.
@@ -174,8 +167,27 @@ pub trait Store: Send + Sync {
     async fn agent_set_token(&self, id: AgentId, token_sealed: &[u8]) -> StoreResult<()>;
     /// Replaces the tools visitors may use.
     async fn agent_set_visitor_tools(&self, id: AgentId, tools: &[String]) -> StoreResult<()>;
+    /// Records whose key the agent now runs on.
+    async fn agent_set_payer(&self, id: AgentId, payer: Payer) -> StoreResult<()>;
     /// Marks the agent deleted and `stopped`. Returns false if it was unknown or already deleted.
     async fn agent_soft_delete(&self, id: AgentId) -> StoreResult<bool>;
+
+    // ---- leases: who deploys or deletes an agent ----
+
+    /// Gives `holder` the agent's lease until `until`, in one atomic step, if nobody holds it,
+    /// `holder` already does (a renewal), or the current lease ran out by `now`. True when
+    /// `holder` now holds it; false when another holder's lease is live at `now` (or no agent
+    /// has this id). `now` is the caller's clock, so every holder judges expiry alike.
+    async fn agent_lease_take(
+        &self,
+        id: AgentId,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Clears the agent's lease if `holder` still holds it (a lease another holder took over is
+    /// left alone).
+    async fn agent_lease_release(&self, id: AgentId, holder: &str) -> StoreResult<()>;
 
     // ---- daily usage ----
 

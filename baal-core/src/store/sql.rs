@@ -1,8 +1,8 @@
 //! [`SqlStore`]: the [`Store`] over SeaORM, one code path for SQLite and PostgreSQL.
 //!
-//! The two operations that must not be raced (the daily counter and the pool claim) are single SQL
-//! statements whose condition is checked by the database while it writes, so no interleaving of
-//! callers or bot processes can break them.
+//! The operations that must not be raced (the daily counter, an agent's lease and the pool claim)
+//! are single SQL statements whose condition is checked by the database while it writes, so no
+//! interleaving of callers or bot processes can break them.
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,8 +22,8 @@ use super::migrations::Migrator;
 use super::{AgentFilter, PoolStore, Store, StoreError, StoreResult, UsageRow};
 use crate::config::redact_url_password;
 use crate::domain::{
-    Agent, AgentId, AgentStatus, Deployment, DeploymentEvent, EventOutcome, EventStep, NewAgent, PoolStatus, PoolVm,
-    UsageDecision, User, UserId,
+    Agent, AgentId, AgentStatus, Deployment, DeploymentEvent, EventOutcome, EventStep, Lease, NewAgent, Payer,
+    PoolStatus, PoolVm, UsageDecision, User, UserId,
 };
 
 /// How long opening a database waits for the server to answer.
@@ -213,6 +213,13 @@ fn agent_from_row(row: agents::Model) -> StoreResult<Agent> {
     let status = row.status.parse::<AgentStatus>().map_err(|err| corrupt(format!("{owner}: {err}")))?;
     let visitor_tools: Vec<String> = serde_json::from_str(&row.visitor_tools)
         .map_err(|err| corrupt(format!("{owner} has visitor tools {:?}: {err}", row.visitor_tools)))?;
+    // No payer recorded: deployed before payers were, and such agents ran on the operator's key.
+    let payer = row.payer.as_deref().map(str::parse::<Payer>).transpose();
+    let payer = payer.map_err(|err| corrupt(format!("{owner}: {err}")))?.unwrap_or_default();
+    let lease = match (row.lease_holder, row.lease_until) {
+        (Some(holder), Some(until)) => Some(Lease::new(holder, until)),
+        _ => None,
+    };
     Ok(Agent {
         id: AgentId(row.id),
         owner_id: row.owner_id,
@@ -232,6 +239,8 @@ fn agent_from_row(row: agents::Model) -> StoreResult<Agent> {
         token_sealed: row.token_sealed,
         slug: row.slug,
         visitor_tools,
+        payer,
+        lease,
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
@@ -364,6 +373,9 @@ impl Store for SqlStore {
             visitor_tools: Set(tools_json(&agent.visitor_tools)?),
             created_at: Set(now),
             updated_at: Set(now),
+            payer: Set(None),
+            lease_holder: Set(None),
+            lease_until: Set(None),
             ..Default::default()
         };
         agent_from_row(row.insert(&self.db).await?)
@@ -371,18 +383,6 @@ impl Store for SqlStore {
 
     async fn agent_get(&self, id: AgentId) -> StoreResult<Option<Agent>> {
         agents::Entity::find_by_id(id.0).one(&self.db).await?.map(agent_from_row).transpose()
-    }
-
-    async fn agent_get_with_kv(
-        &self,
-        id: AgentId,
-        namespace: &str,
-        key: &str,
-    ) -> StoreResult<Option<(Agent, Option<Vec<u8>>)>> {
-        match self.row_with_kv::<agents::Entity>(id.0.into(), namespace, key).await? {
-            Some((agent, value)) => Ok(Some((agent_from_row(agent)?, value))),
-            None => Ok(None),
-        }
     }
 
     async fn agent_by_slug(&self, slug: &str) -> StoreResult<Option<Agent>> {
@@ -447,6 +447,10 @@ impl Store for SqlStore {
         self.update_agent(id, vec![(agents::Column::VisitorTools, Expr::value(tools_json(tools)?))]).await
     }
 
+    async fn agent_set_payer(&self, id: AgentId, payer: Payer) -> StoreResult<()> {
+        self.update_agent(id, vec![(agents::Column::Payer, Expr::value(payer.as_str()))]).await
+    }
+
     async fn agent_soft_delete(&self, id: AgentId) -> StoreResult<bool> {
         let result = agents::Entity::update_many()
             .col_expr(agents::Column::Deleted, Expr::value(true))
@@ -457,6 +461,36 @@ impl Store for SqlStore {
             .exec(&self.db)
             .await?;
         Ok(result.rows_affected > 0)
+    }
+
+    async fn agent_lease_take(
+        &self,
+        id: AgentId,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        // The database checks who holds the lease while it holds the row for writing, so of two
+        // racing takers only one finds it free. Times compare as timestamps on PostgreSQL and as
+        // the text sqlx writes on SQLite (RFC 3339 in UTC, whose order is the time order).
+        // `updated_at` is left alone: a lease is not a change of the agent.
+        let stmt = self.statement(
+            "UPDATE agents SET lease_holder = $1, lease_until = $2 \
+             WHERE id = $3 AND (lease_holder IS NULL OR lease_until IS NULL OR lease_holder = $1 OR lease_until <= $4)",
+            [holder.into(), until.into(), id.0.into(), now.into()],
+        );
+        Ok(self.db.execute_raw(stmt).await?.rows_affected() > 0)
+    }
+
+    async fn agent_lease_release(&self, id: AgentId, holder: &str) -> StoreResult<()> {
+        agents::Entity::update_many()
+            .col_expr(agents::Column::LeaseHolder, Expr::value(Option::<String>::None))
+            .col_expr(agents::Column::LeaseUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(agents::Column::Id.eq(id.0))
+            .filter(agents::Column::LeaseHolder.eq(holder))
+            .exec(&self.db)
+            .await?;
+        Ok(())
     }
 
     async fn usage_consume(

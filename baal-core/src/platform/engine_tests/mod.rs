@@ -115,6 +115,14 @@ impl Harness {
     async fn agent(&self, id: AgentId) -> crate::domain::Agent {
         self.store.agent_get(id).await.unwrap().unwrap()
     }
+
+    /// Whoever holds `id`'s lease died long ago: the lease has run out (its last renewal is
+    /// rewritten into the past).
+    async fn lease_runs_out(&self, id: AgentId) {
+        let holder = self.agent(id).await.lease.expect("someone holds the lease").holder;
+        let now = chrono::Utc::now();
+        assert!(self.store.agent_lease_take(id, &holder, now - chrono::Duration::seconds(1), now).await.unwrap());
+    }
 }
 
 #[tokio::test]
@@ -643,6 +651,8 @@ async fn a_restart_mid_deployment_resumes_it_from_the_stored_facts() {
     assert!(sibling.deployer.deployed.lock().unwrap().is_empty(), "a live job is not deployed twice");
     assert_eq!(h.agent(id).await.status, AgentStatus::Deploying);
 
+    // The first process dies.
+    h.lease_runs_out(id).await;
     let h2 = h.restart(PlatformConfig { deploy_lease: Duration::ZERO, ..config() }, Mode::Succeed);
     h2.platform.start().await.unwrap();
     h2.platform.wait_idle().await;
@@ -676,6 +686,7 @@ async fn a_restart_mid_deployment_resumes_it_from_the_stored_facts() {
         }
         tokio::task::yield_now().await;
     };
+    h3.lease_runs_out(id).await;
     let h4 = h3.restart(PlatformConfig { deploy_lease: Duration::ZERO, ..config() }, Mode::Fail);
     h4.platform.start().await.unwrap();
     h4.platform.wait_idle().await;
