@@ -15,7 +15,7 @@ use super::engine::{Inner, PlatformError};
 use super::lease;
 use super::messenger::{Button, ChatId, MessageRef, Text};
 use super::render::escape_html;
-use crate::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, SilentReporter};
+use crate::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep};
 use crate::domain::{Agent, AgentId, AgentStatus, Deployment, EventOutcome, EventStep, Payer};
 use crate::proxy::AgentEndpoint;
 use crate::secrets::{SealContext, SecretBox, generate_token};
@@ -321,31 +321,6 @@ impl Inner {
             }
         }
         Ok(())
-    }
-
-    /// Stops an agent and releases what it runs on, recording the step.
-    pub(crate) async fn destroy(&self, agent: &Agent) -> Result<(), DeployError> {
-        let record = |outcome: EventOutcome, detail: Option<String>| {
-            let store = self.store.clone();
-            let id = agent.id;
-            async move {
-                if let Err(err) = store.event_record(id, &EventStep::Destroy, outcome, detail.as_deref()).await {
-                    tracing::warn!(error = %err, "could not record a destroy event");
-                }
-            }
-        };
-        record(EventOutcome::Started, None).await;
-        let reporter = SilentReporter;
-        match self.deployer.destroy(agent.id, &agent.deployment, &reporter).await {
-            Ok(()) => {
-                record(EventOutcome::Succeeded, None).await;
-                Ok(())
-            }
-            Err(err) => {
-                record(EventOutcome::Failed, Some(err.detail.clone().unwrap_or_else(|| err.message.clone()))).await;
-                Err(err)
-            }
-        }
     }
 
     /// Whether nobody is deploying `agent`: no live lease, and no change for longer than a lease

@@ -6,6 +6,7 @@ pub mod action;
 mod chat;
 pub mod command;
 mod commands;
+mod delete;
 mod engine;
 mod jobs;
 mod lease;
@@ -17,6 +18,7 @@ mod state;
 
 pub use action::Action;
 pub use command::Command;
+pub use delete::{DeleteError, Deleted, delete_agent};
 pub use engine::{Platform, PlatformConfig, PlatformError, deployer_from_settings};
 pub use messenger::{Button, ChatId, MessageRef, Messenger, MessengerError, OutgoingFile, Text};
 pub use plan::Plan;

@@ -855,6 +855,43 @@ async fn delete_dialog_cancel_and_admin_views() {
     assert!(h.last(ADMIN).contains("Fleet"));
 }
 
+/// A second bot process sharing the database holds an agent's lease (it is deploying it): the
+/// owner's delete is refused with a clear reason, nothing is torn down, and this process does not
+/// deploy it either; once that lease runs out, the delete goes through.
+#[tokio::test]
+async fn deleting_waits_for_whoever_holds_the_lease() {
+    let h = Harness::new().await;
+    let id = h.create_agent(OWNER, "Busy").await;
+    assert_eq!(h.agent(id).await.lease, None, "a finished job releases its lease");
+    let now = chrono::Utc::now();
+    let until = now + chrono::Duration::minutes(1);
+    assert!(h.store.agent_lease_take(id, "other-bot-process", until, now).await.unwrap());
+
+    h.send(OWNER, &format!("/delete {id}")).await;
+    h.press(OWNER, &format!("delete_confirmed:{id}")).await;
+    let refusal = "Busy is being deployed right now; delete it when that finishes (in about a minute).";
+    assert!(h.last(OWNER).contains(refusal), "{}", h.all(OWNER));
+    assert!(!h.agent(id).await.deleted);
+    assert!(h.deployer.destroyed.lock().unwrap().is_empty(), "nothing was torn down");
+    h.send(OWNER, &format!("/update {id}")).await;
+    assert!(h.all(OWNER).contains("Busy is being deployed by another Baal process; try again in a minute."));
+    assert!(h.deployer.redeployed.lock().unwrap().is_empty(), "not deployed twice");
+    assert_eq!(h.agent(id).await.lease.map(|l| l.holder).as_deref(), Some("other-bot-process"));
+
+    h.lease_runs_out(id).await;
+    h.send(OWNER, &format!("/delete {id}")).await;
+    h.press(OWNER, &format!("delete_confirmed:{id}")).await;
+    assert!(h.last(OWNER).contains("is deleted"), "{}", h.all(OWNER));
+    let agent = h.agent(id).await;
+    assert!(agent.deleted);
+    assert_eq!(agent.lease, None, "the deletion released its lease");
+    assert_eq!(h.deployer.destroyed.lock().unwrap().len(), 1);
+    let events = h.store.events_for(id).await.unwrap();
+    let deletion: Vec<_> =
+        events.iter().filter(|e| e.step == EventStep::Delete).map(|e| (e.outcome, e.detail.as_deref())).collect();
+    assert_eq!(deletion, [(EventOutcome::Started, Some("by the owner")), (EventOutcome::Succeeded, None)]);
+}
+
 #[tokio::test]
 async fn without_the_operators_key_nobody_is_shown_a_free_tier() {
     let h = Harness::with(PlatformConfig { libertai_api_key: None, ..config() }, Mode::Succeed).await;
