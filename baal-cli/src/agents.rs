@@ -4,13 +4,13 @@
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
-use anyhow::Context as _;
-use baal_core::config::Settings;
 use std::sync::Arc;
 
-use baal_core::deploy::{DeployError, DeployReporter, DeployStep};
+use anyhow::Context as _;
+use baal_core::config::Settings;
+use baal_core::deploy::{DeployError, DeployReporter, DeployStep, Deployer};
 use baal_core::domain::{Agent, AgentId, AgentStatus, Deployment};
-use baal_core::platform::deployer_from_settings;
+use baal_core::platform::{DeleteError, Deleted, delete_agent, deployer_from_settings};
 use baal_core::store::{AgentFilter, SqlStore, Store};
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
@@ -194,8 +194,8 @@ async fn show(settings: &Settings, raw_id: &str) -> anyhow::Result<ExitCode> {
             .map(|e| {
                 vec![
                     e.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                    e.step.clone(),
-                    e.outcome.clone(),
+                    e.step.to_string(),
+                    e.outcome.to_string(),
                     e.detail.clone().unwrap_or_default(),
                 ]
             })
@@ -228,36 +228,39 @@ async fn delete(settings: &Settings, raw_id: &str, yes: bool) -> anyhow::Result<
         }
     }
 
-    let store: Arc<dyn Store> = Arc::new(store);
-    if let Err(err) = tear_down(settings, store.clone(), &agent).await {
-        // The agent stays visible (and deletable again) rather than hiding something still running.
-        store.event_record(agent.id, "delete", "failed", Some(&err.to_string())).await?;
-        eprintln!("Agent {} \"{}\" was NOT deleted: {err:#}", agent.id, agent.name);
-        eprintln!("Fix the cause and run the command again; nothing was marked deleted.");
-        return Ok(ExitCode::FAILURE);
+    let store = Arc::new(store);
+    let deployer = || set_up_deployer(settings, store.clone(), agent.id);
+    let (id, name) = (agent.id, &agent.name);
+    match delete_agent(store.as_ref(), id, "by baal-cli", deployer, &PrintedSteps).await {
+        Ok(Deleted::TornDown) => {}
+        Ok(Deleted::NothingToTearDown) => println!("Agent {id} has no recorded deployment; nothing to tear down."),
+        Err(DeleteError::Teardown { reason, .. }) => {
+            // The agent stays visible (and deletable again) rather than hiding something still running.
+            eprintln!("Agent {id} \"{name}\" was NOT deleted: {reason}");
+            eprintln!("Fix the cause and run the command again; nothing was marked deleted.");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(DeleteError::AlreadyDeleted { .. }) => {
+            eprintln!("Agent {id} was deleted by someone else meanwhile.");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(DeleteError::Store(err)) => return Err(err.into()),
+        Err(refusal) => {
+            eprintln!("Agent {id} \"{name}\" was NOT deleted: {refusal}.");
+            return Ok(ExitCode::FAILURE);
+        }
     }
-    if !store.agent_soft_delete(agent.id).await? {
-        // Another operator or the bot deleted it between our read and now.
-        eprintln!("Agent {} was deleted by someone else meanwhile.", agent.id);
-        return Ok(ExitCode::FAILURE);
-    }
-    store.event_record(agent.id, "delete", "succeeded", Some("deleted by baal-cli")).await?;
-    println!("Agent {} \"{}\" is deleted.", agent.id, agent.name);
+    println!("Agent {id} \"{name}\" is deleted.");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Destroys where the agent runs, through the deployer the settings select, before the soft
-/// delete: a failed teardown must leave the agent visible and retryable, never hide a paid VM.
-async fn tear_down(settings: &Settings, store: Arc<dyn Store>, agent: &Agent) -> anyhow::Result<()> {
-    let deployment = &agent.deployment;
-    if deployment.instance_hash.is_none() && deployment.vm_url.is_none() {
-        println!("Agent {} has no recorded deployment; nothing to tear down.", agent.id);
-        return Ok(());
-    }
-    let deployer = deployer_from_settings(settings, store).context("cannot set up the deployer")?;
-    println!("Tearing down agent {} with the {} deployer:", agent.id, deployer.name());
-    deployer.destroy(agent.id, deployment, &PrintedSteps).await?;
-    Ok(())
+/// The deployer the settings select, set up only when there is something to tear down (setting
+/// up the local one probes the host).
+fn set_up_deployer(settings: &Settings, store: Arc<SqlStore>, agent: AgentId) -> Result<Arc<dyn Deployer>, String> {
+    let deployer =
+        deployer_from_settings(settings, store).map_err(|err| format!("cannot set up the deployer: {err}"))?;
+    println!("Tearing down agent {agent} with the {} deployer:", deployer.name());
+    Ok(deployer)
 }
 
 /// Prints each teardown step as it starts and ends, so an operator sees where a slow or failed

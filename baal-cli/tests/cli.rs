@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use baal_core::domain::{AgentStatus, Deployment, NewAgent};
+use baal_core::domain::{AgentId, AgentStatus, Deployment, EventOutcome, NewAgent};
 use baal_core::store::{SqlStore, Store};
 
 struct Run {
@@ -58,8 +58,8 @@ async fn seed(url: &str) -> [i64; 3] {
     deployment.ssh_port = Some(24_005);
     store.agent_set_deployment(helper.id, &deployment).await.unwrap();
     store.agent_set_status(helper.id, AgentStatus::Running).await.unwrap();
-    store.event_record(helper.id, "provision", "succeeded", None).await.unwrap();
-    store.event_record(helper.id, "ship", "failed", Some("ssh refused")).await.unwrap();
+    store.event_record(helper.id, &"provision".into(), EventOutcome::Succeeded, None).await.unwrap();
+    store.event_record(helper.id, &"ship".into(), EventOutcome::Failed, Some("ssh refused")).await.unwrap();
     let second = store.agent_create(NewAgent::new(100, "Second", "p", "glm-4.7")).await.unwrap();
     let other = store.agent_create(NewAgent::new(200, "Other one", "p", "glm-4.7")).await.unwrap();
     store.close().await.unwrap();
@@ -211,6 +211,43 @@ async fn delete_asks_refuses_without_a_terminal_and_soft_deletes_with_yes() {
     let again = baal_cli(dir.path(), &db, &["agents", "delete", &id, "--yes"]);
     assert_ne!(again.code, 0);
     assert!(again.stderr.contains("already deleted"), "{}", again.stderr);
+}
+
+/// While the bot (another process) holds an agent's lease, `agents delete` refuses and says why;
+/// once that lease has run out, it deletes.
+#[tokio::test]
+async fn delete_waits_for_whoever_holds_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let [_, second, _] = seed(&url).await;
+    let db = [("DATABASE_URL", url.as_str())];
+    let id = second.to_string();
+    let store = SqlStore::open(&url).await.unwrap();
+    let now = chrono::Utc::now();
+    let until = now + chrono::Duration::minutes(10);
+    assert!(store.agent_lease_take(AgentId(second), "bot-process", until, now).await.unwrap());
+
+    let refused = baal_cli(dir.path(), &db, &["agents", "delete", &id, "--yes"]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("Second is being deployed right now; delete it when that finishes"),
+        "{}",
+        refused.stderr
+    );
+    let still = baal_cli(dir.path(), &db, &["agents", "list", "--json"]);
+    assert!(still.stdout.contains("\"Second\""), "{}", still.stdout);
+
+    // The bot process died long ago: its last renewal is in the past.
+    let now = chrono::Utc::now();
+    let past = now - chrono::Duration::seconds(1);
+    assert!(store.agent_lease_take(AgentId(second), "bot-process", past, now).await.unwrap());
+    let deleted = baal_cli(dir.path(), &db, &["agents", "delete", &id, "--yes"]);
+    assert_eq!(deleted.code, 0, "{}", deleted.stderr);
+    let agent = store.agent_get(AgentId(second)).await.unwrap().unwrap();
+    assert!(agent.deleted);
+    assert_eq!(agent.lease, None, "the deletion released the lease it took");
+    let show = baal_cli(dir.path(), &db, &["agents", "show", &id]);
+    assert!(show.stdout.contains("by baal-cli"), "who deleted it is in the history: {}", show.stdout);
 }
 
 #[test]

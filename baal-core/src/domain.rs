@@ -160,10 +160,81 @@ pub struct Agent {
     pub slug: String,
     /// Tools a visitor may use (the owner always gets every tool).
     pub visitor_tools: Vec<String>,
+    /// Whose LibertAI key its inference runs on, as of its last deployment.
+    pub payer: Payer,
+    /// Who is deploying or deleting it right now, if anyone.
+    pub lease: Option<Lease>,
     /// Created at.
     pub created_at: DateTime<Utc>,
-    /// Last change of any field.
+    /// Last change of any field (taking or renewing a lease is not a change).
     pub updated_at: DateTime<Utc>,
+}
+
+/// Whose LibertAI key an agent runs on. Decides whether its messages count against the free
+/// tier's daily limit.
+///
+/// Deliberately exhaustive: every place that charges someone must decide for each payer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Payer {
+    /// The owner's own key: no daily limit.
+    Owner,
+    /// The operator's key (the free tier). Agents deployed before the payer was recorded are
+    /// taken to be here, the conservative reading: they count against the limit.
+    #[default]
+    Operator,
+}
+
+impl Payer {
+    /// The stored name (`owner`, `operator`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Payer::Owner => "owner",
+            Payer::Operator => "operator",
+        }
+    }
+}
+
+impl fmt::Display for Payer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A payer name that is neither `owner` nor `operator`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown payer {0:?}: use owner or operator")]
+pub struct UnknownPayer(pub String);
+
+impl FromStr for Payer {
+    type Err = UnknownPayer;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Payer::Owner, Payer::Operator].into_iter().find(|p| p.as_str() == s).ok_or_else(|| UnknownPayer(s.to_owned()))
+    }
+}
+
+/// The right to deploy or delete one agent, held by one process at a time until `until`. The
+/// holder renews it while it works and releases it when done; a holder that dies simply lets it
+/// run out, after which another may take it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Lease {
+    /// Who holds it: an id a process (or a deletion) makes for itself, unique among processes.
+    pub holder: String,
+    /// When it runs out unless renewed.
+    pub until: DateTime<Utc>,
+}
+
+impl Lease {
+    /// A lease `holder` has until `until`.
+    pub fn new(holder: impl Into<String>, until: DateTime<Utc>) -> Self {
+        Lease { holder: holder.into(), until }
+    }
+
+    /// Whether it still holds at `now` (a lease that runs out at `now` no longer does).
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.until > now
+    }
 }
 
 impl User {
@@ -183,8 +254,8 @@ impl User {
 }
 
 impl Agent {
-    /// The row a store creates from `new`: pending, not deleted, not deployed yet, last changed
-    /// when created.
+    /// The row a store creates from `new`: pending, not deleted, not deployed yet (so no payer
+    /// recorded: the operator), no lease, last changed when created.
     pub fn from_new(id: AgentId, new: NewAgent, created_at: DateTime<Utc>) -> Self {
         Agent {
             id,
@@ -198,6 +269,8 @@ impl Agent {
             token_sealed: new.token_sealed,
             slug: new.slug,
             visitor_tools: new.visitor_tools,
+            payer: Payer::Operator,
+            lease: None,
             created_at,
             updated_at: created_at,
         }
@@ -310,14 +383,135 @@ pub struct DeploymentEvent {
     pub id: i64,
     /// The agent deployed.
     pub agent_id: AgentId,
-    /// Step key (`provision`, `ship`, … or `deploy` for the job as a whole).
-    pub step: String,
-    /// `started`, `succeeded` or `failed`.
-    pub outcome: String,
+    /// What was done: a whole job, or one stage of a deployer.
+    pub step: EventStep,
+    /// How it went.
+    pub outcome: EventOutcome,
     /// Error text or other detail; never a secret.
     pub detail: Option<String>,
     /// When it was recorded.
     pub created_at: DateTime<Utc>,
+}
+
+/// What a [`DeploymentEvent`] is about. Stored as its word ([`EventStep::as_str`]), read back with
+/// [`EventStep::parse`], so rows written by earlier releases read the same.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventStep {
+    /// A first deployment, a repair or a resumed deployment (`deploy`).
+    Deploy,
+    /// New settings for a running agent (`redeploy`).
+    Redeploy,
+    /// A deployment picked up after the process running it died (`resume`).
+    Resume,
+    /// Bringing a running agent back when the platform starts (`restore`).
+    Restore,
+    /// A teardown, as earlier releases recorded the bot's deletions (`destroy`); read, no longer
+    /// written.
+    Destroy,
+    /// A deletion: teardown, then the agent is marked deleted (`delete`).
+    Delete,
+    /// One stage of a deployer's work, by its key (`provision`, `ship`, …: a
+    /// [`DeployStep::key`](crate::deploy::DeployStep)).
+    Stage(String),
+}
+
+impl EventStep {
+    /// Every step but a stage: a stored word that names none of these is a deployer's stage.
+    pub const JOBS: [EventStep; 6] = [
+        EventStep::Deploy,
+        EventStep::Redeploy,
+        EventStep::Resume,
+        EventStep::Restore,
+        EventStep::Destroy,
+        EventStep::Delete,
+    ];
+
+    /// The stored word.
+    pub fn as_str(&self) -> &str {
+        match self {
+            EventStep::Deploy => "deploy",
+            EventStep::Redeploy => "redeploy",
+            EventStep::Resume => "resume",
+            EventStep::Restore => "restore",
+            EventStep::Destroy => "destroy",
+            EventStep::Delete => "delete",
+            EventStep::Stage(key) => key,
+        }
+    }
+
+    /// The step a stored word names. Every word is a step (one that names no job is a
+    /// deployer's stage), and a stage whose key is a job's word reads as that job, so a word
+    /// always reads back as the same step.
+    pub fn parse(word: &str) -> EventStep {
+        EventStep::JOBS
+            .into_iter()
+            .find(|job| job.as_str() == word)
+            .unwrap_or_else(|| EventStep::Stage(word.to_owned()))
+    }
+}
+
+impl From<&str> for EventStep {
+    fn from(word: &str) -> Self {
+        EventStep::parse(word)
+    }
+}
+
+impl fmt::Display for EventStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for EventStep {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// How a step went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum EventOutcome {
+    /// About to be taken (recorded first, so an interrupted step shows).
+    Started,
+    /// Done.
+    Succeeded,
+    /// Failed; the detail says why.
+    Failed,
+}
+
+impl EventOutcome {
+    /// Every outcome.
+    pub const ALL: [EventOutcome; 3] = [EventOutcome::Started, EventOutcome::Succeeded, EventOutcome::Failed];
+
+    /// The stored word (`started`, `succeeded`, `failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventOutcome::Started => "started",
+            EventOutcome::Succeeded => "succeeded",
+            EventOutcome::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for EventOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An outcome word that is not one of [`EventOutcome::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event outcome {0:?}: use started, succeeded or failed")]
+pub struct UnknownOutcome(pub String);
+
+impl FromStr for EventOutcome {
+    type Err = UnknownOutcome;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventOutcome::ALL.into_iter().find(|o| o.as_str() == s).ok_or_else(|| UnknownOutcome(s.to_owned()))
+    }
 }
 
 /// The state of a pre-provisioned VM.
@@ -338,17 +532,16 @@ pub enum PoolStatus {
 }
 
 impl DeploymentEvent {
-    /// A history row: `outcome` is `started`, `succeeded` or `failed`; `detail` never holds a
-    /// secret.
+    /// A history row; `detail` never holds a secret.
     pub fn new(
         id: i64,
         agent_id: AgentId,
-        step: impl Into<String>,
-        outcome: impl Into<String>,
+        step: EventStep,
+        outcome: EventOutcome,
         detail: Option<String>,
         created_at: DateTime<Utc>,
     ) -> Self {
-        DeploymentEvent { id, agent_id, step: step.into(), outcome: outcome.into(), detail, created_at }
+        DeploymentEvent { id, agent_id, step, outcome, detail, created_at }
     }
 }
 
@@ -499,6 +692,36 @@ mod tests {
             assert_eq!(status.as_str().parse::<AgentStatus>().unwrap(), status);
         }
         assert!("deployed".parse::<AgentStatus>().is_err());
+    }
+
+    #[test]
+    fn event_words_read_back_as_they_were_stored() {
+        for word in ["deploy", "redeploy", "resume", "restore", "destroy", "delete", "provision", "ship", ""] {
+            assert_eq!(EventStep::parse(word).as_str(), word);
+        }
+        assert_eq!(EventStep::parse("delete"), EventStep::Delete);
+        assert_eq!(EventStep::from("ship"), EventStep::Stage("ship".into()));
+        assert_eq!(EventStep::Resume.to_string(), "resume");
+        for outcome in EventOutcome::ALL {
+            assert_eq!(outcome.as_str().parse::<EventOutcome>().unwrap(), outcome);
+        }
+        assert!("exploded".parse::<EventOutcome>().is_err());
+        assert!("Started".parse::<EventOutcome>().is_err(), "stored words are exact");
+        let json = serde_json::to_string(&(EventStep::Stage("ship".into()), EventOutcome::Failed)).unwrap();
+        assert_eq!(json, r#"["ship","failed"]"#);
+    }
+
+    #[test]
+    fn payers_and_leases() {
+        assert_eq!(Payer::default(), Payer::Operator, "rows without a payer are the operator's");
+        for payer in [Payer::Owner, Payer::Operator] {
+            assert_eq!(payer.as_str().parse::<Payer>().unwrap(), payer);
+        }
+        assert!("nobody".parse::<Payer>().is_err());
+        let now = Utc::now();
+        let lease = Lease::new("a", now);
+        assert!(!lease.is_live(now), "a lease that runs out now is over");
+        assert!(lease.is_live(now - chrono::Duration::seconds(1)));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use baal_core::deploy::aleph::sign::EthAccount;
 use baal_core::deploy::aleph::{AlephConfig, AlephDeployer};
 use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer};
 use baal_core::domain::{AgentId, Deployment, PoolStatus};
-use baal_core::store::Store;
+use baal_core::store::PoolStore;
 use baal_core::testing::aleph::{CrnBehaviour, FakeAleph, FakeCrn, MemoryPoolStore, loopback_timeouts};
 use baal_core::testing::ssh::{STANDIN_AGENT, SshTarget, VmSandbox, free_port, write_ed25519_key, write_executable};
 use secrecy::SecretString;

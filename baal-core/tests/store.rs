@@ -1,20 +1,74 @@
-//! The Store contract on a SQLite file and on PostgreSQL (its own schema per test), plus the two
-//! races that must never let a caller through: the daily counter and the pool claim.
+//! The Store and PoolStore contracts on a SQLite file and on PostgreSQL (its own schema per
+//! test), plus the races that must never let a caller through: the daily counter, an agent's
+//! lease and the pool claim.
 
+use baal_core::domain::{AgentId, NewAgent};
 use baal_core::store::{SqlStore, Store, StoreError};
-use baal_core::testing::db;
+use baal_core::testing::db::{self, TestDb};
 use sea_orm::{ConnectionTrait, Statement};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_store_keeps_the_contract() {
     let test_db = db::sqlite().await;
     db::check_store_contract(test_db.store()).await;
+    db::check_pool_store_contract(test_db.store(), test_db.store()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_store_keeps_the_contract() {
     let Some(test_db) = db::postgres().await else { return };
     db::check_store_contract(test_db.store()).await;
+    db::check_pool_store_contract(test_db.store(), test_db.store()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_lease_cannot_be_raced() {
+    let test_db = db::sqlite().await;
+    db::check_lease_race(test_db.shared(), 50).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_lease_cannot_be_raced() {
+    let Some(test_db) = db::postgres().await else { return };
+    db::check_lease_race(test_db.shared(), 50).await;
+}
+
+/// A word the store does not know is an error naming the row, on either backend.
+async fn unknown_words_are_errors_naming_their_row(test_db: &TestDb) {
+    let store = test_db.store();
+    store.user_get_or_create(1, None).await.unwrap();
+    let agent = store.agent_create(NewAgent::new(1, "Odd", "p", "glm-4.7")).await.unwrap();
+    let conn = store.connection();
+    let backend = conn.get_database_backend();
+    let insert = Statement::from_sql_and_values(
+        backend,
+        "INSERT INTO deployment_events (agent_id, step, outcome, created_at) VALUES ($1, 'deploy', 'exploded', $2)",
+        [agent.id.0.into(), chrono::Utc::now().into()],
+    );
+    conn.execute_raw(insert).await.unwrap();
+    let err = store.events_for(agent.id).await.unwrap_err();
+    assert!(err.to_string().contains("event ") && err.to_string().contains("exploded"), "{err}");
+
+    let payer = Statement::from_sql_and_values(
+        backend,
+        "UPDATE agents SET payer = 'nobody' WHERE id = $1",
+        [agent.id.0.into()],
+    );
+    conn.execute_raw(payer).await.unwrap();
+    let err = store.agent_get(agent.id).await.unwrap_err();
+    assert!(err.to_string().contains(&format!("agent {}", agent.id)) && err.to_string().contains("nobody"), "{err}");
+    assert_eq!(store.agent_get(AgentId(agent.id.0 + 1)).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn sqlite_unknown_words_are_errors_naming_their_row() {
+    unknown_words_are_errors_naming_their_row(&db::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_unknown_words_are_errors_naming_their_row() {
+    let Some(test_db) = db::postgres().await else { return };
+    unknown_words_are_errors_naming_their_row(&test_db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -32,13 +86,13 @@ async fn postgres_daily_counter_cannot_be_raced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_pool_claim_cannot_be_raced() {
     let test_db = db::sqlite().await;
-    db::check_pool_claim_race(test_db.shared(), 50, 3).await;
+    db::check_pool_claim_race(test_db.shared(), test_db.shared_pool(), 50, 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_pool_claim_cannot_be_raced() {
     let Some(test_db) = db::postgres().await else { return };
-    db::check_pool_claim_race(test_db.shared(), 50, 3).await;
+    db::check_pool_claim_race(test_db.shared(), test_db.shared_pool(), 50, 3).await;
 }
 
 #[tokio::test]

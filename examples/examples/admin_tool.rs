@@ -1,5 +1,5 @@
-//! An in-house admin tool over Baal's `Store`: list agents and today's usage, and open a sealed
-//! secret.
+//! An in-house admin tool over Baal's `Store`: list agents and today's usage, open a sealed
+//! secret, and delete an agent the way the bot and `baal-cli` do.
 //!
 //! Everything the platform knows lives behind the [`Store`] trait ([`baal_core::store::SqlStore`]: SQLite by
 //! default, PostgreSQL to scale out). Secrets in it (users' LibertAI keys, agents' bearer
@@ -18,7 +18,9 @@
 //! Run: `cargo run -p baal-examples --example admin_tool`
 
 use anyhow::Context as _;
+use baal_core::deploy::SilentReporter;
 use baal_core::domain::{AgentStatus, NewAgent, UsageDecision};
+use baal_core::platform::delete_agent;
 use baal_core::secrets::{self, SealContext, SecretBox};
 use baal_core::store::{AgentFilter, Store};
 use chrono::{Days, Utc};
@@ -91,7 +93,12 @@ async fn fill(store: &dyn Store, secrets: &SecretBox) -> anyhow::Result<()> {
         store.agent_set_token(agent.id, &token).await?;
         store.agent_set_status(agent.id, status).await?;
         if name == "Old" {
-            store.agent_soft_delete(agent.id).await?;
+            // The one deletion procedure: it refuses while a bot is deploying the agent, tears
+            // down what it runs on, records who deleted it, then hides it. "Old" never ran, so no
+            // deployer is needed (a tool that deletes deployed agents returns the operator's,
+            // as `baal_core::platform::deployer_from_settings` builds it).
+            let no_deployer = || Err("this example sets no deployer up".to_owned());
+            delete_agent(store, agent.id, "by admin_tool", no_deployer, &SilentReporter).await?;
         }
     }
 

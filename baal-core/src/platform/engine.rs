@@ -19,7 +19,7 @@ use crate::deploy::Deployer;
 use crate::domain::{Agent, AgentId, User, UserId};
 use crate::proxy::Proxy;
 use crate::secrets::{SecretBox, SecretsError};
-use crate::store::{Store, StoreError};
+use crate::store::{PoolStore, SqlStore, Store, StoreError};
 
 /// What the engine needs from the settings. Built with [`PlatformConfig::from_settings`] or
 /// [`PlatformConfig::default`], then adjusted with the `with_*` setters:
@@ -186,6 +186,9 @@ pub(crate) struct Inner {
     user_locks: Mutex<HashMap<UserId, Arc<tokio::sync::Mutex<()>>>>,
     chat_locks: Mutex<HashMap<ChatId, Arc<tokio::sync::Mutex<()>>>>,
     pub in_flight: Mutex<HashSet<AgentId>>,
+    /// This process's name on the agents' leases: made once, unique among processes sharing
+    /// the database.
+    pub holder: String,
     poller: Mutex<Option<JoinHandle<()>>>,
     /// Work started by `start()` and stopped by `shutdown()` (the Aleph pool).
     background: Mutex<Vec<Background>>,
@@ -243,6 +246,7 @@ impl Platform {
                 user_locks: Mutex::default(),
                 chat_locks: Mutex::default(),
                 in_flight: Mutex::default(),
+                holder: super::lease::new_holder(),
                 poller: Mutex::default(),
                 background: Mutex::default(),
                 background_running: Mutex::default(),
@@ -255,7 +259,8 @@ impl Platform {
     /// from `BOT_ENCRYPTION_KEY` (generated into `<BAAL_DATA_DIR>/encryption.key` when unset).
     pub async fn from_settings(settings: Settings, messenger: Arc<dyn Messenger>) -> Result<Platform, PlatformError> {
         let secrets = Arc::new(super::setup::secret_box_from_settings(&settings)?);
-        let store = open_store(&settings).await?;
+        let store = Arc::new(SqlStore::open(&settings.database_url).await?);
+        // One database behind both: the platform's store and the Aleph deployer's pool.
         let (deployer, background) = deployer_for(&settings, store.clone())?;
         let proxy = http_proxy()?;
         let platform =
@@ -460,21 +465,21 @@ impl Inner {
     }
 }
 
-async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, PlatformError> {
-    Ok(Arc::new(crate::store::SqlStore::open(&settings.database_url).await?))
-}
-
 /// The deployer Baal's settings select (local without `ALEPH_PRIVATE_KEY`, else Aleph Cloud), for
-/// tools that act on agents outside a running platform, such as `baal-cli agents delete`. Background
-/// work (the Aleph VM pool) is not started: that stays with the platform.
-pub fn deployer_from_settings(settings: &Settings, store: Arc<dyn Store>) -> Result<Arc<dyn Deployer>, PlatformError> {
-    deployer_for(settings, store).map(|(deployer, _background)| deployer)
+/// tools that act on agents outside a running platform, such as `baal-cli agents delete`; the
+/// Aleph deployer keeps its warm pool in `pool` (a [`SqlStore`] is one). Background work (the
+/// Aleph VM pool) is not started: that stays with the platform.
+pub fn deployer_from_settings(
+    settings: &Settings,
+    pool: Arc<dyn PoolStore>,
+) -> Result<Arc<dyn Deployer>, PlatformError> {
+    deployer_for(settings, pool).map(|(deployer, _background)| deployer)
 }
 
 /// The deployer the settings select, and any background work it needs (the Aleph VM pool).
 fn deployer_for(
     settings: &Settings,
-    store: Arc<dyn Store>,
+    store: Arc<dyn PoolStore>,
 ) -> Result<(Arc<dyn Deployer>, Vec<Background>), PlatformError> {
     match settings.deployer_kind() {
         #[cfg(feature = "aleph")]

@@ -1,20 +1,22 @@
 //! Deployments as durable jobs: each step is recorded before it is taken, facts are stored as
 //! the deployer reports them, progress is shown in one edited message, and unfinished jobs are
-//! resumed when the platform starts again.
+//! resumed when the platform starts again. A job runs only under the agent's lease
+//! ([`super::lease`]), so no two processes ever deploy (or delete) one agent at once.
 
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::Plan;
 use super::action::Action;
 use super::engine::{Inner, PlatformError};
+use super::lease;
 use super::messenger::{Button, ChatId, MessageRef, Text};
 use super::render::escape_html;
-use super::state::{self, Payer};
-use crate::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, SilentReporter};
-use crate::domain::{Agent, AgentId, AgentStatus, Deployment};
+use crate::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep};
+use crate::domain::{Agent, AgentId, AgentStatus, Deployment, EventOutcome, EventStep, Payer};
 use crate::proxy::AgentEndpoint;
 use crate::secrets::{SealContext, SecretBox, generate_token};
 use crate::store::{AgentFilter, Store};
@@ -22,14 +24,24 @@ use crate::store::{AgentFilter, Store};
 /// What a job does.
 #[derive(Debug, Clone)]
 pub(crate) enum JobKind {
-    /// A first deployment, a repair, or a resumed deployment (with the stored facts).
+    /// A first deployment or a repair (with the stored facts).
     Deploy,
+    /// A deployment a job that died left unfinished, deployed again from the stored facts; the
+    /// owner is told once this process holds the lease.
+    Resume,
     /// New settings for a running agent; `done` is shown when it succeeds.
     Redeploy { done: String },
 }
 
-/// Key-value namespace of deployment leases: agent id → RFC 3339 time of the last sign of life.
-const LEASE_NAMESPACE: &str = "platform.deploy_lease";
+impl JobKind {
+    /// The step the job's events are recorded under.
+    fn step(&self) -> EventStep {
+        match self {
+            JobKind::Deploy | JobKind::Resume => EventStep::Deploy,
+            JobKind::Redeploy { .. } => EventStep::Redeploy,
+        }
+    }
+}
 
 /// Introduces a freshly deployed agent in its owner's conversation, so it remembers doing so.
 const INTRO_PROMPT: &str =
@@ -130,12 +142,7 @@ impl Inner {
         }
         let inner = self.clone();
         self.spawn_tracked(async move {
-            let lease = tokio::spawn(inner.clone().hold_lease(agent));
-            let job = inner.clone().run_job(agent, chat, progress, kind).await;
-            lease.abort();
-            if let Err(err) = inner.store.kv_delete(LEASE_NAMESPACE, &agent.to_string()).await {
-                tracing::debug!(error = %err, "could not release a deployment lease");
-            }
+            let job = inner.clone().leased_job(agent, chat, progress, kind).await;
             if let Ok(mut set) = inner.in_flight.lock() {
                 set.remove(&agent);
             }
@@ -145,6 +152,37 @@ impl Inner {
         });
     }
 
+    /// Runs a job under the agent's lease, or not at all while another holder has it.
+    async fn leased_job(
+        self: Arc<Self>,
+        agent_id: AgentId,
+        chat: ChatId,
+        progress: Option<MessageRef>,
+        kind: JobKind,
+    ) -> Result<(), PlatformError> {
+        let Some(agent) = self.store.agent_get(agent_id).await?.filter(|a| !a.deleted) else { return Ok(()) };
+        let (store, holder, length) = (self.store.as_ref(), self.holder.as_str(), self.config.deploy_lease);
+        if !lease::take(store, agent_id, holder, length).await? {
+            self.lease_refused(&agent, chat, progress, &kind).await;
+            return Ok(());
+        }
+        let job = self.clone().run_job(agent_id, chat, progress, kind);
+        let outcome = lease::while_held(store, agent_id, holder, length, job).await;
+        lease::release(store, agent_id, holder).await;
+        outcome.unwrap_or(Ok(()))
+    }
+
+    /// Another holder (a bot process sharing the database, or a deletion) is at the agent.
+    async fn lease_refused(&self, agent: &Agent, chat: ChatId, progress: Option<MessageRef>, kind: &JobKind) {
+        tracing::info!(agent = %agent.id, "another holder has the agent's lease; not deploying it here");
+        // A resume is this process's own idea; whoever holds the lease keeps the owner informed.
+        if matches!(kind, JobKind::Resume) {
+            return;
+        }
+        let text = format!("{} is being deployed by another Baal process; try again in a minute.", agent.name);
+        self.edit_or_say(chat, progress, Text::plain(text)).await;
+    }
+
     async fn run_job(
         self: Arc<Self>,
         agent_id: AgentId,
@@ -152,13 +190,20 @@ impl Inner {
         progress: Option<MessageRef>,
         kind: JobKind,
     ) -> Result<(), PlatformError> {
+        // Read again under the lease: a deletion or another process's job may have just finished.
         let Some(mut agent) = self.store.agent_get(agent_id).await?.filter(|a| !a.deleted) else { return Ok(()) };
-        let job = match kind {
-            JobKind::Deploy => "deploy",
-            JobKind::Redeploy { .. } => "redeploy",
-        };
-        self.store.event_record(agent.id, job, "started", None).await?;
-        if matches!(kind, JobKind::Deploy) {
+        if matches!(kind, JobKind::Resume) {
+            let detail = Some("platform restarted mid-deployment");
+            self.store.event_record(agent.id, &EventStep::Resume, EventOutcome::Started, detail).await?;
+            let text = format!(
+                "Baal restarted while <b>{}</b> was being deployed. Picking up where it left off…",
+                escape_html(&agent.name)
+            );
+            self.say(chat, Text::html(text)).await;
+        }
+        let job = kind.step();
+        self.store.event_record(agent.id, &job, EventOutcome::Started, None).await?;
+        if !matches!(kind, JobKind::Redeploy { .. }) {
             self.store.agent_set_status(agent.id, AgentStatus::Deploying).await?;
         }
         let reporter = JobReporter {
@@ -177,7 +222,7 @@ impl Inner {
             Err(problem) => Err((DeployError::new("deploy", problem).permanent(), Payer::Operator)),
             Ok((spec, payer)) => {
                 let result = match kind {
-                    JobKind::Deploy => self.deployer.deploy(&spec, &reporter).await,
+                    JobKind::Deploy | JobKind::Resume => self.deployer.deploy(&spec, &reporter).await,
                     JobKind::Redeploy { .. } => self.deployer.redeploy(&spec, &reporter).await,
                 };
                 match result {
@@ -205,11 +250,11 @@ impl Inner {
         };
         match outcome {
             Ok((deployed, payer)) => {
-                state::set_payer(self.store.as_ref(), deployed.id, payer).await?;
+                self.store.agent_set_payer(deployed.id, payer).await?;
                 self.store.agent_set_status(deployed.id, AgentStatus::Running).await?;
-                self.store.event_record(deployed.id, job, "succeeded", None).await?;
+                self.store.event_record(deployed.id, &job, EventOutcome::Succeeded, None).await?;
                 match kind {
-                    JobKind::Deploy => self.deployed(&reporter, &deployed, chat).await?,
+                    JobKind::Deploy | JobKind::Resume => self.deployed(&reporter, &deployed, chat).await?,
                     JobKind::Redeploy { done } => {
                         let progress = *reporter.progress.lock().await;
                         self.edit_or_say(chat, progress, Text::plain(done)).await;
@@ -218,7 +263,7 @@ impl Inner {
             }
             Err(err) => {
                 let detail = err.detail.clone().unwrap_or_else(|| err.message.clone());
-                self.store.event_record(agent.id, job, "failed", Some(&detail)).await?;
+                self.store.event_record(agent.id, &job, EventOutcome::Failed, Some(&detail)).await?;
                 tracing::warn!(agent = %agent.id, step = err.step, detail = %detail, "deployment failed");
                 reporter.fail(err.step);
                 reporter.render(true).await;
@@ -278,76 +323,24 @@ impl Inner {
         Ok(())
     }
 
-    /// Stops an agent and releases what it runs on, recording the step.
-    pub(crate) async fn destroy(&self, agent: &Agent) -> Result<(), DeployError> {
-        let record = |outcome: &'static str, detail: Option<String>| {
-            let store = self.store.clone();
-            let id = agent.id;
-            async move {
-                if let Err(err) = store.event_record(id, "destroy", outcome, detail.as_deref()).await {
-                    tracing::warn!(error = %err, "could not record a destroy event");
-                }
-            }
-        };
-        record("started", None).await;
-        let reporter = SilentReporter;
-        match self.deployer.destroy(agent.id, &agent.deployment, &reporter).await {
-            Ok(()) => {
-                record("succeeded", None).await;
-                Ok(())
-            }
-            Err(err) => {
-                record("failed", Some(err.detail.clone().unwrap_or_else(|| err.message.clone()))).await;
-                Err(err)
-            }
-        }
-    }
-
-    /// Shows that a job for `agent` is alive, until aborted.
-    async fn hold_lease(self: Arc<Self>, agent: AgentId) {
-        let every = (self.config.deploy_lease / 4).max(std::time::Duration::from_millis(10));
-        loop {
-            let now = chrono::Utc::now().to_rfc3339();
-            if let Err(err) = self.store.kv_put(LEASE_NAMESPACE, &agent.to_string(), now.as_bytes()).await {
-                tracing::warn!(error = %err, agent = %agent, "could not refresh a deployment lease");
-            }
-            tokio::time::sleep(every).await;
-        }
-    }
-
-    /// Whether nothing has shown, for longer than the lease, that someone deploys `agent`.
-    async fn orphaned(&self, agent: &Agent) -> Result<bool, PlatformError> {
-        let now = chrono::Utc::now();
-        let stale =
-            |at: chrono::DateTime<chrono::Utc>| (now - at).to_std().unwrap_or_default() >= self.config.deploy_lease;
-        let lease = self.store.kv_get(LEASE_NAMESPACE, &agent.id.to_string()).await?;
-        let lease_at = lease
-            .and_then(|raw| String::from_utf8(raw).ok())
-            .and_then(|text| chrono::DateTime::parse_from_rfc3339(&text).ok())
-            .map(|at| at.with_timezone(&chrono::Utc));
-        // A just-created agent has no lease for a moment; its recent update covers that gap.
-        Ok(lease_at.is_none_or(stale) && stale(agent.updated_at))
+    /// Whether nobody is deploying `agent`: no live lease, and no change for longer than a lease
+    /// (a just-created agent has no lease for a moment; its recent update covers that gap).
+    fn orphaned(&self, agent: &Agent, now: DateTime<Utc>) -> bool {
+        let quiet = (now - agent.updated_at).to_std().unwrap_or_default() >= self.config.deploy_lease;
+        agent.lease.as_ref().is_none_or(|lease| !lease.is_live(now)) && quiet
     }
 
     /// Agents left `pending` or `deploying` by a job that died (a restart, a crashed process)
     /// are deployed again from their stored facts; the job fails cleanly (owner told) when that
-    /// is impossible. Jobs alive in another process sharing the database are left alone.
+    /// is impossible. Jobs alive in another process sharing the database hold a live lease and are
+    /// left alone; of several processes resuming at once, the one that takes the lease resumes.
     pub(crate) async fn resume_unfinished(self: Arc<Self>) -> Result<(), PlatformError> {
         for status in [AgentStatus::Deploying, AgentStatus::Pending] {
             for agent in self.store.list_agents(&AgentFilter::all().status(status)).await? {
-                if self.is_in_flight(agent.id) || !self.orphaned(&agent).await? {
+                if self.is_in_flight(agent.id) || !self.orphaned(&agent, Utc::now()) {
                     continue;
                 }
-                self.store
-                    .event_record(agent.id, "resume", "started", Some("platform restarted mid-deployment"))
-                    .await?;
-                let chat = agent.owner_id;
-                let text = format!(
-                    "Baal restarted while <b>{}</b> was being deployed. Picking up where it left off…",
-                    escape_html(&agent.name)
-                );
-                self.say(chat, Text::html(text)).await;
-                self.start_job(agent.id, chat, None, JobKind::Deploy);
+                self.start_job(agent.id, agent.owner_id, None, JobKind::Resume);
             }
         }
         Ok(())
@@ -374,7 +367,8 @@ impl Inner {
                 Ok(_) => {}
                 Err(err) => {
                     tracing::warn!(agent = %agent_id, error = %err, detail = ?err.detail, "cannot restore agent");
-                    self.store.event_record(agent_id, "restore", "failed", Some(&err.to_string())).await?;
+                    let detail = err.to_string();
+                    self.store.event_record(agent_id, &EventStep::Restore, EventOutcome::Failed, Some(&detail)).await?;
                     self.store.agent_set_status(agent_id, AgentStatus::Failed).await?;
                     let text = format!(
                         "Baal restarted and could not bring <b>{}</b> back: {}\nSend <code>/repair {}</code> to try again.",
@@ -467,7 +461,8 @@ impl JobReporter {
 #[async_trait]
 impl DeployReporter for JobReporter {
     async fn step_started(&self, step: DeployStep) {
-        if let Err(err) = self.store.event_record(self.agent.id, step.key, "started", None).await {
+        let recorded = self.store.event_record(self.agent.id, &step.key.into(), EventOutcome::Started, None).await;
+        if let Err(err) = recorded {
             tracing::warn!(error = %err, "could not record a deployment step");
         }
         if let Ok(mut current) = self.current.lock() {
@@ -477,7 +472,8 @@ impl DeployReporter for JobReporter {
     }
 
     async fn step_done(&self, step: DeployStep) {
-        if let Err(err) = self.store.event_record(self.agent.id, step.key, "succeeded", None).await {
+        let recorded = self.store.event_record(self.agent.id, &step.key.into(), EventOutcome::Succeeded, None).await;
+        if let Err(err) = recorded {
             tracing::warn!(error = %err, "could not record a deployment step");
         }
         if let Ok(mut done) = self.done.lock() {

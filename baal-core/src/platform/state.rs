@@ -79,27 +79,3 @@ pub(crate) async fn save(store: &dyn Store, user: UserId, state: &UserState) -> 
     let bytes = serde_json::to_vec(state).unwrap_or_default();
     store.kv_put(NAMESPACE, &user.to_string(), &bytes).await
 }
-
-pub(crate) const PAYER_NAMESPACE: &str = "platform.payer";
-
-/// Who pays for an agent's inference: the key it was deployed with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Payer {
-    /// The owner's own LibertAI key.
-    Owner,
-    /// The operator's key (free tier).
-    Operator,
-}
-
-/// The payer stored as `raw` (agents deployed before the payer was recorded: the operator).
-pub(crate) fn parse_payer(raw: Option<Vec<u8>>) -> Payer {
-    if raw.as_deref() == Some(b"owner") { Payer::Owner } else { Payer::Operator }
-}
-
-pub(crate) async fn set_payer(store: &dyn Store, agent: AgentId, payer: Payer) -> StoreResult<()> {
-    let value: &[u8] = match payer {
-        Payer::Owner => b"owner",
-        Payer::Operator => b"operator",
-    };
-    store.kv_put(PAYER_NAMESPACE, &agent.to_string(), value).await
-}

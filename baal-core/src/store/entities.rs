@@ -47,6 +47,11 @@ pub(crate) mod agents {
         pub visitor_tools: String,
         pub created_at: ChronoDateTimeUtc,
         pub updated_at: ChronoDateTimeUtc,
+        /// `owner` or `operator`; NULL for agents not deployed since the payer was recorded.
+        pub payer: Option<String>,
+        /// Set together with `lease_until`, cleared together.
+        pub lease_holder: Option<String>,
+        pub lease_until: Option<ChronoDateTimeUtc>,
     }
 
     impl ActiveModelBehavior for ActiveModel {}

@@ -2,6 +2,8 @@
 //! what a newer release added (the Python Baal had no migrations, so new columns never reached
 //! old databases). Never edit a released migration: add a new one.
 
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, Statement, Value};
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
@@ -10,7 +12,7 @@ pub(crate) struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial)]
+        vec![Box::new(M0001Initial), Box::new(M0002PayerAndLease)]
     }
 }
 
@@ -48,6 +50,10 @@ enum Agents {
     VisitorTools,
     CreatedAt,
     UpdatedAt,
+    // Added by M0002.
+    Payer,
+    LeaseHolder,
+    LeaseUntil,
 }
 
 #[derive(DeriveIden)]
@@ -269,5 +275,272 @@ impl MigrationTrait for M0001Initial {
             m.drop_table(Table::drop().table(table).if_exists().to_owned()).await?;
         }
         Ok(())
+    }
+}
+
+/// Who pays for an agent and who deploys it become columns of `agents`; until now they were rows
+/// of the key-value area (`platform.payer`: agent id → `owner`/`operator`;
+/// `platform.deploy_lease`: agent id → RFC 3339 time of the job's last sign of life).
+struct M0002PayerAndLease;
+
+/// The key-value namespaces M0002 empties.
+const PAYER_NAMESPACE: &str = "platform.payer";
+const LEASE_NAMESPACE: &str = "platform.deploy_lease";
+/// Holder of a lease carried over from the key-value area, which named no holder: an id no
+/// process takes, so the lease holds until it runs out.
+const CARRIED_LEASE_HOLDER: &str = "baal-before-m0002";
+/// How long a carried-over lease lasts after its last sign of life: the platform's default
+/// `deploy_lease`, which is how long earlier releases waited before resuming a deployment.
+const CARRIED_LEASE: chrono::Duration = chrono::Duration::seconds(120);
+
+// Named by hand: `DeriveMigrationName` names a migration after its file, and M0001 already has
+// this file's name (`migrations`) in every database.
+impl MigrationName for M0002PayerAndLease {
+    fn name(&self) -> &str {
+        "m0002_payer_and_lease"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002PayerAndLease {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite alters one thing at a time.
+        for column in [
+            string_null(Agents::Payer),
+            string_null(Agents::LeaseHolder),
+            timestamp_with_time_zone_null(Agents::LeaseUntil),
+        ] {
+            m.alter_table(Table::alter().table(Agents::Table).add_column(column).to_owned()).await?;
+        }
+        let db = m.get_connection();
+        for (key, value) in kv_rows(db, PAYER_NAMESPACE).await? {
+            let moved = match payer_row(&key, &value) {
+                Ok((agent, payer)) => set_agent(db, agent, "payer = $1", [payer.into()]).await?,
+                Err(problem) => Err(problem),
+            };
+            settle_kv_row(db, PAYER_NAMESPACE, &key, moved).await?;
+        }
+        for (key, value) in kv_rows(db, LEASE_NAMESPACE).await? {
+            let moved = match lease_row(&key, &value) {
+                Ok((agent, until)) => {
+                    set_agent(
+                        db,
+                        agent,
+                        "lease_holder = $1, lease_until = $2",
+                        [CARRIED_LEASE_HOLDER.into(), until.into()],
+                    )
+                    .await?
+                }
+                Err(problem) => Err(problem),
+            };
+            settle_kv_row(db, LEASE_NAMESPACE, &key, moved).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let db = m.get_connection();
+        // Payers go back where earlier releases look for them; leases are only ever current, and
+        // a rolled-back platform resumes what no lease covers.
+        let rows = db.query_all_raw(statement(db, "SELECT id, payer FROM agents WHERE payer IS NOT NULL", [])).await?;
+        for row in rows {
+            let id: i64 = row.try_get("", "id")?;
+            let payer: String = row.try_get("", "payer")?;
+            let key = id.to_string();
+            db.execute_raw(statement(
+                db,
+                r#"DELETE FROM kv WHERE namespace = $1 AND "key" = $2"#,
+                [PAYER_NAMESPACE.into(), key.clone().into()],
+            ))
+            .await?;
+            db.execute_raw(statement(
+                db,
+                r#"INSERT INTO kv (namespace, "key", value, updated_at) VALUES ($1, $2, $3, $4)"#,
+                [PAYER_NAMESPACE.into(), key.into(), payer.into_bytes().into(), Utc::now().into()],
+            ))
+            .await?;
+        }
+        for column in [Agents::Payer, Agents::LeaseHolder, Agents::LeaseUntil] {
+            m.alter_table(Table::alter().table(Agents::Table).drop_column(column).to_owned()).await?;
+        }
+        Ok(())
+    }
+
+    // The columns, the moved rows and the record of this migration land together or not at all
+    // (SQLite, too, changes its schema inside a transaction).
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+}
+
+fn statement(db: &SchemaManagerConnection<'_>, sql: &str, values: impl IntoIterator<Item = Value>) -> Statement {
+    Statement::from_sql_and_values(db.get_database_backend(), sql, values)
+}
+
+/// Every `(key, value)` of `namespace`.
+async fn kv_rows(db: &SchemaManagerConnection<'_>, namespace: &str) -> Result<Vec<(String, Vec<u8>)>, DbErr> {
+    let rows = db
+        .query_all_raw(statement(db, r#"SELECT "key", value FROM kv WHERE namespace = $1"#, [namespace.into()]))
+        .await?;
+    rows.into_iter().map(|row| Ok((row.try_get("", "key")?, row.try_get("", "value")?))).collect()
+}
+
+/// Sets `assignments` (`$1`, `$2`, … bound to `values`) on agent `id`; `Err` with the reason when
+/// no such agent exists.
+async fn set_agent<const N: usize>(
+    db: &SchemaManagerConnection<'_>,
+    id: i64,
+    assignments: &str,
+    values: [Value; N],
+) -> Result<Result<(), String>, DbErr> {
+    let sql = format!("UPDATE agents SET {assignments} WHERE id = ${}", N + 1);
+    let values = values.into_iter().chain([id.into()]);
+    let updated = db.execute_raw(statement(db, &sql, values)).await?;
+    Ok(if updated.rows_affected() == 0 { Err(format!("no agent {id}")) } else { Ok(()) })
+}
+
+/// Deletes a key-value row that was moved; one that could not be understood stays, logged, so
+/// that nothing is lost and an operator can look at it.
+async fn settle_kv_row(
+    db: &SchemaManagerConnection<'_>,
+    namespace: &str,
+    key: &str,
+    moved: Result<(), String>,
+) -> Result<(), DbErr> {
+    match moved {
+        Ok(()) => {
+            db.execute_raw(statement(
+                db,
+                r#"DELETE FROM kv WHERE namespace = $1 AND "key" = $2"#,
+                [namespace.into(), key.into()],
+            ))
+            .await?;
+        }
+        Err(problem) => {
+            tracing::warn!(namespace, key = %key.escape_debug(), problem, "left a key-value row the migration to columns could not understand");
+        }
+    }
+    Ok(())
+}
+
+/// The agent id a key names.
+fn agent_key(key: &str) -> Result<i64, String> {
+    key.parse().map_err(|_| format!("the key {:?} is not an agent id", short(key)))
+}
+
+fn utf8(value: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(value).map_err(|_| "the value is not UTF-8".to_owned())
+}
+
+/// At most 40 characters of a value, for a log line.
+fn short(text: &str) -> String {
+    text.chars().take(40).collect()
+}
+
+fn payer_row(key: &str, value: &[u8]) -> Result<(i64, String), String> {
+    let agent = agent_key(key)?;
+    match utf8(value)? {
+        word @ ("owner" | "operator") => Ok((agent, word.to_owned())),
+        other => Err(format!("the payer {:?} is neither owner nor operator", short(other))),
+    }
+}
+
+fn lease_row(key: &str, value: &[u8]) -> Result<(i64, DateTime<Utc>), String> {
+    let agent = agent_key(key)?;
+    let raw = utf8(value)?;
+    let refreshed = DateTime::parse_from_rfc3339(raw.trim())
+        .map_err(|err| format!("the lease time {:?} is not RFC 3339: {err}", short(raw)))?;
+    let until = refreshed.with_timezone(&Utc).checked_add_signed(CARRIED_LEASE).unwrap_or(DateTime::<Utc>::MAX_UTC);
+    Ok((agent, until))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AgentId, Lease, NewAgent, Payer};
+    use crate::store::{SqlStore, Store};
+    use crate::testing::db::{self, TestDb};
+
+    /// A database as M0001 left it, with payer and lease rows in the key-value area, good and
+    /// bad. Opened by the store, the good rows become columns and leave the area; the bad ones
+    /// stay, and the migration still succeeds.
+    async fn moves_key_value_rows_into_columns(test_db: TestDb) {
+        let store = test_db.store();
+        store.user_get_or_create(1, None).await.unwrap();
+        let mut ids = Vec::new();
+        for name in ["Owner-paid", "Operator-paid", "Leased", "Odd"] {
+            ids.push(store.agent_create(NewAgent::new(1, name, "p", "glm-4.7")).await.unwrap().id);
+        }
+        let [owner_paid, operator_paid, leased, odd] = ids[..] else { unreachable!() };
+        store.agent_set_payer(owner_paid, Payer::Owner).await.unwrap();
+        Migrator::down(store.connection(), Some(1)).await.unwrap();
+        assert_eq!(
+            store.kv_get(PAYER_NAMESPACE, &owner_paid.to_string()).await.unwrap(),
+            Some(b"owner".to_vec()),
+            "rolling back puts payers back where earlier releases read them"
+        );
+        let key = |id: AgentId| id.to_string();
+        let bad_payers: [(String, &[u8]); 4] = [
+            ("seven".into(), b"owner"),
+            (key(leased), b"boss"),
+            (key(odd), &[0xff, 0xfe]),
+            ("424242".into(), b"owner"),
+        ];
+        let bad_leases: [(String, &[u8]); 3] =
+            [("nope".into(), b"2030-01-01T00:00:00Z"), (key(odd), b"soon"), ("424242".into(), b"2030-01-01T00:00:00Z")];
+        store.kv_put(PAYER_NAMESPACE, &key(operator_paid), b"operator").await.unwrap();
+        store.kv_put(LEASE_NAMESPACE, &key(leased), b"2030-01-01T00:00:00+00:00").await.unwrap();
+        for (key, value) in &bad_payers {
+            store.kv_put(PAYER_NAMESPACE, key, value).await.unwrap();
+        }
+        for (key, value) in &bad_leases {
+            store.kv_put(LEASE_NAMESPACE, key, value).await.unwrap();
+        }
+
+        let store = SqlStore::open(test_db.url()).await.expect("the migration succeeds beside rows it cannot read");
+        let agent = |id| {
+            let store = store.clone();
+            async move { store.agent_get(id).await.unwrap().unwrap() }
+        };
+        assert_eq!(agent(owner_paid).await.payer, Payer::Owner);
+        assert_eq!(agent(operator_paid).await.payer, Payer::Operator);
+        assert_eq!((agent(leased).await.payer, agent(odd).await.payer), (Payer::Operator, Payer::Operator));
+        let until = "2030-01-01T00:02:00Z".parse().unwrap();
+        assert_eq!(agent(leased).await.lease, Some(Lease::new(CARRIED_LEASE_HOLDER, until)));
+        assert_eq!(agent(odd).await.lease, None);
+        for (namespace, moved) in
+            [(PAYER_NAMESPACE, owner_paid), (PAYER_NAMESPACE, operator_paid), (LEASE_NAMESPACE, leased)]
+        {
+            assert_eq!(store.kv_get(namespace, &key(moved)).await.unwrap(), None, "{namespace} {moved} moved");
+        }
+        for (namespace, rows) in [(PAYER_NAMESPACE, &bad_payers[..]), (LEASE_NAMESPACE, &bad_leases[..])] {
+            for (key, value) in rows {
+                let kept = store.kv_get(namespace, key).await.unwrap();
+                assert_eq!(kept.as_deref(), Some(*value), "{namespace} {key:?} stays");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite_moves_key_value_rows_into_columns() {
+        moves_key_value_rows_into_columns(db::sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_moves_key_value_rows_into_columns() {
+        let Some(test_db) = db::postgres().await else { return };
+        moves_key_value_rows_into_columns(test_db).await;
+    }
+
+    #[test]
+    fn key_value_rows_are_understood_or_explained() {
+        assert_eq!(payer_row("7", b"owner"), Ok((7, "owner".to_owned())));
+        assert_eq!(payer_row("7", b"operator"), Ok((7, "operator".to_owned())));
+        assert!(payer_row("7", b"Owner").unwrap_err().contains("neither owner nor operator"));
+        assert!(payer_row("seven", b"owner").unwrap_err().contains("not an agent id"));
+        assert!(payer_row("7", &[0xff, 0xfe]).unwrap_err().contains("UTF-8"));
+        let (agent, until) = lease_row("8", b"2026-01-01T10:00:00+02:00").unwrap();
+        assert_eq!((agent, until.to_rfc3339()), (8, "2026-01-01T08:02:00+00:00".to_owned()));
+        assert!(lease_row("8", b"yesterday").unwrap_err().contains("RFC 3339"));
     }
 }

@@ -1,12 +1,19 @@
-//! Persistence. The [`Store`] trait holds every operation the platform needs; [`SqlStore`] is its
-//! SeaORM implementation over SQLite (the embedded default) and PostgreSQL (for several bot
-//! processes sharing one database). Migrations run when a store is opened.
+//! Persistence. The [`Store`] trait holds every operation the platform needs; [`PoolStore`] holds
+//! the Aleph deployer's warm pool, which is the deployer's business, not the platform's.
+//! [`SqlStore`] implements both with SeaORM over SQLite (the embedded default) and PostgreSQL
+//! (for several bot processes sharing one database). Migrations run when a store is opened.
 //!
 //! Invariants every implementation keeps:
 //! - the daily message counter is consumed atomically: concurrent callers can never get more
 //!   than `limit` messages through in one UTC day;
+//! - an agent's lease is taken atomically ([`Store::agent_lease_take`] is one conditional
+//!   write): two holders never hold one agent's lease at once, and a lease only changes hands
+//!   once it has run out or its holder released it; taking, renewing or releasing a lease does
+//!   not change the agent's `updated_at`;
 //! - a pool VM is claimed atomically: no VM is ever handed to two deployments;
 //! - soft-deleted agents are invisible to every per-owner query and never count against a slot;
+//! - a stored word the store does not know (a status, payer or event outcome) is an error naming
+//!   its row, never a guess;
 //! - values in the key-value area are stored as given: callers seal what is secret.
 
 mod entities;
@@ -18,8 +25,11 @@ pub use sql::SqlStore;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
+use std::sync::Arc;
+
 use crate::domain::{
-    Agent, AgentId, AgentStatus, Deployment, DeploymentEvent, NewAgent, PoolStatus, PoolVm, UsageDecision, User, UserId,
+    Agent, AgentId, AgentStatus, Deployment, DeploymentEvent, EventOutcome, EventStep, NewAgent, Payer, PoolStatus,
+    PoolVm, UsageDecision, User, UserId,
 };
 
 /// A store operation failed.
@@ -141,17 +151,6 @@ pub trait Store: Send + Sync {
     async fn agent_create(&self, agent: NewAgent) -> StoreResult<Agent>;
     /// The agent with `id`, deleted or not.
     async fn agent_get(&self, id: AgentId) -> StoreResult<Option<Agent>>;
-    /// An agent together with the key-value entry `namespace`/`key` (`None` when the agent does
-    /// not exist); one statement in the SQL store, two calls in this default.
-    async fn agent_get_with_kv(
-        &self,
-        id: AgentId,
-        namespace: &str,
-        key: &str,
-    ) -> StoreResult<Option<(Agent, Option<Vec<u8>>)>> {
-        let Some(agent) = self.agent_get(id).await? else { return Ok(None) };
-        Ok(Some((agent, self.kv_get(namespace, key).await?)))
-    }
     /// The agent whose share-link slug is `slug`, deleted or not.
     async fn agent_by_slug(&self, slug: &str) -> StoreResult<Option<Agent>>;
     /// Agents matching `filter`, oldest first.
@@ -168,8 +167,27 @@ pub trait Store: Send + Sync {
     async fn agent_set_token(&self, id: AgentId, token_sealed: &[u8]) -> StoreResult<()>;
     /// Replaces the tools visitors may use.
     async fn agent_set_visitor_tools(&self, id: AgentId, tools: &[String]) -> StoreResult<()>;
+    /// Records whose key the agent now runs on.
+    async fn agent_set_payer(&self, id: AgentId, payer: Payer) -> StoreResult<()>;
     /// Marks the agent deleted and `stopped`. Returns false if it was unknown or already deleted.
     async fn agent_soft_delete(&self, id: AgentId) -> StoreResult<bool>;
+
+    // ---- leases: who deploys or deletes an agent ----
+
+    /// Gives `holder` the agent's lease until `until`, in one atomic step, if nobody holds it,
+    /// `holder` already does (a renewal), or the current lease ran out by `now`. True when
+    /// `holder` now holds it; false when another holder's lease is live at `now` (or no agent
+    /// has this id). `now` is the caller's clock, so every holder judges expiry alike.
+    async fn agent_lease_take(
+        &self,
+        id: AgentId,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Clears the agent's lease if `holder` still holds it (a lease another holder took over is
+    /// left alone).
+    async fn agent_lease_release(&self, id: AgentId, holder: &str) -> StoreResult<()>;
 
     // ---- daily usage ----
 
@@ -193,15 +211,36 @@ pub trait Store: Send + Sync {
     async fn event_record(
         &self,
         agent: AgentId,
-        step: &str,
-        outcome: &str,
+        step: &EventStep,
+        outcome: EventOutcome,
         detail: Option<&str>,
     ) -> StoreResult<DeploymentEvent>;
     /// The agent's events, oldest first.
     async fn events_for(&self, agent: AgentId) -> StoreResult<Vec<DeploymentEvent>>;
 
-    // ---- VM pool ----
+    // ---- key-value area for front-end state ----
 
+    /// The value under `namespace`/`key`.
+    async fn kv_get(&self, namespace: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Inserts or replaces a value.
+    async fn kv_put(&self, namespace: &str, key: &str, value: &[u8]) -> StoreResult<()>;
+    /// Removes a value (no error if absent).
+    async fn kv_delete(&self, namespace: &str, key: &str) -> StoreResult<()>;
+
+    // ---- the deployer's side ----
+
+    /// The same database's [`PoolStore`], for views of the pool (`/pool`); `None` (the default)
+    /// for a store that keeps no pool.
+    fn pool_store(&self) -> Option<Arc<dyn PoolStore>> {
+        None
+    }
+}
+
+/// The Aleph deployer's warm pool of VMs. A trait of its own so that the deployer depends on
+/// what it uses, not on everything the platform persists; [`SqlStore`] implements it beside
+/// [`Store`], on the same database.
+#[async_trait]
+pub trait PoolStore: Send + Sync {
     /// Adds a VM in status `provisioning` (no instance hash yet).
     async fn pool_insert(&self) -> StoreResult<PoolVm>;
     /// Records what is known about a pool VM and its new status.
@@ -220,13 +259,7 @@ pub trait Store: Send + Sync {
     async fn pool_list(&self) -> StoreResult<Vec<PoolVm>>;
     /// Deletes a pool row (only after its VM is forgotten on the network or serves an agent).
     async fn pool_remove(&self, id: i64) -> StoreResult<()>;
-
-    // ---- key-value area for front-end state ----
-
-    /// The value under `namespace`/`key`.
-    async fn kv_get(&self, namespace: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
-    /// Inserts or replaces a value.
-    async fn kv_put(&self, namespace: &str, key: &str, value: &[u8]) -> StoreResult<()>;
-    /// Removes a value (no error if absent).
-    async fn kv_delete(&self, namespace: &str, key: &str) -> StoreResult<()>;
+    /// The instance hash `agent` records (deleted or not); `None` when it records none or no
+    /// agent has this id. How the pool tells whether a claimed VM went on to serve its agent.
+    async fn agent_instance_hash(&self, agent: AgentId) -> StoreResult<Option<String>>;
 }

@@ -1,10 +1,11 @@
 //! [`SqlStore`]: the [`Store`] over SeaORM, one code path for SQLite and PostgreSQL.
 //!
-//! The two operations that must not be raced (the daily counter and the pool claim) are single SQL
-//! statements whose condition is checked by the database while it writes, so no interleaving of
-//! callers or bot processes can break them.
+//! The operations that must not be raced (the daily counter, an agent's lease and the pool claim)
+//! are single SQL statements whose condition is checked by the database while it writes, so no
+//! interleaving of callers or bot processes can break them.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,10 +19,11 @@ use sea_orm_migration::MigratorTrait;
 
 use super::entities::{agents, daily_usage, deployment_events, kv, pool_vms, users};
 use super::migrations::Migrator;
-use super::{AgentFilter, Store, StoreError, StoreResult, UsageRow};
+use super::{AgentFilter, PoolStore, Store, StoreError, StoreResult, UsageRow};
 use crate::config::redact_url_password;
 use crate::domain::{
-    Agent, AgentId, AgentStatus, Deployment, DeploymentEvent, NewAgent, PoolStatus, PoolVm, UsageDecision, User, UserId,
+    Agent, AgentId, AgentStatus, Deployment, DeploymentEvent, EventOutcome, EventStep, Lease, NewAgent, Payer,
+    PoolStatus, PoolVm, UsageDecision, User, UserId,
 };
 
 /// How long opening a database waits for the server to answer.
@@ -211,6 +213,13 @@ fn agent_from_row(row: agents::Model) -> StoreResult<Agent> {
     let status = row.status.parse::<AgentStatus>().map_err(|err| corrupt(format!("{owner}: {err}")))?;
     let visitor_tools: Vec<String> = serde_json::from_str(&row.visitor_tools)
         .map_err(|err| corrupt(format!("{owner} has visitor tools {:?}: {err}", row.visitor_tools)))?;
+    // No payer recorded: deployed before payers were, and such agents ran on the operator's key.
+    let payer = row.payer.as_deref().map(str::parse::<Payer>).transpose();
+    let payer = payer.map_err(|err| corrupt(format!("{owner}: {err}")))?.unwrap_or_default();
+    let lease = match (row.lease_holder, row.lease_until) {
+        (Some(holder), Some(until)) => Some(Lease::new(holder, until)),
+        _ => None,
+    };
     Ok(Agent {
         id: AgentId(row.id),
         owner_id: row.owner_id,
@@ -230,20 +239,23 @@ fn agent_from_row(row: agents::Model) -> StoreResult<Agent> {
         token_sealed: row.token_sealed,
         slug: row.slug,
         visitor_tools,
+        payer,
+        lease,
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
 }
 
-fn event_from_row(row: deployment_events::Model) -> DeploymentEvent {
-    DeploymentEvent {
+fn event_from_row(row: deployment_events::Model) -> StoreResult<DeploymentEvent> {
+    let outcome = row.outcome.parse::<EventOutcome>().map_err(|err| corrupt(format!("event {}: {err}", row.id)))?;
+    Ok(DeploymentEvent {
         id: row.id,
         agent_id: AgentId(row.agent_id),
-        step: row.step,
-        outcome: row.outcome,
+        step: EventStep::parse(&row.step),
+        outcome,
         detail: row.detail,
         created_at: row.created_at,
-    }
+    })
 }
 
 fn pool_vm_from_row(row: pool_vms::Model) -> StoreResult<PoolVm> {
@@ -361,6 +373,9 @@ impl Store for SqlStore {
             visitor_tools: Set(tools_json(&agent.visitor_tools)?),
             created_at: Set(now),
             updated_at: Set(now),
+            payer: Set(None),
+            lease_holder: Set(None),
+            lease_until: Set(None),
             ..Default::default()
         };
         agent_from_row(row.insert(&self.db).await?)
@@ -368,18 +383,6 @@ impl Store for SqlStore {
 
     async fn agent_get(&self, id: AgentId) -> StoreResult<Option<Agent>> {
         agents::Entity::find_by_id(id.0).one(&self.db).await?.map(agent_from_row).transpose()
-    }
-
-    async fn agent_get_with_kv(
-        &self,
-        id: AgentId,
-        namespace: &str,
-        key: &str,
-    ) -> StoreResult<Option<(Agent, Option<Vec<u8>>)>> {
-        match self.row_with_kv::<agents::Entity>(id.0.into(), namespace, key).await? {
-            Some((agent, value)) => Ok(Some((agent_from_row(agent)?, value))),
-            None => Ok(None),
-        }
     }
 
     async fn agent_by_slug(&self, slug: &str) -> StoreResult<Option<Agent>> {
@@ -444,6 +447,10 @@ impl Store for SqlStore {
         self.update_agent(id, vec![(agents::Column::VisitorTools, Expr::value(tools_json(tools)?))]).await
     }
 
+    async fn agent_set_payer(&self, id: AgentId, payer: Payer) -> StoreResult<()> {
+        self.update_agent(id, vec![(agents::Column::Payer, Expr::value(payer.as_str()))]).await
+    }
+
     async fn agent_soft_delete(&self, id: AgentId) -> StoreResult<bool> {
         let result = agents::Entity::update_many()
             .col_expr(agents::Column::Deleted, Expr::value(true))
@@ -454,6 +461,36 @@ impl Store for SqlStore {
             .exec(&self.db)
             .await?;
         Ok(result.rows_affected > 0)
+    }
+
+    async fn agent_lease_take(
+        &self,
+        id: AgentId,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        // The database checks who holds the lease while it holds the row for writing, so of two
+        // racing takers only one finds it free. Times compare as timestamps on PostgreSQL and as
+        // the text sqlx writes on SQLite (RFC 3339 in UTC, whose order is the time order).
+        // `updated_at` is left alone: a lease is not a change of the agent.
+        let stmt = self.statement(
+            "UPDATE agents SET lease_holder = $1, lease_until = $2 \
+             WHERE id = $3 AND (lease_holder IS NULL OR lease_until IS NULL OR lease_holder = $1 OR lease_until <= $4)",
+            [holder.into(), until.into(), id.0.into(), now.into()],
+        );
+        Ok(self.db.execute_raw(stmt).await?.rows_affected() > 0)
+    }
+
+    async fn agent_lease_release(&self, id: AgentId, holder: &str) -> StoreResult<()> {
+        agents::Entity::update_many()
+            .col_expr(agents::Column::LeaseHolder, Expr::value(Option::<String>::None))
+            .col_expr(agents::Column::LeaseUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(agents::Column::Id.eq(id.0))
+            .filter(agents::Column::LeaseHolder.eq(holder))
+            .exec(&self.db)
+            .await?;
+        Ok(())
     }
 
     async fn usage_consume(
@@ -504,20 +541,20 @@ impl Store for SqlStore {
     async fn event_record(
         &self,
         agent: AgentId,
-        step: &str,
-        outcome: &str,
+        step: &EventStep,
+        outcome: EventOutcome,
         detail: Option<&str>,
     ) -> StoreResult<DeploymentEvent> {
         self.require_agent(agent).await?;
         let row = deployment_events::ActiveModel {
             agent_id: Set(agent.0),
-            step: Set(step.to_owned()),
-            outcome: Set(outcome.to_owned()),
+            step: Set(step.as_str().to_owned()),
+            outcome: Set(outcome.as_str().to_owned()),
             detail: Set(detail.map(str::to_owned)),
             created_at: Set(Utc::now()),
             ..Default::default()
         };
-        Ok(event_from_row(row.insert(&self.db).await?))
+        event_from_row(row.insert(&self.db).await?)
     }
 
     async fn events_for(&self, agent: AgentId) -> StoreResult<Vec<DeploymentEvent>> {
@@ -526,9 +563,45 @@ impl Store for SqlStore {
             .order_by_asc(deployment_events::Column::Id)
             .all(&self.db)
             .await?;
-        Ok(rows.into_iter().map(event_from_row).collect())
+        rows.into_iter().map(event_from_row).collect()
     }
 
+    async fn kv_get(&self, namespace: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let row = kv::Entity::find_by_id((namespace.to_owned(), key.to_owned())).one(&self.db).await?;
+        Ok(row.map(|r| r.value))
+    }
+
+    async fn kv_put(&self, namespace: &str, key: &str, value: &[u8]) -> StoreResult<()> {
+        let row = kv::ActiveModel {
+            namespace: Set(namespace.to_owned()),
+            key: Set(key.to_owned()),
+            value: Set(value.to_vec()),
+            updated_at: Set(Utc::now()),
+        };
+        kv::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([kv::Column::Namespace, kv::Column::Key])
+                    .update_columns([kv::Column::Value, kv::Column::UpdatedAt])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> StoreResult<()> {
+        kv::Entity::delete_by_id((namespace.to_owned(), key.to_owned())).exec(&self.db).await?;
+        Ok(())
+    }
+
+    fn pool_store(&self) -> Option<Arc<dyn PoolStore>> {
+        // Clones share the connection pool: this is the same database, not a second one.
+        Some(Arc::new(self.clone()))
+    }
+}
+
+#[async_trait]
+impl PoolStore for SqlStore {
     async fn pool_insert(&self) -> StoreResult<PoolVm> {
         let row = pool_vms::ActiveModel {
             instance_hash: Set(None),
@@ -632,31 +705,8 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn kv_get(&self, namespace: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        let row = kv::Entity::find_by_id((namespace.to_owned(), key.to_owned())).one(&self.db).await?;
-        Ok(row.map(|r| r.value))
-    }
-
-    async fn kv_put(&self, namespace: &str, key: &str, value: &[u8]) -> StoreResult<()> {
-        let row = kv::ActiveModel {
-            namespace: Set(namespace.to_owned()),
-            key: Set(key.to_owned()),
-            value: Set(value.to_vec()),
-            updated_at: Set(Utc::now()),
-        };
-        kv::Entity::insert(row)
-            .on_conflict(
-                OnConflict::columns([kv::Column::Namespace, kv::Column::Key])
-                    .update_columns([kv::Column::Value, kv::Column::UpdatedAt])
-                    .to_owned(),
-            )
-            .exec_without_returning(&self.db)
-            .await?;
-        Ok(())
-    }
-
-    async fn kv_delete(&self, namespace: &str, key: &str) -> StoreResult<()> {
-        kv::Entity::delete_by_id((namespace.to_owned(), key.to_owned())).exec(&self.db).await?;
-        Ok(())
+    async fn agent_instance_hash(&self, agent: AgentId) -> StoreResult<Option<String>> {
+        let row = agents::Entity::find_by_id(agent.0).one(&self.db).await?;
+        Ok(row.and_then(|row| row.instance_hash))
     }
 }

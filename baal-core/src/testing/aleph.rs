@@ -465,9 +465,9 @@ pub fn loopback_timeouts() -> crate::deploy::aleph::Timeouts {
     }
 }
 
-/// A [`Store`](crate::store::Store) double that keeps only the VM pool, in memory, with the
-/// same atomic claim as the SQL store; every other operation answers an error. For testing the
-/// Aleph deployer's pool without a database.
+/// A [`PoolStore`](crate::store::PoolStore) in memory, with the same atomic claim as the SQL
+/// store, for testing the Aleph deployer's pool without a database. It keeps no agents: every
+/// agent reads as recording no instance.
 #[derive(Debug, Default)]
 pub struct MemoryPoolStore {
     rows: Mutex<(i64, Vec<crate::domain::PoolVm>)>,
@@ -496,98 +496,8 @@ impl MemoryPoolStore {
     }
 }
 
-fn not_in_double<T>() -> crate::store::StoreResult<T> {
-    Err(crate::store::StoreError::Database("MemoryPoolStore keeps only the VM pool".into()))
-}
-
 #[async_trait::async_trait]
-impl crate::store::Store for MemoryPoolStore {
-    async fn user_get_or_create(&self, _: i64, _: Option<&str>) -> crate::store::StoreResult<crate::domain::User> {
-        not_in_double()
-    }
-    async fn user_get(&self, _: i64) -> crate::store::StoreResult<Option<crate::domain::User>> {
-        Ok(None)
-    }
-    async fn users_list(&self) -> crate::store::StoreResult<Vec<crate::domain::User>> {
-        Ok(Vec::new())
-    }
-    async fn user_set_api_key(&self, _: i64, _: Option<Vec<u8>>) -> crate::store::StoreResult<()> {
-        not_in_double()
-    }
-    async fn user_toggle_show_tools(&self, _: i64) -> crate::store::StoreResult<bool> {
-        not_in_double()
-    }
-    async fn agent_create(&self, _: crate::domain::NewAgent) -> crate::store::StoreResult<crate::domain::Agent> {
-        not_in_double()
-    }
-    async fn agent_get(&self, _: crate::domain::AgentId) -> crate::store::StoreResult<Option<crate::domain::Agent>> {
-        Ok(None)
-    }
-    async fn agent_by_slug(&self, _: &str) -> crate::store::StoreResult<Option<crate::domain::Agent>> {
-        Ok(None)
-    }
-    async fn list_agents(&self, _: &crate::store::AgentFilter) -> crate::store::StoreResult<Vec<crate::domain::Agent>> {
-        Ok(Vec::new())
-    }
-    async fn count_active_agents(&self, _: i64) -> crate::store::StoreResult<u64> {
-        Ok(0)
-    }
-    async fn agent_set_status(
-        &self,
-        _: crate::domain::AgentId,
-        _: crate::domain::AgentStatus,
-    ) -> crate::store::StoreResult<()> {
-        not_in_double()
-    }
-    async fn agent_set_deployment(
-        &self,
-        _: crate::domain::AgentId,
-        _: &crate::domain::Deployment,
-    ) -> crate::store::StoreResult<()> {
-        not_in_double()
-    }
-    async fn agent_set_prompt(&self, _: crate::domain::AgentId, _: &str) -> crate::store::StoreResult<()> {
-        not_in_double()
-    }
-    async fn agent_set_token(&self, _: crate::domain::AgentId, _: &[u8]) -> crate::store::StoreResult<()> {
-        not_in_double()
-    }
-    async fn agent_set_visitor_tools(&self, _: crate::domain::AgentId, _: &[String]) -> crate::store::StoreResult<()> {
-        not_in_double()
-    }
-    async fn agent_soft_delete(&self, _: crate::domain::AgentId) -> crate::store::StoreResult<bool> {
-        not_in_double()
-    }
-    async fn usage_consume(
-        &self,
-        _: i64,
-        _: chrono::NaiveDate,
-        _: u32,
-        _: chrono::DateTime<chrono::Utc>,
-    ) -> crate::store::StoreResult<crate::domain::UsageDecision> {
-        not_in_double()
-    }
-    async fn usage_get(&self, _: i64, _: chrono::NaiveDate) -> crate::store::StoreResult<u32> {
-        Ok(0)
-    }
-    async fn usage_on(&self, _: chrono::NaiveDate) -> crate::store::StoreResult<Vec<crate::store::UsageRow>> {
-        Ok(Vec::new())
-    }
-    async fn event_record(
-        &self,
-        _: crate::domain::AgentId,
-        _: &str,
-        _: &str,
-        _: Option<&str>,
-    ) -> crate::store::StoreResult<crate::domain::DeploymentEvent> {
-        not_in_double()
-    }
-    async fn events_for(
-        &self,
-        _: crate::domain::AgentId,
-    ) -> crate::store::StoreResult<Vec<crate::domain::DeploymentEvent>> {
-        Ok(Vec::new())
-    }
+impl crate::store::PoolStore for MemoryPoolStore {
     async fn pool_insert(&self) -> crate::store::StoreResult<crate::domain::PoolVm> {
         let mut rows = lock(&self.rows);
         rows.0 += 1;
@@ -653,13 +563,7 @@ impl crate::store::Store for MemoryPoolStore {
         lock(&self.rows).1.retain(|r| r.id != id);
         Ok(())
     }
-    async fn kv_get(&self, _: &str, _: &str) -> crate::store::StoreResult<Option<Vec<u8>>> {
+    async fn agent_instance_hash(&self, _: crate::domain::AgentId) -> crate::store::StoreResult<Option<String>> {
         Ok(None)
-    }
-    async fn kv_put(&self, _: &str, _: &str, _: &[u8]) -> crate::store::StoreResult<()> {
-        not_in_double()
-    }
-    async fn kv_delete(&self, _: &str, _: &str) -> crate::store::StoreResult<()> {
-        Ok(())
     }
 }

@@ -7,20 +7,23 @@
 //!   `BAAL_REQUIRE_POSTGRES=1` or `CI=true` an unreachable server panics instead, so CI cannot
 //!   pass by skipping. The server is `BAAL_TEST_PG_URL`, default
 //!   `postgres://postgres@127.0.0.1:5432/test`.
-//! - [`check_store_contract`], [`check_usage_race`], [`check_pool_claim_race`]: the behaviour any
-//!   `Store` implementation must show; embedders with their own store can run them too.
+//! - [`check_store_contract`], [`check_usage_race`], [`check_lease_race`],
+//!   [`check_pool_store_contract`], [`check_pool_claim_race`]: the behaviour any [`Store`] and
+//!   [`PoolStore`] implementation must show; embedders with their own store can run them too.
 
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use sea_orm::sqlx::postgres::PgConnection;
 use sea_orm::sqlx::{AssertSqlSafe, Connection as _, Executor as _};
 
 use crate::config::redact_url_password;
-use crate::domain::{AgentId, AgentStatus, Deployment, NewAgent, PoolStatus, UsageDecision};
-use crate::store::{AgentFilter, SqlStore, Store, StoreError};
+use crate::domain::{
+    AgentId, AgentStatus, Deployment, EventOutcome, EventStep, Lease, NewAgent, Payer, PoolStatus, UsageDecision,
+};
+use crate::store::{AgentFilter, PoolStore, SqlStore, Store, StoreError};
 
 /// The PostgreSQL server tests use when `BAAL_TEST_PG_URL` is unset.
 pub const DEFAULT_TEST_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -48,6 +51,11 @@ impl TestDb {
 
     /// The store behind an `Arc`, for code and tasks that hold a `dyn Store`.
     pub fn shared(&self) -> Arc<dyn Store> {
+        Arc::new(self.store.clone())
+    }
+
+    /// The same database as a [`PoolStore`], for the Aleph deployer's pool.
+    pub fn shared_pool(&self) -> Arc<dyn PoolStore> {
         Arc::new(self.store.clone())
     }
 
@@ -178,9 +186,10 @@ fn day(text: &str) -> NaiveDate {
 pub async fn check_store_contract(store: &dyn Store) {
     check_users(store).await;
     check_agents(store).await;
+    check_payers(store).await;
+    check_leases(store).await;
     check_usage(store).await;
     check_events(store).await;
-    check_pool(store).await;
     check_kv(store).await;
     check_reads_with_kv(store).await;
 }
@@ -235,6 +244,7 @@ async fn check_agents(store: &dyn Store) {
     assert_eq!(helper.token_sealed, Some(vec![9, 9]));
     assert_eq!(helper.slug, new.slug);
     assert_eq!(helper.visitor_tools, new.visitor_tools);
+    assert_eq!((helper.payer, &helper.lease), (Payer::Operator, &None), "no payer recorded yet, no lease");
 
     let second = store.agent_create(NewAgent::new(20, "Second", "p", "glm-4.7")).await.unwrap();
     let other = store.agent_create(NewAgent::new(21, "Other", "p", "glm-4.7")).await.unwrap();
@@ -343,18 +353,33 @@ async fn check_events(store: &dyn Store) {
     store.user_get_or_create(40, None).await.unwrap();
     let agent = store.agent_create(NewAgent::new(40, "Ev", "p", "glm-4.7")).await.unwrap();
     assert!(store.events_for(agent.id).await.unwrap().is_empty());
-    let first = store.event_record(agent.id, "provision", "started", None).await.unwrap();
-    let second = store.event_record(agent.id, "provision", "failed", Some("no CRN answered")).await.unwrap();
-    assert_eq!((first.agent_id, first.step.as_str(), first.outcome.as_str()), (agent.id, "provision", "started"));
+    let provision = EventStep::from("provision");
+    let first = store.event_record(agent.id, &provision, EventOutcome::Started, None).await.unwrap();
+    let second = store.event_record(agent.id, &provision, EventOutcome::Failed, Some("no CRN answered")).await.unwrap();
+    assert_eq!((first.agent_id, &first.step, first.outcome), (agent.id, &provision, EventOutcome::Started));
     assert_eq!(second.detail.as_deref(), Some("no CRN answered"));
-    assert_eq!(store.events_for(agent.id).await.unwrap(), [first, second], "events oldest first");
-    let unknown = store.event_record(crate::domain::AgentId(424242), "deploy", "started", None).await;
+    let mut recorded = vec![first, second];
+    for step in EventStep::JOBS {
+        for outcome in EventOutcome::ALL {
+            recorded.push(store.event_record(agent.id, &step, outcome, None).await.unwrap());
+        }
+    }
+    let read = store.events_for(agent.id).await.unwrap();
+    assert_eq!(read, recorded, "events oldest first, each step and outcome read back as recorded");
+    let unknown =
+        store.event_record(crate::domain::AgentId(424242), &EventStep::Deploy, EventOutcome::Started, None).await;
     assert!(matches!(unknown, Err(StoreError::NotFound(_))), "events need an agent: {unknown:?}");
 }
 
-async fn check_pool(store: &dyn Store) {
+/// Exercises every [`PoolStore`] method on an empty pool. `store` is the same database's
+/// [`Store`], which creates the agents VMs are claimed for.
+///
+/// # Panics
+/// On the first behaviour that does not match, naming it.
+pub async fn check_pool_store_contract(store: &dyn Store, pool: &dyn PoolStore) {
     store.user_get_or_create(50, None).await.unwrap();
     let agent = store.agent_create(NewAgent::new(50, "Pool", "p", "glm-4.7")).await.unwrap();
+    let store = pool;
 
     let first = store.pool_insert().await.unwrap();
     assert_eq!(first.status, PoolStatus::Provisioning);
@@ -401,6 +426,9 @@ async fn check_pool(store: &dyn Store) {
     store.pool_remove(first.id).await.unwrap();
     store.pool_remove(first.id).await.unwrap();
     assert_eq!(store.pool_list().await.unwrap().iter().map(|vm| vm.id).collect::<Vec<_>>(), [second.id]);
+
+    assert_eq!(store.agent_instance_hash(agent.id).await.unwrap(), None, "an agent with no instance yet");
+    assert_eq!(store.agent_instance_hash(AgentId(424242)).await.unwrap(), None, "an unknown agent");
 }
 
 async fn check_kv(store: &dyn Store) {
@@ -430,15 +458,65 @@ async fn check_reads_with_kv(store: &dyn Store) {
         "the user's entry, not a neighbour's or another namespace's"
     );
     assert_eq!(store.user_get(90).await.unwrap(), Some(user), "the joined read gives the same user");
+}
 
-    let agent = store.agent_create(NewAgent::new(90, "Kv", "p", "glm-4.7")).await.unwrap();
-    let key = agent.id.to_string();
-    assert_eq!(store.agent_get_with_kv(AgentId(987_654), "payer", &key).await.unwrap(), None, "unknown agent");
-    assert_eq!(store.agent_get_with_kv(agent.id, "payer", &key).await.unwrap(), Some((agent.clone(), None)));
-    store.kv_put("payer", &key, b"owner").await.unwrap();
-    let (read, payer) = store.agent_get_with_kv(agent.id, "payer", &key).await.unwrap().unwrap();
-    assert_eq!(read, store.agent_get(agent.id).await.unwrap().unwrap(), "the joined read gives the same agent");
-    assert_eq!(payer.as_deref(), Some(&b"owner"[..]));
+async fn check_payers(store: &dyn Store) {
+    store.user_get_or_create(80, None).await.unwrap();
+    let agent = store.agent_create(NewAgent::new(80, "Payer", "p", "glm-4.7")).await.unwrap();
+    store.agent_set_payer(agent.id, Payer::Owner).await.unwrap();
+    let read = store.agent_get(agent.id).await.unwrap().unwrap();
+    assert_eq!(read.payer, Payer::Owner);
+    assert!(read.updated_at >= agent.updated_at);
+    store.agent_set_status(agent.id, AgentStatus::Running).await.unwrap();
+    assert_eq!(store.agent_get(agent.id).await.unwrap().unwrap().payer, Payer::Owner, "kept by other updates");
+    store.agent_set_payer(agent.id, Payer::Operator).await.unwrap();
+    let listed = store.list_agents(&AgentFilter::all().owner(80)).await.unwrap();
+    assert_eq!(listed.iter().map(|a| a.payer).collect::<Vec<_>>(), [Payer::Operator], "listings carry the payer");
+    let unknown = store.agent_set_payer(AgentId(424242), Payer::Owner).await;
+    assert!(matches!(unknown, Err(StoreError::NotFound(_))), "{unknown:?}");
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().expect("a valid test time")
+}
+
+/// Leases with times of the test's choosing: the store judges expiry by the `now` it is given.
+async fn check_leases(store: &dyn Store) {
+    store.user_get_or_create(85, None).await.unwrap();
+    let agent = store.agent_create(NewAgent::new(85, "Leased", "p", "glm-4.7")).await.unwrap();
+    let other = store.agent_create(NewAgent::new(85, "Other", "p", "glm-4.7")).await.unwrap();
+    let (t0, t1, t2, t3) = (
+        at("2030-01-01T00:00:00Z"),
+        at("2030-01-01T00:01:00Z"),
+        at("2030-01-01T00:02:00Z"),
+        at("2030-01-01T00:03:00Z"),
+    );
+    let lease_of = |id| async move { store.agent_get(id).await.unwrap().unwrap().lease };
+
+    assert!(store.agent_lease_take(agent.id, "one", t1, t0).await.unwrap(), "a free lease is taken");
+    assert_eq!(lease_of(agent.id).await, Some(Lease::new("one", t1)));
+    assert!(!store.agent_lease_take(agent.id, "two", t2, t0).await.unwrap(), "a live lease is refused");
+    assert!(
+        !store.agent_lease_take(agent.id, "two", t2, t1 - chrono::Duration::microseconds(1)).await.unwrap(),
+        "still live a moment before it runs out"
+    );
+    assert!(store.agent_lease_take(agent.id, "one", t2, t1 - chrono::Duration::seconds(30)).await.unwrap(), "renewed");
+    assert_eq!(lease_of(agent.id).await, Some(Lease::new("one", t2)));
+    assert_eq!(lease_of(other.id).await, None, "one agent's lease is not another's");
+    assert!(store.agent_lease_take(other.id, "two", t1, t0).await.unwrap(), "each agent has its own lease");
+
+    assert!(store.agent_lease_take(agent.id, "two", t3, t2).await.unwrap(), "a lease that ran out is taken over");
+    assert_eq!(lease_of(agent.id).await, Some(Lease::new("two", t3)));
+    store.agent_lease_release(agent.id, "one").await.unwrap();
+    assert_eq!(lease_of(agent.id).await, Some(Lease::new("two", t3)), "a former holder cannot release it");
+    store.agent_lease_release(agent.id, "two").await.unwrap();
+    assert_eq!(lease_of(agent.id).await, None, "released by its holder");
+    assert!(store.agent_lease_take(agent.id, "three", t1, t0).await.unwrap(), "a released lease is free");
+
+    let read = store.agent_get(agent.id).await.unwrap().unwrap();
+    assert_eq!(read.updated_at, agent.updated_at, "leases do not change the agent");
+    assert!(!store.agent_lease_take(AgentId(424242), "one", t1, t0).await.unwrap(), "no agent, no lease");
+    store.agent_lease_release(AgentId(424242), "one").await.unwrap();
 }
 
 /// `callers` concurrent tasks consume one message each under `limit`: exactly `limit` are
@@ -472,14 +550,43 @@ pub async fn check_usage_race(store: Arc<dyn Store>, callers: u32, limit: u32) {
     assert_eq!(store.usage_get(60, today).await.unwrap(), limit);
 }
 
+/// `takers` concurrent tasks, each its own holder, try to take one agent's free lease: exactly one
+/// gets it.
+///
+/// # Panics
+/// When more or fewer than one holder gets the lease.
+pub async fn check_lease_race(store: Arc<dyn Store>, takers: usize) {
+    store.user_get_or_create(75, None).await.unwrap();
+    let agent = store.agent_create(NewAgent::new(75, "Contested", "p", "glm-4.7")).await.unwrap();
+    let now = Utc::now();
+    let until = now + chrono::Duration::minutes(1);
+    let tasks: Vec<_> = (0..takers)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { (n, store.agent_lease_take(agent.id, &format!("holder-{n}"), until, now).await) })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (n, taken) = task.await.expect("take task");
+        if taken.expect("take") {
+            winners.push(n);
+        }
+    }
+    assert_eq!(winners.len(), 1, "one holder at a time: {winners:?}");
+    let lease = store.agent_get(agent.id).await.unwrap().unwrap().lease.expect("a lease");
+    assert_eq!(lease.holder, format!("holder-{}", winners[0]), "the winner holds it");
+}
+
 /// `claimers` concurrent tasks claim from a pool of `warm` VMs: each VM goes to exactly one
-/// claimer and the others get `None`.
+/// claimer and the others get `None`. `store` is the same database's [`Store`].
 ///
 /// # Panics
 /// When a VM is handed out twice or a warm VM is left unclaimed.
-pub async fn check_pool_claim_race(store: Arc<dyn Store>, claimers: usize, warm: usize) {
+pub async fn check_pool_claim_race(store: Arc<dyn Store>, pool: Arc<dyn PoolStore>, claimers: usize, warm: usize) {
     store.user_get_or_create(70, None).await.unwrap();
     let agent = store.agent_create(NewAgent::new(70, "Racer", "p", "glm-4.7")).await.unwrap();
+    let store = pool;
     for n in 0..warm {
         let vm = store.pool_insert().await.unwrap();
         store.pool_update(vm.id, Some(&format!("{n:064x}")), &Deployment::default(), PoolStatus::Warm).await.unwrap();

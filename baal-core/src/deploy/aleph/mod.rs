@@ -45,7 +45,7 @@ use super::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer};
 use crate::agent_env::AgentDefaults;
 use crate::config::Settings;
 use crate::domain::{AgentId, Deployment};
-use crate::store::Store;
+use crate::store::PoolStore;
 
 /// Create the instance message and wait until the network has processed it.
 pub const STEP_PROVISION: DeployStep = DeployStep { key: "provision", label: "Create the VM" };
@@ -223,7 +223,8 @@ pub struct AlephDeployer {
     op: AlephOperator,
     blacklist: Blacklist,
     ssh_key: Arc<PrivateKey>,
-    store: Arc<dyn Store>,
+    /// The warm pool's rows: all the deployer keeps in a database.
+    store: Arc<dyn PoolStore>,
 }
 
 impl std::fmt::Debug for AlephDeployer {
@@ -355,13 +356,18 @@ impl AlephOperator {
 }
 
 impl AlephDeployer {
-    /// A deployer for `account` (the wallet that signs and pays) with `config`.
-    pub fn new(account: EthAccount, config: AlephConfig, store: Arc<dyn Store>) -> Result<AlephDeployer, DeployError> {
+    /// A deployer for `account` (the wallet that signs and pays) with `config`, keeping its warm
+    /// pool in `store`.
+    pub fn new(
+        account: EthAccount,
+        config: AlephConfig,
+        store: Arc<dyn PoolStore>,
+    ) -> Result<AlephDeployer, DeployError> {
         AlephDeployer::with_operator(AlephOperator::new(account, config)?, store)
     }
 
     /// A deployer over `op`; loads the SSH key.
-    pub fn with_operator(op: AlephOperator, store: Arc<dyn Store>) -> Result<AlephDeployer, DeployError> {
+    pub fn with_operator(op: AlephOperator, store: Arc<dyn PoolStore>) -> Result<AlephDeployer, DeployError> {
         let path = &op.config.ssh_key_path;
         let ssh_key = russh::keys::load_secret_key(path, None).map_err(|e| {
             config_error(format!(
@@ -373,7 +379,7 @@ impl AlephDeployer {
     }
 
     /// The deployer the settings describe (`ALEPH_*`, `POOL_*`, `BAAL_AGENT_BIN`).
-    pub fn from_settings(settings: &Settings, store: Arc<dyn Store>) -> Result<AlephDeployer, DeployError> {
+    pub fn from_settings(settings: &Settings, store: Arc<dyn PoolStore>) -> Result<AlephDeployer, DeployError> {
         if settings.agent_bin.is_none() {
             return Err(config_error(
                 "BAAL_AGENT_BIN: not set. Build the agent (cargo build --release -p baal-agent) and set BAAL_AGENT_BIN to target/release/baal-agent",
@@ -771,7 +777,7 @@ mod tests {
             assert!(err.message.contains(variable), "{err}");
             assert!(!err.retryable);
         }
-        let store: Arc<dyn Store> = Arc::new(crate::testing::aleph::MemoryPoolStore::new());
+        let store: Arc<dyn PoolStore> = Arc::new(crate::testing::aleph::MemoryPoolStore::new());
         let err = AlephDeployer::from_settings(&settings(&[]), store).unwrap_err();
         assert!(err.message.contains("BAAL_AGENT_BIN"), "{err}");
     }

@@ -203,11 +203,8 @@ impl AlephDeployer {
     /// it was never used and goes back to `warm`.
     async fn resolve_claim(&self, row: &PoolVm) {
         let points_at_it = match row.agent_id {
-            Some(agent) if agent != RETIREMENT => match self.store.agent_get(agent).await {
-                Ok(Some(agent)) => {
-                    agent.deployment.instance_hash.is_some() && agent.deployment.instance_hash == row.instance_hash
-                }
-                Ok(None) => false,
+            Some(agent) if agent != RETIREMENT => match self.store.agent_instance_hash(agent).await {
+                Ok(hash) => hash.is_some() && hash == row.instance_hash,
                 Err(_) => return,
             },
             _ => false,

@@ -10,8 +10,8 @@ use secrecy::SecretString;
 
 use self::doubles::{FakeDeployer, Mode, RestoreOutcome, ScriptedProxy};
 use super::{Input, InputKind, Platform, PlatformConfig};
-use crate::domain::Role;
 use crate::domain::{AgentId, AgentStatus, UserId};
+use crate::domain::{EventOutcome, EventStep, Role};
 use crate::platform::MessengerError;
 use crate::proxy::{AgentEvent, PendingMessage};
 use crate::secrets::{SealContext, SecretBox};
@@ -115,6 +115,14 @@ impl Harness {
 
     async fn agent(&self, id: AgentId) -> crate::domain::Agent {
         self.store.agent_get(id).await.unwrap().unwrap()
+    }
+
+    /// Whoever holds `id`'s lease died long ago: the lease has run out (its last renewal is
+    /// rewritten into the past).
+    async fn lease_runs_out(&self, id: AgentId) {
+        let holder = self.agent(id).await.lease.expect("someone holds the lease").holder;
+        let now = chrono::Utc::now();
+        assert!(self.store.agent_lease_take(id, &holder, now - chrono::Duration::seconds(1), now).await.unwrap());
     }
 }
 
@@ -644,6 +652,8 @@ async fn a_restart_mid_deployment_resumes_it_from_the_stored_facts() {
     assert!(sibling.deployer.deployed.lock().unwrap().is_empty(), "a live job is not deployed twice");
     assert_eq!(h.agent(id).await.status, AgentStatus::Deploying);
 
+    // The first process dies.
+    h.lease_runs_out(id).await;
     let h2 = h.restart(PlatformConfig { deploy_lease: Duration::ZERO, ..config() }, Mode::Succeed);
     h2.platform.start().await.unwrap();
     h2.platform.wait_idle().await;
@@ -677,6 +687,7 @@ async fn a_restart_mid_deployment_resumes_it_from_the_stored_facts() {
         }
         tokio::task::yield_now().await;
     };
+    h3.lease_runs_out(id).await;
     let h4 = h3.restart(PlatformConfig { deploy_lease: Duration::ZERO, ..config() }, Mode::Fail);
     h4.platform.start().await.unwrap();
     h4.platform.wait_idle().await;
@@ -741,7 +752,7 @@ async fn failed_deployments_show_a_card_and_repair_retries() {
     assert!(h.all(OWNER).contains("the machine refused the agent"));
     assert!(!h.all(OWNER).contains("connection refused"), "details stay in the history");
     let events = h.store.events_for(id).await.unwrap();
-    assert!(events.iter().any(|e| e.step == "deploy" && e.outcome == "failed"));
+    assert!(events.iter().any(|e| e.step == EventStep::Deploy && e.outcome == EventOutcome::Failed));
     h.send(OWNER, "/list").await;
     assert!(
         h.all(OWNER).contains(&format!("repair_agent:{id}"))
@@ -843,6 +854,43 @@ async fn delete_dialog_cancel_and_admin_views() {
     assert!(h.last(ADMIN).contains("Fleet"));
     h.press(ADMIN, "dashboard_refresh").await;
     assert!(h.last(ADMIN).contains("Fleet"));
+}
+
+/// A second bot process sharing the database holds an agent's lease (it is deploying it): the
+/// owner's delete is refused with a clear reason, nothing is torn down, and this process does not
+/// deploy it either; once that lease runs out, the delete goes through.
+#[tokio::test]
+async fn deleting_waits_for_whoever_holds_the_lease() {
+    let h = Harness::new().await;
+    let id = h.create_agent(OWNER, "Busy").await;
+    assert_eq!(h.agent(id).await.lease, None, "a finished job releases its lease");
+    let now = chrono::Utc::now();
+    let until = now + chrono::Duration::minutes(1);
+    assert!(h.store.agent_lease_take(id, "other-bot-process", until, now).await.unwrap());
+
+    h.send(OWNER, &format!("/delete {id}")).await;
+    h.press(OWNER, &format!("delete_confirmed:{id}")).await;
+    let refusal = "Busy is being deployed right now; delete it when that finishes (in about a minute).";
+    assert!(h.last(OWNER).contains(refusal), "{}", h.all(OWNER));
+    assert!(!h.agent(id).await.deleted);
+    assert!(h.deployer.destroyed.lock().unwrap().is_empty(), "nothing was torn down");
+    h.send(OWNER, &format!("/update {id}")).await;
+    assert!(h.all(OWNER).contains("Busy is being deployed by another Baal process; try again in a minute."));
+    assert!(h.deployer.redeployed.lock().unwrap().is_empty(), "not deployed twice");
+    assert_eq!(h.agent(id).await.lease.map(|l| l.holder).as_deref(), Some("other-bot-process"));
+
+    h.lease_runs_out(id).await;
+    h.send(OWNER, &format!("/delete {id}")).await;
+    h.press(OWNER, &format!("delete_confirmed:{id}")).await;
+    assert!(h.last(OWNER).contains("is deleted"), "{}", h.all(OWNER));
+    let agent = h.agent(id).await;
+    assert!(agent.deleted);
+    assert_eq!(agent.lease, None, "the deletion released its lease");
+    assert_eq!(h.deployer.destroyed.lock().unwrap().len(), 1);
+    let events = h.store.events_for(id).await.unwrap();
+    let deletion: Vec<_> =
+        events.iter().filter(|e| e.step == EventStep::Delete).map(|e| (e.outcome, e.detail.as_deref())).collect();
+    assert_eq!(deletion, [(EventOutcome::Started, Some("by the owner")), (EventOutcome::Succeeded, None)]);
 }
 
 #[tokio::test]
@@ -959,7 +1007,7 @@ async fn after_a_restart_running_agents_are_restored_with_their_new_facts_or_mar
     assert!(h3.last(VISITOR).contains("could not bring"), "{}", h3.all(VISITOR));
     assert!(h3.last(VISITOR).contains(&format!("/repair {broken}")), "{}", h3.all(VISITOR));
     let events = h3.store.events_for(broken).await.unwrap();
-    assert!(events.iter().any(|e| e.step == "restore" && e.outcome == "failed"), "{events:?}");
+    assert!(events.iter().any(|e| e.step == EventStep::Restore && e.outcome == EventOutcome::Failed), "{events:?}");
     h3.platform.shutdown().await;
 }
 

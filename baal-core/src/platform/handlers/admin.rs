@@ -63,7 +63,10 @@ impl Inner {
             self.say(ctx.chat, Text::plain("The VM pool is off (POOL_ENABLED=false).")).await;
             return Ok(());
         }
-        let vms = self.store.pool_list().await?;
+        let vms = match self.store.pool_store() {
+            Some(pool) => pool.pool_list().await?,
+            None => Vec::new(),
+        };
         self.say(ctx.chat, views::pool(&vms)).await;
         Ok(())
     }

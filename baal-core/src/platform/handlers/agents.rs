@@ -73,18 +73,9 @@ impl Inner {
         let Some(agent) = self.owned_agent(ctx.user_id(), id).await? else {
             return Ok(Text::plain("This agent is already gone."));
         };
-        if self.is_in_flight(agent.id) {
-            let text = format!("{} is being deployed right now. Delete it once that finishes.", agent.name);
-            return Ok(Text::plain(text));
+        if let Some(refusal) = self.delete_for_owner(&agent).await? {
+            return Ok(refusal);
         }
-        if let Err(err) = self.destroy(&agent).await {
-            let text = format!(
-                "Couldn't release what {} runs on: {err}\nNothing was deleted; try again in a moment.",
-                agent.name
-            );
-            return Ok(Text::plain(text));
-        }
-        self.store.agent_soft_delete(agent.id).await?;
         if state.chat_agent == Some(agent.id) {
             state.chat_agent = None;
         }

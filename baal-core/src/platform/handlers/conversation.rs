@@ -4,10 +4,10 @@ pub(crate) mod views;
 
 use super::menu::views::welcome;
 use super::views::*;
-use crate::domain::{Agent, AgentId, AgentStatus, UsageDecision, usage_day};
+use crate::domain::{Agent, AgentId, AgentStatus, Payer, UsageDecision, usage_day};
 use crate::platform::engine::{After, Ctx, Inner, PlatformError};
 use crate::platform::messenger::{MessageRef, Text};
-use crate::platform::state::{self, Payer, UserState};
+use crate::platform::state::UserState;
 
 impl Inner {
     pub(super) async fn route_chat(
@@ -25,9 +25,8 @@ impl Inner {
             return Ok(After::Nothing);
         };
         // The agent and who pays for it, in one read.
-        let payer_key = agent_id.to_string();
-        let (agent, payer) = match self.store.agent_get_with_kv(agent_id, state::PAYER_NAMESPACE, &payer_key).await? {
-            Some((agent, payer)) if !agent.deleted => (agent, state::parse_payer(payer)),
+        let (payer, agent) = match self.store.agent_get(agent_id).await? {
+            Some(agent) if !agent.deleted => (agent.payer, agent),
             _ => {
                 state.chat_agent = None;
                 self.say(ctx.chat, Text::plain("That agent no longer exists. You're back in Baal's menu.")).await;

@@ -285,6 +285,8 @@ mod tests {
             token_sealed: None,
             slug: "s1ug".into(),
             visitor_tools: Vec::new(),
+            payer: Default::default(),
+            lease: None,
             created_at: now,
             updated_at: now,
         }
