@@ -120,6 +120,8 @@ pub struct RecordedRequest {
     pub bearer: Option<String>,
     /// The JSON body (`Null` when there was none).
     pub body: Value,
+    /// When it arrived (benchmarks time the model from here).
+    pub at: std::time::Instant,
 }
 
 impl RecordedRequest {
@@ -353,6 +355,7 @@ fn credits_balance(req: &Request, Data(script): Data<&Shared>) -> Response {
         path: req.uri().path().to_owned(),
         bearer: bearer.clone(),
         body: Value::Null,
+        at: std::time::Instant::now(),
     });
     if !key_ok(&script, bearer.as_deref()) {
         return error_response(401);
@@ -371,6 +374,7 @@ async fn completions(req: &Request, body: Json<Value>, Data(script): Data<&Share
             path: req.uri().path().to_owned(),
             bearer: bearer.clone(),
             body: body.clone(),
+            at: std::time::Instant::now(),
         });
         if !key_ok(&script, bearer.as_deref()) {
             return error_response(401);
