@@ -95,7 +95,8 @@ async fn run(bin: PathBuf) -> Vec<Turn> {
     let mut turns = Vec::new();
     for turn in 0..TURNS {
         let text = answer(turn);
-        let first_words = text.split(' ').take(2).collect::<Vec<_>>().join(" ");
+        // What the model's first text chunk carries (4 characters): shown means the answer started.
+        let first_words = format!("</b>: {}", &text[..4]);
         llm.push_text(text.clone());
         messenger.clear();
         let asked = Instant::now();
