@@ -16,7 +16,7 @@ use baal_core::proxy::http::HttpProxy;
 use baal_core::secrets::SecretBox;
 use baal_core::store::AgentFilter;
 use baal_core::testing::db;
-use baal_core::testing::messenger::MemoryMessenger;
+use baal_core::testing::messenger::{Call, MemoryMessenger};
 use baal_core::testing::openai::ScriptedLlm;
 use secrecy::SecretString;
 
@@ -106,6 +106,18 @@ async fn create_chat_and_delete_a_real_local_agent() {
     assert_eq!(answers.len(), 1, "{:?}", messenger.bodies(OWNER));
     assert!(answers[0].text.body.contains("The answer is forty-two, as everyone knows."));
     assert!(answers[0].text.body.starts_with("<b>Echo</b>"));
+    // It grew in place: first shown partly written (the real agent's pieces), then edited.
+    let answer_id = answers[0].message;
+    let versions: Vec<String> = messenger
+        .timed_calls()
+        .into_iter()
+        .filter_map(|(_, call)| match call {
+            Call::Send { message, text } | Call::Edit { message, text } if message == answer_id => Some(text.body),
+            _ => None,
+        })
+        .collect();
+    assert!(versions.len() >= 2, "shown as it was written: {versions:?}");
+    assert!(!versions[0].contains("as everyone knows."), "the first version is a beginning: {versions:?}");
     let asked = llm.requests().iter().any(|r| {
         r.messages().iter().any(|m| m.to_string().contains("What is the answer?"))
             && r.bearer.as_deref() == Some("sk-operator-test")
