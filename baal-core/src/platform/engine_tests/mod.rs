@@ -345,7 +345,15 @@ async fn the_51st_free_message_of_the_day_is_refused() {
     let all = h.all(VISITOR);
     assert!(all.contains("Daily limit reached"), "{}", h.last(VISITOR));
     assert!(!all.contains("You said: one too many"));
-    assert!(h.messenger.last_buttons(VISITOR).iter().any(|b| format!("{b:?}").contains("account_login")));
+    // A visitor's own key would not change who pays for this agent: they are not told to get one.
+    let refusal = h.last(VISITOR);
+    assert!(refusal.contains("owner can lift the limit") && !refusal.contains("Connect"), "{refusal}");
+    // The owner, whose key would pay for their agents, is offered it.
+    for i in 0..51 {
+        h.send(OWNER, &format!("mine {i}")).await;
+    }
+    assert!(h.last(OWNER).contains("Connect your own LibertAI key"), "{}", h.last(OWNER));
+    assert!(h.messenger.last_buttons(OWNER).iter().any(|b| format!("{b:?}").contains("account_login")));
 }
 
 /// A loopback LibertAI `/credits/balance` endpoint accepting only [`GOOD_KEY`].

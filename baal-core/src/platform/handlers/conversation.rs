@@ -43,7 +43,10 @@ impl Inner {
             let limit = self.config.free_tier_daily_messages;
             let decision = self.store.usage_consume(ctx.user_id(), day, limit, resets_at).await?;
             if let UsageDecision::Refused { used, limit, resets_at } = decision {
-                let text = views::daily_limit(used, limit, &until(resets_at, self.now()));
+                // Only the owner's key changes who pays for this agent: a visitor's own key
+                // would not lift this limit, so a visitor is not told to connect one.
+                let owner = agent.owner_id == ctx.user_id();
+                let text = views::daily_limit(used, limit, &until(resets_at, self.now()), owner);
                 self.say(ctx.chat, text).await;
                 return Ok(After::Nothing);
             }

@@ -45,13 +45,24 @@ pub(crate) fn unavailable(agent: &Agent, repairable: bool) -> Text {
     html(note)
 }
 
-pub(crate) fn daily_limit(used: u32, limit: u32, resets_in: &str) -> Text {
-    let body = format!(
-        "<b>Daily limit reached</b>\nYou've sent {used}/{limit} free messages today. The counter starts again in \
-         {resets_in} (00:00 UTC).\nConnect your own LibertAI key to chat without a limit."
-    );
-    html(body)
-        .row(vec![Button::action("🔑 Connect a key", Action::Login), Button::action("💳 Account", Action::Account)])
+/// The free tier's daily limit, in words true for who asks: the owner can lift it with their own
+/// key (their agents then run on it); a visitor cannot, since the agent's owner decides who pays.
+pub(crate) fn daily_limit(used: u32, limit: u32, resets_in: &str, owner: bool) -> Text {
+    if owner {
+        let body = format!(
+            "<b>Daily limit reached</b>\nYou've sent {used}/{limit} free messages today. The counter starts again \
+             in {resets_in} (00:00 UTC).\nConnect your own LibertAI key and your agents run on it, with no limit."
+        );
+        return html(body).row(vec![
+            Button::action("🔑 Connect a key", Action::Login),
+            Button::action("💳 Account", Action::Account),
+        ]);
+    }
+    Text::plain(format!(
+        "Daily limit reached: you've sent {used}/{limit} messages today to agents on Baal's free tier. The counter \
+         starts again in {resets_in} (00:00 UTC). This agent's owner can lift the limit by running it on their own \
+         LibertAI key."
+    ))
 }
 
 /// `me` is how the bot is named to users (`@name`, or "me").
