@@ -1,6 +1,7 @@
 //! The HTTP API of one agent (wire-compatible with the Python agent): `POST /chat` (SSE),
 //! `GET /pending`, `GET /files/{path}`, `DELETE /chat/{chat_id}`, `GET /health`; and, new in
-//! Baal in Rust, leased pending messages (`GET /pending?lease=` then `POST /pending/ack`).
+//! Baal in Rust, leased pending messages (`GET /pending?lease=` then `POST /pending/ack`) and the
+//! metering of model calls (`GET /usage?since=&limit=`).
 //! Bearer auth on all but `/health`. Errors are JSON (`{"error": "…"}`), never a bare 500.
 
 use std::sync::Arc;
@@ -10,7 +11,9 @@ use baal_core::agent::Agent;
 use baal_core::agent::auth::BearerCheck;
 use baal_core::agent::tools::MAX_SEND_FILE_BYTES;
 use baal_core::agent::tools::workspace::Workspace as PathGate;
-use baal_core::wire::{ChatRequest, HealthResponse, MAX_ACK_IDS, PendingAck, PendingResponse};
+use baal_core::wire::{
+    ChatRequest, HealthResponse, MAX_ACK_IDS, MAX_USAGE_RECORDS, PendingAck, PendingResponse, UsageResponse,
+};
 use futures_util::StreamExt;
 use poem::http::StatusCode;
 use poem::web::sse::{Event, SSE};
@@ -43,6 +46,7 @@ pub fn app(state: AppState, auth: BearerCheck) -> impl Endpoint + use<> {
         .at("/chat/:chat_id", delete(reset))
         .at("/pending", get(pending))
         .at("/pending/ack", post(ack_pending))
+        .at("/usage", get(usage))
         .at("/files/*path", get(files))
         .around(move |ep, req: Request| {
             let auth = auth.clone();
@@ -204,6 +208,41 @@ async fn ack_pending(body: Body, Data(state): Data<&AppState>) -> Response {
     let chat_filter = ack.chat_id.filter(|c| !c.trim().is_empty());
     match state.agent.history().ack_pending(&ack.ids, chat_filter.as_deref()).await {
         Ok(deleted) => Json(json!({"status": "ok", "deleted": deleted})).into_response(),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct UsageQuery {
+    /// Strings, so that a bad value gets our own explanation.
+    since: Option<String>,
+    limit: Option<String>,
+}
+
+const BAD_USAGE_QUERY: &str = concat!(
+    "since must be a record id of 0 or more (the previous answer's \"next\"; 0 or absent for the first page) ",
+    "and limit a whole number from 1 to 1000 (for example ?since=0&limit=500)"
+);
+
+/// `GET /usage[?since=<cursor>][&limit=<n>]`: the model calls recorded after `since`, oldest
+/// first, and the cursor of the next page. Reading does not delete: the caller keeps its cursor.
+#[handler]
+async fn usage(query: poem::Result<Query<UsageQuery>>, Data(state): Data<&AppState>) -> Response {
+    let Ok(Query(query)) = query else {
+        return json_error(StatusCode::BAD_REQUEST, BAD_USAGE_QUERY);
+    };
+    let since = match query.since.as_deref().map(|s| s.trim().parse::<i64>()) {
+        None => 0,
+        Some(Ok(since)) if since >= 0 => since,
+        Some(_) => return json_error(StatusCode::BAD_REQUEST, BAD_USAGE_QUERY),
+    };
+    let limit = match query.limit.as_deref().map(|l| l.trim().parse::<usize>()) {
+        None => MAX_USAGE_RECORDS,
+        Some(Ok(limit @ 1..=MAX_USAGE_RECORDS)) => limit,
+        Some(_) => return json_error(StatusCode::BAD_REQUEST, BAD_USAGE_QUERY),
+    };
+    match state.agent.history().usage_since(since, limit) {
+        Ok(records) => Json(UsageResponse::new(records, since)).into_response(),
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }

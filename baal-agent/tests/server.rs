@@ -4,7 +4,7 @@ mod common;
 
 use baal_core::agent::history::History;
 use baal_core::testing::openai::{Reply, ScriptedLlm};
-use baal_core::wire::{AgentEvent, PendingMessage, PendingResponse};
+use baal_core::wire::{AgentEvent, PendingMessage, PendingResponse, UsageCause, UsageResponse};
 use common::*;
 use serde_json::{Value, json};
 
@@ -28,7 +28,7 @@ async fn health_needs_no_auth_and_everything_else_does() {
         assert_eq!(resp.status(), 401, "{auth:?}");
         assert_eq!(resp.json::<Value>().await.unwrap(), json!({"error": "unauthorized"}));
     }
-    for path in ["/pending", "/files/memory/MEMORY.md"] {
+    for path in ["/pending", "/usage", "/files/memory/MEMORY.md"] {
         assert_eq!(agent.http.get(format!("{}{path}", agent.base_url)).send().await.unwrap().status(), 401);
     }
     assert!(llm.completion_requests().is_empty());
@@ -40,7 +40,7 @@ async fn a_plain_answer_streams_text_then_done() {
     llm.push_text("Hello! How can I help?");
     let agent = start_agent(&llm, &[]);
     let events = agent.chat("hi there", OWNER, None).await;
-    assert_eq!(events, vec![AgentEvent::Text { content: "Hello! How can I help?".into() }, AgentEvent::Done]);
+    assert_eq!(events, vec![AgentEvent::Text { content: "Hello! How can I help?".into() }, AgentEvent::done()]);
 
     let seen = llm.completion_requests();
     assert_eq!(seen.len(), 1);
@@ -90,6 +90,55 @@ async fn an_old_bot_sees_the_whole_answer_once_while_new_bots_get_pieces() {
 }
 
 #[tokio::test]
+async fn done_carries_the_turns_usage_and_get_usage_pages_through_every_call() {
+    let llm = ScriptedLlm::start().await;
+    llm.push_tool_call("read_file", r#"{"path":"memory/MEMORY.md"}"#).push_text("Nothing there.");
+    let agent = start_agent(&llm, &[]);
+    let events = parse_sse(&agent.chat_raw("what do you remember?", OWNER, None).await);
+    let Some(AgentEvent::Done { usage: Some(usage) }) = events.last() else { panic!("{events:?}") };
+    let served = llm.completion_requests().iter().map(|r| r.usage.unwrap()).collect::<Vec<_>>();
+    assert_eq!(usage.calls, 2);
+    assert_eq!(usage.prompt_tokens, served.iter().map(|u| u.0).sum::<u64>());
+    assert_eq!(usage.completion_tokens, served.iter().map(|u| u.1).sum::<u64>());
+    assert!(!usage.estimated);
+    llm.push_text("Hi.");
+    agent.chat("hello", "777", Some("visitor")).await;
+
+    let get = |query: &'static str, auth: bool| {
+        let mut req = agent.http.get(format!("{}/usage{query}", agent.base_url));
+        if auth {
+            req = req.bearer_auth(SECRET);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, first) = get("?since=0&limit=2", true).await;
+    assert_eq!(status, 200, "{first}");
+    let page: UsageResponse = serde_json::from_value(first.clone()).unwrap();
+    assert_eq!(page.records.iter().map(|r| r.cause).collect::<Vec<_>>(), [UsageCause::OwnerTurn; 2]);
+    assert_eq!(page.next, page.records[1].id);
+    assert_eq!(page.records[0].chat_id, OWNER);
+    let (_, rest) = get("?since=2&limit=2", true).await;
+    let rest: UsageResponse = serde_json::from_value(rest).unwrap();
+    assert_eq!(
+        (rest.records.len(), rest.records[0].cause, rest.records[0].chat_id.as_str()),
+        (1, UsageCause::VisitorTurn, "777")
+    );
+    let (_, end) = get("?since=3", true).await;
+    assert_eq!(end, json!({"records": [], "next": 3}), "a cursor at the end returns none and stays");
+    let (_, all) = get("", true).await;
+    assert_eq!(all["records"].as_array().unwrap().len(), 3);
+    for bad in ["?since=-1", "?since=x", "?limit=0", "?limit=1001", "?limit=many"] {
+        let (status, body) = get(bad, true).await;
+        assert_eq!(status, 400, "{bad}");
+        assert!(body["error"].as_str().unwrap().contains("since must be"), "{body}");
+    }
+    assert_eq!(get("", false).await, (401, json!({"error": "unauthorized"})));
+}
+
+#[tokio::test]
 async fn llm_errors_and_timeouts_end_with_error_then_done() {
     let llm = ScriptedLlm::start().await;
     for _ in 0..3 {
@@ -100,13 +149,13 @@ async fn llm_errors_and_timeouts_end_with_error_then_done() {
     assert_eq!(events.len(), 2, "{events:?}");
     let AgentEvent::Error { content } = &events[0] else { panic!("{events:?}") };
     assert!(content.contains("HTTP 500") && !content.contains("127.0.0.1"), "{content}");
-    assert_eq!(events[1], AgentEvent::Done);
+    assert!(events[1].is_done());
     assert_eq!(llm.completion_requests().len(), 3);
 
     llm.push(Reply::Stall);
     let events = agent.chat("hi", OWNER, None).await;
     assert!(
-        matches!(&events[..], [AgentEvent::Error { content }, AgentEvent::Done] if content.contains("too long")),
+        matches!(&events[..], [AgentEvent::Error { content }, AgentEvent::Done { .. }] if content.contains("too long")),
         "{events:?}"
     );
 }
@@ -186,7 +235,7 @@ async fn a_visitor_is_refused_tools_outside_the_visitor_list() {
         .collect();
     assert_eq!(outputs.len(), 2);
     assert!(outputs.iter().all(|o| o.contains("not available")), "{outputs:?}");
-    assert_eq!(events.last(), Some(&AgentEvent::Done));
+    assert!(events.last().is_some_and(AgentEvent::is_done));
     assert!(!agent.workspace().join("pwned").exists());
     let tool_messages: Vec<Value> = seen[1].messages().into_iter().filter(|m| m["role"] == "tool").collect();
     assert!(tool_messages.iter().all(|m| m["content"].as_str().unwrap().contains("not available")));
@@ -488,7 +537,7 @@ async fn a_tool_turn_with_the_real_tools_keeps_the_secrets_out_of_reach() {
         .collect();
     assert_eq!(names, vec!["write_file", "read_file", "bash"]);
     assert_eq!(texts(&events), vec!["Writing the file.", "All done."]);
-    assert_eq!(events.last(), Some(&AgentEvent::Done));
+    assert!(events.last().is_some_and(AgentEvent::is_done));
     assert_eq!(std::fs::read_to_string(agent.workspace().join("notes/todo.txt")).unwrap(), "buy milk\n");
 
     let seen = llm.completion_requests();
@@ -657,7 +706,7 @@ async fn keepalives_reach_the_client_while_the_model_thinks() {
     let mut all = String::new();
     socket.read_to_string(&mut all).await.unwrap();
     assert!(all.contains(r#"{"type":"keepalive"}"#), "{all}");
-    assert!(all.contains(r#"{"type":"done"}"#), "{all}");
+    assert!(all.contains(r#"{"type":"done""#), "{all}");
 }
 
 /// Reads `socket` until the agent closes it (end of stream or reset), for at most `guard`.
@@ -819,7 +868,7 @@ async fn a_turn_past_turn_timeout_ends_with_an_error_and_its_tool_dies() {
     let events: Vec<&AgentEvent> = events.iter().filter(|e| **e != AgentEvent::Keepalive).collect();
     assert!(matches!(events[0], AgentEvent::ToolUse { name, .. } if name == "bash"), "{events:?}");
     assert!(
-        matches!(&events[1..], [AgentEvent::Error { content }, AgentEvent::Done] if content.contains("longer than 2 seconds")),
+        matches!(&events[1..], [AgentEvent::Error { content }, AgentEvent::Done { .. }] if content.contains("longer than 2 seconds")),
         "{events:?}"
     );
     let left = survivors(&tool).await;

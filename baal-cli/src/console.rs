@@ -354,12 +354,12 @@ mod tests {
                     (step, AgentEvent::TextDelta { content: " is".into() }),
                     (step, AgentEvent::TextDelta { content: " forty-two.".into() }),
                     (Duration::ZERO, AgentEvent::Text { content: "The answer is forty-two.".into() }),
-                    (Duration::ZERO, AgentEvent::Done),
+                    (Duration::ZERO, AgentEvent::done()),
                 ]
             } else {
                 vec![
                     (Duration::ZERO, AgentEvent::Text { content: "Hi, I am Echo.".into() }),
-                    (Duration::ZERO, AgentEvent::Done),
+                    (Duration::ZERO, AgentEvent::done()),
                 ]
             };
             stream::iter(timeline)

@@ -1,5 +1,5 @@
-//! The bot ↔ agent wire types: what `POST /chat`, `GET /pending`, `POST /pending/ack` and
-//! `GET /health` carry. `baal-agent` serves them and the platform's `Proxy` sends
+//! The bot ↔ agent wire types: what `POST /chat`, `GET /pending`, `POST /pending/ack`,
+//! `GET /usage` and `GET /health` carry. `baal-agent` serves them and the platform's `Proxy` sends
 //! them; this module holds nothing else, so the agent builds without the bot's client.
 //!
 //! The protocol stays compatible with the Python Baal agent (`POST /chat` as server-sent events of
@@ -8,7 +8,9 @@
 //! event types, which old clients ignore. Leasing pending messages follows the same rule:
 //! `GET /pending?lease=` returns ids for `POST /pending/ack`; without `lease` the read stays
 //! destructive, old agents ignore the parameter and return no ids, and a message without an id
-//! needs no acknowledgement.
+//! needs no acknowledgement. Metering too: `done` may carry the turn's [`TurnUsage`], and
+//! `GET /usage?since=` pages through every model call the agent recorded; Python agents send
+//! neither (no field, HTTP 404), which clients read as "no usage reported".
 
 use serde::{Deserialize, Serialize};
 
@@ -96,11 +98,156 @@ pub enum AgentEvent {
         /// The message.
         content: String,
     },
-    /// End of the turn; always the last event.
-    Done,
+    /// End of the turn; always the last event. Build the plain one with [`AgentEvent::done`].
+    Done {
+        /// The model calls of this turn (added by Baal in Rust; absent when it made none, and
+        /// from Python agents). Compaction of the chat before the turn is not in it: it is
+        /// charged to the owner and reported by `GET /usage`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<TurnUsage>,
+    },
     /// An event type this version does not know (from a newer agent).
     #[serde(other)]
     Unknown,
+}
+
+impl AgentEvent {
+    /// `done` without usage: `{"type":"done"}`, as every agent sent it before metering.
+    pub fn done() -> Self {
+        AgentEvent::Done { usage: None }
+    }
+
+    /// Whether this is `done`, with or without usage.
+    pub fn is_done(&self) -> bool {
+        matches!(self, AgentEvent::Done { .. })
+    }
+}
+
+/// Tokens counted over several model calls (one turn's, or a day's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TurnUsage {
+    /// Tokens sent to the model, summed over the calls.
+    pub prompt_tokens: u64,
+    /// Tokens the model wrote, summed over the calls.
+    pub completion_tokens: u64,
+    /// Model calls counted.
+    pub calls: u64,
+    /// Whether any call's figures are the agent's estimate (the model's server reported none).
+    #[serde(default)]
+    pub estimated: bool,
+}
+
+impl TurnUsage {
+    /// Adds one model call.
+    pub fn add(&mut self, prompt_tokens: u64, completion_tokens: u64, estimated: bool) {
+        self.prompt_tokens += prompt_tokens;
+        self.completion_tokens += completion_tokens;
+        self.calls += 1;
+        self.estimated |= estimated;
+    }
+}
+
+/// Why the agent called the model; whom a call is charged to follows from it (a visitor's turn
+/// to the visitor, everything else to the owner).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum UsageCause {
+    /// A turn of the owner's chat.
+    OwnerTurn,
+    /// A turn of a visitor's chat.
+    VisitorTurn,
+    /// A heartbeat run.
+    Heartbeat,
+    /// A subagent started with `spawn`.
+    Subagent,
+    /// Summarising a chat's older turns to fit the model's context.
+    Compaction,
+    /// A cause this version does not know (from a newer agent).
+    #[serde(other)]
+    Unknown,
+}
+
+impl UsageCause {
+    /// The wire (and stored) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageCause::OwnerTurn => "owner_turn",
+            UsageCause::VisitorTurn => "visitor_turn",
+            UsageCause::Heartbeat => "heartbeat",
+            UsageCause::Subagent => "subagent",
+            UsageCause::Compaction => "compaction",
+            UsageCause::Unknown => "unknown",
+        }
+    }
+
+    /// Parses a wire name; unknown names are [`UsageCause::Unknown`].
+    pub fn parse(name: &str) -> UsageCause {
+        [
+            UsageCause::OwnerTurn,
+            UsageCause::VisitorTurn,
+            UsageCause::Heartbeat,
+            UsageCause::Subagent,
+            UsageCause::Compaction,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == name)
+        .unwrap_or(UsageCause::Unknown)
+    }
+
+    /// The cause of a chat turn by `role`.
+    pub fn of_turn(role: Role) -> UsageCause {
+        match role {
+            Role::Owner => UsageCause::OwnerTurn,
+            Role::Visitor => UsageCause::VisitorTurn,
+        }
+    }
+}
+
+/// One model call an agent recorded (`GET /usage`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct UsageRecord {
+    /// Increasing id: the cursor of `GET /usage?since=`.
+    pub id: i64,
+    /// The chat the call served, or for background work its label (`__heartbeat__`,
+    /// `__subagent__`).
+    pub chat_id: String,
+    /// Why the model was called.
+    pub cause: UsageCause,
+    /// The UTC day of the call, `YYYY-MM-DD`.
+    pub day: String,
+    /// The model id.
+    pub model: String,
+    /// Tokens sent.
+    pub prompt_tokens: u64,
+    /// Tokens written.
+    pub completion_tokens: u64,
+    /// Whether the figures are the agent's estimate (the model's server reported none).
+    #[serde(default)]
+    pub estimated: bool,
+}
+
+/// The most records one `GET /usage` returns; `limit` defaults to it.
+pub const MAX_USAGE_RECORDS: usize = 1000;
+
+/// Body of `GET /usage?since=<cursor>&limit=<n>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct UsageResponse {
+    /// Records with an id above the cursor, oldest first.
+    pub records: Vec<UsageRecord>,
+    /// The cursor for the next call: the last record's id, or the one sent when there were none.
+    pub next: i64,
+}
+
+impl UsageResponse {
+    /// `records` read after `since`.
+    pub fn new(records: Vec<UsageRecord>, since: i64) -> Self {
+        let next = records.last().map_or(since, |r| r.id);
+        UsageResponse { records, next }
+    }
 }
 
 /// A message the agent produced on its own (heartbeat, subagent) for one chat.
@@ -229,7 +376,13 @@ mod tests {
                 r#"{"type":"file","path":"a.png","caption":""}"#,
             ),
             (AgentEvent::Error { content: "x".into() }, r#"{"type":"error","content":"x"}"#),
-            (AgentEvent::Done, r#"{"type":"done"}"#),
+            (AgentEvent::done(), r#"{"type":"done"}"#),
+            (
+                AgentEvent::Done {
+                    usage: Some(TurnUsage { prompt_tokens: 10, completion_tokens: 2, calls: 1, estimated: false }),
+                },
+                r#"{"type":"done","usage":{"prompt_tokens":10,"completion_tokens":2,"calls":1,"estimated":false}}"#,
+            ),
             (AgentEvent::TextDelta { content: "He".into() }, r#"{"type":"text_delta","content":"He"}"#),
             (AgentEvent::Thinking, r#"{"type":"thinking"}"#),
         ];
@@ -253,6 +406,20 @@ mod tests {
         assert_eq!(serde_json::from_str::<PendingResponse>(&json).unwrap().messages, vec![leased]);
         let ack = serde_json::to_string(&PendingAck::new(vec![1, 2], "7")).unwrap();
         assert_eq!(ack, r#"{"ids":[1,2],"chat_id":"7"}"#);
+    }
+
+    #[test]
+    fn usage_records_page_and_unknown_causes_parse() {
+        let json = r#"{"records":[{"id":4,"chat_id":"7","cause":"visitor_turn","day":"2025-01-02","model":"m","prompt_tokens":9,"completion_tokens":1,"estimated":true}],"next":4}"#;
+        let page: UsageResponse = serde_json::from_str(json).unwrap();
+        assert_eq!(page.records[0].cause, UsageCause::VisitorTurn);
+        assert_eq!(serde_json::to_string(&page).unwrap(), json);
+        assert_eq!(UsageResponse::new(Vec::new(), 9).next, 9, "no records: the cursor stays");
+        let newer: UsageCause = serde_json::from_str(r#""tool_call""#).unwrap();
+        assert_eq!(
+            (newer, UsageCause::parse("nope"), UsageCause::parse("heartbeat")),
+            (UsageCause::Unknown, UsageCause::Unknown, UsageCause::Heartbeat)
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use baal_core::agent::tools::{SentFile, Tool, ToolContext, ToolOutput, ToolSet};
 use baal_core::agent::{Agent, AgentConfig, AgentSettings, HeartbeatOutcome};
 use baal_core::domain::Role;
 use baal_core::inference::{ClientOptions, OpenAiClient, RetryPolicy};
-use baal_core::proxy::{AgentEvent, ChatRequest};
+use baal_core::proxy::{AgentEvent, ChatRequest, TurnUsage, UsageCause, UsageRecord};
 use baal_core::testing::openai::{Reply, ScriptedLlm};
 use futures_util::StreamExt;
 use secrecy::SecretString;
@@ -171,6 +171,8 @@ async fn run(agent: &Agent, message: &str, chat: &str, role: Option<Role>) -> Ve
         .into_iter()
         .map(|(_, event)| event)
         .filter(|e| !matches!(e, AgentEvent::TextDelta { .. } | AgentEvent::Thinking))
+        // What a turn cost has tests of its own (`metering`); here the events are the point.
+        .map(|e| if e.is_done() { AgentEvent::done() } else { e })
         .collect()
 }
 
@@ -264,7 +266,7 @@ async fn a_multi_step_tool_turn() {
             AgentEvent::File { path: "report.txt".into(), caption: "the report".into() },
             AgentEvent::ToolResult { name: "send_report".into(), output: "File sent to user: report.txt".into() },
             AgentEvent::Text { content: "Your note says: buy milk".into() },
-            AgentEvent::Done,
+            AgentEvent::done(),
         ]
     );
     assert_eq!(h.notes.0.lock().unwrap()["a"], "buy milk");
@@ -288,7 +290,7 @@ async fn bad_arguments_and_unknown_tools_are_reported_to_the_model() {
         .collect();
     assert!(outputs[0].contains("not valid JSON"), "{outputs:?}");
     assert!(outputs[1].contains("unknown tool 'rm_rf'"), "{outputs:?}");
-    assert_eq!(events.last(), Some(&AgentEvent::Done));
+    assert!(events.last().is_some_and(AgentEvent::is_done));
 }
 
 #[tokio::test]
@@ -302,7 +304,7 @@ async fn the_iteration_cap_ends_the_turn() {
     assert_eq!(events.iter().filter(|e| matches!(e, AgentEvent::ToolUse { .. })).count(), 3);
     let n = events.len();
     assert!(matches!(&events[n - 2], AgentEvent::Text { content } if content.contains("3 steps")), "{events:?}");
-    assert_eq!(events[n - 1], AgentEvent::Done);
+    assert!(events[n - 1].is_done());
 }
 
 #[tokio::test]
@@ -360,7 +362,7 @@ async fn keepalives_flow_while_the_model_is_slow() {
     let request = ChatRequest::new("hi", OWNER, Role::Owner);
     let events: Vec<AgentEvent> = h.agent.chat(request).collect().await;
     assert!(events.contains(&AgentEvent::Keepalive), "{events:?}");
-    assert_eq!(events.last(), Some(&AgentEvent::Done));
+    assert!(events.last().is_some_and(AgentEvent::is_done));
 }
 
 #[tokio::test]
@@ -529,4 +531,103 @@ async fn memory_written_by_a_tool_is_in_the_next_turns_system_prompt() {
     llm.push_text("you like green tea");
     run(&agent, "what do I like?", OWNER, None).await;
     assert!(system_prompt(&llm).contains("The owner likes green tea."), "{}", system_prompt(&llm));
+}
+
+/// The `done` of a turn, with what it cost.
+async fn turn_usage(agent: &Agent, message: &str, chat: &str, role: Option<Role>) -> Option<TurnUsage> {
+    match timed(agent, message, chat, role).await.pop() {
+        Some((_, AgentEvent::Done { usage })) => usage,
+        other => panic!("a turn ends with done, not {other:?}"),
+    }
+}
+
+/// What the scripted LLM reported for its requests `range`, as a turn's totals.
+fn served(llm: &ScriptedLlm, range: std::ops::Range<usize>) -> TurnUsage {
+    let mut total = TurnUsage::default();
+    for request in &llm.completion_requests()[range] {
+        let (prompt, completion) = request.usage.expect("the scripted LLM reported usage");
+        total.add(prompt, completion, false);
+    }
+    total
+}
+
+fn causes(records: &[UsageRecord]) -> Vec<(UsageCause, &str)> {
+    records.iter().map(|r| (r.cause, r.chat_id.as_str())).collect()
+}
+
+#[tokio::test]
+async fn every_model_call_is_metered_with_its_cause_and_done_carries_the_turns_totals() {
+    let h = harness(&[]).await;
+    let history = h.agent.history();
+    // An owner turn of two tool steps: three model calls.
+    h.llm
+        .push_tool_call("write_note", r#"{"name":"a","text":"milk"}"#)
+        .push_tool_call("read_note", r#"{"name":"a"}"#)
+        .push_text("It says milk.");
+    let owner = turn_usage(&h.agent, "note it", OWNER, None).await.expect("the turn made calls");
+    assert_eq!(owner.calls, 3);
+    assert_eq!(owner, served(&h.llm, 0..3), "done carries exactly what the LLM reported");
+    let records = history.usage_since(0, 100).unwrap();
+    assert_eq!(causes(&records), [(UsageCause::OwnerTurn, OWNER); 3]);
+    assert!(records.iter().all(|r| !r.estimated && r.model == h.settings.model));
+
+    // A visitor's turn.
+    h.llm.push_text("Hello, visitor.");
+    let visitor = turn_usage(&h.agent, "hi", "777", None).await.unwrap();
+    assert_eq!(visitor, served(&h.llm, 3..4));
+
+    // A heartbeat run.
+    std::fs::write(h.agent.workspace().heartbeat_file(), "- check the mail\n").unwrap();
+    h.llm.push_text("HEARTBEAT_OK");
+    assert_eq!(h.agent.heartbeat_tick(HOUR).await, HeartbeatOutcome::Ran { delivered: false });
+
+    // A subagent, spawned by an owner turn of two calls; it answers on its own.
+    h.llm.push_tool_call("spawn", r#"{"task":"count sheep","label":"sheep"}"#).push_text("Started.");
+    h.llm.push_when("count sheep", Reply::text("42 sheep"));
+    assert_eq!(turn_usage(&h.agent, "start a task", OWNER, None).await.unwrap().calls, 2);
+    for _ in 0..500 {
+        if history.usage_since(0, 100).unwrap().len() == 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let records = history.usage_since(0, 100).unwrap();
+    let mut counted: Vec<(UsageCause, &str)> = causes(&records);
+    counted.sort_by_key(|(cause, chat)| (cause.as_str(), *chat));
+    assert_eq!(
+        counted,
+        [
+            (UsageCause::Heartbeat, "__heartbeat__"),
+            (UsageCause::OwnerTurn, OWNER),
+            (UsageCause::OwnerTurn, OWNER),
+            (UsageCause::OwnerTurn, OWNER),
+            (UsageCause::OwnerTurn, OWNER),
+            (UsageCause::OwnerTurn, OWNER),
+            (UsageCause::Subagent, "__subagent__"),
+            (UsageCause::VisitorTurn, "777"),
+        ],
+        "one record per call the LLM served ({} requests)",
+        h.llm.completion_requests().len()
+    );
+    // Totals of the day add up to what the LLM reported, and pages follow the cursor.
+    let today = baal_core::agent::usage::day_of(chrono::Utc::now());
+    assert_eq!(history.usage_on(&today, None).unwrap(), served(&h.llm, 0..8));
+    let first = history.usage_since(0, 5).unwrap();
+    let rest = history.usage_since(first[4].id, 5).unwrap();
+    assert_eq!((first.len(), rest.len()), (5, 3));
+    assert!(history.usage_since(rest[2].id, 5).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_model_that_reports_no_usage_is_estimated() {
+    let h = harness(&[]).await;
+    h.llm.omit_usage(true).push_tool_call("read_note", r#"{"name":"a"}"#).push_text("No such note.");
+    let usage = turn_usage(&h.agent, "read a", OWNER, None).await.unwrap();
+    assert!(h.llm.completion_requests().iter().all(|r| r.usage.is_none()));
+    assert!(usage.estimated && usage.calls == 2, "{usage:?}");
+    // Roughly a token per four bytes of what was sent: the system prompt alone is hundreds.
+    assert!(usage.prompt_tokens > 100 && usage.completion_tokens >= 2, "{usage:?}");
+    let records = h.agent.history().usage_since(0, 10).unwrap();
+    assert!(records.len() == 2 && records.iter().all(|r| r.estimated), "{records:?}");
 }

@@ -8,6 +8,7 @@ use baal_core::agent::history::{History, SUMMARY_MARKER};
 use baal_core::agent::settings::context_limit;
 use baal_core::inference::{ChatMessage, ClientOptions, MessageRole, OpenAiClient, RetryPolicy, ToolCall};
 use baal_core::testing::openai::{Reply, ScriptedLlm};
+use baal_core::wire::UsageCause;
 use secrecy::SecretString;
 
 fn client(llm: &ScriptedLlm) -> OpenAiClient {
@@ -115,6 +116,15 @@ async fn over_budget_older_turns_become_one_summary() {
     assert_eq!(out.len(), 1 + 2 + 4);
     assert!(estimate_tokens(&out) <= config.budget());
     assert_eq!(history.count("c").await.unwrap(), 4);
+    // The summary call is metered: charged as compaction, for the chat it compacted.
+    let metered = history.usage_since(0, 10).unwrap();
+    assert_eq!(metered.len(), 1, "{metered:?}");
+    assert_eq!(
+        (metered[0].chat_id.as_str(), metered[0].cause, metered[0].model.as_str()),
+        ("c", UsageCause::Compaction, "m")
+    );
+    assert_eq!(Some((metered[0].prompt_tokens, metered[0].completion_tokens)), calls[0].usage);
+    assert!(!metered[0].estimated);
 }
 
 #[tokio::test]

@@ -124,12 +124,12 @@ async fn deploy_chat_redeploy_destroy() {
     assert_eq!(proxy.health(&agent).await.unwrap().agent_name, "Ada");
     let events = chat_text(&proxy, &agent, "hello").await;
     assert_eq!(answer(&events), "echo: hello", "{events:?}");
-    assert_eq!(events.last(), Some(&AgentEvent::Done));
+    assert!(events.last().is_some_and(AgentEvent::is_done));
     let wrong = endpoint(&deployment, "not-the-secret");
     assert_eq!(proxy.pending(&wrong, None).await.unwrap_err(), ProxyError::Unauthorized);
     let refused = chat_text(&proxy, &wrong, "hello").await;
     assert!(
-        matches!(&refused[..], [AgentEvent::Error { content }, AgentEvent::Done] if content.contains("credentials"))
+        matches!(&refused[..], [AgentEvent::Error { content }, AgentEvent::Done { .. }] if content.contains("credentials"))
     );
 
     // The other endpoints, on the real agent.

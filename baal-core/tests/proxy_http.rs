@@ -139,7 +139,7 @@ async fn chat(proxy: &HttpProxy, url: &str) -> Vec<AgentEvent> {
 }
 
 fn error_text(events: &[AgentEvent]) -> &str {
-    assert_eq!(events.last(), Some(&AgentEvent::Done), "{events:?}");
+    assert!(events.last().is_some_and(AgentEvent::is_done), "{events:?}");
     match &events[events.len() - 2] {
         AgentEvent::Error { content } => content,
         other => panic!("expected an error before done, got {other:?}"),
@@ -166,7 +166,7 @@ async fn streams_events_and_drops_keepalives() {
             AgentEvent::Text { content: "Hel".into() },
             AgentEvent::ToolUse { name: "bash".into(), input: "{}".into() },
             AgentEvent::Text { content: "lo".into() },
-            AgentEvent::Done,
+            AgentEvent::done(),
         ]
     );
     let seen = server.seen.lock().unwrap().clone();
@@ -281,6 +281,19 @@ async fn pending_files_and_reset_use_the_documented_requests() {
     assert_eq!(sent.concat(), ids);
     let old_agent = serve(Reply::Full(404, "text/plain", "Not Found".into())).await;
     assert_eq!(proxy.ack_pending(&endpoint(&old_agent.url), "7", &[1]).await.unwrap_err(), ProxyError::Status(404));
+    // A Python agent meters nothing: no records, the same cursor, not an error.
+    let python = proxy.usage(&endpoint(&old_agent.url), 12).await.unwrap();
+    assert_eq!((python.records.len(), python.next), (0, 12));
+
+    let page = r#"{"records":[{"id":13,"chat_id":"7","cause":"heartbeat","day":"2025-01-02","model":"m","prompt_tokens":5,"completion_tokens":1,"estimated":false}],"next":13}"#;
+    let usage = serve(Reply::Full(200, "application/json", page.into())).await;
+    let read = proxy.usage(&endpoint(&usage.url), 12).await.unwrap();
+    assert_eq!((read.records[0].cause, read.next), (baal_core::proxy::UsageCause::Heartbeat, 13));
+    let seen = usage.seen.lock().unwrap().clone();
+    assert_eq!(seen[0].line, "GET /usage?since=12 HTTP/1.1");
+    assert_eq!(seen[0].authorization.as_deref(), Some("Bearer s3cret-token"));
+    let refused = serve(Reply::Full(401, "application/json", r#"{"error":"unauthorized"}"#.into())).await;
+    assert_eq!(proxy.usage(&endpoint(&refused.url), 0).await.unwrap_err(), ProxyError::Unauthorized);
 
     let bad_json = serve(Reply::Full(200, "application/json", "{".into())).await;
     assert_eq!(proxy.health(&endpoint(&bad_json.url)).await.unwrap_err(), ProxyError::Protocol);
@@ -309,7 +322,7 @@ async fn proxy_overhead() {
                     let start = std::time::Instant::now();
                     let events: Vec<_> =
                         proxy.chat(&agent, ChatRequest::new("hi", i.to_string(), Role::Owner)).await.collect().await;
-                    assert_eq!(events.last(), Some(&AgentEvent::Done));
+                    assert!(events.last().is_some_and(AgentEvent::is_done));
                     start.elapsed()
                 })
             });

@@ -107,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
             AgentEvent::ToolUse { name, input } => println!("< tool_use: {name} {input}"),
             AgentEvent::ToolResult { name, output } => println!("< tool_result: {name} -> {output}"),
             AgentEvent::Error { content } => anyhow::bail!("the turn failed: {content}"),
-            AgentEvent::Done => println!("< done"),
+            AgentEvent::Done { .. } => println!("< done"),
             other => println!("< {other:?}"),
         }
     }

@@ -36,6 +36,8 @@ impl AgentProcess {
         parse_sse(&body)
             .into_iter()
             .filter(|e| !matches!(e, AgentEvent::TextDelta { .. } | AgentEvent::Thinking))
+            // What a turn cost is checked where it is the point (`chat_raw` keeps it).
+            .map(|e| if e.is_done() { AgentEvent::done() } else { e })
             .collect()
     }
 

@@ -11,6 +11,8 @@
 use crate::inference::{ChatMessage, CompletionRequest, Inference, MessageRole};
 
 use super::history::{History, HistoryError, StoredMessage, safe_cut};
+use super::usage::record_call;
+use crate::wire::UsageCause;
 
 /// The request that asks the model for a summary of older turns.
 pub const SUMMARY_PROMPT: &str = "Summarise the conversation so far for your own later use. Keep the key facts, \
@@ -185,7 +187,13 @@ pub async fn prepare_loaded_context(
         old.remove(0);
         request = summary_request(&system, &old);
     }
-    let summary = match inference.complete(&CompletionRequest::new(model, request, Vec::new())).await {
+    let request = CompletionRequest::new(model, request, Vec::new());
+    let answer = inference.complete(&request).await;
+    if let Ok(done) = &answer {
+        // Charged to the owner whoever's turn it precedes; `done` of that turn leaves it out.
+        record_call(history, chat_id, UsageCause::Compaction, &request, done);
+    }
+    let summary = match answer {
         Ok(done) if !done.content.trim().is_empty() => done.content.trim().to_owned(),
         Ok(_) => {
             tracing::warn!(chat_id, "compaction: the model returned an empty summary; history kept as is");

@@ -1,6 +1,6 @@
 //! [`History`]: the agent's own database (SQLite, WAL, one rusqlite connection): per-chat message
-//! history, the rolling summary compaction leaves behind, and pending messages for the bot to
-//! collect. Its schema is created and upgraded at open by a list of migrations in this file,
+//! history, the rolling summary compaction leaves behind, pending messages for the bot to
+//! collect, and the metering of model calls (whose methods live in [`super::usage`]). Its schema is created and upgraded at open by a list of migrations in this file,
 //! counted in `PRAGMA user_version`.
 //!
 //! Invariants:
@@ -81,6 +81,16 @@ CREATE TABLE IF NOT EXISTS "summaries" ( "chat_id" varchar NOT NULL PRIMARY KEY,
     Migration {
         seaorm_name: None,
         sql: r#"CREATE TABLE IF NOT EXISTS "heartbeat" ( "id" integer NOT NULL PRIMARY KEY CHECK ("id" = 1), "content_hash" blob NOT NULL, "ran_at" integer NOT NULL );"#,
+    },
+    // Metering (`agent::usage`): one row per model call. AUTOINCREMENT so that an id is never
+    // reused once rows are pruned: ids are the cursor of `GET /usage?since=`. Indexed by day for
+    // the daily totals budgets are counted from.
+    Migration {
+        seaorm_name: None,
+        sql: r#"
+CREATE TABLE IF NOT EXISTS "usage" ( "id" integer NOT NULL PRIMARY KEY AUTOINCREMENT, "chat_id" varchar NOT NULL, "cause" varchar NOT NULL, "day" varchar NOT NULL, "model" varchar NOT NULL, "prompt_tokens" integer NOT NULL, "completion_tokens" integer NOT NULL, "estimated" integer NOT NULL, "created_at" varchar NOT NULL );
+CREATE INDEX IF NOT EXISTS "idx_usage_day" ON "usage" ("day", "chat_id");
+"#,
     },
 ];
 
@@ -290,7 +300,10 @@ impl History {
     }
 
     /// Runs `work` on the connection. Never held across an await.
-    fn with<T>(&self, work: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T>) -> Result<T, HistoryError> {
+    pub(super) fn with<T>(
+        &self,
+        work: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, HistoryError> {
         // A panic while the lock was held cannot have left a transaction open (rusqlite rolls
         // back on drop), so a poisoned lock still guards a usable connection.
         let mut connection = self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

@@ -7,7 +7,8 @@
 //! - [`compaction`]: keeping a chat within the model's context;
 //! - [`runtime`]: [`Agent`], the loop, subagents and the heartbeat;
 //! - [`auth`]: the bearer check of the HTTP API;
-//! - [`tools`]: the tools the model can call.
+//! - [`tools`]: the tools the model can call;
+//! - [`usage`]: metering, every model call recorded with its tokens and cause.
 
 pub mod auth;
 pub mod compaction;
@@ -16,6 +17,7 @@ pub mod history;
 pub mod runtime;
 pub mod settings;
 pub mod tools;
+pub mod usage;
 
 pub use runtime::{Agent, AgentConfig, ChatStream, HeartbeatOutcome, TurnOutcome};
 pub use settings::AgentSettings;

@@ -16,13 +16,14 @@ use crate::domain::Role;
 use crate::inference::{
     ChatMessage, Completion, CompletionBuilder, CompletionRequest, Inference, InferenceError, ToolSpec,
 };
-use crate::wire::{AgentEvent, ChatRequest};
+use crate::wire::{AgentEvent, ChatRequest, TurnUsage, UsageCause};
 
 use super::compaction::{CompactionConfig, prepare_loaded_context};
 use super::context::{Audience, Workspace};
 use super::history::{History, HistoryError, StoredMessage};
 use super::settings::AgentSettings;
 use super::tools::{SentFile, ToolContext, ToolOutput, ToolSet};
+use super::usage::{record_call, tally};
 
 /// Model calls per subagent turn.
 pub const SUBAGENT_MAX_ITERATIONS: u32 = 15;
@@ -179,6 +180,9 @@ impl std::fmt::Debug for Agent {
 
 struct Turn {
     role: Role,
+    /// What the turn's model calls are recorded as.
+    cause: UsageCause,
+    /// The chat, or the label of background work: what the turn's model calls are recorded for.
     chat_id: String,
     store_chat: Option<String>,
     max_iterations: u32,
@@ -251,7 +255,8 @@ impl Agent {
         let agent = self.clone();
         let limit = self.inner.config.turn_timeout;
         let task = tokio::spawn(async move {
-            match tokio::time::timeout(limit, agent.chat_turn(request, &tx)).await {
+            let mut usage = TurnUsage::default();
+            match tokio::time::timeout(limit, agent.chat_turn(request, &tx, &mut usage)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     let _ = tx.send(AgentEvent::Error { content: e.to_string() });
@@ -260,12 +265,13 @@ impl Agent {
                     let _ = tx.send(AgentEvent::Error { content: turn_timeout_message(limit) });
                 }
             }
-            let _ = tx.send(AgentEvent::Done);
+            // Counted even when the turn failed or ran out of time: those calls were made.
+            let _ = tx.send(AgentEvent::Done { usage: (usage.calls > 0).then_some(usage) });
         });
         ChatStream::new(rx, task.abort_handle(), self.inner.config.keepalive_interval)
     }
 
-    async fn chat_turn(&self, request: ChatRequest, out: &Events) -> Result<(), HistoryError> {
+    async fn chat_turn(&self, request: ChatRequest, out: &Events, usage: &mut TurnUsage) -> Result<(), HistoryError> {
         let role = self.role_of(&request);
         // Dropped with this future however the turn ends (done, failed, client gone, deadline).
         let slot = self.inner.chat_locks.slot(&request.chat_id);
@@ -301,11 +307,12 @@ impl Agent {
         .await?;
         let turn = Turn {
             role,
+            cause: UsageCause::of_turn(role),
             chat_id: request.chat_id.clone(),
             store_chat: Some(request.chat_id.clone()),
             max_iterations: self.inner.config.max_tool_iterations,
         };
-        match self.run_loop(messages, specs, &turn, out).await? {
+        match self.run_loop(messages, specs, &turn, out, usage).await? {
             TurnEnd::Done => {}
             TurnEnd::IterationCap => {
                 let _ = out.send(AgentEvent::Text {
@@ -322,7 +329,8 @@ impl Agent {
         Ok(())
     }
 
-    /// Runs a turn without a client and without history (heartbeat, subagents).
+    /// Runs a turn without a client and without history (heartbeat, subagents); its model calls
+    /// are metered as `cause`, for `label`.
     pub async fn background_turn(
         &self,
         prompt: &str,
@@ -330,13 +338,15 @@ impl Agent {
         max_iterations: u32,
         allow_spawn: bool,
         label: &str,
+        cause: UsageCause,
     ) -> TurnOutcome {
         let (specs, names) = self.tool_specs(role, allow_spawn);
         let messages = vec![ChatMessage::system(self.system_prompt(role, &names)), ChatMessage::user(prompt)];
-        let turn = Turn { role, chat_id: label.to_owned(), store_chat: None, max_iterations };
+        let turn = Turn { role, cause, chat_id: label.to_owned(), store_chat: None, max_iterations };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let limit = self.inner.config.turn_timeout;
-        let end = tokio::time::timeout(limit, self.run_loop(messages, specs, &turn, &tx)).await;
+        let mut usage = TurnUsage::default();
+        let end = tokio::time::timeout(limit, self.run_loop(messages, specs, &turn, &tx, &mut usage)).await;
         drop(tx);
         let mut outcome = TurnOutcome::default();
         while let Some(event) = rx.recv().await {
@@ -395,6 +405,7 @@ impl Agent {
         specs: Vec<ToolSpec>,
         turn: &Turn,
         out: &Events,
+        usage: &mut TurnUsage,
     ) -> Result<TurnEnd, HistoryError> {
         let offered: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
         let mut request = CompletionRequest::new(self.inner.config.model.clone(), Vec::new(), specs);
@@ -409,6 +420,7 @@ impl Agent {
                 Ok(c) => c,
                 Err(e) => return Ok(TurnEnd::Failed(e)),
             };
+            tally(usage, record_call(&self.inner.history, &turn.chat_id, turn.cause, &request, &completion));
             let assistant = ChatMessage::assistant(Some(completion.content.clone()), completion.tool_calls.clone());
             if let Some(chat) = &turn.store_chat {
                 self.inner.history.append(chat, &assistant).await?;
@@ -490,7 +502,9 @@ impl Agent {
         let reply_label = label.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let outcome = agent.background_turn(&task, role, SUBAGENT_MAX_ITERATIONS, false, "__subagent__").await;
+            let outcome = agent
+                .background_turn(&task, role, SUBAGENT_MAX_ITERATIONS, false, "__subagent__", UsageCause::Subagent)
+                .await;
             let text = match (&outcome.error, outcome.text.is_empty()) {
                 (Some(e), _) => format!("[Task: {label}] Error: {e}"),
                 (None, true) => format!("[Task: {label}] (no output)"),
@@ -567,6 +581,7 @@ impl Agent {
                 self.inner.config.max_tool_iterations,
                 true,
                 "__heartbeat__",
+                UsageCause::Heartbeat,
             )
             .await;
         if let Some(error) = &outcome.error {
@@ -819,7 +834,7 @@ impl Stream for ChatStream {
             Poll::Ready(Some(event)) => {
                 let deadline = tokio::time::Instant::now() + this.interval;
                 this.keepalive.as_mut().reset(deadline);
-                if event == AgentEvent::Done {
+                if event.is_done() {
                     this.finished = true;
                 }
                 Poll::Ready(Some(event))
@@ -828,7 +843,7 @@ impl Stream for ChatStream {
                 // The turn ended without `done` (it panicked): still end the stream properly.
                 this.finished = true;
                 tracing::error!("a chat turn ended without finishing its stream");
-                this.queued.push_back(AgentEvent::Done);
+                this.queued.push_back(AgentEvent::done());
                 Poll::Ready(Some(AgentEvent::Error {
                     content: "The agent hit an internal error. Please try again.".into(),
                 }))
@@ -953,11 +968,11 @@ mod tests {
         let agent = silent_agent(dir.path(), "1").await;
         let events: Vec<AgentEvent> = agent.chat(ChatRequest::new("hi", "5", Role::Owner)).collect().await;
         assert!(
-            matches!(&events[..], [AgentEvent::Error { content }, AgentEvent::Done] if content.contains("longer than 1 second,")),
+            matches!(&events[..], [AgentEvent::Error { content }, AgentEvent::Done { .. }] if content.contains("longer than 1 second,")),
             "{events:?}"
         );
         assert_eq!(chats_with_locks(&agent.inner.chat_locks), 0);
-        let outcome = agent.background_turn("hi", Role::Owner, 5, false, "__test__").await;
+        let outcome = agent.background_turn("hi", Role::Owner, 5, false, "__test__", UsageCause::Heartbeat).await;
         assert!(outcome.error.is_some_and(|e| e.contains("longer than 1 second")));
     }
 

@@ -200,9 +200,13 @@ impl CompletionRequest {
         CompletionRequest { model: model.into(), messages, tools }
     }
 
-    /// The OpenAI JSON body (streaming).
+    /// The OpenAI JSON body (streaming, asking for the token usage in a last chunk, which servers
+    /// that do not know `stream_options` ignore).
     pub fn to_openai_body(&self) -> Value {
-        let mut body = json!({"model": self.model, "messages": self.messages, "stream": true});
+        let mut body = json!({
+            "model": self.model, "messages": self.messages, "stream": true,
+            "stream_options": {"include_usage": true},
+        });
         if !self.tools.is_empty() {
             body["tools"] = self.tools.iter().map(ToolSpec::to_openai).collect();
         }
@@ -232,6 +236,31 @@ pub enum Delta {
     /// A piece of the model's reasoning (`reasoning` / `reasoning_content`), sent by thinking
     /// models before their answer. Never part of the answer.
     Reasoning(String),
+    /// The tokens the call used, as the server counted them (usually in a last chunk without
+    /// choices). Servers that report usage on every chunk report running totals: the last wins.
+    Usage {
+        /// Tokens of the request.
+        prompt_tokens: u64,
+        /// Tokens the model wrote (reasoning included).
+        completion_tokens: u64,
+    },
+}
+
+/// The tokens one model call used, as the server reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Usage {
+    /// Tokens of the request.
+    pub prompt_tokens: u64,
+    /// Tokens the model wrote.
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    /// A usage of `prompt_tokens` in and `completion_tokens` out.
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
+        Usage { prompt_tokens, completion_tokens }
+    }
 }
 
 /// A whole assistant answer, assembled from deltas.
@@ -244,6 +273,8 @@ pub struct Completion {
     pub tool_calls: Vec<ToolCall>,
     /// Why the model stopped, if it said.
     pub finish_reason: Option<String>,
+    /// The tokens the server says the call used (`None` when it did not say).
+    pub usage: Option<Usage>,
 }
 
 /// Assembles a [`Completion`] from [`Delta`]s: text is concatenated, tool-call pieces are joined
@@ -254,6 +285,7 @@ pub struct CompletionBuilder {
     content: String,
     calls: std::collections::BTreeMap<u32, (String, String, String)>,
     finish_reason: Option<String>,
+    usage: Option<Usage>,
     think: think::ThinkFilter,
 }
 
@@ -292,6 +324,9 @@ impl CompletionBuilder {
                 entry.2.push_str(&arguments);
             }
             Delta::Finish(reason) => self.finish_reason = Some(reason),
+            Delta::Usage { prompt_tokens, completion_tokens } => {
+                self.usage = Some(Usage { prompt_tokens, completion_tokens });
+            }
         }
         Progress::default()
     }
@@ -310,7 +345,7 @@ impl CompletionBuilder {
                 ToolCall::new(id, name, args)
             })
             .collect();
-        Completion { content: self.content, tool_calls, finish_reason: self.finish_reason }
+        Completion { content: self.content, tool_calls, finish_reason: self.finish_reason, usage: self.usage }
     }
 }
 
@@ -478,6 +513,18 @@ fn without_url(e: &reqwest::Error) -> String {
 struct Chunk {
     #[serde(default)]
     choices: Vec<ChunkChoice>,
+    /// Present (often with no choices) when the request asked for `include_usage`; `null` on the
+    /// other chunks of some servers.
+    #[serde(default)]
+    usage: Option<ChunkUsage>,
+}
+
+#[derive(Deserialize)]
+struct ChunkUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
 }
 
 #[derive(Deserialize)]
@@ -559,6 +606,9 @@ fn parse_chunk(data: &str) -> Result<Vec<Delta>, InferenceError> {
             out.push(Delta::Finish(reason));
         }
     }
+    if let Some(usage) = chunk.usage {
+        out.push(Delta::Usage { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens });
+    }
     Ok(out)
 }
 
@@ -634,7 +684,26 @@ mod tests {
             vec![ToolCall::new("c1", "bash", r#"{"command":"ls"}"#), ToolCall::new("c2", "read_file", "{}")]
         );
         assert_eq!(done.finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(done.usage, None, "no usage chunk, no usage");
         assert_eq!(parse_chunk("not json"), Err(InferenceError::Protocol));
+    }
+
+    #[test]
+    fn the_usage_chunk_is_read_and_the_body_asks_for_it() {
+        let body = CompletionRequest::new("m", vec![ChatMessage::user("hi")], Vec::new()).to_openai_body();
+        assert_eq!(body["stream_options"], json!({"include_usage": true}));
+        let mut builder = CompletionBuilder::default();
+        let chunks = [
+            r#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":"stop"}],"usage":null}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#,
+        ];
+        for c in chunks {
+            for d in parse_chunk(c).unwrap() {
+                builder.push(d);
+            }
+        }
+        let done = builder.finish();
+        assert_eq!((done.content.as_str(), done.usage), ("Hi", Some(Usage::new(12, 3))));
     }
 
     #[test]

@@ -267,7 +267,7 @@ mod tests {
                 AgentEvent::Text { content } => answer.completion(&content),
                 AgentEvent::Thinking => answer.thinking(),
                 AgentEvent::ToolUse { .. } => answer.hidden_tool(),
-                AgentEvent::Done => break,
+                AgentEvent::Done { .. } => break,
                 _ => {}
             }
         }
@@ -296,7 +296,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_whole_completion_replaces_its_pieces_and_ends_as_the_old_protocol_did() {
-        let old = vec![text("Let me look."), tool(), text("Found **it**."), text(" Done."), AgentEvent::Done];
+        let old = vec![text("Let me look."), tool(), text("Found **it**."), text(" Done."), AgentEvent::done()];
         let new = vec![
             piece("Let"),
             piece(" me lo"),
@@ -309,7 +309,7 @@ mod tests {
             text("Found **it**."),
             piece(" Do"),
             text(" Done."),
-            AgentEvent::Done,
+            AgentEvent::done(),
         ];
         let (old_bodies, _) = bodies_after(old).await;
         let (new_bodies, messenger) = bodies_after(new).await;
@@ -328,7 +328,7 @@ mod tests {
             tool(),
             AgentEvent::Thinking,
             text("More."),
-            AgentEvent::Done,
+            AgentEvent::done(),
         ])
         .await;
         assert_eq!(bodies, ["<b>Bot</b>: Hi there\n\nMore."]);
@@ -355,7 +355,7 @@ mod tests {
     #[tokio::test]
     async fn a_notice_stays_while_hidden_tools_run() {
         let (bodies, messenger) =
-            bodies_after(vec![AgentEvent::Thinking, tool(), AgentEvent::Thinking, text("Found."), AgentEvent::Done])
+            bodies_after(vec![AgentEvent::Thinking, tool(), AgentEvent::Thinking, text("Found."), AgentEvent::done()])
                 .await;
         assert_eq!(bodies, ["<b>Bot</b>: Found."]);
         let calls = messenger.calls();
@@ -367,7 +367,7 @@ mod tests {
     async fn a_notice_with_no_answer_after_it_is_removed() {
         let messenger = MemoryMessenger::new();
         let mut answer = new_answer(&messenger, Duration::ZERO);
-        apply(&mut answer, &mut stream::iter([AgentEvent::Thinking, tool(), AgentEvent::Done])).await;
+        apply(&mut answer, &mut stream::iter([AgentEvent::Thinking, tool(), AgentEvent::done()])).await;
         assert!(!answer.said_something(), "a notice is not an answer");
         let messages = messenger.messages(CHAT);
         assert_eq!(messages.len(), 1);
@@ -392,7 +392,7 @@ mod tests {
         let long = "word ".repeat(2500);
         let mut events: Vec<AgentEvent> =
             long.as_bytes().chunks(500).map(|c| piece(std::str::from_utf8(c).unwrap())).collect();
-        events.extend([text(&long), AgentEvent::Done]);
+        events.extend([text(&long), AgentEvent::done()]);
         let (bodies, messenger) = bodies_after(events).await;
         let expected = split_message(&format!("{PREFIX}{}", markdown_to_html(&long)), TELEGRAM_TEXT_LIMIT);
         assert_eq!(bodies, expected);
@@ -419,7 +419,7 @@ mod tests {
     #[tokio::test]
     async fn a_shorter_completion_removes_the_messages_its_pieces_needed() {
         let long = "x ".repeat(3000);
-        let (bodies, messenger) = bodies_after(vec![piece(&long), text("short"), AgentEvent::Done]).await;
+        let (bodies, messenger) = bodies_after(vec![piece(&long), text("short"), AgentEvent::done()]).await;
         assert_eq!(bodies, ["<b>Bot</b>: short"]);
         assert_eq!(messenger.calls().iter().filter(|c| matches!(c, Call::Delete { .. })).count(), 1);
     }
@@ -449,7 +449,7 @@ mod tests {
             (100, piece(" three")),
             // A long silence: what came meanwhile must not wait for the next event.
             (5000, text("one two three four")),
-            (0, AgentEvent::Done),
+            (0, AgentEvent::done()),
         ]);
         apply(&mut answer, &mut events).await;
         let shown: Vec<(Duration, String)> = messenger
@@ -475,7 +475,7 @@ mod tests {
         let messenger = MemoryMessenger::new();
         let mut answer = new_answer(&messenger, Duration::from_secs(1));
         let start = Instant::now();
-        let mut events = scheduled(vec![(0, piece("a")), (10, piece("b")), (10, text("ab")), (0, AgentEvent::Done)]);
+        let mut events = scheduled(vec![(0, piece("a")), (10, piece("b")), (10, text("ab")), (0, AgentEvent::done())]);
         apply(&mut answer, &mut events).await;
         assert_eq!(start.elapsed(), Duration::from_millis(20), "the forced final edit did not wait for the spacing");
         assert_eq!(messenger.last_text(CHAT), "<b>Bot</b>: ab");

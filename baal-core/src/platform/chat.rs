@@ -119,7 +119,7 @@ impl Inner {
                     self.say(chat, Text::html(note)).await;
                     said_else = true;
                 }
-                AgentEvent::Done => break,
+                AgentEvent::Done { .. } => break,
                 _ => {}
             }
         }

@@ -17,7 +17,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::{AgentEndpoint, AgentEvent, AgentFile, ChatRequest, HealthResponse, PendingMessage, PendingResponse};
-use super::{PendingAck, Proxy, ProxyError};
+use super::{PendingAck, Proxy, ProxyError, UsageResponse};
 
 /// Seconds a `GET /pending` leases the messages it returns for. Long enough to deliver a batch
 /// through Telegram's flood waits and file uploads before the lease runs out (which would let
@@ -265,6 +265,17 @@ impl Proxy for HttpProxy {
         Ok(())
     }
 
+    async fn usage(&self, agent: &AgentEndpoint, since: i64) -> Result<UsageResponse, ProxyError> {
+        let mut url = Self::url(agent, ["usage"])?;
+        url.query_pairs_mut().append_pair("since", &since.to_string());
+        match self.call(agent, Method::GET, url, None).await {
+            Ok(response) => json_body::<UsageResponse>(response).await,
+            // A Python agent has no such route: it meters nothing, which is not an error.
+            Err(ProxyError::Status(404)) => Ok(UsageResponse::new(Vec::new(), since)),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn file(&self, agent: &AgentEndpoint, path: &str) -> Result<AgentFile, ProxyError> {
         let file_name = path.rsplit('/').find(|s| !s.is_empty()).unwrap_or_default().to_owned();
         let url = Self::url(agent, std::iter::once("files").chain(workspace_segments(path)))?;
@@ -332,7 +343,7 @@ fn workspace_segments(path: &str) -> Vec<&str> {
 
 /// A stream of one `error` event followed by `done`.
 fn finished_with_error(content: String) -> BoxStream<'static, AgentEvent> {
-    stream::iter([AgentEvent::Error { content }, AgentEvent::Done]).boxed()
+    stream::iter([AgentEvent::Error { content }, AgentEvent::done()]).boxed()
 }
 
 /// Where the parsing of one `/chat` body is.
@@ -360,7 +371,7 @@ where
             ChatState::Reading(mut events) => loop {
                 match events.next().await {
                     Some(Ok(raw)) => match parse_event(&raw.data) {
-                        Some(AgentEvent::Done) => return Some((AgentEvent::Done, None)),
+                        Some(done @ AgentEvent::Done { .. }) => return Some((done, None)),
                         Some(event) => return Some((event, Some(ChatState::Reading(events)))),
                         None => continue,
                     },
@@ -370,14 +381,17 @@ where
                             _ => texts::LOST,
                         };
                         tracing::info!(error = %err, "agent's chat stream broke off");
-                        return Some((AgentEvent::Error { content: text.to_owned() }, closing(vec![AgentEvent::Done])));
+                        return Some((
+                            AgentEvent::Error { content: text.to_owned() },
+                            closing(vec![AgentEvent::done()]),
+                        ));
                     }
                     // A body that ends without `done` was cut short somewhere (agents always
                     // finish with `done`), so the answer may be incomplete.
                     None => {
                         return Some((
                             AgentEvent::Error { content: texts::LOST.to_owned() },
-                            closing(vec![AgentEvent::Done]),
+                            closing(vec![AgentEvent::done()]),
                         ));
                     }
                 }
@@ -446,7 +460,7 @@ mod tests {
                 AgentEvent::Thinking,
                 AgentEvent::TextDelta { content: "h".into() },
                 AgentEvent::Text { content: "hi".into() },
-                AgentEvent::Done
+                AgentEvent::done()
             ]
         );
 
@@ -457,7 +471,7 @@ mod tests {
             vec![
                 AgentEvent::Text { content: "a".into() },
                 AgentEvent::Error { content: texts::LOST.into() },
-                AgentEvent::Done
+                AgentEvent::done()
             ]
         );
     }

@@ -9,7 +9,8 @@ use futures_util::stream::BoxStream;
 use secrecy::SecretString;
 
 pub use crate::wire::{
-    AgentEvent, ChatRequest, HealthResponse, MAX_ACK_IDS, PendingAck, PendingMessage, PendingResponse,
+    AgentEvent, ChatRequest, HealthResponse, MAX_ACK_IDS, PendingAck, PendingMessage, PendingResponse, TurnUsage,
+    UsageCause, UsageRecord, UsageResponse,
 };
 
 pub mod http;
@@ -105,6 +106,14 @@ pub trait Proxy: Send + Sync {
     async fn ack_pending(&self, agent: &AgentEndpoint, chat_id: &str, ids: &[i64]) -> Result<(), ProxyError> {
         let _ = (agent, chat_id, ids);
         Ok(())
+    }
+    /// The model calls the agent recorded after the cursor `since` (0 for the first page), oldest
+    /// first, with the cursor to send next time. An agent that meters nothing (a Python agent, or
+    /// a proxy that does not implement this: the default) reports no records and the same
+    /// cursor; its usage is for the platform to estimate.
+    async fn usage(&self, agent: &AgentEndpoint, since: i64) -> Result<UsageResponse, ProxyError> {
+        let _ = agent;
+        Ok(UsageResponse::new(Vec::new(), since))
     }
     /// Downloads a workspace file.
     async fn file(&self, agent: &AgentEndpoint, path: &str) -> Result<AgentFile, ProxyError>;

@@ -7,6 +7,14 @@
 //! `data: [DONE]`); without it, one `chat.completion` JSON object. It also answers
 //! `GET /v1/credits/balance` (LibertAI's API-key check) and records every request it saw.
 //!
+//! Usage: a streamed request that asks for it (`stream_options.include_usage`) gets a last chunk
+//! with no choices and a `usage` object, and a whole answer always carries one, unless
+//! [`ScriptedLlm::omit_usage`] makes it behave like servers that report none. The numbers are
+//! deterministic, so tests can check what the agent counted: the prompt is the bytes of the
+//! request's `messages` JSON (as serde_json prints it) / 4, the completion the characters of the
+//! reply (text, reasoning, tool names and arguments) / 4, each at least 1; what was served is
+//! kept in [`RecordedRequest::usage`].
+//!
 //! Each completion request takes the next scripted [`Reply`] from a queue; when the queue is empty
 //! the [`Fallback`] answers (by default it echoes the last user message), so long-running
 //! benchmarks and end-to-end tests need not script every turn.
@@ -122,6 +130,8 @@ pub struct RecordedRequest {
     pub body: Value,
     /// When it arrived (benchmarks time the model from here).
     pub at: std::time::Instant,
+    /// The `(prompt_tokens, completion_tokens)` the answer reported, if it reported usage.
+    pub usage: Option<(u64, u64)>,
 }
 
 impl RecordedRequest {
@@ -153,6 +163,7 @@ struct Script {
     requests: Vec<RecordedRequest>,
     chunk_delay: Duration,
     omit_ids: bool,
+    omit_usage: bool,
     accepted_keys: Option<Vec<String>>,
     balance: f64,
     next_call: u64,
@@ -193,6 +204,7 @@ impl ScriptedLlm {
             requests: Vec::new(),
             chunk_delay: Duration::ZERO,
             omit_ids: false,
+            omit_usage: false,
             accepted_keys: None,
             balance: 100.0,
             next_call: 0,
@@ -270,6 +282,12 @@ impl ScriptedLlm {
     /// Sends chunks without `id`, `created` and `model`, as some OpenAI-compatible servers do.
     pub fn omit_chunk_ids(&self, omit: bool) -> &Self {
         self.lock().omit_ids = omit;
+        self
+    }
+
+    /// Reports no token usage, even when asked, as some OpenAI-compatible servers do.
+    pub fn omit_usage(&self, omit: bool) -> &Self {
+        self.lock().omit_usage = omit;
         self
     }
 
@@ -356,6 +374,7 @@ fn credits_balance(req: &Request, Data(script): Data<&Shared>) -> Response {
         bearer: bearer.clone(),
         body: Value::Null,
         at: std::time::Instant::now(),
+        usage: None,
     });
     if !key_ok(&script, bearer.as_deref()) {
         return error_response(401);
@@ -367,7 +386,9 @@ fn credits_balance(req: &Request, Data(script): Data<&Shared>) -> Response {
 async fn completions(req: &Request, body: Json<Value>, Data(script): Data<&Shared>) -> Response {
     let Json(body) = body;
     let bearer = bearer_of(req);
-    let (reply, delay, omit_ids, call_base) = {
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let usage_asked = !stream || body.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
+    let (reply, delay, omit_ids, call_base, usage) = {
         let mut script = script.lock().unwrap_or_else(|p| p.into_inner());
         script.requests.push(RecordedRequest {
             method: "POST".into(),
@@ -375,6 +396,7 @@ async fn completions(req: &Request, body: Json<Value>, Data(script): Data<&Share
             bearer: bearer.clone(),
             body: body.clone(),
             at: std::time::Instant::now(),
+            usage: None,
         });
         if !key_ok(&script, bearer.as_deref()) {
             return error_response(401);
@@ -394,10 +416,13 @@ async fn completions(req: &Request, body: Json<Value>, Data(script): Data<&Share
         if let Reply::Message { tool_calls, .. } = &reply {
             script.next_call += tool_calls.len() as u64;
         }
-        (reply, script.chunk_delay, script.omit_ids, call_base)
+        let usage = (usage_asked && !script.omit_usage).then(|| served_usage(&body, &reply)).flatten();
+        if let Some(recorded) = script.requests.last_mut() {
+            recorded.usage = usage;
+        }
+        (reply, script.chunk_delay, script.omit_ids, call_base, usage)
     };
     let model = body.get("model").and_then(Value::as_str).unwrap_or("scripted").to_owned();
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     match reply {
         Reply::Status(code) => error_response(code),
         Reply::Hang => std::future::pending::<Response>().await,
@@ -408,10 +433,10 @@ async fn completions(req: &Request, body: Json<Value>, Data(script): Data<&Share
         }
         Reply::Reasoned { reasoning, content } => {
             if stream {
-                let chunks = streamed_chunks(&model, omit_ids, Some(&reasoning), Some(&content), &[]);
+                let chunks = streamed_chunks(&model, omit_ids, Some(&reasoning), Some(&content), &[], usage);
                 sse_response(delayed(chunks, delay))
             } else {
-                whole_completion(&model, Some(&content), &[])
+                whole_completion(&model, Some(&content), &[], usage)
             }
         }
         Reply::Message { content, tool_calls } => {
@@ -421,13 +446,33 @@ async fn completions(req: &Request, body: Json<Value>, Data(script): Data<&Share
                 .map(|(i, (name, args))| (format!("call_{}", call_base + i as u64), name, args))
                 .collect();
             if stream {
-                let chunks = streamed_chunks(&model, omit_ids, None, content.as_deref(), &calls);
+                let chunks = streamed_chunks(&model, omit_ids, None, content.as_deref(), &calls, usage);
                 sse_response(delayed(chunks, delay))
             } else {
-                whole_completion(&model, content.as_deref(), &calls)
+                whole_completion(&model, content.as_deref(), &calls, usage)
             }
         }
     }
+}
+
+/// The usage reported for `reply` to `body` (see the module docs); `None` for replies that are
+/// not answers (errors, stalls).
+fn served_usage(body: &Value, reply: &Reply) -> Option<(u64, u64)> {
+    let chars = |text: &str| text.chars().count() as u64;
+    let written = match reply {
+        Reply::Message { content, tool_calls } => {
+            content.as_deref().map_or(0, chars)
+                + tool_calls.iter().map(|(name, args)| chars(name) + chars(args)).sum::<u64>()
+        }
+        Reply::Reasoned { reasoning, content } => chars(reasoning) + chars(content),
+        Reply::Status(_) | Reply::Stall | Reply::Hang => return None,
+    };
+    let prompt = body.get("messages").map_or(0, |m| m.to_string().len() as u64);
+    Some(((prompt / 4).max(1), (written / 4).max(1)))
+}
+
+fn usage_json((prompt, completion): (u64, u64)) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
 
 fn last_user_message(body: &Value) -> String {
@@ -492,6 +537,7 @@ fn streamed_chunks(
     reasoning: Option<&str>,
     content: Option<&str>,
     calls: &[(String, String, String)],
+    usage: Option<(u64, u64)>,
 ) -> Vec<Bytes> {
     let mut out = vec![sse(&chunk(model, omit_ids, json!({"role": "assistant", "content": ""}), None))];
     for piece in pieces(reasoning.unwrap_or_default(), 4) {
@@ -514,11 +560,23 @@ fn streamed_chunks(
     }
     let finish = if calls.is_empty() { "stop" } else { "tool_calls" };
     out.push(sse(&chunk(model, omit_ids, json!({}), Some(finish))));
+    if let Some(usage) = usage {
+        // As OpenAI sends it: a chunk of its own, after the finish, with no choices.
+        let mut last = chunk(model, omit_ids, json!({}), None);
+        last["choices"] = json!([]);
+        last["usage"] = usage_json(usage);
+        out.push(sse(&last));
+    }
     out.push(Bytes::from_static(b"data: [DONE]\n\n"));
     out
 }
 
-fn whole_completion(model: &str, content: Option<&str>, calls: &[(String, String, String)]) -> Response {
+fn whole_completion(
+    model: &str,
+    content: Option<&str>,
+    calls: &[(String, String, String)],
+    usage: Option<(u64, u64)>,
+) -> Response {
     let mut message = json!({"role": "assistant", "content": content});
     if !calls.is_empty() {
         message["tool_calls"] = calls
@@ -529,13 +587,15 @@ fn whole_completion(model: &str, content: Option<&str>, calls: &[(String, String
             .collect();
     }
     let finish = if calls.is_empty() { "stop" } else { "tool_calls" };
-    let body = json!({
+    let mut body = json!({
         "id": "chatcmpl-scripted",
         "object": "chat.completion",
         "created": chrono::Utc::now().timestamp(),
         "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
     });
+    if let Some(usage) = usage {
+        body["usage"] = usage_json(usage);
+    }
     Response::builder().content_type("application/json").body(body.to_string())
 }

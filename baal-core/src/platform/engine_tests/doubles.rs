@@ -197,7 +197,7 @@ impl ScriptedProxy {
             vec![
                 AgentEvent::Text { content: "You said: ".into() },
                 AgentEvent::Text { content: request.message.clone() },
-                AgentEvent::Done,
+                AgentEvent::done(),
             ]
         });
         proxy
@@ -245,7 +245,7 @@ impl Proxy for ScriptedProxy {
             agent.token.expose_secret().to_owned(),
         ));
         let timeline = if *self.down.lock().unwrap() {
-            vec![AgentEvent::Error { content: ProxyError::Unreachable.to_string() }, AgentEvent::Done]
+            vec![AgentEvent::Error { content: ProxyError::Unreachable.to_string() }, AgentEvent::done()]
                 .into_iter()
                 .map(|event| (Duration::ZERO, event))
                 .collect()

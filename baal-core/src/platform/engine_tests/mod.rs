@@ -441,7 +441,7 @@ async fn streaming_edits_one_message_and_the_final_text_lands() {
             AgentEvent::Text { content: "one ".into() },
             AgentEvent::Text { content: "two ".into() },
             AgentEvent::Text { content: "three".into() },
-            AgentEvent::Done,
+            AgentEvent::done(),
         ]
     });
     h.messenger.clear();
@@ -451,7 +451,7 @@ async fn streaming_edits_one_message_and_the_final_text_lands() {
     assert_eq!(answers[0].text.body, "<b>Streamer</b>: one two three");
     assert_eq!(answers[0].edits, 2);
     // A long answer continues in new messages, each within the limit.
-    h.proxy.set_script(|_| vec![AgentEvent::Text { content: "word ".repeat(2000) }, AgentEvent::Done]);
+    h.proxy.set_script(|_| vec![AgentEvent::Text { content: "word ".repeat(2000) }, AgentEvent::done()]);
     h.messenger.clear();
     h.send(OWNER, "long").await;
     let pieces: Vec<_> = h.messenger.messages(OWNER).into_iter().filter(|m| m.text.body.contains("word")).collect();
@@ -473,7 +473,7 @@ async fn tools_files_errors_and_pending_messages() {
             AgentEvent::File { path: "report.pdf".into(), caption: String::new() },
             AgentEvent::File { path: "missing.txt".into(), caption: String::new() },
             AgentEvent::Error { content: "tool timed out".into() },
-            AgentEvent::Done,
+            AgentEvent::done(),
         ]
     });
     h.proxy.pending.lock().unwrap().extend([

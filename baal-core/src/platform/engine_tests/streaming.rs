@@ -103,7 +103,7 @@ async fn the_first_piece_shows_long_before_the_completion_and_edits_keep_their_s
         timeline[0].0 = Duration::ZERO;
         timeline.push((ms(40), text(&script_words.concat())));
         // Quiet long enough for the last change to land by the spacing, not by the final flush.
-        timeline.push((ms(250), AgentEvent::Done));
+        timeline.push((ms(250), AgentEvent::done()));
         timeline
     });
     h.send(OWNER, "count").await;
@@ -131,7 +131,7 @@ async fn a_piece_right_after_an_edit_shows_when_the_spacing_passes_though_the_ag
             (Duration::ZERO, piece("first")),
             (ms(20), piece(" second")),
             (Duration::from_secs(2), text("first second")),
-            (Duration::ZERO, AgentEvent::Done),
+            (Duration::ZERO, AgentEvent::done()),
         ]
     });
     h.send(OWNER, "wait for it").await;
@@ -189,7 +189,7 @@ async fn a_long_streamed_answer_lands_exact_and_finished_messages_are_not_touche
 
     // An old agent: the whole completion at once.
     let whole = answer.clone();
-    h.proxy.set_script(move |_| vec![text(&whole), AgentEvent::Done]);
+    h.proxy.set_script(move |_| vec![text(&whole), AgentEvent::done()]);
     h.send(OWNER, "report").await;
     let old_bodies = answer_bodies(&h);
     assert_eq!(old_bodies, expected);
@@ -200,7 +200,7 @@ async fn a_long_streamed_answer_lands_exact_and_finished_messages_are_not_touche
     h.proxy.set_timeline(move |_| {
         let mut timeline: Timeline = pieces_of(&streamed, 300).iter().map(|p| (ms(10), piece(p))).collect();
         timeline.push((ms(10), text(&streamed)));
-        timeline.push((Duration::ZERO, AgentEvent::Done));
+        timeline.push((Duration::ZERO, AgentEvent::done()));
         timeline
     });
     h.send(OWNER, "report").await;
@@ -229,7 +229,7 @@ async fn an_old_agent_that_sends_only_whole_completions_gives_the_answer_as_befo
             (Duration::ZERO, text("Let me **check**.")),
             (ms(10), text(" Still here & <fine>.")),
             (ms(300), text(" Done 😀.")),
-            (Duration::ZERO, AgentEvent::Done),
+            (Duration::ZERO, AgentEvent::done()),
         ]
     });
     h.send(OWNER, "old").await;
@@ -252,7 +252,7 @@ async fn thinking_shows_a_notice_the_answer_replaces_and_never_the_reasoning() {
             (ms(150), piece("The answer")),
             (ms(150), piece(" is 42.")),
             (Duration::ZERO, text("The answer is 42.")),
-            (Duration::ZERO, AgentEvent::Done),
+            (Duration::ZERO, AgentEvent::done()),
         ]
     });
     h.send(OWNER, "think").await;
@@ -283,7 +283,7 @@ async fn a_notice_before_a_shown_tool_line_does_not_stay_behind() {
             (Duration::ZERO, AgentEvent::Thinking),
             (ms(100), piece("Listed")),
             (ms(100), text("Listed.")),
-            (Duration::ZERO, AgentEvent::Done),
+            (Duration::ZERO, AgentEvent::done()),
         ]
     });
     h.send(OWNER, "list files").await;
@@ -301,7 +301,7 @@ async fn the_introduction_after_a_deployment_streams_too() {
             (ms(150), piece(" Streamer,")),
             (ms(150), piece(" at your service.")),
             (Duration::ZERO, text("Hi, I am Streamer, at your service.")),
-            (Duration::ZERO, AgentEvent::Done),
+            (Duration::ZERO, AgentEvent::done()),
         ]
     });
     h.create_agent(OWNER, NAME).await;

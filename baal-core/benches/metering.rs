@@ -1,0 +1,80 @@
+//! `cargo bench -p baal-core --bench metering`: what metering adds to one model call, i.e.
+//! recording its usage row in the agent's database (a WAL file, as deployed), with the server's
+//! figures and with the estimate a server that reports none needs. Printed, never asserted; the
+//! target is under 10 µs per call.
+
+use std::time::{Duration, Instant};
+
+use baal_core::agent::history::History;
+use baal_core::agent::usage::{Metered, estimate};
+use baal_core::inference::{ChatMessage, Completion, CompletionBuilder, CompletionRequest, Delta, ToolSpec};
+use baal_core::wire::UsageCause;
+
+const CALLS: u32 = 20_000;
+
+fn per_call(total: Duration) -> String {
+    format!("{:.2} µs", total.as_secs_f64() * 1e6 / f64::from(CALLS))
+}
+
+/// A turn as the agent sends it: an 8 KB system prompt, 40 messages of history, 10 tools.
+fn request() -> CompletionRequest {
+    let mut messages = vec![ChatMessage::system("You are a helpful agent. ".repeat(330))];
+    for i in 0..40 {
+        messages.push(ChatMessage::user(format!("message {i}: {}", "words ".repeat(30))));
+    }
+    let tools = (0..10)
+        .map(|i| {
+            let parameters = serde_json::json!({"type": "object", "properties": {"path": {"type": "string"}}});
+            ToolSpec::new(format!("tool_{i}"), "Does one thing with a file in the workspace.", parameters)
+        })
+        .collect();
+    CompletionRequest::new("hermes-3-8b-tee", messages, tools)
+}
+
+fn completion(usage: bool) -> Completion {
+    let mut builder = CompletionBuilder::default();
+    builder.push(Delta::Text("An answer of a few sentences, as a model writes one. ".repeat(4)));
+    if usage {
+        builder.push(Delta::Usage { prompt_tokens: 3000, completion_tokens: 60 });
+    }
+    builder.finish()
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let history = History::open(&dir.path().join("agent.db")).await.expect("database");
+    let request = request();
+    let (reported, unreported) = (completion(true), completion(false));
+
+    println!("| Metering one model call | time per call |");
+    println!("|---|---|");
+    let started = Instant::now();
+    for _ in 0..CALLS {
+        let metered = Metered::of(&request, &reported);
+        history.record_usage("42", UsageCause::OwnerTurn, &request.model, metered).expect("record");
+    }
+    println!("| usage reported by the server: one row recorded | {} |", per_call(started.elapsed()));
+    let started = Instant::now();
+    for _ in 0..CALLS {
+        std::hint::black_box(estimate(&request, &unreported));
+    }
+    println!(
+        "| no usage reported: the estimate alone (8 KB prompt, 40 messages, 10 tools) | {} |",
+        per_call(started.elapsed())
+    );
+    let started = Instant::now();
+    for _ in 0..CALLS {
+        let metered = Metered::of(&request, &unreported);
+        history.record_usage("42", UsageCause::OwnerTurn, &request.model, metered).expect("record");
+    }
+    println!("| no usage reported: estimate and row | {} |", per_call(started.elapsed()));
+    let day = baal_core::agent::usage::day_of(chrono::Utc::now());
+    let started = Instant::now();
+    let totals = history.usage_on(&day, None).expect("totals");
+    println!(
+        "| the day's totals over {} rows (read once, not per call) | {:.2} ms |",
+        totals.calls,
+        started.elapsed().as_secs_f64() * 1e3
+    );
+}
