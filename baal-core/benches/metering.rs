@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use baal_core::agent::history::History;
-use baal_core::agent::usage::{Metered, estimate};
+use baal_core::agent::usage::{Metered, MeteredCall, estimate};
 use baal_core::inference::{ChatMessage, Completion, CompletionBuilder, CompletionRequest, Delta, ToolSpec};
 use baal_core::wire::UsageCause;
 
@@ -69,6 +69,24 @@ async fn main() {
         history.record_usage("42", UsageCause::OwnerTurn, &request.model, metered).expect("record");
     }
     println!("| no usage reported: estimate and row | {} |", per_call(started.elapsed()));
+    // A chat turn: the call's row rides on the commit of the message the model wrote, so what
+    // metering adds is the difference between these two.
+    let answer = ChatMessage::assistant(Some("An answer of a few words.".into()), Vec::new());
+    let started = Instant::now();
+    for _ in 0..CALLS {
+        history.append("43", &answer).await.expect("append");
+    }
+    let alone = started.elapsed();
+    println!("| a chat turn's message appended, unmetered (for comparison) | {} |", per_call(alone));
+    let started = Instant::now();
+    for _ in 0..CALLS {
+        let metered = Metered::of(&request, &reported);
+        let call = MeteredCall { chat_id: "43", cause: UsageCause::OwnerTurn, model: &request.model, metered };
+        history.append_metered("43", &answer, &call).await.expect("append");
+    }
+    let metered = started.elapsed();
+    println!("| the same message with its call's row, one transaction | {} |", per_call(metered));
+    println!("| what metering adds to a chat turn's model call | {} |", per_call(metered.saturating_sub(alone)));
     let day = baal_core::agent::usage::day_of(chrono::Utc::now());
     let started = Instant::now();
     let totals = history.usage_on(&day, None).expect("totals");

@@ -227,6 +227,26 @@ macro_rules! select_messages {
     };
 }
 
+fn insert_message(c: &rusqlite::Connection, chat_id: &str, message: &ChatMessage) -> rusqlite::Result<i64> {
+    let tool_calls = if message.tool_calls.is_empty() {
+        None
+    } else {
+        Some(serde_json::to_string(&message.tool_calls).unwrap_or_else(|_| "[]".into()))
+    };
+    c.prepare_cached(
+        "INSERT INTO messages (chat_id, role, content, tool_calls, tool_call_id, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .insert(rusqlite::params![
+        chat_id,
+        message.role.as_str(),
+        message.content,
+        tool_calls,
+        message.tool_call_id,
+        now()
+    ])
+}
+
 fn summary_of(c: &rusqlite::Connection, chat_id: &str) -> rusqlite::Result<Option<String>> {
     c.prepare_cached("SELECT content FROM summaries WHERE chat_id = ?1")?
         .query_row([chat_id], |row| row.get(0))
@@ -312,24 +332,23 @@ impl History {
 
     /// Appends a message to a chat's history; returns its row id.
     pub async fn append(&self, chat_id: &str, message: &ChatMessage) -> Result<i64, HistoryError> {
-        let tool_calls = if message.tool_calls.is_empty() {
-            None
-        } else {
-            Some(serde_json::to_string(&message.tool_calls).unwrap_or_else(|_| "[]".into()))
-        };
+        self.with(|c| insert_message(c, chat_id, message))
+    }
+
+    /// Appends the model's `message` to a chat's history and records the call that wrote it, in
+    /// one transaction: metering then costs a turn no commit of its own.
+    pub async fn append_metered(
+        &self,
+        chat_id: &str,
+        message: &ChatMessage,
+        call: &super::usage::MeteredCall<'_>,
+    ) -> Result<i64, HistoryError> {
         self.with(|c| {
-            c.prepare_cached(
-                "INSERT INTO messages (chat_id, role, content, tool_calls, tool_call_id, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .insert(rusqlite::params![
-                chat_id,
-                message.role.as_str(),
-                message.content,
-                tool_calls,
-                message.tool_call_id,
-                now()
-            ])
+            let tx = c.transaction()?;
+            super::usage::insert_usage(&tx, call)?;
+            let id = insert_message(&tx, chat_id, message)?;
+            tx.commit()?;
+            Ok(id)
         })
     }
 

@@ -23,7 +23,7 @@ use super::context::{Audience, Workspace};
 use super::history::{History, HistoryError, StoredMessage};
 use super::settings::AgentSettings;
 use super::tools::{SentFile, ToolContext, ToolOutput, ToolSet};
-use super::usage::{record_call, tally};
+use super::usage::{Metered, MeteredCall, record_call, tally};
 
 /// Model calls per subagent turn.
 pub const SUBAGENT_MAX_ITERATIONS: u32 = 15;
@@ -420,11 +420,18 @@ impl Agent {
                 Ok(c) => c,
                 Err(e) => return Ok(TurnEnd::Failed(e)),
             };
-            tally(usage, record_call(&self.inner.history, &turn.chat_id, turn.cause, &request, &completion));
             let assistant = ChatMessage::assistant(Some(completion.content.clone()), completion.tool_calls.clone());
-            if let Some(chat) = &turn.store_chat {
-                self.inner.history.append(chat, &assistant).await?;
-            }
+            let metered = match &turn.store_chat {
+                Some(chat) => {
+                    let metered = Metered::of(&request, &completion);
+                    let call =
+                        MeteredCall { chat_id: &turn.chat_id, cause: turn.cause, model: &request.model, metered };
+                    self.inner.history.append_metered(chat, &assistant, &call).await?;
+                    metered
+                }
+                None => record_call(&self.inner.history, &turn.chat_id, turn.cause, &request, &completion),
+            };
+            tally(usage, metered);
             messages.push(assistant);
             if !completion.content.trim().is_empty() {
                 let _ = out.send(AgentEvent::Text { content: completion.content.clone() });

@@ -101,6 +101,38 @@ pub(crate) fn record_call(
     metered
 }
 
+/// One model call to record: whose chat (or background label), why, which model, how much.
+#[derive(Debug, Clone, Copy)]
+pub struct MeteredCall<'a> {
+    /// The chat id, or the background work's label (`__heartbeat__`, `__subagent__`).
+    pub chat_id: &'a str,
+    /// Why the call was made.
+    pub cause: UsageCause,
+    /// The model asked.
+    pub model: &'a str,
+    /// Its tokens.
+    pub metered: Metered,
+}
+
+pub(crate) fn insert_usage(c: &rusqlite::Connection, call: &MeteredCall<'_>) -> rusqlite::Result<i64> {
+    let at = chrono::Utc::now();
+    let clamp = |tokens: u64| i64::try_from(tokens).unwrap_or(i64::MAX);
+    c.prepare_cached(
+        "INSERT INTO usage (chat_id, cause, day, model, prompt_tokens, completion_tokens, estimated, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .insert(rusqlite::params![
+        call.chat_id,
+        call.cause.as_str(),
+        day_of(at),
+        call.model,
+        clamp(call.metered.prompt_tokens),
+        clamp(call.metered.completion_tokens),
+        call.metered.estimated,
+        at.to_rfc3339_opts(chrono::SecondsFormat::Micros, false),
+    ])
+}
+
 /// The UTC day of `at` as stored and sent: `YYYY-MM-DD`.
 pub fn day_of(at: chrono::DateTime<chrono::Utc>) -> String {
     at.format("%Y-%m-%d").to_string()
@@ -121,8 +153,9 @@ fn usage_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UsageRecord> {
 }
 
 impl History {
-    /// Records one model call, dated now; returns its id. Runs at once on the calling task (one
-    /// `INSERT` and its WAL commit, ~30 µs on a 2-vCPU machine), like every statement of the agent's database.
+    /// Records one model call, dated now; returns its id. Its own `INSERT` and WAL commit (~30 µs
+    /// on a 2-vCPU machine): for background work; a chat turn's calls ride on the commit of the
+    /// message they wrote ([`History::append_metered`]).
     pub fn record_usage(
         &self,
         chat_id: &str,
@@ -130,24 +163,7 @@ impl History {
         model: &str,
         metered: Metered,
     ) -> Result<i64, HistoryError> {
-        let at = chrono::Utc::now();
-        let clamp = |tokens: u64| i64::try_from(tokens).unwrap_or(i64::MAX);
-        self.with(|c| {
-            c.prepare_cached(
-                "INSERT INTO usage (chat_id, cause, day, model, prompt_tokens, completion_tokens, estimated, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .insert(rusqlite::params![
-                chat_id,
-                cause.as_str(),
-                day_of(at),
-                model,
-                clamp(metered.prompt_tokens),
-                clamp(metered.completion_tokens),
-                metered.estimated,
-                at.to_rfc3339_opts(chrono::SecondsFormat::Micros, false),
-            ])
-        })
+        self.with(|c| insert_usage(c, &MeteredCall { chat_id, cause, model, metered }))
     }
 
     /// The recorded calls with an id above `since`, oldest first, at most `limit`.
