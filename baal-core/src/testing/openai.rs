@@ -559,13 +559,18 @@ fn streamed_chunks(
         }
     }
     let finish = if calls.is_empty() { "stop" } else { "tool_calls" };
-    out.push(sse(&chunk(model, omit_ids, json!({}), Some(finish))));
-    if let Some(usage) = usage {
-        // As OpenAI sends it: a chunk of its own, after the finish, with no choices.
-        let mut last = chunk(model, omit_ids, json!({}), None);
-        last["choices"] = json!([]);
-        last["usage"] = usage_json(usage);
-        out.push(sse(&last));
+    let finish = sse(&chunk(model, omit_ids, json!({}), Some(finish)));
+    match usage {
+        // As OpenAI sends it: a chunk of its own, with no choices, right after the finish; in
+        // the same write, so that asking for usage does not make the scripted model slower by a
+        // chunk delay (the agent benchmark compares against the model alone).
+        Some(usage) => {
+            let mut last = chunk(model, omit_ids, json!({}), None);
+            last["choices"] = json!([]);
+            last["usage"] = usage_json(usage);
+            out.push([finish, sse(&last)].concat().into());
+        }
+        None => out.push(finish),
     }
     out.push(Bytes::from_static(b"data: [DONE]\n\n"));
     out
