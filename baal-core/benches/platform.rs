@@ -22,11 +22,13 @@
 //! Needs a built `baal-agent`: `BAAL_AGENT_BIN`, else next to this binary, else `target/release`
 //! or `target/debug`, else `PATH`.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baal_core::deploy::local::{LocalDeployer, find_agent_binary};
+use baal_core::deploy::local::LocalDeployer;
 use baal_core::domain::{Agent, Role, UserId};
 use baal_core::platform::{Input, Platform, PlatformConfig};
 use baal_core::proxy::http::HttpProxy;
@@ -45,15 +47,6 @@ const AGENTS: usize = 4;
 /// Delay between streamed chunks for the "model at work" load: ~1 s per answer, the short end of
 /// what a hosted model takes.
 const MODEL_CHUNK_DELAY: Duration = Duration::from_millis(125);
-
-fn agent_bin() -> Option<PathBuf> {
-    let explicit = std::env::var_os("BAAL_AGENT_BIN").map(PathBuf::from);
-    if let Ok(found) = find_agent_binary(explicit.as_deref()) {
-        return Some(found);
-    }
-    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
-    ["release", "debug"].iter().map(|profile| target.join(profile).join("baal-agent")).find(|p| p.is_file())
-}
 
 struct Figures {
     name: &'static str,
@@ -116,7 +109,7 @@ where
 }
 
 fn main() {
-    let Some(agent_bin) = agent_bin() else {
+    let Some(agent_bin) = common::agent_bin() else {
         println!("platform bench skipped: build baal-agent first (cargo build --workspace) or set BAAL_AGENT_BIN");
         return;
     };

@@ -12,11 +12,13 @@
 //! Needs a built `baal-agent`: `BAAL_AGENT_BIN`, else next to this binary, else `target/release`
 //! or `target/debug`, else `PATH`.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baal_core::deploy::local::{LocalDeployer, find_agent_binary};
+use baal_core::deploy::local::LocalDeployer;
 use baal_core::domain::UserId;
 use baal_core::platform::{Input, Platform, PlatformConfig};
 use baal_core::proxy::http::HttpProxy;
@@ -29,15 +31,6 @@ use secrecy::SecretString;
 const OWNER: UserId = 701;
 const CHUNK_DELAY: Duration = Duration::from_millis(40);
 const TURNS: usize = 3;
-
-fn agent_bin() -> Option<PathBuf> {
-    let explicit = std::env::var_os("BAAL_AGENT_BIN").map(PathBuf::from);
-    if let Ok(found) = find_agent_binary(explicit.as_deref()) {
-        return Some(found);
-    }
-    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
-    ["release", "debug"].iter().map(|profile| target.join(profile).join("baal-agent")).find(|p| p.is_file())
-}
 
 fn answer(turn: usize) -> String {
     let words: Vec<String> = (1..=100).map(|i| format!("w{turn}x{i}")).collect();
@@ -148,7 +141,7 @@ fn print(label: &str, turns: &[Turn]) {
 }
 
 fn main() {
-    let Some(bin) = agent_bin() else {
+    let Some(bin) = common::agent_bin() else {
         eprintln!("no baal-agent found: build it (cargo build --release -p baal-agent) or set BAAL_AGENT_BIN");
         std::process::exit(2);
     };
