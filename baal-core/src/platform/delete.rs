@@ -81,10 +81,7 @@ pub async fn delete_agent<F>(
 where
     F: FnOnce() -> Result<Arc<dyn Deployer>, String> + Send,
 {
-    let found = store.agent_get(agent).await?.ok_or(DeleteError::NotFound(agent))?;
-    if found.deleted {
-        return Err(DeleteError::AlreadyDeleted { name: found.name });
-    }
+    let found = undeleted(store, agent).await?;
     // A holder of its own, so that even this process's deployment of the agent refuses it.
     let holder = lease::new_holder();
     if !lease::take(store, agent, &holder, DELETION_LEASE).await? {
@@ -111,10 +108,7 @@ where
     F: FnOnce() -> Result<Arc<dyn Deployer>, String> + Send,
 {
     // Read again under the lease: a deployment that just finished may have recorded new facts.
-    let agent = store.agent_get(id).await?.ok_or(DeleteError::NotFound(id))?;
-    if agent.deleted {
-        return Err(DeleteError::AlreadyDeleted { name: agent.name });
-    }
+    let agent = undeleted(store, id).await?;
     store.event_record(id, &EventStep::Delete, EventOutcome::Started, Some(by)).await?;
     let deleted = match tear_down(&agent, deployer, reporter).await {
         Ok(deleted) => deleted,
@@ -128,6 +122,15 @@ where
     }
     store.event_record(id, &EventStep::Delete, EventOutcome::Succeeded, None).await?;
     Ok(deleted)
+}
+
+/// The agent with `id`, unless it is unknown or already deleted.
+async fn undeleted(store: &dyn Store, id: AgentId) -> Result<Agent, DeleteError> {
+    let agent = store.agent_get(id).await?.ok_or(DeleteError::NotFound(id))?;
+    if agent.deleted {
+        return Err(DeleteError::AlreadyDeleted { name: agent.name });
+    }
+    Ok(agent)
 }
 
 /// Tears down what `agent` runs on; on failure, why (for the person who asked) and the detail
