@@ -933,16 +933,8 @@ async fn the_heartbeat_recurs_is_silent_when_idle_and_keeps_its_schedule_across_
 
     std::fs::write(agent.workspace().join("HEARTBEAT.md"), "- check the feed and tell me what changed\n").unwrap();
     wait_for_runs(&llm, 3, Duration::from_secs(15)).await;
-    let pending: Value = agent
-        .http
-        .get(format!("{}/pending?chat_id={OWNER}", agent.base_url))
-        .bearer_auth(SECRET)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, pending) = agent.get_pending(&[("chat_id", OWNER)]).await;
+    assert_eq!(status, 200);
     assert!(pending.to_string().contains("[Heartbeat] The feed has 3 new posts."), "{pending}");
 
     // Restarted with a 2 s period right after a run: the next run comes on schedule, measured
