@@ -164,6 +164,10 @@ pub struct Agent {
     pub payer: Payer,
     /// Who is deploying or deleting it right now, if anyone.
     pub lease: Option<Lease>,
+    /// What its owner decided about sharing and budgets.
+    pub policy: AgentPolicy,
+    /// The cursor of the agent's `GET /usage` up to which its usage is stored (0: none yet).
+    pub usage_cursor: i64,
     /// Created at.
     pub created_at: DateTime<Utc>,
     /// Last change of any field (taking or renewing a lease is not a change).
@@ -271,6 +275,8 @@ impl Agent {
             visitor_tools: new.visitor_tools,
             payer: Payer::Operator,
             lease: None,
+            policy: AgentPolicy::default(),
+            usage_cursor: 0,
             created_at,
             updated_at: created_at,
         }
@@ -284,6 +290,118 @@ impl Agent {
     /// The role `user` has when talking to this agent.
     pub fn role_of(&self, user: UserId) -> Role {
         if user == self.owner_id { Role::Owner } else { Role::Visitor }
+    }
+}
+
+/// What an owner decides about who may use their agent and how much.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AgentPolicy {
+    /// Whether the share link works. Off, visitors are turned away; the owner still chats.
+    pub sharing: bool,
+    /// Tokens the whole agent may use per UTC day (every chat and background work); `None`: no
+    /// budget of the owner's own.
+    pub daily_token_budget: Option<u64>,
+    /// Messages each visitor may send per UTC day; `None`: no limit of the owner's own.
+    pub visitor_daily_messages: Option<u32>,
+}
+
+impl Default for AgentPolicy {
+    /// Shared, with neither a token budget nor a visitor limit: how agents behaved before owners
+    /// could decide.
+    fn default() -> Self {
+        AgentPolicy { sharing: true, daily_token_budget: None, visitor_daily_messages: None }
+    }
+}
+
+impl AgentPolicy {
+    /// The default policy: shared, no budget, no visitor limit.
+    pub fn new() -> Self {
+        AgentPolicy::default()
+    }
+
+    /// Turns the share link on or off.
+    pub fn with_sharing(mut self, sharing: bool) -> Self {
+        self.sharing = sharing;
+        self
+    }
+
+    /// Sets (or with `None` removes) the agent's daily token budget.
+    pub fn with_daily_token_budget(mut self, tokens: Option<u64>) -> Self {
+        self.daily_token_budget = tokens;
+        self
+    }
+
+    /// Sets (or with `None` removes) the daily message limit per visitor.
+    pub fn with_visitor_daily_messages(mut self, messages: Option<u32>) -> Self {
+        self.visitor_daily_messages = messages;
+        self
+    }
+}
+
+/// Tokens of one group of model calls, as the platform stores them: summed per
+/// (agent, UTC day, charged user, cause, model, payer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct AgentUsage {
+    /// The agent that made the calls.
+    pub agent_id: AgentId,
+    /// The UTC day of the calls.
+    pub day: NaiveDate,
+    /// Who is charged: the visitor for a visitor's turn, the owner for everything else.
+    pub user_id: UserId,
+    /// Why the model was called.
+    pub cause: crate::wire::UsageCause,
+    /// The model id.
+    pub model: String,
+    /// Whose key paid.
+    pub payer: Payer,
+    /// Tokens sent.
+    pub prompt_tokens: u64,
+    /// Tokens written.
+    pub completion_tokens: u64,
+    /// Model calls.
+    pub calls: u64,
+    /// Whether any call's figures are an estimate (the model's server, or the agent, reported none).
+    pub estimated: bool,
+}
+
+impl AgentUsage {
+    /// A group with no tokens and no calls yet.
+    pub fn new(
+        agent_id: AgentId,
+        day: NaiveDate,
+        user_id: UserId,
+        cause: crate::wire::UsageCause,
+        model: impl Into<String>,
+        payer: Payer,
+    ) -> Self {
+        AgentUsage {
+            agent_id,
+            day,
+            user_id,
+            cause,
+            model: model.into(),
+            payer,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            calls: 0,
+            estimated: false,
+        }
+    }
+
+    /// Sets the figures.
+    pub fn with_tokens(mut self, prompt_tokens: u64, completion_tokens: u64, calls: u64, estimated: bool) -> Self {
+        self.prompt_tokens = prompt_tokens;
+        self.completion_tokens = completion_tokens;
+        self.calls = calls;
+        self.estimated = estimated;
+        self
+    }
+
+    /// Tokens sent and written (saturating: a sum never wraps to a small number).
+    pub fn total_tokens(&self) -> u64 {
+        self.prompt_tokens.saturating_add(self.completion_tokens)
     }
 }
 
@@ -611,7 +729,7 @@ pub struct PoolVm {
 }
 
 /// A model Baal offers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct Model {
     /// The id sent to LibertAI.
@@ -626,9 +744,39 @@ pub struct Model {
     pub best_for: &'static str,
     /// Context window in tokens (drives compaction).
     pub context_tokens: u32,
+    /// What LibertAI charges for it; `None` while Baal does not know (costs show as unknown).
+    pub price: Option<Price>,
+}
+
+/// LibertAI's price of a model, in credits per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    /// Credits per million tokens sent.
+    pub prompt_per_million: f64,
+    /// Credits per million tokens written.
+    pub completion_per_million: f64,
+}
+
+impl Price {
+    /// A price in credits per million tokens sent and written.
+    pub const fn new(prompt_per_million: f64, completion_per_million: f64) -> Self {
+        Price { prompt_per_million, completion_per_million }
+    }
+
+    /// What `prompt_tokens` sent and `completion_tokens` written cost, in credits.
+    pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> f64 {
+        // u64 → f64 rounds beyond 2^53 tokens, far past any real count.
+        (prompt_tokens as f64 * self.prompt_per_million + completion_tokens as f64 * self.completion_per_million)
+            / 1_000_000.0
+    }
 }
 
 /// Every model offered, default first. Gemma is never offered.
+///
+/// Prices: LibertAI publishes them in an Aleph aggregate (`TEST_LTAI_PRICING` of
+/// `0xe1F7220D201C64871Cefb25320a8a588393eE508`, per the libertai-docs repository), which Baal
+/// cannot read offline. Until the figures are known they are `None` and every cost shows as
+/// unknown; put them here, the one place prices live, when they are.
 pub const MODELS: &[Model] = &[
     Model {
         id: "qwen3-coder-next",
@@ -637,6 +785,7 @@ pub const MODELS: &[Model] = &[
         description: "Fast and current; strong at code",
         best_for: "code, debugging and technical work",
         context_tokens: 98_304,
+        price: None,
     },
     Model {
         id: "glm-4.7",
@@ -645,6 +794,7 @@ pub const MODELS: &[Model] = &[
         description: "General-purpose conversation with a long context",
         best_for: "conversation, research, writing and long documents",
         context_tokens: 131_072,
+        price: None,
     },
 ];
 
@@ -684,6 +834,31 @@ mod tests {
         assert!(!agent.deleted && agent.updated_at == now);
         let user = User::new(7, now).with_username("ann");
         assert_eq!((user.username.as_deref(), user.show_tools), (Some("ann"), false));
+    }
+
+    #[test]
+    fn policies_default_to_how_agents_behaved_before_owners_chose() {
+        let policy = AgentPolicy::new();
+        assert_eq!(policy, AgentPolicy::default());
+        assert_eq!((policy.sharing, policy.daily_token_budget, policy.visitor_daily_messages), (true, None, None));
+        let set = policy.with_sharing(false).with_daily_token_budget(Some(50_000)).with_visitor_daily_messages(Some(5));
+        assert_eq!((set.sharing, set.daily_token_budget, set.visitor_daily_messages), (false, Some(50_000), Some(5)));
+        assert_eq!(set.with_daily_token_budget(None).daily_token_budget, None);
+        let agent = Agent::from_new(AgentId(1), NewAgent::new(7, "A", "p", "glm-4.7"), Utc::now());
+        assert_eq!((agent.policy, agent.usage_cursor), (AgentPolicy::default(), 0));
+    }
+
+    #[test]
+    fn usage_groups_and_prices() {
+        let day = "2026-11-25".parse().unwrap();
+        let group = AgentUsage::new(AgentId(1), day, 7, crate::wire::UsageCause::Heartbeat, "glm-4.7", Payer::Owner);
+        assert_eq!((group.total_tokens(), group.calls, group.estimated), (0, 0, false));
+        let group = group.with_tokens(300, 200, 2, true);
+        assert_eq!((group.prompt_tokens, group.completion_tokens, group.total_tokens()), (300, 200, 500));
+        assert_eq!(group.clone().with_tokens(u64::MAX, 1, 1, false).total_tokens(), u64::MAX, "saturates");
+        let price = Price::new(2.0, 10.0);
+        assert!((price.cost(1_000_000, 500_000) - 7.0).abs() < 1e-9);
+        assert_eq!(price.cost(0, 0), 0.0);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The Store and PoolStore contracts on a SQLite file and on PostgreSQL (its own schema per
-//! test), plus the races that must never let a caller through: the daily counter, an agent's
-//! lease and the pool claim.
+//! test), plus the races that must never let a caller through: the daily and visitor counters,
+//! storing a page of usage, a budget notice, an agent's lease and the pool claim.
 
 use baal_core::domain::{AgentId, NewAgent};
 use baal_core::store::{SqlStore, Store, StoreError};
@@ -143,4 +143,40 @@ async fn bad_urls_are_named_without_their_password() {
     let err = SqlStore::open(&missing).await.unwrap_err();
     assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
     assert!(err.to_string().contains("mode=rwc"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_visitor_counter_cannot_be_raced() {
+    let test_db = db::sqlite().await;
+    db::check_visitor_race(test_db.shared(), 50, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_visitor_counter_cannot_be_raced() {
+    let Some(test_db) = db::postgres().await else { return };
+    db::check_visitor_race(test_db.shared(), 50, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_usage_page_is_stored_once() {
+    let test_db = db::sqlite().await;
+    db::check_usage_ingest_race(test_db.shared(), 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_usage_page_is_stored_once() {
+    let Some(test_db) = db::postgres().await else { return };
+    db::check_usage_ingest_race(test_db.shared(), 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_budget_notice_is_sent_once() {
+    let test_db = db::sqlite().await;
+    db::check_budget_notice_race(test_db.shared(), 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_budget_notice_is_sent_once() {
+    let Some(test_db) = db::postgres().await else { return };
+    db::check_budget_notice_race(test_db.shared(), 20).await;
 }

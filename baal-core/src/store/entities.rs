@@ -52,6 +52,14 @@ pub(crate) mod agents {
         /// Set together with `lease_until`, cleared together.
         pub lease_holder: Option<String>,
         pub lease_until: Option<ChronoDateTimeUtc>,
+        pub sharing: bool,
+        pub daily_token_budget: Option<i64>,
+        pub visitor_daily_messages: Option<i32>,
+        /// The agent's `GET /usage` cursor up to which its usage is in `agent_usage`.
+        pub usage_cursor: i64,
+        /// The day and level of the last budget notice claimed.
+        pub budget_notice_day: Option<Date>,
+        pub budget_notice_level: i16,
     }
 
     impl ActiveModelBehavior for ActiveModel {}
@@ -69,6 +77,72 @@ pub(crate) mod daily_usage {
         #[sea_orm(primary_key, auto_increment = false)]
         pub day: Date,
         pub messages: i32,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod agent_usage {
+    use sea_orm::entity::prelude::*;
+
+    /// Token counts are BIGINT, written clamped to `i64::MAX`.
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "agent_usage")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub agent_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub day: Date,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: i64,
+        /// A `wire::UsageCause` name.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub cause: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub model: String,
+        /// `owner` or `operator`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub payer: String,
+        pub prompt_tokens: i64,
+        pub completion_tokens: i64,
+        pub calls: i64,
+        pub estimated: bool,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod visitor_messages {
+    use sea_orm::entity::prelude::*;
+
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "visitor_messages")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub agent_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub day: Date,
+        pub messages: i32,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod retired_slugs {
+    use sea_orm::entity::prelude::*;
+
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "retired_slugs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub slug: String,
+        pub agent_id: i64,
+        pub retired_at: ChronoDateTimeUtc,
     }
 
     impl ActiveModelBehavior for ActiveModel {}

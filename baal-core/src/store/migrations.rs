@@ -12,7 +12,7 @@ pub(crate) struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial), Box::new(M0002PayerAndLease)]
+        vec![Box::new(M0001Initial), Box::new(M0002PayerAndLease), Box::new(M0003MeteringAndPolicy)]
     }
 }
 
@@ -54,6 +54,13 @@ enum Agents {
     Payer,
     LeaseHolder,
     LeaseUntil,
+    // Added by M0003.
+    Sharing,
+    DailyTokenBudget,
+    VisitorDailyMessages,
+    UsageCursor,
+    BudgetNoticeDay,
+    BudgetNoticeLevel,
 }
 
 #[derive(DeriveIden)]
@@ -373,6 +380,184 @@ impl MigrationTrait for M0002PayerAndLease {
     }
 }
 
+/// Metering and the owner's say: the tokens every agent used (`agent_usage`), messages per
+/// visitor per agent (`visitor_messages`), replaced share-link slugs (`retired_slugs`), and per
+/// agent its policy, its usage cursor and the last budget notice sent.
+struct M0003MeteringAndPolicy;
+
+#[derive(DeriveIden)]
+enum AgentUsage {
+    Table,
+    AgentId,
+    Day,
+    UserId,
+    Cause,
+    Model,
+    Payer,
+    PromptTokens,
+    CompletionTokens,
+    Calls,
+    Estimated,
+}
+
+#[derive(DeriveIden)]
+enum VisitorMessages {
+    Table,
+    AgentId,
+    UserId,
+    Day,
+    Messages,
+}
+
+#[derive(DeriveIden)]
+enum RetiredSlugs {
+    Table,
+    Slug,
+    AgentId,
+    RetiredAt,
+}
+
+impl MigrationName for M0003MeteringAndPolicy {
+    fn name(&self) -> &str {
+        "m0003_metering_and_policy"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003MeteringAndPolicy {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        // Every existing agent gets the behaviour it had before owners could choose: shared, no
+        // budget, no visitor limit, no usage stored yet, no notice sent.
+        for column in [
+            boolean(Agents::Sharing).default(true).to_owned(),
+            big_integer_null(Agents::DailyTokenBudget),
+            integer_null(Agents::VisitorDailyMessages),
+            big_integer(Agents::UsageCursor).default(0).to_owned(),
+            date_null(Agents::BudgetNoticeDay),
+            small_integer(Agents::BudgetNoticeLevel).default(0).to_owned(),
+        ] {
+            m.alter_table(Table::alter().table(Agents::Table).add_column(column).to_owned()).await?;
+        }
+
+        // The key is the whole row's identity, so adding a page is one insert-or-add per group.
+        m.create_table(
+            Table::create()
+                .table(AgentUsage::Table)
+                .if_not_exists()
+                .col(big_integer(AgentUsage::AgentId))
+                .col(date(AgentUsage::Day))
+                .col(big_integer(AgentUsage::UserId))
+                .col(string(AgentUsage::Cause))
+                .col(string(AgentUsage::Model))
+                .col(string(AgentUsage::Payer))
+                .col(big_integer(AgentUsage::PromptTokens).default(0))
+                .col(big_integer(AgentUsage::CompletionTokens).default(0))
+                .col(big_integer(AgentUsage::Calls).default(0))
+                .col(boolean(AgentUsage::Estimated).default(false))
+                .primary_key(
+                    Index::create()
+                        .col(AgentUsage::AgentId)
+                        .col(AgentUsage::Day)
+                        .col(AgentUsage::UserId)
+                        .col(AgentUsage::Cause)
+                        .col(AgentUsage::Model)
+                        .col(AgentUsage::Payer),
+                )
+                .foreign_key(
+                    ForeignKey::create()
+                        .name("fk_agent_usage_agent")
+                        .from(AgentUsage::Table, AgentUsage::AgentId)
+                        .to(Agents::Table, Agents::Id)
+                        .on_delete(ForeignKeyAction::Cascade),
+                )
+                .to_owned(),
+        )
+        .await?;
+        // Views of every agent read a range of days, and pruning deletes the oldest ones.
+        m.create_index(
+            Index::create()
+                .if_not_exists()
+                .name("idx_agent_usage_day")
+                .table(AgentUsage::Table)
+                .col(AgentUsage::Day)
+                .to_owned(),
+        )
+        .await?;
+
+        // No foreign key, as for `daily_usage`: counting a visitor's message must never fail on
+        // another table's row; an orphan counter is harmless.
+        m.create_table(
+            Table::create()
+                .table(VisitorMessages::Table)
+                .if_not_exists()
+                .col(big_integer(VisitorMessages::AgentId))
+                .col(big_integer(VisitorMessages::UserId))
+                .col(date(VisitorMessages::Day))
+                .col(integer(VisitorMessages::Messages).default(0))
+                .primary_key(
+                    Index::create()
+                        .col(VisitorMessages::AgentId)
+                        .col(VisitorMessages::UserId)
+                        .col(VisitorMessages::Day),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .if_not_exists()
+                .name("idx_visitor_messages_day")
+                .table(VisitorMessages::Table)
+                .col(VisitorMessages::Day)
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(RetiredSlugs::Table)
+                .if_not_exists()
+                .col(string(RetiredSlugs::Slug).primary_key())
+                .col(big_integer(RetiredSlugs::AgentId))
+                .col(timestamp_with_time_zone(RetiredSlugs::RetiredAt))
+                .foreign_key(
+                    ForeignKey::create()
+                        .name("fk_retired_slugs_agent")
+                        .from(RetiredSlugs::Table, RetiredSlugs::AgentId)
+                        .to(Agents::Table, Agents::Id)
+                        .on_delete(ForeignKeyAction::Cascade),
+                )
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        // Earlier releases know nothing of these; what an owner chose and the usage stored are
+        // lost, and every agent is shared again, as it was then.
+        for table in
+            [RetiredSlugs::Table.into_iden(), VisitorMessages::Table.into_iden(), AgentUsage::Table.into_iden()]
+        {
+            m.drop_table(Table::drop().table(table).if_exists().to_owned()).await?;
+        }
+        for column in [
+            Agents::Sharing,
+            Agents::DailyTokenBudget,
+            Agents::VisitorDailyMessages,
+            Agents::UsageCursor,
+            Agents::BudgetNoticeDay,
+            Agents::BudgetNoticeLevel,
+        ] {
+            m.alter_table(Table::alter().table(Agents::Table).drop_column(column).to_owned()).await?;
+        }
+        Ok(())
+    }
+
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+}
+
 fn statement(db: &SchemaManagerConnection<'_>, sql: &str, values: impl IntoIterator<Item = Value>) -> Statement {
     Statement::from_sql_and_values(db.get_database_backend(), sql, values)
 }
@@ -457,9 +642,10 @@ fn lease_row(key: &str, value: &[u8]) -> Result<(i64, DateTime<Utc>), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{AgentId, Lease, NewAgent, Payer};
-    use crate::store::{SqlStore, Store};
+    use crate::domain::{AgentId, AgentPolicy, AgentUsage, Lease, NewAgent, Payer};
+    use crate::store::{AgentFilter, SqlStore, Store, UsageQuery};
     use crate::testing::db::{self, TestDb};
+    use crate::wire::UsageCause;
 
     /// A database as M0001 left it, with payer and lease rows in the key-value area, good and
     /// bad. Opened by the store, the good rows become columns and leave the area; the bad ones
@@ -473,7 +659,8 @@ mod tests {
         }
         let [owner_paid, operator_paid, leased, odd] = ids[..] else { unreachable!() };
         store.agent_set_payer(owner_paid, Payer::Owner).await.unwrap();
-        Migrator::down(store.connection(), Some(1)).await.unwrap();
+        // Back to before M0002: M0003 first, then M0002 itself.
+        Migrator::down(store.connection(), Some(2)).await.unwrap();
         assert_eq!(
             store.kv_get(PAYER_NAMESPACE, &owner_paid.to_string()).await.unwrap(),
             Some(b"owner".to_vec()),
@@ -530,6 +717,66 @@ mod tests {
     async fn postgres_moves_key_value_rows_into_columns() {
         let Some(test_db) = db::postgres().await else { return };
         moves_key_value_rows_into_columns(test_db).await;
+    }
+
+    /// A database as M0002 left it, with agents: opened by the store, every agent gets the
+    /// behaviour it had before owners could choose, and the new tables work.
+    async fn gives_agents_at_m0002_the_defaults(test_db: TestDb) {
+        let store = test_db.store();
+        store.user_get_or_create(1, None).await.unwrap();
+        let old = store.agent_create(NewAgent::new(1, "Before", "p", "glm-4.7")).await.unwrap();
+        store.agent_set_policy(old.id, &AgentPolicy::new().with_sharing(false)).await.unwrap();
+        store.agent_budget_notice(old.id, "2026-11-25".parse().unwrap(), 80).await.unwrap();
+        Migrator::down(store.connection(), Some(1)).await.unwrap();
+        let db = store.connection();
+        let gone = db.query_one_raw(statement_for(db, "SELECT sharing FROM agents", [])).await;
+        assert!(gone.is_err(), "rolled back to M0002, agents have no policy columns");
+        // Written as M0002's platform wrote agents: only the columns it knew.
+        db.execute_raw(statement_for(
+            db,
+            "INSERT INTO agents (owner_id, name, system_prompt, model, status, deleted, slug, visitor_tools, \
+             created_at, updated_at, payer) VALUES (1, 'Older', 'p', 'glm-4.7', 'running', false, 'oldslug', '[]', $1, $1, 'owner')",
+            [chrono::Utc::now().into()],
+        ))
+        .await
+        .unwrap();
+
+        let store = SqlStore::open(test_db.url()).await.expect("M0003 applies to a database at M0002");
+        let agents = store.list_agents(&AgentFilter::all()).await.unwrap();
+        assert_eq!(agents.len(), 2);
+        for agent in &agents {
+            assert_eq!((agent.policy, agent.usage_cursor), (AgentPolicy::default(), 0), "{}", agent.name);
+        }
+        assert_eq!(agents[1].payer, Payer::Owner, "what M0002 stored stays");
+        let today = "2026-11-25".parse().unwrap();
+        for agent in &agents {
+            assert!(store.agent_budget_notice(agent.id, today, 80).await.unwrap(), "no notice was sent yet");
+        }
+        let row = AgentUsage::new(agents[1].id, today, 1, UsageCause::OwnerTurn, "glm-4.7", Payer::Owner)
+            .with_tokens(5, 5, 1, false);
+        assert!(store.usage_ingest(agents[1].id, Some((0, 1)), std::slice::from_ref(&row)).await.unwrap());
+        assert_eq!(store.usage_rows(&UsageQuery::days(today, today)).await.unwrap(), [row]);
+        assert_eq!(store.agent_replace_slug(agents[1].id, "newslug").await.unwrap(), "oldslug");
+        assert_eq!(store.agent_by_retired_slug("oldslug").await.unwrap(), Some(agents[1].id));
+    }
+
+    fn statement_for(
+        db: &sea_orm::DatabaseConnection,
+        sql: &str,
+        values: impl IntoIterator<Item = Value>,
+    ) -> Statement {
+        Statement::from_sql_and_values(db.get_database_backend(), sql, values)
+    }
+
+    #[tokio::test]
+    async fn sqlite_gives_agents_at_m0002_the_defaults() {
+        gives_agents_at_m0002_the_defaults(db::sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_gives_agents_at_m0002_the_defaults() {
+        let Some(test_db) = db::postgres().await else { return };
+        gives_agents_at_m0002_the_defaults(test_db).await;
     }
 
     #[test]

@@ -4,8 +4,16 @@
 //! (for several bot processes sharing one database). Migrations run when a store is opened.
 //!
 //! Invariants every implementation keeps:
-//! - the daily message counter is consumed atomically: concurrent callers can never get more
-//!   than `limit` messages through in one UTC day;
+//! - the daily message counters (per user, and per visitor of an agent) are consumed
+//!   atomically: concurrent callers can never get more than `limit` messages through in one UTC
+//!   day;
+//! - a page of an agent's usage is stored once: [`Store::usage_ingest`] adds its rows and moves
+//!   the agent's usage cursor in one transaction, and only from the cursor the caller read;
+//! - a budget notice is claimed by one conditional write, so of several processes exactly one
+//!   sends each level's notice per day;
+//! - a replaced share-link slug is remembered ([`Store::agent_by_retired_slug`]) and never found
+//!   by [`Store::agent_by_slug`] again;
+//! - deleting an agent (softly) keeps its usage;
 //! - an agent's lease is taken atomically ([`Store::agent_lease_take`] is one conditional
 //!   write): two holders never hold one agent's lease at once, and a lease only changes hands
 //!   once it has run out or its holder released it; taking, renewing or releasing a lease does
@@ -28,8 +36,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use std::sync::Arc;
 
 use crate::domain::{
-    Agent, AgentId, AgentStatus, Deployment, DeploymentEvent, EventOutcome, EventStep, NewAgent, Payer, PoolStatus,
-    PoolVm, UsageDecision, User, UserId,
+    Agent, AgentId, AgentPolicy, AgentStatus, AgentUsage, Deployment, DeploymentEvent, EventOutcome, EventStep,
+    NewAgent, Payer, PoolStatus, PoolVm, UsageDecision, User, UserId,
 };
 
 /// A store operation failed.
@@ -117,6 +125,56 @@ impl UsageRow {
     }
 }
 
+/// Which stored usage [`Store::usage_rows`] reads: the UTC days `from..=to`, optionally of one
+/// agent, one owner's agents, one charged user or one payer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UsageQuery {
+    /// First day read.
+    pub from: NaiveDate,
+    /// Last day read (included).
+    pub to: NaiveDate,
+    /// Only this agent's usage.
+    pub agent: Option<AgentId>,
+    /// Only the usage of this owner's agents (deleted ones included).
+    pub owner: Option<UserId>,
+    /// Only what this user was charged.
+    pub user: Option<UserId>,
+    /// Only what this payer's key paid.
+    pub payer: Option<Payer>,
+}
+
+impl UsageQuery {
+    /// Every agent's usage of the days `from..=to`.
+    pub fn days(from: NaiveDate, to: NaiveDate) -> Self {
+        UsageQuery { from, to, agent: None, owner: None, user: None, payer: None }
+    }
+
+    /// Only `agent`'s usage.
+    pub fn agent(mut self, agent: AgentId) -> Self {
+        self.agent = Some(agent);
+        self
+    }
+
+    /// Only the usage of `owner`'s agents.
+    pub fn owner(mut self, owner: UserId) -> Self {
+        self.owner = Some(owner);
+        self
+    }
+
+    /// Only what `user` was charged.
+    pub fn user(mut self, user: UserId) -> Self {
+        self.user = Some(user);
+        self
+    }
+
+    /// Only what `payer`'s key paid.
+    pub fn payer(mut self, payer: Payer) -> Self {
+        self.payer = Some(payer);
+        self
+    }
+}
+
 /// Everything the platform persists.
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -151,7 +209,8 @@ pub trait Store: Send + Sync {
     async fn agent_create(&self, agent: NewAgent) -> StoreResult<Agent>;
     /// The agent with `id`, deleted or not.
     async fn agent_get(&self, id: AgentId) -> StoreResult<Option<Agent>>;
-    /// The agent whose share-link slug is `slug`, deleted or not.
+    /// The agent whose current share-link slug is `slug`, deleted or not (a replaced slug is
+    /// not found here: see [`Store::agent_by_retired_slug`]).
     async fn agent_by_slug(&self, slug: &str) -> StoreResult<Option<Agent>>;
     /// Agents matching `filter`, oldest first.
     async fn list_agents(&self, filter: &AgentFilter) -> StoreResult<Vec<Agent>>;
@@ -170,7 +229,24 @@ pub trait Store: Send + Sync {
     /// Records whose key the agent now runs on.
     async fn agent_set_payer(&self, id: AgentId, payer: Payer) -> StoreResult<()>;
     /// Marks the agent deleted and `stopped`. Returns false if it was unknown or already deleted.
+    /// Its usage stays.
     async fn agent_soft_delete(&self, id: AgentId) -> StoreResult<bool>;
+    /// Replaces what the owner decided about sharing and budgets (and bumps `updated_at`).
+    async fn agent_set_policy(&self, id: AgentId, policy: &AgentPolicy) -> StoreResult<()>;
+    /// Gives the agent the share-link slug `new_slug` and returns the one it had, which is
+    /// retired in the same transaction: from then on [`Store::agent_by_slug`] no longer finds
+    /// it and [`Store::agent_by_retired_slug`] does. `new_slug` must be neither the current slug
+    /// nor a retired one (an error, nothing changed). Bumps `updated_at`.
+    async fn agent_replace_slug(&self, id: AgentId, new_slug: &str) -> StoreResult<String>;
+    /// The agent a replaced share-link slug belonged to, so that whoever opens an old link can
+    /// be told it was replaced.
+    async fn agent_by_retired_slug(&self, slug: &str) -> StoreResult<Option<AgentId>>;
+    /// Claims the notice that the agent reached `level` % of its daily token budget on `day`.
+    /// True when the caller should send it: the stored (day, level) was below (`day`, `level`)
+    /// and is now (`day`, `level`), in one conditional write; false when this level or a higher
+    /// one was already claimed that day (or a later day was). Each day starts again from 0.
+    /// Does not change `updated_at`.
+    async fn agent_budget_notice(&self, id: AgentId, day: NaiveDate, level: u8) -> StoreResult<bool>;
 
     // ---- leases: who deploys or deletes an agent ----
 
@@ -204,6 +280,35 @@ pub trait Store: Send + Sync {
     async fn usage_get(&self, user: UserId, day: NaiveDate) -> StoreResult<u32>;
     /// Every counter of `day`, busiest first.
     async fn usage_on(&self, day: NaiveDate) -> StoreResult<Vec<UsageRow>>;
+    /// Counts one message of `user` to `agent` on `day` if fewer than `limit` were counted,
+    /// atomically: the owner's per-visitor limit. `resets_at` is echoed in a refusal.
+    async fn visitor_consume(
+        &self,
+        agent: AgentId,
+        user: UserId,
+        day: NaiveDate,
+        limit: u32,
+        resets_at: DateTime<Utc>,
+    ) -> StoreResult<UsageDecision>;
+    /// Messages counted per visitor of `agent` per day of `from..=to`, busiest first.
+    async fn visitor_counts(&self, agent: AgentId, from: NaiveDate, to: NaiveDate) -> StoreResult<Vec<UsageRow>>;
+
+    // ---- metering: tokens per agent, day, charged user, cause, model and payer ----
+
+    /// Adds `rows` to the stored usage of `agent`, in one transaction: each row's tokens and
+    /// calls are added to the stored row with the same (agent, day, user, cause, model, payer),
+    /// and `estimated` is kept once any call was estimated.
+    ///
+    /// With `cursor` `Some((expected, next))` (a page of the agent's `GET /usage`), the agent's
+    /// [`usage_cursor`](Agent::usage_cursor) moves from `expected` to `next` in the same
+    /// transaction; when it is not `expected` (another process stored that page) nothing is
+    /// written and the answer is false. With `None` (the platform's own estimates) the rows are
+    /// added and the answer is true. Every row must be `agent`'s; an unknown agent is `NotFound`.
+    async fn usage_ingest(&self, agent: AgentId, cursor: Option<(i64, i64)>, rows: &[AgentUsage]) -> StoreResult<bool>;
+    /// The stored usage `query` selects, ordered by day, agent, user, cause, model and payer.
+    async fn usage_rows(&self, query: &UsageQuery) -> StoreResult<Vec<AgentUsage>>;
+    /// Deletes the stored usage and visitor counters of days before `before`; how many rows went.
+    async fn usage_prune(&self, before: NaiveDate) -> StoreResult<u64>;
 
     // ---- deployment history ----
 

@@ -1,30 +1,39 @@
 //! [`SqlStore`]: the [`Store`] over SeaORM, one code path for SQLite and PostgreSQL.
 //!
-//! The operations that must not be raced (the daily counter, an agent's lease and the pool claim)
-//! are single SQL statements whose condition is checked by the database while it writes, so no
-//! interleaving of callers or bot processes can break them.
+//! The operations that must not be raced (the daily counters, an agent's lease, its budget
+//! notices and the pool claim) are single SQL statements whose condition is checked by the
+//! database while it writes, so no interleaving of callers or bot processes can break them. The
+//! two that need several statements (storing a page of usage, replacing a share link) run in a
+//! transaction whose first statement writes the agent's row: concurrent callers for one agent
+//! queue there (PostgreSQL's row lock, SQLite's write lock), and a SQLite transaction never has
+//! to turn from reading into writing, which a writer in another process could make fail.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use sea_orm::sea_query::{Expr, OnConflict, SimpleExpr};
+use sea_orm::sea_query::{Expr, OnConflict, Query, SimpleExpr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
-    DbErr, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, Set, Statement, Value,
+    DatabaseTransaction, DbErr, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, Set, Statement,
+    TransactionTrait, Value,
 };
 use sea_orm_migration::MigratorTrait;
 
-use super::entities::{agents, daily_usage, deployment_events, kv, pool_vms, users};
+use super::entities::{
+    agent_usage, agents, daily_usage, deployment_events, kv, pool_vms, retired_slugs, users, visitor_messages,
+};
 use super::migrations::Migrator;
-use super::{AgentFilter, PoolStore, Store, StoreError, StoreResult, UsageRow};
+use super::{AgentFilter, PoolStore, Store, StoreError, StoreResult, UsageQuery, UsageRow};
 use crate::config::redact_url_password;
 use crate::domain::{
-    Agent, AgentId, AgentStatus, Deployment, DeploymentEvent, EventOutcome, EventStep, Lease, NewAgent, Payer,
-    PoolStatus, PoolVm, UsageDecision, User, UserId,
+    Agent, AgentId, AgentPolicy, AgentStatus, AgentUsage, Deployment, DeploymentEvent, EventOutcome, EventStep, Lease,
+    NewAgent, Payer, PoolStatus, PoolVm, UsageDecision, User, UserId,
 };
+use crate::wire::UsageCause;
 
 /// How long opening a database waits for the server to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,6 +44,9 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const POSTGRES_POOL_SIZE: u32 = 10;
 /// How often a pool claim is retried when a racing claim held the row it wanted.
 const POOL_CLAIM_ATTEMPTS: u32 = 20;
+/// Usage groups added per statement: 10 values each, far below either backend's limit on bound
+/// values, and a page of `GET /usage` (1000 calls) sums to far fewer groups.
+const USAGE_GROUPS_PER_STATEMENT: usize = 100;
 
 /// The SQL [`Store`]: SQLite (embedded default) or PostgreSQL, chosen by the URL.
 ///
@@ -144,6 +156,78 @@ impl SqlStore {
         }
         Ok(())
     }
+
+    /// Runs `increment`, an insert-or-add of one message that writes nothing once the counter
+    /// holds `limit` and returns the new count as `messages`; reads the count with `current`
+    /// when it refused.
+    async fn consume(
+        &self,
+        increment: Statement,
+        current: impl Future<Output = StoreResult<u32>>,
+        limit: u32,
+        resets_at: DateTime<Utc>,
+    ) -> StoreResult<UsageDecision> {
+        // The insert counts the first message unconditionally, so a zero limit never writes.
+        if limit > 0 {
+            // The database checks the limit while it holds the row for writing: concurrent callers
+            // (tasks or bot processes) queue on that row and each sees the count the previous left.
+            if let Some(row) = self.db.query_one_raw(increment).await? {
+                let used = row.try_get::<i32>("", "messages")?;
+                return Ok(UsageDecision::Allowed { used: u32::try_from(used).unwrap_or(0), limit });
+            }
+        }
+        Ok(UsageDecision::Refused { used: current.await?, limit, resets_at })
+    }
+
+    /// Whether an agent with `id` exists, read inside `txn`.
+    async fn agent_exists_in(&self, txn: &DatabaseTransaction, id: AgentId) -> StoreResult<bool> {
+        let stmt = self.statement("SELECT id FROM agents WHERE id = $1", [id.0.into()]);
+        Ok(txn.query_one_raw(stmt).await?.is_some())
+    }
+
+    /// One insert-or-add of `groups` (all of `agent`) into `agent_usage`. Sums saturate at
+    /// `i64::MAX` rather than fail or wrap.
+    fn usage_insert(&self, agent: AgentId, groups: &[AgentUsage]) -> Statement {
+        const COLUMNS: usize = 10;
+        let mut values: Vec<Value> = Vec::with_capacity(groups.len() * COLUMNS);
+        let mut rows = Vec::with_capacity(groups.len());
+        for (n, group) in groups.iter().enumerate() {
+            let first = n * COLUMNS + 1;
+            let placeholders: Vec<String> = (first..first + COLUMNS).map(|i| format!("${i}")).collect();
+            rows.push(format!("({})", placeholders.join(", ")));
+            values.extend([
+                agent.0.into(),
+                group.day.into(),
+                group.user_id.into(),
+                group.cause.as_str().into(),
+                group.model.clone().into(),
+                group.payer.as_str().into(),
+                clamp_i64(group.prompt_tokens).into(),
+                clamp_i64(group.completion_tokens).into(),
+                clamp_i64(group.calls).into(),
+                group.estimated.into(),
+            ]);
+        }
+        let add = |column: &str| {
+            format!(
+                "{column} = CASE WHEN agent_usage.{column} > {max} - excluded.{column} THEN {max} \
+                 ELSE agent_usage.{column} + excluded.{column} END",
+                max = i64::MAX
+            )
+        };
+        let sql = format!(
+            "INSERT INTO agent_usage \
+             (agent_id, day, user_id, cause, model, payer, prompt_tokens, completion_tokens, calls, estimated) \
+             VALUES {} \
+             ON CONFLICT (agent_id, day, user_id, cause, model, payer) DO UPDATE SET {}, {}, {}, \
+             estimated = agent_usage.estimated OR excluded.estimated",
+            rows.join(", "),
+            add("prompt_tokens"),
+            add("completion_tokens"),
+            add("calls"),
+        );
+        self.statement(&sql, values)
+    }
 }
 
 impl From<DbErr> for StoreError {
@@ -185,6 +269,28 @@ fn corrupt(what: String) -> StoreError {
     StoreError::Database(format!("stored data is not valid: {what}"))
 }
 
+/// A count for a BIGINT column: past `i64::MAX` it is stored as `i64::MAX`.
+fn clamp_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// `rows` summed per stored key (day, user, cause, model, payer): PostgreSQL refuses an
+/// insert-or-add that meets one key twice, and one statement per key is fewer statements.
+fn merge_usage(rows: &[AgentUsage]) -> Vec<AgentUsage> {
+    let mut groups: BTreeMap<(NaiveDate, UserId, &str, &str, &str), AgentUsage> = BTreeMap::new();
+    for row in rows {
+        let key = (row.day, row.user_id, row.cause.as_str(), row.model.as_str(), row.payer.as_str());
+        let group = groups.entry(key).or_insert_with(|| {
+            AgentUsage::new(row.agent_id, row.day, row.user_id, row.cause, row.model.clone(), row.payer)
+        });
+        group.prompt_tokens = group.prompt_tokens.saturating_add(row.prompt_tokens);
+        group.completion_tokens = group.completion_tokens.saturating_add(row.completion_tokens);
+        group.calls = group.calls.saturating_add(row.calls);
+        group.estimated |= row.estimated;
+    }
+    groups.into_values().collect()
+}
+
 fn port_to_db(port: Option<u16>) -> Option<i32> {
     port.map(i32::from)
 }
@@ -220,6 +326,17 @@ fn agent_from_row(row: agents::Model) -> StoreResult<Agent> {
         (Some(holder), Some(until)) => Some(Lease::new(holder, until)),
         _ => None,
     };
+    let budget = row.daily_token_budget.map(|tokens| {
+        u64::try_from(tokens).map_err(|_| corrupt(format!("{owner} has a daily token budget of {tokens}")))
+    });
+    let visitor_limit = row.visitor_daily_messages.map(|messages| {
+        u32::try_from(messages).map_err(|_| corrupt(format!("{owner} has a visitor limit of {messages}")))
+    });
+    let policy = AgentPolicy {
+        sharing: row.sharing,
+        daily_token_budget: budget.transpose()?,
+        visitor_daily_messages: visitor_limit.transpose()?,
+    };
     Ok(Agent {
         id: AgentId(row.id),
         owner_id: row.owner_id,
@@ -241,8 +358,28 @@ fn agent_from_row(row: agents::Model) -> StoreResult<Agent> {
         visitor_tools,
         payer,
         lease,
+        policy,
+        usage_cursor: row.usage_cursor,
         created_at: row.created_at,
         updated_at: row.updated_at,
+    })
+}
+
+fn usage_from_row(row: agent_usage::Model) -> StoreResult<AgentUsage> {
+    let owner = format!("usage of agent {} on {}", row.agent_id, row.day);
+    let cause = UsageCause::parse(&row.cause);
+    // `parse` reads any word it does not know as `unknown`; a stored word must be exact.
+    if cause.as_str() != row.cause {
+        return Err(corrupt(format!("{owner} has cause {:?}", row.cause)));
+    }
+    let payer = row.payer.parse::<Payer>().map_err(|err| corrupt(format!("{owner}: {err}")))?;
+    let count = |what: &str, n: i64| u64::try_from(n).map_err(|_| corrupt(format!("{owner} has {n} {what}")));
+    Ok(AgentUsage {
+        prompt_tokens: count("prompt tokens", row.prompt_tokens)?,
+        completion_tokens: count("completion tokens", row.completion_tokens)?,
+        calls: count("calls", row.calls)?,
+        estimated: row.estimated,
+        ..AgentUsage::new(AgentId(row.agent_id), row.day, row.user_id, cause, row.model, payer)
     })
 }
 
@@ -376,6 +513,12 @@ impl Store for SqlStore {
             payer: Set(None),
             lease_holder: Set(None),
             lease_until: Set(None),
+            sharing: Set(true),
+            daily_token_budget: Set(None),
+            visitor_daily_messages: Set(None),
+            usage_cursor: Set(0),
+            budget_notice_day: Set(None),
+            budget_notice_level: Set(0),
             ..Default::default()
         };
         agent_from_row(row.insert(&self.db).await?)
@@ -463,6 +606,73 @@ impl Store for SqlStore {
         Ok(result.rows_affected > 0)
     }
 
+    async fn agent_set_policy(&self, id: AgentId, policy: &AgentPolicy) -> StoreResult<()> {
+        let budget = policy.daily_token_budget.map(clamp_i64);
+        let visitor_limit = policy.visitor_daily_messages.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
+        self.update_agent(
+            id,
+            vec![
+                (agents::Column::Sharing, Expr::value(policy.sharing)),
+                (agents::Column::DailyTokenBudget, Expr::value(budget)),
+                (agents::Column::VisitorDailyMessages, Expr::value(visitor_limit)),
+            ],
+        )
+        .await
+    }
+
+    async fn agent_replace_slug(&self, id: AgentId, new_slug: &str) -> StoreResult<String> {
+        let now = Utc::now();
+        let txn = self.db.begin().await?;
+        // Written first: a concurrent replacement of the same agent waits here, then reads the
+        // slug this one left.
+        let touch = self.statement("UPDATE agents SET updated_at = $1 WHERE id = $2", [now.into(), id.0.into()]);
+        if txn.execute_raw(touch).await?.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("agent {id}")));
+        }
+        let current = self.statement("SELECT slug FROM agents WHERE id = $1", [id.0.into()]);
+        let row = txn.query_one_raw(current).await?.ok_or_else(|| StoreError::NotFound(format!("agent {id}")))?;
+        let old: String = row.try_get("", "slug")?;
+        let retired = self.statement("SELECT slug FROM retired_slugs WHERE slug = $1", [new_slug.into()]);
+        if old == new_slug || txn.query_one_raw(retired).await?.is_some() {
+            // An old link must never work again, so a slug that served one is never handed out.
+            return Err(StoreError::Database(format!(
+                "the share-link slug {new_slug:?} was used before: pick a new one"
+            )));
+        }
+        let retire = self.statement(
+            "INSERT INTO retired_slugs (slug, agent_id, retired_at) VALUES ($1, $2, $3)",
+            [old.clone().into(), id.0.into(), now.into()],
+        );
+        txn.execute_raw(retire).await?;
+        let replace = self.statement("UPDATE agents SET slug = $1 WHERE id = $2", [new_slug.into(), id.0.into()]);
+        txn.execute_raw(replace).await?;
+        txn.commit().await?;
+        Ok(old)
+    }
+
+    async fn agent_by_retired_slug(&self, slug: &str) -> StoreResult<Option<AgentId>> {
+        let row = retired_slugs::Entity::find_by_id(slug.to_owned()).one(&self.db).await?;
+        Ok(row.map(|row| AgentId(row.agent_id)))
+    }
+
+    async fn agent_budget_notice(&self, id: AgentId, day: NaiveDate, level: u8) -> StoreResult<bool> {
+        // (day, level) only ever rises, and the database compares while it holds the row for
+        // writing: of several processes noticing one level at once, exactly one gets the row.
+        // Dates compare as dates on PostgreSQL and as `YYYY-MM-DD` text on SQLite, whose order
+        // is the same. `updated_at` is left alone: a notice is not a change of the agent.
+        let stmt = self.statement(
+            "UPDATE agents SET budget_notice_day = $1, budget_notice_level = $2 \
+             WHERE id = $3 AND (budget_notice_day IS NULL OR budget_notice_day < $1 \
+             OR (budget_notice_day = $1 AND budget_notice_level < $2))",
+            [day.into(), i16::from(level).into(), id.0.into()],
+        );
+        if self.db.execute_raw(stmt).await?.rows_affected() > 0 {
+            return Ok(true);
+        }
+        self.require_agent(id).await?;
+        Ok(false)
+    }
+
     async fn agent_lease_take(
         &self,
         id: AgentId,
@@ -500,24 +710,14 @@ impl Store for SqlStore {
         limit: u32,
         resets_at: DateTime<Utc>,
     ) -> StoreResult<UsageDecision> {
-        // The insert below counts the first message unconditionally, so a zero limit never writes.
-        if limit > 0 {
-            // The database checks the limit while it holds the row for writing: concurrent callers
-            // (tasks or bot processes) queue on that row and each sees the count the previous left.
-            let stmt = self.statement(
-                "INSERT INTO daily_usage (user_id, day, messages) VALUES ($1, $2, 1) \
-                 ON CONFLICT (user_id, day) DO UPDATE SET messages = daily_usage.messages + 1 \
-                 WHERE daily_usage.messages < $3 \
-                 RETURNING messages",
-                [user.into(), day.into(), i64::from(limit).into()],
-            );
-            if let Some(row) = self.db.query_one_raw(stmt).await? {
-                let used = row.try_get::<i32>("", "messages")?;
-                return Ok(UsageDecision::Allowed { used: u32::try_from(used).unwrap_or(0), limit });
-            }
-        }
-        let used = self.usage_get(user, day).await?;
-        Ok(UsageDecision::Refused { used, limit, resets_at })
+        let increment = self.statement(
+            "INSERT INTO daily_usage (user_id, day, messages) VALUES ($1, $2, 1) \
+             ON CONFLICT (user_id, day) DO UPDATE SET messages = daily_usage.messages + 1 \
+             WHERE daily_usage.messages < $3 \
+             RETURNING messages",
+            [user.into(), day.into(), i64::from(limit).into()],
+        );
+        self.consume(increment, self.usage_get(user, day), limit, resets_at).await
     }
 
     async fn usage_get(&self, user: UserId, day: NaiveDate) -> StoreResult<u32> {
@@ -536,6 +736,116 @@ impl Store for SqlStore {
             .into_iter()
             .map(|r| UsageRow { user_id: r.user_id, day: r.day, messages: u32::try_from(r.messages).unwrap_or(0) })
             .collect())
+    }
+
+    async fn visitor_consume(
+        &self,
+        agent: AgentId,
+        user: UserId,
+        day: NaiveDate,
+        limit: u32,
+        resets_at: DateTime<Utc>,
+    ) -> StoreResult<UsageDecision> {
+        let increment = self.statement(
+            "INSERT INTO visitor_messages (agent_id, user_id, day, messages) VALUES ($1, $2, $3, 1) \
+             ON CONFLICT (agent_id, user_id, day) DO UPDATE SET messages = visitor_messages.messages + 1 \
+             WHERE visitor_messages.messages < $4 \
+             RETURNING messages",
+            [agent.0.into(), user.into(), day.into(), i64::from(limit).into()],
+        );
+        let current = async {
+            let row = visitor_messages::Entity::find_by_id((agent.0, user, day)).one(&self.db).await?;
+            Ok(row.map_or(0, |r| u32::try_from(r.messages).unwrap_or(0)))
+        };
+        self.consume(increment, current, limit, resets_at).await
+    }
+
+    async fn visitor_counts(&self, agent: AgentId, from: NaiveDate, to: NaiveDate) -> StoreResult<Vec<UsageRow>> {
+        let rows = visitor_messages::Entity::find()
+            .filter(visitor_messages::Column::AgentId.eq(agent.0))
+            .filter(visitor_messages::Column::Day.gte(from))
+            .filter(visitor_messages::Column::Day.lte(to))
+            .order_by_desc(visitor_messages::Column::Messages)
+            .order_by_desc(visitor_messages::Column::Day)
+            .order_by_asc(visitor_messages::Column::UserId)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| UsageRow { user_id: r.user_id, day: r.day, messages: u32::try_from(r.messages).unwrap_or(0) })
+            .collect())
+    }
+
+    async fn usage_ingest(&self, agent: AgentId, cursor: Option<(i64, i64)>, rows: &[AgentUsage]) -> StoreResult<bool> {
+        if let Some(stray) = rows.iter().find(|row| row.agent_id != agent) {
+            return Err(StoreError::Database(format!(
+                "usage of agent {} cannot be stored as agent {agent}'s: ingest each agent's usage on its own",
+                stray.agent_id
+            )));
+        }
+        let txn = self.db.begin().await?;
+        // The agent's row is written first, also when there is no cursor to move: concurrent
+        // ingests of one agent queue on it, so only one of two holding the same cursor moves it.
+        let claim = match cursor {
+            Some((expected, next)) => self.statement(
+                "UPDATE agents SET usage_cursor = $1 WHERE id = $2 AND usage_cursor = $3",
+                [next.into(), agent.0.into(), expected.into()],
+            ),
+            None => self.statement("UPDATE agents SET usage_cursor = usage_cursor WHERE id = $1", [agent.0.into()]),
+        };
+        if txn.execute_raw(claim).await?.rows_affected() == 0 {
+            let exists = self.agent_exists_in(&txn, agent).await?;
+            txn.rollback().await?;
+            return if exists { Ok(false) } else { Err(StoreError::NotFound(format!("agent {agent}"))) };
+        }
+        for groups in merge_usage(rows).chunks(USAGE_GROUPS_PER_STATEMENT) {
+            txn.execute_raw(self.usage_insert(agent, groups)).await?;
+        }
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    async fn usage_rows(&self, query: &UsageQuery) -> StoreResult<Vec<AgentUsage>> {
+        use agent_usage::Column;
+        let mut select =
+            agent_usage::Entity::find().filter(Column::Day.gte(query.from)).filter(Column::Day.lte(query.to));
+        if let Some(agent) = query.agent {
+            select = select.filter(Column::AgentId.eq(agent.0));
+        }
+        if let Some(owner) = query.owner {
+            let owned = Query::select()
+                .column(agents::Column::Id)
+                .from(agents::Entity)
+                .and_where(agents::Column::OwnerId.eq(owner))
+                .to_owned();
+            select = select.filter(Column::AgentId.in_subquery(owned));
+        }
+        if let Some(user) = query.user {
+            select = select.filter(Column::UserId.eq(user));
+        }
+        if let Some(payer) = query.payer {
+            select = select.filter(Column::Payer.eq(payer.as_str()));
+        }
+        let rows = select
+            .order_by_asc(Column::Day)
+            .order_by_asc(Column::AgentId)
+            .order_by_asc(Column::UserId)
+            .order_by_asc(Column::Cause)
+            .order_by_asc(Column::Model)
+            .order_by_asc(Column::Payer)
+            .all(&self.db)
+            .await?;
+        rows.into_iter().map(usage_from_row).collect()
+    }
+
+    async fn usage_prune(&self, before: NaiveDate) -> StoreResult<u64> {
+        let usage =
+            agent_usage::Entity::delete_many().filter(agent_usage::Column::Day.lt(before)).exec(&self.db).await?;
+        let visitors = visitor_messages::Entity::delete_many()
+            .filter(visitor_messages::Column::Day.lt(before))
+            .exec(&self.db)
+            .await?;
+        Ok(usage.rows_affected + visitors.rows_affected)
     }
 
     async fn event_record(

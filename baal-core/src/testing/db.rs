@@ -7,7 +7,8 @@
 //!   `BAAL_REQUIRE_POSTGRES=1` or `CI=true` an unreachable server panics instead, so CI cannot
 //!   pass by skipping. The server is `BAAL_TEST_PG_URL`, default
 //!   `postgres://postgres@127.0.0.1:5432/test`.
-//! - [`check_store_contract`], [`check_usage_race`], [`check_lease_race`],
+//! - [`check_store_contract`], [`check_usage_race`], [`check_visitor_race`],
+//!   [`check_usage_ingest_race`], [`check_budget_notice_race`], [`check_lease_race`],
 //!   [`check_pool_store_contract`], [`check_pool_claim_race`]: the behaviour any [`Store`] and
 //!   [`PoolStore`] implementation must show; embedders with their own store can run them too.
 
@@ -21,9 +22,11 @@ use sea_orm::sqlx::{AssertSqlSafe, Connection as _, Executor as _};
 
 use crate::config::redact_url_password;
 use crate::domain::{
-    AgentId, AgentStatus, Deployment, EventOutcome, EventStep, Lease, NewAgent, Payer, PoolStatus, UsageDecision,
+    Agent, AgentId, AgentPolicy, AgentStatus, AgentUsage, Deployment, EventOutcome, EventStep, Lease, NewAgent, Payer,
+    PoolStatus, UsageDecision,
 };
-use crate::store::{AgentFilter, PoolStore, SqlStore, Store, StoreError};
+use crate::store::{AgentFilter, PoolStore, SqlStore, Store, StoreError, UsageQuery};
+use crate::wire::UsageCause;
 
 /// The PostgreSQL server tests use when `BAAL_TEST_PG_URL` is unset.
 pub const DEFAULT_TEST_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -192,6 +195,12 @@ pub async fn check_store_contract(store: &dyn Store) {
     check_events(store).await;
     check_kv(store).await;
     check_reads_with_kv(store).await;
+    check_policies(store).await;
+    check_slug_replacement(store).await;
+    check_budget_notices(store).await;
+    check_visitor_counters(store).await;
+    check_metering(store).await;
+    check_usage_pruning(store).await;
 }
 
 async fn check_users(store: &dyn Store) {
@@ -347,6 +356,239 @@ async fn check_usage(store: &dyn Store) {
     let summary: Vec<_> = rows.iter().map(|r| (r.user_id, r.day, r.messages)).collect();
     assert_eq!(summary, [(30, today, 3), (32, today, 1)], "busiest first, one day only");
     assert!(store.usage_on(day("2026-01-01")).await.unwrap().is_empty());
+}
+
+/// A fresh agent of `owner` (created first if need be).
+async fn new_agent(store: &dyn Store, owner: i64, name: &str) -> Agent {
+    store.user_get_or_create(owner, None).await.unwrap();
+    store.agent_create(NewAgent::new(owner, name, "p", "glm-4.7")).await.unwrap()
+}
+
+async fn check_policies(store: &dyn Store) {
+    let agent = new_agent(store, 120, "Policy").await;
+    assert_eq!(agent.policy, AgentPolicy::default(), "a new agent is shared, with no budget and no visitor limit");
+    assert!(agent.policy.sharing);
+
+    let policy = AgentPolicy::new()
+        .with_sharing(false)
+        .with_daily_token_budget(Some(250_000))
+        .with_visitor_daily_messages(Some(5));
+    store.agent_set_policy(agent.id, &policy).await.unwrap();
+    let read = store.agent_get(agent.id).await.unwrap().unwrap();
+    assert_eq!(read.policy, policy);
+    assert!(read.updated_at >= agent.updated_at, "a policy change is a change of the agent");
+    store.agent_set_status(agent.id, AgentStatus::Running).await.unwrap();
+    let listed = store.list_agents(&AgentFilter::all().owner(120)).await.unwrap();
+    assert_eq!(listed.iter().map(|a| a.policy).collect::<Vec<_>>(), [policy], "listings carry the policy");
+
+    // Larger than the columns hold: stored as their largest value, not refused or wrapped.
+    let huge = AgentPolicy::new().with_daily_token_budget(Some(u64::MAX)).with_visitor_daily_messages(Some(u32::MAX));
+    store.agent_set_policy(agent.id, &huge).await.unwrap();
+    let read = store.agent_get(agent.id).await.unwrap().unwrap().policy;
+    assert_eq!(read.daily_token_budget, Some(i64::MAX.unsigned_abs()));
+    assert_eq!(read.visitor_daily_messages, Some(i32::MAX.unsigned_abs()));
+
+    store.agent_set_policy(agent.id, &AgentPolicy::default()).await.unwrap();
+    assert_eq!(store.agent_get(agent.id).await.unwrap().unwrap().policy, AgentPolicy::default(), "cleared");
+    let unknown = store.agent_set_policy(AgentId(424242), &policy).await;
+    assert!(matches!(unknown, Err(StoreError::NotFound(_))), "{unknown:?}");
+}
+
+async fn check_slug_replacement(store: &dyn Store) {
+    let agent = new_agent(store, 130, "Relinked").await;
+    let neighbour = new_agent(store, 130, "Neighbour").await;
+    let first = agent.slug.clone();
+
+    let old = store.agent_replace_slug(agent.id, "secondslug0000000000").await.unwrap();
+    assert_eq!(old, first, "the slug it had is returned");
+    let read = store.agent_get(agent.id).await.unwrap().unwrap();
+    assert_eq!(read.slug, "secondslug0000000000");
+    assert!(read.updated_at >= agent.updated_at);
+    assert_eq!(store.agent_by_slug(&first).await.unwrap(), None, "the old link no longer opens the agent");
+    assert_eq!(store.agent_by_slug("secondslug0000000000").await.unwrap().map(|a| a.id), Some(agent.id));
+    assert_eq!(store.agent_by_retired_slug(&first).await.unwrap(), Some(agent.id), "the old link is remembered");
+    assert_eq!(
+        store.agent_by_retired_slug("secondslug0000000000").await.unwrap(),
+        None,
+        "the current one is not retired"
+    );
+    assert_eq!(store.agent_by_retired_slug(&neighbour.slug).await.unwrap(), None);
+    assert_eq!(store.agent_by_retired_slug("nope").await.unwrap(), None);
+
+    assert_eq!(store.agent_replace_slug(agent.id, "thirdslug00000000000").await.unwrap(), "secondslug0000000000");
+    for retired in [first.as_str(), "secondslug0000000000"] {
+        assert_eq!(store.agent_by_retired_slug(retired).await.unwrap(), Some(agent.id), "{retired}");
+    }
+
+    // A slug that ever served a link, or serves one now, is never handed out (again).
+    for taken in [first.as_str(), "thirdslug00000000000", neighbour.slug.as_str()] {
+        let refused = store.agent_replace_slug(agent.id, taken).await;
+        assert!(refused.is_err(), "{taken} was handed out again: {refused:?}");
+        assert_eq!(store.agent_get(agent.id).await.unwrap().unwrap().slug, "thirdslug00000000000", "nothing changed");
+        assert_eq!(store.agent_by_retired_slug("thirdslug00000000000").await.unwrap(), None, "nothing retired");
+    }
+    assert_eq!(store.agent_by_slug(&neighbour.slug).await.unwrap().map(|a| a.id), Some(neighbour.id));
+    let unknown = store.agent_replace_slug(AgentId(424242), "fourthslug0000000000").await;
+    assert!(matches!(unknown, Err(StoreError::NotFound(_))), "{unknown:?}");
+    assert_eq!(store.agent_by_slug("fourthslug0000000000").await.unwrap(), None);
+}
+
+async fn check_budget_notices(store: &dyn Store) {
+    let agent = new_agent(store, 140, "Budgeted").await;
+    let other = new_agent(store, 140, "Other budget").await;
+    let (monday, tuesday) = (day("2026-11-23"), day("2026-11-24"));
+
+    assert!(store.agent_budget_notice(agent.id, monday, 80).await.unwrap(), "the first 80 % notice is sent");
+    assert!(!store.agent_budget_notice(agent.id, monday, 80).await.unwrap(), "once");
+    assert!(store.agent_budget_notice(agent.id, monday, 100).await.unwrap(), "100 % is a notice of its own");
+    assert!(!store.agent_budget_notice(agent.id, monday, 100).await.unwrap());
+    assert!(!store.agent_budget_notice(agent.id, monday, 80).await.unwrap(), "a lower level after a higher one is not");
+    assert!(store.agent_budget_notice(other.id, monday, 80).await.unwrap(), "each agent has its own notices");
+
+    assert!(store.agent_budget_notice(agent.id, tuesday, 80).await.unwrap(), "a new day starts again");
+    assert!(!store.agent_budget_notice(agent.id, monday, 100).await.unwrap(), "an earlier day is over");
+    assert!(!store.agent_budget_notice(agent.id, tuesday, 80).await.unwrap());
+    assert!(store.agent_budget_notice(agent.id, tuesday, 100).await.unwrap());
+
+    let read = store.agent_get(agent.id).await.unwrap().unwrap();
+    assert_eq!(read.updated_at, agent.updated_at, "a notice is not a change of the agent");
+    let unknown = store.agent_budget_notice(AgentId(424242), monday, 80).await;
+    assert!(matches!(unknown, Err(StoreError::NotFound(_))), "{unknown:?}");
+}
+
+async fn check_visitor_counters(store: &dyn Store) {
+    let agent = new_agent(store, 150, "Visited").await;
+    let other = new_agent(store, 150, "Also visited").await;
+    let (today, tomorrow) = (day("2026-11-25"), day("2026-11-26"));
+    let resets_at = Utc.with_ymd_and_hms(2026, 11, 26, 0, 0, 0).unwrap();
+
+    for used in 1..=2 {
+        let decision = store.visitor_consume(agent.id, 151, today, 2, resets_at).await.unwrap();
+        assert_eq!(decision, UsageDecision::Allowed { used, limit: 2 });
+    }
+    let refused = store.visitor_consume(agent.id, 151, today, 2, resets_at).await.unwrap();
+    assert_eq!(refused, UsageDecision::Refused { used: 2, limit: 2, resets_at });
+    let raised = store.visitor_consume(agent.id, 151, today, 3, resets_at).await.unwrap();
+    assert_eq!(raised, UsageDecision::Allowed { used: 3, limit: 3 }, "a raised limit lets one more through");
+    let elsewhere = store.visitor_consume(other.id, 151, today, 2, resets_at).await.unwrap();
+    assert_eq!(elsewhere, UsageDecision::Allowed { used: 1, limit: 2 }, "each agent counts its own visitors");
+    let next_day = store.visitor_consume(agent.id, 151, tomorrow, 2, resets_at).await.unwrap();
+    assert_eq!(next_day, UsageDecision::Allowed { used: 1, limit: 2 }, "each day counts afresh");
+    store.visitor_consume(agent.id, 152, today, 2, resets_at).await.unwrap();
+    let zero = store.visitor_consume(agent.id, 153, today, 0, resets_at).await.unwrap();
+    assert_eq!(zero, UsageDecision::Refused { used: 0, limit: 0, resets_at }, "a zero limit refuses");
+    assert_eq!(store.usage_get(151, today).await.unwrap(), 0, "a visitor's counter is not their free-tier counter");
+
+    let counts =
+        |rows: Vec<crate::store::UsageRow>| rows.iter().map(|r| (r.user_id, r.day, r.messages)).collect::<Vec<_>>();
+    assert_eq!(counts(store.visitor_counts(agent.id, today, today).await.unwrap()), [(151, today, 3), (152, today, 1)]);
+    assert_eq!(
+        counts(store.visitor_counts(agent.id, today, tomorrow).await.unwrap()),
+        [(151, today, 3), (151, tomorrow, 1), (152, today, 1)],
+        "busiest first, then the latest day"
+    );
+    assert_eq!(counts(store.visitor_counts(other.id, today, tomorrow).await.unwrap()), [(151, today, 1)]);
+    assert!(store.visitor_counts(agent.id, day("2026-01-01"), day("2026-01-31")).await.unwrap().is_empty());
+}
+
+fn usage(agent: &Agent, on: NaiveDate, user: i64, cause: UsageCause, model: &str, payer: Payer) -> AgentUsage {
+    AgentUsage::new(agent.id, on, user, cause, model, payer)
+}
+
+async fn check_metering(store: &dyn Store) {
+    let agent = new_agent(store, 160, "Metered").await;
+    let other = new_agent(store, 162, "Metered too").await;
+    let (monday, tuesday) = (day("2026-10-05"), day("2026-10-06"));
+    let owner_turn = |tokens: (u64, u64), estimated| {
+        usage(&agent, monday, 160, UsageCause::OwnerTurn, "glm-4.7", Payer::Operator)
+            .with_tokens(tokens.0, tokens.1, 1, estimated)
+    };
+    let visitor_turn = usage(&agent, tuesday, 161, UsageCause::VisitorTurn, "glm-4.7", Payer::Operator);
+    assert_eq!(agent.usage_cursor, 0, "nothing stored yet");
+
+    // One page holding one group twice: added up, estimated once either call was.
+    let page =
+        [owner_turn((100, 10), false), owner_turn((50, 5), true), visitor_turn.clone().with_tokens(7, 3, 1, false)];
+    assert!(store.usage_ingest(agent.id, Some((0, 5)), &page).await.unwrap());
+    assert_eq!(store.agent_get(agent.id).await.unwrap().unwrap().usage_cursor, 5);
+    let stale = [owner_turn((1_000_000, 1_000_000), false)];
+    assert!(!store.usage_ingest(agent.id, Some((0, 5)), &stale).await.unwrap(), "a page stored already is refused");
+    let heartbeat = usage(&agent, tuesday, 160, UsageCause::Heartbeat, "qwen3-coder-next", Payer::Owner);
+    let next_page = [owner_turn((1, 1), false), heartbeat.clone().with_tokens(20, 2, 1, false)];
+    assert!(store.usage_ingest(agent.id, Some((5, 9)), &next_page).await.unwrap());
+    // The platform's own estimates (a Python agent): no cursor, added to the same groups.
+    assert!(store.usage_ingest(agent.id, None, &[visitor_turn.clone().with_tokens(3, 3, 1, true)]).await.unwrap());
+    let theirs = usage(&other, tuesday, 162, UsageCause::OwnerTurn, "glm-4.7", Payer::Operator);
+    assert!(store.usage_ingest(other.id, None, &[theirs.clone().with_tokens(1, 1, 1, false)]).await.unwrap());
+    let read = store.agent_get(agent.id).await.unwrap().unwrap();
+    assert_eq!(read.usage_cursor, 9, "estimates leave the cursor alone");
+    assert_eq!(read.updated_at, agent.updated_at, "storing usage is not a change of the agent");
+
+    let both_days = UsageQuery::days(monday, tuesday);
+    let everything = vec![
+        owner_turn((151, 16), true).with_tokens(151, 16, 3, true),
+        heartbeat.clone().with_tokens(20, 2, 1, false),
+        visitor_turn.clone().with_tokens(10, 6, 2, true),
+        theirs.clone().with_tokens(1, 1, 1, false),
+    ];
+    assert_eq!(store.usage_rows(&both_days).await.unwrap(), everything, "summed per key; by day, agent, user");
+    let read = |query: UsageQuery| async move { store.usage_rows(&query).await.unwrap() };
+    assert_eq!(read(both_days.agent(other.id)).await, everything[3..]);
+    assert_eq!(read(both_days.owner(160)).await, everything[..3], "the owner's agents only");
+    assert_eq!(read(both_days.user(161)).await, everything[2..3], "what one visitor was charged");
+    assert_eq!(read(both_days.payer(Payer::Owner)).await, everything[1..2]);
+    assert_eq!(read(both_days.agent(agent.id).user(160).payer(Payer::Operator)).await, everything[..1]);
+    assert_eq!(read(UsageQuery::days(tuesday, tuesday)).await, everything[1..]);
+    assert!(read(UsageQuery::days(tuesday, monday)).await.is_empty(), "an empty range");
+    assert!(read(both_days.owner(424242)).await.is_empty());
+
+    // Rows of another agent, or for an agent that does not exist, are refused whole.
+    let mixed = [visitor_turn.clone().with_tokens(1, 1, 1, false), theirs.clone().with_tokens(1, 1, 1, false)];
+    assert!(store.usage_ingest(agent.id, None, &mixed).await.is_err());
+    for cursor in [None, Some((0, 1))] {
+        let unknown = store.usage_ingest(AgentId(424242), cursor, &[]).await;
+        assert!(matches!(unknown, Err(StoreError::NotFound(_))), "{unknown:?}");
+    }
+    assert_eq!(store.usage_rows(&both_days).await.unwrap(), everything, "nothing was written");
+
+    assert!(store.usage_ingest(agent.id, Some((9, 12)), &[]).await.unwrap(), "an empty page moves the cursor");
+    assert_eq!(store.agent_get(agent.id).await.unwrap().unwrap().usage_cursor, 12);
+
+    // Beyond what BIGINT holds: stored as its largest value, and sums stay there.
+    let huge =
+        usage(&agent, monday, 160, UsageCause::Subagent, "glm-4.7", Payer::Operator).with_tokens(u64::MAX, 1, 1, false);
+    for _ in 0..2 {
+        assert!(store.usage_ingest(agent.id, None, std::slice::from_ref(&huge)).await.unwrap());
+    }
+    let subagent = read(both_days.agent(agent.id)).await.into_iter().find(|r| r.cause == UsageCause::Subagent).unwrap();
+    let max = i64::MAX.unsigned_abs();
+    assert_eq!((subagent.prompt_tokens, subagent.completion_tokens, subagent.calls), (max, 2, 2));
+
+    assert!(store.agent_soft_delete(agent.id).await.unwrap());
+    assert_eq!(read(both_days.agent(agent.id)).await.len(), 4, "a deleted agent's usage stays");
+    assert!(store.usage_ingest(agent.id, Some((12, 13)), &[]).await.unwrap(), "and its last pages are still stored");
+}
+
+async fn check_usage_pruning(store: &dyn Store) {
+    let agent = new_agent(store, 170, "Old").await;
+    let (old, kept) = (day("2020-01-01"), day("2020-01-02"));
+    let resets_at = Utc.with_ymd_and_hms(2020, 1, 3, 0, 0, 0).unwrap();
+    for on in [old, kept] {
+        let row = usage(&agent, on, 170, UsageCause::OwnerTurn, "glm-4.7", Payer::Operator).with_tokens(1, 1, 1, false);
+        store.usage_ingest(agent.id, None, &[row]).await.unwrap();
+        store.visitor_consume(agent.id, 171, on, 10, resets_at).await.unwrap();
+    }
+    let other_agent = day("2026-10-05");
+    let before = store.usage_rows(&UsageQuery::days(other_agent, other_agent)).await.unwrap();
+    assert_eq!(store.usage_prune(kept).await.unwrap(), 2, "one usage row and one visitor counter");
+    let left: Vec<NaiveDate> =
+        store.usage_rows(&UsageQuery::days(old, kept).agent(agent.id)).await.unwrap().iter().map(|r| r.day).collect();
+    assert_eq!(left, [kept]);
+    let counters: Vec<NaiveDate> =
+        store.visitor_counts(agent.id, old, kept).await.unwrap().iter().map(|r| r.day).collect();
+    assert_eq!(counters, [kept]);
+    assert_eq!(store.usage_rows(&UsageQuery::days(other_agent, other_agent)).await.unwrap(), before, "later days stay");
+    assert_eq!(store.usage_prune(kept).await.unwrap(), 0, "nothing left to prune");
 }
 
 async fn check_events(store: &dyn Store) {
@@ -548,6 +790,88 @@ pub async fn check_usage_race(store: Arc<dyn Store>, callers: u32, limit: u32) {
     assert_eq!(allowed, (1..=limit).collect::<Vec<_>>(), "each allowed call saw its own count");
     assert_eq!(refused, callers - limit);
     assert_eq!(store.usage_get(60, today).await.unwrap(), limit);
+}
+
+/// `callers` concurrent tasks count one message each of one visitor to one agent under `limit`:
+/// exactly `limit` are allowed, the rest refused.
+///
+/// # Panics
+/// When more or fewer than `limit` get through.
+pub async fn check_visitor_race(store: Arc<dyn Store>, callers: u32, limit: u32) {
+    let agent = new_agent(store.as_ref(), 180, "Crowded").await;
+    let today = day("2026-11-25");
+    let resets_at = Utc.with_ymd_and_hms(2026, 11, 26, 0, 0, 0).unwrap();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.visitor_consume(agent.id, 181, today, limit, resets_at).await })
+        })
+        .collect();
+    let mut allowed = Vec::new();
+    for task in tasks {
+        if let UsageDecision::Allowed { used, .. } = task.await.expect("consume task").expect("consume") {
+            allowed.push(used);
+        }
+    }
+    allowed.sort_unstable();
+    assert_eq!(allowed, (1..=limit).collect::<Vec<_>>(), "each allowed call saw its own count");
+    let counts = store.visitor_counts(agent.id, today, today).await.unwrap();
+    assert_eq!(counts.iter().map(|r| r.messages).collect::<Vec<_>>(), [limit]);
+}
+
+/// `ingesters` concurrent tasks store the same page of one agent's usage, all read at the same
+/// cursor (as bot processes polling one agent would): exactly one stores it, and its tokens are
+/// counted once.
+///
+/// # Panics
+/// When more or fewer than one stores the page.
+pub async fn check_usage_ingest_race(store: Arc<dyn Store>, ingesters: usize) {
+    let agent = new_agent(store.as_ref(), 185, "Polled").await;
+    let today = day("2026-11-25");
+    let page = [AgentUsage::new(agent.id, today, 185, UsageCause::OwnerTurn, "glm-4.7", Payer::Operator)
+        .with_tokens(100, 10, 1, false)];
+    let tasks: Vec<_> = (0..ingesters)
+        .map(|_| {
+            let (store, page) = (store.clone(), page.clone());
+            tokio::spawn(async move { store.usage_ingest(agent.id, Some((0, 7)), &page).await })
+        })
+        .collect();
+    let mut stored = 0;
+    for task in tasks {
+        if task.await.expect("ingest task").expect("ingest") {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 1, "one process stores a page");
+    let rows = store.usage_rows(&UsageQuery::days(today, today).agent(agent.id)).await.unwrap();
+    assert_eq!(rows, page, "its tokens are counted once");
+    assert_eq!(store.agent_get(agent.id).await.unwrap().unwrap().usage_cursor, 7);
+}
+
+/// `callers` concurrent tasks claim the 80 % and then the 100 % budget notice of one agent, on
+/// two days: exactly one gets each level each day.
+///
+/// # Panics
+/// When a notice would be sent more or fewer than once.
+pub async fn check_budget_notice_race(store: Arc<dyn Store>, callers: usize) {
+    let agent = new_agent(store.as_ref(), 190, "Noticed").await;
+    for on in [day("2026-11-25"), day("2026-11-26")] {
+        for level in [80, 100] {
+            let tasks: Vec<_> = (0..callers)
+                .map(|_| {
+                    let store = store.clone();
+                    tokio::spawn(async move { store.agent_budget_notice(agent.id, on, level).await })
+                })
+                .collect();
+            let mut sent = 0;
+            for task in tasks {
+                if task.await.expect("notice task").expect("notice") {
+                    sent += 1;
+                }
+            }
+            assert_eq!(sent, 1, "the {level} % notice of {on} is sent once");
+        }
+    }
 }
 
 /// `takers` concurrent tasks, each its own holder, try to take one agent's free lease: exactly one

@@ -287,6 +287,8 @@ mod tests {
             visitor_tools: Vec::new(),
             payer: Default::default(),
             lease: None,
+            policy: Default::default(),
+            usage_cursor: 0,
             created_at: now,
             updated_at: now,
         }
