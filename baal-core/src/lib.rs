@@ -33,6 +33,8 @@
 //! The modules, in dependency order:
 //!
 //! - [`domain`]: plain data (users, agents, the model catalog).
+//! - [`metering`]: what stored usage adds up to (tokens and cost per agent, cause and user), the
+//!   one computation every usage view shares.
 //! - [`env`](mod@env): the one reader of settings from environment variables, and the settings-file
 //!   formats.
 //! - [`config`]: the operator's settings, from the environment and `.env`.
@@ -62,7 +64,7 @@
 //! | `agent`    | yes     | [`agent`]: the agent runtime (loop, tools, history, heartbeat) |
 //! | `testing`  | no      | `testing`: loopback doubles for tests and examples |
 //!
-//! [`domain`], [`env`](mod@env), [`secrets`], [`inference`], [`wire`], [`agent_env`] and the [`deploy`]
+//! [`domain`], [`metering`], [`env`](mod@env), [`secrets`], [`inference`], [`wire`], [`agent_env`] and the [`deploy`]
 //! traits are always present; `store`, `platform`, `local` and `aleph` bring `client`. For
 //! example, an in-house agent runner takes `default-features = false, features = ["agent"]`,
 //! without the platform, either deployer, or the bot's settings and client.
@@ -133,6 +135,7 @@ pub mod deploy;
 pub mod domain;
 pub mod env;
 pub mod inference;
+pub mod metering;
 #[cfg(feature = "client")]
 pub mod proxy;
 pub mod secrets;
