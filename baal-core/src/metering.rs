@@ -3,7 +3,7 @@
 //! build their figures with [`UsageReport`], so they always agree.
 //!
 //! Pure: it reads the rows it is given ([`AgentUsage`], from
-//! [`Store::usage_rows`](crate::store::Store::usage_rows)) and the model catalog, nothing else.
+//! `Store::usage_rows`) and the model catalog, nothing else.
 //! A cost is in LibertAI credits and known only when every model behind it has a price
 //! ([`Model::price`]); otherwise it is `None`, shown as "price unknown", never a guess.
 
@@ -14,6 +14,12 @@ use serde::Serialize;
 
 use crate::domain::{AgentId, AgentUsage, Model, Price, UserId};
 use crate::wire::UsageCause;
+
+/// The first day of the `days` days ending with `today` (at least today itself): what to read
+/// with `store::UsageQuery::days` for a [`UsageReport`] of them.
+pub fn first_day(today: NaiveDate, days: u32) -> NaiveDate {
+    today.checked_sub_days(Days::new(u64::from(days.max(1) - 1))).unwrap_or(NaiveDate::MIN)
+}
 
 /// Tokens, calls and cost summed over some usage rows.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -209,7 +215,7 @@ impl UsageReport {
         price_of: impl Fn(&str) -> Option<Price>,
     ) -> Self {
         let days = days.max(1);
-        let from = today.checked_sub_days(Days::new(u64::from(days - 1))).unwrap_or(NaiveDate::MIN);
+        let from = first_day(today, days);
         let mut total = Totals::default();
         // Causes keyed by name: `UsageCause` has no order of its own.
         type ByCause<'a> = BTreeMap<&'a str, (UsageCause, Totals)>;
@@ -385,6 +391,9 @@ mod tests {
             row(1, "2026-11-25", 10, UsageCause::OwnerTurn, "priced").with_tokens(1, 1, 1, false),
             row(1, "2026-11-24", 10, UsageCause::OwnerTurn, "priced").with_tokens(1, 1, 1, false),
         ];
+        assert_eq!(first_day(day("2026-11-25"), 7), day("2026-11-19"));
+        assert_eq!(first_day(day("2026-03-01"), 2), day("2026-02-28"));
+        assert_eq!(first_day(NaiveDate::MIN, 3), NaiveDate::MIN, "never before the first date");
         for days in [0, 1] {
             let report = UsageReport::with_prices(&rows, day("2026-11-25"), days, prices);
             assert_eq!((report.days(), report.from()), (1, day("2026-11-25")), "days {days}");
