@@ -1,11 +1,13 @@
-//! `baal-cli`: the operator's tool. Lists and deletes agents, shows users and usage, generates
-//! keys, checks the setup, runs migrations, signs Aleph messages for inspection, and runs
-//! `console`, a terminal front-end over the platform.
+//! `baal-cli`: the operator's tool. Lists and deletes agents, shows users and usage (messages,
+//! and tokens with their estimated cost), generates keys, checks the setup, runs migrations,
+//! signs Aleph messages for inspection, and runs `console`, a terminal front-end over the
+//! platform.
 
 mod agents;
 mod aleph;
 mod console;
 mod doctor;
+mod usage;
 mod users;
 
 use std::process::ExitCode;
@@ -35,6 +37,9 @@ enum Command {
     /// List users.
     #[command(subcommand)]
     Users(users::UsersCommand),
+    /// Tokens and estimated cost per agent and cause: today and the last days (a table; `--json`
+    /// for scripts).
+    Usage(usage::UsageArgs),
     /// Print a fresh BOT_ENCRYPTION_KEY.
     Keygen,
     /// Run database migrations (they also run whenever Baal opens the database).
@@ -72,6 +77,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Agents(command) => agents::run(&settings()?, command).await,
         Command::Users(command) => users::run(&settings()?, command).await,
+        Command::Usage(args) => usage::run(&settings()?, args).await,
         // Needs no settings: a malformed .env must not stop the operator from making a key.
         Command::Keygen => {
             let key = baal_core::secrets::generate_key()?;

@@ -391,6 +391,23 @@ async fn works_on_postgres_too() {
     test_db.store().user_get_or_create(5, Some("pg")).await.unwrap();
     let run = baal_cli(dir.path(), &[], &["--database-url", test_db.url(), "users", "list"]);
     assert!(run.stdout.contains("@pg"), "{}", run.stdout);
+
+    let agent = test_db.store().agent_create(NewAgent::new(5, "Pg agent", "p", "glm-4.7")).await.unwrap();
+    let (today, _) = baal_core::domain::usage_day(chrono::Utc::now());
+    let row = baal_core::domain::AgentUsage::new(
+        agent.id,
+        today,
+        5,
+        baal_core::wire::UsageCause::OwnerTurn,
+        "glm-4.7",
+        baal_core::domain::Payer::Owner,
+    )
+    .with_tokens(30, 12, 2, false);
+    assert!(test_db.store().usage_ingest(agent.id, Some((0, 2)), &[row]).await.unwrap());
+    let run = baal_cli(dir.path(), &[], &["--database-url", test_db.url(), "usage", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_else(|_| panic!("{}", run.stderr));
+    assert_eq!(report["agents"][0]["name"], "Pg agent");
+    assert_eq!(report["total"]["today"]["completion_tokens"], 12);
 }
 
 /// A local agent started by another process (here the test, standing in for the bot or the
@@ -458,4 +475,131 @@ async fn delete_stops_a_local_agent_started_by_another_process() {
     assert!(gone, "agent process {pid} is still running");
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     assert!(local.pid(agent.id).is_none(), "the supervisor restarted a deleted agent");
+}
+
+/// Stores usage for the seeded agents: today, three days ago and ten days ago (UTC). Returns today.
+async fn seed_usage(url: &str, [helper, _, other]: [i64; 3]) -> chrono::NaiveDate {
+    use baal_core::domain::{AgentUsage, Payer};
+    use baal_core::wire::UsageCause;
+
+    let store = SqlStore::open(url).await.unwrap();
+    let (today, _) = baal_core::domain::usage_day(chrono::Utc::now());
+    let days_ago = |n| today - chrono::Days::new(n);
+    let usage = |agent, day, user, cause| AgentUsage::new(AgentId(agent), day, user, cause, "glm-4.7", Payer::Operator);
+    let helper_rows = [
+        usage(helper, today, 100, UsageCause::OwnerTurn).with_tokens(1_000, 200, 3, false),
+        usage(helper, today, 300, UsageCause::VisitorTurn).with_tokens(50, 50, 1, true),
+        usage(helper, days_ago(3), 100, UsageCause::Heartbeat).with_tokens(400, 0, 1, false),
+        usage(helper, days_ago(10), 100, UsageCause::OwnerTurn).with_tokens(9_000, 999, 5, false),
+    ];
+    assert!(store.usage_ingest(AgentId(helper), Some((0, 10)), &helper_rows).await.unwrap());
+    let other_rows = [usage(other, today, 200, UsageCause::OwnerTurn).with_tokens(10, 10, 1, false)];
+    assert!(store.usage_ingest(AgentId(other), None, &other_rows).await.unwrap());
+    store.close().await.unwrap();
+    today
+}
+
+#[tokio::test]
+async fn usage_prints_tokens_per_agent_and_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let ids = seed(&url).await;
+    let [helper, second, other] = ids;
+    let today = seed_usage(&url, ids).await;
+    let db = [("DATABASE_URL", url.as_str())];
+
+    let json = baal_cli(dir.path(), &db, &["usage", "--json"]);
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(report["today"], today.to_string());
+    assert_eq!(report["days"], 7);
+    assert_eq!(report["total"]["today"]["prompt_tokens"], 1_060);
+    assert_eq!(report["total"]["period"]["prompt_tokens"], 1_460, "ten days ago is outside 7 days");
+    assert_eq!(report["total"]["period"]["calls"], 6);
+    assert_eq!(report["total"]["period"]["cost"], serde_json::Value::Null, "the catalog knows no prices yet");
+    let agents = report["agents"].as_array().unwrap();
+    let ids: Vec<i64> = agents.iter().map(|a| a["agent_id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [helper, other], "only agents that used something, by id");
+    assert_eq!((&agents[0]["name"], &agents[1]["name"]), (&"Helper".into(), &"Other one".into()));
+    let causes: Vec<&str> =
+        agents[0]["causes"].as_array().unwrap().iter().map(|c| c["cause"].as_str().unwrap()).collect();
+    assert_eq!(causes, ["owner_turn", "heartbeat", "visitor_turn"], "the most tokens first");
+    assert_eq!(agents[0]["causes"][2]["today"]["estimated"], true);
+    let users: Vec<(i64, u64)> = report["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["user_id"].as_i64().unwrap(), u["period"]["completion_tokens"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(users, [(100, 200), (300, 50), (200, 10)], "what each charged user used");
+
+    let month = baal_cli(dir.path(), &db, &["usage", "--json", "--days", "30"]);
+    let month: serde_json::Value = serde_json::from_str(&month.stdout).unwrap();
+    assert_eq!(month["total"]["period"]["prompt_tokens"], 10_460);
+
+    let table = baal_cli(dir.path(), &db, &["usage"]);
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert!(lines[0].contains("~ marks estimated") && lines[0].contains(&today.to_string()), "{}", table.stdout);
+    assert!(lines[1].starts_with("AGENT") && lines[1].contains("LAST 7 DAYS"), "{}", table.stdout);
+    let line = |agent: &str, cause: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(agent) && l.split_whitespace().any(|w| w == cause))
+            .unwrap_or_else(|| panic!("no {agent} {cause} line in:\n{}", table.stdout))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    let helper_label = format!("{helper} Helper");
+    // Words: the id, the name, the cause, then the figures.
+    assert_eq!(line(&helper_label, "owner_turn")[3..8], ["1200", "1200", "1000", "200", "3"]);
+    assert_eq!(line(&helper_label, "visitor_turn")[3..6], ["~100", "~100", "~50"], "estimates are marked");
+    assert_eq!(line(&helper_label, "all")[3..8], ["~1300", "~1700", "~1450", "~250", "5"]);
+    assert_eq!(line("TOTAL", "all")[2..7], ["~1320", "~1720", "~1460", "~260", "6"]);
+    assert!(table.stdout.lines().skip(2).all(|l| l.ends_with("price unknown")), "{}", table.stdout);
+    assert!(!table.stdout.contains("Second"), "an agent without usage has no line");
+
+    let one = baal_cli(dir.path(), &db, &["usage", "--agent", &other.to_string(), "--json"]);
+    let one: serde_json::Value = serde_json::from_str(&one.stdout).unwrap();
+    let ids: Vec<i64> = one["agents"].as_array().unwrap().iter().map(|a| a["agent_id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [other]);
+    assert_eq!(one["total"]["period"]["calls"], 1);
+    let quiet = baal_cli(dir.path(), &db, &["usage", "--agent", &second.to_string()]);
+    assert_eq!(quiet.code, 0, "{}", quiet.stderr);
+    assert!(quiet.stdout.starts_with("No usage from"), "{}", quiet.stdout);
+
+    // A deleted agent's usage is still reported, marked as such.
+    let store = SqlStore::open(&url).await.unwrap();
+    assert!(store.agent_soft_delete(AgentId(other)).await.unwrap());
+    store.close().await.unwrap();
+    let after = baal_cli(dir.path(), &db, &["usage"]);
+    assert!(after.stdout.contains(&format!("{other} Other one (deleted)")), "{}", after.stdout);
+}
+
+#[test]
+fn usage_refuses_bad_arguments_and_unknown_agents() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let db = [("DATABASE_URL", url.as_str())];
+    for days in ["0", "367", "week"] {
+        let run = baal_cli(dir.path(), &db, &["usage", "--days", days]);
+        assert_eq!(run.code, 2, "--days {days} is a usage error: {}", run.stderr);
+        assert!(run.stderr.contains("from 1 to 366"), "{}", run.stderr);
+    }
+    let run = baal_cli(dir.path(), &db, &["usage", "--agent", "twelve"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("not an agent id"), "{}", run.stderr);
+    assert!(!dir.path().join("baal.db").exists(), "bad arguments open no database");
+
+    let run = baal_cli(dir.path(), &db, &["usage", "--agent", "999"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("No agent with id 999"), "{}", run.stderr);
+
+    let empty = baal_cli(dir.path(), &db, &["usage", "--json"]);
+    assert_eq!(empty.code, 0, "{}", empty.stderr);
+    let report: serde_json::Value = serde_json::from_str(&empty.stdout).unwrap();
+    assert_eq!(report["agents"], serde_json::json!([]));
+    assert_eq!(report["total"]["period"]["cost"], 0.0, "nothing used costs nothing");
+    let table = baal_cli(dir.path(), &db, &["usage"]);
+    assert!(table.stdout.starts_with("No usage from"), "{}", table.stdout);
 }
