@@ -23,10 +23,14 @@ use super::usage::Metered;
 
 /// A limit that stops the agent: which one, what was counted against it, and what it allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Spent {
-    pub(crate) limit: BudgetLimit,
-    pub(crate) used: u64,
-    pub(crate) allowed: u64,
+#[non_exhaustive]
+pub struct Spent {
+    /// Which limit.
+    pub limit: BudgetLimit,
+    /// Tokens counted against it.
+    pub used: u64,
+    /// The limit, in tokens.
+    pub allowed: u64,
 }
 
 impl Spent {
@@ -41,7 +45,7 @@ impl Spent {
     }
 
     /// What the user reads (the `error` of a chat turn, a subagent's result).
-    pub(crate) fn message(&self) -> String {
+    pub fn message(&self) -> String {
         let allowed = tokens(self.allowed);
         match self.limit {
             BudgetLimit::AgentDaily => {
@@ -206,8 +210,9 @@ impl History {
         })
     }
 
-    /// The limit that forbids a model call of `cause` now, if one does.
-    pub(crate) fn budget_spent(&self, cause: UsageCause) -> Result<Option<Spent>, HistoryError> {
+    /// The limit of the stored budget that forbids a model call of `cause` now, if one does
+    /// (what the agent checks before each call; a turn's own allowance is the turn's business).
+    pub fn budget_spent(&self, cause: UsageCause) -> Result<Option<Spent>, HistoryError> {
         let today = chrono::Utc::now().date_naive();
         {
             let meter = self.meter();
