@@ -17,7 +17,10 @@
 //! With `BAAL_AGENT_COMPARE_BIN=<another baal-agent>` (an earlier release, say), that binary's
 //! start time, idle RSS and size are measured in the same run, starts interleaved with this one's,
 //! and printed beside them. `BAAL_AGENT_BENCH_BIN=<another baal-agent>` measures that binary
-//! instead of the one just built, for whole-table A/B runs.
+//! instead of the one just built, for whole-table A/B runs. `BAAL_AGENT_BENCH_BUDGET=1` sends every
+//! turn as the platform does once it keeps budgets: with the agent's budget and the sender's
+//! allowance (limits far above what the run spends, so every check passes); agents that keep no
+//! budget ignore both.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -94,11 +97,16 @@ fn signed_ms(a: Duration, b: Duration) -> String {
 }
 
 async fn chat_once(http: &reqwest::Client, base: &str, chat: String) -> Duration {
+    let mut request = json!({"message": "hello agent", "chat_id": chat});
+    if std::env::var_os("BAAL_AGENT_BENCH_BUDGET").is_some_and(|v| v == "1") {
+        request["budget"] = json!({"daily_tokens": 1_000_000_000_000u64, "background_tokens": 1_000_000_000u64});
+        request["turn_tokens"] = json!(1_000_000_000u64);
+    }
     let t = Instant::now();
     let body = http
         .post(format!("{base}/chat"))
         .bearer_auth(SECRET)
-        .json(&json!({"message": "hello agent", "chat_id": chat}))
+        .json(&request)
         .send()
         .await
         .unwrap()

@@ -1,7 +1,8 @@
 //! The HTTP API of one agent (wire-compatible with the Python agent): `POST /chat` (SSE),
 //! `GET /pending`, `GET /files/{path}`, `DELETE /chat/{chat_id}`, `GET /health`; and, new in
-//! Baal in Rust, leased pending messages (`GET /pending?lease=` then `POST /pending/ack`) and the
-//! metering of model calls (`GET /usage?since=&limit=`).
+//! Baal in Rust, leased pending messages (`GET /pending?lease=` then `POST /pending/ack`), the
+//! metering of model calls (`GET /usage?since=&limit=`) and the agent's budget (`GET /budget`,
+//! `PUT /budget`).
 //! Bearer auth on all but `/health`. Errors are JSON (`{"error": "…"}`), never a bare 500.
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use baal_core::agent::auth::BearerCheck;
 use baal_core::agent::tools::MAX_SEND_FILE_BYTES;
 use baal_core::agent::tools::workspace::Workspace as PathGate;
 use baal_core::wire::{
-    ChatRequest, HealthResponse, MAX_ACK_IDS, MAX_USAGE_RECORDS, PendingAck, PendingResponse, UsageResponse,
+    Budget, ChatRequest, HealthResponse, MAX_ACK_IDS, MAX_USAGE_RECORDS, PendingAck, PendingResponse, UsageResponse,
 };
 use futures_util::StreamExt;
 use poem::http::StatusCode;
@@ -47,6 +48,7 @@ pub fn app(state: AppState, auth: BearerCheck) -> impl Endpoint + use<> {
         .at("/pending", get(pending))
         .at("/pending/ack", post(ack_pending))
         .at("/usage", get(usage))
+        .at("/budget", get(get_budget).put(put_budget))
         .at("/files/*path", get(files))
         .around(move |ep, req: Request| {
             let auth = auth.clone();
@@ -243,6 +245,50 @@ async fn usage(query: poem::Result<Query<UsageQuery>>, Data(state): Data<&AppSta
     };
     match state.agent.history().usage_since(since, limit) {
         Ok(records) => Json(UsageResponse::new(records, since)).into_response(),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+/// The largest `PUT /budget` body: a budget is two numbers.
+const MAX_BUDGET_BODY_BYTES: usize = 4096;
+
+const BAD_BUDGET: &str = concat!(
+    "send a JSON object such as {\"daily_tokens\": 100000, \"background_tokens\": 20000}: ",
+    "whole numbers of tokens per UTC day, each left out (or null) for no limit"
+);
+
+/// `GET /budget`: the stored budget and today's totals.
+#[handler]
+fn get_budget(Data(state): Data<&AppState>) -> Response {
+    match state.agent.history().budget_status() {
+        Ok(status) => Json(status).into_response(),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+/// `PUT /budget {"daily_tokens": n, "background_tokens": n}`: stores the budget (limits left out
+/// do not apply) and answers as `GET /budget` does.
+#[handler]
+async fn put_budget(body: Body, Data(state): Data<&AppState>) -> Response {
+    let Ok(bytes) = body.into_bytes_limit(MAX_BUDGET_BODY_BYTES).await else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            &format!("the body could not be read or is over {MAX_BUDGET_BODY_BYTES} bytes; {BAD_BUDGET}"),
+        );
+    };
+    // An object only: serde would also read a struct from an array, and `[]` is no budget.
+    let budget = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(value @ serde_json::Value::Object(_)) => serde_json::from_value::<Budget>(value),
+        Ok(_) => return json_error(StatusCode::BAD_REQUEST, &format!("the budget is not an object; {BAD_BUDGET}")),
+        Err(e) => Err(e),
+    };
+    let budget = match budget {
+        Ok(budget) => budget,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid budget ({e}); {BAD_BUDGET}")),
+    };
+    let history = state.agent.history();
+    match history.set_budget(budget).and_then(|_| history.budget_status()) {
+        Ok(status) => Json(status).into_response(),
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }

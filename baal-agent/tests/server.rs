@@ -28,7 +28,7 @@ async fn health_needs_no_auth_and_everything_else_does() {
         assert_eq!(resp.status(), 401, "{auth:?}");
         assert_eq!(resp.json::<Value>().await.unwrap(), json!({"error": "unauthorized"}));
     }
-    for path in ["/pending", "/usage", "/files/memory/MEMORY.md"] {
+    for path in ["/pending", "/usage", "/budget", "/files/memory/MEMORY.md"] {
         assert_eq!(agent.http.get(format!("{}{path}", agent.base_url)).send().await.unwrap().status(), 401);
     }
     assert!(llm.completion_requests().is_empty());

@@ -1,14 +1,14 @@
 //! `cargo bench -p baal-core --bench metering`: what metering adds to one model call, i.e.
 //! recording its usage row in the agent's database (a WAL file, as deployed), with the server's
-//! figures and with the estimate a server that reports none needs. Printed, never asserted; the
-//! target is under 10 µs per call.
+//! figures and with the estimate a server that reports none needs, and the budget check that
+//! precedes every call. Printed, never asserted; the target is under 10 µs per call.
 
 use std::time::{Duration, Instant};
 
 use baal_core::agent::history::History;
 use baal_core::agent::usage::{Metered, MeteredCall, estimate};
 use baal_core::inference::{ChatMessage, Completion, CompletionBuilder, CompletionRequest, Delta, ToolSpec};
-use baal_core::wire::UsageCause;
+use baal_core::wire::{Budget, UsageCause};
 
 const CALLS: u32 = 20_000;
 
@@ -87,6 +87,32 @@ async fn main() {
     let metered = started.elapsed();
     println!("| the same message with its call's row, one transaction | {} |", per_call(metered));
     println!("| what metering adds to a chat turn's model call | {} |", per_call(metered.saturating_sub(alone)));
+    // Budgets: the check before every model call, and a row counted into the day's totals.
+    std::hint::black_box(history.budget_spent(UsageCause::OwnerTurn).expect("check"));
+    let started = Instant::now();
+    for _ in 0..CALLS {
+        std::hint::black_box(history.budget_spent(UsageCause::Heartbeat).expect("check"));
+    }
+    println!("| the budget check before a call, no budget set | {} |", per_call(started.elapsed()));
+    history.set_budget(Budget::new(Some(u64::MAX), Some(u64::MAX))).expect("budget");
+    std::hint::black_box(history.budget_spent(UsageCause::Heartbeat).expect("check"));
+    let started = Instant::now();
+    for _ in 0..CALLS {
+        std::hint::black_box(history.budget_spent(UsageCause::Heartbeat).expect("check"));
+    }
+    println!(
+        "| the budget check before a call, both limits set (the day's totals in memory) | {} |",
+        per_call(started.elapsed())
+    );
+    let started = Instant::now();
+    for _ in 0..CALLS {
+        let metered = Metered::of(&request, &reported);
+        history.record_usage("42", UsageCause::Heartbeat, &request.model, metered).expect("record");
+    }
+    println!(
+        "| a background call's row with a budget set (counted into the totals) | {} |",
+        per_call(started.elapsed())
+    );
     let day = baal_core::agent::usage::day_of(chrono::Utc::now());
     let started = Instant::now();
     let totals = history.usage_on(&day, None).expect("totals");

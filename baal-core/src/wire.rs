@@ -1,6 +1,7 @@
 //! The bot ↔ agent wire types: what `POST /chat`, `GET /pending`, `POST /pending/ack`,
-//! `GET /usage` and `GET /health` carry. `baal-agent` serves them and the platform's `Proxy` sends
-//! them; this module holds nothing else, so the agent builds without the bot's client.
+//! `GET /usage`, `GET`/`PUT /budget` and `GET /health` carry. `baal-agent` serves them and the
+//! platform's `Proxy` sends them; this module holds nothing else, so the agent builds without the
+//! bot's client.
 //!
 //! The protocol stays compatible with the Python Baal agent (`POST /chat` as server-sent events of
 //! `data: {json}` lines; `GET /pending`, `GET /files/{path}`, `GET /health`, `DELETE /chat/{id}`;
@@ -10,7 +11,10 @@
 //! destructive, old agents ignore the parameter and return no ids, and a message without an id
 //! needs no acknowledgement. Metering too: `done` may carry the turn's [`TurnUsage`], and
 //! `GET /usage?since=` pages through every model call the agent recorded; Python agents send
-//! neither (no field, HTTP 404), which clients read as "no usage reported".
+//! neither (no field, HTTP 404), which clients read as "no usage reported". Budgets likewise: a
+//! request may carry the agent's [`Budget`] and the sender's remaining allowance, `PUT /budget`
+//! and `GET /budget` set and read it, and a turn a limit stops sends [`AgentEvent::BudgetSpent`]
+//! before its `error`; Python agents answer `/budget` with 404 and ignore the fields.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,18 +34,114 @@ pub struct ChatRequest {
     /// The sender's user id, for the agent's own records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// When present, replaces the agent's stored budget (as `PUT /budget` would) before the turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    /// The most this turn's own model calls may spend, in tokens (the sender's remaining
+    /// allowance). Compaction before the turn is not counted: it is charged to the owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_tokens: Option<u64>,
+    /// For a visitor's turn: the tools the visitor gets, in place of the agent's `VISITOR_TOOLS`
+    /// for this turn only (names the agent does not know are ignored; `spawn` allows subagents).
+    /// Ignored on the owner's turns. Set by the platform, never by what a visitor writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visitor_tools: Option<Vec<String>>,
 }
 
 impl ChatRequest {
     /// A request with an explicit role.
     pub fn new(message: impl Into<String>, chat_id: impl Into<String>, role: Role) -> Self {
-        ChatRequest { message: message.into(), chat_id: chat_id.into(), role: Some(role), user_id: None }
+        ChatRequest {
+            message: message.into(),
+            chat_id: chat_id.into(),
+            role: Some(role),
+            user_id: None,
+            budget: None,
+            turn_tokens: None,
+            visitor_tools: None,
+        }
     }
 
     /// Sets the sender's user id.
     pub fn with_user_id(mut self, user_id: impl Into<String>) -> Self {
         self.user_id = Some(user_id.into());
         self
+    }
+
+    /// Sends the agent's budget with the turn: the agent stores it before the turn.
+    pub fn with_budget(mut self, budget: Budget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Caps what this turn's own model calls may spend, in tokens.
+    pub fn with_turn_tokens(mut self, tokens: u64) -> Self {
+        self.turn_tokens = Some(tokens);
+        self
+    }
+
+    /// The tools a visitor gets in this turn, in place of the agent's `VISITOR_TOOLS`.
+    pub fn with_visitor_tools(mut self, tools: Vec<String>) -> Self {
+        self.visitor_tools = Some(tools);
+        self
+    }
+}
+
+/// An agent's spending limits per UTC day, in tokens (prompt and completion tokens together):
+/// the body of `PUT /budget`, and [`ChatRequest::budget`]. A limit that is absent does not apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Budget {
+    /// The whole agent's calls, whatever their cause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_tokens: Option<u64>,
+    /// Heartbeat, subagent and compaction calls together (see [`UsageCause::is_background`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background_tokens: Option<u64>,
+}
+
+impl Budget {
+    /// Limits of `daily_tokens` for the whole agent and `background_tokens` for its background
+    /// work, per UTC day; `None` for no limit.
+    pub fn new(daily_tokens: Option<u64>, background_tokens: Option<u64>) -> Self {
+        Budget { daily_tokens, background_tokens }
+    }
+}
+
+/// Which limit stopped the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BudgetLimit {
+    /// [`Budget::daily_tokens`]: the agent's own limit for the day.
+    AgentDaily,
+    /// [`Budget::background_tokens`]: the limit of heartbeat, subagent and compaction calls.
+    Background,
+    /// [`ChatRequest::turn_tokens`]: what the sender of the turn may still spend.
+    Turn,
+    /// A limit this version does not know (from a newer agent).
+    #[serde(other)]
+    Unknown,
+}
+
+/// Body of `GET /budget` (and of the answer to `PUT /budget`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BudgetStatus {
+    /// The stored limits.
+    pub budget: Budget,
+    /// The UTC day the totals are of, `YYYY-MM-DD`.
+    pub day: String,
+    /// Every model call of the day, whatever its cause.
+    pub today: TurnUsage,
+    /// The day's heartbeat, subagent and compaction calls.
+    pub background_today: TurnUsage,
+}
+
+impl BudgetStatus {
+    /// `budget`, and the totals of UTC `day` (`YYYY-MM-DD`).
+    pub fn new(budget: Budget, day: impl Into<String>, today: TurnUsage, background_today: TurnUsage) -> Self {
+        BudgetStatus { budget, day: day.into(), today, background_today }
     }
 }
 
@@ -106,6 +206,16 @@ pub enum AgentEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         usage: Option<TurnUsage>,
     },
+    /// A limit stopped the turn (added by Baal in Rust; old clients ignore it and show the
+    /// [`AgentEvent::Error`] that always follows it). No model call was started after it.
+    BudgetSpent {
+        /// Which limit.
+        limit: BudgetLimit,
+        /// Tokens counted against it.
+        used: u64,
+        /// The limit, in tokens.
+        allowed: u64,
+    },
     /// An event type this version does not know (from a newer agent).
     #[serde(other)]
     Unknown,
@@ -139,11 +249,16 @@ pub struct TurnUsage {
 }
 
 impl TurnUsage {
+    /// Prompt and completion tokens together: what budgets count.
+    pub fn tokens(&self) -> u64 {
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+
     /// Adds one model call.
     pub fn add(&mut self, prompt_tokens: u64, completion_tokens: u64, estimated: bool) {
-        self.prompt_tokens += prompt_tokens;
-        self.completion_tokens += completion_tokens;
-        self.calls += 1;
+        self.prompt_tokens = self.prompt_tokens.saturating_add(prompt_tokens);
+        self.completion_tokens = self.completion_tokens.saturating_add(completion_tokens);
+        self.calls = self.calls.saturating_add(1);
         self.estimated |= estimated;
     }
 }
@@ -194,6 +309,12 @@ impl UsageCause {
         .into_iter()
         .find(|c| c.as_str() == name)
         .unwrap_or(UsageCause::Unknown)
+    }
+
+    /// Whether the call is the agent's own background work (heartbeat, subagent, compaction),
+    /// which [`Budget::background_tokens`] limits and the owner pays for.
+    pub fn is_background(self) -> bool {
+        matches!(self, UsageCause::Heartbeat | UsageCause::Subagent | UsageCause::Compaction)
     }
 
     /// The cause of a chat turn by `role`.
@@ -385,6 +506,10 @@ mod tests {
             ),
             (AgentEvent::TextDelta { content: "He".into() }, r#"{"type":"text_delta","content":"He"}"#),
             (AgentEvent::Thinking, r#"{"type":"thinking"}"#),
+            (
+                AgentEvent::BudgetSpent { limit: BudgetLimit::AgentDaily, used: 1200, allowed: 1000 },
+                r#"{"type":"budget_spent","limit":"agent_daily","used":1200,"allowed":1000}"#,
+            ),
         ];
         for (event, json) in cases {
             assert_eq!(serde_json::to_string(&event).unwrap(), json);
@@ -428,5 +553,44 @@ mod tests {
         assert_eq!(req.role, None);
         let json = serde_json::to_string(&ChatRequest::new("hi", "42", Role::Visitor)).unwrap();
         assert_eq!(json, r#"{"message":"hi","chat_id":"42","role":"visitor"}"#);
+    }
+
+    #[test]
+    fn budgets_travel_in_optional_fields() {
+        let old = r#"{"message":"hi","chat_id":"42","role":"visitor"}"#;
+        let parsed: ChatRequest = serde_json::from_str(old).unwrap();
+        assert_eq!((parsed.budget, parsed.turn_tokens, parsed.visitor_tools.as_ref()), (None, None, None));
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), old, "no new field unless set");
+
+        let full = ChatRequest::new("hi", "42", Role::Visitor)
+            .with_budget(Budget::new(Some(100_000), None))
+            .with_turn_tokens(5000)
+            .with_visitor_tools(vec!["web_search".into()]);
+        let json = serde_json::to_string(&full).unwrap();
+        assert_eq!(
+            json,
+            r#"{"message":"hi","chat_id":"42","role":"visitor","budget":{"daily_tokens":100000},"turn_tokens":5000,"visitor_tools":["web_search"]}"#
+        );
+        assert_eq!(serde_json::from_str::<ChatRequest>(&json).unwrap(), full);
+
+        let limits: Vec<BudgetLimit> =
+            serde_json::from_str(r#"["agent_daily","background","turn","monthly"]"#).unwrap();
+        assert_eq!(limits, [BudgetLimit::AgentDaily, BudgetLimit::Background, BudgetLimit::Turn, BudgetLimit::Unknown]);
+        assert_eq!(serde_json::from_str::<Budget>("{}").unwrap(), Budget::default(), "no limits");
+
+        let status = BudgetStatus::new(
+            Budget::new(None, Some(300)),
+            "2025-01-02",
+            TurnUsage { prompt_tokens: 90, completion_tokens: 10, calls: 2, estimated: false },
+            TurnUsage { prompt_tokens: 40, completion_tokens: 5, calls: 1, estimated: true },
+        );
+        let json = serde_json::to_string(&status).unwrap();
+        assert_eq!(
+            json,
+            r#"{"budget":{"background_tokens":300},"day":"2025-01-02","today":{"prompt_tokens":90,"completion_tokens":10,"calls":2,"estimated":false},"background_today":{"prompt_tokens":40,"completion_tokens":5,"calls":1,"estimated":true}}"#
+        );
+        assert_eq!(serde_json::from_str::<BudgetStatus>(&json).unwrap(), status);
+        assert_eq!(status.today.tokens(), 100);
+        assert!(UsageCause::Compaction.is_background() && !UsageCause::VisitorTurn.is_background());
     }
 }

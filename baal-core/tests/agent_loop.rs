@@ -11,9 +11,10 @@ use baal_core::agent::history::History;
 use baal_core::agent::tools::{SentFile, Tool, ToolContext, ToolOutput, ToolSet};
 use baal_core::agent::{Agent, AgentConfig, AgentSettings, HeartbeatOutcome};
 use baal_core::domain::Role;
-use baal_core::inference::{ClientOptions, OpenAiClient, RetryPolicy};
+use baal_core::inference::{ChatMessage, ClientOptions, OpenAiClient, RetryPolicy};
 use baal_core::proxy::{AgentEvent, ChatRequest, TurnUsage, UsageCause, UsageRecord};
 use baal_core::testing::openai::{Reply, ScriptedLlm};
+use baal_core::wire::{Budget, BudgetLimit};
 use futures_util::StreamExt;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -630,4 +631,199 @@ async fn a_model_that_reports_no_usage_is_estimated() {
     assert!(usage.prompt_tokens > 100 && usage.completion_tokens >= 2, "{usage:?}");
     let records = h.agent.history().usage_since(0, 10).unwrap();
     assert!(records.len() == 2 && records.iter().all(|r| r.estimated), "{records:?}");
+}
+
+/// Every event of a turn but keepalives and streamed pieces, `done` with its usage.
+async fn events_of(agent: &Agent, request: ChatRequest) -> Vec<AgentEvent> {
+    agent
+        .chat(request)
+        .filter(|e| std::future::ready(!matches!(e, AgentEvent::Keepalive | AgentEvent::TextDelta { .. })))
+        .collect()
+        .await
+}
+
+/// The `budget_spent`, `error` and `done` a turn a limit stopped ends with.
+fn stopped_by(events: &[AgentEvent]) -> (BudgetLimit, u64, u64, String, Option<TurnUsage>) {
+    match events {
+        [
+            ..,
+            AgentEvent::BudgetSpent { limit, used, allowed },
+            AgentEvent::Error { content },
+            AgentEvent::Done { usage },
+        ] => (*limit, *used, *allowed, content.clone(), *usage),
+        other => panic!("not stopped by a budget: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_turn_that_spends_the_daily_budget_starts_no_further_model_call() {
+    let h = harness(&[]).await;
+    h.llm.push_tool_call("write_note", r#"{"name":"a","text":"milk"}"#).push_text("Noted.");
+    let request = ChatRequest::new("note milk", OWNER, Role::Owner).with_budget(Budget::new(Some(1), None));
+    let events = events_of(&h.agent, request).await;
+    assert_eq!(h.llm.completion_requests().len(), 1, "the second call was never started");
+    assert_eq!(h.llm.queued(), 1);
+    let first = served(&h.llm, 0..1);
+    let (limit, used, allowed, text, usage) = stopped_by(&events);
+    assert_eq!((limit, used, allowed), (BudgetLimit::AgentDaily, first.tokens(), 1));
+    assert_eq!(text, "This agent has used its daily budget of 1 token; it starts again at 00:00 UTC.");
+    assert_eq!(usage, Some(first), "the call already paid is counted");
+    assert!(matches!(&events[0], AgentEvent::ToolUse { name, .. } if name == "write_note"), "{events:?}");
+    assert_eq!(h.notes.0.lock().unwrap()["a"], "milk", "the answered call's tool ran");
+    assert_eq!(h.agent.history().budget(), Budget::new(Some(1), None), "the request's budget is stored");
+
+    // A request without a budget keeps the stored one: the next turn, a visitor's too, calls no
+    // model and leaves no unanswered message behind.
+    let rows = h.agent.history().count("777").await.unwrap();
+    let events = events_of(&h.agent, ChatRequest::new("hi", "777", Role::Visitor)).await;
+    let (limit, used, _, _, usage) = stopped_by(&events);
+    assert_eq!((limit, used, usage, events.len()), (BudgetLimit::AgentDaily, first.tokens(), None, 3));
+    assert_eq!(h.agent.history().count("777").await.unwrap(), rows);
+    assert_eq!(h.llm.completion_requests().len(), 1);
+
+    // A higher limit lets the agent go on.
+    let request = ChatRequest::new("and now?", OWNER, Role::Owner).with_budget(Budget::new(Some(1_000_000), None));
+    let events = run(&h.agent, "ignored", OWNER, None).await;
+    assert!(matches!(events[0], AgentEvent::BudgetSpent { .. }), "still spent before the raise: {events:?}");
+    assert_eq!(texts(&events_of(&h.agent, request).await), ["Noted."]);
+}
+
+fn texts(events: &[AgentEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Text { content } => Some(content.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_turn_stops_at_its_senders_allowance_and_counts_only_its_own_calls() {
+    let h = harness(&[]).await;
+    // The day already has a call of another turn, far over the allowance below: it does not
+    // count, so the turn makes its first call and is stopped before its second.
+    h.llm.push_text("Hello.");
+    run(&h.agent, "hi", "777", Some(Role::Visitor)).await;
+    assert!(served(&h.llm, 0..1).tokens() > 1);
+    h.llm.push_tool_call("read_note", r#"{"name":"a"}"#).push_text("No such note.");
+    let events = events_of(&h.agent, ChatRequest::new("read a", OWNER, Role::Owner).with_turn_tokens(1)).await;
+    assert_eq!(h.llm.completion_requests().len(), 2, "the turn's first call ran, its second did not");
+    let own = served(&h.llm, 1..2);
+    let (limit, used, allowed, text, usage) = stopped_by(&events);
+    assert_eq!((limit, used, allowed, usage), (BudgetLimit::Turn, own.tokens(), 1, Some(own)));
+    assert_eq!(text, "This message has used the 1 token its sender had left, so the agent stopped here.");
+
+    // An allowance of nothing calls no model; a large one lets the turn finish.
+    let events = events_of(&h.agent, ChatRequest::new("again", OWNER, Role::Owner).with_turn_tokens(0)).await;
+    assert_eq!(stopped_by(&events).4, None);
+    assert_eq!(h.llm.completion_requests().len(), 2);
+    let request = ChatRequest::new("once more", OWNER, Role::Owner).with_turn_tokens(1_000_000);
+    assert_eq!(texts(&events_of(&h.agent, request).await), ["No such note."]);
+}
+
+#[tokio::test]
+async fn a_spent_budget_skips_the_heartbeat_until_it_is_raised() {
+    let h = harness(&[]).await;
+    let history = h.agent.history();
+    std::fs::write(h.agent.workspace().heartbeat_file(), "- check the mail\n").unwrap();
+    history.set_budget(Budget::new(None, Some(0))).unwrap();
+    assert_eq!(h.agent.heartbeat_tick(HOUR).await, HeartbeatOutcome::OverBudget);
+    assert_eq!(h.agent.heartbeat_tick(HOUR).await, HeartbeatOutcome::OverBudget, "no run was recorded");
+    assert!(h.llm.completion_requests().is_empty());
+    // The background limit leaves the owner's own turns alone.
+    assert_eq!(texts(&run(&h.agent, "hi", OWNER, None).await), ["echo: hi"]);
+
+    history.set_budget(Budget::new(None, Some(1_000_000))).unwrap();
+    h.llm.push_text("HEARTBEAT_OK");
+    assert_eq!(h.agent.heartbeat_tick(HOUR).await, HeartbeatOutcome::Ran { delivered: false });
+    assert_eq!(h.agent.heartbeat_tick(HOUR).await, HeartbeatOutcome::NotDue);
+    // The daily limit stops it too.
+    std::fs::write(h.agent.workspace().heartbeat_file(), "- check the mail twice\n").unwrap();
+    let spent = history.budget_status().unwrap().today.tokens();
+    history.set_budget(Budget::new(Some(spent), None)).unwrap();
+    assert_eq!(h.agent.heartbeat_tick(HOUR).await, HeartbeatOutcome::OverBudget);
+    assert_eq!(h.llm.completion_requests().len(), 2);
+}
+
+#[tokio::test]
+async fn a_subagent_over_the_background_budget_reports_it_to_the_owner() {
+    let h = harness(&[]).await;
+    h.llm.push_tool_call("spawn", r#"{"task":"count sheep","label":"sheep"}"#).push_text("Started.");
+    h.llm.push_when("count sheep", Reply::text("42 sheep"));
+    let request = ChatRequest::new("start a task", OWNER, Role::Owner).with_budget(Budget::new(None, Some(0)));
+    assert_eq!(texts(&events_of(&h.agent, request).await), ["Started."], "an owner's turn is not background");
+    let mut delivered = Vec::new();
+    for _ in 0..500 {
+        delivered = h.agent.history().take_pending(Some(OWNER)).await.unwrap();
+        if !delivered.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        delivered.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
+        ["[Task: sheep] Error: This agent has used its daily budget of 0 tokens for background work \
+          (heartbeat, subagents, summaries of long chats); it starts again at 00:00 UTC."]
+    );
+    assert_eq!(h.llm.completion_requests().len(), 2, "the subagent asked the model nothing");
+    assert_eq!(h.llm.queued(), 1);
+}
+
+#[tokio::test]
+async fn compaction_over_the_background_budget_keeps_the_history_and_the_turn_runs() {
+    let h =
+        harness(&[("MAX_CONTEXT_TOKENS", "8000"), ("GENERATION_RESERVE", "100"), ("COMPACTION_KEEP_MESSAGES", "2")])
+            .await;
+    let history = h.agent.history();
+    for i in 0..20 {
+        let text = format!("message {i} {}", "x".repeat(2000));
+        let message = if i % 2 == 0 { ChatMessage::user(text) } else { ChatMessage::assistant(Some(text), Vec::new()) };
+        history.append(OWNER, &message).await.unwrap();
+    }
+    history.set_budget(Budget::new(None, Some(0))).unwrap();
+    assert_eq!(texts(&run(&h.agent, "go on", OWNER, None).await), ["echo: go on"]);
+    let asked = h.llm.completion_requests();
+    assert_eq!(asked.len(), 1, "no summary was asked for");
+    assert_eq!(asked[0].messages().len(), 1 + 21, "the whole history was sent");
+    assert_eq!(history.summary(OWNER).await.unwrap(), None);
+
+    // With room in the budget, the same history is compacted first.
+    history.set_budget(Budget::new(None, Some(1_000_000))).unwrap();
+    h.llm.push_text("They wrote long messages.").push_text("Done.");
+    assert_eq!(texts(&run(&h.agent, "and now", OWNER, None).await), ["Done."]);
+    assert_eq!(h.llm.completion_requests().len(), 3);
+    assert!(history.summary(OWNER).await.unwrap().is_some());
+    let causes: Vec<UsageCause> = history.usage_since(0, 10).unwrap().iter().map(|r| r.cause).collect();
+    assert_eq!(causes, [UsageCause::OwnerTurn, UsageCause::Compaction, UsageCause::OwnerTurn]);
+}
+
+#[tokio::test]
+async fn a_visitors_tools_can_be_chosen_per_turn_and_their_subagent_keeps_them() {
+    let h = harness(&[]).await;
+    h.llm
+        .push_tool_call("write_note", r#"{"name":"x","text":"hello"}"#)
+        .push_tool_call("spawn", r#"{"task":"count sheep","label":"sheep"}"#);
+    h.llm.push_text("Done.").push_when("count sheep", Reply::text("42 sheep"));
+    let chosen = ["write_note", "spawn", "no_such_tool"].map(str::to_owned).to_vec();
+    let request = ChatRequest::new("write", "visitor-chat", Role::Visitor).with_visitor_tools(chosen.clone());
+    assert_eq!(texts(&events_of(&h.agent, request).await), ["Done."]);
+    assert_eq!(h.llm.completion_requests()[0].tool_names(), ["write_note", "spawn"], "unknown names are ignored");
+    assert_eq!(h.notes.0.lock().unwrap()["x"], "hello", "the chosen tool runs");
+    for _ in 0..500 {
+        if h.llm.completion_requests().len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let subagent = h.llm.completion_requests().into_iter().find(|r| r.messages()[1]["content"] == "count sheep");
+    assert_eq!(subagent.expect("the subagent ran").tool_names(), ["write_note"], "its parent's tools, no spawn");
+
+    // Without the field, VISITOR_TOOLS again; on an owner's turn the field is ignored.
+    run(&h.agent, "hi", "visitor-chat", Some(Role::Visitor)).await;
+    let request = ChatRequest::new("hi", OWNER, Role::Owner).with_visitor_tools(vec!["read_note".into()]);
+    events_of(&h.agent, request).await;
+    let seen = h.llm.completion_requests();
+    assert_eq!(seen[seen.len() - 2].tool_names(), ["read_note"]);
+    assert_eq!(seen[seen.len() - 1].tool_names().len(), 5);
 }

@@ -1,13 +1,14 @@
 //! `HttpProxy` against a hand-scripted HTTP server on loopback: for the failures a well-behaved
 //! agent never produces on demand (HTTP 500, a body cut off mid-stream, a stall, a connection
-//! closed before any answer). Streaming against the real `baal-agent` is in `local_deployer.rs`.
+//! closed before any answer). Streaming against the real `baal-agent` is in `local_deployer.rs`;
+//! `set_budget` is also tried against a real one here.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baal_core::domain::Role;
 use baal_core::proxy::http::{HttpProxy, HttpProxyOptions};
-use baal_core::proxy::{AgentEndpoint, AgentEvent, ChatRequest, Proxy, ProxyError};
+use baal_core::proxy::{AgentEndpoint, AgentEvent, Budget, BudgetStatus, ChatRequest, Proxy, ProxyError};
 use futures_util::StreamExt;
 use secrecy::SecretString;
 use serde_json::json;
@@ -298,6 +299,91 @@ async fn pending_files_and_reset_use_the_documented_requests() {
     let bad_json = serve(Reply::Full(200, "application/json", "{".into())).await;
     assert_eq!(proxy.health(&endpoint(&bad_json.url)).await.unwrap_err(), ProxyError::Protocol);
     assert_eq!(bad_json.seen.lock().unwrap()[0].authorization, None, "/health is sent without the secret");
+}
+
+#[tokio::test]
+async fn set_budget_puts_it_and_an_agent_without_budgets_is_not_an_error() {
+    let proxy = quick_proxy();
+    let budget = Budget::new(Some(100_000), None);
+    let agent = serve(Reply::Full(200, "application/json", "{}".into())).await;
+    assert!(proxy.set_budget(&endpoint(&agent.url), &budget).await.unwrap());
+    let seen = agent.seen.lock().unwrap().clone();
+    assert_eq!(seen[0].line, "PUT /budget HTTP/1.1");
+    assert_eq!(seen[0].authorization.as_deref(), Some("Bearer s3cret-token"));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&seen[0].body).unwrap(), json!({"daily_tokens": 100_000}));
+    // A Python agent has no `/budget` (404), or not for PUT (405): it keeps no budget.
+    for status in [404, 405] {
+        let python = serve(Reply::Full(status, "text/plain", "no".into())).await;
+        assert!(!proxy.set_budget(&endpoint(&python.url), &budget).await.unwrap(), "{status}");
+    }
+    let refused = serve(Reply::Full(401, "application/json", r#"{"error":"unauthorized"}"#.into())).await;
+    assert_eq!(proxy.set_budget(&endpoint(&refused.url), &budget).await.unwrap_err(), ProxyError::Unauthorized);
+    let broken = serve(Reply::Full(500, "application/json", r#"{"error":"x"}"#.into())).await;
+    assert_eq!(proxy.set_budget(&endpoint(&broken.url), &budget).await.unwrap_err(), ProxyError::Status(500));
+    let down = endpoint("http://127.0.0.1:9");
+    assert_eq!(proxy.set_budget(&down, &budget).await.unwrap_err(), ProxyError::Unreachable);
+}
+
+/// A real `baal-agent` (built by `cargo build --workspace`, or `BAAL_AGENT_BIN`) on loopback,
+/// killed when dropped.
+struct RealAgent {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for RealAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_real_agent(secret: &str) -> RealAgent {
+    use std::io::BufRead as _;
+    let explicit = std::env::var_os("BAAL_AGENT_BIN").map(std::path::PathBuf::from);
+    let binary = baal_core::deploy::local::find_agent_binary(explicit.as_deref())
+        .unwrap_or_else(|err| panic!("{err} (for this test: cargo build --workspace)"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(binary)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PORT", "0")
+        .env("BIND_ADDR", "127.0.0.1")
+        .env("DB_PATH", dir.path().join("agent.db"))
+        .env("WORKSPACE_PATH", dir.path().join("workspace"))
+        .env("LIBERTAI_API_BASE_URL", "http://127.0.0.1:9/v1")
+        .env("LIBERTAI_API_KEY", "k")
+        .env("AGENT_SECRET", secret)
+        .env("HEARTBEAT_INTERVAL", "0")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start baal-agent");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    RealAgent { url: format!("http://{addr}"), child, _dir: dir }
+}
+
+#[tokio::test]
+async fn set_budget_is_kept_by_a_real_agent() {
+    let agent = start_real_agent("s3cret-token");
+    let proxy = quick_proxy();
+    let budget = Budget::new(Some(50_000), Some(5_000));
+    assert!(proxy.set_budget(&endpoint(&agent.url), &budget).await.unwrap());
+    let status: BudgetStatus = reqwest::Client::new()
+        .get(format!("{}/budget", agent.url))
+        .bearer_auth("s3cret-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status.budget, budget);
+    let wrong = AgentEndpoint::new(&agent.url, SecretString::from("wrong"));
+    assert_eq!(proxy.set_budget(&wrong, &budget).await.unwrap_err(), ProxyError::Unauthorized);
 }
 
 /// Prints what `HttpProxy` costs per chat: 200 concurrent chats, each a full `/chat` exchange

@@ -47,8 +47,13 @@ impl AgentProcess {
         if let Some(role) = role {
             body["role"] = role.into();
         }
+        self.chat_body(&body).await
+    }
+
+    /// `POST /chat` of `body` and the whole SSE body.
+    pub async fn chat_body(&self, body: &serde_json::Value) -> String {
         let response =
-            self.http.post(format!("{}/chat", self.base_url)).bearer_auth(SECRET).json(&body).send().await.unwrap();
+            self.http.post(format!("{}/chat", self.base_url)).bearer_auth(SECRET).json(body).send().await.unwrap();
         assert_eq!(response.status(), 200);
         assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
         response.text().await.unwrap()
@@ -86,7 +91,13 @@ pub fn start_agent(llm: &ScriptedLlm, extra: &[(&str, &str)]) -> AgentProcess {
 }
 
 pub fn start_agent_in(llm: &ScriptedLlm, extra: &[(&str, &str)], dir: tempfile::TempDir) -> AgentProcess {
-    let mut command = agent_command(dir.path());
+    let command = test_agent_command(llm, extra, dir.path());
+    spawn(command, dir)
+}
+
+/// The command [`start_agent_in`] runs: the usual test settings plus `extra`.
+pub fn test_agent_command(llm: &ScriptedLlm, extra: &[(&str, &str)], dir: &Path) -> Command {
+    let mut command = agent_command(dir);
     command
         .env("LIBERTAI_API_BASE_URL", llm.base_url())
         .env("LIBERTAI_API_KEY", "test-llm-key")
@@ -98,7 +109,7 @@ pub fn start_agent_in(llm: &ScriptedLlm, extra: &[(&str, &str)], dir: tempfile::
     for (k, v) in extra {
         command.env(k, v);
     }
-    spawn(command, dir)
+    command
 }
 
 pub fn agent_command(dir: &Path) -> Command {

@@ -6,7 +6,8 @@
 //!   every tool call is followed by its result (an interrupted turn gets a placeholder result);
 //! - a compaction never cuts between a tool call and its result;
 //! - rows are deleted only once their summary is stored (in the same transaction);
-//! - if the summary cannot be written, the uncompacted history is used.
+//! - if the summary cannot be written, the uncompacted history is used; so it is when the
+//!   agent's daily or background budget is spent, and then the model is not asked.
 
 use crate::inference::{ChatMessage, CompletionRequest, Inference, MessageRole};
 
@@ -169,6 +170,10 @@ pub async fn prepare_loaded_context(
     let messages = with_system(&system, &loaded);
     let budget = config.budget();
     if estimate_tokens(&messages) <= budget {
+        return Ok(messages);
+    }
+    if let Some(spent) = history.budget_spent(UsageCause::Compaction)? {
+        tracing::info!(chat_id, limit = ?spent.limit, "compaction: the budget is spent; history kept as is");
         return Ok(messages);
     }
     let rows = history.rows(chat_id).await?;

@@ -1,7 +1,8 @@
 //! [`History`]: the agent's own database (SQLite, WAL, one rusqlite connection): per-chat message
 //! history, the rolling summary compaction leaves behind, pending messages for the bot to
-//! collect, and the metering of model calls (whose methods live in [`super::usage`]). Its schema is created and upgraded at open by a list of migrations in this file,
-//! counted in `PRAGMA user_version`.
+//! collect, the metering of model calls (whose methods live in [`super::usage`]) and the budget
+//! they are checked against ([`super::budget`]). Its schema is created and upgraded at open by a
+//! list of migrations in this file, counted in `PRAGMA user_version`.
 //!
 //! Invariants:
 //! - history is ordered by row id (insertion order), never by timestamps;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use rusqlite::OptionalExtension as _;
 
+use super::budget::Meter;
 use crate::inference::{ChatMessage, MessageRole, ToolCall};
 use crate::wire::PendingMessage;
 
@@ -91,6 +93,12 @@ CREATE TABLE IF NOT EXISTS "summaries" ( "chat_id" varchar NOT NULL PRIMARY KEY,
 CREATE TABLE IF NOT EXISTS "usage" ( "id" integer NOT NULL PRIMARY KEY AUTOINCREMENT, "chat_id" varchar NOT NULL, "cause" varchar NOT NULL, "day" varchar NOT NULL, "model" varchar NOT NULL, "prompt_tokens" integer NOT NULL, "completion_tokens" integer NOT NULL, "estimated" integer NOT NULL, "created_at" varchar NOT NULL );
 CREATE INDEX IF NOT EXISTS "idx_usage_day" ON "usage" ("day", "chat_id");
 "#,
+    },
+    // The agent's budget (`agent::budget`): one row, absent until the platform sets one; a NULL
+    // limit does not apply.
+    Migration {
+        seaorm_name: None,
+        sql: r#"CREATE TABLE IF NOT EXISTS "budget" ( "id" integer NOT NULL PRIMARY KEY CHECK ("id" = 1), "daily_tokens" integer NULL, "background_tokens" integer NULL, "updated_at" varchar NOT NULL );"#,
     },
 ];
 
@@ -208,6 +216,9 @@ impl StoredMessage {
 #[derive(Debug, Clone)]
 pub struct History {
     connection: Arc<Mutex<rusqlite::Connection>>,
+    /// The budget and the day's totals (`agent::budget`). Its lock is taken after the
+    /// connection's, never before, and is never held across a statement.
+    meter: Arc<Mutex<Meter>>,
 }
 
 fn now() -> String {
@@ -316,7 +327,12 @@ impl History {
         // time it runs.
         connection.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map_err(sql_error)?;
         migrate(&mut connection)?;
-        Ok(History { connection: Arc::new(Mutex::new(connection)) })
+        let budget = super::budget::stored_budget(&connection).map_err(sql_error)?;
+        Ok(History { connection: Arc::new(Mutex::new(connection)), meter: Arc::new(Mutex::new(Meter::new(budget))) })
+    }
+
+    pub(super) fn meter(&self) -> std::sync::MutexGuard<'_, Meter> {
+        self.meter.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Runs `work` on the connection. Never held across an await.
@@ -343,11 +359,13 @@ impl History {
         message: &ChatMessage,
         call: &super::usage::MeteredCall<'_>,
     ) -> Result<i64, HistoryError> {
+        let at = chrono::Utc::now();
         self.with(|c| {
             let tx = c.transaction()?;
-            super::usage::insert_usage(&tx, call)?;
+            super::usage::insert_usage(&tx, call, at)?;
             let id = insert_message(&tx, chat_id, message)?;
             tx.commit()?;
+            self.count_usage(at.date_naive(), call.cause, call.metered);
             Ok(id)
         })
     }

@@ -8,9 +8,11 @@
 //! - [`runtime`]: [`Agent`], the loop, subagents and the heartbeat;
 //! - [`auth`]: the bearer check of the HTTP API;
 //! - [`tools`]: the tools the model can call;
-//! - [`usage`]: metering, every model call recorded with its tokens and cause.
+//! - [`usage`]: metering, every model call recorded with its tokens and cause;
+//! - [`budget`]: the agent's daily token limits, checked before every model call.
 
 pub mod auth;
+pub mod budget;
 pub mod compaction;
 pub mod context;
 pub mod history;

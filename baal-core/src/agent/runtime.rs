@@ -16,8 +16,9 @@ use crate::domain::Role;
 use crate::inference::{
     ChatMessage, Completion, CompletionBuilder, CompletionRequest, Inference, InferenceError, ToolSpec,
 };
-use crate::wire::{AgentEvent, ChatRequest, TurnUsage, UsageCause};
+use crate::wire::{AgentEvent, BudgetLimit, ChatRequest, TurnUsage, UsageCause};
 
+use super::budget::Spent;
 use super::compaction::{CompactionConfig, prepare_loaded_context};
 use super::context::{Audience, Workspace};
 use super::history::{History, HistoryError, StoredMessage};
@@ -120,6 +121,9 @@ pub enum HeartbeatOutcome {
         /// Whether the owner gets a message.
         delivered: bool,
     },
+    /// A run was due, but the agent's daily or background budget is spent: nothing was asked
+    /// and no run recorded, so it runs once the budget allows (a new UTC day, a higher limit).
+    OverBudget,
 }
 
 /// System prompts already built, per tool list. Reading the memory files and skills on every turn
@@ -164,6 +168,8 @@ struct Inner {
     chat_locks: ChatLocks,
     subagents: Arc<Semaphore>,
     prompts: Mutex<PromptCache>,
+    /// The last day the heartbeat logged that the budget stopped it: once a day, not every check.
+    heartbeat_over_budget_logged: Mutex<Option<chrono::NaiveDate>>,
 }
 
 /// One agent: its loop, history, workspace and tools. Cheap to clone.
@@ -186,12 +192,19 @@ struct Turn {
     chat_id: String,
     store_chat: Option<String>,
     max_iterations: u32,
+    /// The most the turn's own model calls may spend (`ChatRequest::turn_tokens`).
+    max_tokens: Option<u64>,
+    /// A visitor's tools in this turn when the platform chose them (`ChatRequest::visitor_tools`);
+    /// `VISITOR_TOOLS` otherwise.
+    visitor_tools: Option<Arc<[String]>>,
 }
 
 enum TurnEnd {
     Done,
     IterationCap,
     Failed(InferenceError),
+    /// A limit forbade the next model call.
+    OverBudget(Spent),
 }
 
 type Events = mpsc::UnboundedSender<AgentEvent>;
@@ -216,6 +229,7 @@ impl Agent {
                 chat_locks: ChatLocks::default(),
                 subagents,
                 prompts: Mutex::new(PromptCache::default()),
+                heartbeat_over_budget_logged: Mutex::new(None),
             }),
         }
     }
@@ -272,29 +286,24 @@ impl Agent {
     }
 
     async fn chat_turn(&self, request: ChatRequest, out: &Events, usage: &mut TurnUsage) -> Result<(), HistoryError> {
-        let role = self.role_of(&request);
+        let history = &self.inner.history;
+        if let Some(budget) = request.budget {
+            history.set_budget(budget)?;
+        }
+        let turn = self.turn_of(&request);
         // Dropped with this future however the turn ends (done, failed, client gone, deadline).
         let slot = self.inner.chat_locks.slot(&request.chat_id);
         let _serialised = slot.lock.lock().await;
-        let history = &self.inner.history;
-        let user = ChatMessage::user(request.message.clone());
-        let compaction = self.inner.config.compaction;
-        let mut loaded = history.load(&request.chat_id, compaction.max_history).await?;
-        // A bot that retries a request whose first attempt got no answer re-sends the same
-        // message: store it once, so the model does not see it twice.
-        let unanswered_duplicate = loaded.last().is_some_and(|last| last.id != 0 && last.message == user);
-        if !unanswered_duplicate {
-            let id = history.append(&request.chat_id, &user).await?;
-            loaded.push(StoredMessage::new(id, user));
-            let stored_rows = loaded.iter().filter(|r| r.id != 0).count() as u64;
-            if stored_rows > compaction.max_history
-                && let Some(oldest) = loaded.iter().position(|r| r.id != 0)
-            {
-                loaded.remove(oldest);
-            }
+        // Checked before the message is stored: a turn that cannot call the model leaves no
+        // unanswered message behind.
+        if let Some(spent) = self.over_budget(&turn, usage)? {
+            send_spent(out, spent);
+            return Ok(());
         }
-        let (specs, names) = self.tool_specs(role, true);
-        let system = ChatMessage::system(self.system_prompt(role, &names));
+        let compaction = self.inner.config.compaction;
+        let loaded = self.load_with_message(&request.chat_id, ChatMessage::user(request.message)).await?;
+        let (specs, names) = self.tool_specs(turn.role, true, self.visitor_tools(&turn));
+        let system = ChatMessage::system(self.system_prompt(turn.role, &names));
         let messages = prepare_loaded_context(
             history,
             self.inner.inference.as_ref(),
@@ -305,13 +314,6 @@ impl Agent {
             loaded,
         )
         .await?;
-        let turn = Turn {
-            role,
-            cause: UsageCause::of_turn(role),
-            chat_id: request.chat_id.clone(),
-            store_chat: Some(request.chat_id.clone()),
-            max_iterations: self.inner.config.max_tool_iterations,
-        };
         match self.run_loop(messages, specs, &turn, out, usage).await? {
             TurnEnd::Done => {}
             TurnEnd::IterationCap => {
@@ -325,12 +327,52 @@ impl Agent {
             TurnEnd::Failed(e) => {
                 let _ = out.send(AgentEvent::Error { content: e.to_string() });
             }
+            TurnEnd::OverBudget(spent) => send_spent(out, spent),
         }
         Ok(())
     }
 
+    /// The turn a chat request asks for.
+    fn turn_of(&self, request: &ChatRequest) -> Turn {
+        let role = self.role_of(request);
+        Turn {
+            role,
+            cause: UsageCause::of_turn(role),
+            chat_id: request.chat_id.clone(),
+            store_chat: Some(request.chat_id.clone()),
+            max_iterations: self.inner.config.max_tool_iterations,
+            max_tokens: request.turn_tokens,
+            // Only the platform sets it (it holds the bearer secret); a visitor sends text alone.
+            visitor_tools: match role {
+                Role::Visitor => request.visitor_tools.as_deref().map(Arc::from),
+                Role::Owner => None,
+            },
+        }
+    }
+
+    /// The chat's history as the model will see it, with the user's `message` stored last.
+    async fn load_with_message(&self, chat_id: &str, user: ChatMessage) -> Result<Vec<StoredMessage>, HistoryError> {
+        let history = &self.inner.history;
+        let max_history = self.inner.config.compaction.max_history;
+        let mut loaded = history.load(chat_id, max_history).await?;
+        // A bot that retries a request whose first attempt got no answer re-sends the same
+        // message: store it once, so the model does not see it twice.
+        let unanswered_duplicate = loaded.last().is_some_and(|last| last.id != 0 && last.message == user);
+        if !unanswered_duplicate {
+            let id = history.append(chat_id, &user).await?;
+            loaded.push(StoredMessage::new(id, user));
+            let stored_rows = loaded.iter().filter(|r| r.id != 0).count() as u64;
+            if stored_rows > max_history
+                && let Some(oldest) = loaded.iter().position(|r| r.id != 0)
+            {
+                loaded.remove(oldest);
+            }
+        }
+        Ok(loaded)
+    }
+
     /// Runs a turn without a client and without history (heartbeat, subagents); its model calls
-    /// are metered as `cause`, for `label`.
+    /// are metered as `cause`, for `label`, and stop when the budget is spent.
     pub async fn background_turn(
         &self,
         prompt: &str,
@@ -340,13 +382,25 @@ impl Agent {
         label: &str,
         cause: UsageCause,
     ) -> TurnOutcome {
-        let (specs, names) = self.tool_specs(role, allow_spawn);
-        let messages = vec![ChatMessage::system(self.system_prompt(role, &names)), ChatMessage::user(prompt)];
-        let turn = Turn { role, cause, chat_id: label.to_owned(), store_chat: None, max_iterations };
+        let turn = Turn {
+            role,
+            cause,
+            chat_id: label.to_owned(),
+            store_chat: None,
+            max_iterations,
+            max_tokens: None,
+            visitor_tools: None,
+        };
+        self.run_background(prompt, &turn, allow_spawn).await
+    }
+
+    async fn run_background(&self, prompt: &str, turn: &Turn, allow_spawn: bool) -> TurnOutcome {
+        let (specs, names) = self.tool_specs(turn.role, allow_spawn, self.visitor_tools(turn));
+        let messages = vec![ChatMessage::system(self.system_prompt(turn.role, &names)), ChatMessage::user(prompt)];
         let (tx, mut rx) = mpsc::unbounded_channel();
         let limit = self.inner.config.turn_timeout;
         let mut usage = TurnUsage::default();
-        let end = tokio::time::timeout(limit, self.run_loop(messages, specs, &turn, &tx, &mut usage)).await;
+        let end = tokio::time::timeout(limit, self.run_loop(messages, specs, turn, &tx, &mut usage)).await;
         drop(tx);
         let mut outcome = TurnOutcome::default();
         while let Some(event) = rx.recv().await {
@@ -358,11 +412,21 @@ impl Agent {
         }
         match end {
             Ok(Ok(TurnEnd::Failed(e))) => outcome.error = Some(e.to_string()),
+            Ok(Ok(TurnEnd::OverBudget(spent))) => outcome.error = Some(spent.message()),
             Ok(Err(e)) => outcome.error = Some(e.to_string()),
             Err(_) => outcome.error = Some(turn_timeout_message(limit)),
             Ok(Ok(_)) => {}
         }
         outcome
+    }
+
+    /// The limit that forbids `turn` its next model call, if one does: the agent's (daily, and
+    /// for background work its background limit), then the turn's own after `usage`.
+    fn over_budget(&self, turn: &Turn, usage: &TurnUsage) -> Result<Option<Spent>, HistoryError> {
+        if let Some(spent) = self.inner.history.budget_spent(turn.cause)? {
+            return Ok(Some(spent));
+        }
+        Ok(Spent::check(BudgetLimit::Turn, usage.tokens(), turn.max_tokens))
     }
 
     /// The system prompt for `role`: a visitor's has none of the owner's memory or notes.
@@ -381,18 +445,24 @@ impl Agent {
         self.inner.prompts.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    fn spawn_allowed(&self, role: Role) -> bool {
-        role == Role::Owner || self.inner.config.visitor_tools.iter().any(|t| t == SPAWN)
+    /// The tools a visitor gets in `turn`: the platform's choice for it, else `VISITOR_TOOLS`.
+    fn visitor_tools<'a>(&'a self, turn: &'a Turn) -> &'a [String] {
+        turn.visitor_tools.as_deref().unwrap_or(&self.inner.config.visitor_tools)
     }
 
-    fn tool_specs(&self, role: Role, allow_spawn: bool) -> (Vec<ToolSpec>, Vec<&'static str>) {
+    fn tool_specs(
+        &self,
+        role: Role,
+        allow_spawn: bool,
+        visitor_tools: &[String],
+    ) -> (Vec<ToolSpec>, Vec<&'static str>) {
         let mut specs = Vec::new();
         let mut names = Vec::new();
-        for tool in self.inner.tools.for_role(role, &self.inner.config.visitor_tools) {
+        for tool in self.inner.tools.for_role(role, visitor_tools) {
             specs.push(ToolSpec::new(tool.name(), tool.description(), tool.parameters()));
             names.push(tool.name());
         }
-        if allow_spawn && self.spawn_allowed(role) {
+        if allow_spawn && (role == Role::Owner || visitor_tools.iter().any(|t| t == SPAWN)) {
             specs.push(spawn_spec());
             names.push(SPAWN);
         }
@@ -410,6 +480,9 @@ impl Agent {
         let offered: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
         let mut request = CompletionRequest::new(self.inner.config.model.clone(), Vec::new(), specs);
         for _ in 0..turn.max_iterations {
+            if let Some(spent) = self.over_budget(turn, usage)? {
+                return Ok(TurnEnd::OverBudget(spent));
+            }
             request.messages = messages.clone();
             // Only a client reading along gets pieces; background turns want the whole answer.
             let completion = match turn.store_chat {
@@ -480,7 +553,7 @@ impl Agent {
             }
         };
         if name == SPAWN {
-            return self.spawn_subagent(&args, turn.role);
+            return self.spawn_subagent(&args, turn);
         }
         match self.inner.tools.get(name) {
             Some(tool) => tool.call(args, &ToolContext::new(turn.role, turn.chat_id.clone())).await,
@@ -488,7 +561,7 @@ impl Agent {
         }
     }
 
-    fn spawn_subagent(&self, args: &Value, role: Role) -> ToolOutput {
+    fn spawn_subagent(&self, args: &Value, parent: &Turn) -> ToolOutput {
         let Some(task) = args.get("task").and_then(Value::as_str).map(str::trim).filter(|t| !t.is_empty()) else {
             return ToolOutput::error("[error: spawn needs a non-empty 'task']");
         };
@@ -507,11 +580,19 @@ impl Agent {
         let agent = self.clone();
         let task = task.to_owned();
         let reply_label = label.clone();
+        // The subagent works with its parent's tools, a visitor's choice for that turn included.
+        let turn = Turn {
+            role: parent.role,
+            cause: UsageCause::Subagent,
+            chat_id: "__subagent__".to_owned(),
+            store_chat: None,
+            max_iterations: SUBAGENT_MAX_ITERATIONS,
+            max_tokens: None,
+            visitor_tools: parent.visitor_tools.clone(),
+        };
         tokio::spawn(async move {
             let _permit = permit;
-            let outcome = agent
-                .background_turn(&task, role, SUBAGENT_MAX_ITERATIONS, false, "__subagent__", UsageCause::Subagent)
-                .await;
+            let outcome = agent.run_background(&task, &turn, false).await;
             let text = match (&outcome.error, outcome.text.is_empty()) {
                 (Some(e), _) => format!("[Task: {label}] Error: {e}"),
                 (None, true) => format!("[Task: {label}] (no output)"),
@@ -576,6 +657,17 @@ impl Agent {
         {
             return HeartbeatOutcome::NotDue;
         }
+        match history.budget_spent(UsageCause::Heartbeat) {
+            Ok(None) => {}
+            Ok(Some(spent)) => {
+                self.log_heartbeat_over_budget(spent);
+                return HeartbeatOutcome::OverBudget;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the budget; not running the heartbeat now");
+                return HeartbeatOutcome::NotDue;
+            }
+        }
         // Recorded before the run, so a run that crashes the agent is not repeated at every start.
         if let Err(error) = history.heartbeat_record(hash, now).await {
             tracing::warn!(%error, "cannot record the heartbeat's run; not running it now");
@@ -606,6 +698,20 @@ impl Agent {
         }
         self.deliver_to_owner(&text, "heartbeat", &outcome.files, "heartbeat_file").await;
         HeartbeatOutcome::Ran { delivered: true }
+    }
+
+    fn log_heartbeat_over_budget(&self, spent: Spent) {
+        let today = chrono::Utc::now().date_naive();
+        let mut logged = self.inner.heartbeat_over_budget_logged.lock().unwrap_or_else(|p| p.into_inner());
+        if *logged != Some(today) {
+            *logged = Some(today);
+            tracing::info!(
+                limit = ?spent.limit,
+                used = spent.used,
+                allowed = spent.allowed,
+                "the budget is spent: the heartbeat waits until it allows a run"
+            );
+        }
     }
 
     /// Checks the heartbeat (see [`Agent::heartbeat_tick`]) with `interval` as its period, every
@@ -718,6 +824,13 @@ async fn sleep_until_due(due: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Ends a chat turn that a limit stopped: `budget_spent` for clients that word it themselves,
+/// then the `error` old clients show.
+fn send_spent(out: &Events, spent: Spent) {
+    let _ = out.send(spent.event());
+    let _ = out.send(AgentEvent::Error { content: spent.message() });
 }
 
 /// What the user reads when a turn ran out of time.

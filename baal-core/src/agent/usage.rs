@@ -114,8 +114,12 @@ pub struct MeteredCall<'a> {
     pub metered: Metered,
 }
 
-pub(crate) fn insert_usage(c: &rusqlite::Connection, call: &MeteredCall<'_>) -> rusqlite::Result<i64> {
-    let at = chrono::Utc::now();
+/// Inserts the row of `call`, dated `at`. Its caller counts it for the budget once committed.
+pub(crate) fn insert_usage(
+    c: &rusqlite::Connection,
+    call: &MeteredCall<'_>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> rusqlite::Result<i64> {
     let clamp = |tokens: u64| i64::try_from(tokens).unwrap_or(i64::MAX);
     c.prepare_cached(
         "INSERT INTO usage (chat_id, cause, day, model, prompt_tokens, completion_tokens, estimated, created_at) \
@@ -163,7 +167,12 @@ impl History {
         model: &str,
         metered: Metered,
     ) -> Result<i64, HistoryError> {
-        self.with(|c| insert_usage(c, &MeteredCall { chat_id, cause, model, metered }))
+        let at = chrono::Utc::now();
+        self.with(|c| {
+            let id = insert_usage(c, &MeteredCall { chat_id, cause, model, metered }, at)?;
+            self.count_usage(at.date_naive(), cause, metered);
+            Ok(id)
+        })
     }
 
     /// The recorded calls with an id above `since`, oldest first, at most `limit`.
@@ -179,7 +188,7 @@ impl History {
     }
 
     /// The totals of UTC `day` (`YYYY-MM-DD`), of one chat (or background label) or of the whole
-    /// agent when `chat_id` is `None`. Budgets will be counted from this.
+    /// agent when `chat_id` is `None`. Budgets keep their own totals in memory (`agent::budget`).
     pub fn usage_on(&self, day: &str, chat_id: Option<&str>) -> Result<TurnUsage, HistoryError> {
         self.with(|c| {
             c.prepare_cached(

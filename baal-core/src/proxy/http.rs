@@ -17,7 +17,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::{AgentEndpoint, AgentEvent, AgentFile, ChatRequest, HealthResponse, PendingMessage, PendingResponse};
-use super::{PendingAck, Proxy, ProxyError, UsageResponse};
+use super::{Budget, PendingAck, Proxy, ProxyError, UsageResponse};
 
 /// Seconds a `GET /pending` leases the messages it returns for. Long enough to deliver a batch
 /// through Telegram's flood waits and file uploads before the lease runs out (which would let
@@ -50,7 +50,8 @@ pub struct HttpProxyOptions {
     /// Longest silence between two chunks of a `/chat` stream (the agent sends a keepalive every
     /// 15 s, so silence this long means it is gone).
     pub read_timeout: Duration,
-    /// Whole-request limit for `/health`, `/pending`, `/pending/ack` and `DELETE /chat`.
+    /// Whole-request limit for `/health`, `/pending`, `/pending/ack`, `/usage`, `/budget` and
+    /// `DELETE /chat`.
     pub short_timeout: Duration,
     /// Whole-request limit for `/files`.
     pub file_timeout: Duration,
@@ -85,7 +86,8 @@ impl Default for HttpProxyOptions {
 pub struct HttpProxyInitError(#[source] reqwest::Error);
 
 /// Talks to agents over HTTP: `POST /chat` as server-sent events, `GET /pending` (leased, then
-/// `POST /pending/ack`), `GET /files`, `GET /health`, `DELETE /chat/{id}`. Cheap to clone;
+/// `POST /pending/ack`), `GET /usage`, `PUT /budget`, `GET /files`, `GET /health`,
+/// `DELETE /chat/{id}`. Cheap to clone;
 /// clones share connections.
 #[derive(Debug, Clone)]
 pub struct HttpProxy {
@@ -272,6 +274,18 @@ impl Proxy for HttpProxy {
             Ok(response) => json_body::<UsageResponse>(response).await,
             // A Python agent has no such route: it meters nothing, which is not an error.
             Err(ProxyError::Status(404)) => Ok(UsageResponse::new(Vec::new(), since)),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn set_budget(&self, agent: &AgentEndpoint, budget: &Budget) -> Result<bool, ProxyError> {
+        let url = Self::url(agent, ["budget"])?;
+        let body = serde_json::to_value(budget).map_err(|_| ProxyError::Protocol)?;
+        match self.call(agent, Method::PUT, url, Some(&body)).await {
+            Ok(_) => Ok(true),
+            // A Python agent has no such route (404), or none for this method (405): it keeps no
+            // budget, which is not an error.
+            Err(ProxyError::Status(404 | 405)) => Ok(false),
             Err(e) => Err(e),
         }
     }

@@ -9,8 +9,8 @@ use futures_util::stream::BoxStream;
 use secrecy::SecretString;
 
 pub use crate::wire::{
-    AgentEvent, ChatRequest, HealthResponse, MAX_ACK_IDS, PendingAck, PendingMessage, PendingResponse, TurnUsage,
-    UsageCause, UsageRecord, UsageResponse,
+    AgentEvent, Budget, BudgetLimit, BudgetStatus, ChatRequest, HealthResponse, MAX_ACK_IDS, PendingAck,
+    PendingMessage, PendingResponse, TurnUsage, UsageCause, UsageRecord, UsageResponse,
 };
 
 pub mod http;
@@ -114,6 +114,13 @@ pub trait Proxy: Send + Sync {
     async fn usage(&self, agent: &AgentEndpoint, since: i64) -> Result<UsageResponse, ProxyError> {
         let _ = agent;
         Ok(UsageResponse::new(Vec::new(), since))
+    }
+    /// Stores `budget` as the agent's own (`PUT /budget`), which it then enforces on every model
+    /// call. `Ok(false)` when the agent keeps no budget (a Python agent, or a proxy that does not
+    /// implement this: the default); the platform then has only its own counting to go by.
+    async fn set_budget(&self, agent: &AgentEndpoint, budget: &Budget) -> Result<bool, ProxyError> {
+        let _ = (agent, budget);
+        Ok(false)
     }
     /// Downloads a workspace file.
     async fn file(&self, agent: &AgentEndpoint, path: &str) -> Result<AgentFile, ProxyError>;
