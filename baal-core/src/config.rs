@@ -131,6 +131,14 @@ pub struct Settings {
     pub database_url: String,
     /// `FREE_TIER_DAILY_MESSAGES`.
     pub free_tier_daily_messages: u32,
+    /// `FREE_TIER_DAILY_TOKENS`: model tokens (prompt and completion) one user may spend per UTC
+    /// day on agents paid by the operator's key, beside the message limit (default 500000).
+    pub free_tier_daily_tokens: u64,
+    /// `VISITOR_TOOLS_ALLOWED`: the tools owners may give their agents' visitors (default
+    /// `web_fetch,web_search`). Names from [`AGENT_TOOLS`].
+    pub visitor_tools_allowed: Vec<String>,
+    /// `USAGE_RETENTION_DAYS`: how long per-day usage figures are kept (default 400).
+    pub usage_retention_days: u32,
     /// `MAX_AGENTS_PER_USER`.
     pub max_agents_per_user: u32,
     /// `ADMIN_USER_IDS`: comma-separated Telegram ids allowed fleet-wide views (`/pool`).
@@ -180,6 +188,14 @@ pub const DEFAULT_AGENT_MAX_PROCESSES: u64 = 512;
 /// `AGENT_CPU_PERCENT` when unset: one core.
 pub const DEFAULT_AGENT_CPU_PERCENT: u32 = 100;
 
+/// `FREE_TIER_DAILY_TOKENS` when unset: about fifty ordinary turns with a few tool calls each.
+pub const DEFAULT_FREE_TIER_DAILY_TOKENS: u64 = 500_000;
+/// `USAGE_RETENTION_DAYS` when unset: a year of history, and a little more.
+pub const DEFAULT_USAGE_RETENTION_DAYS: u32 = 400;
+/// Every tool an agent has, by the name its model calls it (`spawn` starts a subagent).
+pub const AGENT_TOOLS: &[&str] =
+    &["bash", "read_file", "write_file", "edit_file", "list_dir", "web_fetch", "web_search", "send_file", "spawn"];
+
 /// The SQLite database used when `DATABASE_URL` is unset.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://baal.db?mode=rwc";
 /// LibertAI's public API.
@@ -226,6 +242,11 @@ impl Settings {
             free_tier_daily_messages: env
                 .number("FREE_TIER_DAILY_MESSAGES", "a whole number of messages")?
                 .unwrap_or(50),
+            free_tier_daily_tokens: env
+                .number("FREE_TIER_DAILY_TOKENS", "a whole number of tokens")?
+                .unwrap_or(DEFAULT_FREE_TIER_DAILY_TOKENS),
+            visitor_tools_allowed: visitor_tools_allowed(&env)?,
+            usage_retention_days: positive(&env, "USAGE_RETENTION_DAYS", "days", DEFAULT_USAGE_RETENTION_DAYS)?,
             max_agents_per_user: env.number("MAX_AGENTS_PER_USER", "a whole number of agents")?.unwrap_or(3),
             admin_user_ids: parse_ids(&env, "ADMIN_USER_IDS")?,
             pool_enabled: env.flag("POOL_ENABLED")?.unwrap_or(true),
@@ -354,6 +375,9 @@ impl fmt::Debug for Settings {
             .field("bot_encryption_key", &set(&self.bot_encryption_key))
             .field("database_url", &redact_url_password(&self.database_url))
             .field("free_tier_daily_messages", &self.free_tier_daily_messages)
+            .field("free_tier_daily_tokens", &self.free_tier_daily_tokens)
+            .field("visitor_tools_allowed", &self.visitor_tools_allowed)
+            .field("usage_retention_days", &self.usage_retention_days)
             .field("max_agents_per_user", &self.max_agents_per_user)
             .field("admin_user_ids", &self.admin_user_ids)
             .field("pool_enabled", &self.pool_enabled)
@@ -395,6 +419,21 @@ pub fn redact_url_password(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// `VISITOR_TOOLS_ALLOWED`, each name checked against [`AGENT_TOOLS`].
+fn visitor_tools_allowed(env: &Vars) -> Result<Vec<String>, SettingError> {
+    let Some(tools) = env.list("VISITOR_TOOLS_ALLOWED") else {
+        return Ok(crate::domain::DEFAULT_VISITOR_TOOLS.iter().map(|t| t.to_string()).collect());
+    };
+    if let Some(unknown) = tools.iter().find(|t| !AGENT_TOOLS.contains(&t.as_str())) {
+        return Err(SettingError::new(
+            "VISITOR_TOOLS_ALLOWED",
+            format!("{unknown:?} is not a tool agents have"),
+            format!("use names from: {}", AGENT_TOOLS.join(", ")),
+        ));
+    }
+    Ok(tools)
 }
 
 fn expand_home(path: &str) -> PathBuf {
@@ -451,6 +490,8 @@ mod tests {
         let s = settings(&[]).unwrap();
         assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(s.free_tier_daily_messages, 50);
+        assert_eq!(s.free_tier_daily_tokens, DEFAULT_FREE_TIER_DAILY_TOKENS);
+        assert_eq!(s.visitor_tools_allowed, ["web_fetch", "web_search"]);
         assert_eq!(s.max_agents_per_user, 3);
         assert_eq!(s.libertai_api_base_url, DEFAULT_LIBERTAI_API_BASE_URL);
         assert_eq!(s.aleph_channel, "BAAL");
@@ -483,6 +524,9 @@ mod tests {
             ("LIBERTAI_API_BASE_URL", "api.libertai.io"),
             ("POOL_REPLENISH_INTERVAL", "1.5"),
             ("HEARTBEAT_INTERVAL", "soon"),
+            ("FREE_TIER_DAILY_TOKENS", "lots"),
+            ("VISITOR_TOOLS_ALLOWED", "web_fetch,rm_rf"),
+            ("USAGE_RETENTION_DAYS", "0"),
         ] {
             let err = settings(&[(name, value)]).unwrap_err();
             assert_eq!(err.variable, name, "{err}");

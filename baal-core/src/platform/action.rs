@@ -56,6 +56,28 @@ pub enum Action {
     ResetConfirmed(AgentId),
     /// The reset dialog's "keep it".
     ResetCancelled,
+    /// This agent's settings card (sharing, budget, visitor limits and tools, link).
+    Settings(AgentId),
+    /// Turn sharing of this agent on or off.
+    SetSharing(AgentId, bool),
+    /// The choices of this agent's daily token budget.
+    BudgetMenu(AgentId),
+    /// Set this agent's daily token budget (`None`: no budget).
+    SetBudget(AgentId, Option<u64>),
+    /// The choices of the daily message limit per visitor.
+    VisitorLimitMenu(AgentId),
+    /// Set the daily message limit per visitor (`None`: no limit).
+    SetVisitorLimit(AgentId, Option<u32>),
+    /// The tools visitors of this agent get.
+    VisitorToolsMenu(AgentId),
+    /// Give visitors this tool, or take it away.
+    ToggleVisitorTool(AgentId, String),
+    /// Ask whether to replace this agent's share link.
+    ReplaceLinkAsk(AgentId),
+    /// Replace this agent's share link (the dialog's "yes").
+    ReplaceLink(AgentId),
+    /// What this agent spent, by cause and by visitor.
+    AgentUsage(AgentId),
     /// The wizard's model choice.
     CreateModel(String),
     /// The wizard's "deploy".
@@ -92,6 +114,19 @@ impl Action {
             Action::ResetAsk => "reset_ask".to_owned(),
             Action::ResetConfirmed(id) => with_id("reset_confirmed", id),
             Action::ResetCancelled => "reset_cancelled".to_owned(),
+            Action::Settings(id) => with_id("agent_settings", id),
+            Action::SetSharing(id, on) => format!("set_sharing:{id}:{}", if *on { "on" } else { "off" }),
+            Action::BudgetMenu(id) => with_id("budget_menu", id),
+            Action::SetBudget(id, tokens) => format!("set_budget:{id}:{}", or_none(*tokens)),
+            Action::VisitorLimitMenu(id) => with_id("visitor_limit_menu", id),
+            Action::SetVisitorLimit(id, messages) => {
+                format!("set_visitor_limit:{id}:{}", or_none(messages.map(u64::from)))
+            }
+            Action::VisitorToolsMenu(id) => with_id("visitor_tools", id),
+            Action::ToggleVisitorTool(id, tool) => format!("visitor_tool:{id}:{tool}"),
+            Action::ReplaceLinkAsk(id) => with_id("replace_link_ask", id),
+            Action::ReplaceLink(id) => with_id("replace_link", id),
+            Action::AgentUsage(id) => with_id("agent_usage", id),
             Action::CreateModel(model) => format!("create_model:{model}"),
             Action::CreateConfirm => "create_confirm".to_owned(),
             Action::CreateCancel => "create_cancel".to_owned(),
@@ -105,6 +140,13 @@ impl Action {
     pub fn decode(data: &str) -> Option<Action> {
         let (verb, rest) = data.split_once(':').unwrap_or((data, ""));
         let id = || rest.parse::<AgentId>().ok();
+        // `<id>:<value>` of the settings buttons.
+        let (first, second) = rest.split_once(':').unwrap_or((rest, ""));
+        let id_and = || first.parse::<AgentId>().ok();
+        let amount = |raw: &str| match raw {
+            "none" => Some(None),
+            n => n.parse::<u64>().ok().filter(|n| *n > 0).map(Some),
+        };
         Some(match verb {
             "quick_create" => Action::Create,
             "quick_list" | "nav_list" => Action::List,
@@ -128,6 +170,30 @@ impl Action {
             "reset_ask" => Action::ResetAsk,
             "reset_confirmed" => Action::ResetConfirmed(id()?),
             "reset_cancelled" => Action::ResetCancelled,
+            "agent_settings" => Action::Settings(id()?),
+            "set_sharing" => Action::SetSharing(
+                id_and()?,
+                match second {
+                    "on" => true,
+                    "off" => false,
+                    _ => return None,
+                },
+            ),
+            "budget_menu" => Action::BudgetMenu(id()?),
+            "set_budget" => Action::SetBudget(id_and()?, amount(second)?),
+            "visitor_limit_menu" => Action::VisitorLimitMenu(id()?),
+            "set_visitor_limit" => {
+                let limit = match amount(second)? {
+                    Some(n) => Some(u32::try_from(n).ok()?),
+                    None => None,
+                };
+                Action::SetVisitorLimit(id_and()?, limit)
+            }
+            "visitor_tools" => Action::VisitorToolsMenu(id()?),
+            "visitor_tool" if !second.is_empty() => Action::ToggleVisitorTool(id_and()?, second.to_owned()),
+            "replace_link_ask" => Action::ReplaceLinkAsk(id()?),
+            "replace_link" => Action::ReplaceLink(id()?),
+            "agent_usage" => Action::AgentUsage(id()?),
             "create_model" if !rest.is_empty() => Action::CreateModel(rest.to_owned()),
             "create_confirm" => Action::CreateConfirm,
             "create_cancel" => Action::CreateCancel,
@@ -139,6 +205,11 @@ impl Action {
     pub fn is_wizard(&self) -> bool {
         matches!(self, Action::CreateModel(_) | Action::CreateConfirm | Action::CreateCancel)
     }
+}
+
+/// A settings amount as its button writes it.
+fn or_none(amount: Option<u64>) -> String {
+    amount.map_or_else(|| "none".to_owned(), |n| n.to_string())
 }
 
 #[cfg(test)]
@@ -173,6 +244,20 @@ mod tests {
             Action::ResetAsk,
             Action::ResetConfirmed(AgentId(9)),
             Action::ResetCancelled,
+            Action::Settings(id),
+            Action::SetSharing(id, false),
+            Action::SetSharing(id, true),
+            Action::BudgetMenu(id),
+            Action::SetBudget(id, Some(u64::MAX)),
+            Action::SetBudget(id, None),
+            Action::VisitorLimitMenu(id),
+            Action::SetVisitorLimit(id, Some(u32::MAX)),
+            Action::SetVisitorLimit(id, None),
+            Action::VisitorToolsMenu(id),
+            Action::ToggleVisitorTool(id, "web_search".into()),
+            Action::ReplaceLinkAsk(id),
+            Action::ReplaceLink(id),
+            Action::AgentUsage(id),
         ]
     }
 
@@ -195,5 +280,10 @@ mod tests {
         assert_eq!(Action::decode("chat_agent:x"), None);
         assert_eq!(Action::decode("create_model:"), None);
         assert_eq!(Action::decode("mine_bitcoin"), None);
+        assert_eq!(Action::decode("set_budget:4:0"), None, "a budget of nothing is no budget: none");
+        assert_eq!(Action::decode("set_budget:4:lots"), None);
+        assert_eq!(Action::decode("set_visitor_limit:4:99999999999"), None);
+        assert_eq!(Action::decode("set_sharing:4:maybe"), None);
+        assert_eq!(Action::decode("visitor_tool:4:"), None);
     }
 }

@@ -13,12 +13,15 @@ use futures_util::stream::BoxStream;
 
 use super::answer::Answer;
 use super::engine::{Ctx, Inner, PlatformError};
-use super::handlers::chat_controls;
+use super::handlers::views::until;
+use super::handlers::{chat_controls, settings_views};
 use super::messenger::{ChatId, MessengerError, OutgoingFile, Text};
+use super::metering::TurnLimits;
 use super::render::{TELEGRAM_TEXT_LIMIT, escape_html, markdown_to_html, split_message};
-use crate::domain::{Agent, AgentStatus, Role};
-use crate::proxy::{AgentEndpoint, AgentEvent, ChatRequest, PendingMessage, ProxyError};
+use crate::domain::{Agent, AgentStatus, Role, usage_day};
+use crate::proxy::{AgentEndpoint, AgentEvent, ChatRequest, PendingMessage, ProxyError, TurnUsage};
 use crate::store::AgentFilter;
+use crate::wire::BudgetLimit;
 
 /// Images up to this size go out as photos; anything else as a document.
 const PHOTO_MAX_BYTES: usize = 10 * 1024 * 1024;
@@ -35,14 +38,15 @@ enum Delivery {
 }
 
 impl Inner {
-    /// One turn with `agent`: streams its answer to the sender's chat, then delivers anything
-    /// the agent queued for this chat.
+    /// One turn with `agent`: streams its answer to the sender's chat, then collects what the
+    /// turn cost and delivers anything the agent queued for this chat.
     pub(crate) async fn chat_turn(
         self: &Arc<Self>,
         ctx: &Ctx,
         agent: &Agent,
         text: &str,
         first_time: bool,
+        limits: TurnLimits,
     ) -> Result<(), PlatformError> {
         let Some(endpoint) = self.endpoint(agent) else {
             let note = format!("{} can't be reached: it has no address or secret.", agent.name);
@@ -54,25 +58,38 @@ impl Inner {
         let _turn = lock.lock().await;
         let show_tools = ctx.user.show_tools;
         let _ = self.messenger.typing(ctx.chat).await;
-        let request = ChatRequest::new(text, ctx.chat.to_string(), agent.role_of(ctx.user_id()))
-            .with_user_id(ctx.user_id().to_string());
+        let role = agent.role_of(ctx.user_id());
+        let mut request = ChatRequest::new(text, ctx.chat.to_string(), role)
+            .with_user_id(ctx.user_id().to_string())
+            .with_budget(limits.budget);
+        if let Some(tokens) = limits.turn_tokens {
+            request = request.with_turn_tokens(tokens);
+        }
+        if let Some(tools) = limits.visitor_tools {
+            request = request.with_visitor_tools(tools);
+        }
         let events = self.proxy.chat(&endpoint, request).await;
-        if !self.show_turn(ctx.chat, agent, &endpoint, show_tools, events).await {
+        let shown = self.show_turn(ctx.chat, agent, role, &endpoint, show_tools, events).await;
+        if !shown.said_something {
             self.say(ctx.chat, Text::plain(format!("{} sent no answer.", agent.name))).await;
         }
         if first_time {
             self.say(ctx.chat, chat_controls(show_tools)).await;
         }
-        // Agents queue proactive output (heartbeat, subagent results) for their owner's chat only,
-        // so a visitor's turn has nothing to collect: skipping the request halves the agent
-        // round trips of shared agents.
-        if agent.role_of(ctx.user_id()) != Role::Owner {
-            return Ok(());
+        // An agent that reports no usage (a Python agent) still spent tokens on an answer.
+        if shown.usage.is_none() && shown.answer_bytes > 0 {
+            self.estimate_turn(agent, ctx.user_id(), text, shown.answer_bytes).await;
         }
-        // What the agent queued for this chat follows the answer; the owner need not wait for
-        // that round trip to see the answer itself.
+        // What the turn cost, and what the agent queued for this chat, follow the answer; the
+        // user need not wait for those round trips to see the answer itself.
         let (inner, agent, chat) = (self.clone(), agent.clone(), ctx.chat);
         self.spawn_tracked(async move {
+            inner.collect_usage(agent.id, &endpoint).await;
+            // Agents queue proactive output (heartbeat, subagent results) for their owner's chat
+            // only, so a visitor's turn has nothing to collect.
+            if role != Role::Owner {
+                return;
+            }
             let lock = inner.chat_lock(chat);
             let _turn = lock.lock().await;
             match inner.proxy.pending(&endpoint, Some(&chat.to_string())).await {
@@ -84,47 +101,84 @@ impl Inner {
     }
 
     /// Shows a turn's events as they come: the answer as it is written, with tool lines (when the
-    /// user wants them), files and errors between its messages. Whether anything reached the chat.
+    /// user wants them), files and errors between its messages.
     async fn show_turn(
         &self,
         chat: ChatId,
         agent: &Agent,
+        role: Role,
         endpoint: &AgentEndpoint,
         show_tools: bool,
         mut events: BoxStream<'static, AgentEvent>,
-    ) -> bool {
+    ) -> ShownTurn {
         let prefix = format!("<b>{}</b>: ", escape_html(&agent.name));
         let mut answer = Answer::new(&*self.messenger, chat, prefix, self.config.edit_interval);
-        let mut said_else = false;
+        let mut shown = ShownTurn::default();
+        // The agent's error after a `budget_spent` is said in the platform's words instead.
+        let mut budget_said = false;
         while let Some(event) = answer.next_event(&mut events).await {
             match event {
                 AgentEvent::TextDelta { content } => answer.piece(&content),
-                AgentEvent::Text { content } => answer.completion(&content),
+                AgentEvent::Text { content } => {
+                    shown.answer_bytes += content.len();
+                    answer.completion(&content);
+                }
                 AgentEvent::Thinking => answer.thinking(),
                 AgentEvent::ToolUse { name, .. } if show_tools => {
                     answer.close().await;
                     self.say(chat, Text::html(format!("⚙️ <i>{}</i>", escape_html(&name)))).await;
-                    said_else = true;
+                    shown.said_something = true;
                     let _ = self.messenger.typing(chat).await;
                 }
                 AgentEvent::ToolUse { .. } => answer.hidden_tool(),
                 AgentEvent::File { path, caption } => {
                     answer.close().await;
                     self.send_agent_file(chat, agent, endpoint, &path, &caption).await;
-                    said_else = true;
+                    shown.said_something = true;
                 }
+                AgentEvent::BudgetSpent { limit, .. } => {
+                    if let Some(text) = self.budget_spent_text(agent, role, limit) {
+                        answer.close().await;
+                        self.say(chat, text).await;
+                        shown.said_something = true;
+                        budget_said = true;
+                    }
+                }
+                AgentEvent::Error { .. } if budget_said => budget_said = false,
                 AgentEvent::Error { content } => {
                     answer.close().await;
                     let note = format!("⚠️ {}: {}", escape_html(&agent.name), escape_html(&content));
                     self.say(chat, Text::html(note)).await;
-                    said_else = true;
+                    shown.said_something = true;
                 }
-                AgentEvent::Done { .. } => break,
+                AgentEvent::Done { usage } => {
+                    shown.usage = usage;
+                    break;
+                }
                 _ => {}
             }
         }
         answer.finish().await;
-        answer.said_something() || said_else
+        shown.said_something |= answer.said_something();
+        shown
+    }
+
+    /// The platform's words for a limit the agent met mid-turn, true for who pays; `None` for a
+    /// limit this release does not know (the agent's own error text is shown then).
+    fn budget_spent_text(&self, agent: &Agent, role: Role, limit: BudgetLimit) -> Option<Text> {
+        let now = self.now();
+        let resets_in = until(usage_day(now).1, now);
+        Some(match limit {
+            BudgetLimit::AgentDaily => {
+                let budget = agent.policy.daily_token_budget.unwrap_or_default();
+                settings_views::agent_budget_spent(agent, role, budget, &resets_in)
+            }
+            BudgetLimit::Turn => {
+                settings_views::free_tokens_spent(agent, role, self.config.free_tier_daily_tokens, &resets_in)
+            }
+            BudgetLimit::Background => settings_views::background_spent(agent, &resets_in),
+            _ => return None,
+        })
     }
 
     /// Fetches a workspace file from the agent and sends it; when that fails, the user gets a note.
@@ -233,7 +287,8 @@ impl Inner {
         Delivery::Done
     }
 
-    /// Every `pending_poll_interval`, asks each running agent for what it queued for its owner.
+    /// Every `pending_poll_interval`, asks each running agent for what it queued for its owner and
+    /// what it spent.
     pub(crate) async fn poll_pending_forever(self: Arc<Self>) {
         let mut interval = tokio::time::interval(self.config.pending_poll_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -247,15 +302,18 @@ impl Inner {
             if let Err(err) = self.poll_pending_once().await {
                 tracing::warn!(error = %err, "pending poll failed");
             }
+            self.prune_usage().await;
         }
     }
 
-    /// One round of the poller: each running agent's queue for its owner, delivered.
+    /// One round of the poller: each running agent's usage stored and its queue for its owner
+    /// delivered.
     pub(crate) async fn poll_pending_once(&self) -> Result<(), PlatformError> {
         let running = self.store.list_agents(&AgentFilter::all().status(AgentStatus::Running)).await?;
         futures_util::stream::iter(running)
             .for_each_concurrent(16, |agent| async move {
                 let Some(endpoint) = self.endpoint(&agent) else { return };
+                self.collect_usage(agent.id, &endpoint).await;
                 let owner_chat = agent.owner_id;
                 let lock = self.chat_lock(owner_chat);
                 let _turn = lock.lock().await;
@@ -267,6 +325,17 @@ impl Inner {
             .await;
         Ok(())
     }
+}
+
+/// What a turn showed, and what the platform learns from it.
+#[derive(Debug, Default)]
+struct ShownTurn {
+    /// Whether anything reached the chat.
+    said_something: bool,
+    /// The usage `done` carried (none from agents that do not meter).
+    usage: Option<TurnUsage>,
+    /// Bytes of the answer's completed text.
+    answer_bytes: usize,
 }
 
 fn done_if(done: bool) -> Delivery {

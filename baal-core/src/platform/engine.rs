@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::messenger::{ChatId, MessageRef, Messenger, Text};
+use super::metering::TurnLimits;
 use super::state::{self, UserState};
 use super::{Input, InputKind};
 use crate::config::{ConfigError, Settings};
@@ -42,6 +43,13 @@ pub struct PlatformConfig {
     pub max_agents_per_user: u32,
     /// Messages per UTC day a user may send to agents paid by the operator.
     pub free_tier_daily_messages: u32,
+    /// Model tokens per UTC day a user may spend on agents paid by the operator (their own turns
+    /// and their agents' background work; a visitor's turns count against the visitor).
+    pub free_tier_daily_tokens: u64,
+    /// The tools owners may give their agents' visitors.
+    pub visitor_tools_allowed: Vec<String>,
+    /// Days of per-day usage figures kept.
+    pub usage_retention_days: u32,
     /// Users allowed fleet-wide views (`/pool`, the fleet part of `/dashboard`).
     pub admin_user_ids: Vec<UserId>,
     /// The bot's username, for share links (`https://t.me/<bot>?start=agent_<slug>`). Without it
@@ -73,6 +81,9 @@ impl PlatformConfig {
         PlatformConfig {
             max_agents_per_user: settings.max_agents_per_user,
             free_tier_daily_messages: settings.free_tier_daily_messages,
+            free_tier_daily_tokens: settings.free_tier_daily_tokens,
+            visitor_tools_allowed: settings.visitor_tools_allowed.clone(),
+            usage_retention_days: settings.usage_retention_days,
             admin_user_ids: settings.admin_user_ids.clone(),
             bot_username: settings.bot_username.clone(),
             libertai_api_key: settings.libertai_api_key.clone(),
@@ -112,6 +123,12 @@ setters! {
     with_max_agents_per_user => max_agents_per_user: u32;
     /// Sets [`PlatformConfig::free_tier_daily_messages`].
     with_free_tier_daily_messages => free_tier_daily_messages: u32;
+    /// Sets [`PlatformConfig::free_tier_daily_tokens`].
+    with_free_tier_daily_tokens => free_tier_daily_tokens: u64;
+    /// Sets [`PlatformConfig::visitor_tools_allowed`].
+    with_visitor_tools_allowed => visitor_tools_allowed: Vec<String>;
+    /// Sets [`PlatformConfig::usage_retention_days`].
+    with_usage_retention_days => usage_retention_days: u32;
     /// Sets [`PlatformConfig::admin_user_ids`].
     with_admin_user_ids => admin_user_ids: Vec<UserId>;
     /// Sets [`PlatformConfig::bot_username`].
@@ -137,6 +154,9 @@ impl Default for PlatformConfig {
         PlatformConfig {
             max_agents_per_user: 3,
             free_tier_daily_messages: 50,
+            free_tier_daily_tokens: crate::config::DEFAULT_FREE_TIER_DAILY_TOKENS,
+            visitor_tools_allowed: crate::domain::DEFAULT_VISITOR_TOOLS.iter().map(|t| t.to_string()).collect(),
+            usage_retention_days: crate::config::DEFAULT_USAGE_RETENTION_DAYS,
             admin_user_ids: Vec::new(),
             bot_username: None,
             libertai_api_key: None,
@@ -193,6 +213,8 @@ pub(crate) struct Inner {
     /// Work started by `start()` and stopped by `shutdown()` (the Aleph pool).
     background: Mutex<Vec<Background>>,
     background_running: Mutex<Vec<JoinHandle<()>>>,
+    /// The UTC day old usage figures were last pruned.
+    pub usage_pruned: Mutex<Option<chrono::NaiveDate>>,
 }
 
 /// A long-running piece of work owned by the platform.
@@ -218,7 +240,7 @@ impl Ctx {
 /// Work left after the user's state is saved and its lock released (a chat turn can be long).
 pub(crate) enum After {
     Nothing,
-    Chat { agent: Box<Agent>, text: String, first_time: bool },
+    Chat { agent: Box<Agent>, text: String, first_time: bool, limits: TurnLimits },
 }
 
 impl Platform {
@@ -250,6 +272,7 @@ impl Platform {
                 poller: Mutex::default(),
                 background: Mutex::default(),
                 background_running: Mutex::default(),
+                usage_pruned: Mutex::default(),
             }),
         }
     }
@@ -432,8 +455,8 @@ impl Inner {
             state::save(self.store.as_ref(), ctx.user_id(), &state).await?;
         }
         drop(guard);
-        if let After::Chat { agent, text, first_time } = after {
-            self.chat_turn(&ctx, &agent, &text, first_time).await?;
+        if let After::Chat { agent, text, first_time, limits } = after {
+            self.chat_turn(&ctx, &agent, &text, first_time, limits).await?;
         }
         Ok(())
     }

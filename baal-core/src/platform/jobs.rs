@@ -316,7 +316,7 @@ impl Inner {
         let owner = self.store.user_get(agent.owner_id).await?;
         if let Some(owner) = owner {
             let ctx = super::engine::Ctx { user: owner, chat };
-            if let Err(err) = self.chat_turn(&ctx, agent, INTRO_PROMPT, false).await {
+            if let Err(err) = self.chat_turn(&ctx, agent, INTRO_PROMPT, false, self.owner_limits(agent)).await {
                 tracing::debug!(error = %err, "introduction failed");
             }
         }

@@ -12,6 +12,7 @@ mod handlers;
 mod jobs;
 mod lease;
 pub mod messenger;
+mod metering;
 mod plan;
 pub mod render;
 mod setup;

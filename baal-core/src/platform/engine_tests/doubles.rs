@@ -13,8 +13,10 @@ use tokio::time::Instant;
 use crate::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer, Tenancy};
 use crate::domain::{AgentId, Deployment};
 use crate::proxy::{
-    AgentEndpoint, AgentEvent, AgentFile, ChatRequest, HealthResponse, PendingMessage, Proxy, ProxyError,
+    AgentEndpoint, AgentEvent, AgentFile, ChatRequest, HealthResponse, PendingMessage, Proxy, ProxyError, UsageCause,
+    UsageRecord, UsageResponse,
 };
+use crate::wire::{Budget, MAX_USAGE_RECORDS};
 
 pub(crate) const STEPS: &[DeployStep] = &[
     DeployStep { key: "provision", label: "Create the machine" },
@@ -175,6 +177,10 @@ pub(crate) struct ScriptedProxy {
     pub down: Mutex<bool>,
     /// Every `reset` call: the chat whose conversation was forgotten.
     pub resets: Mutex<Vec<String>>,
+    /// The model calls the agent recorded, served by `usage` from the cursor on.
+    pub usage: Mutex<Vec<UsageRecord>>,
+    /// Every budget `set_budget` handed over.
+    pub budgets: Mutex<Vec<Budget>>,
 }
 
 impl ScriptedProxy {
@@ -192,6 +198,8 @@ impl ScriptedProxy {
             resets: Mutex::default(),
             files: Mutex::default(),
             down: Mutex::new(false),
+            usage: Mutex::default(),
+            budgets: Mutex::default(),
         };
         proxy.set_script(|request| {
             vec![
@@ -211,6 +219,19 @@ impl ScriptedProxy {
     /// Every chat answers with these events, each sent after its delay.
     pub fn set_timeline(&self, script: impl Fn(&ChatRequest) -> Timeline + Send + Sync + 'static) {
         *self.script.lock().unwrap() = Box::new(script);
+    }
+
+    /// Records a model call on the agent, as `GET /usage` will report it.
+    pub fn record_usage(&self, chat_id: &str, cause: UsageCause, prompt_tokens: u64, completion_tokens: u64) {
+        let mut usage = self.usage.lock().unwrap();
+        let id = usage.len() as i64 + 1;
+        let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        let record: UsageRecord = serde_json::from_value(serde_json::json!({
+            "id": id, "chat_id": chat_id, "cause": cause, "day": day, "model": "qwen3-coder-next",
+            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "estimated": false,
+        }))
+        .unwrap();
+        usage.push(record);
     }
 
     /// The events sent so far, in order, with when each was sent.
@@ -278,6 +299,15 @@ impl Proxy for ScriptedProxy {
             return Err(ProxyError::Unreachable);
         }
         Ok(HealthResponse { status: "ok".into(), agent_name: "x".into(), version: None })
+    }
+    async fn usage(&self, _agent: &AgentEndpoint, since: i64) -> Result<UsageResponse, ProxyError> {
+        let records: Vec<UsageRecord> =
+            self.usage.lock().unwrap().iter().filter(|r| r.id > since).take(MAX_USAGE_RECORDS).cloned().collect();
+        Ok(UsageResponse::new(records, since))
+    }
+    async fn set_budget(&self, _agent: &AgentEndpoint, budget: &Budget) -> Result<bool, ProxyError> {
+        self.budgets.lock().unwrap().push(*budget);
+        Ok(true)
     }
     async fn reset(&self, _agent: &AgentEndpoint, chat_id: &str) -> Result<u64, ProxyError> {
         self.resets.lock().unwrap().push(chat_id.to_owned());

@@ -1,6 +1,7 @@
 //! Scripted conversations through the engine with an in-memory messenger.
 
 mod doubles;
+mod metering;
 mod streaming;
 
 use std::sync::Arc;

@@ -7,14 +7,20 @@ use std::sync::Arc;
 use secrecy::{ExposeSecret, SecretString};
 
 use self::views::{AgentCounts, PlanView};
-use super::views::until;
-use crate::domain::{AgentStatus, usage_day};
+use super::views::{name_in, until, usage_section};
+use crate::domain::{Agent, AgentStatus, Payer, UserId, usage_day};
 use crate::inference::{self, KeyCheck};
+use crate::metering::UsageReport;
 use crate::platform::Plan;
 use crate::platform::engine::{Ctx, Inner, PlatformError};
 use crate::platform::jobs::JobKind;
+use crate::platform::metering::tokens_of;
 use crate::secrets::{SealContext, secret_hint};
 use crate::store::AgentFilter;
+use crate::store::UsageQuery;
+
+/// Days of usage the bot's views show (today included).
+pub(crate) const USAGE_VIEW_DAYS: u32 = 7;
 
 impl Inner {
     pub(super) async fn login(self: &Arc<Self>, ctx: &Ctx, args: &str) -> Result<(), PlatformError> {
@@ -65,6 +71,16 @@ impl Inner {
         Ok(count)
     }
 
+    /// The tokens section of `owner`'s agents (`agents`, for their names) over the last
+    /// [`USAGE_VIEW_DAYS`] days.
+    pub(super) async fn usage_of_agents(&self, owner: UserId, agents: &[Agent]) -> Result<String, PlatformError> {
+        let today = usage_day(self.now()).0;
+        let from = today - chrono::Days::new(u64::from(USAGE_VIEW_DAYS - 1));
+        let rows = self.store.usage_rows(&UsageQuery::days(from, today).owner(owner)).await?;
+        let report = UsageReport::new(&rows, today, USAGE_VIEW_DAYS);
+        Ok(usage_section(&report, |id| name_in(agents, id)))
+    }
+
     async fn check_key(&self, key: &SecretString) -> KeyCheck {
         inference::check_key(&self.http, &self.config.libertai_api_base_url, key).await
     }
@@ -97,14 +113,18 @@ impl Inner {
                 let now = self.now();
                 let (day, resets_at) = usage_day(now);
                 let used = self.store.usage_get(ctx.user_id(), day).await?;
+                let charged = UsageQuery::days(day, day).user(ctx.user_id()).payer(Payer::Operator);
                 PlanView::FreeTier {
                     used,
                     limit: self.config.free_tier_daily_messages,
+                    tokens_used: tokens_of(&self.store.usage_rows(&charged).await?),
+                    tokens_limit: self.config.free_tier_daily_tokens,
                     resets_in: until(resets_at, now),
                 }
             }
         };
-        self.say(ctx.chat, views::account_card(plan, counts)).await;
+        let usage = self.usage_of_agents(ctx.user_id(), &agents).await?;
+        self.say(ctx.chat, views::account_card(plan, counts, &usage)).await;
         Ok(())
     }
 }

@@ -5,11 +5,14 @@ pub(crate) mod views;
 use std::time::Duration;
 
 use self::views::{Fleet, PlanLine};
+use super::account::USAGE_VIEW_DAYS;
+use super::views::{name_in, usage_section};
 use crate::domain::{AgentStatus, usage_day};
+use crate::metering::UsageReport;
 use crate::platform::Plan;
 use crate::platform::engine::{Ctx, Inner, PlatformError};
 use crate::platform::messenger::Text;
-use crate::store::AgentFilter;
+use crate::store::{AgentFilter, UsageQuery};
 
 /// How long the dashboard waits for each agent's health answer.
 const HEALTH_WAIT: Duration = Duration::from_secs(5);
@@ -35,21 +38,26 @@ impl Inner {
             }
             _ => PlanLine::NoKey,
         };
-        let (fleet_agents, users, free_messages_today) = if self.config.is_admin(ctx.user_id()) {
+        let (fleet_agents, users, free_messages_today, fleet_usage) = if self.config.is_admin(ctx.user_id()) {
             let fleet = self.store.list_agents(&AgentFilter::all()).await?;
             let users = self.store.users_list().await?.len();
             let messages: u32 = self.store.usage_on(day).await?.iter().map(|row| row.messages).sum();
-            (Some(fleet), users, messages)
+            let from = day - chrono::Days::new(u64::from(USAGE_VIEW_DAYS - 1));
+            let rows = self.store.usage_rows(&UsageQuery::days(from, day)).await?;
+            let usage = usage_section(&UsageReport::new(&rows, day, USAGE_VIEW_DAYS), |id| name_in(&fleet, id));
+            (Some(fleet), users, messages, usage)
         } else {
-            (None, 0, 0)
+            (None, 0, 0, String::new())
         };
         let fleet = fleet_agents.as_deref().map(|agents| Fleet {
             deployer: self.deployer.name(),
             users,
             agents,
             free_messages_today,
+            usage: &fleet_usage,
         });
-        let text = views::dashboard(&agents, &healthy, self.config.max_agents_per_user, plan, fleet, now);
+        let usage = self.usage_of_agents(ctx.user_id(), &agents).await?;
+        let text = views::dashboard(&agents, &healthy, self.config.max_agents_per_user, plan, &usage, fleet, now);
         self.say(ctx.chat, text).await;
         Ok(())
     }

@@ -3,8 +3,8 @@
 pub(crate) mod views;
 
 use super::menu::views::welcome;
-use super::views::*;
-use crate::domain::{Agent, AgentId, AgentStatus, Payer, UsageDecision, usage_day};
+use super::settings_views;
+use crate::domain::{Agent, AgentId, AgentStatus, Role};
 use crate::platform::engine::{After, Ctx, Inner, PlatformError};
 use crate::platform::messenger::{MessageRef, Text};
 use crate::platform::state::UserState;
@@ -24,9 +24,8 @@ impl Inner {
             self.say(ctx.chat, views::not_in_a_chat()).await;
             return Ok(After::Nothing);
         };
-        // The agent and who pays for it, in one read.
-        let (payer, agent) = match self.store.agent_get(agent_id).await? {
-            Some(agent) if !agent.deleted => (agent.payer, agent),
+        let agent = match self.store.agent_get(agent_id).await? {
+            Some(agent) if !agent.deleted => agent,
             _ => {
                 state.chat_agent = None;
                 self.say(ctx.chat, Text::plain("That agent no longer exists. You're back in Baal's menu.")).await;
@@ -38,24 +37,18 @@ impl Inner {
             self.say(ctx.chat, views::unavailable(&agent, repairable)).await;
             return Ok(After::Nothing);
         }
-        if payer == Payer::Operator {
-            let (day, resets_at) = usage_day(self.now());
-            let limit = self.config.free_tier_daily_messages;
-            let decision = self.store.usage_consume(ctx.user_id(), day, limit, resets_at).await?;
-            if let UsageDecision::Refused { used, limit, resets_at } = decision {
-                // Only the owner's key changes who pays for this agent: a visitor's own key
-                // would not lift this limit, so a visitor is not told to connect one.
-                let owner = agent.owner_id == ctx.user_id();
-                let text = views::daily_limit(used, limit, &until(resets_at, self.now()), owner);
-                self.say(ctx.chat, text).await;
+        let limits = match self.gate_turn(ctx.user_id(), &agent).await? {
+            Ok(limits) => limits,
+            Err(refusal) => {
+                self.say(ctx.chat, refusal).await;
                 return Ok(After::Nothing);
             }
-        }
+        };
         let first_time = !state.greeted.contains(&agent.id);
         if first_time {
             state.greeted.push(agent.id);
         }
-        Ok(After::Chat { agent: Box::new(agent), text, first_time })
+        Ok(After::Chat { agent: Box::new(agent), text, first_time, limits })
     }
 
     pub(super) async fn start_command(
@@ -90,7 +83,14 @@ impl Inner {
                 None => None,
             }
         } else {
-            self.store.agent_by_slug(key).await?
+            match self.store.agent_by_slug(key).await? {
+                Some(agent) => Some(agent),
+                None if self.store.agent_by_retired_slug(key).await?.is_some() => {
+                    self.say(ctx.chat, settings_views::link_retired()).await;
+                    return Ok(());
+                }
+                None => None,
+            }
         };
         match agent {
             Some(agent) if !agent.deleted => self.open_chat_with(ctx, state, agent).await,
@@ -130,6 +130,10 @@ impl Inner {
         }
         if agent.status != AgentStatus::Running {
             self.say(ctx.chat, views::not_ready(&agent)).await;
+            return Ok(());
+        }
+        if agent.role_of(ctx.user_id()) == Role::Visitor && !agent.policy.sharing {
+            self.say(ctx.chat, settings_views::sharing_paused(&agent)).await;
             return Ok(());
         }
         state.chat_agent = Some(agent.id);

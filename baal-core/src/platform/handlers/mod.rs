@@ -12,12 +12,14 @@ mod agents;
 mod conversation;
 mod create;
 mod menu;
+mod settings;
 mod soul;
-mod views;
+pub(crate) mod views;
 
 use std::sync::Arc;
 
-pub(crate) use conversation::views::chat_controls;
+pub(crate) use conversation::views::{chat_controls, daily_limit};
+pub(crate) use settings::views as settings_views;
 
 use self::account::views::login_hint;
 use self::agents::views::delete_dialog;
@@ -210,6 +212,17 @@ impl Inner {
                 self.edit_or_say(ctx.chat, Some(message), Text::plain("Nothing was forgotten.")).await;
                 return Ok(Some("Cancelled".into()));
             }
+            Action::Settings(id)
+            | Action::SetSharing(id, _)
+            | Action::BudgetMenu(id)
+            | Action::SetBudget(id, _)
+            | Action::VisitorLimitMenu(id)
+            | Action::SetVisitorLimit(id, _)
+            | Action::VisitorToolsMenu(id)
+            | Action::ToggleVisitorTool(id, _)
+            | Action::ReplaceLinkAsk(id)
+            | Action::ReplaceLink(id)
+            | Action::AgentUsage(id) => return self.settings_button(ctx, action.clone(), id, message).await,
             // Handled above, with the wizard.
             Action::CreateModel(_) | Action::CreateConfirm | Action::CreateCancel => {}
         }
@@ -266,8 +279,8 @@ impl Inner {
 mod tests {
     use chrono::Utc;
 
-    use super::{account, admin, agents, conversation, create, menu, soul};
-    use crate::domain::{Agent, AgentId, AgentStatus, Deployment, MODELS};
+    use super::{account, admin, agents, conversation, create, menu, settings, soul};
+    use crate::domain::{Agent, AgentId, AgentStatus, Deployment, MODELS, Role};
     use crate::platform::action::Action;
     use crate::platform::messenger::{Button, Text};
 
@@ -302,20 +315,33 @@ mod tests {
             menu::views::welcome(),
             menu::views::help(None, true),
             account::views::login_hint(),
-            account::views::account_card(account::views::PlanView::NoKey, account::views::AgentCounts::default()),
+            account::views::account_card(
+                account::views::PlanView::NoKey,
+                account::views::AgentCounts::default(),
+                "<b>Tokens</b>",
+            ),
             account::views::account_card(
                 account::views::PlanView::OwnKey { hint: "sk-…abcd".into(), balance: Some(1.5) },
                 account::views::AgentCounts::default(),
+                "",
             ),
             account::views::account_card(
-                account::views::PlanView::FreeTier { used: 3, limit: 50, resets_in: "1h 2m".into() },
+                account::views::PlanView::FreeTier {
+                    used: 3,
+                    limit: 50,
+                    tokens_used: 1200,
+                    tokens_limit: 500_000,
+                    resets_in: "1h 2m".into(),
+                },
                 account::views::AgentCounts::default(),
+                "",
             ),
             admin::views::dashboard(
                 &agents,
                 &[true, false, false, false, false],
                 3,
                 admin::views::PlanLine::NoKey,
+                "",
                 None,
                 now,
             ),
@@ -336,6 +362,29 @@ mod tests {
             views.push(agents::views::card(agent, "https://t.me/baal_bot?start=s1ug", now));
             views.push(agents::views::delete_dialog(agent));
             views.push(soul::views::card(agent));
+            let allowed = ["web_fetch".to_owned(), "bash".to_owned()];
+            let facts = settings::views::SettingsFacts {
+                share_link: "https://t.me/baal_bot?start=s1ug",
+                today_tokens: 1234,
+                visitors_today: (2, 5),
+                allowed_tools: &allowed,
+            };
+            views.push(settings::views::settings_card(agent, &facts));
+            views.push(settings::views::budget_menu(agent));
+            views.push(settings::views::visitor_limit_menu(agent));
+            views.push(settings::views::visitor_tools_menu(agent, &allowed));
+            views.push(settings::views::replace_link_dialog(agent));
+            views.push(settings::views::link_replaced(agent, "https://t.me/baal_bot?start=n3w"));
+            views.push(settings::views::sharing_paused(agent));
+            for role in [Role::Owner, Role::Visitor] {
+                views.push(settings::views::agent_budget_spent(agent, role, 1000, "1h 0m"));
+                views.push(settings::views::free_tokens_spent(agent, role, 1000, "1h 0m"));
+            }
+            views.push(settings::views::visitor_limit(agent, 10, "1h 0m"));
+            views.push(settings::views::background_spent(agent, "1h 0m"));
+            views.push(settings::views::budget_notice(agent, 80, 800, 1000, "1h 0m"));
+            let visitor = settings::views::VisitorLine { name: "@<script>".into(), ..Default::default() };
+            views.push(settings::views::agent_usage(agent, "", &[visitor], 7));
         }
         views
     }

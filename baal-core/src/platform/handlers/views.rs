@@ -2,10 +2,13 @@
 
 use chrono::{DateTime, Utc};
 
+use super::settings_views;
 use crate::domain::{Agent, AgentId, AgentStatus};
+use crate::metering::{Tally, UsageReport};
 use crate::platform::action::Action;
 use crate::platform::messenger::{Button, Text};
 use crate::platform::render::escape_html;
+use crate::proxy::UsageCause;
 
 pub(crate) fn html(body: impl Into<String>) -> Text {
     Text::html(body)
@@ -86,6 +89,76 @@ pub(crate) fn agent_picker<'a>(
     agents.into_iter().fold(Text::plain(question), |text, agent| {
         text.row(vec![Button::action(format!("{} (#{})", agent.name, agent.id), action(agent.id))])
     })
+}
+
+/// The name of agent `id` among `agents`, or "#id" for one not there (deleted, or another's).
+pub(crate) fn name_in(agents: &[Agent], id: AgentId) -> String {
+    agents.iter().find(|a| a.id == id).map_or_else(|| format!("#{id}"), |a| format!("{} #{id}", a.name))
+}
+
+/// What a cause of model calls is called in views.
+pub(crate) fn cause_label(cause: UsageCause) -> &'static str {
+    match cause {
+        UsageCause::OwnerTurn => "owner",
+        UsageCause::VisitorTurn => "visitors",
+        UsageCause::Heartbeat => "heartbeat",
+        UsageCause::Subagent => "subagents",
+        UsageCause::Compaction => "compaction",
+        _ => "other",
+    }
+}
+
+/// "12.3k" tokens, with "~" when any figure behind it is an estimate.
+pub(crate) fn tally_tokens(tally: &Tally) -> String {
+    let tilde = if tally.estimated() { "~" } else { "" };
+    format!("{tilde}{}", settings_views::tokens(tally.total_tokens()))
+}
+
+/// "≈0.42 credits", or "price unknown" when a model behind it has none in the catalog.
+pub(crate) fn cost(tally: &Tally) -> String {
+    match tally.cost() {
+        Some(credits) => format!("≈{credits:.2} credits"),
+        None => "price unknown".to_owned(),
+    }
+}
+
+/// Tokens per agent and cause, today and over the report's days, with the period's cost:
+/// `name_of` names an agent (its name, or "#id" for one that is gone).
+pub(crate) fn usage_section(report: &UsageReport, name_of: impl Fn(AgentId) -> String) -> String {
+    let mut body = format!("<b>Tokens</b> (today · last {} days)", report.days());
+    if report.is_empty() {
+        body.push_str(&format!("\nNone in the last {} days.", report.days()));
+        return body;
+    }
+    for agent in report.agents() {
+        let totals = agent.totals();
+        body.push_str(&format!(
+            "\n<b>{}</b>: {} · {} · {}",
+            e(&name_of(agent.agent_id())),
+            tally_tokens(totals.today()),
+            tally_tokens(totals.period()),
+            cost(totals.period())
+        ));
+        let causes: Vec<String> = agent
+            .causes()
+            .iter()
+            .map(|c| {
+                let t = c.totals();
+                format!("{} {} · {}", cause_label(c.cause()), tally_tokens(t.today()), tally_tokens(t.period()))
+            })
+            .collect();
+        body.push_str(&format!("\n   {}", causes.join("; ")));
+    }
+    if report.agents().len() > 1 {
+        let total = report.total();
+        body.push_str(&format!(
+            "\nAll: {} · {} · {}",
+            tally_tokens(total.today()),
+            tally_tokens(total.period()),
+            cost(total.period())
+        ));
+    }
+    body
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Texts of the account: what a user reads about their key and their plan.
 
 use crate::platform::action::Action;
+use crate::platform::handlers::settings_views::tokens;
 use crate::platform::handlers::views::*;
 use crate::platform::messenger::{Button, Text};
 
@@ -52,8 +53,8 @@ pub(crate) enum PlanView {
     OwnKey { hint: String, balance: Option<f64> },
     /// Neither the user nor Baal has a key.
     NoKey,
-    /// Baal's key, with today's count.
-    FreeTier { used: u32, limit: u32, resets_in: String },
+    /// Baal's key, with today's messages and tokens.
+    FreeTier { used: u32, limit: u32, tokens_used: u64, tokens_limit: u64, resets_in: String },
 }
 
 /// How many of the user's agents are in each state, for the card's summary line.
@@ -66,9 +67,10 @@ pub(crate) struct AgentCounts {
     pub(crate) failed: usize,
 }
 
-pub(crate) fn account_card(plan: PlanView, agents: AgentCounts) -> Text {
+/// The account card; `usage` is the tokens section of the user's agents ([`usage_section`]).
+pub(crate) fn account_card(plan: PlanView, agents: AgentCounts, usage: &str) -> Text {
     let summary = format!(
-        "<b>Your agents</b>\n{}/{} slots · 🟢 {} running · 🟡 {} deploying · 🔴 {} failed",
+        "<b>Your agents</b>\n{}/{} slots · 🟢 {} running · 🟡 {} deploying · 🔴 {} failed\n\n{usage}",
         agents.total, agents.slots, agents.running, agents.deploying, agents.failed
     );
     match plan {
@@ -92,11 +94,13 @@ pub(crate) fn account_card(plan: PlanView, agents: AgentCounts) -> Text {
                 Button::action("📋 My agents", Action::List),
             ])
         }
-        PlanView::FreeTier { used, limit, resets_in } => {
+        PlanView::FreeTier { used, limit, tokens_used, tokens_limit, resets_in } => {
             let body = format!(
-                "<b>Your account</b>\n🆓 Free tier · {used}/{limit} messages today · resets in {resets_in} (00:00 \
-                 UTC)\n\n{summary}\n\n<b>No limits</b>\nConnect your own LibertAI key and your agents run on your \
-                 credits."
+                "<b>Your account</b>\n🆓 Free tier · {used}/{limit} messages and {}/{} tokens today · resets in \
+                 {resets_in} (00:00 UTC)\n\n{summary}\n\n<b>No limits</b>\nConnect your own LibertAI key and your agents run on your \
+                 credits.",
+                tokens(tokens_used),
+                tokens(tokens_limit)
             );
             html(body).row(vec![
                 Button::action("🔑 Connect a key", Action::Login),

@@ -20,15 +20,18 @@ pub(crate) struct Fleet<'a> {
     pub(crate) users: usize,
     pub(crate) agents: &'a [Agent],
     pub(crate) free_messages_today: u32,
+    /// The tokens section of every agent.
+    pub(crate) usage: &'a str,
 }
 
 /// The dashboard: each of the owner's agents with whether it answered (`healthy`, in the same
-/// order), their plan, and the fleet for operators.
+/// order), their tokens (`usage`), their plan, and the fleet for operators.
 pub(crate) fn dashboard(
     agents: &[Agent],
     healthy: &[bool],
     slots: u32,
     plan: PlanLine,
+    usage: &str,
     fleet: Option<Fleet<'_>>,
     now: DateTime<Utc>,
 ) -> Text {
@@ -51,6 +54,7 @@ pub(crate) fn dashboard(
             age(agent.created_at, now)
         ));
     }
+    body.push_str(&format!("\n\n{usage}"));
     body.push_str(&match plan {
         PlanLine::OwnKey => "\n\nPlan: your own LibertAI key".to_owned(),
         PlanLine::FreeTier { used, limit } => format!("\n\nPlan: free tier, {used}/{limit} messages today"),
@@ -69,7 +73,7 @@ pub(crate) fn dashboard(
                 body.push_str(&format!(" · {} {n} {status}", status_emoji(status)));
             }
         }
-        body.push_str(&format!("\nFree-tier messages today: {}", fleet.free_messages_today));
+        body.push_str(&format!("\nFree-tier messages today: {}\n\n{}", fleet.free_messages_today, fleet.usage));
     }
     html(body)
         .row(vec![Button::action("🔄 Refresh", Action::DashboardRefresh), Button::action("📋 My agents", Action::List)])

@@ -55,7 +55,11 @@ pub(crate) fn card(agent: &Agent, share_link: &str, now: DateTime<Utc>) -> Text 
             body.push_str(&format!("\n🔗 Share: {}", e(share_link)));
             vec![
                 vec![Button::action("💬 Chat", Action::Chat(id)), Button::action("📝 Personality", Action::Soul(id))],
-                vec![Button::action("🔄 Update", Action::Update(id)), delete],
+                vec![
+                    Button::action("⚙️ Settings", Action::Settings(id)),
+                    Button::action("🔄 Update", Action::Update(id)),
+                ],
+                vec![delete],
             ]
         }
         AgentStatus::Deploying => vec![vec![Button::action("🔄 Refresh", Action::RefreshStatus(id)), delete]],
