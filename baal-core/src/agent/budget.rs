@@ -148,23 +148,28 @@ fn merge(sum: &mut TurnUsage, part: TurnUsage) {
     sum.estimated |= part.estimated;
 }
 
-/// The totals of UTC `day`: every call, and the background calls.
+/// The totals of UTC `day`: every call, and the background calls. Rows are appended as calls
+/// are made, so a day's rows are the newest ones: they are read walking back by id (the table's
+/// own order; `usage` keeps no index on `day`, which would cost every call) until an older day
+/// shows up. Rows of a later day (a clock set back) are passed over.
 fn day_totals(c: &rusqlite::Connection, day: NaiveDate) -> rusqlite::Result<(TurnUsage, TurnUsage)> {
-    let mut statement = c.prepare_cached(
-        "SELECT cause, SUM(prompt_tokens), SUM(completion_tokens), COUNT(*), MAX(estimated) \
-         FROM usage WHERE day = ?1 GROUP BY cause",
-    )?;
-    let mut rows = statement.query([day.format("%Y-%m-%d").to_string()])?;
+    let day = day.format("%Y-%m-%d").to_string();
+    let mut statement =
+        c.prepare_cached("SELECT day, cause, prompt_tokens, completion_tokens, estimated FROM usage ORDER BY id DESC")?;
+    let mut rows = statement.query([])?;
     let (mut all, mut background) = (TurnUsage::default(), TurnUsage::default());
     while let Some(row) = rows.next()? {
+        let row_day: String = row.get(0)?;
+        // `YYYY-MM-DD` sorts as the days do.
+        match row_day.as_str().cmp(day.as_str()) {
+            std::cmp::Ordering::Less => break,
+            std::cmp::Ordering::Greater => continue,
+            std::cmp::Ordering::Equal => {}
+        }
         let count = |i: usize| row.get::<_, i64>(i).map(|n| u64::try_from(n).unwrap_or(0));
-        let cause = UsageCause::parse(&row.get::<_, String>(0)?);
-        let part = TurnUsage {
-            prompt_tokens: count(1)?,
-            completion_tokens: count(2)?,
-            calls: count(3)?,
-            estimated: row.get(4)?,
-        };
+        let cause = UsageCause::parse(&row.get::<_, String>(1)?);
+        let part =
+            TurnUsage { prompt_tokens: count(2)?, completion_tokens: count(3)?, calls: 1, estimated: row.get(4)? };
         merge(&mut all, part);
         if cause.is_background() {
             merge(&mut background, part);

@@ -85,8 +85,8 @@ CREATE TABLE IF NOT EXISTS "summaries" ( "chat_id" varchar NOT NULL PRIMARY KEY,
         sql: r#"CREATE TABLE IF NOT EXISTS "heartbeat" ( "id" integer NOT NULL PRIMARY KEY CHECK ("id" = 1), "content_hash" blob NOT NULL, "ran_at" integer NOT NULL );"#,
     },
     // Metering (`agent::usage`): one row per model call. AUTOINCREMENT so that an id is never
-    // reused once rows are pruned: ids are the cursor of `GET /usage?since=`. Indexed by day for
-    // the daily totals budgets are counted from.
+    // reused once rows are pruned: ids are the cursor of `GET /usage?since=`. (Its index on day
+    // is dropped by a later migration.)
     Migration {
         seaorm_name: None,
         sql: r#"
@@ -100,6 +100,10 @@ CREATE INDEX IF NOT EXISTS "idx_usage_day" ON "usage" ("day", "chat_id");
         seaorm_name: None,
         sql: r#"CREATE TABLE IF NOT EXISTS "budget" ( "id" integer NOT NULL PRIMARY KEY CHECK ("id" = 1), "daily_tokens" integer NULL, "background_tokens" integer NULL, "updated_at" varchar NOT NULL );"#,
     },
+    // The index on `usage.day` cost every model call a second b-tree page in the WAL (about half
+    // of what metering added to a call), while the day's totals are read once a day: they are
+    // found by walking back from the newest row instead (`agent::budget`).
+    Migration { seaorm_name: None, sql: r#"DROP INDEX IF EXISTS "idx_usage_day";"# },
 ];
 
 /// SeaORM's bookkeeping table, as it created it. Migrations that SeaORM-era releases know are
