@@ -199,7 +199,16 @@ async fn a_spent_budget_skips_the_heartbeat_until_put_budget_raises_it() {
     let (status, body) = agent.put_budget(r#"{"background_tokens": 1000000}"#, true).await;
     assert_eq!((status, &body["budget"]), (200, &json!({"background_tokens": 1_000_000})));
     wait_until("a heartbeat run", Duration::from_secs(30), || heartbeat_requests(&llm) > 0).await;
-    let status = agent.get_budget().await;
+    // The model saw the request before it answered; the call is recorded once it has.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status = agent.get_budget().await;
+        if status.background_today.calls > 0 {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the heartbeat's call was not recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(status.background_today, served(&llm, 0..1), "the run is counted as background");
 }
 
