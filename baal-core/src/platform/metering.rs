@@ -5,7 +5,9 @@
 //! cause and model), estimates for agents that report none, and the owner's budget notices.
 //!
 //! Invariants:
-//! - a refused message is not counted: every limit is read before any counter is consumed;
+//! - a refused message is not counted: every limit is read, or refused atomically, before the
+//!   next counter is consumed (only a race between one user's messages can leave a visitor's
+//!   counter one message ahead of the free tier's);
 //! - usage is stored from `GET /usage` only, page by page, each page with the cursor it moves in
 //!   one transaction, so a page is counted once however many bot processes poll;
 //! - an agent is hostile: a visitor turn it reports is charged to that visitor only if the visitor
@@ -114,46 +116,37 @@ impl Inner {
                 return Ok(Err(views::free_tokens_spent(agent, role, limit, &resets_in)));
             }
             turn_tokens = Some(limit - used);
-            let messages = self.config.free_tier_daily_messages;
-            let sent = self.store.usage_get(user, day).await?;
-            if sent >= messages {
-                return Ok(Err(daily_limit(sent, messages, &resets_in, role == Role::Owner)));
-            }
         }
-        let visitor_limit = agent.policy.visitor_daily_messages;
-        if role == Role::Visitor
-            && let Some(limit) = visitor_limit
-            && self.visitor_messages_today(agent.id, user, day).await? >= limit
-        {
-            return Ok(Err(views::visitor_limit(agent, limit, &resets_in)));
-        }
-        // Every limit holds: count the message. A race with another of the user's messages can
-        // still refuse it here, atomically.
-        if agent.payer == Payer::Operator {
-            let limit = self.config.free_tier_daily_messages;
-            if let UsageDecision::Refused { used, limit, .. } =
-                self.store.usage_consume(user, day, limit, resets_at).await?
-            {
-                return Ok(Err(daily_limit(used, limit, &resets_in, role == Role::Owner)));
-            }
-        }
+        let free_messages = self.config.free_tier_daily_messages;
         if role == Role::Visitor {
+            // A visitor's counter is consumed before the free tier's, so a message the free tier
+            // refuses must be seen here first, or the owner would see it counted.
+            if agent.payer == Payer::Operator {
+                let sent = self.store.usage_get(user, day).await?;
+                if sent >= free_messages {
+                    return Ok(Err(daily_limit(sent, free_messages, &resets_in, false)));
+                }
+            }
             // Counted with or without a limit: the owner sees each visitor's messages, and only a
-            // visitor counted here can be charged for what the agent reports.
-            let limit = visitor_limit.unwrap_or(u32::MAX);
+            // visitor counted here can be charged for what the agent reports. Refused atomically,
+            // and then not counted.
+            let limit = agent.policy.visitor_daily_messages.unwrap_or(u32::MAX);
             if let UsageDecision::Refused { .. } =
                 self.store.visitor_consume(agent.id, user, day, limit, resets_at).await?
             {
                 return Ok(Err(views::visitor_limit(agent, limit, &resets_in)));
             }
         }
+        // Only a race with another of the user's messages makes this refuse a visitor after their
+        // counter above took the message.
+        if agent.payer == Payer::Operator
+            && let UsageDecision::Refused { used, limit, .. } =
+                self.store.usage_consume(user, day, free_messages, resets_at).await?
+        {
+            return Ok(Err(daily_limit(used, limit, &resets_in, role == Role::Owner)));
+        }
         let visitor_tools = (role == Role::Visitor).then(|| self.visitor_tools_of(agent));
         Ok(Ok(TurnLimits { budget: self.budget_of(agent), turn_tokens, visitor_tools }))
-    }
-
-    async fn visitor_messages_today(&self, agent: AgentId, user: UserId, day: NaiveDate) -> Result<u32, PlatformError> {
-        let rows = self.store.visitor_counts(agent, day, day).await?;
-        Ok(rows.iter().filter(|r| r.user_id == user).map(|r| r.messages).sum())
     }
 
     /// Brings what `agent` recorded since its cursor into the store, then tells the owner about a
