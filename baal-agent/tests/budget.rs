@@ -42,16 +42,6 @@ impl AgentProcess {
     }
 }
 
-/// What the scripted LLM reported for its completion requests `range`, as one total.
-fn served(llm: &ScriptedLlm, range: std::ops::Range<usize>) -> TurnUsage {
-    let mut total = TurnUsage::default();
-    for request in &llm.completion_requests()[range] {
-        let (prompt, completion) = request.usage.expect("the scripted LLM reported usage");
-        total.add(prompt, completion, false);
-    }
-    total
-}
-
 fn heartbeat_requests(llm: &ScriptedLlm) -> usize {
     llm.completion_requests()
         .iter()
@@ -71,7 +61,7 @@ async fn a_turn_that_spends_the_daily_budget_ends_after_its_paid_call() {
     let events = agent.events(json!({"message": "what do you remember?", "chat_id": OWNER})).await;
     assert_eq!(llm.completion_requests().len(), 1, "the second call was never started");
     assert_eq!(llm.queued(), 1);
-    let first = served(&llm, 0..1);
+    let first = llm.served(0..1);
     assert!(matches!(&events[0], AgentEvent::ToolUse { name, .. } if name == "read_file"), "{events:?}");
     assert!(matches!(&events[1], AgentEvent::ToolResult { .. }), "{events:?}");
     assert_eq!(
@@ -101,7 +91,7 @@ async fn the_senders_allowance_stops_a_turn_and_old_requests_behave_as_before() 
     llm.push_tool_call("read_file", r#"{"path":"memory/MEMORY.md"}"#).push_text("Nothing there.");
     let agent = start_agent(&llm, &[]);
     let events = agent.events(json!({"message": "look", "chat_id": OWNER, "turn_tokens": 1})).await;
-    let first = served(&llm, 0..1);
+    let first = llm.served(0..1);
     assert!(
         matches!(
             &events[events.len() - 3..],
@@ -145,7 +135,7 @@ async fn budget_requests_are_checked_and_the_budget_survives_a_restart() {
     let (status, _) = agent.put_budget(r#"{"daily_tokens": 1}"#, true).await;
     assert_eq!(status, 200);
     agent.chat("hi", OWNER, None).await;
-    let spent = served(&llm, 0..1);
+    let spent = llm.served(0..1);
     let dir = agent.stop();
     let agent = start_agent_in(&llm, &[], dir);
     let status = agent.get_budget().await;
@@ -209,7 +199,7 @@ async fn a_spent_budget_skips_the_heartbeat_until_put_budget_raises_it() {
         assert!(Instant::now() < deadline, "the heartbeat's call was not recorded");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(status.background_today, served(&llm, 0..1), "the run is counted as background");
+    assert_eq!(status.background_today, llm.served(0..1), "the run is counted as background");
 }
 
 #[tokio::test]
@@ -228,6 +218,6 @@ async fn get_budget_totals_every_cause_and_background_apart() {
     }
     let subagent = llm.completion_requests().iter().position(|r| r.messages()[1]["content"] == "count sheep").unwrap();
     let status = agent.get_budget().await;
-    assert_eq!(status.today, served(&llm, 0..4));
-    assert_eq!(status.background_today, served(&llm, subagent..subagent + 1));
+    assert_eq!(status.today, llm.served(0..4));
+    assert_eq!(status.background_today, llm.served(subagent..subagent + 1));
 }

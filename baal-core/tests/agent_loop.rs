@@ -542,16 +542,6 @@ async fn turn_usage(agent: &Agent, message: &str, chat: &str, role: Option<Role>
     }
 }
 
-/// What the scripted LLM reported for its requests `range`, as a turn's totals.
-fn served(llm: &ScriptedLlm, range: std::ops::Range<usize>) -> TurnUsage {
-    let mut total = TurnUsage::default();
-    for request in &llm.completion_requests()[range] {
-        let (prompt, completion) = request.usage.expect("the scripted LLM reported usage");
-        total.add(prompt, completion, false);
-    }
-    total
-}
-
 fn causes(records: &[UsageRecord]) -> Vec<(UsageCause, &str)> {
     records.iter().map(|r| (r.cause, r.chat_id.as_str())).collect()
 }
@@ -567,7 +557,7 @@ async fn every_model_call_is_metered_with_its_cause_and_done_carries_the_turns_t
         .push_text("It says milk.");
     let owner = turn_usage(&h.agent, "note it", OWNER, None).await.expect("the turn made calls");
     assert_eq!(owner.calls, 3);
-    assert_eq!(owner, served(&h.llm, 0..3), "done carries exactly what the LLM reported");
+    assert_eq!(owner, h.llm.served(0..3), "done carries exactly what the LLM reported");
     let records = history.usage_since(0, 100).unwrap();
     assert_eq!(causes(&records), [(UsageCause::OwnerTurn, OWNER); 3]);
     assert!(records.iter().all(|r| !r.estimated && r.model == h.settings.model));
@@ -575,7 +565,7 @@ async fn every_model_call_is_metered_with_its_cause_and_done_carries_the_turns_t
     // A visitor's turn.
     h.llm.push_text("Hello, visitor.");
     let visitor = turn_usage(&h.agent, "hi", "777", None).await.unwrap();
-    assert_eq!(visitor, served(&h.llm, 3..4));
+    assert_eq!(visitor, h.llm.served(3..4));
 
     // A heartbeat run.
     std::fs::write(h.agent.workspace().heartbeat_file(), "- check the mail\n").unwrap();
@@ -613,7 +603,7 @@ async fn every_model_call_is_metered_with_its_cause_and_done_carries_the_turns_t
     );
     // Totals of the day add up to what the LLM reported, and pages follow the cursor.
     let today = baal_core::agent::usage::day_of(chrono::Utc::now());
-    assert_eq!(history.usage_on(&today, None).unwrap(), served(&h.llm, 0..8));
+    assert_eq!(history.usage_on(&today, None).unwrap(), h.llm.served(0..8));
     let first = history.usage_since(0, 5).unwrap();
     let rest = history.usage_since(first[4].id, 5).unwrap();
     assert_eq!((first.len(), rest.len()), (5, 3));
@@ -663,7 +653,7 @@ async fn a_turn_that_spends_the_daily_budget_starts_no_further_model_call() {
     let events = events_of(&h.agent, request).await;
     assert_eq!(h.llm.completion_requests().len(), 1, "the second call was never started");
     assert_eq!(h.llm.queued(), 1);
-    let first = served(&h.llm, 0..1);
+    let first = h.llm.served(0..1);
     let (limit, used, allowed, text, usage) = stopped_by(&events);
     assert_eq!((limit, used, allowed), (BudgetLimit::AgentDaily, first.tokens(), 1));
     assert_eq!(text, "This agent has used its daily budget of 1 token; it starts again at 00:00 UTC.");
@@ -705,11 +695,11 @@ async fn a_turn_stops_at_its_senders_allowance_and_counts_only_its_own_calls() {
     // count, so the turn makes its first call and is stopped before its second.
     h.llm.push_text("Hello.");
     run(&h.agent, "hi", "777", Some(Role::Visitor)).await;
-    assert!(served(&h.llm, 0..1).tokens() > 1);
+    assert!(h.llm.served(0..1).tokens() > 1);
     h.llm.push_tool_call("read_note", r#"{"name":"a"}"#).push_text("No such note.");
     let events = events_of(&h.agent, ChatRequest::new("read a", OWNER, Role::Owner).with_turn_tokens(1)).await;
     assert_eq!(h.llm.completion_requests().len(), 2, "the turn's first call ran, its second did not");
-    let own = served(&h.llm, 1..2);
+    let own = h.llm.served(1..2);
     let (limit, used, allowed, text, usage) = stopped_by(&events);
     assert_eq!((limit, used, allowed, usage), (BudgetLimit::Turn, own.tokens(), 1, Some(own)));
     assert_eq!(text, "This message has used the 1 token its sender had left, so the agent stopped here.");

@@ -365,6 +365,11 @@ fn agent_from_row(row: agents::Model) -> StoreResult<Agent> {
     })
 }
 
+/// A message counter's row (`daily_usage`, `visitor_messages`) as the trait returns it.
+fn usage_row(user_id: UserId, day: NaiveDate, messages: i32) -> UsageRow {
+    UsageRow { user_id, day, messages: u32::try_from(messages).unwrap_or(0) }
+}
+
 fn usage_from_row(row: agent_usage::Model) -> StoreResult<AgentUsage> {
     let owner = format!("usage of agent {} on {}", row.agent_id, row.day);
     let cause = UsageCause::parse(&row.cause);
@@ -732,10 +737,7 @@ impl Store for SqlStore {
             .order_by_asc(daily_usage::Column::UserId)
             .all(&self.db)
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| UsageRow { user_id: r.user_id, day: r.day, messages: u32::try_from(r.messages).unwrap_or(0) })
-            .collect())
+        Ok(rows.into_iter().map(|r| usage_row(r.user_id, r.day, r.messages)).collect())
     }
 
     async fn visitor_consume(
@@ -770,10 +772,7 @@ impl Store for SqlStore {
             .order_by_asc(visitor_messages::Column::UserId)
             .all(&self.db)
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| UsageRow { user_id: r.user_id, day: r.day, messages: u32::try_from(r.messages).unwrap_or(0) })
-            .collect())
+        Ok(rows.into_iter().map(|r| usage_row(r.user_id, r.day, r.messages)).collect())
     }
 
     async fn usage_ingest(&self, agent: AgentId, cursor: Option<(i64, i64)>, rows: &[AgentUsage]) -> StoreResult<bool> {

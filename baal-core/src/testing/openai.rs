@@ -313,6 +313,18 @@ impl ScriptedLlm {
         self.lock().requests.iter().filter(|r| r.path.ends_with("/chat/completions")).cloned().collect()
     }
 
+    /// What the server reported for its chat-completion requests `range` (by their order of
+    /// arrival), as one total. Panics if one of them reported none (an error, or usage omitted).
+    pub fn served(&self, range: impl std::ops::RangeBounds<usize>) -> crate::wire::TurnUsage {
+        let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
+        let mut total = crate::wire::TurnUsage::default();
+        for request in &self.completion_requests()[bounds] {
+            let (prompt, completion) = request.usage.expect("the scripted LLM reported usage");
+            total.add(prompt, completion, false);
+        }
+        total
+    }
+
     /// How many scripted replies are still queued.
     pub fn queued(&self) -> usize {
         let script = self.lock();
