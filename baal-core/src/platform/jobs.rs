@@ -123,7 +123,8 @@ impl Inner {
             secret,
             agent.owner_id.to_string(),
         );
-        spec.visitor_tools = agent.visitor_tools.clone();
+        // Within what the operator allows now, as each visitor turn is.
+        spec.visitor_tools = self.visitor_tools_of(agent);
         spec.existing = agent.deployment.clone();
         Ok((spec, payer))
     }

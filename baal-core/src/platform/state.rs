@@ -38,6 +38,11 @@ pub(crate) struct UserState {
     /// Agents this user has already been shown the chat keyboard for.
     #[serde(default)]
     pub greeted: Vec<AgentId>,
+    /// The share link a visitor came in by, so that replacing it ends their conversation too.
+    /// `None` for owners, and for visitors of releases before links could be replaced (their
+    /// next message records the agent's current link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_slug: Option<String>,
 }
 
 impl UserState {

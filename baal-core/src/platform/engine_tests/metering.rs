@@ -207,6 +207,11 @@ async fn the_owner_limits_visitors_pauses_sharing_and_replaces_the_link() {
     let new_slug = h.agent(id).await.slug;
     assert_ne!(new_slug, old_slug);
     assert!(shown.contains(&new_slug), "{shown}");
+    // The visitor still in the conversation the old link opened is let go, and the link too.
+    h.send(VISITOR, "are you there?").await;
+    assert!(h.last(VISITOR).contains("replaced by the agent's owner"), "{}", h.last(VISITOR));
+    h.send(VISITOR, "hello?").await;
+    assert!(h.last(VISITOR).contains("not talking to an agent"), "{}", h.last(VISITOR));
     h.send(VISITOR, &format!("/start agent_{old_slug}")).await;
     assert!(h.last(VISITOR).contains("replaced by the agent's owner"), "{}", h.last(VISITOR));
     h.send(VISITOR, &format!("/start agent_{new_slug}")).await;

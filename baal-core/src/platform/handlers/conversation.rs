@@ -37,6 +37,18 @@ impl Inner {
             self.say(ctx.chat, views::unavailable(&agent, repairable)).await;
             return Ok(After::Nothing);
         }
+        if agent.role_of(ctx.user_id()) == Role::Visitor {
+            match &state.chat_slug {
+                Some(slug) if *slug != agent.slug => {
+                    state.chat_agent = None;
+                    state.chat_slug = None;
+                    self.say(ctx.chat, settings_views::link_retired()).await;
+                    return Ok(After::Nothing);
+                }
+                Some(_) => {}
+                None => state.chat_slug = Some(agent.slug.clone()),
+            }
+        }
         let limits = match self.gate_turn(ctx.user_id(), &agent).await? {
             Ok(limits) => limits,
             Err(refusal) => {
@@ -137,6 +149,7 @@ impl Inner {
             return Ok(());
         }
         state.chat_agent = Some(agent.id);
+        state.chat_slug = (agent.role_of(ctx.user_id()) == Role::Visitor).then(|| agent.slug.clone());
         self.say(ctx.chat, views::chatting_with(&agent)).await;
         Ok(())
     }

@@ -166,7 +166,7 @@ pub(crate) fn visitor_tools_menu(agent: &Agent, allowed: &[String]) -> Text {
 pub(crate) fn replace_link_dialog(agent: &Agent) -> Text {
     let body = format!(
         "🔁 Give <b>{}</b> a new share link? The current link stops working at once, and whoever opens it is told \
-         it was replaced. Visitors already chatting keep their conversation but need the new link to come back.",
+         it was replaced, as is every visitor still chatting through it: they need the new link to come back.",
         e(&agent.name)
     );
     with_rows(html(body), vec![vec![Button::action("🔁 New link", Action::ReplaceLink(agent.id)), back(agent.id)]])
