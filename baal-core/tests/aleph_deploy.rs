@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use baal_core::agent_env::{AgentDefaults, AgentEnv, var};
@@ -12,9 +13,9 @@ use baal_core::deploy::aleph::{AlephConfig, AlephDeployer};
 use baal_core::deploy::local::LocalDeployer;
 use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer};
 use baal_core::domain::{AgentId, Deployment};
-use baal_core::testing::aleph::{CrnBehaviour, FakeAleph, FakeCrn, MemoryPoolStore, loopback_timeouts};
+use baal_core::testing::aleph::{CrnBehaviour, FakeAleph, FakeCrn, MemoryPoolStore, RefusalShape, loopback_timeouts};
 use baal_core::testing::ssh::{
-    BROKEN_AGENT, RusshServer, STANDIN_AGENT, SshTarget, VmSandbox, free_port, write_executable,
+    BROKEN_AGENT, RusshServer, STANDIN_AGENT, SshTarget, VmSandbox, free_port, write_ed25519_key, write_executable,
 };
 use secrecy::SecretString;
 
@@ -257,20 +258,126 @@ async fn a_node_that_times_out_is_blacklisted_and_the_next_one_used() {
     assert_eq!(pinned_to(&h.crns[1]), 2);
 }
 
-#[tokio::test]
-async fn a_credit_rejection_is_clear_and_leaves_nothing_behind() {
-    let h = Harness::start(&[CrnBehaviour::Healthy], None).await;
-    h.aleph.set_credits(1000);
-    let deployer = h.deployer(h.config());
-    let reporter = Recorder::default();
-    let err = deployer.deploy(&spec("a", "p"), &reporter).await.unwrap_err();
-    assert!(err.message.contains("too few Aleph credits"), "{err}");
-    assert!(err.message.contains("342000") && err.message.contains("1000"), "{err}");
+/// How long a deployer facing a refusal is configured to wait for its message; the refusal must
+/// end the wait well before (see [`HANG_GUARD`]).
+const REFUSAL_WAIT: Duration = Duration::from_secs(60);
+/// A hang guard, not a timing assertion: a deployer that waited the refused message out would
+/// still be waiting when this runs out.
+const HANG_GUARD: Duration = Duration::from_secs(30);
+
+/// A deployer whose CCN refuses in `shape` (answering `202 pending` first when `pending_first`,
+/// as a busy public CCN does), with one healthy CRN. Nothing a refusal leads to reaches SSH.
+struct Refusing {
+    aleph: FakeAleph,
+    crn: FakeCrn,
+    deployer: AlephDeployer,
+    _keys: tempfile::TempDir,
+}
+
+impl Refusing {
+    async fn start(shape: RefusalShape, pending_first: bool) -> Refusing {
+        let keys = tempfile::tempdir().unwrap();
+        let key_path = keys.path().join("id");
+        let pubkey = write_ed25519_key(&key_path).unwrap();
+        let aleph = FakeAleph::start().await.unwrap();
+        aleph.refuse_like(shape);
+        aleph.answer_pending_first(pending_first);
+        let crn = FakeCrn::start(&aleph, CrnBehaviour::Healthy, "127.0.0.1", 1).await.unwrap();
+        aleph.add_crn(&crn, 0.1);
+        let mut config =
+            AlephConfig::new(&aleph.url, aleph.crn_list_url(), &aleph.url, pubkey, &key_path, keys.path().join("bin"));
+        config.timeouts = loopback_timeouts();
+        config.timeouts.message = REFUSAL_WAIT;
+        let account = EthAccount::from_hex(&SecretString::from(DEV_KEY)).unwrap();
+        let deployer = AlephDeployer::new(account, config, Arc::new(MemoryPoolStore::new())).unwrap();
+        Refusing { aleph, crn, deployer, _keys: keys }
+    }
+
+    /// Deploys, expecting a refusal before the hang guard; checks that nothing is left behind.
+    async fn refused(&self) -> DeployError {
+        let reporter = Recorder::default();
+        let agent = spec("a", "p");
+        let err = tokio::time::timeout(HANG_GUARD, self.deployer.deploy(&agent, &reporter))
+            .await
+            .expect("the refusal was waited out instead of reported")
+            .unwrap_err();
+        assert_eq!(err.step, "provision", "{err}");
+        // The hash was recorded before posting, then cleared: no VM to remember, none billed.
+        let facts = reporter.facts.lock().unwrap().clone();
+        let hash = facts[0].instance_hash.clone().expect("the hash is stored before posting");
+        assert_eq!(reporter.stored(), Deployment::default(), "no VM to remember");
+        assert_eq!(self.aleph.messages()[&hash].status, "rejected");
+        assert!(self.aleph.live_instances().is_empty());
+        assert!(self.crn.notified().is_empty(), "nothing was started");
+        assert!(!self.aleph.messages().values().any(|m| m.message_type == "FORGET"), "nothing to forget");
+        err
+    }
+}
+
+fn assert_credit_text(err: &DeployError, need: &str, have: &str) {
+    let owner = &err.message;
+    assert!(owner.contains("short of credits"), "{owner}");
+    assert!(owner.contains(&format!("costs {need} credits")), "{owner}");
+    assert!(owner.contains(&format!("holds {have}")), "{owner}");
+    assert!(owner.contains("on Baal's side, not yours") && owner.contains("top up the wallet"), "{owner}");
+    assert!(!err.retryable, "retrying before the top-up cannot help");
+    let operator = err.detail.as_deref().unwrap_or_default();
+    assert!(operator.contains("too few Aleph credits") && operator.contains("ALEPH_PRIVATE_KEY"), "{operator}");
+}
+
+fn assert_malformed_text(err: &DeployError) {
+    assert!(err.message.contains("refused Baal's request for a VM as malformed"), "{err}");
+    assert!(err.message.contains("on Baal's side, not yours"), "{err}");
     assert!(!err.retryable);
-    assert_eq!(err.step, "provision");
-    assert!(h.aleph.live_instances().is_empty());
-    assert!(h.crns[0].notified().is_empty());
-    assert_eq!(reporter.stored(), Deployment::default(), "no VM to remember");
+    // The network's own reason reaches the operator, whichever shape carried it.
+    let operator = err.detail.as_deref().unwrap_or_default();
+    assert!(operator.contains("schema") && operator.contains("metadata"), "{operator}");
+}
+
+/// heph: 422 with the reason in the answer, and no record to poll afterwards.
+#[tokio::test]
+async fn a_credit_refusal_in_heph_shape_is_reported_at_once_with_the_amounts() {
+    let r = Refusing::start(RefusalShape::Heph, false).await;
+    r.aleph.set_credits(1234);
+    let err = r.refused().await;
+    assert_credit_text(&err, "342000.00", "1234");
+    let hash = r.aleph.messages().into_keys().next().unwrap();
+    let record = reqwest::get(format!("{}/api/v0/messages/{hash}", r.aleph.url)).await.unwrap();
+    assert_eq!(record.status(), 404, "heph keeps no record of a refusal");
+}
+
+/// pyaleph answering a waiting POST: 422 `rejected`, the reason only in the record.
+#[tokio::test]
+async fn a_credit_refusal_answered_by_pyaleph_is_reported_from_its_record() {
+    let r = Refusing::start(RefusalShape::Pyaleph, false).await;
+    r.aleph.set_credits(1234);
+    assert_credit_text(&r.refused().await, "342000", "1234");
+}
+
+/// A busy public CCN: 202 pending, the record pending at first, then rejected.
+#[tokio::test]
+async fn a_credit_refusal_found_while_polling_a_public_ccn_is_reported() {
+    let r = Refusing::start(RefusalShape::Pyaleph, true).await;
+    r.aleph.set_credits(0);
+    assert_credit_text(&r.refused().await, "342000", "0");
+}
+
+#[tokio::test]
+async fn an_invalid_message_in_heph_shape_is_reported_at_once() {
+    let r = Refusing::start(RefusalShape::Heph, false).await;
+    r.aleph.forbid_instance_key("metadata");
+    let err = r.refused().await;
+    assert_malformed_text(&err);
+    assert!(err.detail.unwrap().contains("unknown field `metadata`"), "heph's words reach the operator");
+}
+
+#[tokio::test]
+async fn an_invalid_message_found_while_polling_a_public_ccn_is_reported() {
+    let r = Refusing::start(RefusalShape::Pyaleph, true).await;
+    r.aleph.forbid_instance_key("metadata");
+    let err = r.refused().await;
+    assert_malformed_text(&err);
+    assert!(err.detail.unwrap().contains("extra_forbidden"), "pyaleph's details reach the operator");
 }
 
 #[tokio::test]
@@ -434,4 +541,15 @@ async fn both_deployers_write_one_environment_and_real_agents_read_it() {
 
 fn url_port(url: &str) -> u16 {
     url.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap()
+}
+
+/// A refusal whose reason is nowhere (not in the answer, no record) still ends the wait.
+#[tokio::test]
+async fn a_refusal_without_a_reason_anywhere_is_still_reported_at_once() {
+    let r = Refusing::start(RefusalShape::Silent, false).await;
+    r.aleph.set_credits(0);
+    let err = r.refused().await;
+    assert!(err.message.contains("The Aleph network refused Baal's request for a VM"), "{err}");
+    assert!(err.message.contains("without saying why"), "{err}");
+    assert!(err.retryable, "with no reason given, a later try may go through");
 }

@@ -11,7 +11,7 @@ use baal_core::deploy::aleph::{AlephConfig, AlephDeployer};
 use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer};
 use baal_core::domain::{AgentId, Deployment, PoolStatus};
 use baal_core::store::PoolStore;
-use baal_core::testing::aleph::{CrnBehaviour, FakeAleph, FakeCrn, MemoryPoolStore, loopback_timeouts};
+use baal_core::testing::aleph::{CrnBehaviour, FakeAleph, FakeCrn, MemoryPoolStore, RefusalShape, loopback_timeouts};
 use baal_core::testing::ssh::{STANDIN_AGENT, SshTarget, VmSandbox, free_port, write_ed25519_key, write_executable};
 use secrecy::SecretString;
 
@@ -211,4 +211,40 @@ async fn a_failed_pool_provision_is_forgotten_and_leaves_no_row() {
     assert!(store.pool_list().await.unwrap().is_empty());
     assert!(aleph.live_instances().is_empty());
     assert!(aleph.messages().values().any(|m| m.message_type == "FORGET"));
+}
+
+/// A pool VM the network refuses (no credits) ends its round at once, in either answer shape:
+/// no row, no instance, nothing to forget.
+#[tokio::test]
+async fn a_refused_pool_provision_ends_at_once_and_leaves_no_row() {
+    for (shape, pending_first) in [(RefusalShape::Heph, false), (RefusalShape::Pyaleph, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let key_path = dir.path().join("id");
+        let pubkey = write_ed25519_key(&key_path).unwrap();
+        let aleph = FakeAleph::start().await.unwrap();
+        aleph.refuse_like(shape);
+        aleph.answer_pending_first(pending_first);
+        aleph.set_credits(0);
+        let crn = FakeCrn::start(&aleph, CrnBehaviour::Healthy, "127.0.0.1", 1).await.unwrap();
+        aleph.add_crn(&crn, 0.1);
+        let store = Arc::new(MemoryPoolStore::new());
+        let mut config =
+            AlephConfig::new(&aleph.url, aleph.crn_list_url(), &aleph.url, pubkey, &key_path, dir.path().join("bin"));
+        config.pool.enabled = true;
+        config.pool.min_size = 2;
+        fast(&mut config);
+        // Waited out, this would outlast the hang guard below.
+        config.timeouts.message = Duration::from_secs(60);
+        let deployer = AlephDeployer::new(account(), config, store.clone()).unwrap();
+        let round = tokio::time::timeout(Duration::from_secs(30), deployer.pool_round())
+            .await
+            .unwrap_or_else(|_| panic!("{shape:?}: the refusal was waited out instead of reported"))
+            .unwrap();
+        assert_eq!((round.created, round.failed), (0, 2), "{shape:?}");
+        assert!(store.pool_list().await.unwrap().is_empty(), "{shape:?}: a refused VM leaves no row");
+        let messages = aleph.messages();
+        assert_eq!(messages.values().filter(|m| m.status == "rejected").count(), 2, "{shape:?}");
+        assert!(!messages.values().any(|m| m.message_type == "FORGET"), "{shape:?}: nothing to forget");
+        assert!(aleph.live_instances().is_empty() && crn.notified().is_empty(), "{shape:?}");
+    }
 }

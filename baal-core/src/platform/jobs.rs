@@ -390,7 +390,7 @@ fn error_card(agent: &Agent, err: &DeployError, step_label: &str) -> Text {
     let advice = if err.retryable {
         format!("Retrying often helps: press Retry, or send <code>/repair {}</code>.", agent.id)
     } else {
-        "Retrying won't fix this one. Fix the cause, then press Retry, or delete the agent.".to_owned()
+        "Retrying won't help until the cause above is fixed: then press Retry, or delete the agent.".to_owned()
     };
     let body = format!(
         "<b>Deploying {} failed</b>\nStep: {}\n<code>{}</code>\n\n{advice}",

@@ -1,5 +1,6 @@
 //! Fakes of Aleph Cloud on loopback, answering as the protocol spec documents: a CCN (message
-//! API with signature, hash, payment and credit checks; balance), the CRN list and the 2n6.me
+//! API with signature, hash, payment and credit checks, refusing in pyaleph's or heph's shape
+//! ([`RefusalShape`]); balance), the CRN list and the 2n6.me
 //! gateway in one server ([`FakeAleph`]), and compute nodes ([`FakeCrn`]: notify, executions
 //! list, erase with verified `X-Signed*` headers). Each is a real HTTP server on 127.0.0.1.
 
@@ -65,6 +66,22 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How the fake CCN answers a message it refuses (both are real CCNs' shapes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusalShape {
+    /// pyaleph (the public CCNs): HTTP 422 `{"message_status": "rejected"}` with no reason; the
+    /// reason is in the message's record (`error_code`, `details`).
+    #[default]
+    Pyaleph,
+    /// heph (`crates/heph` of aleph-rs): HTTP 422 with `"error": {"code", "message"}`, and no record
+    /// kept of the refused message (`GET /api/v0/messages/{hash}` is 404).
+    Heph,
+    /// HTTP 422 `{"message_status": "rejected"}` and no record either: a reason nowhere, as from a
+    /// load-balanced CCN whose other nodes have not recorded the refusal.
+    Silent,
+}
+
 /// A message the fake CCN has seen.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -89,6 +106,8 @@ struct AlephState {
     public_url: Option<String>,
     answer_pending_first: bool,
     pending_polls: HashMap<String, u32>,
+    refusal_shape: RefusalShape,
+    forbidden_key: Option<String>,
 }
 
 /// The fake CCN, CRN list and 2n6.me gateway.
@@ -112,6 +131,8 @@ impl FakeAleph {
             public_url: None,
             answer_pending_first: false,
             pending_polls: HashMap::new(),
+            refusal_shape: RefusalShape::default(),
+            forbidden_key: None,
         }));
         let shared = state.clone();
         let (url, server) = serve(move |method, path, _headers, body| {
@@ -135,6 +156,17 @@ impl FakeAleph {
     /// Makes POSTs answer 202 and the first status poll `pending`, like a busy CCN.
     pub fn answer_pending_first(&self, pending: bool) {
         lock(&self.state).answer_pending_first = pending;
+    }
+
+    /// Answers refusals in `shape` (pyaleph's by default).
+    pub fn refuse_like(&self, shape: RefusalShape) {
+        lock(&self.state).refusal_shape = shape;
+    }
+
+    /// Makes the schema forbid `key` in INSTANCE content, as a network whose message model dropped
+    /// a field would (`extra="forbid"`): such instances are refused as invalid (code 0).
+    pub fn forbid_instance_key(&self, key: &str) {
+        lock(&self.state).forbidden_key = Some(key.to_owned());
     }
 
     /// The URL the gateway returns for every instance (tests point it at the agent's port;
@@ -186,8 +218,12 @@ fn handle_aleph(state: &Mutex<AlephState>, method: Method, path: &str, body: &[u
                 *polls += 1;
                 *polls == 1
             };
+            let unrecorded = state.refusal_shape != RefusalShape::Pyaleph;
             match state.messages.get(*hash) {
                 None => json_response(404, json!({"error": "Message not found"})),
+                Some(m) if unrecorded && m.status == "rejected" => {
+                    json_response(404, json!({"error": "Message not found"}))
+                }
                 Some(_) if pending => {
                     json_response(200, json!({"status": "pending", "item_hash": hash, "messages": []}))
                 }
@@ -249,48 +285,103 @@ fn post_message(state: &Mutex<AlephState>, body: &[u8]) -> Response {
     let buffer = format!("ETH\n{sender}\n{kind}\n{item_hash}");
     let signer = recover_signer(buffer.as_bytes(), &text("signature"));
     let mut state = lock(state);
-    let (status, code, details) = if signer.as_deref() != Some(sender.as_str()) {
-        ("rejected", Some(1), Value::Null)
+    let verdict = if signer.as_deref() != Some(sender.as_str()) {
+        Err(Refusal::new(1, "signature does not match the sender"))
     } else if content["address"].as_str().is_none_or(|a| !a.eq_ignore_ascii_case(&sender)) {
-        ("rejected", Some(2), Value::Null)
+        Err(Refusal::new(2, "sender is not authorized to act for the address"))
     } else if kind == "INSTANCE" {
-        let live =
-            state.messages.values().filter(|m| m.message_type == "INSTANCE" && m.status == "processed").count() as i64;
-        let required = (live + 1) * state.credits_per_instance;
-        if content["payment"]["type"] != "credit" {
-            ("rejected", Some(202), Value::Null)
-        } else if state.credits < required {
-            let detail = json!({"errors": [{"required_credits": required.to_string(), "account_credits": state.credits.to_string(), "min_runtime_days": 1}]});
-            ("rejected", Some(6), detail)
-        } else {
-            ("processed", None, Value::Null)
-        }
+        judge_instance(&state, &content)
     } else if kind == "FORGET" {
-        let targets: Vec<String> =
-            content["hashes"].as_array().into_iter().flatten().filter_map(|h| h.as_str().map(str::to_owned)).collect();
-        if targets.iter().any(|t| !state.messages.contains_key(t)) {
-            ("rejected", Some(501), Value::Null)
-        } else {
-            for target in targets {
-                if let Some(m) = state.messages.get_mut(&target) {
-                    m.status = "forgotten".into();
-                }
-            }
-            ("processed", None, Value::Null)
-        }
+        forget(&mut state, &content)
     } else {
-        ("processed", None, Value::Null)
+        Ok(())
     };
-    state.messages.insert(
-        item_hash.clone(),
-        StoredMessage { message_type: kind, content, status: status.into(), error_code: code, details },
-    );
+    let (status, code, details, said) = match verdict {
+        Ok(()) => ("processed", None, Value::Null, String::new()),
+        Err(refusal) => ("rejected", Some(refusal.code), refusal.details, refusal.said),
+    };
+    let stored = StoredMessage { message_type: kind, content, status: status.into(), error_code: code, details };
+    state.messages.insert(item_hash, stored);
     let publication = json!({"status": "success", "failed": []});
+    match state.refusal_shape {
+        // heph refuses at once whether or not the client asked to wait.
+        RefusalShape::Heph if status == "rejected" => {
+            let error = json!({"code": code, "message": said});
+            return json_response(
+                422,
+                json!({"publication_status": publication, "message_status": "rejected", "error": error}),
+            );
+        }
+        RefusalShape::Silent if status == "rejected" => {
+            return json_response(422, json!({"publication_status": publication, "message_status": "rejected"}));
+        }
+        _ => {}
+    }
     if state.answer_pending_first {
         return json_response(202, json!({"publication_status": publication, "message_status": "pending"}));
     }
     let http = if status == "rejected" { 422 } else { 200 };
     json_response(http, json!({"publication_status": publication, "message_status": status}))
+}
+
+/// Why the fake refused a message: the pyaleph code with its `details`, and heph's words.
+struct Refusal {
+    code: i64,
+    details: Value,
+    said: String,
+}
+
+impl Refusal {
+    fn new(code: i64, said: &str) -> Refusal {
+        Refusal { code, details: Value::Null, said: said.to_owned() }
+    }
+}
+
+/// An INSTANCE's schema (with any key the test forbade), payment type and credit checks.
+fn judge_instance(state: &AlephState, content: &Value) -> Result<(), Refusal> {
+    if let Some(key) = state.forbidden_key.as_deref().filter(|k| content.get(*k).is_some()) {
+        return Err(Refusal {
+            code: 0,
+            details: json!({"errors": [{"loc": ["content", key], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}]}),
+            said: format!("content does not match declared type Instance: unknown field `{key}`"),
+        });
+    }
+    if content["payment"]["type"] != "credit" {
+        return Err(Refusal::new(202, "instances must be paid with credits"));
+    }
+    let live = state.messages.values().filter(|m| m.message_type == "INSTANCE" && m.status == "processed").count();
+    let required = (live as i64 + 1) * state.credits_per_instance;
+    if state.credits < required {
+        // Both CCNs charge a day of all the account's VMs; heph words it with per-second costs.
+        let (existing, new) = ((live as i64 * state.credits_per_instance) as f64, state.credits_per_instance as f64);
+        return Err(Refusal {
+            code: 6,
+            details: json!({"errors": [{"required_credits": required.to_string(), "account_credits": state.credits.to_string(), "min_runtime_days": 1}]}),
+            said: format!(
+                "credit balance insufficient: have {} credits, need {:.2} (existing_cost={:.6}/s + new={:.6}/s * 86400s)",
+                state.credits,
+                required as f64,
+                existing / 86400.0,
+                new / 86400.0
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A FORGET: every target must be known; they become `forgotten`.
+fn forget(state: &mut AlephState, content: &Value) -> Result<(), Refusal> {
+    let targets: Vec<String> =
+        content["hashes"].as_array().into_iter().flatten().filter_map(|h| h.as_str().map(str::to_owned)).collect();
+    if targets.iter().any(|t| !state.messages.contains_key(t)) {
+        return Err(Refusal::new(501, "forget target not found"));
+    }
+    for target in targets {
+        if let Some(m) = state.messages.get_mut(&target) {
+            m.status = "forgotten".into();
+        }
+    }
+    Ok(())
 }
 
 /// How a fake CRN answers the start notification.

@@ -11,6 +11,9 @@ use super::message::SignedMessage;
 /// The address that publishes the network-wide `settings` and `pricing` aggregates.
 const SETTINGS_AGGREGATE_OWNER: &str = "0xFba561a84A537fCaa567bb7A2257e7142701ae2A";
 
+/// Times the reason for a refusal is asked of the CCN when its answer did not carry one.
+const REASON_LOOKUPS: u32 = 3;
+
 /// Where a message ended up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FinalStatus {
@@ -35,8 +38,9 @@ impl CcnClient {
     }
 
     /// Posts `message` (`sync: true`) and waits up to `wait` for it to be processed. A rejection
-    /// becomes [`AlephError::Rejected`] with the CCN's reason. With `accept_pending`, a message
-    /// still pending at the deadline is [`FinalStatus::Pending`] instead of a timeout.
+    /// becomes [`AlephError::Rejected`] with the CCN's reason, at once when the answer to the POST
+    /// already says so. With `accept_pending`, a message still pending at the deadline is
+    /// [`FinalStatus::Pending`] instead of a timeout.
     pub(crate) async fn post_and_wait(
         &self,
         message: &SignedMessage,
@@ -64,7 +68,9 @@ impl CcnClient {
         let message_status = parsed.get("message_status").and_then(Value::as_str);
         match (status, message_status) {
             (200, Some("processed")) => return Ok(FinalStatus::Processed),
-            (200 | 202 | 422, Some("pending" | "processed" | "rejected")) => {}
+            // Final: waiting would only run out the clock (heph keeps no record to poll).
+            (200 | 202 | 422, Some("rejected")) => return Err(self.refusal(message, &parsed).await),
+            (200 | 202 | 422, Some("pending" | "processed")) => {}
             (422, _) => {
                 return Err(AlephError::Rejected {
                     kind: message.message_type.clone(),
@@ -77,30 +83,61 @@ impl CcnClient {
         self.wait_final(message, wait, accept_pending).await
     }
 
+    /// The refusal an answer to the POST announced, with its reason: from the answer's `error`
+    /// (heph), else from the message's record (pyaleph records the reason and answers without it).
+    async fn refusal(&self, message: &SignedMessage, answer: &Value) -> AlephError {
+        let reason = match answer.get("error").filter(|e| e.is_object()) {
+            Some(error) => {
+                let code = error.get("code").and_then(Value::as_i64);
+                let said = error.get("message").and_then(Value::as_str).unwrap_or_default();
+                Rejection::from_answer(code, &cut(said))
+            }
+            None => self.recorded_reason(&message.item_hash).await,
+        };
+        AlephError::Rejected { kind: message.message_type.clone(), hash: message.item_hash.clone(), reason }
+    }
+
+    /// Why the CCN says it rejected `hash`, asked a few times (a load-balanced CCN may answer
+    /// from a node that has not recorded it yet), then given up on: the refusal stands either way.
+    async fn recorded_reason(&self, hash: &str) -> Rejection {
+        for lookup in 1..=REASON_LOOKUPS {
+            if let Some(record) = self.record(hash).await
+                && record.get("status").and_then(Value::as_str) == Some("rejected")
+            {
+                return recorded_rejection(&record);
+            }
+            if lookup < REASON_LOOKUPS {
+                tokio::time::sleep(self.poll_interval).await;
+            }
+        }
+        Rejection::Other { code: None, detail: "the CCN refused it without saying why".into() }
+    }
+
+    /// The CCN's record of `hash`, if it has one and answers.
+    async fn record(&self, hash: &str) -> Option<Value> {
+        let url = format!("{}/api/v0/messages/{hash}", self.base);
+        let response = self.http.get(&url).send().await.ok()?;
+        response.error_for_status().ok()?.json::<Value>().await.ok()
+    }
+
     async fn wait_final(
         &self,
         message: &SignedMessage,
         wait: Duration,
         accept_pending: bool,
     ) -> Result<FinalStatus, AlephError> {
-        let url = format!("{}/api/v0/messages/{}", self.base, message.item_hash);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             // 404: this CCN has not seen it yet; a transient error: keep polling until the deadline.
-            if let Ok(response) = self.http.get(&url).send().await
-                && response.status().is_success()
-                && let Ok(body) = response.json::<Value>().await
-            {
-                match body.get("status").and_then(Value::as_str) {
+            if let Some(record) = self.record(&message.item_hash).await {
+                match record.get("status").and_then(Value::as_str) {
                     Some("processed") => return Ok(FinalStatus::Processed),
                     Some("forgotten" | "removed" | "removing") => return Ok(FinalStatus::Forgotten),
                     Some("rejected") => {
-                        let code = body.get("error_code").and_then(Value::as_i64);
-                        let details = body.get("details").cloned().unwrap_or(Value::Null);
                         return Err(AlephError::Rejected {
                             kind: message.message_type.clone(),
                             hash: message.item_hash.clone(),
-                            reason: Rejection::from_code(code, &details),
+                            reason: recorded_rejection(&record),
                         });
                     }
                     _ => {}
@@ -142,6 +179,12 @@ impl CcnClient {
         let body: Value = response.json().await.map_err(|e| AlephError::peer(&what, e))?;
         Ok(body.get("credit_balance").and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64))).unwrap_or(0))
     }
+}
+
+/// A rejected message's record: `error_code` and `details` (spec §3.4).
+fn recorded_rejection(record: &Value) -> Rejection {
+    let code = record.get("error_code").and_then(Value::as_i64);
+    Rejection::from_code(code, record.get("details").unwrap_or(&Value::Null))
 }
 
 /// Peer error bodies can be pages of HTML; keep the start.

@@ -2,7 +2,8 @@
 //! HTTPS by Caddy on the agent's `*.2n6.me` name.
 //!
 //! A first deployment: pick a CRN (filters and scoring in `crn`), sign an INSTANCE pinned to it
-//! and report its hash *before* posting, post and wait until it is processed, tell the CRN to
+//! and report its hash *before* posting, post and wait until it is processed (a refusal ends the
+//! wait at once, with the network's reason told in the owner's words), tell the CRN to
 //! start it and read its network from the CRN's executions list, then SSH in (pinning the host
 //! key at first contact), run `vm-setup.sh` (Caddy, user, checked binary, settings, hardened
 //! unit), restart, and check health on the VM and through HTTPS. A CRN that fails is blacklisted
@@ -10,7 +11,8 @@
 //!
 //! Invariants:
 //! - the instance hash is reported through [`DeployReporter::facts`] before any step that could
-//!   fail, and cleared only once the network has forgotten the instance;
+//!   fail, and cleared only once the network has forgotten the instance or refused it (a refused
+//!   instance never existed: nothing to forget, nothing billed);
 //! - a VM's SSH host key is pinned at first contact and every later connection must match it;
 //! - a redeploy that fails its health check rolls back to the previous binary and settings;
 //! - teardown forgets the instance (billing stops even if the CRN is down), then erases it on
@@ -237,11 +239,17 @@ fn config_error(message: impl Into<String>) -> DeployError {
     DeployError::new("deploy", message).permanent()
 }
 
-/// Turns a deployer error into what the platform records and shows.
+/// Turns a deployer error into what the platform records and shows. A refusal is told in the
+/// owner's words (whose side it is on, what happens next); the operator's words go to the detail.
 fn at(step: &'static str) -> impl Fn(AlephError) -> DeployError {
     move |err| {
         let retryable = err.retryable();
-        let error = DeployError::new(step, err.to_string()).with_detail(format!("{err:?}"));
+        let error = match &err {
+            AlephError::Rejected { kind, reason, .. } => {
+                DeployError::new(step, reason.for_owner(kind)).with_detail(format!("{err} ({err:?})"))
+            }
+            _ => DeployError::new(step, err.to_string()).with_detail(format!("{err:?}")),
+        };
         if retryable { error } else { error.permanent() }
     }
 }

@@ -191,7 +191,7 @@ impl AlephDeployer {
             match result {
                 Ok(()) => round.created += 1,
                 Err(err) => {
-                    tracing::warn!(error = %err, "provisioning a pool VM failed");
+                    tracing::warn!(error = %err, detail = ?err.detail, "provisioning a pool VM failed");
                     round.failed += 1;
                 }
             }
