@@ -553,3 +553,73 @@ async fn a_refusal_without_a_reason_anywhere_is_still_reported_at_once() {
     assert!(err.message.contains("without saying why"), "{err}");
     assert!(err.retryable, "with no reason given, a later try may go through");
 }
+
+/// The whole platform over the Aleph deployer, its CCN refusing like heph for want of credits:
+/// the owner's deployment fails at once, they are told why in their words, and the agent row
+/// keeps no trace of a VM that never existed.
+#[tokio::test]
+async fn the_platform_fails_a_refused_deployment_at_once_and_tells_the_owner() {
+    use baal_core::domain::{AgentStatus, EventOutcome, EventStep};
+    use baal_core::platform::{Input, Platform, PlatformConfig};
+    use baal_core::store::AgentFilter;
+    use baal_core::testing::{db, messenger::MemoryMessenger};
+    const OWNER: i64 = 601;
+
+    let r = Refusing::start(RefusalShape::Heph, false).await;
+    r.aleph.set_credits(0);
+    let Refusing { aleph, crn, deployer, _keys } = r;
+    let test_db = db::sqlite().await;
+    let store = test_db.shared();
+    let messenger = Arc::new(MemoryMessenger::new());
+    let mut config = PlatformConfig::default();
+    config.libertai_api_key = Some(SecretString::from("sk-operator-test"));
+    config.edit_interval = Duration::ZERO;
+    let platform = Platform::new(
+        config,
+        store.clone(),
+        Arc::new(deployer),
+        Arc::new(baal_core::proxy::http::HttpProxy::new().unwrap()),
+        messenger.clone(),
+        Arc::new(baal_core::secrets::SecretBox::from_encoded_key(&"ef".repeat(32)).unwrap()),
+    );
+    platform.start().await.unwrap();
+    let flow = async {
+        for text in ["/create", "Penny"] {
+            platform.handle(Input::from_text(OWNER, OWNER, text)).await.unwrap();
+            platform.wait_idle().await;
+        }
+        for needle in ["create_model:qwen3-coder-next", "create_confirm"] {
+            let (data, message) = messenger
+                .find_button(OWNER, needle)
+                .unwrap_or_else(|| panic!("no button {needle:?} in {}", messenger.transcript(OWNER)));
+            platform.handle(Input::button(OWNER, OWNER, data, message, "press")).await.unwrap();
+            platform.wait_idle().await;
+        }
+    };
+    tokio::time::timeout(HANG_GUARD, flow).await.expect("the refusal was waited out instead of reported");
+
+    let agent = store.list_agents(&AgentFilter::all().owner(OWNER)).await.unwrap().pop().unwrap();
+    assert_eq!(agent.status, AgentStatus::Failed);
+    assert_eq!(agent.deployment, Deployment::default(), "a retry starts afresh, not on a VM that never existed");
+    let said = messenger.last_text(OWNER);
+    assert!(said.contains("short of credits") && said.contains("costs 342000.00 credits"), "{said}");
+    assert!(said.contains("holds 0") && said.contains("top up the wallet"), "{said}");
+    assert!(said.contains("on Baal's side, not yours") && said.contains("Retrying won't help until"), "{said}");
+    let events = store.events_for(agent.id).await.unwrap();
+    let failed = events.iter().find(|e| e.step == EventStep::Deploy && e.outcome == EventOutcome::Failed).unwrap();
+    assert!(failed.detail.as_deref().unwrap().contains("ALEPH_PRIVATE_KEY"), "the operator's words are recorded");
+    assert!(aleph.live_instances().is_empty() && crn.notified().is_empty());
+    let refused: Vec<String> = aleph.messages().into_keys().collect();
+
+    // Once the operator has topped up, Retry creates a new instance (the loopback VM has no SSH,
+    // so this attempt stops later, at `ship`).
+    aleph.set_credits(1_000_000_000);
+    let (data, message) = messenger.find_button(OWNER, "Retry").expect("a Retry button");
+    platform.handle(Input::button(OWNER, OWNER, data, message, "press")).await.unwrap();
+    tokio::time::timeout(HANG_GUARD, platform.wait_idle()).await.expect("the retry finished");
+    let live = aleph.live_instances();
+    assert_eq!(live.len(), 1, "{:?}", aleph.messages());
+    assert!(!refused.contains(&live[0]), "a new instance, not the refused one");
+    assert_eq!(crn.notified(), live);
+    platform.shutdown().await;
+}

@@ -157,7 +157,8 @@ pub trait DeployReporter: Send + Sync {
     async fn step_started(&self, step: DeployStep);
     /// `step` completed.
     async fn step_done(&self, step: DeployStep);
-    /// New facts are known; they are persisted before this returns. An error means they could
+    /// New facts are known; they are persisted before this returns. An empty [`Deployment`] says
+    /// the deployer holds nothing any more, and clears what was stored. An error means they could
     /// not be stored, and the deployer must stop (and clean up what it can).
     async fn facts(&self, deployment: &Deployment) -> Result<(), DeployError>;
 }

@@ -486,7 +486,13 @@ impl DeployReporter for JobReporter {
     async fn facts(&self, deployment: &Deployment) -> Result<(), DeployError> {
         let merged = {
             let mut facts = self.facts.lock().map_err(|_| DeployError::new("deploy", "internal error"))?;
-            merge(&mut facts, deployment);
+            if *deployment == Deployment::default() {
+                // The deployer holds nothing any more (a refused instance, a forgotten VM): a retry
+                // must start afresh, not resume on a VM that does not exist.
+                *facts = Deployment::default();
+            } else {
+                merge(&mut facts, deployment);
+            }
             facts.clone()
         };
         self.store
