@@ -554,6 +554,21 @@ async fn a_refusal_without_a_reason_anywhere_is_still_reported_at_once() {
     assert!(err.retryable, "with no reason given, a later try may go through");
 }
 
+/// A recorded instance the network never saw (the platform stopped between recording its hash and
+/// posting it): heph refuses its FORGET at once (target not found), and the delete is done.
+#[tokio::test]
+async fn deleting_an_instance_the_network_never_saw_is_done_at_once() {
+    let r = Refusing::start(RefusalShape::Heph, false).await;
+    let mut never_posted = Deployment::default();
+    never_posted.instance_hash = Some(hex::encode([7u8; 32]));
+    never_posted.crn_url = Some(r.crn.url.clone());
+    let reporter = Recorder::default();
+    let destroy = r.deployer.destroy(AgentId(1), &never_posted, &reporter);
+    tokio::time::timeout(HANG_GUARD, destroy).await.expect("the refusal was waited out").unwrap();
+    let forget = r.aleph.messages().into_values().find(|m| m.message_type == "FORGET").unwrap();
+    assert_eq!((forget.status.as_str(), forget.error_code), ("rejected", Some(501)));
+}
+
 /// The whole platform over the Aleph deployer, its CCN refusing like heph for want of credits:
 /// the owner's deployment fails at once, they are told why in their words, and the agent row
 /// keeps no trace of a VM that never existed.

@@ -356,8 +356,9 @@ impl AlephOperator {
         let message = self.sign_forget(&[hash.to_owned()]);
         match self.ccn.post_and_wait(&message, self.config.timeouts.message, true).await {
             Ok(FinalStatus::Processed | FinalStatus::Forgotten | FinalStatus::Pending) => Ok(()),
-            // 500 no target, 504 already forgotten.
-            Err(AlephError::Rejected { reason: Rejection::Other { code: Some(500 | 504), .. }, .. }) => Ok(()),
+            // 500 no target, 504 already forgotten; 501 target not found is final only where the
+            // CCN refuses at once (heph; pyaleph keeps it pending): the instance is not there to bill.
+            Err(AlephError::Rejected { reason: Rejection::Other { code: Some(500 | 501 | 504), .. }, .. }) => Ok(()),
             Err(err) => Err(err),
         }
     }
