@@ -1,8 +1,9 @@
 //! The HTTP API of one agent (wire-compatible with the Python agent): `POST /chat` (SSE),
 //! `GET /pending`, `GET /files/{path}`, `DELETE /chat/{chat_id}`, `GET /health`; and, new in
-//! Baal in Rust, leased pending messages (`GET /pending?lease=` then `POST /pending/ack`), the
-//! metering of model calls (`GET /usage?since=&limit=`) and the agent's budget (`GET /budget`,
-//! `PUT /budget`).
+//! Baal in Rust, leased pending messages (`GET /pending?lease=` then `POST /pending/ack`) and the
+//! chats that have some (`GET /pending/chats`), stopping a chat's turn
+//! (`POST /chat/{chat_id}/stop`), the metering of model calls (`GET /usage?since=&limit=`) and
+//! the agent's budget (`GET /budget`, `PUT /budget`).
 //! Bearer auth on all but `/health`. Errors are JSON (`{"error": "…"}`), never a bare 500.
 
 use std::sync::Arc;
@@ -13,7 +14,8 @@ use baal_core::agent::auth::BearerCheck;
 use baal_core::agent::tools::MAX_SEND_FILE_BYTES;
 use baal_core::agent::tools::workspace::Workspace as PathGate;
 use baal_core::wire::{
-    Budget, ChatRequest, HealthResponse, MAX_ACK_IDS, MAX_USAGE_RECORDS, PendingAck, PendingResponse, UsageResponse,
+    Budget, ChatRequest, HealthResponse, MAX_ACK_IDS, MAX_USAGE_RECORDS, PendingAck, PendingChats, PendingResponse,
+    StopResponse, UsageResponse,
 };
 use futures_util::StreamExt;
 use poem::http::StatusCode;
@@ -45,7 +47,9 @@ pub fn app(state: AppState, auth: BearerCheck) -> impl Endpoint + use<> {
     let protected = Route::new()
         .at("/chat", post(chat))
         .at("/chat/:chat_id", delete(reset))
+        .at("/chat/:chat_id/stop", post(stop))
         .at("/pending", get(pending))
+        .at("/pending/chats", get(pending_chats))
         .at("/pending/ack", post(ack_pending))
         .at("/usage", get(usage))
         .at("/budget", get(get_budget).put(put_budget))
@@ -180,6 +184,23 @@ async fn pending(query: poem::Result<Query<PendingQuery>>, Data(state): Data<&Ap
         Ok(messages) => Json(PendingResponse::new(messages)).into_response(),
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
+}
+
+/// `GET /pending/chats`: the chats with a message `GET /pending?chat_id=&lease=` would hand out
+/// now, the chat of the oldest such message first.
+#[handler]
+async fn pending_chats(Data(state): Data<&AppState>) -> Response {
+    match state.agent.history().pending_chats().await {
+        Ok(chats) => Json(PendingChats::new(chats)).into_response(),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+/// `POST /chat/{chat_id}/stop` (no body): stops the chat's turns, durable or not, and says
+/// whether there was one.
+#[handler]
+fn stop(UrlPath(chat_id): UrlPath<String>, Data(state): Data<&AppState>) -> Json<StopResponse> {
+    Json(StopResponse::new(state.agent.stop(&chat_id)))
 }
 
 /// `POST /pending/ack {"ids": [...], "chat_id": optional}`: deletes delivered leased messages.

@@ -28,9 +28,11 @@ async fn health_needs_no_auth_and_everything_else_does() {
         assert_eq!(resp.status(), 401, "{auth:?}");
         assert_eq!(resp.json::<Value>().await.unwrap(), json!({"error": "unauthorized"}));
     }
-    for path in ["/pending", "/usage", "/budget", "/files/memory/MEMORY.md"] {
+    for path in ["/pending", "/pending/chats", "/usage", "/budget", "/files/memory/MEMORY.md"] {
         assert_eq!(agent.http.get(format!("{}{path}", agent.base_url)).send().await.unwrap().status(), 401);
     }
+    let stop = agent.http.post(format!("{}/chat/5/stop", agent.base_url)).bearer_auth("wrong").send().await.unwrap();
+    assert_eq!(stop.status(), 401);
     assert!(llm.completion_requests().is_empty());
 }
 
@@ -556,53 +558,6 @@ async fn a_tool_turn_with_the_real_tools_keeps_the_secrets_out_of_reach() {
     for secret in ["test-llm-key", SECRET] {
         assert!(!bash.contains(secret), "a secret leaked into bash output: {bash}");
     }
-}
-
-/// The processes whose command line contains `needle`. A process that is exec'ing (bash turning
-/// into `sleep`) can show an empty command line for an instant, so one scan may miss a process
-/// that is running: callers follow pids once seen instead of re-scanning.
-fn processes_matching(needle: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str().and_then(|name| name.parse::<u32>().ok()))
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(needle))
-        })
-        .collect()
-}
-
-/// Whether `pid` is gone (or only a zombie waiting for its reaper).
-fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
-
-/// The pids of the processes whose command line contains `marker`, once there are any (empty
-/// after 20 s: slow machines, a whole test suite in parallel, may take a while to fork).
-async fn wait_for_processes(marker: &str) -> Vec<u32> {
-    for _ in 0..800 {
-        let found = processes_matching(marker);
-        if !found.is_empty() {
-            return found;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    Vec::new()
-}
-
-/// Those of `pids` still alive after waiting up to 10 s for all of them to go.
-async fn survivors(pids: &[u32]) -> Vec<u32> {
-    for _ in 0..400 {
-        if pids.iter().all(|&pid| process_gone(pid)) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    pids.iter().copied().filter(|&pid| !process_gone(pid)).collect()
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
-//! The bot ↔ agent wire types: what `POST /chat`, `GET /pending`, `POST /pending/ack`,
-//! `GET /usage`, `GET`/`PUT /budget` and `GET /health` carry. `baal-agent` serves them and the
-//! platform's `Proxy` sends them; this module holds nothing else, so the agent builds without the
-//! bot's client.
+//! The bot ↔ agent wire types: what `POST /chat`, `POST /chat/{chat_id}/stop`, `GET /pending`,
+//! `GET /pending/chats`, `POST /pending/ack`, `GET /usage`, `GET`/`PUT /budget` and `GET /health`
+//! carry. `baal-agent` serves them and the platform's `Proxy` sends them; this module holds
+//! nothing else, so the agent builds without the bot's client.
 //!
 //! The protocol stays compatible with the Python Baal agent (`POST /chat` as server-sent events of
 //! `data: {json}` lines; `GET /pending`, `GET /files/{path}`, `GET /health`, `DELETE /chat/{id}`;
@@ -14,7 +14,11 @@
 //! neither (no field, HTTP 404), which clients read as "no usage reported". Budgets likewise: a
 //! request may carry the agent's [`Budget`] and the sender's remaining allowance, `PUT /budget`
 //! and `GET /budget` set and read it, and a turn a limit stops sends [`AgentEvent::BudgetSpent`]
-//! before its `error`; Python agents answer `/budget` with 404 and ignore the fields.
+//! before its `error`; Python agents answer `/budget` with 404 and ignore the fields. Durable
+//! turns too: a request marked [`ChatRequest::durable`] survives its stream, and what its client
+//! did not get is queued as pending messages for its chat; `POST /chat/{chat_id}/stop` ends a
+//! chat's turn and `GET /pending/chats` says which chats have something to collect. Old agents
+//! ignore the field and answer both routes with 404.
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +50,14 @@ pub struct ChatRequest {
     /// Ignored on the owner's turns. Set by the platform, never by what a visitor writes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visitor_tools: Option<Vec<String>>,
+    /// `true`: the turn outlives its stream. Dropping the stream then neither cancels the turn nor
+    /// kills its tools: it runs to its end (still within the agent's `TURN_TIMEOUT`), and what
+    /// the client did not get is queued as [`PendingMessage`]s for [`ChatRequest::chat_id`]
+    /// (sources [`PENDING_TURN`] and [`PENDING_TURN_FILE`]). Absent or `false` (old bots):
+    /// dropping the stream cancels the turn, as it always did. Only `POST /chat/{chat_id}/stop`
+    /// ends a durable turn early.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durable: Option<bool>,
 }
 
 impl ChatRequest {
@@ -59,7 +71,20 @@ impl ChatRequest {
             budget: None,
             turn_tokens: None,
             visitor_tools: None,
+            durable: None,
         }
+    }
+
+    /// Makes the turn durable (see [`ChatRequest::durable`]): it goes on when the stream is
+    /// dropped, and its undelivered answer is queued for the chat.
+    pub fn durable(mut self) -> Self {
+        self.durable = Some(true);
+        self
+    }
+
+    /// Whether the turn outlives its stream.
+    pub fn is_durable(&self) -> bool {
+        self.durable == Some(true)
     }
 
     /// Sets the sender's user id.
@@ -379,7 +404,8 @@ pub struct PendingMessage {
     pub chat_id: String,
     /// Text, or for `*_file` sources a JSON `{"type":"file","path":…,"caption":…}`.
     pub content: String,
-    /// `heartbeat`, `heartbeat_file`, `subagent`, `subagent_file`.
+    /// `heartbeat`, `heartbeat_file`, `subagent`, `subagent_file`, or for what a durable turn's
+    /// client did not get, [`PENDING_TURN`] and [`PENDING_TURN_FILE`].
     pub source: String,
     /// When it was queued.
     #[serde(default)]
@@ -389,6 +415,47 @@ pub struct PendingMessage {
     /// Absent on destructive reads and from agents that predate leases (nothing to acknowledge).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<i64>,
+}
+
+/// The source of a pending message holding text a durable turn wrote (or the error it ended
+/// with) that its client did not get (see [`ChatRequest::durable`]).
+pub const PENDING_TURN: &str = "turn";
+/// The source of a pending message holding a file a durable turn sent that its client did not
+/// get; its content is the JSON of the `heartbeat_file` messages.
+pub const PENDING_TURN_FILE: &str = "turn_file";
+
+/// The `error` a turn's stream ends with when `POST /chat/{chat_id}/stop` stopped it.
+pub const TURN_STOPPED: &str = "Stopped.";
+
+/// Body of `GET /pending/chats`: the chats that have a message to collect now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PendingChats {
+    /// Every chat with a queued message that is not leased, the chat of the oldest such message
+    /// first.
+    pub chats: Vec<String>,
+}
+
+impl PendingChats {
+    /// The chats `chats`, in the order they should be served.
+    pub fn new(chats: Vec<String>) -> Self {
+        PendingChats { chats }
+    }
+}
+
+/// Body of the answer to `POST /chat/{chat_id}/stop`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StopResponse {
+    /// Whether a turn of the chat was running or waiting, and is now stopped.
+    pub stopped: bool,
+}
+
+impl StopResponse {
+    /// The answer when a turn was (`true`) or was not (`false`) stopped.
+    pub fn new(stopped: bool) -> Self {
+        StopResponse { stopped }
+    }
 }
 
 /// Body of `GET /pending`.
@@ -553,6 +620,36 @@ mod tests {
         assert_eq!(req.role, None);
         let json = serde_json::to_string(&ChatRequest::new("hi", "42", Role::Visitor)).unwrap();
         assert_eq!(json, r#"{"message":"hi","chat_id":"42","role":"visitor"}"#);
+    }
+
+    #[test]
+    fn durability_stop_and_pending_chats_travel_in_optional_fields_and_new_bodies() {
+        let old = r#"{"message":"hi","chat_id":"42","role":"owner"}"#;
+        let parsed: ChatRequest = serde_json::from_str(old).unwrap();
+        assert!(!parsed.is_durable());
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), old, "no durable field unless set");
+        let durable = ChatRequest::new("hi", "42", Role::Owner).durable();
+        let json = serde_json::to_string(&durable).unwrap();
+        assert_eq!(json, r#"{"message":"hi","chat_id":"42","role":"owner","durable":true}"#);
+        assert_eq!(serde_json::from_str::<ChatRequest>(&json).unwrap(), durable);
+        assert!(durable.is_durable());
+        let not: ChatRequest = serde_json::from_str(r#"{"message":"hi","chat_id":"42","durable":false}"#).unwrap();
+        assert!(!not.is_durable(), "false is today's behaviour");
+
+        let chats = PendingChats::new(vec!["7".into(), "1001".into()]);
+        let json = serde_json::to_string(&chats).unwrap();
+        assert_eq!(json, r#"{"chats":["7","1001"]}"#);
+        assert_eq!(serde_json::from_str::<PendingChats>(&json).unwrap(), chats);
+        for stopped in [true, false] {
+            let json = serde_json::to_string(&StopResponse::new(stopped)).unwrap();
+            assert_eq!(json, format!(r#"{{"stopped":{stopped}}}"#));
+            assert_eq!(serde_json::from_str::<StopResponse>(&json).unwrap().stopped, stopped);
+        }
+        let turn = PendingMessage::new("7", "the answer", PENDING_TURN, "t");
+        let json = serde_json::to_string(&turn).unwrap();
+        assert_eq!(json, r#"{"chat_id":"7","content":"the answer","source":"turn","created_at":"t"}"#);
+        assert_eq!(serde_json::from_str::<PendingMessage>(&json).unwrap(), turn);
+        assert!(PENDING_TURN_FILE.ends_with("_file"), "platforms read `*_file` sources as files");
     }
 
     #[test]

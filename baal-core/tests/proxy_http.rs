@@ -1,14 +1,16 @@
 //! `HttpProxy` against a hand-scripted HTTP server on loopback: for the failures a well-behaved
 //! agent never produces on demand (HTTP 500, a body cut off mid-stream, a stall, a connection
 //! closed before any answer). Streaming against the real `baal-agent` is in `local_deployer.rs`;
-//! `set_budget` is also tried against a real one here.
+//! `set_budget`, `stop` and `pending_chats` are also tried against a real one here.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baal_core::domain::Role;
 use baal_core::proxy::http::{HttpProxy, HttpProxyOptions};
-use baal_core::proxy::{AgentEndpoint, AgentEvent, Budget, BudgetStatus, ChatRequest, Proxy, ProxyError};
+use baal_core::proxy::{
+    AgentEndpoint, AgentEvent, Budget, BudgetStatus, ChatRequest, PENDING_TURN, Proxy, ProxyError, TURN_STOPPED,
+};
 use futures_util::StreamExt;
 use secrecy::SecretString;
 use serde_json::json;
@@ -324,6 +326,83 @@ async fn set_budget_puts_it_and_an_agent_without_budgets_is_not_an_error() {
     assert_eq!(proxy.set_budget(&down, &budget).await.unwrap_err(), ProxyError::Unreachable);
 }
 
+#[tokio::test]
+async fn stop_and_pending_chats_use_the_documented_requests_and_old_agents_are_not_an_error() {
+    let proxy = quick_proxy();
+    let stopped = serve(Reply::Full(200, "application/json", r#"{"stopped":true}"#.into())).await;
+    assert_eq!(proxy.stop(&endpoint(&stopped.url), "4/2").await.unwrap(), Some(true));
+    let seen = stopped.seen.lock().unwrap().clone();
+    assert_eq!(seen[0].line, "POST /chat/4%2F2/stop HTTP/1.1");
+    assert_eq!(seen[0].authorization.as_deref(), Some("Bearer s3cret-token"));
+    let idle = serve(Reply::Full(200, "application/json", r#"{"stopped":false}"#.into())).await;
+    assert_eq!(proxy.stop(&endpoint(&idle.url), "42").await.unwrap(), Some(false));
+
+    let chats = serve(Reply::Full(200, "application/json", r#"{"chats":["7","1001"]}"#.into())).await;
+    assert_eq!(proxy.pending_chats(&endpoint(&chats.url)).await.unwrap(), Some(vec!["7".into(), "1001".into()]));
+    let seen = chats.seen.lock().unwrap().clone();
+    assert_eq!(seen[0].line, "GET /pending/chats HTTP/1.1");
+    assert_eq!(seen[0].authorization.as_deref(), Some("Bearer s3cret-token"));
+
+    // An agent from before these routes (404), or one with the path for another method (405):
+    // the caller drops the stream instead of stopping, and falls back to the owner's chat.
+    for status in [404, 405] {
+        let old = serve(Reply::Full(status, "text/plain", "no".into())).await;
+        assert_eq!(proxy.stop(&endpoint(&old.url), "42").await.unwrap(), None, "{status}");
+        assert_eq!(proxy.pending_chats(&endpoint(&old.url)).await.unwrap(), None, "{status}");
+    }
+    let refused = serve(Reply::Full(401, "application/json", r#"{"error":"unauthorized"}"#.into())).await;
+    assert_eq!(proxy.stop(&endpoint(&refused.url), "42").await.unwrap_err(), ProxyError::Unauthorized);
+    assert_eq!(proxy.pending_chats(&endpoint(&refused.url)).await.unwrap_err(), ProxyError::Unauthorized);
+    let broken = serve(Reply::Full(500, "application/json", r#"{"error":"x"}"#.into())).await;
+    assert_eq!(proxy.stop(&endpoint(&broken.url), "42").await.unwrap_err(), ProxyError::Status(500));
+    assert_eq!(proxy.pending_chats(&endpoint(&broken.url)).await.unwrap_err(), ProxyError::Status(500));
+    let garbled = serve(Reply::Full(200, "application/json", r#"{"chats":"7"}"#.into())).await;
+    assert_eq!(proxy.stop(&endpoint(&garbled.url), "42").await.unwrap_err(), ProxyError::Protocol);
+    assert_eq!(proxy.pending_chats(&endpoint(&garbled.url)).await.unwrap_err(), ProxyError::Protocol);
+    let down = endpoint("http://127.0.0.1:9");
+    assert_eq!(proxy.stop(&down, "42").await.unwrap_err(), ProxyError::Unreachable);
+    assert_eq!(proxy.pending_chats(&down).await.unwrap_err(), ProxyError::Unreachable);
+}
+
+#[tokio::test]
+async fn a_real_agent_stops_a_turn_and_lists_the_chat_a_durable_turn_queued_for() {
+    use baal_core::testing::openai::{Reply as LlmReply, ScriptedLlm};
+    let llm = ScriptedLlm::start().await;
+    // The first turn's model never answers: it runs until it is stopped.
+    llm.push(LlmReply::Hang);
+    let real = start_real_agent_with("s3cret-token", &llm.base_url());
+    let agent = endpoint(&real.url);
+    let proxy = HttpProxy::new().unwrap();
+    let stream = proxy.chat(&agent, ChatRequest::new("hi", "42", Role::Owner).durable()).await;
+    for _ in 0..2000 {
+        if !llm.completion_requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(proxy.stop(&agent, "42").await.unwrap(), Some(true));
+    let events: Vec<AgentEvent> = stream.collect().await;
+    assert_eq!(events, [AgentEvent::Error { content: TURN_STOPPED.into() }, AgentEvent::done()]);
+    assert_eq!(proxy.stop(&agent, "42").await.unwrap(), Some(false));
+    assert_eq!(proxy.pending_chats(&agent).await.unwrap(), Some(Vec::new()));
+
+    // A durable visitor's turn whose stream is dropped at once: its answer is queued for that
+    // visitor's chat, which the agent then lists.
+    drop(proxy.chat(&agent, ChatRequest::new("hello", "777", Role::Visitor).durable()).await);
+    let mut listed = None;
+    for _ in 0..2000 {
+        listed = proxy.pending_chats(&agent).await.unwrap();
+        if listed.as_ref().is_some_and(|chats| !chats.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(listed, Some(vec!["777".to_owned()]));
+    let queued = proxy.pending(&agent, Some("777")).await.unwrap();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!((queued[0].source.as_str(), queued[0].content.as_str()), (PENDING_TURN, "echo: hello"));
+}
+
 /// A real `baal-agent` (built by `cargo build --workspace`, or `BAAL_AGENT_BIN`) on loopback,
 /// killed when dropped.
 struct RealAgent {
@@ -340,6 +419,11 @@ impl Drop for RealAgent {
 }
 
 fn start_real_agent(secret: &str) -> RealAgent {
+    start_real_agent_with(secret, "http://127.0.0.1:9/v1")
+}
+
+/// A real agent whose model is at `llm_url`.
+fn start_real_agent_with(secret: &str, llm_url: &str) -> RealAgent {
     use std::io::BufRead as _;
     let explicit = std::env::var_os("BAAL_AGENT_BIN").map(std::path::PathBuf::from);
     let binary = baal_core::deploy::local::find_agent_binary(explicit.as_deref())
@@ -352,7 +436,7 @@ fn start_real_agent(secret: &str) -> RealAgent {
         .env("BIND_ADDR", "127.0.0.1")
         .env("DB_PATH", dir.path().join("agent.db"))
         .env("WORKSPACE_PATH", dir.path().join("workspace"))
-        .env("LIBERTAI_API_BASE_URL", "http://127.0.0.1:9/v1")
+        .env("LIBERTAI_API_BASE_URL", llm_url)
         .env("LIBERTAI_API_KEY", "k")
         .env("AGENT_SECRET", secret)
         .env("HEARTBEAT_INTERVAL", "0")

@@ -146,3 +146,78 @@ pub fn texts(events: &[AgentEvent]) -> Vec<String> {
         })
         .collect()
 }
+
+/// The processes whose command line contains `needle`. A process that is exec'ing (bash turning
+/// into `sleep`) can show an empty command line for an instant, so one scan may miss a process
+/// that is running: callers follow pids once seen instead of re-scanning.
+pub fn processes_matching(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|name| name.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(needle))
+        })
+        .collect()
+}
+
+/// Whether `pid` is gone (or only a zombie waiting for its reaper).
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// The pids of the processes whose command line contains `marker`, once there are any (empty
+/// after 20 s: slow machines, a whole test suite in parallel, may take a while to fork).
+pub async fn wait_for_processes(marker: &str) -> Vec<u32> {
+    for _ in 0..800 {
+        let found = processes_matching(marker);
+        if !found.is_empty() {
+            return found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    Vec::new()
+}
+
+/// Those of `pids` still alive after waiting up to 10 s for all of them to go.
+pub async fn survivors(pids: &[u32]) -> Vec<u32> {
+    for _ in 0..400 {
+        if pids.iter().all(|&pid| process_gone(pid)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    pids.iter().copied().filter(|&pid| !process_gone(pid)).collect()
+}
+
+/// Sends `POST /chat` with `body` on a connection of its own and reads the answer until it
+/// contains `needle`; returns the connection, whose drop really closes the socket (as a bot
+/// that dies closes it), and what was read. Panics if the agent ends the answer first.
+pub async fn chat_until(
+    agent: &AgentProcess,
+    body: &serde_json::Value,
+    needle: &str,
+) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = agent.base_url.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = body.to_string();
+    let head = format!(
+        "POST /chat HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {SECRET}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(body.as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains(needle) {
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the agent closed the stream before {needle:?}: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    (socket, seen)
+}

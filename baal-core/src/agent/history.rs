@@ -496,6 +496,39 @@ impl History {
         })
     }
 
+    /// Queues `messages` (`(source, content)`, in order) for the bot to deliver to `chat_id`, in one
+    /// transaction: all of them or none, with increasing ids in the order given.
+    pub async fn push_pending_all(&self, chat_id: &str, messages: &[(&str, String)]) -> Result<(), HistoryError> {
+        let at = now();
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO pending_messages (chat_id, content, source, created_at) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for (source, content) in messages {
+                    insert.execute(rusqlite::params![chat_id, content, source, at])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// The chats that have a queued message which is not leased (or whose lease ran out), the
+    /// chat of the oldest such message first: those a `GET /pending?chat_id=&lease=` would get
+    /// something from now.
+    pub async fn pending_chats(&self) -> Result<Vec<String>, HistoryError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT chat_id FROM pending_messages WHERE leased_until IS NULL OR leased_until <= ?1 \
+                 GROUP BY chat_id ORDER BY MIN(id)",
+            )?
+            .query_map([now], |row| row.get(0))?
+            .collect()
+        })
+    }
+
     /// Takes (returns and deletes) the queued messages of `chat_id`, or of every chat when `None`,
     /// oldest first, leased or not: the destructive read of clients that predate leases. The
     /// messages carry no id, since there is nothing left to acknowledge.
@@ -659,6 +692,38 @@ mod tests {
         history.lease_pending(None, HOUR).await.unwrap();
         assert_eq!(history.ack_pending(&[id("c"), id("d")], None).await.unwrap(), 2);
         assert_eq!(contents(&history.take_pending(None).await.unwrap()), ["b"]);
+    }
+
+    #[tokio::test]
+    async fn pending_chats_are_those_with_a_readable_message_oldest_first() {
+        let history = History::in_memory().await.unwrap();
+        assert!(history.pending_chats().await.unwrap().is_empty());
+        history.push_pending("8", "eight", "heartbeat").await.unwrap();
+        history
+            .push_pending_all("7", &[("turn", "a".into()), ("turn_file", "f".into()), ("turn", "b".into())])
+            .await
+            .unwrap();
+        history.push_pending("9", "nine", "subagent").await.unwrap();
+        history.push_pending("8", "eight again", "heartbeat").await.unwrap();
+        assert_eq!(history.pending_chats().await.unwrap(), ["8", "7", "9"]);
+
+        // Chat 8's messages are all leased: it has nothing to read now.
+        history.lease_pending(Some("8"), HOUR).await.unwrap();
+        assert_eq!(history.pending_chats().await.unwrap(), ["7", "9"]);
+        // A batch keeps its order, with increasing ids, and one of its messages still leased
+        // leaves the chat listed for the others only once that lease runs out.
+        let sevens = history.lease_pending(Some("7"), Duration::ZERO).await.unwrap();
+        assert_eq!(contents(&sevens), ["a", "f", "b"]);
+        assert_eq!(sevens.iter().map(|m| m.source.as_str()).collect::<Vec<_>>(), ["turn", "turn_file", "turn"]);
+        assert!(ids(&sevens).windows(2).all(|w| w[0] < w[1]), "{:?}", ids(&sevens));
+        history.lease_pending(Some("7"), HOUR).await.unwrap();
+        assert_eq!(history.pending_chats().await.unwrap(), ["9"]);
+        history.push_pending("8", "new for eight", "heartbeat").await.unwrap();
+        assert_eq!(history.pending_chats().await.unwrap(), ["9", "8"], "ordered by the oldest readable message");
+        history.take_pending(None).await.unwrap();
+        assert!(history.pending_chats().await.unwrap().is_empty());
+        history.push_pending_all("7", &[]).await.unwrap();
+        assert!(history.pending_chats().await.unwrap().is_empty(), "an empty batch queues nothing");
     }
 
     #[tokio::test]

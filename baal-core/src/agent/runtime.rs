@@ -3,20 +3,24 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::Stream;
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::AbortHandle;
 
 use crate::domain::Role;
 use crate::inference::{
     ChatMessage, Completion, CompletionBuilder, CompletionRequest, Inference, InferenceError, ToolSpec,
 };
-use crate::wire::{AgentEvent, BudgetLimit, ChatRequest, TurnUsage, UsageCause};
+use crate::wire::{
+    AgentEvent, BudgetLimit, ChatRequest, PENDING_TURN, PENDING_TURN_FILE, TURN_STOPPED, TurnUsage, UsageCause,
+};
 
 use super::budget::Spent;
 use super::compaction::{CompactionConfig, prepare_loaded_context};
@@ -261,38 +265,76 @@ impl Agent {
     }
 
     /// Runs one chat turn and streams its events: `keepalive` while quiet, `text`, `tool_use`,
-    /// `tool_result`, `file`, `error`, and always `done` last. Dropping the stream cancels the turn
-    /// (a running tool is dropped, which kills its process); so does `turn_timeout`, which ends
-    /// the stream with an `error`.
+    /// `tool_result`, `file`, `error`, and always `done` last. `turn_timeout` ends the turn (its
+    /// running tool dies with it) and the stream with an `error`; so does [`Agent::stop`], with
+    /// the `error` "Stopped.". Dropping the stream cancels the turn the same way, unless the
+    /// request is [durable](ChatRequest::durable): the turn then runs to its end, and what the
+    /// stream had not handed out (each whole `text`, each `file`, the `error` it ended with) is
+    /// queued for the chat as pending messages ([`PENDING_TURN`], [`PENDING_TURN_FILE`]).
     pub fn chat(&self, request: ChatRequest) -> ChatStream {
         let (tx, rx) = mpsc::unbounded_channel();
         let agent = self.clone();
         let limit = self.inner.config.turn_timeout;
+        // Claimed here rather than when the task first runs, so that a stop sent as soon as the
+        // request was accepted finds the turn.
+        let (slot, stop) = self.inner.chat_locks.claim(&request.chat_id);
+        let detach = request.is_durable().then(|| Detach {
+            agent: self.clone(),
+            chat_id: request.chat_id.clone(),
+            stopped: Arc::new(AtomicBool::new(false)),
+        });
+        let stopped = detach.as_ref().map(|d| d.stopped.clone());
         let task = tokio::spawn(async move {
             let mut usage = TurnUsage::default();
-            match tokio::time::timeout(limit, agent.chat_turn(request, &tx, &mut usage)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    let _ = tx.send(AgentEvent::Error { content: e.to_string() });
+            let end = tokio::select! {
+                biased;
+                () = stop => None,
+                end = tokio::time::timeout(limit, agent.chat_turn(request, slot, &tx, &mut usage)) => Some(end),
+            };
+            let error = match end {
+                Some(Ok(Ok(()))) => None,
+                Some(Ok(Err(e))) => Some(e.to_string()),
+                Some(Err(_)) => Some(turn_timeout_message(limit)),
+                None => {
+                    // Before the error is sent: whoever reads it for a client that left must
+                    // know that nothing is to be queued.
+                    if let Some(stopped) = &stopped {
+                        stopped.store(true, Ordering::Release);
+                    }
+                    Some(TURN_STOPPED.to_owned())
                 }
-                Err(_) => {
-                    let _ = tx.send(AgentEvent::Error { content: turn_timeout_message(limit) });
-                }
+            };
+            if let Some(content) = error {
+                let _ = tx.send(AgentEvent::Error { content });
             }
-            // Counted even when the turn failed or ran out of time: those calls were made.
+            // Counted even when the turn failed, ran out of time or was stopped: the calls were made.
             let _ = tx.send(AgentEvent::Done { usage: (usage.calls > 0).then_some(usage) });
         });
-        ChatStream::new(rx, task.abort_handle(), self.inner.config.keepalive_interval)
+        ChatStream::new(rx, task.abort_handle(), self.inner.config.keepalive_interval, detach)
     }
 
-    async fn chat_turn(&self, request: ChatRequest, out: &Events, usage: &mut TurnUsage) -> Result<(), HistoryError> {
+    /// Stops the turns of `chat_id`, the running one and any waiting behind it, as a dropped
+    /// stream stops a turn that is not durable: the running tool dies with it, and nothing is
+    /// queued for a durable one. Its stream, if still read, ends with an `error` ("Stopped.")
+    /// and `done`. Returns whether the chat had a turn.
+    pub fn stop(&self, chat_id: &str) -> bool {
+        self.inner.chat_locks.stop(chat_id)
+    }
+
+    async fn chat_turn(
+        &self,
+        request: ChatRequest,
+        slot: ChatSlot,
+        out: &Events,
+        usage: &mut TurnUsage,
+    ) -> Result<(), HistoryError> {
         let history = &self.inner.history;
         if let Some(budget) = request.budget {
             history.set_budget(budget)?;
         }
         let turn = self.turn_of(&request);
-        // Dropped with this future however the turn ends (done, failed, client gone, deadline).
-        let slot = self.inner.chat_locks.slot(&request.chat_id);
+        // The slot goes with this future however the turn ends (done, failed, stopped, client
+        // gone, deadline).
         let _serialised = slot.lock.lock().await;
         // Checked before the message is stored: a turn that cannot call the model leaves no
         // unanswered message behind.
@@ -617,8 +659,7 @@ impl Agent {
             tracing::warn!(%e, "could not queue a message for the owner");
         }
         for file in files {
-            let content = json!({"type": "file", "path": file.path, "caption": file.caption}).to_string();
-            if let Err(e) = history.push_pending(owner, &content, file_source).await {
+            if let Err(e) = history.push_pending(owner, &file_message(&file.path, &file.caption), file_source).await {
                 tracing::warn!(%e, "could not queue a file for the owner");
             }
         }
@@ -732,16 +773,17 @@ impl Agent {
     }
 }
 
-/// One lock per chat with a turn running or waiting, so that a chat's turns run one at a time.
-/// An entry counts the [`ChatSlot`]s that use it and goes when the last one is dropped: a turn
-/// that ends, fails or is aborted (client gone, deadline) leaves nothing behind, so the map stays
-/// as small as the number of busy chats.
+/// One lock per chat with a turn running or waiting, so that a chat's turns run one at a time,
+/// and the signal that stops them ([`Agent::stop`]). An entry counts the [`ChatSlot`]s that use
+/// it and goes when the last one is dropped: a turn that ends, fails or is aborted (client gone,
+/// deadline, stop) leaves nothing behind, so the map stays as small as the number of busy chats.
 #[derive(Clone, Default)]
 struct ChatLocks(Arc<Mutex<HashMap<String, ChatLockEntry>>>);
 
 #[derive(Default)]
 struct ChatLockEntry {
     lock: Arc<tokio::sync::Mutex<()>>,
+    stop: Arc<Notify>,
     users: usize,
 }
 
@@ -753,11 +795,24 @@ struct ChatSlot {
 }
 
 impl ChatLocks {
-    fn slot(&self, chat_id: &str) -> ChatSlot {
+    /// A new turn's slot in `chat_id`, and the future that completes when the chat's turns are
+    /// stopped. Both are taken under the map's lock, as [`ChatLocks::stop`] signals under it: a
+    /// stop reaches every turn that holds a slot, and none that claims one after it.
+    fn claim(&self, chat_id: &str) -> (ChatSlot, OwnedNotified) {
         let mut map = self.map();
         let entry = map.entry(chat_id.to_owned()).or_default();
         entry.users += 1;
-        ChatSlot { locks: self.clone(), chat_id: chat_id.to_owned(), lock: entry.lock.clone() }
+        let stop = entry.stop.clone().notified_owned();
+        (ChatSlot { locks: self.clone(), chat_id: chat_id.to_owned(), lock: entry.lock.clone() }, stop)
+    }
+
+    /// Stops every turn holding a slot in `chat_id`; whether there was one.
+    fn stop(&self, chat_id: &str) -> bool {
+        let map = self.map();
+        let Some(entry) = map.get(chat_id) else { return false };
+        // Reaches every `OwnedNotified` made before it, polled yet or not.
+        entry.stop.notify_waiters();
+        true
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, ChatLockEntry>> {
@@ -916,7 +971,7 @@ pub fn schedule_of(content: &str) -> Option<Duration> {
 }
 
 /// The events of one chat turn (see [`Agent::chat`]). Sends `keepalive` after every quiet
-/// `keepalive_interval`; ends after `done`; cancels the turn when dropped.
+/// `keepalive_interval`; ends after `done`; cancels the turn when dropped, unless it is durable.
 pub struct ChatStream {
     rx: mpsc::UnboundedReceiver<AgentEvent>,
     task: AbortHandle,
@@ -924,10 +979,79 @@ pub struct ChatStream {
     interval: Duration,
     queued: VecDeque<AgentEvent>,
     finished: bool,
+    /// Set for a durable turn: who takes over the events this stream did not hand out.
+    detach: Option<Detach>,
 }
 
+/// What a durable turn's stream needs to queue what its client did not get.
+struct Detach {
+    agent: Agent,
+    chat_id: String,
+    /// Set by the turn when [`Agent::stop`] ended it: then nothing is queued.
+    stopped: Arc<AtomicBool>,
+}
+
+impl Detach {
+    /// Reads the rest of the turn's events, up to `done`, and queues what a user would have
+    /// seen: each whole text, each file, and the error the turn ended with; nothing when the
+    /// turn was stopped.
+    async fn queue_the_rest(self, mut rx: mpsc::UnboundedReceiver<AgentEvent>) {
+        let mut undelivered = Vec::new();
+        let mut ended = false;
+        while !ended {
+            match rx.recv().await {
+                Some(event) => ended = undelivered_message(event, &mut undelivered),
+                None => break,
+            }
+        }
+        if !ended {
+            // The turn's task died without `done` (it panicked): the user is still told.
+            undelivered.push((PENDING_TURN, unfinished_notice(INTERNAL_ERROR)));
+        }
+        if self.stopped.load(Ordering::Acquire) || undelivered.is_empty() {
+            return;
+        }
+        let count = undelivered.len();
+        match self.agent.history().push_pending_all(&self.chat_id, &undelivered).await {
+            Ok(()) => tracing::info!(count, "a durable turn's client had left: its answer is queued"),
+            Err(error) => tracing::warn!(%error, count, "could not queue a durable turn's answer"),
+        }
+    }
+}
+
+/// Adds what `event` showed a user to `undelivered` (`(source, content)`); whether it was `done`.
+fn undelivered_message(event: AgentEvent, undelivered: &mut Vec<(&'static str, String)>) -> bool {
+    match event {
+        AgentEvent::Text { content } if !content.trim().is_empty() => undelivered.push((PENDING_TURN, content)),
+        AgentEvent::File { path, caption } => undelivered.push((PENDING_TURN_FILE, file_message(&path, &caption))),
+        AgentEvent::Error { content } => undelivered.push((PENDING_TURN, unfinished_notice(&content))),
+        AgentEvent::Done { .. } => return true,
+        _ => {}
+    }
+    false
+}
+
+/// The content of a pending message (`*_file` sources) that sends the workspace file `path`.
+fn file_message(path: &str, caption: &str) -> String {
+    json!({"type": "file", "path": path, "caption": caption}).to_string()
+}
+
+/// The queued form of the error a durable turn ended with: it arrives on its own, perhaps after
+/// a restart of the bot, so it says what it is about.
+fn unfinished_notice(error: &str) -> String {
+    format!("(The answer to your last message could not be finished: {error})")
+}
+
+/// What a client reads when a turn ended without finishing its stream.
+const INTERNAL_ERROR: &str = "The agent hit an internal error. Please try again.";
+
 impl ChatStream {
-    fn new(rx: mpsc::UnboundedReceiver<AgentEvent>, task: AbortHandle, interval: Duration) -> Self {
+    fn new(
+        rx: mpsc::UnboundedReceiver<AgentEvent>,
+        task: AbortHandle,
+        interval: Duration,
+        detach: Option<Detach>,
+    ) -> Self {
         ChatStream {
             rx,
             task,
@@ -935,6 +1059,7 @@ impl ChatStream {
             interval,
             queued: VecDeque::new(),
             finished: false,
+            detach,
         }
     }
 }
@@ -964,9 +1089,7 @@ impl Stream for ChatStream {
                 this.finished = true;
                 tracing::error!("a chat turn ended without finishing its stream");
                 this.queued.push_back(AgentEvent::done());
-                Poll::Ready(Some(AgentEvent::Error {
-                    content: "The agent hit an internal error. Please try again.".into(),
-                }))
+                Poll::Ready(Some(AgentEvent::Error { content: INTERNAL_ERROR.into() }))
             }
             Poll::Pending => {
                 if this.keepalive.as_mut().poll(cx).is_ready() {
@@ -984,6 +1107,17 @@ impl Stream for ChatStream {
 
 impl Drop for ChatStream {
     fn drop(&mut self) {
+        // A durable turn goes on without its client; what it writes from here is queued.
+        if let Some(detach) = self.detach.take()
+            && !self.finished
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            // Not finished, so nothing is queued on this side: every event left is in the channel.
+            let (_, closed) = mpsc::unbounded_channel();
+            let rx = std::mem::replace(&mut self.rx, closed);
+            runtime.spawn(detach.queue_the_rest(rx));
+            return;
+        }
         self.task.abort();
     }
 }
@@ -1031,7 +1165,7 @@ mod tests {
     async fn turns_aborted_while_waiting_or_holding_leave_no_chat_lock_behind() {
         let locks = ChatLocks::default();
         let hold = |locks: &ChatLocks| {
-            let slot = locks.slot("7");
+            let (slot, _) = locks.claim("7");
             tokio::spawn(async move {
                 let _held = slot.lock.lock().await;
                 std::future::pending::<()>().await;
@@ -1048,7 +1182,7 @@ mod tests {
         let _ = holder.await;
         assert_eq!(chats_with_locks(&locks), 0);
         // A turn that ends normally leaves nothing either.
-        drop(locks.slot("8"));
+        drop(locks.claim("8"));
         assert_eq!(chats_with_locks(&locks), 0);
     }
 

@@ -17,7 +17,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::{AgentEndpoint, AgentEvent, AgentFile, ChatRequest, HealthResponse, PendingMessage, PendingResponse};
-use super::{Budget, PendingAck, Proxy, ProxyError, UsageResponse};
+use super::{Budget, PendingAck, PendingChats, Proxy, ProxyError, StopResponse, UsageResponse};
 
 /// Seconds a `GET /pending` leases the messages it returns for. Long enough to deliver a batch
 /// through Telegram's flood waits and file uploads before the lease runs out (which would let
@@ -286,6 +286,27 @@ impl Proxy for HttpProxy {
             // A Python agent has no such route (404), or none for this method (405): it keeps no
             // budget, which is not an error.
             Err(ProxyError::Status(404 | 405)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn stop(&self, agent: &AgentEndpoint, chat_id: &str) -> Result<Option<bool>, ProxyError> {
+        let url = Self::url(agent, ["chat", chat_id, "stop"])?;
+        match self.call(agent, Method::POST, url, None).await {
+            Ok(response) => Ok(Some(json_body::<StopResponse>(response).await?.stopped)),
+            // An agent from before stopping has no such route (404), or the path answers to
+            // another method only (405): the caller drops the stream instead.
+            Err(ProxyError::Status(404 | 405)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn pending_chats(&self, agent: &AgentEndpoint) -> Result<Option<Vec<String>>, ProxyError> {
+        let url = Self::url(agent, ["pending", "chats"])?;
+        match self.call(agent, Method::GET, url, None).await {
+            Ok(response) => Ok(Some(json_body::<PendingChats>(response).await?.chats)),
+            // A Python or older agent (404, or 405): its messages are all for the owner's chat.
+            Err(ProxyError::Status(404 | 405)) => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -9,8 +9,9 @@ use futures_util::stream::BoxStream;
 use secrecy::SecretString;
 
 pub use crate::wire::{
-    AgentEvent, Budget, BudgetLimit, BudgetStatus, ChatRequest, HealthResponse, MAX_ACK_IDS, PendingAck,
-    PendingMessage, PendingResponse, TurnUsage, UsageCause, UsageRecord, UsageResponse,
+    AgentEvent, Budget, BudgetLimit, BudgetStatus, ChatRequest, HealthResponse, MAX_ACK_IDS, PENDING_TURN,
+    PENDING_TURN_FILE, PendingAck, PendingChats, PendingMessage, PendingResponse, StopResponse, TURN_STOPPED,
+    TurnUsage, UsageCause, UsageRecord, UsageResponse,
 };
 
 pub mod http;
@@ -121,6 +122,23 @@ pub trait Proxy: Send + Sync {
     async fn set_budget(&self, agent: &AgentEndpoint, budget: &Budget) -> Result<bool, ProxyError> {
         let _ = (agent, budget);
         Ok(false)
+    }
+    /// Stops the turns of `chat_id` on the agent (`POST /chat/{chat_id}/stop`), durable or not:
+    /// their tools die, nothing is queued for them, and a stream still open ends with the
+    /// `error` [`TURN_STOPPED`] and `done`. `Some(stopped)`: whether a turn was running or
+    /// waiting. `None` when the agent cannot stop turns (a Python or older agent, or a proxy that
+    /// does not implement this: the default); the caller then drops the stream instead, which
+    /// stops a turn that is not durable.
+    async fn stop(&self, agent: &AgentEndpoint, chat_id: &str) -> Result<Option<bool>, ProxyError> {
+        let _ = (agent, chat_id);
+        Ok(None)
+    }
+    /// The chats that have a message to collect now (`GET /pending/chats`), the chat of the
+    /// oldest one first. `None` when the agent cannot say (a Python or older agent, or a proxy
+    /// that does not implement this: the default); its messages are then for the owner's chat.
+    async fn pending_chats(&self, agent: &AgentEndpoint) -> Result<Option<Vec<String>>, ProxyError> {
+        let _ = agent;
+        Ok(None)
     }
     /// Downloads a workspace file.
     async fn file(&self, agent: &AgentEndpoint, path: &str) -> Result<AgentFile, ProxyError>;
