@@ -88,8 +88,12 @@ async fn a_durable_turn_whose_client_leaves_mid_tool_finishes_and_its_answer_is_
     assert_eq!(file, json!({"type": "file", "path": "report.txt", "caption": "the report"}));
     assert_eq!(
         sources_and_contents(&queued),
-        [("turn", "Here is the report."), ("turn_file", queued[1].content.as_str()), ("turn", "All done.")],
-        "in the order the turn wrote them, without what the client read (\"Starting.\")"
+        [
+            ("turn", "Starting.\n\nHere is the report."),
+            ("turn_file", queued[1].content.as_str()),
+            ("turn", "All done.")
+        ],
+        "in the order the turn wrote them, what the client read (\"Starting.\") opening the first text"
     );
     assert_eq!(std::fs::read_to_string(agent.workspace().join("finished.txt")).unwrap(), "finished\n");
     // Once: acknowledged, nothing comes back, not even after a lease.

@@ -173,7 +173,7 @@ fn is_tool_use(event: &AgentEvent) -> bool {
 }
 
 #[tokio::test]
-async fn a_durable_turn_whose_client_leaves_finishes_and_queues_only_what_the_client_missed() {
+async fn a_durable_turn_whose_client_leaves_finishes_and_queues_its_answer_whole() {
     let h = harness().await;
     h.llm.push(Reply::tool_calls(Some("Looking."), &[("gate", "{}")]));
     h.llm.push(Reply::tool_calls(Some("Here it is."), &[("send_report", "{}")]));
@@ -189,8 +189,8 @@ async fn a_durable_turn_whose_client_leaves_finishes_and_queues_only_what_the_cl
     assert_eq!(file, json!({"type": "file", "path": "report.txt", "caption": "the report"}));
     assert_eq!(
         sources_and_contents(&queued),
-        [("turn", "Here it is."), ("turn_file", queued[1].content.as_str()), ("turn", "All done.")],
-        "what the client got (\"Looking.\") is not queued again"
+        [("turn", "Looking.\n\nHere it is."), ("turn_file", queued[1].content.as_str()), ("turn", "All done.")],
+        "what the client got (\"Looking.\") opens the queued answer, which the client that left may have shown in part"
     );
     let ids: Vec<i64> = queued.iter().map(|m| m.id.unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");

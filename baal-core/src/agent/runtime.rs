@@ -270,7 +270,8 @@ impl Agent {
     /// the `error` "Stopped.". Dropping the stream cancels the turn the same way, unless the
     /// request is [durable](ChatRequest::durable): the turn then runs to its end, and what the
     /// stream had not handed out (each whole `text`, each `file`, the `error` it ended with) is
-    /// queued for the chat as pending messages ([`PENDING_TURN`], [`PENDING_TURN_FILE`]).
+    /// queued for the chat as pending messages ([`PENDING_TURN`], [`PENDING_TURN_FILE`]), the
+    /// texts it did hand out opening the first queued text, so the answer arrives whole.
     pub fn chat(&self, request: ChatRequest) -> ChatStream {
         let (tx, rx) = mpsc::unbounded_channel();
         let agent = self.clone();
@@ -981,6 +982,8 @@ pub struct ChatStream {
     finished: bool,
     /// Set for a durable turn: who takes over the events this stream did not hand out.
     detach: Option<Detach>,
+    /// A durable turn's whole texts this stream handed out.
+    handed: Vec<String>,
 }
 
 /// What a durable turn's stream needs to queue what its client did not get.
@@ -994,8 +997,9 @@ struct Detach {
 impl Detach {
     /// Reads the rest of the turn's events, up to `done`, and queues what a user would have
     /// seen: each whole text, each file, and the error the turn ended with; nothing when the
-    /// turn was stopped.
-    async fn queue_the_rest(self, mut rx: mpsc::UnboundedReceiver<AgentEvent>) {
+    /// turn was stopped. The texts the stream did hand out (`handed`) open the first queued text:
+    /// the client that left may have shown them only in part, so the answer comes whole.
+    async fn queue_the_rest(self, mut rx: mpsc::UnboundedReceiver<AgentEvent>, handed: Vec<String>) {
         let mut undelivered = Vec::new();
         let mut ended = false;
         while !ended {
@@ -1010,6 +1014,15 @@ impl Detach {
         }
         if self.stopped.load(Ordering::Acquire) || undelivered.is_empty() {
             return;
+        }
+        if !handed.is_empty() {
+            let before = handed.join("\n\n");
+            match undelivered.first_mut() {
+                Some((PENDING_TURN, text)) if !text.starts_with(UNFINISHED_PREFIX) => {
+                    *text = format!("{before}\n\n{text}")
+                }
+                _ => undelivered.insert(0, (PENDING_TURN, before)),
+            }
         }
         let count = undelivered.len();
         match self.agent.history().push_pending_all(&self.chat_id, &undelivered).await {
@@ -1039,8 +1052,11 @@ fn file_message(path: &str, caption: &str) -> String {
 /// The queued form of the error a durable turn ended with: it arrives on its own, perhaps after
 /// a restart of the bot, so it says what it is about.
 fn unfinished_notice(error: &str) -> String {
-    format!("(The answer to your last message could not be finished: {error})")
+    format!("{UNFINISHED_PREFIX}{error})")
 }
+
+/// How [`unfinished_notice`] starts, to tell it from the answer's text.
+const UNFINISHED_PREFIX: &str = "(The answer to your last message could not be finished: ";
 
 /// What a client reads when a turn ended without finishing its stream.
 const INTERNAL_ERROR: &str = "The agent hit an internal error. Please try again.";
@@ -1060,6 +1076,7 @@ impl ChatStream {
             queued: VecDeque::new(),
             finished: false,
             detach,
+            handed: Vec::new(),
         }
     }
 }
@@ -1079,6 +1096,11 @@ impl Stream for ChatStream {
             Poll::Ready(Some(event)) => {
                 let deadline = tokio::time::Instant::now() + this.interval;
                 this.keepalive.as_mut().reset(deadline);
+                if this.detach.is_some()
+                    && let AgentEvent::Text { content } = &event
+                {
+                    this.handed.push(content.clone());
+                }
                 if event.is_done() {
                     this.finished = true;
                 }
@@ -1115,7 +1137,7 @@ impl Drop for ChatStream {
             // Not finished, so nothing is queued on this side: every event left is in the channel.
             let (_, closed) = mpsc::unbounded_channel();
             let rx = std::mem::replace(&mut self.rx, closed);
-            runtime.spawn(detach.queue_the_rest(rx));
+            runtime.spawn(detach.queue_the_rest(rx, std::mem::take(&mut self.handed)));
             return;
         }
         self.task.abort();

@@ -78,6 +78,8 @@ pub enum Action {
     ReplaceLink(AgentId),
     /// What this agent spent, by cause and by visitor.
     AgentUsage(AgentId),
+    /// Stop the answer this agent is writing in the chat.
+    Stop(AgentId),
     /// The wizard's model choice.
     CreateModel(String),
     /// The wizard's "deploy".
@@ -127,6 +129,7 @@ impl Action {
             Action::ReplaceLinkAsk(id) => with_id("replace_link_ask", id),
             Action::ReplaceLink(id) => with_id("replace_link", id),
             Action::AgentUsage(id) => with_id("agent_usage", id),
+            Action::Stop(id) => with_id("stop_turn", id),
             Action::CreateModel(model) => format!("create_model:{model}"),
             Action::CreateConfirm => "create_confirm".to_owned(),
             Action::CreateCancel => "create_cancel".to_owned(),
@@ -194,6 +197,7 @@ impl Action {
             "replace_link_ask" => Action::ReplaceLinkAsk(id()?),
             "replace_link" => Action::ReplaceLink(id()?),
             "agent_usage" => Action::AgentUsage(id()?),
+            "stop_turn" => Action::Stop(id()?),
             "create_model" if !rest.is_empty() => Action::CreateModel(rest.to_owned()),
             "create_confirm" => Action::CreateConfirm,
             "create_cancel" => Action::CreateCancel,
@@ -258,6 +262,7 @@ mod tests {
             Action::ReplaceLinkAsk(id),
             Action::ReplaceLink(id),
             Action::AgentUsage(id),
+            Action::Stop(id),
         ]
     }
 

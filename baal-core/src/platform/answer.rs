@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 use tokio::time::Instant;
 
-use super::messenger::{ChatId, MessageRef, Messenger, Text};
+use super::messenger::{Button, ChatId, MessageRef, Messenger, Text};
 use super::render::{TELEGRAM_TEXT_LIMIT, markdown_to_html, split_message};
 use crate::proxy::AgentEvent;
 
@@ -36,8 +36,14 @@ pub(super) struct Answer<'a> {
     gap: bool,
     /// The model is reasoning and has written nothing of its completion yet.
     thinking: bool,
-    /// The messages showing this answer, each with the HTML it shows.
-    shown: Vec<(MessageRef, String)>,
+    /// The messages showing this answer, each with the HTML it shows and whether it carries the
+    /// controls.
+    shown: Vec<(MessageRef, String, bool)>,
+    /// Buttons under the answer's last message while the turn runs (a stop button), from
+    /// `controls_from` on; a message that ends (the turn's end, or a tool line, file or error
+    /// after it) loses them.
+    controls: Vec<Vec<Button>>,
+    controls_from: Instant,
     /// When a message of this answer was last sent or edited, for spacing edits.
     last_shown: Option<Instant>,
     /// What the messages show is older than the text.
@@ -61,7 +67,23 @@ impl<'a> Answer<'a> {
             last_shown: None,
             stale: false,
             said_something: false,
+            controls: Vec::new(),
+            controls_from: Instant::now(),
         }
+    }
+
+    /// Shows `controls` under the answer's last message once the turn has run for `after`, while
+    /// it runs. A turn over sooner never shows them, and costs no edit to take them away.
+    pub(super) fn with_controls(mut self, controls: Vec<Vec<Button>>, after: Duration) -> Self {
+        self.controls = controls;
+        self.controls_from = Instant::now() + after;
+        self
+    }
+
+    /// The messages showing the part of the answer still being written (none once a message
+    /// ended: those are whole).
+    pub(super) fn open_messages(&self) -> Vec<MessageRef> {
+        self.shown.iter().map(|(message, _, _)| *message).collect()
     }
 
     /// Whether any of the agent's text was shown (a thinking notice does not count).
@@ -115,7 +137,7 @@ impl<'a> Answer<'a> {
     /// said in the chat), so the text must land and no notice may stay behind.
     pub(super) async fn finish(&mut self) {
         self.end_completion();
-        self.show(true).await;
+        self.render(false).await;
     }
 
     /// The next event of the turn. Text not yet shown is shown as soon as its edit is due: now if
@@ -167,7 +189,18 @@ impl<'a> Answer<'a> {
     /// When the text not yet shown may be: right after the last edit's spacing. `None` when
     /// everything is shown, so an idle turn sets no timer.
     fn due_at(&self) -> Option<Instant> {
-        self.stale.then(|| self.last_shown.map_or_else(Instant::now, |at| at + self.interval))
+        let spaced = || self.last_shown.map_or_else(Instant::now, |at| at + self.interval);
+        let text = self.stale.then(spaced);
+        let controls = self.controls_wanted().then(|| spaced().max(self.controls_from));
+        match (text, controls) {
+            (Some(text), Some(controls)) => Some(text.min(controls)),
+            (text, controls) => text.or(controls),
+        }
+    }
+
+    /// Whether the last message still lacks the controls it is to carry.
+    fn controls_wanted(&self) -> bool {
+        !self.controls.is_empty() && self.shown.last().is_some_and(|(_, _, with)| !with)
     }
 
     fn due_now(&self) -> bool {
@@ -200,25 +233,41 @@ impl<'a> Answer<'a> {
         if !force && !self.due_now() {
             return;
         }
+        self.render(true).await;
+    }
+
+    /// Brings the messages in line with the text now; the last one carries the controls when
+    /// `controls` (the turn goes on).
+    async fn render(&mut self, controls: bool) {
         // Cleared even when the messenger fails: the next change or the final `finish` tries again,
         // rather than a timer retrying a message that may be gone.
         self.stale = false;
         let pieces = self.view().map(|html| split_message(&html, TELEGRAM_TEXT_LIMIT)).unwrap_or_default();
         let mut touched = false;
         for (i, piece) in pieces.iter().enumerate() {
-            match self.shown.get_mut(i) {
-                Some((_, shown)) if *shown == *piece => {}
-                Some((message, shown)) => {
+            let buttons =
+                controls && i + 1 == pieces.len() && !self.controls.is_empty() && Instant::now() >= self.controls_from;
+            let text = || {
+                let mut text = Text::html(piece.clone());
+                if buttons {
+                    text.buttons = self.controls.clone();
+                }
+                text
+            };
+            match self.shown.get(i) {
+                Some((_, shown, with)) if *shown == *piece && *with == buttons => {}
+                Some((message, _, _)) => {
                     touched = true;
-                    match self.messenger.edit(*message, Text::html(piece.clone())).await {
-                        Ok(()) => *shown = piece.clone(),
+                    let message = *message;
+                    match self.messenger.edit(message, text()).await {
+                        Ok(()) => self.shown[i] = (message, piece.clone(), buttons),
                         Err(err) => tracing::debug!(error = %err, "could not edit an answer"),
                     }
                 }
                 None => {
                     touched = true;
-                    match self.messenger.send(self.chat, Text::html(piece.clone())).await {
-                        Ok(message) => self.shown.push((message, piece.clone())),
+                    match self.messenger.send(self.chat, text()).await {
+                        Ok(message) => self.shown.push((message, piece.clone(), buttons)),
                         Err(err) => {
                             tracing::warn!(error = %err, chat = self.chat, "could not send an answer");
                             break;
@@ -227,7 +276,7 @@ impl<'a> Answer<'a> {
                 }
             }
         }
-        for (message, _) in self.shown.drain(pieces.len().min(self.shown.len())..) {
+        for (message, _, _) in self.shown.drain(pieces.len().min(self.shown.len())..) {
             if let Err(err) = self.messenger.delete(message).await {
                 tracing::debug!(error = %err, "could not delete a message the answer no longer needs");
             }
@@ -480,5 +529,55 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_millis(20), "the forced final edit did not wait for the spacing");
         assert_eq!(messenger.last_text(CHAT), "<b>Bot</b>: ab");
         assert!(answer.due_at().is_none(), "no timer once everything is shown");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_turn_shows_its_controls_while_it_runs_and_a_quick_one_never_does() {
+        let controls = || vec![vec![Button::callback("Stop", "stop_turn:1")]];
+        let buttons_of = |messenger: &MemoryMessenger| -> Vec<(Duration, bool)> {
+            messenger
+                .timed_calls()
+                .into_iter()
+                .filter_map(|(at, call)| match call {
+                    Call::Send { text, .. } | Call::Edit { text, .. } => Some((at, !text.buttons.is_empty())),
+                    _ => None,
+                })
+                .map(|(at, with)| (at.elapsed(), with))
+                .collect()
+        };
+        // A long silent tool run: the button comes on its own after three seconds, stays while the
+        // answer is written, and goes with the turn's end.
+        let messenger = MemoryMessenger::new();
+        let start = Instant::now();
+        let mut answer =
+            new_answer(&messenger, Duration::from_secs(1)).with_controls(controls(), Duration::from_secs(3));
+        let mut events =
+            scheduled(vec![(0, text("Working on it")), (0, tool()), (10_000, text("Done.")), (0, AgentEvent::done())]);
+        apply(&mut answer, &mut events).await;
+        let calls: Vec<(Duration, bool)> = messenger
+            .timed_calls()
+            .into_iter()
+            .filter_map(|(at, call)| match call {
+                Call::Send { text, .. } | Call::Edit { text, .. } => Some((at - start, !text.buttons.is_empty())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                (Duration::ZERO, false),
+                (Duration::from_secs(3), true),
+                (Duration::from_secs(10), true),
+                (Duration::from_secs(10), false)
+            ],
+            "{:?}",
+            messenger.calls()
+        );
+        // A quick answer: one message, no button, nothing to take away.
+        let quick = MemoryMessenger::new();
+        let mut answer = new_answer(&quick, Duration::from_secs(1)).with_controls(controls(), Duration::from_secs(3));
+        apply(&mut answer, &mut scheduled(vec![(0, text("Hi.")), (500, AgentEvent::done())])).await;
+        assert_eq!(buttons_of(&quick).len(), 1);
+        assert!(buttons_of(&quick).iter().all(|(_, with)| !with));
     }
 }

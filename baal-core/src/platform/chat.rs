@@ -11,11 +11,12 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
+use super::action::Action;
 use super::answer::Answer;
 use super::engine::{Ctx, Inner, PlatformError};
 use super::handlers::views::until;
 use super::handlers::{chat_controls, settings_views};
-use super::messenger::{ChatId, MessengerError, OutgoingFile, Text};
+use super::messenger::{Button, ChatId, MessageRef, MessengerError, OutgoingFile, Text};
 use super::metering::TurnLimits;
 use super::render::{TELEGRAM_TEXT_LIMIT, escape_html, markdown_to_html, split_message};
 use crate::domain::{Agent, AgentStatus, Role, usage_day};
@@ -23,6 +24,9 @@ use crate::proxy::{AgentEndpoint, AgentEvent, ChatRequest, PendingMessage, Proxy
 use crate::store::AgentFilter;
 use crate::wire::BudgetLimit;
 
+/// A turn shows its stop button once it has run this long: a quick answer needs none, and
+/// showing one and taking it away again costs two edits.
+const STOP_BUTTON_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 /// Images up to this size go out as photos; anything else as a document.
 const PHOTO_MAX_BYTES: usize = 10 * 1024 * 1024;
 const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "gif", "webp"];
@@ -68,8 +72,12 @@ impl Inner {
         if let Some(tools) = limits.visitor_tools {
             request = request.with_visitor_tools(tools);
         }
-        let events = self.proxy.chat(&endpoint, request).await;
+        // Durable: if this process goes away mid-turn, the agent finishes and queues the answer.
+        let request = request.durable();
+        let stop = self.turn_started(ctx.chat);
+        let events = self.proxy.chat(&endpoint, request).await.take_until(Box::pin(stop.stopped())).boxed();
         let shown = self.show_turn(ctx.chat, agent, role, &endpoint, show_tools, events).await;
+        self.turn_ended(ctx.chat);
         if !shown.said_something {
             self.say(ctx.chat, Text::plain(format!("{} sent no answer.", agent.name))).await;
         }
@@ -85,17 +93,7 @@ impl Inner {
         let (inner, agent, chat) = (self.clone(), agent.clone(), ctx.chat);
         self.spawn_tracked(async move {
             inner.collect_usage(agent.id, &endpoint).await;
-            // Agents queue proactive output (heartbeat, subagent results) for their owner's chat
-            // only, so a visitor's turn has nothing to collect.
-            if role != Role::Owner {
-                return;
-            }
-            let lock = inner.chat_lock(chat);
-            let _turn = lock.lock().await;
-            match inner.proxy.pending(&endpoint, Some(&chat.to_string())).await {
-                Ok(messages) => inner.deliver(chat, &agent, &endpoint, messages).await,
-                Err(err) => tracing::debug!(error = %err, "no pending messages"),
-            }
+            inner.deliver_pending(chat, &agent, &endpoint).await;
         });
         Ok(())
     }
@@ -112,11 +110,20 @@ impl Inner {
         mut events: BoxStream<'static, AgentEvent>,
     ) -> ShownTurn {
         let prefix = format!("<b>{}</b>: ", escape_html(&agent.name));
-        let mut answer = Answer::new(&*self.messenger, chat, prefix, self.config.edit_interval);
+        let stop = vec![vec![Button::action("⏹ Stop", Action::Stop(agent.id))]];
+        let mut answer = Answer::new(&*self.messenger, chat, prefix, self.config.edit_interval)
+            .with_controls(stop, STOP_BUTTON_AFTER);
         let mut shown = ShownTurn::default();
+        // The messages of the answer being written, as recorded for a restart to find.
+        let mut recorded: Vec<MessageRef> = Vec::new();
         // The agent's error after a `budget_spent` is said in the platform's words instead.
         let mut budget_said = false;
         while let Some(event) = answer.next_event(&mut events).await {
+            let open = answer.open_messages();
+            if open != recorded {
+                self.record_answering(chat, agent.id, &open).await;
+                recorded = open;
+            }
             match event {
                 AgentEvent::TextDelta { content } => answer.piece(&content),
                 AgentEvent::Text { content } => {
@@ -159,6 +166,9 @@ impl Inner {
             }
         }
         answer.finish().await;
+        if !recorded.is_empty() {
+            self.record_answering(chat, agent.id, &[]).await;
+        }
         shown.said_something |= answer.said_something();
         shown
     }
@@ -222,25 +232,116 @@ impl Inner {
     /// Delivers queued messages, all meant for `chat`, in order, then acknowledges the ones
     /// delivered. It stops at the first message that does not reach the user, so the user never
     /// sees a later message before an earlier one; the agent offers the rest again when their
-    /// lease runs out.
+    /// lease runs out. A message delivered before (its acknowledgement was lost) is recognised by
+    /// its id against the chat's watermark and only acknowledged again.
     async fn deliver(&self, chat: ChatId, agent: &Agent, endpoint: &AgentEndpoint, messages: Vec<PendingMessage>) {
         let mut delivered = Vec::new();
+        let mut mark = self.delivered_mark(agent, chat).await;
+        let mut moved = false;
         for message in messages {
+            if let Some(id) = message.id
+                && mark.as_ref().is_some_and(|mark| mark.covers(id, &message.created_at))
+            {
+                tracing::info!(agent = %agent.id, id, "a queued message delivered before came again; not shown twice");
+                delivered.push(id);
+                continue;
+            }
             if self.deliver_one(chat, agent, endpoint, &message).await == Delivery::Failed {
                 tracing::info!(agent = %agent.id, "a queued message was not delivered; the agent will offer it again");
                 break;
             }
             // Messages without an id (agents that predate leases) were deleted when read.
-            delivered.extend(message.id);
+            if let Some(id) = message.id {
+                delivered.push(id);
+                mark = Some(DeliveredMark { id, created_at: message.created_at.clone() });
+                moved = true;
+            }
         }
         if delivered.is_empty() {
             return;
         }
-        // Not retried here: unacknowledged messages come back when their lease runs out and are
-        // delivered again. The user may then see a message twice, which beats never seeing it.
+        // Recorded before the acknowledgement: if that is lost, the next offer is recognised.
+        if moved && let Some(mark) = &mark {
+            self.set_delivered_mark(agent, chat, mark).await;
+        }
+        // Not retried here: unacknowledged messages come back when their lease runs out, and the
+        // watermark keeps them from being shown twice.
         if let Err(err) = self.proxy.ack_pending(endpoint, &chat.to_string(), &delivered).await {
             tracing::debug!(agent = %agent.id, error = %err, "acknowledging delivered messages failed");
         }
+    }
+
+    /// The newest queued message of `agent` delivered to `chat`, as recorded in the store.
+    async fn delivered_mark(&self, agent: &Agent, chat: ChatId) -> Option<DeliveredMark> {
+        match self.store.kv_get(DELIVERED_NAMESPACE, &format!("{}:{chat}", agent.id)).await {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).ok(),
+            Ok(None) => None,
+            Err(err) => {
+                tracing::warn!(agent = %agent.id, error = %err, "cannot read what was delivered; a lost acknowledgement may repeat a message");
+                None
+            }
+        }
+    }
+
+    async fn set_delivered_mark(&self, agent: &Agent, chat: ChatId, mark: &DeliveredMark) {
+        let Ok(bytes) = serde_json::to_vec(mark) else { return };
+        if let Err(err) = self.store.kv_put(DELIVERED_NAMESPACE, &format!("{}:{chat}", agent.id), &bytes).await {
+            tracing::warn!(agent = %agent.id, error = %err, "cannot record what was delivered; a lost acknowledgement may repeat a message");
+        }
+    }
+
+    /// Delivers what `agent` queued for `chat`, under the chat's turn lock.
+    pub(crate) async fn deliver_pending(&self, chat: ChatId, agent: &Agent, endpoint: &AgentEndpoint) {
+        let lock = self.chat_lock(chat);
+        let _turn = lock.lock().await;
+        match self.proxy.pending(endpoint, Some(&chat.to_string())).await {
+            Ok(messages) => self.deliver(chat, agent, endpoint, messages).await,
+            Err(err) => tracing::debug!(agent = %agent.id, error = %err, "no pending messages"),
+        }
+    }
+
+    /// The chats `agent` has queued something for that it may write to: its owner's, and those of
+    /// visitors the platform counted a message from within the usage retention (an agent is
+    /// hostile: it must not reach a stranger it was never shared with). Agents that cannot say
+    /// (Python ones) queue for their owner only.
+    async fn chats_with_pending(&self, agent: &Agent, endpoint: &AgentEndpoint) -> Vec<ChatId> {
+        let chats = match self.proxy.pending_chats(endpoint).await {
+            Ok(Some(chats)) => chats,
+            Ok(None) => return vec![agent.owner_id],
+            Err(err) => {
+                tracing::debug!(agent = %agent.id, error = %err, "pending chats unknown");
+                return Vec::new();
+            }
+        };
+        let mut wanted: Vec<ChatId> = Vec::new();
+        let mut strangers: Vec<ChatId> = Vec::new();
+        for chat in chats {
+            match chat.parse::<ChatId>() {
+                Ok(chat) if chat == agent.owner_id => wanted.push(chat),
+                Ok(chat) => strangers.push(chat),
+                Err(_) => {
+                    tracing::warn!(agent = %agent.id, "an agent queued messages for a chat that is not a user; ignored")
+                }
+            }
+        }
+        if strangers.is_empty() {
+            return wanted;
+        }
+        let today = self.now().date_naive();
+        let from = today - chrono::Days::new(u64::from(self.config.usage_retention_days));
+        match self.store.visitor_counts(agent.id, from, today).await {
+            Ok(rows) => {
+                for chat in strangers {
+                    if rows.iter().any(|row| row.user_id == chat) {
+                        wanted.push(chat);
+                    } else {
+                        tracing::warn!(agent = %agent.id, chat, "an agent queued messages for someone who never talked to it; not delivered");
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(agent = %agent.id, error = %err, "cannot tell who talked to an agent"),
+        }
+        wanted
     }
 
     /// Shows one queued message in `chat`.
@@ -306,20 +407,16 @@ impl Inner {
         }
     }
 
-    /// One round of the poller: each running agent's usage stored and its queue for its owner
-    /// delivered.
+    /// One round of the poller: each running agent's usage stored and what it queued delivered,
+    /// chat by chat.
     pub(crate) async fn poll_pending_once(&self) -> Result<(), PlatformError> {
         let running = self.store.list_agents(&AgentFilter::all().status(AgentStatus::Running)).await?;
         futures_util::stream::iter(running)
             .for_each_concurrent(16, |agent| async move {
                 let Some(endpoint) = self.endpoint(&agent) else { return };
                 self.collect_usage(agent.id, &endpoint).await;
-                let owner_chat = agent.owner_id;
-                let lock = self.chat_lock(owner_chat);
-                let _turn = lock.lock().await;
-                match self.proxy.pending(&endpoint, Some(&owner_chat.to_string())).await {
-                    Ok(messages) => self.deliver(owner_chat, &agent, &endpoint, messages).await,
-                    Err(err) => tracing::debug!(agent = %agent.id, error = %err, "pending poll skipped"),
+                for chat in self.chats_with_pending(&agent, &endpoint).await {
+                    self.deliver_pending(chat, &agent, &endpoint).await;
                 }
             })
             .await;
@@ -336,6 +433,26 @@ struct ShownTurn {
     usage: Option<TurnUsage>,
     /// Bytes of the answer's completed text.
     answer_bytes: usize,
+}
+
+/// Where the newest delivered queued message of each agent and chat is recorded
+/// (`<agent>:<chat>` → [`DeliveredMark`]).
+const DELIVERED_NAMESPACE: &str = "platform.delivered";
+
+/// The newest queued message of an agent delivered to a chat. Ids grow with every message an
+/// agent queues; a new database (an agent redeployed from scratch) starts them again, which its
+/// messages' later times tell apart.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct DeliveredMark {
+    id: i64,
+    created_at: String,
+}
+
+impl DeliveredMark {
+    /// Whether the message `id`, queued at `created_at`, was delivered already.
+    fn covers(&self, id: i64, created_at: &str) -> bool {
+        id <= self.id && created_at <= self.created_at.as_str()
+    }
 }
 
 fn done_if(done: bool) -> Delivery {

@@ -24,6 +24,8 @@ pub enum Command {
     Manage,
     /// Forget one's own conversation with the current agent.
     Reset,
+    /// Stop the answer being written in this chat, and its tools.
+    Stop,
     /// Stop what the user is doing.
     Cancel,
     /// Plan, usage and agents.
@@ -151,6 +153,14 @@ impl Command {
             "",
             "start your conversation with the current agent over",
             Some("Start your conversation with this agent over"),
+            HelpSection::Agents,
+        ),
+        spec(
+            Command::Stop,
+            "stop",
+            "",
+            "stop the answer being written, and its tools",
+            Some("Stop the answer being written"),
             HelpSection::Agents,
         ),
         spec(

@@ -215,6 +215,8 @@ pub(crate) struct Inner {
     background_running: Mutex<Vec<JoinHandle<()>>>,
     /// The UTC day old usage figures were last pruned.
     pub usage_pruned: Mutex<Option<chrono::NaiveDate>>,
+    /// Each chat's running turn, to stop it.
+    pub running_turns: Mutex<HashMap<ChatId, Arc<super::turns::StopSignal>>>,
 }
 
 /// A long-running piece of work owned by the platform.
@@ -273,6 +275,7 @@ impl Platform {
                 background: Mutex::default(),
                 background_running: Mutex::default(),
                 usage_pruned: Mutex::default(),
+                running_turns: Mutex::default(),
             }),
         }
     }
@@ -327,6 +330,7 @@ impl Platform {
     /// brings back agents recorded as running, and starts the poller that delivers agents'
     /// queued messages to their owners.
     pub async fn start(&self) -> Result<(), PlatformError> {
+        self.inner.mark_interrupted().await?;
         self.inner.clone().resume_unfinished().await?;
         self.inner.restore_running().await?;
         let inner = self.inner.clone();

@@ -17,6 +17,7 @@ mod plan;
 pub mod render;
 mod setup;
 mod state;
+mod turns;
 
 pub use action::Action;
 pub use command::Command;

@@ -331,6 +331,8 @@ pub trait Store: Send + Sync {
     async fn kv_put(&self, namespace: &str, key: &str, value: &[u8]) -> StoreResult<()>;
     /// Removes a value (no error if absent).
     async fn kv_delete(&self, namespace: &str, key: &str) -> StoreResult<()>;
+    /// Every `(key, value)` of `namespace`, by key.
+    async fn kv_list(&self, namespace: &str) -> StoreResult<Vec<(String, Vec<u8>)>>;
 
     // ---- the deployer's side ----
 

@@ -903,6 +903,15 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn kv_list(&self, namespace: &str) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        let rows = kv::Entity::find()
+            .filter(kv::Column::Namespace.eq(namespace))
+            .order_by_asc(kv::Column::Key)
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().map(|row| (row.key, row.value)).collect())
+    }
+
     fn pool_store(&self) -> Option<Arc<dyn PoolStore>> {
         // Clones share the connection pool: this is the same database, not a second one.
         Some(Arc::new(self.clone()))

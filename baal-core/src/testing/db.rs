@@ -685,6 +685,11 @@ async fn check_kv(store: &dyn Store) {
     store.kv_delete("telegram", "session").await.unwrap();
     assert_eq!(store.kv_get("telegram", "session").await.unwrap(), None);
     assert_eq!(store.kv_get("other", "session").await.unwrap(), Some(Vec::new()));
+    store.kv_put("listed", "b", b"2").await.unwrap();
+    store.kv_put("listed", "a", b"1").await.unwrap();
+    let listed = store.kv_list("listed").await.unwrap();
+    assert_eq!(listed, [("a".to_owned(), b"1".to_vec()), ("b".to_owned(), b"2".to_vec())]);
+    assert!(store.kv_list("empty").await.unwrap().is_empty());
 }
 
 async fn check_reads_with_kv(store: &dyn Store) {

@@ -232,4 +232,24 @@ impl Inner {
         self.edit_or_say(ctx.chat, Some(message), text).await;
         Ok(())
     }
+
+    /// `/stop` and the button on a running answer: stops the turn running in this chat, with the
+    /// agent the button names or the one the user talks to. Returns what to tell the user.
+    pub(super) async fn stop_command(
+        &self,
+        ctx: &Ctx,
+        state: &UserState,
+        agent: Option<AgentId>,
+    ) -> Result<String, PlatformError> {
+        let id = agent.or(state.chat_agent);
+        let agent = match id {
+            Some(id) => self.store.agent_get(id).await?.filter(|a| !a.deleted),
+            None => None,
+        };
+        let note = match agent.filter(|a| a.owner_id == ctx.user_id() || state.chat_agent == Some(a.id)) {
+            Some(agent) => self.stop_turn(ctx.chat, &agent).await,
+            None => "Nothing is being answered right now.",
+        };
+        Ok(note.to_owned())
+    }
 }

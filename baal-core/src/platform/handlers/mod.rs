@@ -104,6 +104,11 @@ impl Inner {
             Command::Soul => self.soul(ctx, state, args).await,
             Command::Manage => self.leave_chat(ctx, state, false).await,
             Command::Reset => self.reset_ask(ctx, state).await,
+            Command::Stop => {
+                let note = self.stop_command(ctx, state, None).await?;
+                self.say(ctx.chat, Text::plain(note)).await;
+                Ok(())
+            }
             Command::Login => self.login(ctx, args).await,
             Command::Logout => self.logout(ctx).await,
             Command::Account => self.account(ctx).await,
@@ -154,7 +159,11 @@ impl Inner {
         }
         let leaves_flow_alone = matches!(
             action,
-            Action::RefreshStatus(_) | Action::ToggleTools | Action::DeleteCancelled | Action::ResetCancelled
+            Action::RefreshStatus(_)
+                | Action::ToggleTools
+                | Action::DeleteCancelled
+                | Action::ResetCancelled
+                | Action::Stop(_)
         );
         if !leaves_flow_alone && flow.is_some() {
             state.clear_flow();
@@ -212,6 +221,7 @@ impl Inner {
                 self.edit_or_say(ctx.chat, Some(message), Text::plain("Nothing was forgotten.")).await;
                 return Ok(Some("Cancelled".into()));
             }
+            Action::Stop(id) => return self.stop_command(ctx, state, Some(id)).await.map(Some),
             Action::Settings(id)
             | Action::SetSharing(id, _)
             | Action::BudgetMenu(id)
