@@ -7,19 +7,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use baal_core::agent::context::Workspace;
-use baal_core::agent::history::History;
-use baal_core::agent::tools::{SentFile, Tool, ToolContext, ToolOutput, ToolSet};
-use baal_core::agent::{Agent, AgentConfig, AgentSettings, ChatStream};
+use baal_core::agent::tools::{Tool, ToolContext, ToolOutput};
+use baal_core::agent::{Agent, ChatStream};
 use baal_core::domain::Role;
-use baal_core::inference::{ClientOptions, OpenAiClient, RetryPolicy};
 use baal_core::testing::openai::{Reply, ScriptedLlm};
 use baal_core::wire::{AgentEvent, ChatRequest, PendingMessage, TURN_STOPPED};
 use futures_util::StreamExt;
-use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
+mod common;
+use common::SendReport;
 const OWNER: &str = "42";
 const VISITOR: &str = "777";
 const HOUR: Duration = Duration::from_secs(3600);
@@ -68,26 +66,6 @@ impl Tool for Gate {
     }
 }
 
-struct SendReport;
-
-#[async_trait]
-impl Tool for SendReport {
-    fn name(&self) -> &'static str {
-        "send_report"
-    }
-    fn description(&self) -> &'static str {
-        "Send the report file."
-    }
-    fn parameters(&self) -> Value {
-        json!({"type":"object","properties":{}})
-    }
-    async fn call(&self, _args: Value, _ctx: &ToolContext) -> ToolOutput {
-        let mut out = ToolOutput::ok("File sent to user: report.txt");
-        out.file = Some(SentFile { path: "report.txt".into(), caption: "the report".into() });
-        out
-    }
-}
-
 struct Harness {
     agent: Agent,
     llm: ScriptedLlm,
@@ -110,15 +88,9 @@ async fn harness_with(extra: &[(&str, &str)]) -> Harness {
         ("VISITOR_TOOLS", "gate,send_report"),
     ];
     vars.extend_from_slice(extra);
-    let settings = AgentSettings::from_vars(vars).unwrap();
-    let mut options = ClientOptions::default();
-    options.retry = RetryPolicy::new(0, Duration::from_millis(1));
-    let inference = OpenAiClient::new(&llm.base_url(), SecretString::from("k"), options).unwrap();
+    let vars = vars.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
     let gate = Gate::default();
-    let tools = ToolSet::from_tools(vec![Arc::new(gate.clone()), Arc::new(SendReport)]);
-    let workspace = Workspace::prepare(&dir.path().join("ws")).unwrap();
-    let history = History::open(&dir.path().join("agent.db")).await.unwrap();
-    let agent = Agent::new(AgentConfig::from_settings(&settings), Arc::new(inference), tools, history, workspace);
+    let agent = common::agent(&llm, dir.path(), vars, vec![Arc::new(gate.clone()), Arc::new(SendReport)]).await;
     Harness { agent, llm, gate, _dir: dir }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use baal_core::agent::context::Workspace;
 use baal_core::agent::history::History;
-use baal_core::agent::tools::{SentFile, Tool, ToolContext, ToolOutput, ToolSet};
+use baal_core::agent::tools::{Tool, ToolContext, ToolOutput, ToolSet};
 use baal_core::agent::{Agent, AgentConfig, AgentSettings, HeartbeatOutcome};
 use baal_core::domain::Role;
 use baal_core::inference::{ChatMessage, ClientOptions, OpenAiClient, RetryPolicy};
@@ -19,6 +19,8 @@ use futures_util::StreamExt;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
+mod common;
+use common::SendReport;
 const OWNER: &str = "42";
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -27,7 +29,6 @@ struct Notes(Mutex<HashMap<String, String>>);
 
 struct WriteNote(Arc<Notes>);
 struct ReadNote(Arc<Notes>);
-struct SendReport;
 struct Forever(Arc<AtomicBool>);
 
 #[async_trait]
@@ -66,24 +67,6 @@ impl Tool for ReadNote {
             Some(t) => ToolOutput::ok(t.clone()),
             None => ToolOutput::error("[error: no such note]"),
         }
-    }
-}
-
-#[async_trait]
-impl Tool for SendReport {
-    fn name(&self) -> &'static str {
-        "send_report"
-    }
-    fn description(&self) -> &'static str {
-        "Send the report file."
-    }
-    fn parameters(&self) -> Value {
-        json!({"type":"object","properties":{}})
-    }
-    async fn call(&self, _args: Value, _ctx: &ToolContext) -> ToolOutput {
-        let mut out = ToolOutput::ok("File sent to user: report.txt");
-        out.file = Some(SentFile { path: "report.txt".into(), caption: "the report".into() });
-        out
     }
 }
 
