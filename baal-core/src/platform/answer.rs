@@ -82,8 +82,8 @@ impl<'a> Answer<'a> {
 
     /// The messages showing the part of the answer still being written (none once a message
     /// ended: those are whole).
-    pub(super) fn open_messages(&self) -> Vec<MessageRef> {
-        self.shown.iter().map(|(message, _, _)| *message).collect()
+    pub(super) fn open_messages(&self) -> impl Iterator<Item = MessageRef> + '_ {
+        self.shown.iter().map(|(message, _, _)| *message)
     }
 
     /// Whether any of the agent's text was shown (a thinking notice does not count).

@@ -119,10 +119,10 @@ impl Inner {
         // The agent's error after a `budget_spent` is said in the platform's words instead.
         let mut budget_said = false;
         while let Some(event) = answer.next_event(&mut events).await {
-            let open = answer.open_messages();
-            if open != recorded {
-                self.record_answering(chat, agent.id, &open).await;
-                recorded = open;
+            // Compared without a copy: this runs for every piece of the answer.
+            if !answer.open_messages().eq(recorded.iter().copied()) {
+                recorded = answer.open_messages().collect();
+                self.record_answering(chat, agent.id, &recorded).await;
             }
             match event {
                 AgentEvent::TextDelta { content } => answer.piece(&content),

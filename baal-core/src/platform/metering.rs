@@ -149,43 +149,46 @@ impl Inner {
         Ok(Ok(TurnLimits { budget: self.budget_of(agent), turn_tokens, visitor_tools }))
     }
 
-    /// Brings what `agent` recorded since its cursor into the store, then tells the owner about a
-    /// budget threshold crossed. Failures are logged: the next poll tries again from the cursor.
+    /// Brings what `agent` recorded since its cursor into the store, then, if anything was
+    /// stored, tells the owner about a budget threshold crossed. Failures are logged: the next
+    /// poll tries again from the cursor.
     pub(crate) async fn collect_usage(&self, agent: AgentId, endpoint: &AgentEndpoint) {
-        if let Err(err) = self.collect_usage_pages(agent, endpoint).await {
-            tracing::warn!(agent = %agent, error = %err, "storing an agent's usage failed");
-            return;
-        }
-        if let Err(err) = self.budget_notices(agent).await {
-            tracing::warn!(agent = %agent, error = %err, "checking an agent's budget failed");
+        match self.collect_usage_pages(agent, endpoint).await {
+            Ok(Some(agent)) => self.budget_notices(&agent).await,
+            Ok(None) => {}
+            Err(err) => tracing::warn!(agent = %agent, error = %err, "storing an agent's usage failed"),
         }
     }
 
-    async fn collect_usage_pages(&self, id: AgentId, endpoint: &AgentEndpoint) -> Result<(), PlatformError> {
+    /// Stores the pages the agent has; the agent as last read when at least one was stored.
+    async fn collect_usage_pages(&self, id: AgentId, endpoint: &AgentEndpoint) -> Result<Option<Agent>, PlatformError> {
+        let mut stored = None;
         for _ in 0..MAX_PAGES_PER_COLLECTION {
-            let Some(agent) = self.store.agent_get(id).await? else { return Ok(()) };
+            let Some(agent) = self.store.agent_get(id).await? else { break };
             let cursor = agent.usage_cursor;
             let page = match self.proxy.usage(endpoint, cursor).await {
                 Ok(page) => page,
                 Err(err) => {
                     tracing::debug!(agent = %id, error = %err, "no usage from the agent");
-                    return Ok(());
+                    break;
                 }
             };
             if page.records.is_empty() || page.next <= cursor {
-                return Ok(());
+                break;
             }
             let visitors = self.visitors_of(&agent, &page.records).await?;
             let rows = charge(&agent, &page.records, &visitors, self.now().date_naive());
             if !self.store.usage_ingest(id, Some((cursor, page.next)), &rows).await? {
-                // Another process stored this page first.
-                return Ok(());
+                // Another process stored this page first (and checks the budget for it).
+                break;
             }
-            if page.records.len() < MAX_USAGE_RECORDS {
-                return Ok(());
+            let full = page.records.len() >= MAX_USAGE_RECORDS;
+            stored = Some(agent);
+            if !full {
+                break;
             }
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// The (day, visitor) pairs of `records`' visitor turns that the platform counted: only those
@@ -219,24 +222,31 @@ impl Inner {
             agent.payer,
         )
         .with_tokens(prompt as u64, completion as u64, 1, true);
-        if let Err(err) = self.store.usage_ingest(agent.id, None, &[row]).await {
-            tracing::warn!(agent = %agent.id, error = %err, "storing a turn's estimate failed");
+        match self.store.usage_ingest(agent.id, None, &[row]).await {
+            Ok(_) => self.budget_notices(agent).await,
+            Err(err) => tracing::warn!(agent = %agent.id, error = %err, "storing a turn's estimate failed"),
         }
     }
 
-    /// Tells the owner once per day when the agent reaches 80 % and 100 % of its daily budget.
-    async fn budget_notices(&self, id: AgentId) -> Result<(), PlatformError> {
-        let Some(agent) = self.store.agent_get(id).await? else { return Ok(()) };
+    /// Tells the owner once per day when `agent` reaches 80 % and 100 % of its daily budget.
+    /// Failures are logged: the next usage stored checks again.
+    pub(crate) async fn budget_notices(&self, agent: &Agent) {
+        if let Err(err) = self.budget_notice(agent).await {
+            tracing::warn!(agent = %agent.id, error = %err, "checking an agent's budget failed");
+        }
+    }
+
+    async fn budget_notice(&self, agent: &Agent) -> Result<(), PlatformError> {
         let Some(budget) = agent.policy.daily_token_budget else { return Ok(()) };
         let now = self.now();
         let (day, resets_at) = usage_day(now);
-        let used = tokens_of(&self.store.usage_rows(&UsageQuery::days(day, day).agent(id)).await?);
+        let used = tokens_of(&self.store.usage_rows(&UsageQuery::days(day, day).agent(agent.id)).await?);
         let level = notice_level(used, budget);
-        if level == 0 || !self.store.agent_budget_notice(id, day, level).await? {
+        if level == 0 || !self.store.agent_budget_notice(agent.id, day, level).await? {
             return Ok(());
         }
         let resets_in = until(resets_at, now);
-        self.say(agent.owner_id, views::budget_notice(&agent, level, used, budget, &resets_in)).await;
+        self.say(agent.owner_id, views::budget_notice(agent, level, used, budget, &resets_in)).await;
         Ok(())
     }
 

@@ -377,7 +377,7 @@ mod tests {
                 share_link: "https://t.me/baal_bot?start=s1ug",
                 today_tokens: 1234,
                 visitors_today: (2, 5),
-                allowed_tools: &allowed,
+                visitor_tools: &allowed,
             };
             views.push(settings::views::settings_card(agent, &facts));
             views.push(settings::views::budget_menu(agent));

@@ -52,6 +52,8 @@ impl Inner {
                 policy.daily_token_budget = budget;
                 let agent = self.set_policy(agent, policy).await?;
                 self.send_budget(&agent);
+                // A budget already reached today is said at once, not at the next usage stored.
+                self.budget_notices(&agent).await;
                 (self.settings_card(&agent).await?, Some("Budget saved"))
             }
             Action::VisitorLimitMenu(_) => (views::visitor_limit_menu(&agent), None),
@@ -162,7 +164,7 @@ impl Inner {
             share_link: &self.share_link(agent),
             today_tokens: tokens_of(&today),
             visitors_today: (visitors.len(), visitors.iter().map(|v| v.messages).sum()),
-            allowed_tools: &self.config.visitor_tools_allowed,
+            visitor_tools: &self.visitor_tools_of(agent),
         };
         Ok(views::settings_card(agent, &facts))
     }

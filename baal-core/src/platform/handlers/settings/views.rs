@@ -32,8 +32,8 @@ pub(crate) struct SettingsFacts<'a> {
     pub today_tokens: u64,
     /// Visitors who wrote today, and their messages.
     pub visitors_today: (usize, u32),
-    /// The tools the operator lets owners give visitors.
-    pub allowed_tools: &'a [String],
+    /// The tools visitors get now (`Inner::visitor_tools_of`).
+    pub visitor_tools: &'a [String],
 }
 
 pub(crate) fn settings_card(agent: &Agent, facts: &SettingsFacts<'_>) -> Text {
@@ -49,8 +49,7 @@ pub(crate) fn settings_card(agent: &Agent, facts: &SettingsFacts<'_>) -> Text {
         Some(n) => format!("{n} messages a day each"),
         None => "no limit".to_owned(),
     };
-    let tools = given_tools(agent, facts.allowed_tools);
-    let tools = if tools.is_empty() { "none".to_owned() } else { tools.join(", ") };
+    let tools = if facts.visitor_tools.is_empty() { "none".to_owned() } else { facts.visitor_tools.join(", ") };
     let (visitors, messages) = facts.visitors_today;
     let body = format!(
         "⚙️ <b>{}</b> settings\n\n<b>Sharing</b>: {sharing}\n<b>Daily token budget</b>: {budget}\n<b>Visitor messages</b>: \
@@ -80,11 +79,6 @@ pub(crate) fn settings_card(agent: &Agent, facts: &SettingsFacts<'_>) -> Text {
             vec![Button::action("⬅️ My agents", Action::List)],
         ],
     )
-}
-
-/// The tools visitors of `agent` get: the owner's choice within what the operator allows.
-pub(crate) fn given_tools<'a>(agent: &'a Agent, allowed: &[String]) -> Vec<&'a str> {
-    agent.visitor_tools.iter().filter(|t| allowed.contains(t)).map(String::as_str).collect()
 }
 
 fn back(id: AgentId) -> Button {
