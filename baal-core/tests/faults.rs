@@ -3,6 +3,10 @@
 //! the test (so the agent outlives the platform, as every Aleph agent does), and is killed with
 //! SIGKILL mid-turn. Each case prints what it killed and what it observed.
 //!
+//! The agent runs either as a process the test starts, or on the loopback Aleph set-up: shipped
+//! by the Aleph deployer over SSH to a "VM" (a directory tree whose `systemctl` stand-in runs it),
+//! its INSTANCE posted to a fake CCN, with the platform process using that deployer too.
+//!
 //! Needs a built `baal-agent` (`cargo build --workspace`): `BAAL_AGENT_BIN`, else next to the test
 //! binary, else on `PATH`.
 
@@ -14,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use baal_core::deploy::aleph::sign::EthAccount;
+use baal_core::deploy::aleph::{AlephConfig, AlephDeployer, VmLayout};
 use baal_core::deploy::local::find_agent_binary;
 use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer};
 use baal_core::domain::{AgentId, AgentStatus, Deployment, NewAgent, Payer, UserId};
@@ -23,14 +29,19 @@ use baal_core::platform::{
 };
 use baal_core::proxy::http::HttpProxy;
 use baal_core::secrets::{SealContext, SecretBox};
-use baal_core::store::{SqlStore, Store};
+use baal_core::store::{PoolStore, SqlStore, Store};
+use baal_core::testing::aleph::{CrnBehaviour, FakeAleph, FakeCrn, loopback_timeouts};
 use baal_core::testing::openai::{Reply, ScriptedLlm};
+use baal_core::testing::ssh::{SshTarget, VmSandbox, free_port};
+use secrecy::SecretString;
 use serde_json::{Value, json};
 
 const OWNER: UserId = 701;
 const VISITOR: UserId = 702;
 const KEY: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
 const AGENT_SECRET: &str = "faults-agent-secret";
+/// Public Anvil/Hardhat dev key #0; never funded.
+const DEV_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
 // ---- the platform process ----
 
@@ -132,10 +143,18 @@ async fn platform_process() {
         .with_pending_poll_interval(Duration::from_millis(200))
         .with_bot_username("baal_faults_bot")
         .with_visitor_tools_allowed(vec!["bash".into()]);
+    // The loopback Aleph set-up's deployer when the case runs its agent there.
+    let deployer: Arc<dyn Deployer> = match std::env::var("FAULTS_ALEPH") {
+        Ok(json) => {
+            let set_up: AlephSetUp = serde_json::from_str(&json).unwrap();
+            Arc::new(set_up.deployer(store.clone()))
+        }
+        Err(_) => Arc::new(Adopted),
+    };
     let platform = Arc::new(Platform::new(
         config,
         store,
-        Arc::new(Adopted),
+        deployer,
         Arc::new(HttpProxy::new().unwrap()),
         messenger,
         Arc::new(SecretBox::from_encoded_key(KEY).unwrap()),
@@ -171,6 +190,44 @@ async fn platform_process() {
     }
 }
 
+/// How the platform process reaches the loopback Aleph set-up the case made (the CCN, the CRN
+/// list, the SSH key and the "VM"'s layout), so it deploys, repairs and deletes as a real bot would.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AlephSetUp {
+    api_url: String,
+    crn_list_url: String,
+    ssh_pubkey: String,
+    ssh_key_path: PathBuf,
+    agent_bin: PathBuf,
+    root: String,
+    agent_user: String,
+    agent_port: u16,
+    stand_ins: String,
+}
+
+impl AlephSetUp {
+    fn deployer(&self, pool: Arc<dyn PoolStore>) -> AlephDeployer {
+        let mut config = AlephConfig::new(
+            &self.api_url,
+            &self.crn_list_url,
+            &self.api_url,
+            &self.ssh_pubkey,
+            &self.ssh_key_path,
+            &self.agent_bin,
+        );
+        let mut layout = VmLayout::default();
+        layout.root = self.root.clone();
+        layout.agent_user = self.agent_user.clone();
+        layout.agent_port = self.agent_port;
+        layout.path_prefix = Some(self.stand_ins.clone());
+        layout.health_seconds = 10;
+        config.layout = layout;
+        config.timeouts = loopback_timeouts();
+        let account = EthAccount::from_hex(&SecretString::from(DEV_KEY)).unwrap();
+        AlephDeployer::new(account, config, pool).unwrap()
+    }
+}
+
 // ---- the cases' side ----
 
 /// The platform process, with what it printed.
@@ -181,8 +238,12 @@ struct PlatformProcess {
 }
 
 impl PlatformProcess {
-    fn start(database_url: &str, seen: Arc<Mutex<Vec<Value>>>) -> PlatformProcess {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+    fn start(database_url: &str, aleph: Option<&AlephSetUp>, seen: Arc<Mutex<Vec<Value>>>) -> PlatformProcess {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        if let Some(aleph) = aleph {
+            command.env("FAULTS_ALEPH", serde_json::to_string(aleph).unwrap());
+        }
+        let mut child = command
             .args(["--exact", "platform_process", "--ignored", "--nocapture", "--test-threads=1"])
             .env("FAULTS_DATABASE_URL", database_url)
             .env("RUST_LOG", "warn")
@@ -264,10 +325,13 @@ impl Drop for AgentProcess {
     }
 }
 
-fn start_agent(llm: &ScriptedLlm, dir: &Path, extra: &[(&str, &str)]) -> AgentProcess {
+fn agent_binary() -> PathBuf {
     let explicit = std::env::var_os("BAAL_AGENT_BIN").map(PathBuf::from);
-    let bin = find_agent_binary(explicit.as_deref()).unwrap_or_else(|err| panic!("{err} (cargo build --workspace)"));
-    let mut child = Command::new(bin)
+    find_agent_binary(explicit.as_deref()).unwrap_or_else(|err| panic!("{err} (cargo build --workspace)"))
+}
+
+fn start_agent(llm: &ScriptedLlm, dir: &Path, extra: &[(&str, &str)]) -> AgentProcess {
+    let mut child = Command::new(agent_binary())
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PORT", "0")
@@ -292,9 +356,9 @@ fn start_agent(llm: &ScriptedLlm, dir: &Path, extra: &[(&str, &str)]) -> AgentPr
     AgentProcess { child, url: format!("http://{addr}") }
 }
 
-/// A database with the owner, a visitor who has talked to the agent, and the running agent at
-/// `url` (the owner's key pays, so no free tier is in the way).
-async fn database(dir: &Path, url: &str) -> (String, AgentId, String) {
+/// A database with the owner, a visitor who has talked to the agent, and the agent, not yet
+/// deployed (the owner's key pays, so no free tier is in the way).
+async fn database(dir: &Path) -> (String, SqlStore, AgentId, String) {
     let database_url = format!("sqlite://{}?mode=rwc", dir.join("baal.db").display());
     let store = SqlStore::open(&database_url).await.unwrap();
     store.user_get_or_create(OWNER, Some("owner")).await.unwrap();
@@ -303,15 +367,24 @@ async fn database(dir: &Path, url: &str) -> (String, AgentId, String) {
     let secrets = SecretBox::from_encoded_key(KEY).unwrap();
     let sealed = secrets.seal_str_for(&SealContext::agent_token(agent.id), AGENT_SECRET).unwrap();
     store.agent_set_token(agent.id, &sealed).await.unwrap();
+    store.agent_set_payer(agent.id, Payer::Owner).await.unwrap();
+    // The visitor's long job needs `bash`, which the platform process lets owners give.
+    store.agent_set_visitor_tools(agent.id, &["bash".to_owned()]).await.unwrap();
+    (database_url, store, agent.id, agent.slug)
+}
+
+/// Records the agent as deployed with `deployment` and running, as a finished deployment does.
+async fn record_running(store: &SqlStore, id: AgentId, deployment: &Deployment) {
+    store.agent_set_deployment(id, deployment).await.unwrap();
+    store.agent_set_status(id, AgentStatus::Running).await.unwrap();
+}
+
+/// The facts of an agent the test started itself at `url`.
+fn adopted(url: &str) -> Deployment {
     let mut deployment = Deployment::default();
     deployment.instance_hash = Some("adopted".into());
     deployment.vm_url = Some(url.to_owned());
-    store.agent_set_deployment(agent.id, &deployment).await.unwrap();
-    store.agent_set_payer(agent.id, Payer::Owner).await.unwrap();
-    store.agent_set_status(agent.id, AgentStatus::Running).await.unwrap();
-    // The visitor's long job needs `bash`, which the platform process lets owners give.
-    store.agent_set_visitor_tools(agent.id, &["bash".to_owned()]).await.unwrap();
-    (database_url, agent.id, agent.slug)
+    deployment
 }
 
 /// A tool turn that takes a few seconds: a first completion with text and a `sleep` (which
@@ -333,28 +406,111 @@ fn wait_for_file(file: &Path) {
     }
 }
 
+/// Where a case's agent runs; dropping it stops the agent.
+enum Host {
+    /// A `baal-agent` process the test started (held so that it lives as long as the case).
+    Process(#[allow(dead_code)] AgentProcess),
+    /// The loopback Aleph set-up, its "VM" running the real agent.
+    Aleph(Box<AlephVm>),
+}
+
+/// A fake CCN with one healthy CRN, whose VM is a directory tree reached over a real SSH server.
+struct AlephVm {
+    aleph: FakeAleph,
+    set_up: AlephSetUp,
+    _crn: FakeCrn,
+    _sshd: SshTarget,
+    _vm: VmSandbox,
+}
+
+/// Says nothing: the cases record the final facts themselves.
+struct Quiet;
+
+#[async_trait]
+impl DeployReporter for Quiet {
+    async fn step_started(&self, _: DeployStep) {}
+    async fn step_done(&self, _: DeployStep) {}
+    async fn facts(&self, _: &Deployment) -> Result<(), DeployError> {
+        Ok(())
+    }
+}
+
 /// One case's world: the scripted model, a real agent, and the platform's database.
 struct Case {
     llm: ScriptedLlm,
-    dir: tempfile::TempDir,
-    _agent: AgentProcess,
+    _dir: tempfile::TempDir,
+    host: Host,
+    /// The agent's workspace, where the long job's tool writes its files.
+    workspace: PathBuf,
     database_url: String,
     id: AgentId,
     slug: String,
     seen: Arc<Mutex<Vec<Value>>>,
 }
 
+/// An agent process the test started, adopted by the platform.
 async fn case() -> Case {
     let llm = ScriptedLlm::start().await;
     let dir = tempfile::tempdir().unwrap();
     let agent = start_agent(&llm, &dir.path().join("agent"), &[]);
-    let (database_url, id, slug) = database(dir.path(), &agent.url).await;
-    Case { llm, dir, _agent: agent, database_url, id, slug, seen: Arc::default() }
+    let (database_url, store, id, slug) = database(dir.path()).await;
+    record_running(&store, id, &adopted(&agent.url)).await;
+    let workspace = dir.path().join("agent/workspace");
+    Case { llm, _dir: dir, host: Host::Process(agent), workspace, database_url, id, slug, seen: Arc::default() }
+}
+
+/// An agent deployed by the Aleph deployer on the loopback Aleph set-up: INSTANCE posted and
+/// allocated, the real `baal-agent` shipped over SSH and started by the VM's `systemctl`.
+async fn aleph_case() -> Case {
+    let llm = ScriptedLlm::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (database_url, store, id, slug) = database(dir.path()).await;
+    let sshd = SshTarget::start().await.unwrap();
+    let aleph = FakeAleph::start().await.unwrap();
+    let crn = FakeCrn::start(&aleph, CrnBehaviour::Healthy, "127.0.0.1", sshd.port()).await.unwrap();
+    aleph.add_crn(&crn, 0.1);
+    let agent_port = free_port().unwrap();
+    aleph.set_public_url(&format!("http://127.0.0.1:{agent_port}"));
+    let vm = VmSandbox::new().unwrap();
+    let layout = vm.layout(agent_port);
+    let set_up = AlephSetUp {
+        api_url: aleph.url.clone(),
+        crn_list_url: aleph.crn_list_url(),
+        ssh_pubkey: sshd.client_pubkey().to_owned(),
+        ssh_key_path: sshd.client_key_path().to_owned(),
+        agent_bin: agent_binary(),
+        root: layout.root.clone(),
+        agent_user: layout.agent_user.clone(),
+        agent_port,
+        stand_ins: layout.path_prefix.clone().unwrap_or_default(),
+    };
+    let spec = AgentSpec::new(
+        id,
+        "Durable",
+        "Be brief.",
+        "qwen3-coder-next",
+        SecretString::from("faults-llm-key"),
+        llm.base_url(),
+        SecretString::from(AGENT_SECRET),
+        OWNER.to_string(),
+    );
+    let deployer = set_up.deployer(Arc::new(baal_core::testing::aleph::MemoryPoolStore::new()));
+    let deployment = deployer.deploy(&spec, &Quiet).await.expect("deployed on the loopback Aleph set-up");
+    println!("deployed instance {:?} at {:?}", deployment.instance_hash, deployment.vm_url);
+    record_running(&store, id, &deployment).await;
+    let env = baal_core::env::read_file(&vm.file("etc/baal/agent.env")).unwrap();
+    let workspace = PathBuf::from(&env[baal_core::agent_env::var::WORKSPACE_PATH]);
+    let vm = AlephVm { aleph, set_up, _crn: crn, _sshd: sshd, _vm: vm };
+    Case { llm, _dir: dir, host: Host::Aleph(Box::new(vm)), workspace, database_url, id, slug, seen: Arc::default() }
 }
 
 impl Case {
     fn platform(&self) -> PlatformProcess {
-        PlatformProcess::start(&self.database_url, self.seen.clone())
+        let aleph = match &self.host {
+            Host::Aleph(vm) => Some(&vm.set_up),
+            Host::Process(_) => None,
+        };
+        PlatformProcess::start(&self.database_url, aleph, self.seen.clone())
     }
 
     /// `user` opens the agent (the owner by id, a visitor by its link) and hides tool calls, so
@@ -367,29 +523,27 @@ impl Case {
         platform.say(user, "/verbose");
         platform.wait_for("tool calls hidden", |v| v["chat"] == json!(user) && body(v).contains("now hidden"));
     }
-}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_platform_killed_mid_turn_delivers_the_answer_once_after_its_restart() {
-    for user in [OWNER, VISITOR] {
-        let case = case().await;
-        let (llm, dir, seen, database_url) = (&case.llm, &case.dir, &case.seen, &case.database_url);
-        let mut platform = case.platform();
-        case.open_chat(&mut platform, user);
-        let pid_file = dir.path().join("agent/workspace/tool.pid");
-        let done_file = dir.path().join("agent/workspace/tool.done");
-        script_long_turn(llm);
+    /// `user` asks for the long job; the platform is killed while its tool runs and started
+    /// again; the answer arrives once, whole, and the half-shown message says it was cut short.
+    fn kill_mid_turn_and_restart(&self, user: UserId) {
+        let (seen, label) = (&self.seen, self.label());
+        let mut platform = self.platform();
+        self.open_chat(&mut platform, user);
+        let pid_file = self.workspace.join("tool.pid");
+        let done_file = self.workspace.join("tool.done");
+        script_long_turn(&self.llm);
         platform.say(user, "run the long job");
         let half = platform.wait_for("the answer's first words", |v| body(v).contains("Working on it"));
         wait_for_file(&pid_file);
-        println!("[{user}] killing the platform (SIGKILL) while the agent's tool runs");
+        println!("[{label}, user {user}] killing the platform (SIGKILL) while the agent's tool runs");
         platform.kill_9();
 
-        let platform = PlatformProcess::start(database_url, seen.clone());
+        let platform = self.platform();
         let interrupted = platform.wait_for("the cut-short answer marked", |v| {
             v["op"] == "edit" && v["id"] == half["id"] && body(v).contains("cut short")
         });
-        println!("[{user}] after the restart, message {} now says: {}", half["id"], body(&interrupted));
+        println!("[{label}, user {user}] after the restart, message {} now says: {}", half["id"], body(&interrupted));
         let answer = platform.wait_for("the whole answer", |v| body(v).contains("All done: the long job finished."));
         assert!(done_file.exists(), "the agent's tool went on without the platform and finished");
         assert_eq!(answer["chat"], json!(user), "the answer goes to the chat that asked");
@@ -398,32 +552,61 @@ async fn a_platform_killed_mid_turn_delivers_the_answer_once_after_its_restart()
         std::thread::sleep(Duration::from_millis(1500));
         let copies = seen.lock().unwrap().iter().filter(|v| body(v).contains("All done")).count();
         assert_eq!(copies, 1, "{:#?}", seen.lock().unwrap());
-        println!("[{user}] observed: the answer arrived once, in the asker's chat");
-        drop(platform);
+        println!("[{label}, user {user}] observed: the answer arrived once, in the asker's chat");
+    }
+
+    fn label(&self) -> &'static str {
+        match self.host {
+            Host::Process(_) => "agent process",
+            Host::Aleph(_) => "loopback Aleph VM",
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_killed_mid_turn_delivers_the_answer_once_after_its_restart() {
+    for user in [OWNER, VISITOR] {
+        case().await.kill_mid_turn_and_restart(user);
+    }
+}
+
+/// The same on an agent the Aleph deployer shipped to a (loopback) VM, the platform process
+/// using that deployer, as a bot on Aleph does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_loopback_aleph_set_up_a_platform_killed_mid_turn_delivers_the_answer_once() {
+    let case = aleph_case().await;
+    case.kill_mid_turn_and_restart(OWNER);
+    let Host::Aleph(vm) = &case.host else { unreachable!() };
+    assert_eq!(vm.aleph.live_instances().len(), 1, "the VM kept running (and billing) through the restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_kills_a_running_tool() {
-    let case = case().await;
-    let (llm, dir, seen, id) = (&case.llm, &case.dir, &case.seen, case.id);
-    let mut platform = case.platform();
-    case.open_chat(&mut platform, OWNER);
-    let pid_file = dir.path().join("agent/workspace/tool.pid");
-    script_long_turn(llm);
-    platform.say(OWNER, "run the long job");
-    let half = platform.wait_for("the answer with its stop button", |v| {
-        body(v).contains("Working on it") && v["buttons"].to_string().contains("stop_turn")
-    });
-    wait_for_file(&pid_file);
-    println!("pressing ⏹ Stop while the agent's tool runs");
-    platform.press(OWNER, half["id"].as_i64().unwrap(), &format!("stop_turn:{id}"));
-    platform.wait_for("the turn's end said", |v| body(v).contains("Stopped"));
-    // The tool would have written its file four seconds after it started.
-    std::thread::sleep(Duration::from_secs(6));
-    assert!(!dir.path().join("agent/workspace/tool.done").exists(), "the stopped tool never finished");
-    println!("observed: the tool was killed before it could finish, and the chat says the answer was stopped");
-    assert!(!seen.lock().unwrap().iter().any(|v| body(v).contains("All done")), "a stopped turn queues nothing");
+    case().await.stop_the_long_job();
+    aleph_case().await.stop_the_long_job();
+}
+
+impl Case {
+    /// The owner presses ⏹ Stop while the long job's tool runs: the tool dies, nothing is queued.
+    fn stop_the_long_job(&self) {
+        let (seen, label) = (&self.seen, self.label());
+        let mut platform = self.platform();
+        self.open_chat(&mut platform, OWNER);
+        script_long_turn(&self.llm);
+        platform.say(OWNER, "run the long job");
+        let half = platform.wait_for("the answer with its stop button", |v| {
+            body(v).contains("Working on it") && v["buttons"].to_string().contains("stop_turn")
+        });
+        wait_for_file(&self.workspace.join("tool.pid"));
+        println!("[{label}] pressing ⏹ Stop while the agent's tool runs");
+        platform.press(OWNER, half["id"].as_i64().unwrap(), &format!("stop_turn:{}", self.id));
+        platform.wait_for("the turn's end said", |v| body(v).contains("Stopped"));
+        // The tool would have written its file four seconds after it started.
+        std::thread::sleep(Duration::from_secs(6));
+        assert!(!self.workspace.join("tool.done").exists(), "the stopped tool never finished");
+        println!("[{label}] observed: the tool was killed before it could finish, and the chat says it was stopped");
+        assert!(!seen.lock().unwrap().iter().any(|v| body(v).contains("All done")), "a stopped turn queues nothing");
+    }
 }
 
 /// A loopback HTTP proxy in front of an agent that loses the next `POST /pending/ack` (answers
@@ -519,9 +702,10 @@ async fn a_lost_acknowledgement_does_not_show_a_message_twice() {
     llm.push_text("42 sheep");
     let agent = start_agent(&llm, &agent_dir, &[("HEARTBEAT_INTERVAL", "1")]);
     let proxy = ack_losing_proxy(agent.url.clone()).await;
-    let (database_url, _, _) = database(dir.path(), &proxy.url).await;
+    let (database_url, store, id, _) = database(dir.path()).await;
+    record_running(&store, id, &adopted(&proxy.url)).await;
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let platform = PlatformProcess::start(&database_url, seen.clone());
+    let platform = PlatformProcess::start(&database_url, None, seen.clone());
     platform.wait_for("the heartbeat's report", |v| body(v).contains("42 sheep"));
     println!("the first acknowledgement of the delivered report was lost on its way to the agent");
     // The agent offers it again once its lease (a second here) runs out; the platform knows it.
