@@ -55,13 +55,7 @@ fn main() -> ExitCode {
     // The initial environment in /proc/<pid>/environ still holds the secrets: close it (and
     // /proc/<pid>/mem) to same-user tool processes.
     let hardened = harden_process();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    baal_core::ops::init_logs(settings.log_format, "info");
     if let Err(e) = hardened {
         tracing::warn!(error = %e, "could not make the agent non-dumpable; tool processes may read its memory");
     }

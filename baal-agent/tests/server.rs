@@ -904,3 +904,48 @@ async fn the_heartbeat_recurs_is_silent_when_idle_and_keeps_its_schedule_across_
     assert!(gap >= Duration::from_millis(1900), "ran {gap:?} after the last run: the restart repeated it");
     assert!(gap <= Duration::from_secs(8), "ran {gap:?} after the last run: postponed by the restart");
 }
+
+/// `LOG_FORMAT=json`: every line the agent logs is one JSON object, and a turn's lines carry the
+/// turn's span (its chat and id); a log format the agent does not know is a bad setting (exit 2).
+#[tokio::test]
+async fn json_logs_carry_the_turns_span_and_an_unknown_format_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = agent_command(dir.path())
+        .env("AGENT_SECRET", "x")
+        .env("LIBERTAI_API_KEY", "k")
+        .env("LOG_FORMAT", "xml")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("LOG_FORMAT") && said.contains("text or json"), "{said}");
+
+    let llm = ScriptedLlm::start().await;
+    // The model server fails every try: the turn logs why.
+    for _ in 0..8 {
+        llm.push(Reply::status(500));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = test_agent_command(&llm, &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")], dir.path());
+    command.stderr(std::process::Stdio::piped());
+    let mut agent = spawn(command, dir);
+    let events = agent.chat("hello", "4242", None).await;
+    assert!(events.iter().any(|e| matches!(e, AgentEvent::Error { .. })), "{events:?}");
+    let _ = agent.child.kill();
+    let _ = agent.child.wait();
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut agent.child.stderr.take().unwrap(), &mut logs).unwrap();
+    assert!(!logs.trim().is_empty(), "the agent logged something");
+    assert!(!logs.contains('\u{1b}'), "{logs:?}");
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}")))
+        .collect();
+    let in_turn = lines.iter().find(|line| line["span"]["name"] == "turn").unwrap_or_else(|| panic!("{logs}"));
+    assert_eq!(in_turn["span"]["chat"], "4242", "{in_turn}");
+    assert!(in_turn["span"]["turn"].as_str().is_some_and(|id| id.len() == 8), "{in_turn}");
+    assert!(in_turn["level"].is_string() && in_turn["fields"]["message"].is_string(), "{in_turn}");
+}

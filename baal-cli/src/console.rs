@@ -26,10 +26,6 @@ pub struct ConsoleArgs {
 }
 
 pub async fn run(mut settings: Settings, args: ConsoleArgs) -> anyhow::Result<ExitCode> {
-    // Logs go to stderr so a piped transcript on stdout stays clean; RUST_LOG overrides.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,baal_core::platform=info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     if !settings.admin_user_ids.contains(&args.user_id) {
         settings.admin_user_ids.push(args.user_id);
     }

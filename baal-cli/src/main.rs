@@ -3,6 +3,8 @@
 //! signs Aleph messages for inspection, and runs `console`, a terminal front-end over the
 //! platform.
 
+#![forbid(unsafe_code)]
+
 mod agents;
 mod aleph;
 mod console;
@@ -13,6 +15,7 @@ mod users;
 use std::process::ExitCode;
 
 use baal_core::config::Settings;
+use baal_core::ops::LogFormat;
 use baal_core::store::SqlStore;
 use clap::{Parser, Subcommand};
 
@@ -55,6 +58,22 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before the settings, so `.env` can hold LOG_FORMAT and RUST_LOG too.
+    let _ = dotenvy::dotenv();
+    let format = match LogFormat::from_env() {
+        Ok(format) => format,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    // Warnings by default (a teardown's trouble reaches the operator), and what the console's
+    // platform does; on stderr, so tables and JSON on stdout stay clean. RUST_LOG overrides.
+    let default_filter = match &cli.command {
+        Command::Console(_) => "warn,baal_core::platform=info",
+        _ => "warn",
+    };
+    baal_core::ops::init_logs(format, default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -66,7 +85,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            baal_core::ops::exit_code(err.as_ref())
         }
     }
 }
@@ -95,7 +114,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Settings from `.env` and the environment, with `--database-url` taking precedence.
 fn load_settings(database_url: Option<String>) -> anyhow::Result<Settings> {
-    let _ = dotenvy::dotenv();
     let mut vars: Vec<(String, String)> = std::env::vars().collect();
     if let Some(url) = database_url {
         vars.push(("DATABASE_URL".into(), url));

@@ -603,3 +603,28 @@ fn usage_refuses_bad_arguments_and_unknown_agents() {
     let table = baal_cli(dir.path(), &db, &["usage"]);
     assert!(table.stdout.starts_with("No usage from"), "{}", table.stdout);
 }
+
+/// Exit codes a supervisor can act on: 2 for a bad setting or usage (restarting cannot mend it),
+/// 1 for a failure at run time, 0 when done; `doctor` exits 1 when it finds a problem.
+#[test]
+fn bad_settings_and_usage_exit_2_and_runtime_failures_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let db = ("DATABASE_URL", url.as_str());
+    let bad_number = baal_cli(dir.path(), &[db, ("FREE_TIER_DAILY_MESSAGES", "many")], &["agents", "list"]);
+    assert_eq!(bad_number.code, 2, "{}", bad_number.stderr);
+    assert!(bad_number.stderr.contains("FREE_TIER_DAILY_MESSAGES"), "{}", bad_number.stderr);
+    let bad_format = baal_cli(dir.path(), &[db, ("LOG_FORMAT", "xml")], &["users", "list"]);
+    assert_eq!(bad_format.code, 2, "{}", bad_format.stderr);
+    assert!(bad_format.stderr.contains("LOG_FORMAT"), "{}", bad_format.stderr);
+    let bad_usage = baal_cli(dir.path(), &[db], &["agents", "frobnicate"]);
+    assert_eq!(bad_usage.code, 2, "{}", bad_usage.stderr);
+
+    let unreachable =
+        baal_cli(dir.path(), &[("DATABASE_URL", "postgres://postgres@127.0.0.1:1/baal")], &["users", "list"]);
+    assert_eq!(unreachable.code, 1, "{}", unreachable.stderr);
+    let doctor = baal_cli(dir.path(), &[db], &["doctor"]);
+    assert_eq!(doctor.code, 1, "{}", doctor.stdout);
+    let fine = baal_cli(dir.path(), &[db, ("LOG_FORMAT", "json")], &["users", "list"]);
+    assert_eq!(fine.code, 0, "{}", fine.stderr);
+}

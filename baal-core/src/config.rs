@@ -129,6 +129,8 @@ pub struct Settings {
     pub bot_encryption_key: Option<SecretString>,
     /// `DATABASE_URL`; SQLite `./baal.db` by default.
     pub database_url: String,
+    /// `LOG_FORMAT`: `text` (default; coloured only on a terminal) or `json`.
+    pub log_format: crate::ops::LogFormat,
     /// `FREE_TIER_DAILY_MESSAGES`.
     pub free_tier_daily_messages: u32,
     /// `FREE_TIER_DAILY_TOKENS`: model tokens (prompt and completion) one user may spend per UTC
@@ -239,6 +241,7 @@ impl Settings {
             aleph_rootfs: env.text("ALEPH_ROOTFS"),
             bot_encryption_key: env.secret("BOT_ENCRYPTION_KEY"),
             database_url: env.text("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
+            log_format: crate::ops::LogFormat::parse(env.text(crate::ops::LOG_FORMAT).as_deref())?,
             free_tier_daily_messages: env
                 .number("FREE_TIER_DAILY_MESSAGES", "a whole number of messages")?
                 .unwrap_or(50),
@@ -374,6 +377,7 @@ impl fmt::Debug for Settings {
             .field("aleph_channel", &self.aleph_channel)
             .field("bot_encryption_key", &set(&self.bot_encryption_key))
             .field("database_url", &redact_url_password(&self.database_url))
+            .field("log_format", &self.log_format)
             .field("free_tier_daily_messages", &self.free_tier_daily_messages)
             .field("free_tier_daily_tokens", &self.free_tier_daily_tokens)
             .field("visitor_tools_allowed", &self.visitor_tools_allowed)

@@ -457,7 +457,7 @@ pub const DEFAULT_VISITOR_TOOLS: &[&str] = &["web_fetch", "web_search"];
 /// A fresh share-link slug: 20 characters of `[a-z0-9]` (about 103 bits), so links cannot be
 /// guessed or enumerated. Fits Telegram's 64-character `start` payload with the `agent_` prefix.
 pub(crate) fn new_slug() -> String {
-    use rand::Rng;
+    use rand::RngExt as _;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
     (0..20).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()

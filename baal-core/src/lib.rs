@@ -136,6 +136,7 @@ pub mod domain;
 pub mod env;
 pub mod inference;
 pub mod metering;
+pub mod ops;
 #[cfg(feature = "client")]
 pub mod proxy;
 pub mod secrets;

@@ -202,9 +202,8 @@ pub fn generate_key() -> Result<SecretString, SecretsError> {
 /// A fresh agent bearer secret: 32 random bytes, URL-safe base64 without padding (43 characters),
 /// the same shape the Python agents use.
 pub fn generate_token() -> SecretString {
-    use rand::RngCore;
     let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
+    rand::fill(&mut bytes);
     SecretString::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 

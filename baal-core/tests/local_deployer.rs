@@ -301,6 +301,33 @@ async fn an_agent_that_cannot_start_is_a_clear_error() {
     assert!(err.detail.unwrap().contains("exited before listening"));
 }
 
+/// Logs written to a file carry no colour codes (the agent colours only a terminal), and deploy
+/// errors, which quote the log's tail to users, carry none even from an agent that wrote them.
+#[tokio::test]
+async fn agent_logs_and_deploy_errors_carry_no_escape_codes() {
+    let data = tempfile::tempdir().unwrap();
+    let local = deployer(data.path());
+    // No model server: the turn fails and the agent logs why.
+    let deployment = local.deploy(&spec_for(None, 8, "Plain", "s8"), &SilentReporter).await.unwrap();
+    let proxy = HttpProxy::new().unwrap();
+    let _ = chat_text(&proxy, &endpoint(&deployment, "s8"), "hello?").await;
+    let log_file = local.agent_dir(AgentId(8)).join("agent.log");
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    assert!(log.contains("WARN") || log.contains("ERROR"), "the failed turn was logged: {log}");
+    assert!(!log.contains('\u{1b}'), "agent.log holds escape codes: {log:?}");
+    local.shutdown().await;
+
+    let coloured = data.path().join("coloured-agent");
+    std::fs::write(&coloured, "#!/bin/sh\nprintf '\\033[31mERROR\\033[0m cannot start: port taken\\n' >&2\nexit 1\n")
+        .unwrap();
+    std::fs::set_permissions(&coloured, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let broken = LocalDeployer::new(data.path().join("broken"), &coloured).unwrap();
+    let err = broken.deploy(&spec_for(None, 9, "Coloured", "s9"), &SilentReporter).await.unwrap_err();
+    let detail = err.detail.unwrap_or_default();
+    assert!(detail.contains("ERROR cannot start: port taken"), "{detail}");
+    assert!(!detail.contains('\u{1b}'), "{detail:?}");
+}
+
 /// Set in the child process of `agents_die_when_the_platform_is_killed`: it plays the platform.
 const PLATFORM_DATA_VAR: &str = "BAAL_TEST_PLATFORM_DATA";
 

@@ -5,6 +5,8 @@
 //! and two processes using it at once would fight over it. Other processes sharing a PostgreSQL
 //! store serve the CLI.
 
+#![forbid(unsafe_code)]
+
 mod bot;
 mod dispatch;
 mod mapping;
@@ -37,12 +39,20 @@ fn main() -> ExitCode {
     // Before parsing, so `.env` can hold this binary's own options too.
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    // Settings first: a bad one exits 2 (systemd's `RestartPreventExitStatus=2` then stops
+    // restarting), before the database or the network is touched.
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("baal-telegram: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(error) = settings.require_telegram() {
+        eprintln!("baal-telegram: {error}");
+        return ExitCode::from(2);
+    }
+    baal_core::ops::init_logs(settings.log_format, "info");
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -50,19 +60,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("baal-telegram: {error:#}");
-            ExitCode::FAILURE
+            baal_core::ops::exit_code(error.as_ref())
         }
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = Settings::load()?;
-    // Fail on missing settings before touching the database or the network.
-    settings.require_telegram()?;
+async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     let sealer = Arc::new(platform::secret_box_from_settings(&settings)?);
     let store: Arc<dyn Store> = Arc::new(SqlStore::open(&settings.database_url).await?);
     let options = BotOptions { drain: Duration::from_secs(cli.shutdown_grace_secs) };

@@ -17,6 +17,8 @@
 //!
 //! Run: `cargo run -p baal-examples --example admin_tool`
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context as _;
 use baal_core::deploy::SilentReporter;
 use baal_core::domain::{AgentStatus, NewAgent, UsageDecision};

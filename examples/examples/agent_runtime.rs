@@ -13,6 +13,8 @@
 //!
 //! Run: `cargo run -p baal-examples --example agent_runtime`
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 
 use async_trait::async_trait;

@@ -11,6 +11,8 @@
 //!
 //! Run: `cargo build --workspace && cargo run -p baal-examples --example custom_deployer`
 
+#![forbid(unsafe_code)]
+
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, bail};

@@ -13,6 +13,8 @@
 //! Interactive: `cargo run -p baal-examples --example own_front_end` (Ctrl-D quits).
 //! Scripted, as CI does: `printf '/start\n/help\n' | cargo run -p baal-examples --example own_front_end`
 
+#![forbid(unsafe_code)]
+
 use std::io::{IsTerminal as _, Write as _};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};

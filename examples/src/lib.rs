@@ -5,6 +5,8 @@
 //!
 //! Nothing here reaches beyond 127.0.0.1 or writes outside its temporary directory.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -285,32 +285,41 @@ impl Agent {
             stopped: Arc::new(AtomicBool::new(false)),
         });
         let stopped = detach.as_ref().map(|d| d.stopped.clone());
-        let task = tokio::spawn(async move {
-            let mut usage = TurnUsage::default();
-            let end = tokio::select! {
-                biased;
-                () = stop => None,
-                end = tokio::time::timeout(limit, agent.chat_turn(request, slot, &tx, &mut usage)) => Some(end),
-            };
-            let error = match end {
-                Some(Ok(Ok(()))) => None,
-                Some(Ok(Err(e))) => Some(e.to_string()),
-                Some(Err(_)) => Some(turn_timeout_message(limit)),
-                None => {
-                    // Before the error is sent: whoever reads it for a client that left must
-                    // know that nothing is to be queued.
-                    if let Some(stopped) = &stopped {
-                        stopped.store(true, Ordering::Release);
+        let span = tracing::info_span!(
+            "turn",
+            chat = %request.chat_id,
+            turn = %crate::ops::trace_id(),
+            durable = request.is_durable()
+        );
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let mut usage = TurnUsage::default();
+                let end = tokio::select! {
+                    biased;
+                    () = stop => None,
+                    end = tokio::time::timeout(limit, agent.chat_turn(request, slot, &tx, &mut usage)) => Some(end),
+                };
+                let error = match end {
+                    Some(Ok(Ok(()))) => None,
+                    Some(Ok(Err(e))) => Some(e.to_string()),
+                    Some(Err(_)) => Some(turn_timeout_message(limit)),
+                    None => {
+                        // Before the error is sent: whoever reads it for a client that left must
+                        // know that nothing is to be queued.
+                        if let Some(stopped) = &stopped {
+                            stopped.store(true, Ordering::Release);
+                        }
+                        Some(TURN_STOPPED.to_owned())
                     }
-                    Some(TURN_STOPPED.to_owned())
+                };
+                if let Some(content) = error {
+                    let _ = tx.send(AgentEvent::Error { content });
                 }
-            };
-            if let Some(content) = error {
-                let _ = tx.send(AgentEvent::Error { content });
-            }
-            // Counted even when the turn failed, ran out of time or was stopped: the calls were made.
-            let _ = tx.send(AgentEvent::Done { usage: (usage.calls > 0).then_some(usage) });
-        });
+                // Counted even when the turn failed, ran out of time or was stopped: the calls were made.
+                let _ = tx.send(AgentEvent::Done { usage: (usage.calls > 0).then_some(usage) });
+            },
+            span,
+        ));
         ChatStream::new(rx, task.abort_handle(), self.inner.config.keepalive_interval, detach)
     }
 

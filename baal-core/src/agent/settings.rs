@@ -36,6 +36,8 @@ pub struct AgentSettings {
     pub agent_secret: SecretString,
     /// `BIND_ADDR` (default `127.0.0.1`).
     pub bind_addr: IpAddr,
+    /// `LOG_FORMAT`: `text` (default; coloured only on a terminal) or `json`.
+    pub log_format: crate::ops::LogFormat,
     /// `PORT` (default 8080; 0 picks a free port).
     pub port: u16,
     /// `DB_PATH` (default `agent.db`).
@@ -120,6 +122,7 @@ impl fmt::Debug for AgentSettings {
             .field("libertai_api_base_url", &self.libertai_api_base_url)
             .field("agent_secret", &"[REDACTED]")
             .field("bind_addr", &self.bind_addr)
+            .field("log_format", &self.log_format)
             .field("port", &self.port)
             .field("db_path", &self.db_path)
             .field("workspace_path", &self.workspace_path)
@@ -169,6 +172,7 @@ impl AgentSettings {
             agent_secret: env
                 .required_secret(var::AGENT_SECRET, "set the bearer secret Baal uses to talk to this agent")?,
             bind_addr: bind_addr.unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            log_format: crate::ops::LogFormat::parse(env.text(crate::ops::LOG_FORMAT).as_deref())?,
             port: env.number(var::PORT, "a TCP port from 0 to 65535")?.unwrap_or(8080),
             db_path: env.text(var::DB_PATH).map_or_else(|| PathBuf::from("agent.db"), PathBuf::from),
             max_history: small(var::MAX_HISTORY, 100)?.max(1),

@@ -913,7 +913,8 @@ fn write_settings(dir: &Path, env: &AgentEnv) -> std::io::Result<()> {
 
 /// The last lines of an agent's log, for error details.
 fn log_tail(dir: &Path) -> String {
-    let log = std::fs::read_to_string(dir.join(LOG_FILE)).unwrap_or_default();
+    // Shown to users in deploy errors: an agent of an older release may have coloured its log.
+    let log = crate::ops::strip_escapes(&std::fs::read_to_string(dir.join(LOG_FILE)).unwrap_or_default());
     let lines: Vec<&str> = log.lines().rev().take(5).collect();
     let tail = lines.into_iter().rev().collect::<Vec<_>>().join(" | ");
     tail.chars().rev().take(600).collect::<Vec<_>>().into_iter().rev().collect()
@@ -992,18 +993,14 @@ fn confine_to_platform_lifetime(command: &mut Command) {
 fn signal_group(pgid: u32, signal: Signal) {
     #[cfg(unix)]
     {
-        let Ok(pgid) = libc::pid_t::try_from(pgid) else { return };
-        if pgid <= 1 {
-            return;
-        }
+        use rustix::process::{Pid, Signal as Sig, kill_process_group};
+        let Some(pgid) = i32::try_from(pgid).ok().filter(|&pgid| pgid > 1).and_then(Pid::from_raw) else { return };
         let signal = match signal {
-            Signal::Term => libc::SIGTERM,
-            Signal::Kill => libc::SIGKILL,
+            Signal::Term => Sig::TERM,
+            Signal::Kill => Sig::KILL,
         };
-        // SAFETY: killpg only sends a signal; a group that no longer exists gives ESRCH.
-        unsafe {
-            libc::killpg(pgid, signal);
-        }
+        // A group that no longer exists (ESRCH) is what stopping it wanted.
+        let _ = kill_process_group(pgid, signal);
     }
     #[cfg(not(unix))]
     let _ = (pgid, signal);

@@ -44,6 +44,7 @@ enum Delivery {
 impl Inner {
     /// One turn with `agent`: streams its answer to the sender's chat, then collects what the
     /// turn cost and delivers anything the agent queued for this chat.
+    #[tracing::instrument(name = "turn", skip_all, fields(agent = %agent.id, turn = %crate::ops::trace_id()))]
     pub(crate) async fn chat_turn(
         self: &Arc<Self>,
         ctx: &Ctx,

@@ -188,6 +188,14 @@ pub enum PlatformError {
     Setup(String),
 }
 
+impl PlatformError {
+    /// Whether the platform could not start because of how it is configured (a setting, the
+    /// encryption key, the deployer's set-up), which restarting will not mend.
+    pub fn is_settings(&self) -> bool {
+        matches!(self, PlatformError::Config(_) | PlatformError::Secrets(_) | PlatformError::Setup(_))
+    }
+}
+
 /// The bot's brain. Cheap to clone; clones share everything.
 #[derive(Clone)]
 pub struct Platform {
@@ -308,6 +316,7 @@ impl Platform {
     /// Processes one input fully: replies are sent before this returns; deployments continue as
     /// tracked background tasks (see [`Platform::wait_idle`]). A store failure is reported to the
     /// user as a generic apology and returned.
+    #[tracing::instrument(name = "input", skip_all, fields(user = input.user_id, chat = input.chat_id))]
     pub async fn handle(&self, input: Input) -> Result<(), PlatformError> {
         let chat = input.chat_id;
         let result = self.inner.clone().handle(input).await;

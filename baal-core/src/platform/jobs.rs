@@ -184,6 +184,7 @@ impl Inner {
         self.edit_or_say(chat, progress, Text::plain(text)).await;
     }
 
+    #[tracing::instrument(name = "deployment", skip_all, fields(agent = %agent_id, deployment = %crate::ops::trace_id()))]
     async fn run_job(
         self: Arc<Self>,
         agent_id: AgentId,
