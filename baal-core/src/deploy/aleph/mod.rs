@@ -11,7 +11,7 @@
 //!
 //! A repair (`repair`) restarts the agent's service over SSH; when the VM cannot be reached any
 //! more, it forgets the instance and deploys the agent on a fresh one on another node. The
-//! wallet's instances are compared with the database by `baal-cli aleph reconcile`.
+//! wallet's instances are compared with the database by [`reconcile`].
 //!
 //! Invariants:
 //! - the instance hash is reported through [`DeployReporter::facts`] before any step that could
@@ -29,6 +29,7 @@ pub(crate) mod crn;
 pub(crate) mod error;
 pub mod message;
 pub(crate) mod pool;
+pub mod reconcile;
 mod repair;
 pub(crate) mod ship;
 pub mod sign;
