@@ -298,7 +298,7 @@ async fn reconcile(settings: &Settings, args: &ReconcileArgs) -> anyhow::Result<
         reconciled.iter().filter(|r| r.holder.is_leak()).map(|r| r.instance.hash.clone()).collect();
     let rows: Vec<InstanceRow<'_>> = reconciled.iter().map(InstanceRow::from).collect();
     if !args.json {
-        print_rows(operator.address(), &rows, leaks.len());
+        print_rows(operator.address(), &rows, leaks.len(), args.forget_unknown);
     }
     let mut outcomes: Vec<ForgetOutcome> = Vec::new();
     if args.forget_unknown && !leaks.is_empty() {
@@ -326,7 +326,7 @@ async fn reconcile(settings: &Settings, args: &ReconcileArgs) -> anyhow::Result<
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-fn print_rows(wallet: &str, rows: &[InstanceRow<'_>], leaks: usize) {
+fn print_rows(wallet: &str, rows: &[InstanceRow<'_>], leaks: usize, forgetting: bool) {
     println!("Wallet {wallet} pays for {} instance(s); {leaks} used by nothing in the database.", rows.len());
     if rows.is_empty() {
         return;
@@ -343,7 +343,7 @@ fn print_rows(wallet: &str, rows: &[InstanceRow<'_>], leaks: usize) {
         })
         .collect();
     crate::print_table(&["INSTANCE", "SINCE (UTC)", "NAME", "HELD BY"], &cells);
-    if leaks > 0 {
+    if leaks > 0 && !forgetting {
         println!("`baal-cli aleph reconcile --forget-unknown` forgets the {leaks} UNKNOWN one(s).");
     }
 }

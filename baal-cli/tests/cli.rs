@@ -673,6 +673,7 @@ async fn aleph_reconcile_lists_the_wallet_and_forgets_the_unknown_with_yes() {
     assert!(line(&pool_vm).ends_with(&format!("pool VM {} (warm)", row.id)), "{}", table.stdout);
     assert!(line(&unknown).ends_with("UNKNOWN"), "{}", table.stdout);
     assert!(table.stdout.contains("3 instance(s); 1 used by nothing"), "{}", table.stdout);
+    assert!(table.stdout.contains("--forget-unknown` forgets the 1 UNKNOWN one(s)"), "{}", table.stdout);
 
     // No terminal to confirm on and no --yes: refused, nothing posted.
     let refused = baal_cli_async(dir.path(), &env, &["aleph", "reconcile", "--forget-unknown"]).await;

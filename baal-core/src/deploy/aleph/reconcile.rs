@@ -284,6 +284,20 @@ pub(crate) fn daily_watch(
 mod tests {
     use super::*;
 
+    /// The bot starts the daily check exactly where the Aleph deployer is configured.
+    #[cfg(feature = "platform")]
+    #[tokio::test]
+    async fn the_daily_check_runs_where_the_aleph_deployer_is_configured() {
+        let store = Arc::new(crate::store::SqlStore::open("sqlite::memory:").await.unwrap());
+        let settings = |vars: &[(&str, &str)]| crate::config::Settings::from_vars(vars.iter().copied()).unwrap();
+        let aleph = settings(&[
+            ("ALEPH_PRIVATE_KEY", "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"),
+            ("ALEPH_SSH_PUBKEY", "ssh-ed25519 AAAA op"),
+        ]);
+        assert!(daily_watch(&aleph, store.clone()).is_some());
+        assert!(daily_watch(&settings(&[]), store).is_none(), "local agents: no wallet to check");
+    }
+
     #[test]
     fn an_entry_of_the_listing_reads_as_a_paid_instance() {
         let entry = serde_json::json!({
