@@ -1,12 +1,15 @@
-//! `baal-cli aleph …`: inspect what Baal would post to Aleph Cloud, and the operator's account.
+//! `baal-cli aleph …`: inspect what Baal would post to Aleph Cloud, the operator's account, and
+//! the instances the wallet pays for beside what the database knows of them.
 
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use baal_core::config::Settings;
-use baal_core::deploy::aleph::AlephOperator;
 use baal_core::deploy::aleph::message::{SignedMessage, agent_forget_message, is_item_hash};
+use baal_core::deploy::aleph::reconcile::{ForgetOutcome, Holder, Reconciled};
 use baal_core::deploy::aleph::sign::EthAccount;
+use baal_core::deploy::aleph::{AlephConfig, AlephOperator};
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
@@ -16,6 +19,23 @@ pub enum AlephCommand {
     Sign(SignCommand),
     /// Show the operator's address, credit balance and the CRNs that pass the filters.
     Status,
+    /// List every instance the wallet pays for beside what the database knows of it (agent, pool
+    /// VM, or unknown); with `--forget-unknown`, forget the ones nothing uses.
+    Reconcile(ReconcileArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReconcileArgs {
+    /// Forget (signed FORGET, as a delete does) every instance unknown to the database or still
+    /// held by a deleted agent, after a confirmation.
+    #[arg(long)]
+    forget_unknown: bool,
+    /// Do not ask for confirmation (for scripts).
+    #[arg(long)]
+    yes: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +94,7 @@ fn wallet(settings: &Settings) -> anyhow::Result<EthAccount> {
 
 pub async fn run(settings: &Settings, command: AlephCommand) -> anyhow::Result<ExitCode> {
     match command {
+        AlephCommand::Reconcile(args) => return reconcile(settings, &args).await,
         AlephCommand::Sign(command) => {
             let message = sign(settings, &command)?;
             println!("{}", serde_json::to_string_pretty(&message)?);
@@ -183,4 +204,162 @@ mod tests {
         let wallet_only = settings(&[("ALEPH_PRIVATE_KEY", KEY)]);
         assert!(sign(&wallet_only, &forget(&["nope"])).unwrap_err().to_string().contains("64 hex digits"));
     }
+}
+
+/// An operator view with the wallet alone: listing and forgetting need neither the SSH key nor
+/// the agent binary.
+fn wallet_operator(settings: &Settings) -> anyhow::Result<AlephOperator> {
+    let mut config = AlephConfig::new(
+        &settings.aleph_api_url,
+        &settings.aleph_crn_list_url,
+        &settings.aleph_domain_gateway_url,
+        "",
+        &settings.aleph_ssh_privkey_path,
+        "",
+    );
+    config.channel = settings.aleph_channel.clone();
+    Ok(AlephOperator::new(wallet(settings)?, config)?)
+}
+
+/// One line of `aleph reconcile --json`.
+#[derive(Debug, serde::Serialize)]
+struct InstanceRow<'a> {
+    hash: &'a str,
+    since: Option<String>,
+    name: Option<&'a str>,
+    channel: Option<&'a str>,
+    node_hash: Option<&'a str>,
+    held_by: HeldBy<'a>,
+    leak: bool,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum HeldBy<'a> {
+    Agent { agent_id: i64, owner_id: i64, name: &'a str, deleted: bool },
+    PoolVm { pool_id: i64, status: String },
+    Unknown,
+}
+
+impl<'a> From<&'a Reconciled> for InstanceRow<'a> {
+    fn from(r: &'a Reconciled) -> Self {
+        let held_by = match &r.holder {
+            Holder::Agent { agent_id, owner_id, name, deleted } => {
+                HeldBy::Agent { agent_id: agent_id.0, owner_id: *owner_id, name, deleted: *deleted }
+            }
+            Holder::PoolVm { pool_id, status } => HeldBy::PoolVm { pool_id: *pool_id, status: status.to_string() },
+            _ => HeldBy::Unknown,
+        };
+        InstanceRow {
+            hash: &r.instance.hash,
+            since: r.instance.since.map(|t| t.format("%Y-%m-%d %H:%M").to_string()),
+            name: r.instance.name.as_deref(),
+            channel: r.instance.channel.as_deref(),
+            node_hash: r.instance.node_hash.as_deref(),
+            held_by,
+            leak: r.holder.is_leak(),
+        }
+    }
+}
+
+fn held_by_text(held_by: &HeldBy<'_>) -> String {
+    match held_by {
+        HeldBy::Agent { agent_id, owner_id, name, deleted: false } => {
+            format!("agent {agent_id} {name:?} of user {owner_id}")
+        }
+        HeldBy::Agent { agent_id, owner_id, name, deleted: true } => {
+            format!("UNKNOWN: deleted agent {agent_id} {name:?} of user {owner_id}")
+        }
+        HeldBy::PoolVm { pool_id, status } => format!("pool VM {pool_id} ({status})"),
+        HeldBy::Unknown => "UNKNOWN".into(),
+    }
+}
+
+/// What `aleph reconcile --json` prints.
+#[derive(Debug, serde::Serialize)]
+struct Report<'a> {
+    wallet: &'a str,
+    instances: Vec<InstanceRow<'a>>,
+    forgotten: Vec<&'a str>,
+    not_forgotten: Vec<NotForgotten<'a>>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct NotForgotten<'a> {
+    hash: &'a str,
+    error: &'a str,
+}
+
+async fn reconcile(settings: &Settings, args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
+    let operator = wallet_operator(settings)?;
+    let store = crate::open_store(settings).await?;
+    let reconciled = operator.reconcile(&store, &store).await?;
+    let leaks: Vec<String> =
+        reconciled.iter().filter(|r| r.holder.is_leak()).map(|r| r.instance.hash.clone()).collect();
+    let rows: Vec<InstanceRow<'_>> = reconciled.iter().map(InstanceRow::from).collect();
+    if !args.json {
+        print_rows(operator.address(), &rows, leaks.len(), args.forget_unknown);
+    }
+    let mut outcomes: Vec<ForgetOutcome> = Vec::new();
+    if args.forget_unknown && !leaks.is_empty() {
+        if !args.yes && !confirm_forget(leaks.len())? {
+            eprintln!("Nothing forgotten.");
+            return Ok(ExitCode::FAILURE);
+        }
+        outcomes = operator.forget_instances(&leaks).await;
+    }
+    let forgotten: Vec<&str> = outcomes.iter().filter(|o| o.error.is_none()).map(|o| o.hash.as_str()).collect();
+    let not_forgotten: Vec<NotForgotten<'_>> =
+        outcomes.iter().filter_map(|o| o.error.as_deref().map(|error| NotForgotten { hash: &o.hash, error })).collect();
+    if args.json {
+        let report = Report { wallet: operator.address(), instances: rows, forgotten, not_forgotten };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for hash in &forgotten {
+            println!("Forgotten: {hash}");
+        }
+        for failed in &not_forgotten {
+            eprintln!("NOT forgotten: {} ({})", failed.hash, failed.error);
+        }
+    }
+    let failed = outcomes.iter().any(|o| o.error.is_some());
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn print_rows(wallet: &str, rows: &[InstanceRow<'_>], leaks: usize, forgetting: bool) {
+    println!("Wallet {wallet} pays for {} instance(s); {leaks} used by nothing in the database.", rows.len());
+    if rows.is_empty() {
+        return;
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.hash.to_owned(),
+                r.since.clone().unwrap_or_else(|| "-".into()),
+                r.name.unwrap_or("-").to_owned(),
+                held_by_text(&r.held_by),
+            ]
+        })
+        .collect();
+    crate::print_table(&["INSTANCE", "SINCE (UTC)", "NAME", "HELD BY"], &cells);
+    if leaks > 0 && !forgetting {
+        println!("`baal-cli aleph reconcile --forget-unknown` forgets the {leaks} UNKNOWN one(s).");
+    }
+}
+
+/// Asks on the terminal; refuses outright where there is none to ask on.
+fn confirm_forget(count: usize) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "not forgetting {count} instance(s): there is no terminal to confirm on. Pass --yes to forget without asking."
+        );
+    }
+    // The question goes to stderr, so `--json` output stays parseable.
+    let mut stderr = std::io::stderr();
+    write!(stderr, "Forget {count} instance(s) nothing in the database uses? Their VMs stop for good. [y/N] ")?;
+    stderr.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }

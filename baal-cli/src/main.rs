@@ -1,7 +1,7 @@
 //! `baal-cli`: the operator's tool. Lists and deletes agents, shows users and usage (messages,
 //! and tokens with their estimated cost), generates keys, checks the setup, runs migrations,
-//! signs Aleph messages for inspection, and runs `console`, a terminal front-end over the
-//! platform.
+//! signs Aleph messages for inspection, reconciles the wallet's Aleph instances with the database,
+//! and runs `console`, a terminal front-end over the platform.
 
 #![forbid(unsafe_code)]
 
@@ -49,7 +49,8 @@ enum Command {
     Migrate,
     /// Check the settings and the database and say what is missing and how to fix it.
     Doctor(doctor::DoctorArgs),
-    /// Aleph Cloud: inspect signed messages and the operator's account.
+    /// Aleph Cloud: inspect signed messages and the operator's account; reconcile the instances the
+    /// wallet pays for with the database.
     #[command(subcommand)]
     Aleph(aleph::AlephCommand),
     /// Run Baal in this terminal: one local user, commands with `/`, buttons with `!press`.

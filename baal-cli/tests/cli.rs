@@ -627,4 +627,102 @@ fn bad_settings_and_usage_exit_2_and_runtime_failures_exit_1() {
     assert_eq!(doctor.code, 1, "{}", doctor.stdout);
     let fine = baal_cli(dir.path(), &[db, ("LOG_FORMAT", "json")], &["users", "list"]);
     assert_eq!(fine.code, 0, "{}", fine.stderr);
+
+/// Runs `baal-cli` off the async runtime, so loopback servers of the test keep answering it.
+async fn baal_cli_async(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
+    let dir = dir.to_owned();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        baal_cli(&dir, &env, &args)
+    })
+    .await
+    .unwrap()
+}
+
+/// `aleph reconcile` against the fake CCN on loopback: the wallet's instances beside the
+/// database (an agent's, a pool VM's, one planted that nothing knows), a refusal to forget without
+/// a terminal or `--yes`, then the unknown one forgotten with `--yes`.
+#[tokio::test(flavor = "multi_thread")]
+async fn aleph_reconcile_lists_the_wallet_and_forgets_the_unknown_with_yes() {
+    use baal_core::domain::PoolStatus;
+    use baal_core::store::PoolStore;
+    use baal_core::testing::aleph::FakeAleph;
+    // A well-known development key (Hardhat's first account), never a real wallet.
+    const KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+    const WALLET: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+
+    let aleph = FakeAleph::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let [helper, ..] = seed(&url).await;
+    let agent_vm = aleph.plant_instance(WALLET, "baal-agent-Helper");
+    let pool_vm = aleph.plant_instance(WALLET, "baal-agent-pool-1");
+    let unknown = aleph.plant_instance(WALLET, "baal-agent-crashed");
+    let store = SqlStore::open(&url).await.unwrap();
+    let mut deployment = Deployment::default();
+    deployment.instance_hash = Some(agent_vm.clone());
+    store.agent_set_deployment(AgentId(helper), &deployment).await.unwrap();
+    let row = store.pool_insert().await.unwrap();
+    deployment.instance_hash = Some(pool_vm.clone());
+    store.pool_update(row.id, Some(&pool_vm), &deployment, PoolStatus::Warm).await.unwrap();
+    store.close().await.unwrap();
+    let env = [("DATABASE_URL", url.as_str()), ("ALEPH_PRIVATE_KEY", KEY), ("ALEPH_API_URL", aleph.url.as_str())];
+
+    let listed = baal_cli_async(dir.path(), &env, &["aleph", "reconcile", "--json"]).await;
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    let report: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(report["wallet"], WALLET);
+    let instances = report["instances"].as_array().unwrap();
+    let held = |hash: &str| instances.iter().find(|i| i["hash"] == hash).unwrap_or_else(|| panic!("{hash} not listed"));
+    assert_eq!(instances.len(), 3, "{}", listed.stdout);
+    assert_eq!(
+        held(&agent_vm)["held_by"],
+        serde_json::json!({"kind": "agent", "agent_id": helper, "owner_id": 100, "name": "Helper", "deleted": false})
+    );
+    assert_eq!(held(&pool_vm)["held_by"], serde_json::json!({"kind": "pool_vm", "pool_id": row.id, "status": "warm"}));
+    assert_eq!(held(&unknown)["held_by"]["kind"], "unknown");
+    let leaks: Vec<&str> =
+        instances.iter().filter(|i| i["leak"] == true).map(|i| i["hash"].as_str().unwrap()).collect();
+    assert_eq!(leaks, [unknown.as_str()]);
+    assert_eq!(report["forgotten"], serde_json::json!([]));
+
+    let table = baal_cli_async(dir.path(), &env, &["aleph", "reconcile"]).await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    let line =
+        |hash: &str| table.stdout.lines().find(|l| l.starts_with(hash)).unwrap_or_else(|| panic!("{}", table.stdout));
+    assert!(line(&agent_vm).ends_with(&format!("agent {helper} \"Helper\" of user 100")), "{}", table.stdout);
+    assert!(line(&pool_vm).ends_with(&format!("pool VM {} (warm)", row.id)), "{}", table.stdout);
+    assert!(line(&unknown).ends_with("UNKNOWN"), "{}", table.stdout);
+    assert!(table.stdout.contains("3 instance(s); 1 used by nothing"), "{}", table.stdout);
+    assert!(table.stdout.contains("--forget-unknown` forgets the 1 UNKNOWN one(s)"), "{}", table.stdout);
+
+    // No terminal to confirm on and no --yes: refused, nothing posted.
+    let refused = baal_cli_async(dir.path(), &env, &["aleph", "reconcile", "--forget-unknown"]).await;
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("no terminal to confirm on") && refused.stderr.contains("--yes"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(aleph.live_instances().len(), 3);
+    assert!(!aleph.messages().values().any(|m| m.message_type == "FORGET"));
+
+    let forgot = baal_cli_async(dir.path(), &env, &["aleph", "reconcile", "--forget-unknown", "--yes", "--json"]).await;
+    assert_eq!(forgot.code, 0, "{}", forgot.stderr);
+    let report: serde_json::Value = serde_json::from_str(&forgot.stdout).unwrap();
+    assert_eq!(report["forgotten"], serde_json::json!([unknown]));
+    assert_eq!(aleph.messages()[&unknown].status, "forgotten");
+    let mut live = aleph.live_instances();
+    live.sort();
+    let mut kept = vec![agent_vm, pool_vm];
+    kept.sort();
+    assert_eq!(live, kept, "the known ones keep running");
+    assert!(!forgot.stdout.contains(KEY) && !forgot.stderr.contains(KEY), "the private key was printed");
+
+    let after = baal_cli_async(dir.path(), &env, &["aleph", "reconcile", "--json"]).await;
+    let report: serde_json::Value = serde_json::from_str(&after.stdout).unwrap();
+    assert_eq!(report["instances"].as_array().unwrap().len(), 2, "a forgotten instance is no longer listed");
 }

@@ -83,9 +83,15 @@ impl Harness {
     }
 
     async fn start_on(sshd: SshTarget, behaviours: &[CrnBehaviour], ssh_port: Option<u16>) -> Harness {
+        let nodes: Vec<(CrnBehaviour, Option<u16>)> = behaviours.iter().map(|b| (*b, ssh_port)).collect();
+        Harness::start_nodes(sshd, &nodes).await
+    }
+
+    /// Like [`Harness::start`], each CRN handing out its own SSH port (`None`: the sshd's).
+    async fn start_nodes(sshd: SshTarget, nodes: &[(CrnBehaviour, Option<u16>)]) -> Harness {
         let aleph = FakeAleph::start().await.unwrap();
         let mut crns = Vec::new();
-        for (i, behaviour) in behaviours.iter().enumerate() {
+        for (i, (behaviour, ssh_port)) in nodes.iter().enumerate() {
             let crn = FakeCrn::start(&aleph, *behaviour, "127.0.0.1", ssh_port.unwrap_or(sshd.port())).await.unwrap();
             aleph.add_crn(&crn, 0.1 * (i as f64 + 1.0));
             crns.push(crn);
@@ -637,4 +643,148 @@ async fn the_platform_fails_a_refused_deployment_at_once_and_tells_the_owner() {
     assert!(!refused.contains(&live[0]), "a new instance, not the refused one");
     assert_eq!(crn.notified(), live);
     platform.shutdown().await;
+}
+
+/// A TCP forwarder on loopback to `target`, closed (listener and every connection) when dropped:
+/// the SSH address of a VM whose node can vanish.
+struct Forwarder {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Forwarder {
+    async fn start(target: u16) -> Forwarder {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Forwarder { port, task }
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        // Aborting the task drops the listener and the JoinSet, which aborts every connection.
+        self.task.abort();
+    }
+}
+
+fn agent_pid(h: &Harness) -> i32 {
+    std::fs::read_to_string(h.vm.file("run/baal-agent.pid")).unwrap().trim().parse().unwrap()
+}
+
+/// The agent's service died on a VM that still answers: repair restarts it there, same instance,
+/// nothing re-shipped.
+#[tokio::test]
+async fn repair_restarts_a_killed_service_on_the_same_vm() {
+    let h = Harness::start(&[CrnBehaviour::Healthy, CrnBehaviour::Healthy], None).await;
+    let deployer = h.deployer(h.config());
+    let facts = deployer.deploy(&spec("a", "p"), &Recorder::default()).await.unwrap();
+    let hash = facts.instance_hash.clone().unwrap();
+    // SAFETY: kill has no memory effects; the pid is the stand-in agent this test started.
+    assert_eq!(unsafe { libc::kill(agent_pid(&h), libc::SIGKILL) }, 0);
+    let mut down = false;
+    for _ in 0..100 {
+        if !agent_healthy(h.agent_port).await {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(down, "the killed agent still answers");
+    let restarts = h.vm.systemctl_calls().matches("restart baal-agent").count();
+
+    let mut broken = spec("a", "p");
+    broken.existing = facts.clone();
+    let reporter = Recorder::default();
+    let repaired = deployer.repair(&broken, &reporter).await.unwrap();
+    assert!(!repaired.moved);
+    assert_eq!(repaired.deployment, facts, "the same VM, the same facts");
+    assert!(agent_healthy(h.agent_port).await);
+    assert_eq!(h.vm.systemctl_calls().matches("restart baal-agent").count(), restarts + 1);
+    assert_eq!(
+        reporter.log(),
+        ["start start", "done start", "start health", "done health", "start https", "done https"],
+        "a restart, nothing shipped or created"
+    );
+    assert_eq!(h.aleph.live_instances(), vec![hash]);
+    assert_eq!(h.crns[1].notified(), Vec::<String>::new());
+}
+
+/// The VM's node is gone (its SSH address closed, the node no longer answering): repair forgets
+/// the lost instance, deploys a fresh one on the other node, and reports the new facts as they
+/// become known.
+#[tokio::test]
+async fn repair_moves_an_agent_whose_node_is_gone_to_another_node() {
+    let sshd = SshTarget::start().await.unwrap();
+    let lost_ssh = Forwarder::start(sshd.port()).await;
+    let mut h =
+        Harness::start_nodes(sshd, &[(CrnBehaviour::Healthy, Some(lost_ssh.port)), (CrnBehaviour::Healthy, None)])
+            .await;
+    let deployer = h.deployer(h.config());
+    let facts = deployer.deploy(&spec("a", "p"), &Recorder::default()).await.unwrap();
+    let old = facts.instance_hash.clone().unwrap();
+    assert_eq!(facts.crn_url.as_deref(), Some(h.crns[0].url.as_str()));
+    assert_eq!(facts.ssh_port, Some(lost_ssh.port));
+
+    drop(lost_ssh);
+    let lost = h.crns.remove(0);
+    let lost_url = lost.url.clone();
+    drop(lost);
+    let survivor = &h.crns[0];
+
+    let mut broken = spec("a", "p");
+    broken.existing = facts.clone();
+    let reporter = Recorder::default();
+    let repaired = deployer.repair(&broken, &reporter).await.unwrap();
+    assert!(repaired.moved);
+    let moved = repaired.deployment;
+    let new = moved.instance_hash.clone().unwrap();
+    assert_ne!(new, old);
+    assert_eq!(moved.crn_url.as_deref(), Some(survivor.url.as_str()), "not on the lost node {lost_url}");
+    assert_eq!(moved.ssh_port, Some(h.sshd.port()));
+    assert!(agent_healthy(h.agent_port).await);
+
+    // Nothing left billing: the lost instance forgotten, only the new one paid for.
+    assert_eq!(h.aleph.messages()[&old].status, "forgotten");
+    assert_eq!(h.aleph.live_instances(), vec![new.clone()]);
+    assert_eq!(survivor.notified(), vec![new.clone()]);
+    let instance = &h.aleph.messages()[&new];
+    assert_eq!(instance.content["requirements"]["node"]["node_hash"], survivor.hash.as_str());
+
+    // Reported in order: the old facts cleared once forgotten, the new hash before anything
+    // was posted, then the rest as it became known.
+    let stored = reporter.facts.lock().unwrap().clone();
+    assert_eq!(stored[0], Deployment::default(), "{stored:?}");
+    assert_eq!(stored[1].instance_hash.as_deref(), Some(new.as_str()));
+    assert!(stored[1].vm_host.is_none());
+    assert_eq!(reporter.stored(), moved);
+    let log = reporter.log();
+    assert_eq!(log[..3], ["start forget", "done forget", "facts"], "{log:?}");
+    assert!(log.contains(&"done https".to_string()), "{log:?}");
+}
+
+/// A VM presenting another host key is not taken for lost: nothing is forgotten or created.
+#[tokio::test]
+async fn repair_refuses_a_vm_with_another_host_key_and_moves_nothing() {
+    let h = Harness::start(&[CrnBehaviour::Healthy, CrnBehaviour::Healthy], None).await;
+    let deployer = h.deployer(h.config());
+    let facts = deployer.deploy(&spec("a", "p"), &Recorder::default()).await.unwrap();
+    let impostor = RusshServer::start().await.unwrap();
+    let mut broken = spec("a", "p");
+    broken.existing = facts.clone();
+    broken.existing.ssh_host_key = Some(impostor.host_key.clone());
+    let err = deployer.repair(&broken, &Recorder::default()).await.unwrap_err();
+    assert!(err.message.contains("different SSH host key"), "{err}");
+    assert!(!err.retryable);
+    assert_eq!(h.aleph.live_instances(), vec![facts.instance_hash.unwrap()]);
+    assert!(!h.aleph.messages().values().any(|m| m.message_type == "FORGET"));
 }

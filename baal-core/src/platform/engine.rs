@@ -296,6 +296,12 @@ impl Platform {
         let store = Arc::new(SqlStore::open(&settings.database_url).await?);
         // One database behind both: the platform's store and the Aleph deployer's pool.
         let (deployer, background) = deployer_for(&settings, store.clone())?;
+        // The bot compares the wallet's Aleph instances with the database daily.
+        #[cfg(feature = "aleph")]
+        let background: Vec<Background> = background
+            .into_iter()
+            .chain(crate::deploy::aleph::reconcile::daily_watch(&settings, store.clone()).map(|w| Box::pin(w) as _))
+            .collect();
         let proxy = http_proxy()?;
         let platform =
             Platform::new(PlatformConfig::from_settings(&settings), store, deployer, proxy, messenger, secrets);

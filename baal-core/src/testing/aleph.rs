@@ -26,6 +26,7 @@ impl Drop for ServerTask {
 
 async fn serve<F, Fut>(handler: F) -> std::io::Result<(String, ServerTask)>
 where
+    // The path comes with its query string, if any.
     F: Fn(Method, String, poem::http::HeaderMap, Vec<u8>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response> + Send + 'static,
 {
@@ -37,7 +38,7 @@ where
         let handler = handler.clone();
         async move {
             let method = request.method().clone();
-            let path = request.uri().path().to_owned();
+            let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
             let headers = request.headers().clone();
             let body = request.into_body().into_vec().await.unwrap_or_default();
             Ok::<_, poem::Error>(handler(method, path, headers, body).await)
@@ -88,6 +89,12 @@ pub enum RefusalShape {
 pub struct StoredMessage {
     /// `INSTANCE`, `FORGET`, …
     pub message_type: String,
+    /// Who signed it.
+    pub sender: String,
+    /// Its envelope's time (Unix seconds): the listing's order.
+    pub time: f64,
+    /// Its channel.
+    pub channel: String,
     /// The parsed `item_content`.
     pub content: Value,
     /// `processed`, `rejected` or `forgotten`.
@@ -188,6 +195,31 @@ impl FakeAleph {
         }));
     }
 
+    /// Records a processed INSTANCE that `sender` pays for, named `name`, as if it had been posted
+    /// outside this database's knowledge (a crash before recording it, an earlier Baal); returns
+    /// its hash. Each call plants a new instance, posted after every message before it.
+    pub fn plant_instance(&self, sender: &str, name: &str) -> String {
+        let mut state = lock(&self.state);
+        let latest = state.messages.values().map(|m| m.time).fold(0.0, f64::max);
+        let time = (chrono::Utc::now().timestamp_millis() as f64 / 1000.0).max(latest + 0.001);
+        let content = json!({"address": sender, "time": time, "allow_amend": false,
+            "metadata": {"name": name}, "payment": {"chain": "ETH", "type": "credit"},
+            "resources": {"vcpus": 1, "memory": 2048, "seconds": 30}});
+        let hash = hex::encode(Sha256::digest(content.to_string().as_bytes()));
+        let stored = StoredMessage {
+            message_type: "INSTANCE".into(),
+            sender: sender.to_owned(),
+            time,
+            channel: "BAAL".into(),
+            content,
+            status: "processed".into(),
+            error_code: None,
+            details: Value::Null,
+        };
+        state.messages.insert(hash.clone(), stored);
+        hash
+    }
+
     /// Every message received, by item hash.
     pub fn messages(&self) -> HashMap<String, StoredMessage> {
         lock(&self.state).messages.clone()
@@ -207,10 +239,12 @@ impl FakeAleph {
     }
 }
 
-fn handle_aleph(state: &Mutex<AlephState>, method: Method, path: &str, body: &[u8]) -> Response {
+fn handle_aleph(state: &Mutex<AlephState>, method: Method, path_and_query: &str, body: &[u8]) -> Response {
+    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
         (Method::POST, ["api", "v0", "messages"]) => post_message(state, body),
+        (Method::GET, ["api", "v0", "messages.json"]) => list_messages(state, query),
         (Method::GET, ["api", "v0", "messages", hash]) => {
             let mut state = lock(state);
             let pending = state.answer_pending_first && {
@@ -263,6 +297,55 @@ fn handle_aleph(state: &Mutex<AlephState>, method: Method, path: &str, body: &[u
     }
 }
 
+/// `GET /api/v0/messages.json` as pyaleph answers it in page mode: the `addresses`, `msgTypes`
+/// and `msgStatuses` filters (comma-separated; statuses default to `processed`, as Baal's wallet
+/// has nothing `removing`), `sortOrder` (-1 newest first, the default, or 1), `pagination` (20 by
+/// default, 0 for all) and `page` (from 1).
+fn list_messages(state: &Mutex<AlephState>, query: &str) -> Response {
+    let params: HashMap<String, String> = reqwest::Url::parse(&format!("http://fake/?{query}"))
+        .map(|url| url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+        .unwrap_or_default();
+    let list = |key: &str| params.get(key).map(|v| v.split(',').map(str::to_owned).collect::<Vec<_>>());
+    let number = |key: &str, default: i64| params.get(key).map_or(Ok(default), |v| v.parse::<i64>());
+    let (Ok(per_page), Ok(page), Ok(order)) = (number("pagination", 20), number("page", 1), number("sortOrder", -1))
+    else {
+        return text_response(422, "pagination, page and sortOrder must be integers");
+    };
+    if per_page < 0 || page < 1 || !matches!(order, -1 | 1) {
+        return text_response(422, "invalid pagination, page or sortOrder");
+    }
+    let statuses = list("msgStatuses").unwrap_or_else(|| vec!["processed".into()]);
+    let (addresses, types) = (list("addresses"), list("msgTypes"));
+    let state = lock(state);
+    let mut matching: Vec<(&String, &StoredMessage)> = state
+        .messages
+        .iter()
+        .filter(|(_, m)| addresses.as_ref().is_none_or(|a| a.contains(&m.sender)))
+        .filter(|(_, m)| types.as_ref().is_none_or(|t| t.contains(&m.message_type)))
+        .filter(|(_, m)| statuses.contains(&m.status))
+        .collect();
+    matching.sort_by(|a, b| a.1.time.total_cmp(&b.1.time).then_with(|| a.0.cmp(b.0)));
+    if order == -1 {
+        matching.reverse();
+    }
+    let total = matching.len();
+    let page_items: Vec<Value> = matching
+        .into_iter()
+        .skip(if per_page == 0 { 0 } else { ((page - 1) * per_page) as usize })
+        .take(if per_page == 0 { usize::MAX } else { per_page as usize })
+        .map(|(hash, m)| {
+            json!({"sender": m.sender, "chain": "ETH", "type": m.message_type, "channel": m.channel,
+                   "item_hash": hash, "item_type": "inline", "time": m.time, "content": m.content,
+                   "confirmed": false, "confirmations": []})
+        })
+        .collect();
+    json_response(
+        200,
+        json!({"messages": page_items, "pagination_per_page": per_page, "pagination_page": page,
+               "pagination_total": total, "pagination_item": "messages"}),
+    )
+}
+
 fn post_message(state: &Mutex<AlephState>, body: &[u8]) -> Response {
     let Ok(request) = serde_json::from_slice::<Value>(body) else { return text_response(422, "body is not JSON") };
     let message = &request["message"];
@@ -300,7 +383,17 @@ fn post_message(state: &Mutex<AlephState>, body: &[u8]) -> Response {
         Ok(()) => ("processed", None, Value::Null, String::new()),
         Err(refusal) => ("rejected", Some(refusal.code), refusal.details, refusal.said),
     };
-    let stored = StoredMessage { message_type: kind, content, status: status.into(), error_code: code, details };
+    let time = message["time"].as_f64().unwrap_or_default();
+    let stored = StoredMessage {
+        message_type: kind,
+        sender,
+        time,
+        channel: text("channel"),
+        content,
+        status: status.into(),
+        error_code: code,
+        details,
+    };
     state.messages.insert(item_hash, stored);
     let publication = json!({"status": "success", "failed": []});
     match state.refusal_shape {
@@ -467,6 +560,7 @@ async fn handle_crn(
     headers: &poem::http::HeaderMap,
     body: &[u8],
 ) -> Response {
+    let path = path.split('?').next().unwrap_or_default();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
         (Method::POST, ["control", "allocation", "notify"]) => {

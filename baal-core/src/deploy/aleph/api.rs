@@ -14,6 +14,10 @@ const SETTINGS_AGGREGATE_OWNER: &str = "0xFba561a84A537fCaa567bb7A2257e7142701ae
 /// Times the reason for a refusal is asked of the CCN when its answer did not carry one.
 const REASON_LOOKUPS: u32 = 3;
 
+/// Pages of a message listing read at most: a CCN that keeps answering full pages (a bug, or
+/// more instances than any operator holds) cannot keep a caller reading forever.
+const MAX_LIST_PAGES: u32 = 1000;
+
 /// Where a message ended up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FinalStatus {
@@ -163,6 +167,59 @@ impl CcnClient {
         let response = self.http.get(&url).query(&[("keys", "settings")]).send().await.ok()?;
         let body: Value = response.error_for_status().ok()?.json().await.ok()?;
         body.pointer("/data/settings/last_crn_version").and_then(Value::as_str).map(str::to_owned)
+    }
+
+    /// Every message of type `kind` that `address` sent and that is in `status`, oldest first,
+    /// read `per_page` at a time (`GET /api/v0/messages.json`, pyaleph's page mode: `pagination`
+    /// and `page`, with `pagination_total`). Oldest first so that a message posted while the
+    /// pages are read lands on a later page instead of pushing one already read onto the next;
+    /// a message seen twice anyway is kept once.
+    pub(crate) async fn messages_of(
+        &self,
+        address: &str,
+        kind: &str,
+        status: &str,
+        per_page: u32,
+    ) -> Result<Vec<Value>, AlephError> {
+        let url = format!("{}/api/v0/messages.json", self.base);
+        let what = format!("listing the {kind} messages of {address} on {}", self.base);
+        let per_page = per_page.max(1);
+        let mut seen = std::collections::HashSet::new();
+        let mut messages = Vec::new();
+        for page in 1..=MAX_LIST_PAGES {
+            let query = [
+                ("addresses", address.to_owned()),
+                ("msgTypes", kind.to_owned()),
+                ("msgStatuses", status.to_owned()),
+                ("sortOrder", "1".to_owned()),
+                ("pagination", per_page.to_string()),
+                ("page", page.to_string()),
+            ];
+            let response = self.http.get(&url).query(&query).send().await.map_err(|e| AlephError::peer(&what, e))?;
+            let code = response.status();
+            let text = response.text().await.map_err(|e| AlephError::peer(&what, e))?;
+            if !code.is_success() {
+                return Err(AlephError::peer(&what, format!("HTTP {code}: {}", cut(&text))));
+            }
+            let body: Value = serde_json::from_str(&text)
+                .map_err(|e| AlephError::peer(&what, format!("the answer is not JSON ({e}): {}", cut(&text))))?;
+            let Some(items) = body.get("messages").and_then(Value::as_array) else {
+                return Err(AlephError::peer(&what, format!("the answer has no `messages` list: {}", cut(&text))));
+            };
+            let count = items.len();
+            for item in items {
+                let hash = item.get("item_hash").and_then(Value::as_str).unwrap_or_default();
+                if seen.insert(hash.to_owned()) {
+                    messages.push(item.clone());
+                }
+            }
+            let total = body.get("pagination_total").and_then(Value::as_u64);
+            let read = u64::from(page) * u64::from(per_page);
+            if count < per_page as usize || total.is_some_and(|total| read >= total) {
+                return Ok(messages);
+            }
+        }
+        Err(AlephError::peer(what, format!("more than {} pages of {per_page}; refusing to read on", MAX_LIST_PAGES)))
     }
 
     /// The account's credit balance.

@@ -9,6 +9,10 @@
 //! unit), restart, and check health on the VM and through HTTPS. A CRN that fails is blacklisted
 //! for a while, its instance forgotten, and the next one tried.
 //!
+//! A repair (`repair`) restarts the agent's service over SSH; when the VM cannot be reached any
+//! more, it forgets the instance and deploys the agent on a fresh one on another node. The
+//! wallet's instances are compared with the database by [`reconcile`].
+//!
 //! Invariants:
 //! - the instance hash is reported through [`DeployReporter::facts`] before any step that could
 //!   fail, and cleared only once the network has forgotten the instance or refused it (a refused
@@ -25,6 +29,8 @@ pub(crate) mod crn;
 pub(crate) mod error;
 pub mod message;
 pub(crate) mod pool;
+pub mod reconcile;
+mod repair;
 pub(crate) mod ship;
 pub mod sign;
 pub(crate) mod ssh;
@@ -43,7 +49,7 @@ use self::message::{InstanceRequest, VmSize, instance_message, is_item_hash, now
 use self::ship::Shipper;
 pub use self::ship::VmLayout;
 use self::sign::EthAccount;
-use super::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer};
+use super::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer, Repaired};
 use crate::agent_env::AgentDefaults;
 use crate::config::Settings;
 use crate::domain::{AgentId, Deployment};
@@ -404,11 +410,13 @@ impl AlephDeployer {
 
     /// Creates an instance on the best CRN that works, and waits for its network. `facts` gets
     /// the instance hash (reported) before anything is posted.
+    /// `avoid` is a node left out of this attempt (the one a repair moves away from).
     async fn provision(
         &self,
         name: &str,
         reporter: &dyn DeployReporter,
         facts: &mut Deployment,
+        avoid: Option<&str>,
     ) -> Result<(), DeployError> {
         reporter.step_started(STEP_PROVISION).await;
         let candidates: Vec<_> = self
@@ -417,7 +425,7 @@ impl AlephDeployer {
             .await
             .map_err(at(STEP_PROVISION.key))?
             .into_iter()
-            .filter(|c| !self.blacklist.contains(&c.url))
+            .filter(|c| !self.blacklist.contains(&c.url) && Some(c.url.as_str()) != avoid)
             .take(self.op.config.max_crn_attempts)
             .collect();
         if candidates.is_empty() {
@@ -652,7 +660,7 @@ impl AlephDeployer {
         facts: &mut Deployment,
     ) -> Result<(), DeployError> {
         if facts.instance_hash.is_none() {
-            self.provision(&spec.name, reporter, facts).await?;
+            self.provision(&spec.name, reporter, facts, None).await?;
         } else if facts.vm_host.is_none() || facts.ssh_port.is_none() {
             // Resuming (repair, or a crash after the instance was created).
             let (Some(hash), Some(crn)) = (facts.instance_hash.clone(), facts.crn_url.clone()) else {
@@ -704,6 +712,13 @@ impl Deployer for AlephDeployer {
         }
         self.ship_and_check(spec, reporter, &mut facts, true).await?;
         Ok(facts)
+    }
+
+    /// Restarts the agent's service over SSH (re-shipping it if that is not enough); when the VM
+    /// cannot be reached, forgets it and deploys the agent on a fresh instance on another node
+    /// (`moved`: the workspace and history on the lost VM are gone).
+    async fn repair(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Repaired, DeployError> {
+        self.repair_agent(spec, reporter).await
     }
 
     async fn destroy(

@@ -129,7 +129,7 @@ impl AlephDeployer {
         let reporter = PoolRowReporter { deployer: self, id: row.id };
         let mut facts = Deployment::default();
         let result = async {
-            self.provision(&format!("pool-{}", row.id), &reporter, &mut facts).await?;
+            self.provision(&format!("pool-{}", row.id), &reporter, &mut facts, None).await?;
             let session = self.connect_vm(&reporter, &mut facts).await?;
             let shipper = Shipper {
                 session: &session,
