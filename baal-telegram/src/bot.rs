@@ -1,8 +1,10 @@
 //! The bot's life: log in, publish the command menu, read updates into the per-chat queues, and
 //! stop cleanly on SIGTERM/SIGINT.
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -29,6 +31,9 @@ use crate::session::StoreSession;
 /// How often the update state is saved while it moves: a crash loses at most this much of it,
 /// and catch-up asks again for what it lost.
 const STATE_SAVE_EVERY: Duration = Duration::from_secs(5);
+/// How often the update state catches up with the inputs handed over since the last update
+/// (in memory; the saver writes it).
+const ADVANCE_EVERY: Duration = Duration::from_secs(1);
 /// How long a taken update is remembered so that a second copy is dropped: longer than any
 /// downtime catch-up bridges.
 const SEEN_KEPT: chrono::TimeDelta = chrono::TimeDelta::days(7);
@@ -142,29 +147,32 @@ where
     let mut intake = Intake::new(ChatQueues::new(Arc::new(turns)), store, Arc::clone(&session), username);
     let stop = stop_signal();
     tokio::pin!(stop);
+    // Inputs are handed over while no update arrives too; the state follows them for the saver.
+    let mut advance = tokio::time::interval(ADVANCE_EVERY);
     tracing::info!("taking updates");
     loop {
         tokio::select! {
             () = &mut stop => break,
+            _ = advance.tick() => intake.advance(),
             next = read.recv() => {
                 // The reader ends only when the connection pool has stopped (it said why).
                 let Some((update, state, peers)) = next else { break };
-                if let Taken::Unanswered(query) = intake.take(&update, &state, |id| username_in(&peers, id)).await {
+                if let Taken::Unanswered(query) = intake.take(&update, &state, |id| username_in(&peers, id)) {
                     acknowledge(&client, query);
                 }
             }
         }
     }
-    // Updates read but not taken are not in the saved state: the next start asks for them again.
+    // Updates read but not handed over are not in the saved state: the next start asks for them
+    // again.
     reader.abort();
     saver.abort();
     pruner.abort();
 
     // One bound for both the turns in flight and the engine's background work.
     let deadline = tokio::time::Instant::now() + options.drain;
-    let queues = intake.into_queues();
-    tracing::info!(busy_chats = queues.busy_chats(), "stopping: no new updates; letting turns finish");
-    let unfinished = queues.drain(options.drain).await;
+    tracing::info!(busy_chats = intake.busy_chats(), "stopping: no new updates; letting turns finish");
+    let unfinished = intake.drain(options.drain).await;
     if unfinished > 0 {
         tracing::warn!(unfinished, "turns still running after the shutdown bound were stopped");
     }
@@ -203,23 +211,25 @@ async fn read_updates(mut stream: UpdateStream, sender: mpsc::Sender<(tl::enums:
 /// What the update loop did with one update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Taken {
-    /// Queued behind its chat's earlier inputs.
+    /// Queued behind its chat's earlier inputs; when its turn comes, it is handled unless it is a
+    /// copy of an update handed to the platform before (caught up again after a crash).
     Queued,
-    /// A copy of an update taken before (caught up again after a crash): dropped.
-    Duplicate,
     /// Nothing for the platform.
     Ignored,
     /// A press nothing handles; the caller acknowledges it by this query id.
     Unanswered(i64),
 }
 
-/// The update loop's handling of one update, apart from reading it: mapping, dropping copies,
-/// queueing per chat, and moving the update state the session saves.
+/// The update loop's handling of one update, apart from reading it: mapping, queueing per chat
+/// behind a check for copies, and moving the update state the session saves.
 pub(crate) struct Intake<H: InputHandler> {
     queues: ChatQueues<H>,
     store: Arc<dyn Store>,
     session: Arc<StoreSession>,
     bot_username: Option<String>,
+    /// Updates taken, oldest first, with whether they have been handed over (or dropped): the
+    /// update state moves past an update only once it and every update before it have been.
+    pending: VecDeque<(State, Arc<AtomicBool>)>,
 }
 
 impl<H: InputHandler> Intake<H> {
@@ -229,28 +239,31 @@ impl<H: InputHandler> Intake<H> {
         session: Arc<StoreSession>,
         bot_username: Option<String>,
     ) -> Self {
-        Intake { queues, store, session, bot_username }
+        Intake { queues, store, session, bot_username, pending: VecDeque::new() }
     }
 
     /// Takes one update in the order Telegram's stream gave it; `username` names the users that
     /// came with it.
-    pub(crate) async fn take(
+    pub(crate) fn take(
         &mut self,
         update: &tl::enums::Update,
         state: &State,
         username: impl Fn(i64) -> Option<String>,
     ) -> Taken {
-        let taken = self.queue(update, username).await;
-        // Only once the update is queued or dropped: the saved state never runs ahead of what was
-        // taken, so a crash loses nothing that catch-up would not ask for again.
-        if let Err(error) = self.session.record_update(state) {
-            tracing::warn!(%error, "could not record the update state");
-        }
+        let handed_over = Arc::new(AtomicBool::new(true));
+        let taken = self.queue(update, username, &handed_over);
+        self.pending.push_back((state.clone(), handed_over));
+        self.advance();
         taken
     }
 
-    async fn queue(&mut self, update: &tl::enums::Update, username: impl Fn(i64) -> Option<String>) -> Taken {
-        let (input, seen) = match mapping::incoming(update, username) {
+    fn queue(
+        &mut self,
+        update: &tl::enums::Update,
+        username: impl Fn(i64) -> Option<String>,
+        handed_over: &Arc<AtomicBool>,
+    ) -> Taken {
+        let (input, (chat, kind, id)) = match mapping::incoming(update, username) {
             None => return Taken::Ignored,
             Some(Incoming::Unhandled(query)) => return Taken::Unanswered(query),
             Some(Incoming::Message(message)) => {
@@ -268,24 +281,53 @@ impl<H: InputHandler> Intake<H> {
                 }
             }
         };
-        let (chat, kind, id) = seen;
-        match self.store.update_seen(chat, kind, id, Utc::now()).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::debug!(chat, id, kind = kind.as_str(), "dropped an update taken before");
-                return Taken::Duplicate;
+        handed_over.store(false, Ordering::SeqCst);
+        let (store, handed_over) = (Arc::clone(&self.store), Arc::clone(handed_over));
+        // Checked when the input's turn comes, not now: an input still queued when the bot stops
+        // is neither marked seen nor inside the saved state, so the next start handles it.
+        self.queues.push_gated(input, async move {
+            let first = match store.update_seen(chat, kind, id, Utc::now()).await {
+                Ok(first) => first,
+                // A store that cannot answer is no reason to lose a message; the platform
+                // reports its own store errors to the user.
+                Err(error) => {
+                    tracing::warn!(%error, "could not check whether an update was seen; handling it");
+                    true
+                }
+            };
+            if !first {
+                tracing::debug!(chat, id, kind = kind.as_str(), "dropped an update handed over before");
             }
-            // A store that cannot answer is no reason to lose a message; the platform reports
-            // its own store errors to the user.
-            Err(error) => tracing::warn!(%error, "could not check whether an update was seen; handling it"),
-        }
-        self.queues.push(input);
+            handed_over.store(true, Ordering::SeqCst);
+            first
+        });
         Taken::Queued
     }
 
-    /// The queues, for draining at shutdown.
-    pub(crate) fn into_queues(self) -> ChatQueues<H> {
-        self.queues
+    /// Moves the update state past every update handed over with all those before it.
+    pub(crate) fn advance(&mut self) {
+        while let Some((state, handed_over)) = self.pending.front() {
+            if !handed_over.load(Ordering::SeqCst) {
+                break;
+            }
+            if let Err(error) = self.session.record_update(state) {
+                tracing::warn!(%error, "could not record the update state");
+            }
+            self.pending.pop_front();
+        }
+    }
+
+    /// Chats with inputs queued or running.
+    pub(crate) fn busy_chats(&self) -> usize {
+        self.queues.busy_chats()
+    }
+
+    /// Waits up to `bound` for queued inputs (see [`ChatQueues::drain`]), then moves the update
+    /// state past what was handed over; how many chats were still busy.
+    pub(crate) async fn drain(&mut self, bound: Duration) -> usize {
+        let unfinished = self.queues.drain(bound).await;
+        self.advance();
+        unfinished
     }
 }
 
@@ -399,17 +441,15 @@ mod tests {
         }
 
         /// Takes each update as the live loop does, in the order given.
-        async fn take(&mut self, updates: Vec<(tl::enums::Update, State)>) -> Vec<Taken> {
-            let mut taken = Vec::new();
-            for (update, state) in updates {
-                taken.push(self.intake.take(&update, &state, |id| (id == 7).then(|| "ann".to_owned())).await);
-            }
-            taken
+        fn take(&mut self, updates: Vec<(tl::enums::Update, State)>) -> Vec<Taken> {
+            let names = |id: i64| (id == 7).then(|| "ann".to_owned());
+            updates.into_iter().map(|(update, state)| self.intake.take(&update, &state, names)).collect()
         }
 
-        /// Lets every queued input finish; what each chat was shown.
-        async fn finish(self) -> Arc<MemoryMessenger> {
-            assert_eq!(self.intake.into_queues().drain(Duration::from_secs(60)).await, 0);
+        /// Lets every queued input finish and saves, as a clean stop does; what each chat was shown.
+        async fn finish(mut self) -> Arc<MemoryMessenger> {
+            assert_eq!(self.intake.drain(Duration::from_secs(60)).await, 0);
+            self.session.save().await.unwrap();
             self.messenger
         }
     }
@@ -441,10 +481,13 @@ mod tests {
         boxes.set_state(tl::types::updates::State { pts: 9, qts: 0, date: 1000, seq: 1, unread_count: 0 });
         let one = recorded::message(user(PRIVATE), None, 5, "/one");
         let (live, _, _) = boxes.process_updates(pushed(vec![recorded::new_message(one.clone(), 10)])).unwrap();
-        assert_eq!(first.take(live).await, [Taken::Queued]);
-        assert!(first.session.save_if_changed().await.unwrap());
-        let shown = first.finish().await;
-        assert_eq!(shown.bodies(PRIVATE), [unknown("one")]);
+        assert_eq!(first.take(live), [Taken::Queued]);
+        while first.messenger.bodies(PRIVATE).is_empty() {
+            tokio::task::yield_now().await;
+        }
+        first.intake.advance();
+        assert!(first.session.save_if_changed().await.unwrap(), "what the periodic save does");
+        drop(first);
 
         // While the bot was down: messages 6 and 7 in the private chat and 3 in a group. The
         // next life catches up from the saved state; Telegram's difference repeats message 5
@@ -471,22 +514,75 @@ mod tests {
         let (caught_up, _, _) = boxes.apply_difference(difference.into());
         let eight = recorded::message(user(PRIVATE), None, 8, "/five");
         let (live, _, _) = boxes.process_updates(pushed(vec![recorded::new_message(eight, 15)])).unwrap();
-        let taken = second.take(caught_up.into_iter().chain(live).collect()).await;
-        assert_eq!(taken, [Taken::Duplicate, Taken::Queued, Taken::Queued, Taken::Queued, Taken::Queued]);
+        let taken = second.take(caught_up.into_iter().chain(live).collect());
+        assert_eq!(taken, [Taken::Queued; 5]);
 
         // A press taken twice (a copy) is handled once.
         let press = recorded::press(-42, PRIVATE, user(PRIVATE), 99, b"nav_main");
         let presses = vec![(press.clone(), State { date: 1200, seq: 2, message_box: None }); 2];
-        assert_eq!(second.take(presses).await, [Taken::Queued, Taken::Duplicate]);
+        assert_eq!(second.take(presses), [Taken::Queued; 2]);
 
-        let state = second.session.updates_state().await.unwrap();
-        assert_eq!((state.pts, state.date), (15, 1100), "the state of the last update taken");
+        let session = Arc::clone(&second.session);
         let shown = second.finish().await;
+        let state = session.updates_state().await.unwrap();
+        assert_eq!((state.pts, state.date), (15, 1100), "the state of the last update handed over");
         let private = shown.bodies(PRIVATE);
         assert_eq!(private[..3], [unknown("two"), unknown("four"), unknown("five")], "in order, without /one");
         assert_eq!(private.len(), 4, "and the one press's menu: {private:?}");
         assert_eq!(shown.bodies(-GROUP), [unknown("three")]);
         assert_eq!(shown.press_notices().len(), 1, "the press was answered once");
+    }
+
+    /// The bot stops (its drain bound ran out, or it crashed) with inputs taken but still queued:
+    /// they are neither marked seen nor inside the saved state, so the next start handles them.
+    async fn queued_inputs_survive_a_stop(store: Arc<dyn Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Arc::new(SecretBox::from_secret(&baal_core::secrets::generate_key().unwrap()).unwrap());
+        let mut first = Life::start(&store, &sealer, dir.path()).await;
+        let start = UpdatesState { pts: 9, qts: 0, date: 1000, seq: 1, channels: Vec::new() };
+        first.session.set_update_state(UpdateState::All(start)).await.unwrap();
+        let mut boxes = MessageBoxes::new();
+        boxes.set_state(tl::types::updates::State { pts: 9, qts: 0, date: 1000, seq: 1, unread_count: 0 });
+        let six = recorded::message(user(PRIVATE), None, 6, "/six");
+        let seven = recorded::message(user(PRIVATE), None, 7, "/seven");
+        let pushed_now = pushed(vec![recorded::new_message(six.clone(), 10), recorded::new_message(seven.clone(), 11)]);
+        let (live, _, _) = boxes.process_updates(pushed_now).unwrap();
+        // A turn of the chat that outlasts the shutdown bound: the two messages queue behind it.
+        let turn = Input::from_text(PRIVATE, PRIVATE, "a long turn");
+        first.intake.queues.push_gated(turn, std::future::pending());
+        assert_eq!(first.take(live), [Taken::Queued; 2]);
+        assert_eq!(first.intake.drain(Duration::from_millis(200)).await, 1, "the bound ran out");
+        first.session.save().await.unwrap();
+        assert!(first.messenger.bodies(PRIVATE).is_empty());
+
+        let mut second = Life::start(&store, &sealer, dir.path()).await;
+        let mut boxes = MessageBoxes::load(second.session.updates_state().await.unwrap());
+        let request = boxes.get_difference().expect("catch-up");
+        assert_eq!(request.pts, 9, "the state stayed before what was not handed over");
+        let difference = tl::types::updates::Difference {
+            new_messages: vec![six, seven],
+            new_encrypted_messages: Vec::new(),
+            other_updates: Vec::new(),
+            chats: Vec::new(),
+            users: Vec::new(),
+            state: tl::types::updates::State { pts: 11, qts: 0, date: 1100, seq: 2, unread_count: 0 }.into(),
+        };
+        let (caught_up, _, _) = boxes.apply_difference(difference.into());
+        assert_eq!(second.take(caught_up), [Taken::Queued; 2]);
+        let shown = second.finish().await;
+        assert_eq!(shown.bodies(PRIVATE), [unknown("six"), unknown("seven")]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_inputs_survive_a_stop_in_sqlite() {
+        let db = db::sqlite().await;
+        queued_inputs_survive_a_stop(db.shared()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_inputs_survive_a_stop_in_postgres() {
+        let Some(db) = db::postgres().await else { return };
+        queued_inputs_survive_a_stop(db.shared()).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,9 +5,10 @@
 //! - the login (home data centre and the data-centre options, whose `auth_key` *is* the bot's
 //!   login) and the update state: one value sealed with `SecretBox`, written whenever the login
 //!   changes, every few seconds while the update state moves ([`StoreSession::keep_saved`]) and
-//!   at shutdown. The update state is that of the updates the bot has taken
-//!   ([`StoreSession::record_update`]), never further, so what a crash interrupts is asked for
-//!   again at the next start (and a copy already taken is dropped by the store's `update_seen`);
+//!   at shutdown. The update state is that of the updates the bot has handed to the platform
+//!   ([`StoreSession::record_update`]), never further, so what a crash or a stop interrupts is
+//!   asked for again at the next start (and a copy handed over before is dropped by the store's
+//!   `update_seen`);
 //! - the peers Telegram told us about (ids and access hashes, needed to message a user later),
 //!   one small value per peer, read back on demand. They are not secrets (they only work together
 //!   with the auth key), so they are stored as plain JSON and need no listing of the key-value
@@ -138,8 +139,8 @@ impl StoreSession {
         }
     }
 
-    /// Moves the update state to `state`, the state of an update the bot has taken (handled or
-    /// queued, or dropped on purpose). Only the entry the update belongs to moves; the common
+    /// Moves the update state to `state`, the state of an update the bot is done taking (handed
+    /// to the platform, or dropped on purpose), as are all before it. Only the entry the update belongs to moves; the common
     /// entry's date and seq move with its pts only, so the state never claims more than was taken.
     pub fn record_update(&self, state: &State) -> Result<(), SessionError> {
         let update = match state.message_box {
