@@ -1,6 +1,6 @@
 //! The Store and PoolStore contracts on a SQLite file and on PostgreSQL (its own schema per
 //! test), plus the races that must never let a caller through: the daily and visitor counters,
-//! storing a page of usage, a budget notice, an agent's lease and the pool claim.
+//! storing a page of usage, a budget notice, an agent's lease, a seen update and the pool claim.
 
 use baal_core::domain::{AgentId, NewAgent};
 use baal_core::store::{SqlStore, Store, StoreError};
@@ -81,6 +81,18 @@ async fn sqlite_daily_counter_cannot_be_raced() {
 async fn postgres_daily_counter_cannot_be_raced() {
     let Some(test_db) = db::postgres().await else { return };
     db::check_usage_race(test_db.shared(), 50, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_update_seen_cannot_be_raced() {
+    let test_db = db::sqlite().await;
+    db::check_update_seen_race(test_db.shared(), 50).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_update_seen_cannot_be_raced() {
+    let Some(test_db) = db::postgres().await else { return };
+    db::check_update_seen_race(test_db.shared(), 50).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

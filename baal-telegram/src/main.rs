@@ -11,6 +11,8 @@ mod bot;
 mod dispatch;
 mod mapping;
 mod messenger;
+#[cfg(test)]
+mod recorded;
 mod session;
 
 use std::process::ExitCode;

@@ -69,6 +69,58 @@ pub fn press_input(press: IncomingPress) -> Option<Input> {
     Some(input)
 }
 
+/// What the update loop takes from one of Telegram's updates.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    /// A text message from a user.
+    Message(IncomingMessage),
+    /// A press of one of the bot's buttons.
+    Press(IncomingPress),
+    /// A press the bot has nothing for (an inline message's button): only acknowledged, by its
+    /// query id, so its button stops spinning.
+    Unhandled(i64),
+}
+
+/// What `update` brings the bot, `None` when nothing: the bot's own messages, messages with no
+/// user behind them (channel posts, anonymous admins), and every other kind of update.
+/// `username` gives a user's @username from the peers that came with the update.
+pub fn incoming(update: &tl::enums::Update, username: impl Fn(i64) -> Option<String>) -> Option<Incoming> {
+    use grammers_client::session::types::{PeerId, PeerKind};
+    match update {
+        tl::enums::Update::NewMessage(tl::types::UpdateNewMessage { message, .. })
+        | tl::enums::Update::NewChannelMessage(tl::types::UpdateNewChannelMessage { message, .. }) => {
+            let tl::enums::Message::Message(message) = message else { return None };
+            if message.out {
+                return None;
+            }
+            let chat = PeerId::from(message.peer_id.clone());
+            // Private chats carry no sender since layer 119: the sender is the chat.
+            let sender = message.from_id.clone().map(PeerId::from).unwrap_or(chat);
+            if sender.kind() != PeerKind::User {
+                return None;
+            }
+            let user_id = sender.bot_api_dialog_id()?;
+            Some(Incoming::Message(IncomingMessage {
+                user_id,
+                username: username(user_id),
+                chat_id: chat.bot_api_dialog_id()?,
+                message_id: message.id,
+                text: message.message.clone(),
+            }))
+        }
+        tl::enums::Update::BotCallbackQuery(press) => Some(Incoming::Press(IncomingPress {
+            user_id: press.user_id,
+            username: username(press.user_id),
+            chat_id: PeerId::from(press.peer.clone()).bot_api_dialog_id()?,
+            message_id: press.msg_id,
+            query_id: press.query_id,
+            data: press.data.clone().unwrap_or_default(),
+        })),
+        tl::enums::Update::InlineBotCallbackQuery(press) => Some(Incoming::Unhandled(press.query_id)),
+        _ => None,
+    }
+}
+
 fn addressed_elsewhere(text: &str, bot_username: Option<&str>) -> bool {
     let (Some(me), platform::InputKind::Command { .. }) = (bot_username, platform::parse_text(text)) else {
         return false;
@@ -304,6 +356,49 @@ mod tests {
             }
         );
         assert!(press_input(IncomingPress { data: vec![0xff, 0xfe], ..press }).is_none());
+    }
+
+    #[test]
+    fn raw_updates_become_messages_and_presses_from_users_only() {
+        use crate::recorded::{self, channel, group, user};
+        let names = |id: i64| (id == 7).then(|| "ann".to_owned());
+        let private = recorded::new_message(recorded::message(user(7), None, 31, "/help"), 1);
+        let Some(Incoming::Message(m)) = incoming(&private, names) else { panic!("a private message") };
+        assert_eq!((m.user_id, m.chat_id, m.message_id, m.text.as_str()), (7, 7, 31, "/help"));
+        assert_eq!(m.username.as_deref(), Some("ann"));
+
+        let in_group = recorded::new_message(recorded::message(group(123), Some(user(8)), 4, "hi"), 2);
+        let Some(Incoming::Message(m)) = incoming(&in_group, names) else { panic!("a group message") };
+        assert_eq!((m.user_id, m.chat_id, m.username), (8, -123, None));
+
+        let own = recorded::new_message(recorded::outgoing(user(7), 32, "answer"), 3);
+        assert!(incoming(&own, names).is_none(), "the bot's own message");
+        let post = recorded::new_message(recorded::message(channel(55), None, 9, "news"), 4);
+        assert!(incoming(&post, names).is_none(), "a channel post has no user behind it");
+        let as_channel = recorded::new_message(recorded::message(channel(55), Some(channel(55)), 10, "hi"), 5);
+        assert!(incoming(&as_channel, names).is_none(), "an anonymous admin is no user");
+
+        let press = recorded::press(-9, 7, user(7), 40, b"nav_main");
+        let Some(Incoming::Press(p)) = incoming(&press, names) else { panic!("a press") };
+        assert_eq!((p.user_id, p.chat_id, p.message_id, p.query_id), (7, 7, 40, -9));
+        assert_eq!((p.data.as_slice(), p.username.as_deref()), (&b"nav_main"[..], Some("ann")));
+        let inline = tl::types::UpdateInlineBotCallbackQuery {
+            query_id: 77,
+            user_id: 7,
+            msg_id: tl::types::InputBotInlineMessageId { dc_id: 1, id: 2, access_hash: 3 }.into(),
+            chat_instance: 1,
+            data: Some(b"x".to_vec()),
+            game_short_name: None,
+        };
+        assert!(matches!(incoming(&inline.into(), names), Some(Incoming::Unhandled(77))));
+        let other: tl::enums::Update = tl::types::UpdateUserName {
+            user_id: 7,
+            first_name: "A".into(),
+            last_name: String::new(),
+            usernames: Vec::new(),
+        }
+        .into();
+        assert!(incoming(&other, names).is_none());
     }
 
     #[test]

@@ -4,17 +4,24 @@
 //! `Session`. What it keeps:
 //! - the login (home data centre and the data-centre options, whose `auth_key` *is* the bot's
 //!   login) and the update state: one value sealed with `SecretBox`, written whenever the login
-//!   changes and at shutdown;
+//!   changes, every few seconds while the update state moves ([`StoreSession::keep_saved`]) and
+//!   at shutdown. The update state is that of the updates the bot has handed to the platform
+//!   ([`StoreSession::record_update`]), never further, so what a crash or a stop interrupts is
+//!   asked for again at the next start (and a copy handed over before is dropped by the store's
+//!   `update_seen`);
 //! - the peers Telegram told us about (ids and access hashes, needed to message a user later),
 //!   one small value per peer, read back on demand. They are not secrets (they only work together
 //!   with the auth key), so they are stored as plain JSON and need no listing of the key-value
 //!   area at start.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use baal_core::secrets::{SealContext, SecretBox, SecretsError};
 use baal_core::store::{Store, StoreError};
 use grammers_session::types::{ChannelState, DcOption, PeerId, PeerInfo, UpdateState, UpdatesState};
+use grammers_session::updates::{MessageBox, State};
 use grammers_session::{BoxFuture, Session, SessionData};
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +66,12 @@ pub struct StoreSession {
     /// Key of the login: one per bot, so switching `TELEGRAM_BOT_TOKEN` to another bot never
     /// reuses the first bot's login.
     key: String,
+    /// Bumped by every change of the update state; `saved` is the count the last save wrote.
+    changes: AtomicU64,
+    saved: AtomicU64,
+    /// Saves one at a time, each writing a snapshot taken under this lock: a save that took its
+    /// snapshot first can never land last and put back an older login.
+    save_lock: tokio::sync::Mutex<()>,
 }
 
 impl StoreSession {
@@ -74,7 +87,15 @@ impl StoreSession {
             data.dc_options.extend(login.dc_options.into_iter().map(|o| (o.id, o)));
             data.updates_state = login.updates;
         }
-        Ok(StoreSession { data: Mutex::new(data), store, sealer, key })
+        Ok(StoreSession {
+            data: Mutex::new(data),
+            store,
+            sealer,
+            key,
+            changes: AtomicU64::new(0),
+            saved: AtomicU64::new(0),
+            save_lock: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// Whether a login (an auth key for the home data centre) is present.
@@ -84,6 +105,8 @@ impl StoreSession {
 
     /// Writes the login and the update state, sealed.
     pub async fn save(&self) -> Result<(), SessionError> {
+        let _one_at_a_time = self.save_lock.lock().await;
+        let changes = self.changes.load(Ordering::SeqCst);
         let login = {
             let data = self.lock()?;
             let mut dc_options: Vec<DcOption> = data.dc_options.values().cloned().collect();
@@ -93,6 +116,60 @@ impl StoreSession {
         let json = serde_json::to_vec(&login).map_err(|e| SessionError::Corrupt(e.to_string()))?;
         let sealed = self.sealer.seal_for(&SealContext::kv(LOGIN_NAMESPACE, &self.key), &json)?;
         self.store.kv_put(LOGIN_NAMESPACE, &self.key, &sealed).await?;
+        self.saved.fetch_max(changes, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Saves when the update state moved since the last save; whether it did.
+    pub async fn save_if_changed(&self) -> Result<bool, SessionError> {
+        if self.changes.load(Ordering::SeqCst) == self.saved.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        self.save().await.map(|()| true)
+    }
+
+    /// Saves every `every` while the update state moves, until the task is dropped: a crash then
+    /// loses at most that much of the state, and catch-up asks again for what it lost.
+    pub async fn keep_saved(self: Arc<Self>, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(error) = self.save_if_changed().await {
+                tracing::warn!(%error, "could not save the Telegram update state; trying again");
+            }
+        }
+    }
+
+    /// Moves the update state to `state`, the state of an update the bot is done taking (handed
+    /// to the platform, or dropped on purpose), as are all before it. Only the entry the update belongs to moves; the common
+    /// entry's date and seq move with its pts only, so the state never claims more than was taken.
+    pub fn record_update(&self, state: &State) -> Result<(), SessionError> {
+        let update = match state.message_box {
+            Some(MessageBox::Common { pts }) => UpdateState::Primary { pts, date: state.date, seq: state.seq },
+            Some(MessageBox::Secondary { qts }) => UpdateState::Secondary { qts },
+            Some(MessageBox::Channel { channel_id, pts }) => UpdateState::Channel { id: channel_id, pts },
+            // Updates without a pts (presses, for one) move nothing catch-up would ask from.
+            None => return Ok(()),
+        };
+        self.apply(update)
+    }
+
+    fn apply(&self, update: UpdateState) -> Result<(), SessionError> {
+        let mut data = self.lock()?;
+        let state = &mut data.updates_state;
+        match update {
+            UpdateState::All(all) => *state = all,
+            UpdateState::Primary { pts, date, seq } => {
+                state.pts = pts;
+                state.date = date;
+                state.seq = seq;
+            }
+            UpdateState::Secondary { qts } => state.qts = qts,
+            UpdateState::Channel { id, pts } => {
+                state.channels.retain(|c| c.id != id);
+                state.channels.push(ChannelState { id, pts });
+            }
+        }
+        self.changes.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
@@ -172,26 +249,9 @@ impl Session for StoreSession {
     }
 
     fn set_update_state(&self, update: UpdateState) -> BoxFuture<'_, Result<(), SessionError>> {
-        // Kept in memory and written by `save` (at shutdown): writing on every update would put
-        // one database write behind each message.
-        Box::pin(async move {
-            let mut data = self.lock()?;
-            let state = &mut data.updates_state;
-            match update {
-                UpdateState::All(all) => *state = all,
-                UpdateState::Primary { pts, date, seq } => {
-                    state.pts = pts;
-                    state.date = date;
-                    state.seq = seq;
-                }
-                UpdateState::Secondary { qts } => state.qts = qts,
-                UpdateState::Channel { id, pts } => {
-                    state.channels.retain(|c| c.id != id);
-                    state.channels.push(ChannelState { id, pts });
-                }
-            }
-            Ok(())
-        })
+        // Kept in memory and written by `keep_saved` and at shutdown: writing on every update
+        // would put one database write behind each message.
+        Box::pin(async move { self.apply(update) })
     }
 }
 
@@ -250,6 +310,54 @@ mod tests {
         store.kv_put(LOGIN_NAMESPACE, "bot:456", &sealed).await.unwrap();
         let err = StoreSession::load(store, sealer, "456").await.err().unwrap();
         assert!(matches!(err, SessionError::Sealed(SecretsError::Rejected)), "{err}");
+    }
+
+    /// What a restart would read: the update state as stored now.
+    async fn stored_state(store: &Arc<dyn Store>, sealer: &Arc<SecretBox>) -> UpdatesState {
+        let restored = StoreSession::load(store.clone(), sealer.clone(), "123").await.unwrap();
+        restored.updates_state().await.unwrap()
+    }
+
+    /// The update state of taken updates reaches the store while the bot runs, with no shutdown.
+    async fn saved_while_running(store: Arc<dyn Store>) {
+        let sealer = sealer();
+        let session = Arc::new(StoreSession::load(store.clone(), sealer.clone(), "123").await.unwrap());
+        // As grammers' `updates.getState` at the first start.
+        let start = UpdatesState { pts: 9, qts: 3, date: 1000, seq: 1, channels: Vec::new() };
+        session.set_update_state(UpdateState::All(start)).await.unwrap();
+        let saver = tokio::spawn(Arc::clone(&session).keep_saved(Duration::from_millis(20)));
+        let taken = |date, message_box| State { date, seq: 2, message_box };
+        session.record_update(&taken(1001, Some(MessageBox::Common { pts: 10 }))).unwrap();
+        session.record_update(&taken(1002, Some(MessageBox::Secondary { qts: 4 }))).unwrap();
+        session.record_update(&taken(1003, Some(MessageBox::Channel { channel_id: 55, pts: 70 }))).unwrap();
+        // A press carries no pts: the date and seq of the common box stay those of its last pts.
+        session.record_update(&taken(1004, None)).unwrap();
+        let expected =
+            UpdatesState { pts: 10, qts: 4, date: 1001, seq: 2, channels: vec![ChannelState { id: 55, pts: 70 }] };
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while stored_state(&store, &sealer).await != expected {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the periodic save writes the update state");
+        saver.abort();
+        assert!(!session.save_if_changed().await.unwrap(), "nothing moved since the periodic save");
+        session.record_update(&taken(1005, Some(MessageBox::Common { pts: 11 }))).unwrap();
+        assert!(session.save_if_changed().await.unwrap(), "a moved state is saved");
+        assert_eq!(stored_state(&store, &sealer).await.pts, 11);
+    }
+
+    #[tokio::test]
+    async fn the_update_state_is_saved_while_running_in_sqlite() {
+        let db = db::sqlite().await;
+        saved_while_running(db.shared()).await;
+    }
+
+    #[tokio::test]
+    async fn the_update_state_is_saved_while_running_in_postgres() {
+        let Some(db) = db::postgres().await else { return };
+        saved_while_running(db.shared()).await;
     }
 
     #[tokio::test]

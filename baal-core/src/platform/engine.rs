@@ -454,7 +454,7 @@ impl Inner {
             }
         };
         let ctx = Ctx { user, chat: input.chat_id };
-        let mut state = state::parse(raw_state);
+        let mut state = state::parse(input.user_id, raw_state);
         let before = state.clone();
         let after = match input.kind {
             InputKind::Command { name, args } => {

@@ -298,9 +298,11 @@ impl Inner {
         let progress = *reporter.progress.lock().await;
         let done = format!("✅ <b>{}</b> is deployed and answering.", escape_html(&agent.name));
         self.edit_or_say(chat, progress, Text::html(done)).await;
+        // Agents talk only in private chats, so the new agent's chat opens in the owner's, wherever
+        // /create ran (a private chat's id is its user's).
         self.update_state(agent.owner_id, |state| {
             if state.flow.is_none() {
-                state.chat_agent = Some(agent.id);
+                state.enter_chat(agent.owner_id, agent.id, None);
             }
         })
         .await?;

@@ -12,7 +12,12 @@ pub(crate) struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial), Box::new(M0002PayerAndLease), Box::new(M0003MeteringAndPolicy)]
+        vec![
+            Box::new(M0001Initial),
+            Box::new(M0002PayerAndLease),
+            Box::new(M0003MeteringAndPolicy),
+            Box::new(M0004SeenUpdates),
+        ]
     }
 }
 
@@ -558,6 +563,63 @@ impl MigrationTrait for M0003MeteringAndPolicy {
     }
 }
 
+/// The updates a front-end took from its transport (`seen_updates`: chat, kind, id, when), so a
+/// second copy (the same message again after a crash, by catch-up) is dropped.
+struct M0004SeenUpdates;
+
+#[derive(DeriveIden)]
+enum SeenUpdates {
+    Table,
+    ChatId,
+    Kind,
+    UpdateId,
+    SeenAt,
+}
+
+impl MigrationName for M0004SeenUpdates {
+    fn name(&self) -> &str {
+        "m0004_seen_updates"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004SeenUpdates {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        // The key is the update's identity, so "first time?" is one insert that does nothing on
+        // a conflict; no foreign key: a chat is not a row of ours.
+        m.create_table(
+            Table::create()
+                .table(SeenUpdates::Table)
+                .if_not_exists()
+                .col(big_integer(SeenUpdates::ChatId))
+                .col(string(SeenUpdates::Kind))
+                .col(big_integer(SeenUpdates::UpdateId))
+                .col(timestamp_with_time_zone(SeenUpdates::SeenAt))
+                .primary_key(Index::create().col(SeenUpdates::ChatId).col(SeenUpdates::Kind).col(SeenUpdates::UpdateId))
+                .to_owned(),
+        )
+        .await?;
+        // Pruning deletes the oldest rows.
+        m.create_index(
+            Index::create()
+                .if_not_exists()
+                .name("idx_seen_updates_seen_at")
+                .table(SeenUpdates::Table)
+                .col(SeenUpdates::SeenAt)
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(SeenUpdates::Table).if_exists().to_owned()).await
+    }
+
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+}
+
 fn statement(db: &SchemaManagerConnection<'_>, sql: &str, values: impl IntoIterator<Item = Value>) -> Statement {
     Statement::from_sql_and_values(db.get_database_backend(), sql, values)
 }
@@ -659,8 +721,8 @@ mod tests {
         }
         let [owner_paid, operator_paid, leased, odd] = ids[..] else { unreachable!() };
         store.agent_set_payer(owner_paid, Payer::Owner).await.unwrap();
-        // Back to before M0002: M0003 first, then M0002 itself.
-        Migrator::down(store.connection(), Some(2)).await.unwrap();
+        // Back to before M0002: every later migration first, then M0002 itself.
+        Migrator::down(store.connection(), Some(after(1))).await.unwrap();
         assert_eq!(
             store.kv_get(PAYER_NAMESPACE, &owner_paid.to_string()).await.unwrap(),
             Some(b"owner".to_vec()),
@@ -727,7 +789,7 @@ mod tests {
         let old = store.agent_create(NewAgent::new(1, "Before", "p", "glm-4.7")).await.unwrap();
         store.agent_set_policy(old.id, &AgentPolicy::new().with_sharing(false)).await.unwrap();
         store.agent_budget_notice(old.id, "2026-11-25".parse().unwrap(), 80).await.unwrap();
-        Migrator::down(store.connection(), Some(1)).await.unwrap();
+        Migrator::down(store.connection(), Some(after(2))).await.unwrap();
         let db = store.connection();
         let gone = db.query_one_raw(statement_for(db, "SELECT sharing FROM agents", [])).await;
         assert!(gone.is_err(), "rolled back to M0002, agents have no policy columns");
@@ -758,6 +820,12 @@ mod tests {
         assert_eq!(store.usage_rows(&UsageQuery::days(today, today)).await.unwrap(), [row]);
         assert_eq!(store.agent_replace_slug(agents[1].id, "newslug").await.unwrap(), "oldslug");
         assert_eq!(store.agent_by_retired_slug("oldslug").await.unwrap(), Some(agents[1].id));
+    }
+
+    /// How many migrations came after the first `kept`, so a rollback to them stays right when
+    /// migrations are added.
+    fn after(kept: u32) -> u32 {
+        <u32 as TryFrom<usize>>::try_from(Migrator::migrations().len()).unwrap() - kept
     }
 
     fn statement_for(

@@ -22,7 +22,10 @@
 //! - soft-deleted agents are invisible to every per-owner query and never count against a slot;
 //! - a stored word the store does not know (a status, payer or event outcome) is an error naming
 //!   its row, never a guess;
-//! - values in the key-value area are stored as given: callers seal what is secret.
+//! - values in the key-value area are stored as given: callers seal what is secret;
+//! - an update a front-end took is recorded once ([`Store::update_seen`] is one conditional
+//!   insert): of several calls for one update, in one process or several, exactly one is told it
+//!   is the first.
 
 mod entities;
 mod migrations;
@@ -39,6 +42,26 @@ use crate::domain::{
     Agent, AgentId, AgentPolicy, AgentStatus, AgentUsage, Deployment, DeploymentEvent, EventOutcome, EventStep,
     NewAgent, Payer, PoolStatus, PoolVm, UsageDecision, User, UserId,
 };
+
+/// What kind of update [`Store::update_seen`] records: ids of different kinds never collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SeenKind {
+    /// A message: its id within its chat.
+    Message,
+    /// A button press: the transport's id of the press.
+    Press,
+}
+
+impl SeenKind {
+    /// The word stored for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SeenKind::Message => "message",
+            SeenKind::Press => "press",
+        }
+    }
+}
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -322,6 +345,15 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<DeploymentEvent>;
     /// The agent's events, oldest first.
     async fn events_for(&self, agent: AgentId) -> StoreResult<Vec<DeploymentEvent>>;
+
+    // ---- updates a front-end took ----
+
+    /// Records that the front-end took update `id` of `kind` in `chat` at `at`. True the first
+    /// time, false for every later call with the same chat, kind and id, atomically (one
+    /// conditional insert): of two processes taking the same update, one handles it.
+    async fn update_seen(&self, chat: i64, kind: SeenKind, id: i64, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Forgets the updates taken before `before`; how many went.
+    async fn updates_seen_prune(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 
     // ---- key-value area for front-end state ----
 

@@ -24,10 +24,11 @@ use sea_orm::{
 use sea_orm_migration::MigratorTrait;
 
 use super::entities::{
-    agent_usage, agents, daily_usage, deployment_events, kv, pool_vms, retired_slugs, users, visitor_messages,
+    agent_usage, agents, daily_usage, deployment_events, kv, pool_vms, retired_slugs, seen_updates, users,
+    visitor_messages,
 };
 use super::migrations::Migrator;
-use super::{AgentFilter, PoolStore, Store, StoreError, StoreResult, UsageQuery, UsageRow};
+use super::{AgentFilter, PoolStore, SeenKind, Store, StoreError, StoreResult, UsageQuery, UsageRow};
 use crate::config::redact_url_password;
 use crate::domain::{
     Agent, AgentId, AgentPolicy, AgentStatus, AgentUsage, Deployment, DeploymentEvent, EventOutcome, EventStep, Lease,
@@ -873,6 +874,21 @@ impl Store for SqlStore {
             .all(&self.db)
             .await?;
         rows.into_iter().map(event_from_row).collect()
+    }
+
+    async fn update_seen(&self, chat: i64, kind: SeenKind, id: i64, at: DateTime<Utc>) -> StoreResult<bool> {
+        let insert = self.statement(
+            "INSERT INTO seen_updates (chat_id, kind, update_id, seen_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (chat_id, kind, update_id) DO NOTHING",
+            [chat.into(), kind.as_str().into(), id.into(), at.into()],
+        );
+        Ok(self.db.execute_raw(insert).await?.rows_affected() == 1)
+    }
+
+    async fn updates_seen_prune(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let gone =
+            seen_updates::Entity::delete_many().filter(seen_updates::Column::SeenAt.lt(before)).exec(&self.db).await?;
+        Ok(gone.rows_affected)
     }
 
     async fn kv_get(&self, namespace: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {

@@ -9,7 +9,8 @@
 //!   `postgres://postgres@127.0.0.1:5432/test`.
 //! - [`check_store_contract`], [`check_usage_race`], [`check_visitor_race`],
 //!   [`check_usage_ingest_race`], [`check_budget_notice_race`], [`check_lease_race`],
-//!   [`check_pool_store_contract`], [`check_pool_claim_race`]: the behaviour any [`Store`] and
+//!   [`check_update_seen_race`], [`check_pool_store_contract`], [`check_pool_claim_race`]: the
+//!   behaviour any [`Store`] and
 //!   [`PoolStore`] implementation must show; embedders with their own store can run them too.
 
 use std::io::Write as _;
@@ -25,7 +26,7 @@ use crate::domain::{
     Agent, AgentId, AgentPolicy, AgentStatus, AgentUsage, Deployment, EventOutcome, EventStep, Lease, NewAgent, Payer,
     PoolStatus, UsageDecision,
 };
-use crate::store::{AgentFilter, PoolStore, SqlStore, Store, StoreError, UsageQuery};
+use crate::store::{AgentFilter, PoolStore, SeenKind, SqlStore, Store, StoreError, UsageQuery};
 use crate::wire::UsageCause;
 
 /// The PostgreSQL server tests use when `BAAL_TEST_PG_URL` is unset.
@@ -201,6 +202,7 @@ pub async fn check_store_contract(store: &dyn Store) {
     check_visitor_counters(store).await;
     check_metering(store).await;
     check_usage_pruning(store).await;
+    check_seen_updates(store).await;
 }
 
 async fn check_users(store: &dyn Store) {
@@ -591,6 +593,22 @@ async fn check_usage_pruning(store: &dyn Store) {
     assert_eq!(store.usage_prune(kept).await.unwrap(), 0, "nothing left to prune");
 }
 
+/// An update is first seen once per chat, kind and id; pruning forgets only older ones.
+async fn check_seen_updates(store: &dyn Store) {
+    let (monday, tuesday) =
+        (Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap(), Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap());
+    assert!(store.update_seen(190, SeenKind::Message, 5, monday).await.unwrap(), "first time");
+    assert!(!store.update_seen(190, SeenKind::Message, 5, tuesday).await.unwrap(), "a second copy");
+    assert!(store.update_seen(-100_190, SeenKind::Message, 5, monday).await.unwrap(), "the same id in another chat");
+    assert!(store.update_seen(190, SeenKind::Press, 5, monday).await.unwrap(), "a press with the id of a message");
+    assert!(store.update_seen(190, SeenKind::Press, i64::MIN, tuesday).await.unwrap(), "press ids span i64");
+    assert!(!store.update_seen(190, SeenKind::Press, i64::MIN, tuesday).await.unwrap());
+    assert_eq!(store.updates_seen_prune(tuesday).await.unwrap(), 3, "the three seen on Monday");
+    assert!(!store.update_seen(190, SeenKind::Press, i64::MIN, tuesday).await.unwrap(), "Tuesday's stays");
+    assert!(store.update_seen(190, SeenKind::Message, 5, tuesday).await.unwrap(), "a pruned update is new again");
+    assert_eq!(store.updates_seen_prune(tuesday).await.unwrap(), 0, "nothing before Tuesday left");
+}
+
 async fn check_events(store: &dyn Store) {
     store.user_get_or_create(40, None).await.unwrap();
     let agent = store.agent_create(NewAgent::new(40, "Ev", "p", "glm-4.7")).await.unwrap();
@@ -905,6 +923,28 @@ pub async fn check_lease_race(store: Arc<dyn Store>, takers: usize) {
     assert_eq!(winners.len(), 1, "one holder at a time: {winners:?}");
     let lease = store.agent_get(agent.id).await.unwrap().unwrap().lease.expect("a lease");
     assert_eq!(lease.holder, format!("holder-{}", winners[0]), "the winner holds it");
+}
+
+/// `callers` concurrent tasks record one update (as bot processes sharing a database would after
+/// a crash, catching up on the same message): exactly one is told it is the first.
+///
+/// # Panics
+/// When more or fewer than one caller sees the update first.
+pub async fn check_update_seen_race(store: Arc<dyn Store>, callers: usize) {
+    let now = Utc::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.update_seen(195, SeenKind::Message, 42, now).await })
+        })
+        .collect();
+    let mut first = 0;
+    for task in tasks {
+        if task.await.expect("seen task").expect("update_seen") {
+            first += 1;
+        }
+    }
+    assert_eq!(first, 1, "one caller handles the update");
 }
 
 /// `claimers` concurrent tasks claim from a pool of `warm` VMs: each VM goes to exactly one

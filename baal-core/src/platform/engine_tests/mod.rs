@@ -1083,6 +1083,55 @@ async fn agents_and_login_are_refused_in_group_chats() {
     assert_eq!(asked(), before + 1);
 }
 
+/// A user's chat mode is kept per chat: what they do in a group (leaving "the" chat, a share
+/// link refused there) leaves their private chat talking to its agent, owner and visitor alike;
+/// a state stored before modes were per chat is read as the private chat's mode.
+#[tokio::test]
+async fn chat_mode_is_kept_per_chat_and_old_states_read_as_the_private_chats() {
+    const GROUP: i64 = -100_456;
+    let h = Harness::new().await;
+    let first = h.create_agent(OWNER, "First").await;
+    let second = h.create_agent(OWNER, "Second").await;
+    let url = async |id| h.agent(id).await.deployment.vm_url.unwrap();
+    let (first_url, second_url) = (url(first).await, url(second).await);
+    let last_asked = || h.proxy.requests.lock().unwrap().last().map(|(url, ..)| url.clone());
+    let in_group = async |user: UserId, text: &str| {
+        h.platform.handle(Input::from_text(user, GROUP, text)).await.unwrap();
+        h.platform.wait_idle().await;
+        h.messenger.last_text(GROUP)
+    };
+    let slug = h.agent(second).await.slug;
+
+    h.send(OWNER, &format!("/start {first}")).await;
+    h.send(VISITOR, &format!("/start agent_{slug}")).await;
+    for user in [OWNER, VISITOR] {
+        let said = in_group(user, "/manage").await;
+        assert!(said.contains("You're not chatting with an agent"), "the group had no agent to leave: {said}");
+        let said = in_group(user, &format!("/start agent_{slug}")).await;
+        assert!(said.contains("Agents talk only in private chats"), "{said}");
+        let said = in_group(user, "hello").await;
+        assert!(said.contains("Agents talk only in private chats"), "the group has no agent: {said}");
+    }
+    h.send(OWNER, "hello first").await;
+    assert_eq!(last_asked(), Some(first_url.clone()), "the owner's private chat still talks to First");
+    h.send(VISITOR, "hello second").await;
+    assert_eq!(last_asked(), Some(second_url.clone()), "the visitor's still talks to Second");
+    // Leaving in the private chat leaves only that chat.
+    h.send(OWNER, "/manage").await;
+    let asked = h.proxy.requests.lock().unwrap().len();
+    h.send(OWNER, "anyone?").await;
+    assert_eq!(h.proxy.requests.lock().unwrap().len(), asked, "{}", h.last(OWNER));
+
+    // A state written before modes were per chat: one mode (and a visitor's link) per user.
+    let old =
+        format!(r#"{{"chat_agent":{},"flow":null,"flow_touched":null,"greeted":[],"chat_slug":"{slug}"}}"#, second.0);
+    h.store.kv_put(super::state::NAMESPACE, &OWNER.to_string(), old.as_bytes()).await.unwrap();
+    h.send(OWNER, "hello again").await;
+    assert_eq!(last_asked(), Some(second_url), "the old mode is the private chat's");
+    let said = in_group(OWNER, "hello").await;
+    assert!(said.contains("Agents talk only in private chats"), "and only the private chat's: {said}");
+}
+
 /// `/help` is derived from the one command table: every command a user may run is listed, the
 /// admins' only for admins.
 #[tokio::test]

@@ -76,9 +76,7 @@ impl Inner {
         if let Some(refusal) = self.delete_for_owner(&agent).await? {
             return Ok(refusal);
         }
-        if state.chat_agent == Some(agent.id) {
-            state.chat_agent = None;
-        }
+        state.forget_agent(agent.id);
         state.greeted.retain(|greeted| *greeted != agent.id);
         let text = format!("✅ <b>{}</b> is deleted: it no longer runs and its slot is free.", e(&agent.name));
         Ok(html(text))

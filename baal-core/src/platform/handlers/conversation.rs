@@ -20,14 +20,14 @@ impl Inner {
             self.say(ctx.chat, self.private_only()).await;
             return Ok(After::Nothing);
         }
-        let Some(agent_id) = state.chat_agent else {
+        let Some(agent_id) = state.chat_agent(ctx.chat) else {
             self.say(ctx.chat, views::not_in_a_chat()).await;
             return Ok(After::Nothing);
         };
         let agent = match self.store.agent_get(agent_id).await? {
             Some(agent) if !agent.deleted => agent,
             _ => {
-                state.chat_agent = None;
+                state.leave_chat(ctx.chat);
                 self.say(ctx.chat, Text::plain("That agent no longer exists. You're back in Baal's menu.")).await;
                 return Ok(After::Nothing);
             }
@@ -38,15 +38,14 @@ impl Inner {
             return Ok(After::Nothing);
         }
         if agent.role_of(ctx.user_id()) == Role::Visitor {
-            match &state.chat_slug {
-                Some(slug) if *slug != agent.slug => {
-                    state.chat_agent = None;
-                    state.chat_slug = None;
+            match state.chat_slug(ctx.chat) {
+                Some(slug) if slug != agent.slug => {
+                    state.leave_chat(ctx.chat);
                     self.say(ctx.chat, settings_views::link_retired()).await;
                     return Ok(After::Nothing);
                 }
                 Some(_) => {}
-                None => state.chat_slug = Some(agent.slug.clone()),
+                None => state.set_chat_slug(ctx.chat, agent.slug.clone()),
             }
         }
         let limits = match self.gate_turn(ctx.user_id(), &agent).await? {
@@ -148,8 +147,8 @@ impl Inner {
             self.say(ctx.chat, settings_views::sharing_paused(&agent)).await;
             return Ok(());
         }
-        state.chat_agent = Some(agent.id);
-        state.chat_slug = (agent.role_of(ctx.user_id()) == Role::Visitor).then(|| agent.slug.clone());
+        let slug = (agent.role_of(ctx.user_id()) == Role::Visitor).then(|| agent.slug.clone());
+        state.enter_chat(ctx.chat, agent.id, slug);
         self.say(ctx.chat, views::chatting_with(&agent)).await;
         Ok(())
     }
@@ -160,7 +159,7 @@ impl Inner {
         state: &mut UserState,
         show_menu: bool,
     ) -> Result<(), PlatformError> {
-        let left = state.chat_agent.take();
+        let left = state.leave_chat(ctx.chat);
         let name = match left {
             Some(id) => Some(self.store.agent_get(id).await?.map_or_else(|| "the agent".to_owned(), |a| a.name)),
             None => None,
@@ -184,7 +183,7 @@ impl Inner {
             self.say(ctx.chat, self.private_only()).await;
             return Ok(());
         }
-        let agent = match state.chat_agent {
+        let agent = match state.chat_agent(ctx.chat) {
             Some(id) => self.store.agent_get(id).await?.filter(|a| !a.deleted),
             None => None,
         };
@@ -207,7 +206,8 @@ impl Inner {
         message: MessageRef,
     ) -> Result<(), PlatformError> {
         let agent = self.store.agent_get(id).await?.filter(|a| !a.deleted);
-        let Some(agent) = agent.filter(|a| a.owner_id == ctx.user_id() || state.chat_agent == Some(a.id)) else {
+        let Some(agent) = agent.filter(|a| a.owner_id == ctx.user_id() || state.chat_agent(ctx.chat) == Some(a.id))
+        else {
             self.edit_or_say(ctx.chat, Some(message), Text::plain("That agent is not one you are talking to.")).await;
             return Ok(());
         };
@@ -241,12 +241,12 @@ impl Inner {
         state: &UserState,
         agent: Option<AgentId>,
     ) -> Result<String, PlatformError> {
-        let id = agent.or(state.chat_agent);
+        let id = agent.or(state.chat_agent(ctx.chat));
         let agent = match id {
             Some(id) => self.store.agent_get(id).await?.filter(|a| !a.deleted),
             None => None,
         };
-        let note = match agent.filter(|a| a.owner_id == ctx.user_id() || state.chat_agent == Some(a.id)) {
+        let note = match agent.filter(|a| a.owner_id == ctx.user_id() || state.chat_agent(ctx.chat) == Some(a.id)) {
             Some(agent) => self.stop_turn(ctx.chat, &agent).await,
             None => "Nothing is being answered right now.",
         };

@@ -40,8 +40,8 @@ impl Inner {
             self.say(ctx.chat, refusal).await;
             return Ok(());
         }
-        // Creating an agent leaves chat mode: the next text is its name, not a message.
-        state.chat_agent = None;
+        // Creating an agent leaves this chat's mode: the next text is its name, not a message.
+        state.leave_chat(ctx.chat);
         state.set_flow(Flow::CreateName, self.now());
         self.say(ctx.chat, views::ask_name()).await;
         Ok(())

@@ -19,7 +19,7 @@ const MAX_PROMPT_CHARS: usize = 8000;
 impl Inner {
     pub(super) async fn soul(&self, ctx: &Ctx, state: &mut UserState, args: &str) -> Result<(), PlatformError> {
         let id = if args.is_empty() {
-            match state.chat_agent {
+            match state.chat_agent(ctx.chat) {
                 Some(id) if self.owned_agent(ctx.user_id(), id).await?.is_some() => Some(id),
                 _ => None,
             }
