@@ -192,6 +192,11 @@ pub trait Deployer: Send + Sync {
     /// Pushes new settings or code to a deployed agent, restarts it and checks its health.
     async fn redeploy(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Deployment, DeployError>;
 
+    /// Brings back an agent that stopped answering, from its stored facts. The default redeploys.
+    async fn repair(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Repaired, DeployError> {
+        self.redeploy(spec, reporter).await.map(|deployment| Repaired { deployment, moved: false })
+    }
+
     /// Stops the agent and releases everything it holds, from the stored facts alone.
     async fn destroy(
         &self,
@@ -227,6 +232,24 @@ pub trait Deployer: Send + Sync {
     /// answers [`Tenancy::OperatorOnly`] where this host cannot keep tenants apart.
     fn tenancy(&self) -> Tenancy {
         Tenancy::Everyone
+    }
+}
+
+/// What a repair came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Repaired {
+    /// The facts the agent runs with now (the platform stores them).
+    pub deployment: Deployment,
+    /// true when the agent now runs elsewhere with a fresh workspace
+    pub moved: bool,
+}
+
+impl Repaired {
+    /// A repair that left the agent running with `deployment`; `moved` when it now runs elsewhere
+    /// with a fresh workspace (what was on the lost machine is gone).
+    pub fn new(deployment: Deployment, moved: bool) -> Self {
+        Repaired { deployment, moved }
     }
 }
 
