@@ -182,8 +182,18 @@ impl Inner {
 
     /// Whether `agent` answers `/health` at its stored address within [`CHECK_TIMEOUT`].
     pub(crate) async fn answers(&self, agent: &Agent) -> bool {
-        let Some(endpoint) = self.endpoint(agent) else { return false };
-        matches!(tokio::time::timeout(CHECK_TIMEOUT, self.proxy.health(&endpoint)).await, Ok(Ok(_)))
+        self.health_of(agent).await.is_some()
+    }
+
+    /// Whether a `down` agent answers again as itself: `/health` takes no secret, and the port a
+    /// dead local agent had may serve another agent by now.
+    async fn answers_as_itself(&self, agent: &Agent) -> bool {
+        self.health_of(agent).await.is_some_and(|health| health.agent_name == agent.name)
+    }
+
+    async fn health_of(&self, agent: &Agent) -> Option<crate::proxy::HealthResponse> {
+        let endpoint = self.endpoint(agent)?;
+        tokio::time::timeout(CHECK_TIMEOUT, self.proxy.health(&endpoint)).await.ok()?.ok()
     }
 
     /// One agent's check in a round.
@@ -212,8 +222,13 @@ impl Inner {
                     self.start_repair(agent.id);
                 }
             }
-            AgentStatus::Down if !state.gave_up && state.next_attempt.is_none_or(|at| now >= at) => {
-                self.start_repair(agent.id);
+            AgentStatus::Down => {
+                // One that came back by itself (a VM that rebooted) is announced even after Baal
+                // gave up on it.
+                let due = !state.gave_up && state.next_attempt.is_none_or(|at| now >= at);
+                if due || self.answers_as_itself(agent).await {
+                    self.start_repair(agent.id);
+                }
             }
             _ => {}
         }
@@ -271,6 +286,10 @@ impl Inner {
                     format!("⚠️ <b>{}</b> stopped answering; Baal is bringing it back.", escape_html(&agent.name));
                 self.say(agent.owner_id, Text::html(text)).await;
             }
+            AgentStatus::Down if self.answers_as_itself(&agent).await => {
+                let back = Repaired::new(agent.deployment.clone(), false);
+                return self.repaired(&agent, back, Some("answers again")).await;
+            }
             AgentStatus::Down if !state.gave_up && state.next_attempt.is_none_or(|at| now >= at) => {}
             _ => return Ok(()),
         }
@@ -280,7 +299,7 @@ impl Inner {
         let attempt = format!("attempt {} of {MAX_REPAIR_ATTEMPTS}", state.attempts);
         self.store.event_record(id, &EventStep::Repair, EventOutcome::Started, Some(&attempt)).await?;
         match self.repair_once(&mut agent).await {
-            Ok(repaired) => self.repaired(&agent, repaired).await,
+            Ok(repaired) => self.repaired(&agent, repaired, None).await,
             Err(err) => self.repair_failed(&agent, state, err).await,
         }
     }
@@ -303,9 +322,10 @@ impl Inner {
         Ok(repaired)
     }
 
-    async fn repaired(&self, agent: &Agent, repaired: Repaired) -> Result<(), PlatformError> {
+    /// Back: running, its history and owner told (`detail` for the history, if any).
+    async fn repaired(&self, agent: &Agent, repaired: Repaired, detail: Option<&str>) -> Result<(), PlatformError> {
         self.store.agent_set_status(agent.id, AgentStatus::Running).await?;
-        let detail = repaired.moved.then_some("moved: runs elsewhere with a fresh workspace");
+        let detail = detail.or(repaired.moved.then_some("moved: runs elsewhere with a fresh workspace"));
         self.store.event_record(agent.id, &EventStep::Repair, EventOutcome::Succeeded, detail).await?;
         self.save_health(agent.id, &HealthState::default()).await?;
         tracing::info!(agent = %agent.id, moved = repaired.moved, "agent repaired");
