@@ -244,14 +244,15 @@ async fn repairs_that_keep_failing_give_up_once_and_repair_brings_it_back() {
     assert!(heal.messenger.transcript(OWNER).contains(&format!("/repair {}", agent.id)));
     assert_eq!(heal.events(&agent, EventStep::Repair, EventOutcome::Failed).await, 5, "the cap");
 
-    // Down says so: in /list, and to someone chatting with it.
-    heal.messenger.clear();
-    send(&heal.platform, OWNER, "/list").await;
-    assert!(
-        heal.messenger.transcript(OWNER).contains("down — Baal is repairing it"),
-        "{}",
-        heal.messenger.transcript(OWNER)
-    );
+    // Down says so: in /list, /dashboard and /account, and to someone opening it.
+    for command in ["/list", "/dashboard"] {
+        heal.messenger.clear();
+        send(&heal.platform, OWNER, command).await;
+        let transcript = heal.messenger.transcript(OWNER);
+        assert!(transcript.contains("Icarus") && transcript.contains("down — Baal is repairing it"), "{transcript}");
+    }
+    send(&heal.platform, OWNER, "/account").await;
+    assert!(heal.messenger.transcript(OWNER).contains("🟠 1 down"), "{}", heal.messenger.transcript(OWNER));
     send(&heal.platform, OWNER, &format!("/start {}", agent.id)).await;
     assert!(heal.messenger.transcript(OWNER).contains("isn't ready yet"), "{}", heal.messenger.transcript(OWNER));
 
