@@ -141,7 +141,7 @@ async fn agents_list_show_and_filters() {
 
     let bad_status = baal_cli(dir.path(), &db, &["agents", "list", "--status", "deployed"]);
     assert_ne!(bad_status.code, 0);
-    assert!(bad_status.stderr.contains("pending, deploying, running, failed, stopped"), "{}", bad_status.stderr);
+    assert!(bad_status.stderr.contains("pending, deploying, running, down, failed, stopped"), "{}", bad_status.stderr);
 
     let show = baal_cli(dir.path(), &db, &["agents", "show", &helper.to_string()]);
     assert_eq!(show.code, 0, "{}", show.stderr);

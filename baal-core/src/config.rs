@@ -181,6 +181,15 @@ pub struct Settings {
     /// `HEARTBEAT_INTERVAL`: how often an agent carries out a standing `HEARTBEAT.md` that sets
     /// no schedule of its own (default 1800 s; 0 disables), handed to every agent.
     pub agent_heartbeat_interval: Duration,
+    /// `HEALTH_CHECK_INTERVAL`: how often the platform checks that every running (and down)
+    /// agent answers, and repairs those that stopped (default 60 s; 0 turns checks and repairs off).
+    pub health_check_interval: Duration,
+    /// `RELEASE_FAILED_AFTER`: a failed deployment untouched this long gives back what it holds
+    /// (its VM; a local agent's files), the agent staying for `/repair` (default 86400 s; 0 never).
+    pub release_failed_after: Duration,
+    /// `LOCAL_AGENT_LOG_MAX_BYTES`: a local agent's `agent.log` is moved to `agent.log.1` past
+    /// this size (default 10 MiB).
+    pub local_agent_log_max_bytes: u64,
 }
 
 /// `AGENT_MAX_MEMORY_MIB` when unset.
@@ -189,6 +198,13 @@ pub const DEFAULT_AGENT_MAX_MEMORY_MIB: u64 = 1024;
 pub const DEFAULT_AGENT_MAX_PROCESSES: u64 = 512;
 /// `AGENT_CPU_PERCENT` when unset: one core.
 pub const DEFAULT_AGENT_CPU_PERCENT: u32 = 100;
+
+/// `HEALTH_CHECK_INTERVAL` when unset.
+pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+/// `RELEASE_FAILED_AFTER` when unset: a day, time enough for the owner to see the failure.
+pub const DEFAULT_RELEASE_FAILED_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// `LOCAL_AGENT_LOG_MAX_BYTES` when unset.
+pub const DEFAULT_LOCAL_AGENT_LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
 
 /// `FREE_TIER_DAILY_TOKENS` when unset: about fifty ordinary turns with a few tool calls each.
 pub const DEFAULT_FREE_TIER_DAILY_TOKENS: u64 = 500_000;
@@ -272,6 +288,9 @@ impl Settings {
             agent_cpu_percent: positive(&env, "AGENT_CPU_PERCENT", "percent of one core", DEFAULT_AGENT_CPU_PERCENT)?,
             agent_heartbeat_interval: env
                 .seconds(crate::agent_env::var::HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_INTERVAL)?,
+            health_check_interval: env.seconds("HEALTH_CHECK_INTERVAL", DEFAULT_HEALTH_CHECK_INTERVAL)?,
+            release_failed_after: env.seconds("RELEASE_FAILED_AFTER", DEFAULT_RELEASE_FAILED_AFTER)?,
+            local_agent_log_max_bytes: log_max_bytes(&env)?,
         };
         if settings.pool_min_size > settings.pool_max_size {
             return Err(SettingError::new(
@@ -463,6 +482,18 @@ where
     }
 }
 
+/// `LOCAL_AGENT_LOG_MAX_BYTES`: a log cannot be rotated at every byte, so 0 is refused.
+fn log_max_bytes(env: &Vars) -> Result<u64, ConfigError> {
+    const NAME: &str = "LOCAL_AGENT_LOG_MAX_BYTES";
+    let expected = format!("a whole number of bytes above 0 (default {DEFAULT_LOCAL_AGENT_LOG_MAX_BYTES})");
+    match env.number::<u64>(NAME, &expected)? {
+        Some(0) => {
+            Err(SettingError::new(NAME, "0 would rotate the log at every write", format!("set {NAME} to {expected}")))
+        }
+        found => Ok(found.unwrap_or(DEFAULT_LOCAL_AGENT_LOG_MAX_BYTES)),
+    }
+}
+
 fn parse_ids(env: &Vars, name: &str) -> Result<Vec<UserId>, ConfigError> {
     let Some(ids) = env.list(name) else {
         return Ok(Vec::new());
@@ -576,6 +607,21 @@ mod tests {
         .unwrap();
         assert_eq!(s.agent_defaults().heartbeat_interval, Duration::from_secs(60));
         assert_eq!(settings(&[]).unwrap().agent_defaults().heartbeat_interval, DEFAULT_HEARTBEAT_INTERVAL);
+        let healing = settings(&[
+            ("HEALTH_CHECK_INTERVAL", "5"),
+            ("RELEASE_FAILED_AFTER", "0"),
+            ("LOCAL_AGENT_LOG_MAX_BYTES", "4096"),
+        ])
+        .unwrap();
+        assert_eq!(healing.health_check_interval, Duration::from_secs(5));
+        assert_eq!(healing.release_failed_after, Duration::ZERO);
+        assert_eq!(healing.local_agent_log_max_bytes, 4096);
+        let defaults = settings(&[]).unwrap();
+        assert_eq!(defaults.health_check_interval, DEFAULT_HEALTH_CHECK_INTERVAL);
+        assert_eq!(defaults.release_failed_after, DEFAULT_RELEASE_FAILED_AFTER);
+        assert_eq!(defaults.local_agent_log_max_bytes, DEFAULT_LOCAL_AGENT_LOG_MAX_BYTES);
+        let err = settings(&[("LOCAL_AGENT_LOG_MAX_BYTES", "0")]).unwrap_err();
+        assert_eq!(err.variable, "LOCAL_AGENT_LOG_MAX_BYTES", "{err}");
         assert_eq!(s.admin_user_ids, vec![1, 2, 3]);
         assert!(s.is_admin(2) && !s.is_admin(4));
         assert_eq!(s.deployer_kind(), DeployerKind::Aleph);

@@ -44,12 +44,21 @@ pub enum AgentStatus {
     Failed,
     /// Stopped on purpose (deleted agents end here).
     Stopped,
+    /// Was running, then stopped answering its health checks: Baal is repairing it (or gave up
+    /// after its attempts, and `/repair` tries again).
+    Down,
 }
 
 impl AgentStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [AgentStatus; 5] =
-        [AgentStatus::Pending, AgentStatus::Deploying, AgentStatus::Running, AgentStatus::Failed, AgentStatus::Stopped];
+    pub const ALL: [AgentStatus; 6] = [
+        AgentStatus::Pending,
+        AgentStatus::Deploying,
+        AgentStatus::Running,
+        AgentStatus::Down,
+        AgentStatus::Failed,
+        AgentStatus::Stopped,
+    ];
 
     /// The stored and printed name (`pending`, `deploying`, …).
     pub fn as_str(self) -> &'static str {
@@ -59,6 +68,7 @@ impl AgentStatus {
             AgentStatus::Running => "running",
             AgentStatus::Failed => "failed",
             AgentStatus::Stopped => "stopped",
+            AgentStatus::Down => "down",
         }
     }
 }
@@ -71,7 +81,7 @@ impl fmt::Display for AgentStatus {
 
 /// A status name that is not one of [`AgentStatus::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown agent status {0:?}: use one of pending, deploying, running, failed, stopped")]
+#[error("unknown agent status {0:?}: use one of pending, deploying, running, down, failed, stopped")]
 pub struct UnknownStatus(pub String);
 
 impl FromStr for AgentStatus {
@@ -529,6 +539,10 @@ pub enum EventStep {
     Destroy,
     /// A deletion: teardown, then the agent is marked deleted (`delete`).
     Delete,
+    /// Bringing back an agent that stopped answering its health checks (`repair`).
+    Repair,
+    /// Releasing what a deployment that failed long ago still holds (`release`).
+    Release,
     /// One stage of a deployer's work, by its key (`provision`, `ship`, …: a
     /// [`DeployStep::key`](crate::deploy::DeployStep)).
     Stage(String),
@@ -536,13 +550,15 @@ pub enum EventStep {
 
 impl EventStep {
     /// Every step but a stage: a stored word that names none of these is a deployer's stage.
-    pub const JOBS: [EventStep; 6] = [
+    pub const JOBS: [EventStep; 8] = [
         EventStep::Deploy,
         EventStep::Redeploy,
         EventStep::Resume,
         EventStep::Restore,
         EventStep::Destroy,
         EventStep::Delete,
+        EventStep::Repair,
+        EventStep::Release,
     ];
 
     /// The stored word.
@@ -554,6 +570,8 @@ impl EventStep {
             EventStep::Restore => "restore",
             EventStep::Destroy => "destroy",
             EventStep::Delete => "delete",
+            EventStep::Repair => "repair",
+            EventStep::Release => "release",
             EventStep::Stage(key) => key,
         }
     }

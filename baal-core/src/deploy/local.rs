@@ -8,7 +8,7 @@
 //! | `settings.json` | its settings (mode 0600), handed over with `--config`, never on the command line |
 //! | `agent.db` | its history and pending messages |
 //! | `workspace/` | its files, memory and skills |
-//! | `agent.log` | what the process printed |
+//! | `agent.log` | what the process printed (moved to `agent.log.1` past [`LocalDeployer::with_log_max_bytes`]) |
 //!
 //! Invariants:
 //! - every agent listens on 127.0.0.1 only and requires its own secret;
@@ -18,8 +18,12 @@
 //!   (bot token, encryption key, Aleph key) never reach an agent;
 //! - as root where the host has the cgroup controllers, an agent and everything its tools start
 //!   share one memory, process and CPU limit ([`AgentLimits`]), set before it starts;
-//! - a crashed agent is restarted on the same port, at most [`RestartLimit::max_restarts`] times
-//!   per [`RestartLimit::window`]; beyond that it is left down and the failure is logged.
+//! - a crashed agent is restarted on the same port (on a fresh one when another program took it),
+//!   at most [`RestartLimit::max_restarts`] times per [`RestartLimit::window`]; beyond that it is
+//!   left down and the failure is logged, for the platform's health checks to notice and
+//!   [`Deployer::repair`] it, which reports the address it answers at now;
+//! - what an agent prints goes to its `agent.log` through Baal (never a file the agent writes
+//!   itself), so the log is rotated by size however much the agent prints.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write as _;
@@ -29,14 +33,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use file_rotate::compression::Compression;
+use file_rotate::suffix::AppendCount;
+use file_rotate::{ContentLimit, FileRotate};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::isolation::{AgentLimits, Isolation, KillScope, LimitMechanism, LimitScope};
-use super::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer, SilentReporter, Tenancy};
+use super::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer, Repaired, SilentReporter, Tenancy};
 use crate::agent_env::{AgentDefaults, AgentEnv, ToolsNetwork};
 use crate::config::Settings;
 use crate::domain::{AgentId, Deployment};
@@ -58,6 +65,8 @@ const STEPS: &[DeployStep] = &[PREPARE, START, HEALTH];
 
 const SETTINGS_FILE: &str = "settings.json";
 const LOG_FILE: &str = "agent.log";
+/// `agent.log` is moved to `agent.log.1` past this size unless set otherwise.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = crate::config::DEFAULT_LOCAL_AGENT_LOG_MAX_BYTES;
 /// The running agent's pid, so another Baal process (`baal-cli agents delete`) can stop it.
 const PID_FILE: &str = "agent.pid";
 /// The settings that ran before a redeploy, kept until the new ones are healthy.
@@ -116,6 +125,8 @@ struct Inner {
     /// How agents' limits are applied here, if they can be ([`Isolation::limit_mechanism`]).
     limit_mechanism: Option<LimitMechanism>,
     limits: AgentLimits,
+    /// `agent.log` is rotated past this size.
+    log_max_bytes: u64,
     /// The name of this data directory's group, in the kill scopes' tree and the limits' trees.
     group_name: String,
     start_timeout: Duration,
@@ -211,6 +222,7 @@ impl LocalDeployer {
                 scopes,
                 limit_mechanism,
                 limits: AgentLimits::default(),
+                log_max_bytes: DEFAULT_LOG_MAX_BYTES,
                 group_name,
                 isolation,
                 open_without_isolation: false,
@@ -232,7 +244,17 @@ impl LocalDeployer {
                 settings.agent_max_processes,
                 settings.agent_cpu_percent,
             ))
-            .open_without_isolation(settings.local_agents_open_without_isolation))
+            .open_without_isolation(settings.local_agents_open_without_isolation)
+            .with_log_max_bytes(settings.local_agent_log_max_bytes))
+    }
+
+    /// Sets the size past which an agent's `agent.log` is moved to `agent.log.1` (the one
+    /// older log kept; 0 counts as 1). Call before deploying anything.
+    pub fn with_log_max_bytes(mut self, max_bytes: u64) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.log_max_bytes = max_bytes.max(1);
+        }
+        self
     }
 
     /// With `open`, everyone may create agents here even where this host cannot keep tenants
@@ -535,11 +557,7 @@ impl Inner {
         let failed = |detail: String| {
             DeployError::new(START.key, "The agent process did not start. Its log has the details.").with_detail(detail)
         };
-        let mut log = std::fs::OpenOptions::new();
-        log.create(true).append(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut log, 0o600);
-        let log = log.open(dir.join(LOG_FILE)).map_err(|err| failed(format!("opening {LOG_FILE}: {err}")))?;
+        let log = open_log(&dir, self.log_max_bytes).map_err(|err| failed(format!("opening {LOG_FILE}: {err}")))?;
         let mut command = Command::new(&self.agent_bin);
         command
             .arg("--config")
@@ -550,7 +568,7 @@ impl Inner {
             .env("HOME", &dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(log.try_clone().map_err(|err| failed(err.to_string()))?)
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
         confine_to_platform_lifetime(&mut command);
         if let Some(scope) = self.scope(agent_id) {
@@ -569,9 +587,12 @@ impl Inner {
             DeployError::new(START.key, "Baal could not run the `baal-agent` program.")
                 .with_detail(format!("{}: {err}", self.agent_bin.display()))
         })?;
-        let Some(stdout) = child.stdout.take() else {
-            return Err(failed("no stdout pipe".into()));
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            self.abandon(agent_id, &child);
+            return Err(failed("no stdout or stderr pipe".into()));
         };
+        // From the start: a child whose stderr pipe fills up would block.
+        tokio::spawn(copy_to_log(stderr, log.clone()));
         let mut stdout = BufReader::new(stdout);
         let port = tokio::time::timeout(self.start_timeout, async {
             let mut line = String::new();
@@ -580,7 +601,7 @@ impl Inner {
                 match stdout.read_line(&mut line).await {
                     Ok(0) | Err(_) => return None,
                     Ok(_) => {
-                        let _ = (&log).write_all(line.as_bytes());
+                        write_log(&log, line.as_bytes());
                         if let Some(addr) = line.trim().strip_prefix(LISTENING_PREFIX) {
                             return addr.parse::<std::net::SocketAddr>().ok().map(|addr| addr.port());
                         }
@@ -609,12 +630,41 @@ impl Inner {
                 std::fs::write(dir.join(PID_FILE), pid.to_string()).and_then(|()| restrict(&dir.join(PID_FILE), 0o600));
         }
         // Keep draining stdout into the log, or the child would block once the pipe fills.
-        tokio::spawn(async move {
-            if let Ok(mut log) = tokio::fs::OpenOptions::new().append(true).open(dir.join(LOG_FILE)).await {
-                let _ = tokio::io::copy(&mut stdout, &mut log).await;
-            }
-        });
+        tokio::spawn(copy_to_log(stdout, log));
         Ok((child, port))
+    }
+
+    /// Starts a crashed agent again with its settings: on its port, or on a fresh one when
+    /// another program took it meanwhile (then its settings and [`Supervised::port`] follow, and
+    /// the platform learns the new address from [`Deployer::repair`]).
+    async fn respawn(&self, agent_id: AgentId) -> Result<Child, DeployError> {
+        let dir = self.agent_dir(agent_id);
+        let old_port = self.running_port(agent_id);
+        if let Some(port) = old_port.filter(|port| !port_is_free(*port)) {
+            tracing::warn!(agent = %agent_id, port, "the agent's port is taken; restarting it on a fresh one");
+            set_settings_port(&dir, 0).map_err(|err| {
+                DeployError::new(START.key, "Baal could not write the agent's settings.").with_detail(err)
+            })?;
+        }
+        let (child, port) = self.spawn(agent_id).await?;
+        if old_port != Some(port) {
+            // The next restart comes back here.
+            if let Err(err) = set_settings_port(&dir, port) {
+                tracing::warn!(agent = %agent_id, error = %err, "could not record the agent's new port");
+            }
+            if let Some(agent) = self.agents().get_mut(&agent_id) {
+                agent.port = port;
+            }
+            tracing::info!(agent = %agent_id, port, "local agent now listens on a new port");
+        }
+        Ok(child)
+    }
+
+    /// Whether an agent answers `/health` on `port` now.
+    async fn answers(&self, port: u16) -> bool {
+        // `/health` takes no secret.
+        let endpoint = AgentEndpoint { base_url: local_url(port), token: SecretString::from(String::new()) };
+        matches!(self.proxy.health(&endpoint).await, Ok(health) if health.status == "ok")
     }
 
     async fn wait_healthy(&self, port: u16, child: &mut Child) -> Result<(), DeployError> {
@@ -704,8 +754,8 @@ impl Inner {
                     _ = &mut stopped => return,
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                match self.spawn(agent_id).await {
-                    Ok((new_child, _)) => {
+                match self.respawn(agent_id).await {
+                    Ok(new_child) => {
                         child = new_child;
                         pid.store(child.id().unwrap_or(0), std::sync::atomic::Ordering::SeqCst);
                         tracing::info!(agent = %agent_id, "local agent restarted");
@@ -734,6 +784,24 @@ impl Deployer for LocalDeployer {
 
     async fn redeploy(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Deployment, DeployError> {
         self.run(spec, reporter).await
+    }
+
+    /// An agent its supervisor brought back on a new port (the old one was taken) only needs its
+    /// new address reported; any other is started again (on a fresh port if its own is taken),
+    /// as a redeploy does. It runs on this machine either way, so it never `moved`.
+    async fn repair(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Repaired, DeployError> {
+        let id = spec.agent_id;
+        let supervised = self.inner.running_port(id).filter(|_| self.pid(id).is_some());
+        if let Some(port) = supervised
+            && self.inner.answers(port).await
+        {
+            let mut deployment = spec.existing.clone();
+            deployment.instance_hash = Some(local_key(id));
+            deployment.vm_url = Some(local_url(port));
+            reporter.facts(&deployment).await?;
+            return Ok(Repaired::new(deployment, false));
+        }
+        self.run(spec, reporter).await.map(|deployment| Repaired::new(deployment, false))
     }
 
     async fn destroy(
@@ -897,7 +965,22 @@ fn restrict(_path: &Path, _mode: u32) -> std::io::Result<()> {
 /// Writes the agent's environment as its settings file (JSON: it carries any name or prompt
 /// without an escaping scheme), readable by this user only, replacing the file atomically.
 fn write_settings(dir: &Path, env: &AgentEnv) -> std::io::Result<()> {
-    let text = env.to_json();
+    write_settings_text(dir, &env.to_json())
+}
+
+/// Changes only the port in the agent's settings file (a crash restart has no spec to write the
+/// whole file from).
+fn set_settings_port(dir: &Path, port: u16) -> std::io::Result<()> {
+    let text = SecretString::from(std::fs::read_to_string(dir.join(SETTINGS_FILE))?);
+    let mut settings: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text.expose_secret()).map_err(std::io::Error::other)?;
+    settings.insert(crate::agent_env::var::PORT.to_owned(), serde_json::Value::String(port.to_string()));
+    let text = SecretString::from(serde_json::Value::Object(settings).to_string());
+    write_settings_text(dir, &text)
+}
+
+/// Writes the settings file's text (0600), replacing the file atomically.
+fn write_settings_text(dir: &Path, text: &SecretString) -> std::io::Result<()> {
     let path = dir.join(SETTINGS_FILE);
     let temp = dir.join(format!(".{SETTINGS_FILE}.tmp"));
     let mut options = std::fs::OpenOptions::new();
@@ -909,6 +992,47 @@ fn write_settings(dir: &Path, env: &AgentEnv) -> std::io::Result<()> {
     file.write_all(text.expose_secret().as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&temp, &path)
+}
+
+/// An agent's `agent.log`, shared by the tasks copying its stdout and stderr.
+type AgentLog = Arc<Mutex<FileRotate<AppendCount>>>;
+
+/// Opens `dir`'s `agent.log` (0600) for appending, moved to `agent.log.1` once it passes
+/// `max_bytes` (a write is never split, so a line stays whole). file-rotate fits because Baal
+/// copies the child's output itself; a child writing to the file directly could not be rotated
+/// without losing what it writes to the moved file.
+fn open_log(dir: &Path, max_bytes: u64) -> std::io::Result<AgentLog> {
+    // file-rotate creates a missing directory, and panics where it cannot: an agent whose
+    // directory is gone (deleted meanwhile) must not get one back.
+    if !dir.is_dir() {
+        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} is gone", dir.display())));
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    // file-rotate drops writes silently when it cannot open the file: find out here instead.
+    drop(options.open(dir.join(LOG_FILE))?);
+    let limit = ContentLimit::BytesSurpassed(usize::try_from(max_bytes.max(1)).unwrap_or(usize::MAX));
+    let log = FileRotate::new(dir.join(LOG_FILE), AppendCount::new(1), limit, Compression::None, Some(options));
+    Ok(Arc::new(Mutex::new(log)))
+}
+
+/// Appends to the log; a failed write loses that output only (the agent keeps running).
+fn write_log(log: &AgentLog, bytes: &[u8]) {
+    let mut log = log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _ = log.write_all(bytes).and_then(|()| log.flush());
+}
+
+/// Copies what the child prints into its log until the pipe closes.
+async fn copy_to_log(mut from: impl AsyncRead + Unpin, log: AgentLog) {
+    let mut buffer = vec![0u8; 8192];
+    loop {
+        match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => write_log(&log, &buffer[..read]),
+        }
+    }
 }
 
 /// The last lines of an agent's log, for error details.

@@ -73,6 +73,13 @@ pub struct PlatformConfig {
     /// orphaned (its process died) and is resumed. Jobs refresh their lease four times as often,
     /// so several bot processes sharing one database never deploy the same agent twice.
     pub deploy_lease: Duration,
+    /// How often every running (and down) agent's health is checked, and down agents repaired
+    /// (`HEALTH_CHECK_INTERVAL`; zero: never). Two failed checks in a row make an agent `down`;
+    /// repairs back off from one interval, doubling, and stop after five attempts.
+    pub health_check_interval: Duration,
+    /// A failed deployment untouched this long releases what it holds (`RELEASE_FAILED_AFTER`;
+    /// zero: never).
+    pub release_failed_after: Duration,
 }
 
 impl PlatformConfig {
@@ -89,6 +96,8 @@ impl PlatformConfig {
             libertai_api_key: settings.libertai_api_key.clone(),
             libertai_api_base_url: settings.libertai_api_base_url.clone(),
             pool_enabled: settings.pool_enabled,
+            health_check_interval: settings.health_check_interval,
+            release_failed_after: settings.release_failed_after,
             ..PlatformConfig::default()
         }
     }
@@ -147,6 +156,10 @@ setters! {
     with_pending_poll_interval => pending_poll_interval: Duration;
     /// Sets [`PlatformConfig::deploy_lease`].
     with_deploy_lease => deploy_lease: Duration;
+    /// Sets [`PlatformConfig::health_check_interval`].
+    with_health_check_interval => health_check_interval: Duration;
+    /// Sets [`PlatformConfig::release_failed_after`].
+    with_release_failed_after => release_failed_after: Duration;
 }
 
 impl Default for PlatformConfig {
@@ -166,6 +179,8 @@ impl Default for PlatformConfig {
             edit_interval: Duration::from_secs(1),
             pending_poll_interval: Duration::from_secs(30),
             deploy_lease: Duration::from_secs(120),
+            health_check_interval: crate::config::DEFAULT_HEALTH_CHECK_INTERVAL,
+            release_failed_after: crate::config::DEFAULT_RELEASE_FAILED_AFTER,
         }
     }
 }
@@ -353,7 +368,8 @@ impl Platform {
         if let Some(old) = self.inner.poller.lock().map(|mut p| p.replace(handle)).ok().flatten() {
             old.abort();
         }
-        let work: Vec<Background> = self.inner.lock_background().drain(..).collect();
+        let mut work: Vec<Background> = self.inner.lock_background().drain(..).collect();
+        work.extend(self.inner.clone().health_checks());
         let handles = work.into_iter().map(tokio::spawn);
         if let Ok(mut running) = self.inner.background_running.lock() {
             running.extend(handles);

@@ -97,7 +97,7 @@ impl Inner {
     }
 
     /// The spec a deployer needs, with the key of whoever pays.
-    async fn spec(&self, agent: &mut Agent) -> Result<(AgentSpec, Payer), String> {
+    pub(super) async fn spec(&self, agent: &mut Agent) -> Result<(AgentSpec, Payer), String> {
         let owner = self.store.user_get(agent.owner_id).await.map_err(|err| err.to_string())?;
         let sealed = owner.and_then(|user| user.api_key_sealed);
         let plan = Plan::decide(sealed.is_some(), &self.config);
@@ -506,7 +506,7 @@ impl DeployReporter for JobReporter {
 }
 
 /// Newer facts win; a fact the deployer does not repeat is kept.
-fn merge(into: &mut Deployment, new: &Deployment) {
+pub(super) fn merge(into: &mut Deployment, new: &Deployment) {
     fn take<T: Clone>(slot: &mut Option<T>, new: &Option<T>) {
         if new.is_some() {
             slot.clone_from(new);

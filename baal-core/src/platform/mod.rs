@@ -9,6 +9,7 @@ pub mod command;
 mod delete;
 mod engine;
 mod handlers;
+mod health;
 mod jobs;
 mod lease;
 pub mod messenger;

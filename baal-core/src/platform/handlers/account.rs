@@ -95,6 +95,7 @@ impl Inner {
             running: count(AgentStatus::Running),
             deploying: count(AgentStatus::Deploying) + count(AgentStatus::Pending),
             failed: count(AgentStatus::Failed),
+            down: count(AgentStatus::Down),
         };
         let context = SealContext::user_api_key(user.id);
         let own_key =

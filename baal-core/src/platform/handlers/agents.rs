@@ -87,7 +87,12 @@ impl Inner {
             let agents = self.store.list_agents(&AgentFilter::all().owner(ctx.user_id())).await?;
             let broken: Vec<_> = agents
                 .iter()
-                .filter(|a| matches!(a.status, AgentStatus::Failed | AgentStatus::Deploying | AgentStatus::Pending))
+                .filter(|a| {
+                    matches!(
+                        a.status,
+                        AgentStatus::Failed | AgentStatus::Down | AgentStatus::Deploying | AgentStatus::Pending
+                    )
+                })
                 .filter(|a| !self.is_in_flight(a.id))
                 .collect();
             if broken.is_empty() {

@@ -33,7 +33,8 @@ impl Inner {
             }
         };
         if agent.status != AgentStatus::Running || agent.deployment.vm_url.is_none() || agent.token_sealed.is_none() {
-            let repairable = agent.owner_id == ctx.user_id() && agent.status == AgentStatus::Failed;
+            let repairable =
+                agent.owner_id == ctx.user_id() && matches!(agent.status, AgentStatus::Failed | AgentStatus::Down);
             self.say(ctx.chat, views::unavailable(&agent, repairable)).await;
             return Ok(After::Nothing);
         }

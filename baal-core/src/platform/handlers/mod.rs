@@ -196,7 +196,7 @@ impl Inner {
             Action::SoulEdit(id) => self.soul_edit(ctx, state, id, message).await?,
             Action::RefreshStatus(id) => {
                 let status = match self.owned_agent(ctx.user_id(), id).await? {
-                    Some(agent) => format!("Status: {}", agent.status),
+                    Some(agent) => format!("Status: {}", views::status_word(agent.status)),
                     None => "This agent is gone".to_owned(),
                 };
                 return Ok(Some(status));

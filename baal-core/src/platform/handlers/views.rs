@@ -25,6 +25,15 @@ pub(crate) fn status_emoji(status: AgentStatus) -> &'static str {
         AgentStatus::Pending => "⏳",
         AgentStatus::Failed => "🔴",
         AgentStatus::Stopped => "⚫",
+        AgentStatus::Down => "🟠",
+    }
+}
+
+/// A status as users read it: its stored word, and for `down` what is being done about it.
+pub(crate) fn status_word(status: AgentStatus) -> &'static str {
+    match status {
+        AgentStatus::Down => "down — Baal is repairing it",
+        other => other.as_str(),
     }
 }
 

@@ -65,12 +65,15 @@ pub(crate) struct AgentCounts {
     pub(crate) running: usize,
     pub(crate) deploying: usize,
     pub(crate) failed: usize,
+    /// Stopped answering; Baal repairs them.
+    pub(crate) down: usize,
 }
 
 /// The account card; `usage` is the tokens section of the user's agents ([`usage_section`]).
 pub(crate) fn account_card(plan: PlanView, agents: AgentCounts, usage: &str) -> Text {
+    let down = if agents.down > 0 { format!(" · 🟠 {} down", agents.down) } else { String::new() };
     let summary = format!(
-        "<b>Your agents</b>\n{}/{} slots · 🟢 {} running · 🟡 {} deploying · 🔴 {} failed\n\n{usage}",
+        "<b>Your agents</b>\n{}/{} slots · 🟢 {} running · 🟡 {} deploying · 🔴 {} failed{down}\n\n{usage}",
         agents.total, agents.slots, agents.running, agents.deploying, agents.failed
     );
     match plan {

@@ -46,7 +46,7 @@ pub(crate) fn dashboard(
             (false, true) => "🔴",
             (false, false) => status_emoji(agent.status),
         };
-        let state = if running && !healthy { "not answering".to_owned() } else { agent.status.to_string() };
+        let state = if running && !healthy { "not answering" } else { status_word(agent.status) };
         body.push_str(&format!(
             "\n{emoji} <b>{}</b> #{}: {state}, created {}",
             e(&agent.name),

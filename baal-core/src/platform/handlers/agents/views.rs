@@ -15,7 +15,7 @@ pub(crate) fn delete_dialog(agent: &Agent) -> Text {
         e(&agent.name),
         agent.id,
         e(&agent.model),
-        agent.status
+        status_word(agent.status)
     );
     html(body).row(vec![
         Button::action("⚠️ Yes, delete", Action::DeleteConfirmed(agent.id)),
@@ -45,7 +45,7 @@ pub(crate) fn card(agent: &Agent, share_link: &str, now: DateTime<Utc>) -> Text 
         e(&agent.name),
         agent.id,
         e(&agent.model),
-        agent.status,
+        status_word(agent.status),
         age(agent.created_at, now)
     );
     let id = agent.id;
@@ -63,7 +63,7 @@ pub(crate) fn card(agent: &Agent, share_link: &str, now: DateTime<Utc>) -> Text 
             ]
         }
         AgentStatus::Deploying => vec![vec![Button::action("🔄 Refresh", Action::RefreshStatus(id)), delete]],
-        AgentStatus::Failed => vec![vec![Button::action("🔧 Repair", Action::Repair(id)), delete]],
+        AgentStatus::Failed | AgentStatus::Down => vec![vec![Button::action("🔧 Repair", Action::Repair(id)), delete]],
         AgentStatus::Pending | AgentStatus::Stopped => vec![vec![delete]],
     };
     with_rows(html(body), rows)

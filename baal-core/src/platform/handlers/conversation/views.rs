@@ -1,7 +1,7 @@
 //! Texts and keyboards of a conversation.
 
 use super::super::menu::views::welcome;
-use crate::domain::Agent;
+use crate::domain::{Agent, AgentStatus};
 use crate::platform::action::Action;
 use crate::platform::handlers::views::*;
 use crate::platform::messenger::{Button, Text};
@@ -38,7 +38,11 @@ pub(crate) fn not_in_a_chat() -> Text {
 
 /// An agent that cannot take a message; its owner is told how to repair a failed one.
 pub(crate) fn unavailable(agent: &Agent, repairable: bool) -> Text {
-    let mut note = format!("{} isn't available right now (status: {}).", e(&agent.name), agent.status);
+    let mut note = if agent.status == AgentStatus::Down {
+        format!("{} stopped answering; Baal is repairing it. Try again in a few minutes.", e(&agent.name))
+    } else {
+        format!("{} isn't available right now (status: {}).", e(&agent.name), agent.status)
+    };
     if repairable {
         note.push_str(&format!(" /repair {} tries again.", agent.id));
     }
@@ -74,7 +78,11 @@ pub(crate) fn private_only(me: &str) -> Text {
 }
 
 pub(crate) fn not_ready(agent: &Agent) -> Text {
-    html(format!("<b>{}</b> isn't ready yet (status: {}). Try again in a few minutes.", e(&agent.name), agent.status))
+    html(format!(
+        "<b>{}</b> isn't ready yet (status: {}). Try again in a few minutes.",
+        e(&agent.name),
+        status_word(agent.status)
+    ))
 }
 
 pub(crate) fn chatting_with(agent: &Agent) -> Text {
