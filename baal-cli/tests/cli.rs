@@ -627,6 +627,7 @@ fn bad_settings_and_usage_exit_2_and_runtime_failures_exit_1() {
     assert_eq!(doctor.code, 1, "{}", doctor.stdout);
     let fine = baal_cli(dir.path(), &[db, ("LOG_FORMAT", "json")], &["users", "list"]);
     assert_eq!(fine.code, 0, "{}", fine.stderr);
+}
 
 /// Runs `baal-cli` off the async runtime, so loopback servers of the test keep answering it.
 async fn baal_cli_async(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
