@@ -101,6 +101,11 @@ impl Real {
         connection.busy_timeout(Duration::from_secs(5)).unwrap();
         connection.execute("UPDATE pending_messages SET leased_until = 0", []).unwrap();
         drop(connection);
+        self.turn_within_the_lease().await;
+    }
+
+    /// One turn, the leases of earlier deliveries still running.
+    async fn turn_within_the_lease(&self) {
         self.llm.push_text("Noted.");
         send(&self.platform, "anything new?").await;
     }
@@ -238,4 +243,28 @@ async fn a_long_message_that_failed_partway_resumes_at_the_piece_that_did_not_go
     assert_eq!(pieces[3], "<b>Long</b>: queued after it");
     assert!(real.queued().is_empty());
     assert_eq!(real.recorded().await.get("partial"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_behind_one_that_failed_wait_for_it_even_past_a_batch() {
+    let real = Real::start("Ordered").await;
+    // More than one lease batch (100), so the second batch is there to be taken.
+    let texts: Vec<String> = (1..=150).map(|i| format!("queued news {i};")).collect();
+    real.queue(&texts.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    real.messenger.fail_sends_containing("queued news 5;", MessengerError::Failed("timeout".into()));
+    real.turn().await;
+    assert_eq!(real.shown("queued news").len(), 4);
+
+    // The network is back before the lease of the failed batch runs out: nothing after the
+    // held message may overtake it.
+    real.messenger.stop_failing();
+    real.turn_within_the_lease().await;
+    assert_eq!(real.shown("queued news").len(), 4, "{:?}", real.shown("queued news").last());
+
+    // Once the lease runs out, everything arrives, in order, each once.
+    real.turn().await;
+    real.turn().await;
+    let expected: Vec<String> = texts.iter().map(|text| format!("<b>Ordered</b>: {text}")).collect();
+    assert_eq!(real.shown("queued news"), expected);
+    assert!(real.queued().is_empty());
 }

@@ -540,15 +540,19 @@ impl History {
         Ok(())
     }
 
-    /// The chats that have a queued message which is not leased (or whose lease ran out), the
-    /// chat of the oldest such message first: those a `GET /pending?chat_id=&lease=` would get
-    /// something from now.
+    /// The chats that have a queued message which is not leased (or whose lease ran out) and is
+    /// older than any of the chat's messages still leased, the chat of the oldest such message
+    /// first: those a `GET /pending?chat_id=&lease=` would get something from now.
     pub async fn pending_chats(&self) -> Result<Vec<String>, HistoryError> {
         let now = chrono::Utc::now().timestamp_millis();
         self.with(|c| {
             c.prepare_cached(
-                "SELECT chat_id FROM pending_messages WHERE leased_until IS NULL OR leased_until <= ?1 \
-                 GROUP BY chat_id ORDER BY MIN(id)",
+                "SELECT chat_id FROM pending_messages AS p WHERE leased_until IS NULL OR leased_until <= ?1 \
+                 GROUP BY chat_id \
+                 HAVING MIN(id) < IFNULL((SELECT MIN(id) FROM pending_messages AS held \
+                                          WHERE held.chat_id = p.chat_id AND held.leased_until > ?1), \
+                                         9223372036854775807) \
+                 ORDER BY MIN(id)",
             )?
             .query_map([now], |row| row.get(0))?
             .collect()
@@ -577,6 +581,10 @@ impl History {
     /// that are not leased or whose lease ran out: they are returned oldest first, with their
     /// ids, and not offered again until `lease` has passed; the next call gets the next batch. They stay queued until [`History::ack_pending`] deletes them, so
     /// a bot that fails to deliver them gets them again after the lease.
+    ///
+    /// For one chat, nothing newer than a message still leased is handed out: a bot whose
+    /// delivery stopped at a message (which stays leased) would otherwise be given the next batch
+    /// and show it first, and then, its watermark past them, take the held ones for delivered.
     pub async fn lease_pending(
         &self,
         chat_id: Option<&str>,
@@ -591,6 +599,8 @@ impl History {
                 "UPDATE pending_messages SET leased_until = ?1 WHERE id IN (\
                    SELECT id FROM pending_messages \
                    WHERE (leased_until IS NULL OR leased_until <= ?2) AND (?3 IS NULL OR chat_id = ?3) \
+                   AND id < IFNULL((SELECT MIN(id) FROM pending_messages WHERE chat_id = ?3 AND leased_until > ?2), \
+                                   9223372036854775807) \
                    ORDER BY id LIMIT ?4) \
                  RETURNING id, chat_id, content, source, created_at",
             )?
@@ -805,12 +815,34 @@ mod tests {
         assert!(ids(&sevens).windows(2).all(|w| w[0] < w[1]), "{:?}", ids(&sevens));
         history.lease_pending(Some("7"), HOUR).await.unwrap();
         assert_eq!(history.pending_chats().await.unwrap(), ["9"]);
+        // A new message behind held ones waits for them, and is not offered either.
         history.push_pending("8", "new for eight", "heartbeat").await.unwrap();
-        assert_eq!(history.pending_chats().await.unwrap(), ["9", "8"], "ordered by the oldest readable message");
+        assert_eq!(history.pending_chats().await.unwrap(), ["9"]);
+        assert!(history.lease_pending(Some("8"), HOUR).await.unwrap().is_empty());
+        // Once the held ones are acknowledged, it is.
+        let held: Vec<i64> =
+            history.lease_pending(Some("7"), Duration::ZERO).await.unwrap().iter().map(|m| m.id.unwrap()).collect();
+        assert!(held.is_empty(), "chat 7 is still held");
+        history.push_pending("10", "ten", "heartbeat").await.unwrap();
+        let eights = rusqlite_ids(&history, "8");
+        history.ack_pending(&eights[..2], Some("8")).await.unwrap();
+        assert_eq!(history.pending_chats().await.unwrap(), ["9", "8", "10"], "ordered by the oldest readable message");
+        assert_eq!(contents(&history.lease_pending(Some("8"), HOUR).await.unwrap()), ["new for eight"]);
         history.take_pending(None).await.unwrap();
         assert!(history.pending_chats().await.unwrap().is_empty());
         history.push_pending_all("7", &[]).await.unwrap();
         assert!(history.pending_chats().await.unwrap().is_empty(), "an empty batch queues nothing");
+    }
+
+    /// The ids of a chat's queued messages, oldest first, leased or not.
+    fn rusqlite_ids(history: &History, chat: &str) -> Vec<i64> {
+        history
+            .with(|c| {
+                c.prepare("SELECT id FROM pending_messages WHERE chat_id = ?1 ORDER BY id")?
+                    .query_map([chat], |row| row.get(0))?
+                    .collect()
+            })
+            .unwrap()
     }
 
     #[tokio::test]
