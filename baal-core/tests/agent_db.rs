@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use baal_core::agent::history::{History, SCHEMA_VERSION, SUMMARY_ACK, SUMMARY_MARKER, StoredMessage};
+use baal_core::agent::history::{
+    History, PENDING_DROPPED_SOURCE, PENDING_MAX_PER_CHAT, SCHEMA_VERSION, SUMMARY_ACK, SUMMARY_MARKER, StoredMessage,
+};
 use baal_core::inference::{ChatMessage, ToolCall};
 use baal_core::proxy::PendingMessage;
 
@@ -173,18 +175,85 @@ async fn a_fresh_database_is_current_and_has_the_schema_seaorm_made() {
 
     // Same tables, columns, types and indexes, down to the SQL text SQLite kept, as the SeaORM
     // era made them; plus what later migrations added (the heartbeat's last run; the metering
-    // table, whose index on day a later migration dropped again; the budget), and only that.
+    // table, whose index on day a later migration dropped again; the budget; the dropped count
+    // of queued messages and the index on a chat's queue), and only that.
     let (_fixture_dir, fixture) = copy_of_fixture();
-    let (later, seaorm_era): (Vec<String>, Vec<String>) = schema(&path).into_iter().partition(|entry| {
-        entry.starts_with("table heartbeat on heartbeat:")
-            || entry.contains(" on usage: ")
-            || entry.starts_with("table budget on budget:")
-    });
+    let dropped_column = r#", "dropped" integer NULL"#;
+    let fresh = schema(&path);
+    assert!(fresh.iter().any(|entry| entry.starts_with("table pending_messages") && entry.contains(dropped_column)));
+    let (later, seaorm_era): (Vec<String>, Vec<String>) =
+        fresh.into_iter().map(|entry| entry.replace(dropped_column, "")).partition(|entry| {
+            entry.starts_with("table heartbeat on heartbeat:")
+                || entry.contains(" on usage: ")
+                || entry.starts_with("table budget on budget:")
+                || entry.starts_with("index idx_pending_chat on pending_messages:")
+        });
     assert_eq!(seaorm_era, schema(&fixture));
-    assert_eq!(later.len(), 3, "{later:?}");
+    assert_eq!(later.len(), 4, "{later:?}");
     assert!(!later.iter().any(|entry| entry.contains("idx_usage_day")), "{later:?}");
 
     let before = dump(&path);
     drop(History::open(&path).await.unwrap());
     assert_eq!(dump(&path), before, "a second open changes nothing");
+}
+
+fn contents(messages: &[PendingMessage]) -> Vec<&str> {
+    messages.iter().map(|m| m.content.as_str()).collect()
+}
+
+/// What a reader would be offered now, without hiding it from the next.
+async fn offered(history: &History, chat: &str) -> Vec<PendingMessage> {
+    history.lease_pending(Some(chat), Duration::ZERO).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_its_oldest_and_keeps_one_note_in_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.db");
+    let history = History::open(&path).await.unwrap();
+    for i in 0..PENDING_MAX_PER_CHAT {
+        history.push_pending("7", &format!("m{i}"), "heartbeat").await.unwrap();
+    }
+    history.push_pending("8", "another chat", "subagent").await.unwrap();
+    let full = offered(&history, "7").await;
+    assert_eq!(full[0].content, "m0", "at the cap nothing is dropped");
+
+    // One more: the oldest goes, and the note takes its place at the head of the queue.
+    history.push_pending("7", &format!("m{PENDING_MAX_PER_CHAT}"), "heartbeat").await.unwrap();
+    let queue = offered(&history, "7").await;
+    assert_eq!(contents(&queue[..2]), ["1 older message was dropped because it was not picked up.", "m1"]);
+    assert_eq!(queue[0].source, PENDING_DROPPED_SOURCE);
+
+    // Again, three at once (a durable turn's answer): still one note, its count updated.
+    let batch: Vec<(&str, String)> = (1..=3).map(|i| ("turn", format!("m{}", PENDING_MAX_PER_CHAT + i))).collect();
+    history.push_pending_all("7", &batch).await.unwrap();
+    let queue = offered(&history, "7").await;
+    assert_eq!(contents(&queue[..2]), ["4 older messages were dropped because they were not picked up.", "m4"]);
+    assert_eq!(queue.iter().filter(|m| m.source == PENDING_DROPPED_SOURCE).count(), 1);
+
+    // A reader holds the first batch (the note among it): nothing it holds is dropped or changed
+    // under it, so its acknowledgement deletes exactly what it delivered; the oldest message no
+    // one holds goes instead, under a note of its own.
+    let held = history.lease_pending(Some("7"), HOUR).await.unwrap();
+    assert_eq!(held.len(), 100);
+    history.push_pending("7", "newest", "heartbeat").await.unwrap();
+    let held_ids: Vec<i64> = held.iter().map(|m| m.id.unwrap()).collect();
+    assert_eq!(history.ack_pending(&held_ids, Some("7")).await.unwrap(), 100, "everything held was still there");
+    let rest = offered(&history, "7").await;
+    assert_eq!(contents(&rest[..2]), ["1 older message was dropped because it was not picked up.", "m104"]);
+    assert_eq!(contents(&held[..2]), ["4 older messages were dropped because they were not picked up.", "m4"]);
+    assert_eq!(held.last().unwrap().content, "m102");
+    // Acknowledging a deleted id is harmless.
+    assert_eq!(history.ack_pending(&held_ids, Some("7")).await.unwrap(), 0);
+    drop(history);
+
+    // The note and the cap hold across a restart; the other chat never lost anything.
+    let history = History::open(&path).await.unwrap();
+    let all = history.take_pending(Some("7")).await.unwrap();
+    // The reader delivered a note and 99 messages; the new note came on top of the cap.
+    assert_eq!(all.len(), PENDING_MAX_PER_CHAT - 99 + 1);
+    assert_eq!(all.iter().filter(|m| m.source == PENDING_DROPPED_SOURCE).count(), 1);
+    assert_eq!(all.last().unwrap().content, "newest");
+    assert!(all.iter().all(|m| m.content != "m103"));
+    assert_eq!(contents(&history.take_pending(Some("8")).await.unwrap()), ["another chat"]);
 }

@@ -227,17 +227,11 @@ pub fn flood_wait(error: &InvocationError) -> Option<Duration> {
 
 /// The platform's view of a Telegram error.
 pub fn messenger_error(error: &InvocationError) -> MessengerError {
-    const GONE: &[&str] = &[
-        "MESSAGE_ID_INVALID",
-        "MESSAGE_DELETE_FORBIDDEN",
-        "MESSAGE_EDIT_TIME_EXPIRED",
-        "QUERY_ID_INVALID",
-        "PEER_ID_INVALID",
-        "USER_IS_BLOCKED",
-        "USER_DEACTIVATED*",
-        "CHAT_WRITE_FORBIDDEN",
-        "INPUT_USER_DEACTIVATED",
-    ];
+    const NOT_FOUND: &[&str] =
+        &["MESSAGE_ID_INVALID", "MESSAGE_DELETE_FORBIDDEN", "MESSAGE_EDIT_TIME_EXPIRED", "QUERY_ID_INVALID"];
+    // The chat itself refuses the bot for good: the platform stops retrying its queue.
+    const CHAT_GONE: &[&str] =
+        &["PEER_ID_INVALID", "USER_IS_BLOCKED", "USER_DEACTIVATED*", "CHAT_WRITE_FORBIDDEN", "INPUT_USER_DEACTIVATED"];
     const REFUSED: &[&str] = &[
         "ENTITY_*",
         "ENTITIES_TOO_LONG",
@@ -249,8 +243,10 @@ pub fn messenger_error(error: &InvocationError) -> MessengerError {
         "PHOTO_*",
         "FILE_PARTS_INVALID",
     ];
-    if GONE.iter().any(|name| error.is(name)) {
+    if NOT_FOUND.iter().any(|name| error.is(name)) {
         MessengerError::NotFound
+    } else if CHAT_GONE.iter().any(|name| error.is(name)) {
+        MessengerError::Gone(error.to_string())
     } else if REFUSED.iter().any(|name| error.is(name)) {
         MessengerError::Rejected(error.to_string())
     } else {
@@ -514,6 +510,10 @@ mod tests {
         assert_eq!(flood_wait(&rpc(420, "FLOOD_WAIT", Some(17))), Some(Duration::from_secs(17)));
         assert_eq!(flood_wait(&rpc(400, "MESSAGE_NOT_MODIFIED", None)), None);
         assert_eq!(messenger_error(&rpc(400, "MESSAGE_ID_INVALID", None)), MessengerError::NotFound);
+        for gone in ["USER_IS_BLOCKED", "PEER_ID_INVALID", "CHAT_WRITE_FORBIDDEN", "INPUT_USER_DEACTIVATED"] {
+            assert!(matches!(messenger_error(&rpc(403, gone, None)), MessengerError::Gone(_)), "{gone}");
+        }
+        assert!(matches!(messenger_error(&rpc(420, "FLOOD_WAIT", Some(3))), MessengerError::Failed(_)));
         assert!(matches!(messenger_error(&rpc(400, "ENTITY_BOUNDS_INVALID", None)), MessengerError::Rejected(_)));
         assert!(matches!(messenger_error(&rpc(500, "INTERNAL", None)), MessengerError::Failed(_)));
         assert!(login_error(&rpc(401, "ACCESS_TOKEN_INVALID", None)).contains("@BotFather"));

@@ -145,7 +145,7 @@ impl TelegramMessenger {
         match self.session.peer_ref(id).await {
             Ok(Some(peer)) => Ok(peer),
             // Bots may address a peer they have not cached with the ambient (zero) access hash;
-            // Telegram answers PEER_ID_INVALID if it does not accept it, which maps to NotFound.
+            // Telegram answers PEER_ID_INVALID if it does not accept it, which maps to Gone.
             Ok(None) => Ok(PeerRef { id, auth: PeerAuth::default() }),
             Err(error) => Err(MessengerError::Failed(error.to_string())),
         }

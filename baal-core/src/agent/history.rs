@@ -33,6 +33,15 @@ pub const SUMMARY_ACK: &str = "Thanks, I have the context from our previous conv
 /// of in one response of unbounded size.
 pub const LEASE_BATCH: usize = 100;
 
+/// The most queued messages a chat keeps (the note that counts the dropped ones aside): when a
+/// new one would exceed it, the oldest go, and one note in their place says how many. A bot that
+/// never collects (the user blocked it, the agent outlived its platform) cannot fill the disk.
+pub const PENDING_MAX_PER_CHAT: usize = 200;
+
+/// The `source` of the note that stands for dropped queued messages. The platform shows it as
+/// any text (only `*_file` sources are files).
+pub const PENDING_DROPPED_SOURCE: &str = "dropped";
+
 /// The schema version this build creates and upgrades to: its `PRAGMA user_version` after
 /// [`History::open`].
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -104,6 +113,16 @@ CREATE INDEX IF NOT EXISTS "idx_usage_day" ON "usage" ("day", "chat_id");
     // of what metering added to a call), while the day's totals are read once a day: they are
     // found by walking back from the newest row instead (`agent::budget`).
     Migration { seaorm_name: None, sql: r#"DROP INDEX IF EXISTS "idx_usage_day";"# },
+    // The cap on a chat's queue (`PENDING_MAX_PER_CHAT`): the note that stands for dropped
+    // messages carries their count (NULL on every other row), and a chat's rows are counted and
+    // found oldest first by an index rather than a scan of every chat's queue.
+    Migration {
+        seaorm_name: None,
+        sql: r#"
+ALTER TABLE "pending_messages" ADD COLUMN "dropped" integer NULL;
+CREATE INDEX IF NOT EXISTS "idx_pending_chat" ON "pending_messages" ("chat_id", "id");
+"#,
+    },
 ];
 
 /// SeaORM's bookkeeping table, as it created it. Migrations that SeaORM-era releases know are
@@ -485,22 +504,22 @@ impl History {
         Ok(count.unsigned_abs())
     }
 
-    /// Queues a message for the bot to deliver to `chat_id`.
+    /// Queues a message for the bot to deliver to `chat_id` (see [`History::push_pending_all`]
+    /// for the cap).
     pub async fn push_pending(&self, chat_id: &str, content: &str, source: &str) -> Result<(), HistoryError> {
-        self.with(|c| {
-            c.prepare_cached(
-                "INSERT INTO pending_messages (chat_id, content, source, created_at) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(rusqlite::params![chat_id, content, source, now()])
-            .map(drop)
-        })
+        self.push_pending_all(chat_id, &[(source, content.to_owned())]).await
     }
 
     /// Queues `messages` (`(source, content)`, in order) for the bot to deliver to `chat_id`, in one
-    /// transaction: all of them or none, with increasing ids in the order given.
+    /// transaction: all of them or none, with increasing ids in the order given. Past
+    /// [`PENDING_MAX_PER_CHAT`], the chat's oldest messages are dropped in the same transaction
+    /// and counted by one note queued in their place.
     pub async fn push_pending_all(&self, chat_id: &str, messages: &[(&str, String)]) -> Result<(), HistoryError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
         let at = now();
-        self.with(|c| {
+        let dropped = self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             {
                 let mut insert = tx.prepare_cached(
@@ -510,19 +529,30 @@ impl History {
                     insert.execute(rusqlite::params![chat_id, content, source, at])?;
                 }
             }
-            tx.commit()
-        })
+            let dropped = cap_pending(&tx, chat_id, &at)?;
+            tx.commit()?;
+            Ok(dropped)
+        })?;
+        if dropped > 0 {
+            // Counts only, never what was queued.
+            tracing::warn!(chat_id, dropped, "a chat's queue was full: its oldest messages were dropped");
+        }
+        Ok(())
     }
 
-    /// The chats that have a queued message which is not leased (or whose lease ran out), the
-    /// chat of the oldest such message first: those a `GET /pending?chat_id=&lease=` would get
-    /// something from now.
+    /// The chats that have a queued message which is not leased (or whose lease ran out) and is
+    /// older than any of the chat's messages still leased, the chat of the oldest such message
+    /// first: those a `GET /pending?chat_id=&lease=` would get something from now.
     pub async fn pending_chats(&self) -> Result<Vec<String>, HistoryError> {
         let now = chrono::Utc::now().timestamp_millis();
         self.with(|c| {
             c.prepare_cached(
-                "SELECT chat_id FROM pending_messages WHERE leased_until IS NULL OR leased_until <= ?1 \
-                 GROUP BY chat_id ORDER BY MIN(id)",
+                "SELECT chat_id FROM pending_messages AS p WHERE leased_until IS NULL OR leased_until <= ?1 \
+                 GROUP BY chat_id \
+                 HAVING MIN(id) < IFNULL((SELECT MIN(id) FROM pending_messages AS held \
+                                          WHERE held.chat_id = p.chat_id AND held.leased_until > ?1), \
+                                         9223372036854775807) \
+                 ORDER BY MIN(id)",
             )?
             .query_map([now], |row| row.get(0))?
             .collect()
@@ -551,6 +581,10 @@ impl History {
     /// that are not leased or whose lease ran out: they are returned oldest first, with their
     /// ids, and not offered again until `lease` has passed; the next call gets the next batch. They stay queued until [`History::ack_pending`] deletes them, so
     /// a bot that fails to deliver them gets them again after the lease.
+    ///
+    /// For one chat, nothing newer than a message still leased is handed out: a bot whose
+    /// delivery stopped at a message (which stays leased) would otherwise be given the next batch
+    /// and show it first, and then, its watermark past them, take the held ones for delivered.
     pub async fn lease_pending(
         &self,
         chat_id: Option<&str>,
@@ -565,6 +599,8 @@ impl History {
                 "UPDATE pending_messages SET leased_until = ?1 WHERE id IN (\
                    SELECT id FROM pending_messages \
                    WHERE (leased_until IS NULL OR leased_until <= ?2) AND (?3 IS NULL OR chat_id = ?3) \
+                   AND id < IFNULL((SELECT MIN(id) FROM pending_messages WHERE chat_id = ?3 AND leased_until > ?2), \
+                                   9223372036854775807) \
                    ORDER BY id LIMIT ?4) \
                  RETURNING id, chat_id, content, source, created_at",
             )?
@@ -593,6 +629,67 @@ impl History {
             Ok(deleted)
         })
     }
+}
+
+/// The note that stands for `count` dropped queued messages.
+pub fn dropped_note(count: i64) -> String {
+    if count == 1 {
+        "1 older message was dropped because it was not picked up.".to_owned()
+    } else {
+        format!("{count} older messages were dropped because they were not picked up.")
+    }
+}
+
+/// Keeps `chat_id`'s queue within [`PENDING_MAX_PER_CHAT`] messages (the note aside); returns
+/// how many it dropped.
+///
+/// The oldest messages no reader holds go (a leased one is being delivered: it is acknowledged,
+/// or offered again, as usual). Their count is added to the chat's note when one waits unleased
+/// (a note being delivered is not changed under its reader); otherwise the newest dropped row
+/// becomes the note, keeping its id, so the note comes before every message that was kept and the
+/// bot delivers it in order. The id was never handed out with a live lease, so no
+/// acknowledgement in flight names it.
+fn cap_pending(tx: &rusqlite::Transaction<'_>, chat_id: &str, at: &str) -> rusqlite::Result<usize> {
+    let queued: i64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM pending_messages WHERE chat_id = ?1 AND dropped IS NULL")?
+        .query_row([chat_id], |row| row.get(0))?;
+    let over = queued.saturating_sub(PENDING_MAX_PER_CHAT as i64);
+    if over <= 0 {
+        return Ok(0);
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let oldest: Vec<i64> = tx
+        .prepare_cached(
+            "SELECT id FROM pending_messages WHERE chat_id = ?1 AND dropped IS NULL \
+             AND (leased_until IS NULL OR leased_until <= ?2) ORDER BY id LIMIT ?3",
+        )?
+        .query_map(rusqlite::params![chat_id, now, over], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let Some((&newest, older)) = oldest.split_last() else { return Ok(0) };
+    let note: Option<(i64, i64)> = tx
+        .prepare_cached(
+            "SELECT id, dropped FROM pending_messages WHERE chat_id = ?1 AND dropped IS NOT NULL \
+             AND (leased_until IS NULL OR leased_until <= ?2) ORDER BY id LIMIT 1",
+        )?
+        .query_row(rusqlite::params![chat_id, now], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let count = oldest.len() as i64;
+    let (note_id, total, delete) = match note {
+        Some((id, before)) => (id, before.saturating_add(count), &oldest[..]),
+        None => (newest, count, older),
+    };
+    {
+        let mut remove = tx.prepare_cached("DELETE FROM pending_messages WHERE id = ?1")?;
+        for id in delete {
+            remove.execute([id])?;
+        }
+    }
+    tx.prepare_cached(
+        "UPDATE pending_messages SET content = ?2, source = ?3, created_at = ?4, dropped = ?5, leased_until = NULL \
+         WHERE id = ?1",
+    )?
+    .execute(rusqlite::params![note_id, dropped_note(total), PENDING_DROPPED_SOURCE, at, total])?;
+    Ok(oldest.len())
 }
 
 /// The synthetic pair that stands for the summarised start of a chat.
@@ -718,12 +815,34 @@ mod tests {
         assert!(ids(&sevens).windows(2).all(|w| w[0] < w[1]), "{:?}", ids(&sevens));
         history.lease_pending(Some("7"), HOUR).await.unwrap();
         assert_eq!(history.pending_chats().await.unwrap(), ["9"]);
+        // A new message behind held ones waits for them, and is not offered either.
         history.push_pending("8", "new for eight", "heartbeat").await.unwrap();
-        assert_eq!(history.pending_chats().await.unwrap(), ["9", "8"], "ordered by the oldest readable message");
+        assert_eq!(history.pending_chats().await.unwrap(), ["9"]);
+        assert!(history.lease_pending(Some("8"), HOUR).await.unwrap().is_empty());
+        // Once the held ones are acknowledged, it is.
+        let held: Vec<i64> =
+            history.lease_pending(Some("7"), Duration::ZERO).await.unwrap().iter().map(|m| m.id.unwrap()).collect();
+        assert!(held.is_empty(), "chat 7 is still held");
+        history.push_pending("10", "ten", "heartbeat").await.unwrap();
+        let eights = rusqlite_ids(&history, "8");
+        history.ack_pending(&eights[..2], Some("8")).await.unwrap();
+        assert_eq!(history.pending_chats().await.unwrap(), ["9", "8", "10"], "ordered by the oldest readable message");
+        assert_eq!(contents(&history.lease_pending(Some("8"), HOUR).await.unwrap()), ["new for eight"]);
         history.take_pending(None).await.unwrap();
         assert!(history.pending_chats().await.unwrap().is_empty());
         history.push_pending_all("7", &[]).await.unwrap();
         assert!(history.pending_chats().await.unwrap().is_empty(), "an empty batch queues nothing");
+    }
+
+    /// The ids of a chat's queued messages, oldest first, leased or not.
+    fn rusqlite_ids(history: &History, chat: &str) -> Vec<i64> {
+        history
+            .with(|c| {
+                c.prepare("SELECT id FROM pending_messages WHERE chat_id = ?1 ORDER BY id")?
+                    .query_map([chat], |row| row.get(0))?
+                    .collect()
+            })
+            .unwrap()
     }
 
     #[tokio::test]
@@ -745,13 +864,15 @@ mod tests {
     #[tokio::test]
     async fn a_backlog_is_leased_in_batches_oldest_first() {
         let history = History::in_memory().await.unwrap();
+        // Two chats, each within its cap (`PENDING_MAX_PER_CHAT`).
         for i in 0..250 {
-            history.push_pending("7", &format!("m{i}"), "subagent").await.unwrap();
+            let chat = if i % 2 == 0 { "7" } else { "8" };
+            history.push_pending(chat, &format!("m{i}"), "subagent").await.unwrap();
         }
         let mut all = Vec::new();
         let mut sizes = Vec::new();
         loop {
-            let batch = history.lease_pending(Some("7"), HOUR).await.unwrap();
+            let batch = history.lease_pending(None, HOUR).await.unwrap();
             if batch.is_empty() {
                 break;
             }
@@ -761,7 +882,7 @@ mod tests {
         assert_eq!(sizes, [LEASE_BATCH, LEASE_BATCH, 50]);
         let expected: Vec<String> = (0..250).map(|i| format!("m{i}")).collect();
         assert_eq!(contents(&all), expected.iter().map(String::as_str).collect::<Vec<_>>());
-        assert_eq!(history.ack_pending(&ids(&all), Some("7")).await.unwrap(), 250);
+        assert_eq!(history.ack_pending(&ids(&all), None).await.unwrap(), 250);
         assert!(history.take_pending(None).await.unwrap().is_empty());
     }
 

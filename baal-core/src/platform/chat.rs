@@ -4,7 +4,9 @@
 //!
 //! Queued messages are leased, delivered in order and acknowledged once delivered: delivery
 //! stops at the first message that does not reach the user, and that message and the ones after
-//! it come back from the agent when the lease runs out.
+//! it come back from the agent when the lease runs out. A long message shown in part resumes at
+//! its first piece not shown; a chat that refuses the bot for good (the user blocked it) has its
+//! messages dropped, and counted, after [`REFUSALS_BEFORE_DROPPING`] tries.
 
 use std::sync::Arc;
 
@@ -31,6 +33,11 @@ const STOP_BUTTON_AFTER: std::time::Duration = std::time::Duration::from_secs(3)
 const PHOTO_MAX_BYTES: usize = 10 * 1024 * 1024;
 const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "gif", "webp"];
 
+/// How many deliveries in a row a chat may refuse for good ([`MessengerError::Gone`]) before its
+/// queued messages are dropped: a few, since Telegram's answer for a chat it does not know
+/// (`PEER_ID_INVALID`) can also mean it does not know it yet. Each try is one poll or one turn.
+pub(crate) const REFUSALS_BEFORE_DROPPING: u32 = 5;
+
 /// What became of one thing the platform tried to show a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Delivery {
@@ -39,6 +46,18 @@ enum Delivery {
     Done,
     /// It did not reach the user; a later try may succeed.
     Failed,
+    /// The chat refuses the bot for good ([`MessengerError::Gone`]).
+    Refused,
+}
+
+impl Delivery {
+    fn of_send<T>(sent: &Result<T, MessengerError>) -> Delivery {
+        match sent {
+            Ok(_) => Delivery::Done,
+            Err(MessengerError::Gone(_)) => Delivery::Refused,
+            Err(_) => Delivery::Failed,
+        }
+    }
 }
 
 impl Inner {
@@ -213,57 +232,98 @@ impl Inner {
                 let outgoing = OutgoingFile { file_name: file.file_name, bytes: file.bytes, as_photo, caption };
                 match self.messenger.send_file(chat, outgoing).await {
                     Ok(_) => Delivery::Done,
+                    Err(MessengerError::Gone(reason)) => {
+                        tracing::info!(agent = %agent.id, %reason, "the chat refuses an agent's file");
+                        Delivery::Refused
+                    }
                     Err(err) => {
                         tracing::warn!(error = %err, "could not send an agent's file");
-                        let told = self.say(chat, Text::plain(format!("(Couldn't send the file {path}.)"))).await;
+                        let told = self.tell(chat, Text::plain(format!("(Couldn't send the file {path}.)"))).await;
                         // A file the front-end refuses is refused on every try: once the user
                         // knows, trying again would only repeat the note.
-                        done_if(told.is_some() && matches!(err, MessengerError::Rejected(_)))
+                        match told {
+                            Delivery::Done if !matches!(err, MessengerError::Rejected(_)) => Delivery::Failed,
+                            told => told,
+                        }
                     }
                 }
             }
             Err(err) => {
                 let note = format!("(Couldn't fetch the file {path} from {}: {err}.)", agent.name);
-                let told = self.say(chat, Text::plain(note)).await;
-                done_if(told.is_some() && lasting(&err))
+                match self.tell(chat, Text::plain(note)).await {
+                    Delivery::Done if !lasting(&err) => Delivery::Failed,
+                    told => told,
+                }
             }
         }
+    }
+
+    /// Sends a note of the platform's own, saying whether it reached the chat.
+    async fn tell(&self, chat: ChatId, text: Text) -> Delivery {
+        let sent = self.messenger.send(chat, text).await;
+        if let Err(err) = &sent {
+            tracing::warn!(error = %err, chat, "could not send a message");
+        }
+        Delivery::of_send(&sent)
     }
 
     /// Delivers queued messages, all meant for `chat`, in order, then acknowledges the ones
     /// delivered. It stops at the first message that does not reach the user, so the user never
     /// sees a later message before an earlier one; the agent offers the rest again when their
     /// lease runs out. A message delivered before (its acknowledgement was lost) is recognised by
-    /// its id against the chat's watermark and only acknowledged again.
+    /// its id against the chat's watermark and only acknowledged again; a text shown in part
+    /// goes on from its first piece not shown. Once the chat has refused the bot for good
+    /// [`REFUSALS_BEFORE_DROPPING`] times in a row, what it refuses is acknowledged unshown
+    /// (dropped) and counted; transient failures never drop anything.
     async fn deliver(&self, chat: ChatId, agent: &Agent, endpoint: &AgentEndpoint, messages: Vec<PendingMessage>) {
         let mut delivered = Vec::new();
-        let mut mark = self.delivered_mark(agent, chat).await;
-        let mut moved = false;
-        for message in messages {
+        let stored = self.chat_queue(agent, chat).await;
+        let mut queue = stored.clone();
+        let mut messages = messages.into_iter();
+        while let Some(message) = messages.next() {
             if let Some(id) = message.id
-                && mark.as_ref().is_some_and(|mark| mark.covers(id, &message.created_at))
+                && queue.covers(id, &message.created_at)
             {
                 tracing::info!(agent = %agent.id, id, "a queued message delivered before came again; not shown twice");
                 delivered.push(id);
                 continue;
             }
-            if self.deliver_one(chat, agent, endpoint, &message).await == Delivery::Failed {
-                tracing::info!(agent = %agent.id, "a queued message was not delivered; the agent will offer it again");
-                break;
+            let shown = queue.pieces_shown(&message);
+            let (delivery, pieces) = self.deliver_one(chat, agent, endpoint, &message, shown).await;
+            match delivery {
+                Delivery::Done => {
+                    queue.refusals = 0;
+                    queue.partial = None;
+                    // Messages without an id (agents that predate leases) were deleted when read.
+                    if let Some(id) = message.id {
+                        delivered.push(id);
+                        queue.mark(id, &message.created_at);
+                    }
+                }
+                Delivery::Failed | Delivery::Refused => {
+                    if let Some(id) = message.id
+                        && pieces > shown
+                    {
+                        queue.partial = Some(Partial { id, created_at: message.created_at.clone(), pieces });
+                    }
+                    if delivery == Delivery::Refused {
+                        queue.refusals = queue.refusals.saturating_add(1);
+                        if queue.refusals >= REFUSALS_BEFORE_DROPPING {
+                            drop_refused(chat, agent, &mut queue, &mut delivered, message, messages);
+                            break;
+                        }
+                    }
+                    tracing::info!(agent = %agent.id, "a queued message was not delivered; the agent will offer it again");
+                    break;
+                }
             }
-            // Messages without an id (agents that predate leases) were deleted when read.
-            if let Some(id) = message.id {
-                delivered.push(id);
-                mark = Some(DeliveredMark { id, created_at: message.created_at.clone() });
-                moved = true;
-            }
+        }
+        // Recorded before the acknowledgement: if that is lost, the next offer is recognised.
+        if queue != stored {
+            self.set_chat_queue(agent, chat, &queue).await;
         }
         if delivered.is_empty() {
             return;
-        }
-        // Recorded before the acknowledgement: if that is lost, the next offer is recognised.
-        if moved && let Some(mark) = &mark {
-            self.set_delivered_mark(agent, chat, mark).await;
         }
         // Not retried here: unacknowledged messages come back when their lease runs out, and the
         // watermark keeps them from being shown twice.
@@ -272,20 +332,20 @@ impl Inner {
         }
     }
 
-    /// The newest queued message of `agent` delivered to `chat`, as recorded in the store.
-    async fn delivered_mark(&self, agent: &Agent, chat: ChatId) -> Option<DeliveredMark> {
+    /// What was recorded of `agent`'s queue for `chat` (nothing when the store cannot say).
+    async fn chat_queue(&self, agent: &Agent, chat: ChatId) -> ChatQueue {
         match self.store.kv_get(DELIVERED_NAMESPACE, &format!("{}:{chat}", agent.id)).await {
-            Ok(Some(bytes)) => serde_json::from_slice(&bytes).ok(),
-            Ok(None) => None,
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            Ok(None) => ChatQueue::default(),
             Err(err) => {
                 tracing::warn!(agent = %agent.id, error = %err, "cannot read what was delivered; a lost acknowledgement may repeat a message");
-                None
+                ChatQueue::default()
             }
         }
     }
 
-    async fn set_delivered_mark(&self, agent: &Agent, chat: ChatId, mark: &DeliveredMark) {
-        let Ok(bytes) = serde_json::to_vec(mark) else { return };
+    async fn set_chat_queue(&self, agent: &Agent, chat: ChatId, queue: &ChatQueue) {
+        let Ok(bytes) = serde_json::to_vec(queue) else { return };
         if let Err(err) = self.store.kv_put(DELIVERED_NAMESPACE, &format!("{}:{chat}", agent.id), &bytes).await {
             tracing::warn!(agent = %agent.id, error = %err, "cannot record what was delivered; a lost acknowledgement may repeat a message");
         }
@@ -345,48 +405,58 @@ impl Inner {
         wanted
     }
 
-    /// Shows one queued message in `chat`.
+    /// Shows one queued message in `chat`, a text from its piece `shown` on (the earlier ones
+    /// reached the user before); returns what became of it and how many of its pieces the user
+    /// has now.
     async fn deliver_one(
         &self,
         chat: ChatId,
         agent: &Agent,
         endpoint: &AgentEndpoint,
         message: &PendingMessage,
-    ) -> Delivery {
+        shown: usize,
+    ) -> (Delivery, usize) {
         if message.chat_id != chat.to_string() {
             // The agent answered for another chat; never show it here. (The acknowledgement
             // names this chat, so the agent does not delete it either.)
             tracing::warn!(agent = %agent.id, "pending message for another chat skipped");
-            return Delivery::Done;
+            return (Delivery::Done, 0);
         }
         if message.source.ends_with("_file") {
             let parsed: serde_json::Value = serde_json::from_str(&message.content).unwrap_or_default();
             let path = parsed.get("path").and_then(|v| v.as_str()).unwrap_or_default();
             let caption = parsed.get("caption").and_then(|v| v.as_str()).unwrap_or_default();
             if path.is_empty() {
-                return Delivery::Done;
+                return (Delivery::Done, 0);
             }
-            return self.send_agent_file(chat, agent, endpoint, path, caption).await;
+            return (self.send_agent_file(chat, agent, endpoint, path, caption).await, 0);
         }
         if message.content.trim().is_empty() {
-            return Delivery::Done;
+            return (Delivery::Done, 0);
         }
+        // Split the same way on every try (same name, same text), so piece `shown` is the one
+        // that did not go out last time.
         let html = format!("<b>{}</b>: {}", escape_html(&agent.name), markdown_to_html(&message.content));
-        for piece in split_message(&html, TELEGRAM_TEXT_LIMIT) {
-            match self.messenger.send(chat, Text::html(piece)).await {
+        let pieces = split_message(&html, TELEGRAM_TEXT_LIMIT);
+        if shown > 0 {
+            tracing::info!(agent = %agent.id, shown, of = pieces.len(), "a queued message goes on where it stopped");
+        }
+        for (at, piece) in pieces.into_iter().enumerate().skip(shown) {
+            let sent = self.messenger.send(chat, Text::html(piece)).await;
+            match sent {
                 Ok(_) => {}
                 // Refused content is refused on every try, and stopping here would hold back
                 // every later message of the chat for good: that piece is dropped instead.
                 Err(MessengerError::Rejected(reason)) => {
                     tracing::warn!(agent = %agent.id, %reason, "the front-end refused part of a queued message");
                 }
-                Err(err) => {
+                Err(ref err) => {
                     tracing::warn!(error = %err, chat, "could not send a queued message");
-                    return Delivery::Failed;
+                    return (Delivery::of_send(&sent), at);
                 }
             }
         }
-        Delivery::Done
+        (Delivery::Done, 0)
     }
 
     /// Every `pending_poll_interval`, asks each running agent for what it queued for its owner and
@@ -436,28 +506,99 @@ struct ShownTurn {
     answer_bytes: usize,
 }
 
-/// Where the newest delivered queued message of each agent and chat is recorded
-/// (`<agent>:<chat>` → [`DeliveredMark`]).
+/// Where what the platform knows of each agent's queue for each chat is recorded
+/// (`<agent>:<chat>` → [`ChatQueue`] as JSON).
 const DELIVERED_NAMESPACE: &str = "platform.delivered";
 
-/// The newest queued message of an agent delivered to a chat. Ids grow with every message an
-/// agent queues; a new database (an agent redeployed from scratch) starts them again, which its
-/// messages' later times tell apart.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct DeliveredMark {
-    id: i64,
-    created_at: String,
+/// What the platform keeps of an agent's queue for one chat. Its JSON started as the watermark
+/// alone (`id`, `created_at`), which still reads back; every later field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct ChatQueue {
+    /// The watermark: the newest queued message delivered (or dropped), its id and time. Ids
+    /// grow with every message an agent queues; a new database (an agent redeployed from
+    /// scratch) starts them again, which its messages' later times tell apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_at: Option<String>,
+    /// Deliveries in a row the chat refused for good.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    refusals: u32,
+    /// Messages dropped, in all, because the chat refused them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    dropped: u64,
+    /// A text shown in part, recorded before the messages ahead of it are acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    partial: Option<Partial>,
 }
 
-impl DeliveredMark {
-    /// Whether the message `id`, queued at `created_at`, was delivered already.
+/// A queued text some of whose pieces reached the user.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Partial {
+    id: i64,
+    created_at: String,
+    /// The pieces shown, from the first.
+    pieces: usize,
+}
+
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
+}
+
+impl ChatQueue {
+    /// Whether the message `id`, queued at `created_at`, was delivered (or dropped) already.
     fn covers(&self, id: i64, created_at: &str) -> bool {
-        id <= self.id && created_at <= self.created_at.as_str()
+        match (self.id, &self.created_at) {
+            (Some(mark), Some(at)) => id <= mark && created_at <= at.as_str(),
+            _ => false,
+        }
+    }
+
+    fn mark(&mut self, id: i64, created_at: &str) {
+        self.id = Some(id);
+        self.created_at = Some(created_at.to_owned());
+    }
+
+    /// How many pieces of `message` the user already has.
+    fn pieces_shown(&self, message: &PendingMessage) -> usize {
+        match (&self.partial, message.id) {
+            (Some(partial), Some(id)) if partial.id == id && partial.created_at == message.created_at => partial.pieces,
+            _ => 0,
+        }
     }
 }
 
-fn done_if(done: bool) -> Delivery {
-    if done { Delivery::Done } else { Delivery::Failed }
+/// Drops `refused` and the `rest` of a batch for a chat that keeps refusing the bot: they are
+/// acknowledged unshown (the watermark moves past them, so a lost acknowledgement drops them
+/// again without counting them twice) and counted. A chat that accepts a message again starts
+/// counting its refusals anew.
+fn drop_refused(
+    chat: ChatId,
+    agent: &Agent,
+    queue: &mut ChatQueue,
+    delivered: &mut Vec<i64>,
+    refused: PendingMessage,
+    rest: impl Iterator<Item = PendingMessage>,
+) {
+    let mut dropped = 0u64;
+    for message in std::iter::once(refused).chain(rest) {
+        dropped += 1;
+        if let Some(id) = message.id {
+            delivered.push(id);
+            queue.mark(id, &message.created_at);
+        }
+    }
+    queue.partial = None;
+    queue.dropped = queue.dropped.saturating_add(dropped);
+    // Counts only: what the agent wrote is the user's business.
+    tracing::warn!(
+        agent = %agent.id,
+        chat,
+        dropped,
+        dropped_in_all = queue.dropped,
+        refusals = queue.refusals,
+        "the chat refuses the bot for good: its queued messages were dropped"
+    );
 }
 
 /// Whether fetching a file from the agent failed for good (the agent refused it: gone, outside

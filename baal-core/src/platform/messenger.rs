@@ -133,6 +133,10 @@ pub enum MessengerError {
     /// The front-end rejected the content (for example HTML it cannot parse).
     #[error("rejected: {0}")]
     Rejected(String),
+    /// The chat will never accept messages from the bot (the user blocked it or deleted their
+    /// account, the chat does not exist or forbids writing): trying again cannot help.
+    #[error("the chat accepts no messages: {0}")]
+    Gone(String),
     /// Anything else (network, flood limits that outlasted retries).
     #[error("{0}")]
     Failed(String),

@@ -78,6 +78,8 @@ struct Log {
     index: HashMap<MessageRef, usize>,
     /// Sends whose text (or file caption) contains this fail with this error.
     failing: Option<(String, MessengerError)>,
+    /// How many sends failed that way.
+    refused: usize,
 }
 
 impl Log {
@@ -86,9 +88,13 @@ impl Log {
         self.made_at.push(Instant::now());
     }
 
-    fn refuse(&self, body: &str) -> Result<(), MessengerError> {
+    fn refuse(&mut self, body: &str) -> Result<(), MessengerError> {
         match &self.failing {
-            Some((needle, error)) if body.contains(needle.as_str()) => Err(error.clone()),
+            Some((needle, error)) if body.contains(needle.as_str()) => {
+                let error = error.clone();
+                self.refused += 1;
+                Err(error)
+            }
             _ => Ok(()),
         }
     }
@@ -232,6 +238,12 @@ impl MemoryMessenger {
         self.log().failing = Some((needle.into(), error));
     }
 
+    /// How many sends [`MemoryMessenger::fail_sends_containing`] made fail so far (each try
+    /// counts; [`MemoryMessenger::clear`] does not reset it).
+    pub fn failed_sends(&self) -> usize {
+        self.log().refused
+    }
+
     /// Sends succeed again.
     pub fn stop_failing(&self) {
         self.log().failing = None;
@@ -240,8 +252,8 @@ impl MemoryMessenger {
     /// Forgets everything recorded (message ids keep counting; a failure setting stays).
     pub fn clear(&self) {
         let mut log = self.log();
-        let failing = log.failing.take();
-        *log = Log { failing, ..Log::default() };
+        let (failing, refused) = (log.failing.take(), log.refused);
+        *log = Log { failing, refused, ..Log::default() };
     }
 }
 
