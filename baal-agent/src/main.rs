@@ -76,6 +76,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(settings: AgentSettings, config_file: Option<PathBuf>) -> anyhow::Result<()> {
+    // First, so that nothing the agent does goes uncounted.
+    let metrics = baal_core::telemetry::install().context("cannot start the metrics recorder")?;
     let workspace = Workspace::prepare(&settings.workspace_path)
         .with_context(|| format!("cannot prepare the workspace {}", settings.workspace_path.display()))?;
     let history = History::open(&settings.db_path)
@@ -99,6 +101,7 @@ async fn run(settings: AgentSettings, config_file: Option<PathBuf>) -> anyhow::R
         name: settings.agent_name.clone(),
         files,
         max_chat_body_bytes: usize::try_from(settings.max_chat_body_bytes).unwrap_or(usize::MAX),
+        metrics,
     };
     let limits = listen::Limits {
         max_connections: settings.max_connections as usize,

@@ -3,7 +3,8 @@
 //! Baal in Rust, leased pending messages (`GET /pending?lease=` then `POST /pending/ack`) and the
 //! chats that have some (`GET /pending/chats`), stopping a chat's turn
 //! (`POST /chat/{chat_id}/stop`), the metering of model calls (`GET /usage?since=&limit=`) and
-//! the agent's budget (`GET /budget`, `PUT /budget`).
+//! the agent's budget (`GET /budget`, `PUT /budget`), and its metrics (`GET /metrics`, Prometheus
+//! text).
 //! Bearer auth on all but `/health`. Errors are JSON (`{"error": "…"}`), never a bare 500.
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use baal_core::agent::Agent;
 use baal_core::agent::auth::BearerCheck;
 use baal_core::agent::tools::MAX_SEND_FILE_BYTES;
 use baal_core::agent::tools::workspace::Workspace as PathGate;
+use baal_core::telemetry::PrometheusHandle;
 use baal_core::wire::{
     Budget, ChatRequest, HealthResponse, MAX_ACK_IDS, MAX_USAGE_RECORDS, PendingAck, PendingChats, PendingResponse,
     StopResponse, UsageResponse,
@@ -35,6 +37,8 @@ pub struct AppState {
     pub files: PathGate,
     /// The largest `POST /chat` body (`MAX_CHAT_BODY_BYTES`).
     pub max_chat_body_bytes: usize,
+    /// The process's metrics recorder, rendered by `GET /metrics`.
+    pub metrics: PrometheusHandle,
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response {
@@ -54,6 +58,7 @@ pub fn app(state: AppState, auth: BearerCheck) -> impl Endpoint + use<> {
         .at("/usage", get(usage))
         .at("/budget", get(get_budget).put(put_budget))
         .at("/files/*path", get(files))
+        .at("/metrics", get(metrics))
         .around(move |ep, req: Request| {
             let auth = auth.clone();
             async move {
@@ -65,6 +70,13 @@ pub fn app(state: AppState, auth: BearerCheck) -> impl Endpoint + use<> {
             }
         });
     Route::new().at("/health", get(health)).nest("/", protected).data(state)
+}
+
+/// The agent's counters in Prometheus' text format. Behind the bearer secret like the rest: the
+/// figures (tool use, tokens) are the owner's business.
+#[handler]
+fn metrics(Data(state): Data<&AppState>) -> Response {
+    Response::builder().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.metrics.render())
 }
 
 #[handler]

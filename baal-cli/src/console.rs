@@ -15,6 +15,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use baal_core::config::Settings;
 use baal_core::platform::{Button, ChatId, Input, MessageRef, Messenger, MessengerError, OutgoingFile, Platform, Text};
+use baal_core::telemetry::{self, Readiness};
 use clap::Args;
 
 /// Options of `baal-cli console`.
@@ -30,12 +31,37 @@ pub async fn run(mut settings: Settings, args: ConsoleArgs) -> anyhow::Result<Ex
         settings.admin_user_ids.push(args.user_id);
     }
     let messenger = Arc::new(ConsoleMessenger::default());
+    let metrics_addr = settings.metrics_addr;
     let platform = Platform::from_settings(settings, messenger.clone()).await.context("cannot start Baal")?;
+    if let Some(addr) = metrics_addr {
+        serve_metrics(addr, &platform).await?;
+    }
     platform.start().await.context("cannot resume unfinished work")?;
     println!("Baal console. You are user {}. /help lists commands; !press <text> presses a button.", args.user_id);
     drive(&platform, &messenger, args.user_id, stdin_lines()).await?;
     platform.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` (`METRICS_ADDR`) while the console runs;
+/// ready while the database answers (the platform, deployer included, is built already).
+async fn serve_metrics(addr: std::net::SocketAddr, platform: &Platform) -> anyhow::Result<()> {
+    let handle = telemetry::install()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve metrics on {addr} (METRICS_ADDR)"))?;
+    let readiness = Readiness::new().with_store(platform.store().clone());
+    let gauges = platform.clone();
+    let refresh: telemetry::Refresh = Arc::new(move || {
+        let platform = gauges.clone();
+        Box::pin(async move { platform.record_gauges().await })
+    });
+    tokio::spawn(async move {
+        if let Err(error) = telemetry::serve(listener, handle, readiness, Some(refresh)).await {
+            eprintln!("baal-cli: the metrics server stopped: {error}");
+        }
+    });
+    Ok(())
 }
 
 /// Hands each line to the platform as `user` and waits for all it started (a deployment, a

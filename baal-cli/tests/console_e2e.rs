@@ -61,3 +61,62 @@ async fn a_piped_script_creates_chats_with_and_deletes_an_agent() {
     assert!(!data_dir.join("agents").join("1").exists(), "the deleted agent's files are gone");
     assert!(!stderr.contains("sk-console-test"), "no key in logs");
 }
+
+/// `GET url` on loopback, retried until `wanted` holds for the answer's status and body (a hang
+/// guard while the console starts and handles its input, not a timing assertion).
+async fn until(http: &reqwest::Client, url: &str, wanted: impl Fn(u16, &str) -> bool) -> (u16, String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(response) = http.get(url).send().await {
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap_or_default();
+            if wanted(status, &body) {
+                return (status, body);
+            }
+            assert!(std::time::Instant::now() < deadline, "gave up on {url}: {status} {body}");
+        }
+        assert!(std::time::Instant::now() < deadline, "gave up on {url}: no answer");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_metrics_addr_the_console_serves_metrics_and_health() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port that was free a moment ago.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_baal-cli"))
+        .arg("console")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("BAAL_DATA_DIR", dir.path().join("data"))
+        .env("DATABASE_URL", format!("sqlite://{}?mode=rwc", dir.path().join("baal.db").display()))
+        .env("BAAL_AGENT_BIN", agent_bin())
+        .env("METRICS_ADDR", addr.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run baal-cli console");
+    let mut stdin = child.stdin.take().unwrap();
+    baal_core::install_crypto_provider();
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    assert_eq!(until(&http, &format!("{base}/healthz"), |status, _| status == 200).await.1, "ok");
+    let (_, ready) = until(&http, &format!("{base}/readyz"), |status, _| status == 200).await;
+    assert_eq!(ready, r#"{"status":"ready"}"#);
+
+    stdin.write_all(b"/help\n/list\n").await.unwrap();
+    let (_, metrics) =
+        until(&http, &format!("{base}/metrics"), |_, body| body.contains(r#"baal_commands_total{command="list"} 1"#))
+            .await;
+    assert!(metrics.contains(r#"baal_commands_total{command="help"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"baal_inputs_total{kind="command"} 2"#), "{metrics}");
+    assert!(metrics.contains("# TYPE baal_agents gauge"), "gauges are set at each scrape: {metrics}");
+    assert!(metrics.contains(r#"baal_agents{status="running"} 0"#), "{metrics}");
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}

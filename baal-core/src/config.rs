@@ -131,6 +131,9 @@ pub struct Settings {
     pub database_url: String,
     /// `LOG_FORMAT`: `text` (default; coloured only on a terminal) or `json`.
     pub log_format: crate::ops::LogFormat,
+    /// `METRICS_ADDR`: where the bot and the console serve `/metrics`, `/healthz` and `/readyz`
+    /// (`127.0.0.1:9464`); off when unset. Unauthenticated: loopback or a private network only.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// `FREE_TIER_DAILY_MESSAGES`.
     pub free_tier_daily_messages: u32,
     /// `FREE_TIER_DAILY_TOKENS`: model tokens (prompt and completion) one user may spend per UTC
@@ -258,6 +261,7 @@ impl Settings {
             bot_encryption_key: env.secret("BOT_ENCRYPTION_KEY"),
             database_url: env.text("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
             log_format: crate::ops::LogFormat::parse(env.text(crate::ops::LOG_FORMAT).as_deref())?,
+            metrics_addr: env.number("METRICS_ADDR", "an address and port such as 127.0.0.1:9464")?,
             free_tier_daily_messages: env
                 .number("FREE_TIER_DAILY_MESSAGES", "a whole number of messages")?
                 .unwrap_or(50),
@@ -397,6 +401,7 @@ impl fmt::Debug for Settings {
             .field("bot_encryption_key", &set(&self.bot_encryption_key))
             .field("database_url", &redact_url_password(&self.database_url))
             .field("log_format", &self.log_format)
+            .field("metrics_addr", &self.metrics_addr)
             .field("free_tier_daily_messages", &self.free_tier_daily_messages)
             .field("free_tier_daily_tokens", &self.free_tier_daily_tokens)
             .field("visitor_tools_allowed", &self.visitor_tools_allowed)

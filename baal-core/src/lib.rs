@@ -47,6 +47,8 @@
 //!   [`agent_env`]: the one description of a deployed agent's environment.
 //! - [`agent`]: the agent runtime served by `baal-agent`.
 //! - [`platform`]: the bot's brain; front-ends implement [`Messenger`](platform::Messenger).
+//! - [`telemetry`]: the names of Baal's metrics, the Prometheus recorder (`prometheus`) and the
+//!   bot's `/metrics`, `/healthz` and `/readyz` server (`telemetry`).
 //! - `testing` (feature `testing`): loopback doubles for tests and examples (a scripted
 //!   OpenAI-compatible server, an in-memory messenger, fake Aleph services).
 //!
@@ -62,6 +64,8 @@
 //! | `local`    | yes     | `deploy::local`: agents as child processes of this machine |
 //! | `aleph`    | yes     | `deploy::aleph`: agents on Aleph Cloud VMs, with the VM pool (implies `store`) |
 //! | `agent`    | yes     | [`agent`]: the agent runtime (loop, tools, history, heartbeat) |
+//! | `prometheus` | no    | `telemetry::install`: the Prometheus recorder (what `baal-agent` needs) |
+//! | `telemetry` | no     | `telemetry::serve`: `/metrics`, `/healthz`, `/readyz` for the bot (implies `prometheus`) |
 //! | `testing`  | no      | `testing`: loopback doubles for tests and examples |
 //!
 //! [`domain`], [`metering`], [`env`](mod@env), [`secrets`], [`inference`], [`wire`], [`agent_env`] and the [`deploy`]
@@ -140,6 +144,7 @@ pub mod ops;
 #[cfg(feature = "client")]
 pub mod proxy;
 pub mod secrets;
+pub mod telemetry;
 pub mod wire;
 
 #[cfg(feature = "agent")]

@@ -15,14 +15,18 @@ mod messenger;
 mod recorded;
 mod session;
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use anyhow::Context as _;
 
 use async_trait::async_trait;
 use baal_core::config::Settings;
 use baal_core::platform::{self, Input, Platform};
 use baal_core::store::{SqlStore, Store};
+use baal_core::telemetry::{self, Readiness};
 use clap::Parser;
 
 use crate::bot::{BotOptions, Engine};
@@ -75,13 +79,69 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     let sealer = Arc::new(platform::secret_box_from_settings(&settings)?);
     let store: Arc<dyn Store> = Arc::new(SqlStore::open(&settings.database_url).await?);
     let options = BotOptions { drain: Duration::from_secs(cli.shutdown_grace_secs) };
-    bot::run(settings, store, sealer, options, wire_platform).await
+    let observed = match settings.metrics_addr {
+        Some(addr) => Some(serve_metrics(addr, store.clone()).await?),
+        None => None,
+    };
+    bot::run(settings, store, sealer, options, move |settings, messenger| wire_platform(settings, messenger, observed))
+        .await
 }
 
+/// What the metrics server needs once the platform is built: the readiness flags to raise and the
+/// slot its gauges are refreshed from.
+struct Observed {
+    readiness: Readiness,
+    platform: Arc<OnceLock<Platform>>,
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` from now on (so a supervisor sees the
+/// process alive while it logs in); ready once the database answers, Telegram is logged in and the
+/// platform (with its deployer) is built.
+async fn serve_metrics(addr: SocketAddr, store: Arc<dyn Store>) -> anyhow::Result<Observed> {
+    let handle = telemetry::install()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve metrics on {addr} (METRICS_ADDR)"))?;
+    let readiness = Readiness::new().with_store(store).require(READY_TELEGRAM).require(READY_DEPLOYER);
+    let platform: Arc<OnceLock<Platform>> = Arc::default();
+    let slot = platform.clone();
+    let refresh: telemetry::Refresh = Arc::new(move || {
+        let platform = slot.get().cloned();
+        Box::pin(async move {
+            if let Some(platform) = platform {
+                platform.record_gauges().await;
+            }
+        })
+    });
+    let server = readiness.clone();
+    tokio::spawn(async move {
+        if let Err(error) = telemetry::serve(listener, handle, server, Some(refresh)).await {
+            tracing::error!(%error, "the metrics server stopped");
+        }
+    });
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    Ok(Observed { readiness, platform })
+}
+
+/// Readiness flags: the Telegram session is logged in; the platform and its deployer are built.
+const READY_TELEGRAM: &str = "telegram";
+const READY_DEPLOYER: &str = "deployer";
+
 /// Builds the platform engine over the Telegram messenger. This is the only place that knows
-/// which engine runs.
-async fn wire_platform(settings: Settings, messenger: Arc<TelegramMessenger>) -> anyhow::Result<Arc<dyn Engine>> {
+/// which engine runs. The bot calls it once logged in.
+async fn wire_platform(
+    settings: Settings,
+    messenger: Arc<TelegramMessenger>,
+    observed: Option<Observed>,
+) -> anyhow::Result<Arc<dyn Engine>> {
+    if let Some(observed) = &observed {
+        observed.readiness.set(READY_TELEGRAM, true);
+    }
     let platform = Platform::from_settings(settings, messenger).await?;
+    if let Some(observed) = observed {
+        let _ = observed.platform.set(platform.clone());
+        observed.readiness.set(READY_DEPLOYER, true);
+    }
     Ok(Arc::new(PlatformEngine(platform)))
 }
 

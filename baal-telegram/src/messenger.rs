@@ -108,6 +108,8 @@ where
             Err(error) if attempt < FLOOD_RETRIES && flood_wait(&error).is_some_and(|w| w <= MAX_FLOOD_WAIT) => {
                 let wait = flood_wait(&error).unwrap_or_default();
                 tracing::warn!(what, seconds = wait.as_secs(), "Telegram asked to slow down; waiting");
+                metrics::counter!(baal_core::telemetry::FLOOD_WAITS).increment(1);
+                metrics::counter!(baal_core::telemetry::FLOOD_WAIT_SECONDS).increment(wait.as_secs());
                 tokio::time::sleep(wait).await;
                 attempt += 1;
                 if !still_wanted() {

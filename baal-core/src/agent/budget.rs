@@ -254,6 +254,8 @@ impl History {
 
     /// Counts a row just written for `day`. Called with the connection's lock held.
     pub(super) fn count_usage(&self, day: NaiveDate, cause: UsageCause, metered: Metered) {
+        let tokens = crate::telemetry::AGENT_TOKENS;
+        crate::telemetry::count_tokens(tokens, cause.as_str(), metered.prompt_tokens, metered.completion_tokens);
         self.meter().count(day, cause, metered);
     }
 }

@@ -285,6 +285,7 @@ impl Agent {
             stopped: Arc::new(AtomicBool::new(false)),
         });
         let stopped = detach.as_ref().map(|d| d.stopped.clone());
+        let role = crate::telemetry::role_label(self.role_of(&request));
         let span = tracing::info_span!(
             "turn",
             chat = %request.chat_id,
@@ -299,19 +300,20 @@ impl Agent {
                     () = stop => None,
                     end = tokio::time::timeout(limit, agent.chat_turn(request, slot, &tx, &mut usage)) => Some(end),
                 };
-                let error = match end {
-                    Some(Ok(Ok(()))) => None,
-                    Some(Ok(Err(e))) => Some(e.to_string()),
-                    Some(Err(_)) => Some(turn_timeout_message(limit)),
+                let (outcome, error) = match end {
+                    Some(Ok(Ok(outcome))) => (outcome, None),
+                    Some(Ok(Err(e))) => ("error", Some(e.to_string())),
+                    Some(Err(_)) => ("timeout", Some(turn_timeout_message(limit))),
                     None => {
                         // Before the error is sent: whoever reads it for a client that left must
                         // know that nothing is to be queued.
                         if let Some(stopped) = &stopped {
                             stopped.store(true, Ordering::Release);
                         }
-                        Some(TURN_STOPPED.to_owned())
+                        ("stopped", Some(TURN_STOPPED.to_owned()))
                     }
                 };
+                metrics::counter!(crate::telemetry::AGENT_TURNS, "role" => role, "outcome" => outcome).increment(1);
                 if let Some(content) = error {
                     let _ = tx.send(AgentEvent::Error { content });
                 }
@@ -337,7 +339,7 @@ impl Agent {
         slot: ChatSlot,
         out: &Events,
         usage: &mut TurnUsage,
-    ) -> Result<(), HistoryError> {
+    ) -> Result<&'static str, HistoryError> {
         let history = &self.inner.history;
         if let Some(budget) = request.budget {
             history.set_budget(budget)?;
@@ -350,7 +352,7 @@ impl Agent {
         // unanswered message behind.
         if let Some(spent) = self.over_budget(&turn, usage)? {
             send_spent(out, spent);
-            return Ok(());
+            return Ok("over_budget");
         }
         let compaction = self.inner.config.compaction;
         let loaded = self.load_with_message(&request.chat_id, ChatMessage::user(request.message)).await?;
@@ -366,8 +368,9 @@ impl Agent {
             loaded,
         )
         .await?;
-        match self.run_loop(messages, specs, &turn, out, usage).await? {
-            TurnEnd::Done => {}
+        // The outcome's label for the agent's metrics.
+        Ok(match self.run_loop(messages, specs, &turn, out, usage).await? {
+            TurnEnd::Done => "done",
             TurnEnd::IterationCap => {
                 let _ = out.send(AgentEvent::Text {
                     content: format!(
@@ -375,13 +378,17 @@ impl Agent {
                         turn.max_iterations
                     ),
                 });
+                "iteration_cap"
             }
             TurnEnd::Failed(e) => {
                 let _ = out.send(AgentEvent::Error { content: e.to_string() });
+                "model_error"
             }
-            TurnEnd::OverBudget(spent) => send_spent(out, spent),
-        }
-        Ok(())
+            TurnEnd::OverBudget(spent) => {
+                send_spent(out, spent);
+                "over_budget"
+            }
+        })
     }
 
     /// The turn a chat request asks for.
@@ -536,14 +543,25 @@ impl Agent {
                 return Ok(TurnEnd::OverBudget(spent));
             }
             request.messages = messages.clone();
+            let called = std::time::Instant::now();
             // Only a client reading along gets pieces; background turns want the whole answer.
             let completion = match turn.store_chat {
                 Some(_) => stream_completion(self.inner.inference.as_ref(), &request, out).await,
                 None => self.inner.inference.complete(&request).await,
             };
+            let seconds = called.elapsed().as_secs_f64();
             let completion = match completion {
-                Ok(c) => c,
-                Err(e) => return Ok(TurnEnd::Failed(e)),
+                Ok(c) => {
+                    metrics::histogram!(crate::telemetry::AGENT_MODEL_CALL_DURATION, "outcome" => "ok").record(seconds);
+                    c
+                }
+                Err(e) => {
+                    metrics::histogram!(crate::telemetry::AGENT_MODEL_CALL_DURATION, "outcome" => "error")
+                        .record(seconds);
+                    let kind = crate::telemetry::model_error_kind(&e);
+                    metrics::counter!(crate::telemetry::AGENT_MODEL_ERRORS, "kind" => kind).increment(1);
+                    return Ok(TurnEnd::Failed(e));
+                }
             };
             let assistant = ChatMessage::assistant(Some(completion.content.clone()), completion.tool_calls.clone());
             let metered = match &turn.store_chat {
@@ -568,6 +586,7 @@ impl Agent {
                 let name = call.function.name.clone();
                 let _ = out.send(AgentEvent::ToolUse { name: name.clone(), input: call.function.arguments.clone() });
                 let result = self.run_tool(&name, &call.function.arguments, &offered, turn).await;
+                count_tool_call(&name, &offered, result.is_error);
                 self.workspace_may_have_changed();
                 if let Some(file) = &result.file {
                     let _ = out.send(AgentEvent::File { path: file.path.clone(), caption: file.caption.clone() });
@@ -882,6 +901,13 @@ async fn stream_completion(
         }
     }
     Ok(builder.finish())
+}
+
+/// Counts a tool call; a name the agent did not offer is `unknown` (the model may write anything).
+fn count_tool_call(name: &str, offered: &[String], failed: bool) {
+    let tool = if offered.iter().any(|o| o == name) { name.to_owned() } else { "unknown".to_owned() };
+    let outcome = if failed { "error" } else { "ok" };
+    metrics::counter!(crate::telemetry::AGENT_TOOL_CALLS, "tool" => tool, "outcome" => outcome).increment(1);
 }
 
 async fn sleep_until_due(due: Option<tokio::time::Instant>) {

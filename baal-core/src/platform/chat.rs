@@ -95,7 +95,8 @@ impl Inner {
         // Durable: if this process goes away mid-turn, the agent finishes and queues the answer.
         let request = request.durable();
         let stop = self.turn_started(ctx.chat);
-        let events = self.proxy.chat(&endpoint, request).await.take_until(Box::pin(stop.stopped())).boxed();
+        let events = super::observe::turn(role, ctx.received, self.proxy.chat(&endpoint, request)).await;
+        let events = events.take_until(Box::pin(stop.stopped())).boxed();
         let shown = self.show_turn(ctx.chat, agent, role, &endpoint, show_tools, events).await;
         self.turn_ended(ctx.chat);
         if !shown.said_something {

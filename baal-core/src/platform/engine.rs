@@ -249,6 +249,8 @@ pub(crate) type Background = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 pub(crate) struct Ctx {
     pub user: User,
     pub chat: ChatId,
+    /// When the input arrived (the turn's added latency starts here).
+    pub received: std::time::Instant,
 }
 
 impl Ctx {
@@ -456,6 +458,8 @@ impl Inner {
     }
 
     async fn handle(self: Arc<Self>, input: Input) -> Result<(), PlatformError> {
+        let received = std::time::Instant::now();
+        super::observe::input(&input.kind);
         let lock = self.user_lock(input.user_id);
         let guard = lock.lock().await;
         // One read for the user and their state: each store call costs thread hand-offs
@@ -469,7 +473,7 @@ impl Inner {
                 (user, found.and_then(|(_, raw_state)| raw_state))
             }
         };
-        let ctx = Ctx { user, chat: input.chat_id };
+        let ctx = Ctx { user, chat: input.chat_id, received };
         let mut state = state::parse(input.user_id, raw_state);
         let before = state.clone();
         let after = match input.kind {

@@ -204,6 +204,7 @@ impl Inner {
             self.say(chat, Text::html(text)).await;
         }
         let job = kind.step();
+        let started = std::time::Instant::now();
         self.store.event_record(agent.id, &job, EventOutcome::Started, None).await?;
         if !matches!(kind, JobKind::Redeploy { .. }) {
             self.store.agent_set_status(agent.id, AgentStatus::Deploying).await?;
@@ -218,6 +219,7 @@ impl Inner {
             done: Mutex::new(Vec::new()),
             current: Mutex::new(None),
             facts: Mutex::new(agent.deployment.clone()),
+            clock: super::observe::StepClock::new(self.deployer.name()),
         };
         reporter.render(false).await;
         let outcome = match self.spec(&mut agent).await {
@@ -250,6 +252,7 @@ impl Inner {
             }
             Err((err, _)) => Err(err),
         };
+        super::observe::deployment(self.deployer.name(), started, outcome.is_ok());
         match outcome {
             Ok((deployed, payer)) => {
                 self.store.agent_set_payer(deployed.id, payer).await?;
@@ -319,7 +322,7 @@ impl Inner {
         self.say(chat, text).await;
         let owner = self.store.user_get(agent.owner_id).await?;
         if let Some(owner) = owner {
-            let ctx = super::engine::Ctx { user: owner, chat };
+            let ctx = super::engine::Ctx { user: owner, chat, received: std::time::Instant::now() };
             if let Err(err) = self.chat_turn(&ctx, agent, INTRO_PROMPT, false, self.owner_limits(agent)).await {
                 tracing::debug!(error = %err, "introduction failed");
             }
@@ -418,6 +421,7 @@ struct JobReporter {
     done: Mutex<Vec<&'static str>>,
     current: Mutex<Option<(&'static str, bool)>>,
     facts: Mutex<Deployment>,
+    clock: super::observe::StepClock,
 }
 
 impl JobReporter {
@@ -465,6 +469,7 @@ impl JobReporter {
 #[async_trait]
 impl DeployReporter for JobReporter {
     async fn step_started(&self, step: DeployStep) {
+        self.clock.started(step.key);
         let recorded = self.store.event_record(self.agent.id, &step.key.into(), EventOutcome::Started, None).await;
         if let Err(err) = recorded {
             tracing::warn!(error = %err, "could not record a deployment step");
@@ -476,6 +481,7 @@ impl DeployReporter for JobReporter {
     }
 
     async fn step_done(&self, step: DeployStep) {
+        self.clock.done(step.key);
         let recorded = self.store.event_record(self.agent.id, &step.key.into(), EventOutcome::Succeeded, None).await;
         if let Err(err) = recorded {
             tracing::warn!(error = %err, "could not record a deployment step");

@@ -182,6 +182,7 @@ impl Inner {
                 // Another process stored this page first (and checks the budget for it).
                 break;
             }
+            super::observe::tokens_stored(&page.records);
             let full = page.records.len() >= MAX_USAGE_RECORDS;
             stored = Some(agent);
             if !full {

@@ -14,6 +14,7 @@ mod jobs;
 mod lease;
 pub mod messenger;
 mod metering;
+mod observe;
 mod plan;
 pub mod render;
 mod setup;

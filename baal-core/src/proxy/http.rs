@@ -213,7 +213,7 @@ impl Proxy for HttpProxy {
     async fn chat(&self, agent: &AgentEndpoint, request: ChatRequest) -> BoxStream<'static, AgentEvent> {
         let url = match Self::url(agent, ["chat"]) {
             Ok(url) => url,
-            Err(_) => return finished_with_error(texts::BAD_ADDRESS.to_owned()),
+            Err(_) => return finished_with_error("bad_address", texts::BAD_ADDRESS.to_owned()),
         };
         let response =
             self.send(|| self.client.post(url.clone()).bearer_auth(agent.token.expose_secret()).json(&request)).await;
@@ -221,22 +221,22 @@ impl Proxy for HttpProxy {
             Ok(response) => response,
             Err(err) => {
                 tracing::info!(agent = %agent.base_url, error = %err, "chat request to agent failed");
-                let text = if err.is_connect() {
-                    texts::UNREACHABLE
+                let (kind, text) = if err.is_connect() {
+                    ("unreachable", texts::UNREACHABLE)
                 } else if err.is_timeout() {
-                    texts::NO_ANSWER
+                    ("timeout", texts::NO_ANSWER)
                 } else {
-                    texts::LOST
+                    ("lost", texts::LOST)
                 };
-                return finished_with_error(text.to_owned());
+                return finished_with_error(kind, text.to_owned());
             }
         };
         match response.status() {
             status if status.is_success() => {}
-            StatusCode::UNAUTHORIZED => return finished_with_error(texts::UNAUTHORIZED.to_owned()),
+            StatusCode::UNAUTHORIZED => return finished_with_error("unauthorized", texts::UNAUTHORIZED.to_owned()),
             status => {
                 tracing::info!(agent = %agent.base_url, %status, "agent refused a chat request");
-                return finished_with_error(texts::status(status.as_u16()));
+                return finished_with_error(&format!("http_{}", status.as_u16()), texts::status(status.as_u16()));
             }
         }
         agent_events(response.bytes_stream()).boxed()
@@ -376,8 +376,9 @@ fn workspace_segments(path: &str) -> Vec<&str> {
     segments
 }
 
-/// A stream of one `error` event followed by `done`.
-fn finished_with_error(content: String) -> BoxStream<'static, AgentEvent> {
+/// A stream of one `error` event followed by `done`, counted as an agent error of `kind`.
+fn finished_with_error(kind: &str, content: String) -> BoxStream<'static, AgentEvent> {
+    agent_error(kind);
     stream::iter([AgentEvent::Error { content }, AgentEvent::done()]).boxed()
 }
 
@@ -407,14 +408,23 @@ where
                 match events.next().await {
                     Some(Ok(raw)) => match parse_event(&raw.data) {
                         Some(done @ AgentEvent::Done { .. }) => return Some((done, None)),
+                        Some(event @ AgentEvent::Error { .. }) => {
+                            agent_error("turn_error");
+                            return Some((event, Some(ChatState::Reading(events))));
+                        }
+                        Some(event @ AgentEvent::BudgetSpent { .. }) => {
+                            agent_error("budget");
+                            return Some((event, Some(ChatState::Reading(events))));
+                        }
                         Some(event) => return Some((event, Some(ChatState::Reading(events)))),
                         None => continue,
                     },
                     Some(Err(err)) => {
-                        let text = match &err {
-                            EventStreamError::Transport(err) if err.is_timeout() => texts::STOPPED,
-                            _ => texts::LOST,
+                        let (kind, text) = match &err {
+                            EventStreamError::Transport(err) if err.is_timeout() => ("timeout", texts::STOPPED),
+                            _ => ("lost", texts::LOST),
                         };
+                        agent_error(kind);
                         tracing::info!(error = %err, "agent's chat stream broke off");
                         return Some((
                             AgentEvent::Error { content: text.to_owned() },
@@ -424,6 +434,7 @@ where
                     // A body that ends without `done` was cut short somewhere (agents always
                     // finish with `done`), so the answer may be incomplete.
                     None => {
+                        agent_error("lost");
                         return Some((
                             AgentEvent::Error { content: texts::LOST.to_owned() },
                             closing(vec![AgentEvent::done()]),
@@ -433,6 +444,11 @@ where
             },
         }
     })
+}
+
+/// Counts a failure talking to an agent (`crate::telemetry::AGENT_ERRORS`).
+fn agent_error(kind: &str) {
+    metrics::counter!(crate::telemetry::AGENT_ERRORS, "kind" => kind.to_owned()).increment(1);
 }
 
 /// One `data:` payload as an event the platform wants, or `None` for what it skips.

@@ -201,6 +201,12 @@ impl UsageQuery {
 /// Everything the platform persists.
 #[async_trait]
 pub trait Store: Send + Sync {
+    /// Whether the database answers (readiness checks). This default reads a key that is never
+    /// written; the SQL store sends `SELECT 1`.
+    async fn ping(&self) -> StoreResult<()> {
+        self.kv_get("baal.ping", "").await.map(|_| ())
+    }
+
     // ---- users ----
 
     /// The user with `id`, created on first sight. A known username is refreshed.

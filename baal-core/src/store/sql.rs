@@ -428,6 +428,10 @@ fn tools_json(tools: &[String]) -> StoreResult<String> {
 
 #[async_trait]
 impl Store for SqlStore {
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(self.db.ping().await?)
+    }
+
     async fn user_get_or_create(&self, id: UserId, username: Option<&str>) -> StoreResult<User> {
         let row = users::ActiveModel {
             id: Set(id),
