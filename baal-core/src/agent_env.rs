@@ -37,6 +37,9 @@ pub mod var {
     pub const DB_PATH: &str = "DB_PATH";
     /// The agent's workspace directory.
     pub const WORKSPACE_PATH: &str = "WORKSPACE_PATH";
+    /// A Python Baal agent's `agent.db` whose history the agent carries over into its own
+    /// database at its first start (set when an imported agent is converted).
+    pub const PYTHON_AGENT_DB: &str = "PYTHON_AGENT_DB";
     /// The owner's chat: heartbeat and subagent output go there only.
     pub const OWNER_CHAT_ID: &str = "OWNER_CHAT_ID";
     /// Seconds between heartbeat checks (0 disables).
@@ -260,6 +263,12 @@ impl AgentEnv {
     pub fn with_tools_rlimits(self, max_memory_mib: u64, max_processes: u64) -> AgentEnv {
         self.with(var::TOOLS_MAX_MEMORY_MIB, &max_memory_mib.to_string())
             .with(var::TOOLS_MAX_PROCESSES, &max_processes.to_string())
+    }
+
+    /// Has the agent carry over the history in the Python Baal agent's database at `path` at
+    /// its first start (converting an imported agent).
+    pub fn with_python_agent_db(self, path: impl AsRef<Path>) -> AgentEnv {
+        self.with(var::PYTHON_AGENT_DB, &path.as_ref().to_string_lossy())
     }
 
     fn with(mut self, name: &'static str, value: &str) -> AgentEnv {

@@ -94,6 +94,53 @@ impl FromStr for AgentStatus {
     }
 }
 
+/// What program serves an agent. Every agent Baal deploys runs [`AgentRuntime::Baal`]; an agent
+/// imported from the Python Baal keeps running the Python agent on its VM until it is converted
+/// (`/update`, `baal-cli agents convert`). The Python agent runs its tools as root with the
+/// owner's key in reach, so the platform lets only the owner talk to one.
+///
+/// Deliberately exhaustive: every place that lets visitors in must decide for each runtime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentRuntime {
+    /// Baal's own `baal-agent`.
+    #[default]
+    Baal,
+    /// The Python Baal's agent, as imported and not yet converted.
+    Python,
+}
+
+impl AgentRuntime {
+    /// The stored name (`baal`, `python`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentRuntime::Baal => "baal",
+            AgentRuntime::Python => "python",
+        }
+    }
+}
+
+impl fmt::Display for AgentRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A runtime name that is neither `baal` nor `python`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown agent runtime {0:?}: use baal or python")]
+pub struct UnknownRuntime(pub String);
+
+impl FromStr for AgentRuntime {
+    type Err = UnknownRuntime;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [AgentRuntime::Baal, AgentRuntime::Python]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| UnknownRuntime(s.to_owned()))
+    }
+}
+
 /// Whether the person talking to an agent owns it. Owners get every tool and the proactive
 /// (heartbeat, subagent) messages; visitors get only what the owner allows.
 ///
@@ -178,6 +225,11 @@ pub struct Agent {
     pub policy: AgentPolicy,
     /// The cursor of the agent's `GET /usage` up to which its usage is stored (0: none yet).
     pub usage_cursor: i64,
+    /// What program serves it.
+    pub runtime: AgentRuntime,
+    /// Its id in the Python Baal's database, for an agent imported from there: imports match
+    /// on it, so a second import changes nothing.
+    pub python_id: Option<i64>,
     /// Created at.
     pub created_at: DateTime<Utc>,
     /// Last change of any field (taking or renewing a lease is not a change).
@@ -287,7 +339,9 @@ impl Agent {
             lease: None,
             policy: AgentPolicy::default(),
             usage_cursor: 0,
-            created_at,
+            runtime: new.runtime,
+            python_id: new.python_id,
+            created_at: new.created_at.unwrap_or(created_at),
             updated_at: created_at,
         }
     }
@@ -433,6 +487,12 @@ pub struct NewAgent {
     pub slug: String,
     /// Tools visitors may use.
     pub visitor_tools: Vec<String>,
+    /// What program serves it ([`AgentRuntime::Baal`] unless imported).
+    pub runtime: AgentRuntime,
+    /// Its id in the Python Baal's database, for an imported agent.
+    pub python_id: Option<i64>,
+    /// When it was created, when that is older than the row (an imported agent); `None`: now.
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 impl NewAgent {
@@ -451,7 +511,22 @@ impl NewAgent {
             token_sealed: None,
             slug: new_slug(),
             visitor_tools: DEFAULT_VISITOR_TOOLS.iter().map(|t| t.to_string()).collect(),
+            runtime: AgentRuntime::Baal,
+            python_id: None,
+            created_at: None,
         }
+    }
+
+    /// The row for an agent imported from the Python Baal, where its id was `python_id`: it runs
+    /// the Python agent until converted, and its share-link slug is that id, so the links its
+    /// owner handed out (`?start=agent_<id>`) keep opening it. Numeric slugs exist only for
+    /// imported agents (fresh ones are 20 characters of letters and digits).
+    pub fn imported_from_python(mut self, python_id: i64, created_at: DateTime<Utc>) -> Self {
+        self.slug = python_id.to_string();
+        self.runtime = AgentRuntime::Python;
+        self.python_id = Some(python_id);
+        self.created_at = Some(created_at);
+        self
     }
 
     /// Sets the sealed bearer secret.

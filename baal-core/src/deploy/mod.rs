@@ -197,6 +197,24 @@ pub trait Deployer: Send + Sync {
         self.redeploy(spec, reporter).await.map(|deployment| Repaired { deployment, moved: false })
     }
 
+    /// Turns an agent imported from the Python Baal into one of ours where it runs (its VM, from
+    /// `spec.existing`): our agent, settings and front door in place of the Python ones, its
+    /// workspace and conversation history kept, and the Python agent put back if ours does not
+    /// become healthy. Returns the facts it runs with now. The default refuses: only a deployer
+    /// that runs such machines can convert them.
+    async fn convert(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Deployment, DeployError> {
+        let _ = (spec, reporter);
+        Err(DeployError::new(
+            "convert",
+            format!(
+                "the {} deployer cannot convert agents imported from the Python Baal: they run on Aleph VMs, so \
+                 configure the Aleph deployer (ALEPH_PRIVATE_KEY)",
+                self.name()
+            ),
+        )
+        .permanent())
+    }
+
     /// Stops the agent and releases everything it holds, from the stored facts alone.
     async fn destroy(
         &self,

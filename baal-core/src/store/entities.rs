@@ -60,6 +60,11 @@ pub(crate) mod agents {
         /// The day and level of the last budget notice claimed.
         pub budget_notice_day: Option<Date>,
         pub budget_notice_level: i16,
+        /// `baal` or `python` (added by M0005).
+        pub runtime: String,
+        /// The agent's id in the Python Baal's database, for imported agents (added by M0005).
+        #[sea_orm(unique)]
+        pub python_id: Option<i64>,
     }
 
     impl ActiveModelBehavior for ActiveModel {}

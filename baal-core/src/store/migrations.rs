@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0002PayerAndLease),
             Box::new(M0003MeteringAndPolicy),
             Box::new(M0004SeenUpdates),
+            Box::new(M0005PythonImport),
         ]
     }
 }
@@ -66,6 +67,9 @@ enum Agents {
     UsageCursor,
     BudgetNoticeDay,
     BudgetNoticeLevel,
+    // Added by M0005.
+    Runtime,
+    PythonId,
 }
 
 #[derive(DeriveIden)]
@@ -613,6 +617,48 @@ impl MigrationTrait for M0004SeenUpdates {
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.drop_table(Table::drop().table(SeenUpdates::Table).if_exists().to_owned()).await
+    }
+
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+}
+
+/// Agents imported from the Python Baal: what program serves each (`runtime`, `baal` for every
+/// agent before), and its id in the Python Baal's database (`python_id`, unique: an import
+/// matches on it, so a second one changes nothing).
+struct M0005PythonImport;
+
+impl MigrationName for M0005PythonImport {
+    fn name(&self) -> &str {
+        "m0005_python_import"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005PythonImport {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for column in [string(Agents::Runtime).default("baal").to_owned(), big_integer_null(Agents::PythonId)] {
+            m.alter_table(Table::alter().table(Agents::Table).add_column(column).to_owned()).await?;
+        }
+        m.create_index(
+            Index::create()
+                .if_not_exists()
+                .name("idx_agents_python_id")
+                .table(Agents::Table)
+                .col(Agents::PythonId)
+                .unique()
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_index(Index::drop().name("idx_agents_python_id").table(Agents::Table).to_owned()).await?;
+        for column in [Agents::Runtime, Agents::PythonId] {
+            m.alter_table(Table::alter().table(Agents::Table).drop_column(column).to_owned()).await?;
+        }
+        Ok(())
     }
 
     fn use_transaction(&self) -> Option<bool> {

@@ -39,8 +39,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use std::sync::Arc;
 
 use crate::domain::{
-    Agent, AgentId, AgentPolicy, AgentStatus, AgentUsage, Deployment, DeploymentEvent, EventOutcome, EventStep,
-    NewAgent, Payer, PoolStatus, PoolVm, UsageDecision, User, UserId,
+    Agent, AgentId, AgentPolicy, AgentRuntime, AgentStatus, AgentUsage, Deployment, DeploymentEvent, EventOutcome,
+    EventStep, NewAgent, Payer, PoolStatus, PoolVm, UsageDecision, User, UserId,
 };
 
 /// What kind of update [`Store::update_seen`] records: ids of different kinds never collide.
@@ -241,6 +241,8 @@ pub trait Store: Send + Sync {
     /// The agent whose current share-link slug is `slug`, deleted or not (a replaced slug is
     /// not found here: see [`Store::agent_by_retired_slug`]).
     async fn agent_by_slug(&self, slug: &str) -> StoreResult<Option<Agent>>;
+    /// The agent imported from the Python Baal's agent `python_id`, deleted or not.
+    async fn agent_by_python_id(&self, python_id: i64) -> StoreResult<Option<Agent>>;
     /// Agents matching `filter`, oldest first.
     async fn list_agents(&self, filter: &AgentFilter) -> StoreResult<Vec<Agent>>;
     /// How many agents `owner` has that are not deleted (any status): the slot count.
@@ -257,6 +259,8 @@ pub trait Store: Send + Sync {
     async fn agent_set_visitor_tools(&self, id: AgentId, tools: &[String]) -> StoreResult<()>;
     /// Records whose key the agent now runs on.
     async fn agent_set_payer(&self, id: AgentId, payer: Payer) -> StoreResult<()>;
+    /// Records what program serves the agent (after converting an imported one).
+    async fn agent_set_runtime(&self, id: AgentId, runtime: AgentRuntime) -> StoreResult<()>;
     /// Marks the agent deleted and `stopped`. Returns false if it was unknown or already deleted.
     /// Its usage stays.
     async fn agent_soft_delete(&self, id: AgentId) -> StoreResult<bool>;

@@ -31,8 +31,8 @@ use super::migrations::Migrator;
 use super::{AgentFilter, PoolStore, SeenKind, Store, StoreError, StoreResult, UsageQuery, UsageRow};
 use crate::config::redact_url_password;
 use crate::domain::{
-    Agent, AgentId, AgentPolicy, AgentStatus, AgentUsage, Deployment, DeploymentEvent, EventOutcome, EventStep, Lease,
-    NewAgent, Payer, PoolStatus, PoolVm, UsageDecision, User, UserId,
+    Agent, AgentId, AgentPolicy, AgentRuntime, AgentStatus, AgentUsage, Deployment, DeploymentEvent, EventOutcome,
+    EventStep, Lease, NewAgent, Payer, PoolStatus, PoolVm, UsageDecision, User, UserId,
 };
 use crate::wire::UsageCause;
 
@@ -361,6 +361,8 @@ fn agent_from_row(row: agents::Model) -> StoreResult<Agent> {
         lease,
         policy,
         usage_cursor: row.usage_cursor,
+        runtime: row.runtime.parse().map_err(|e| corrupt(format!("{owner}: {e}")))?,
+        python_id: row.python_id,
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
@@ -502,6 +504,7 @@ impl Store for SqlStore {
             return Err(StoreError::NotFound(format!("user {} (create the owner before the agent)", agent.owner_id)));
         }
         let now = Utc::now();
+        let created_at = agent.created_at.unwrap_or(now);
         let row = agents::ActiveModel {
             owner_id: Set(agent.owner_id),
             name: Set(agent.name),
@@ -518,7 +521,7 @@ impl Store for SqlStore {
             token_sealed: Set(agent.token_sealed),
             slug: Set(agent.slug),
             visitor_tools: Set(tools_json(&agent.visitor_tools)?),
-            created_at: Set(now),
+            created_at: Set(created_at),
             updated_at: Set(now),
             payer: Set(None),
             lease_holder: Set(None),
@@ -529,6 +532,8 @@ impl Store for SqlStore {
             usage_cursor: Set(0),
             budget_notice_day: Set(None),
             budget_notice_level: Set(0),
+            runtime: Set(agent.runtime.as_str().to_owned()),
+            python_id: Set(agent.python_id),
             ..Default::default()
         };
         agent_from_row(row.insert(&self.db).await?)
@@ -541,6 +546,15 @@ impl Store for SqlStore {
     async fn agent_by_slug(&self, slug: &str) -> StoreResult<Option<Agent>> {
         agents::Entity::find()
             .filter(agents::Column::Slug.eq(slug))
+            .one(&self.db)
+            .await?
+            .map(agent_from_row)
+            .transpose()
+    }
+
+    async fn agent_by_python_id(&self, python_id: i64) -> StoreResult<Option<Agent>> {
+        agents::Entity::find()
+            .filter(agents::Column::PythonId.eq(python_id))
             .one(&self.db)
             .await?
             .map(agent_from_row)
@@ -602,6 +616,10 @@ impl Store for SqlStore {
 
     async fn agent_set_payer(&self, id: AgentId, payer: Payer) -> StoreResult<()> {
         self.update_agent(id, vec![(agents::Column::Payer, Expr::value(payer.as_str()))]).await
+    }
+
+    async fn agent_set_runtime(&self, id: AgentId, runtime: AgentRuntime) -> StoreResult<()> {
+        self.update_agent(id, vec![(agents::Column::Runtime, Expr::value(runtime.as_str()))]).await
     }
 
     async fn agent_soft_delete(&self, id: AgentId) -> StoreResult<bool> {

@@ -23,8 +23,8 @@ use sea_orm::sqlx::{AssertSqlSafe, Connection as _, Executor as _};
 
 use crate::config::redact_url_password;
 use crate::domain::{
-    Agent, AgentId, AgentPolicy, AgentStatus, AgentUsage, Deployment, EventOutcome, EventStep, Lease, NewAgent, Payer,
-    PoolStatus, UsageDecision,
+    Agent, AgentId, AgentPolicy, AgentRuntime, AgentStatus, AgentUsage, Deployment, EventOutcome, EventStep, Lease,
+    NewAgent, Payer, PoolStatus, UsageDecision,
 };
 use crate::store::{AgentFilter, PoolStore, SeenKind, SqlStore, Store, StoreError, UsageQuery};
 use crate::wire::UsageCause;
@@ -198,6 +198,7 @@ pub async fn check_store_contract(store: &dyn Store) {
     check_reads_with_kv(store).await;
     check_policies(store).await;
     check_slug_replacement(store).await;
+    check_python_imports(store).await;
     check_budget_notices(store).await;
     check_visitor_counters(store).await;
     check_metering(store).await;
@@ -433,6 +434,33 @@ async fn check_slug_replacement(store: &dyn Store) {
     let unknown = store.agent_replace_slug(AgentId(424242), "fourthslug0000000000").await;
     assert!(matches!(unknown, Err(StoreError::NotFound(_))), "{unknown:?}");
     assert_eq!(store.agent_by_slug("fourthslug0000000000").await.unwrap(), None);
+}
+
+async fn check_python_imports(store: &dyn Store) {
+    let fresh = new_agent(store, 135, "Native").await;
+    assert_eq!((fresh.runtime, fresh.python_id), (AgentRuntime::Baal, None));
+    assert!(fresh.created_at > Utc::now() - chrono::Duration::minutes(5));
+
+    let then = "2025-03-04T05:06:07Z".parse::<DateTime<Utc>>().unwrap();
+    let imported = store
+        .agent_create(NewAgent::new(135, "Imported", "p", "glm-4.7").imported_from_python(17, then))
+        .await
+        .unwrap();
+    assert_eq!((imported.runtime, imported.python_id), (AgentRuntime::Python, Some(17)));
+    assert_eq!(imported.slug, "17", "the old numeric link is its slug");
+    assert_eq!(imported.created_at, then, "its creation time carried over");
+    assert_eq!(store.agent_by_python_id(17).await.unwrap().map(|a| a.id), Some(imported.id));
+    assert_eq!(store.agent_by_slug("17").await.unwrap().map(|a| a.id), Some(imported.id));
+    assert_eq!(store.agent_by_python_id(18).await.unwrap(), None);
+
+    let twice = store.agent_create(NewAgent::new(135, "Again", "p", "glm-4.7").imported_from_python(17, then)).await;
+    assert!(twice.is_err(), "one agent per Python id: {twice:?}");
+
+    store.agent_set_runtime(imported.id, AgentRuntime::Baal).await.unwrap();
+    let converted = store.agent_get(imported.id).await.unwrap().unwrap();
+    assert_eq!((converted.runtime, converted.python_id), (AgentRuntime::Baal, Some(17)), "still known by its old id");
+    let unknown = store.agent_set_runtime(AgentId(424242), AgentRuntime::Baal).await;
+    assert!(matches!(unknown, Err(StoreError::NotFound(_))), "{unknown:?}");
 }
 
 async fn check_budget_notices(store: &dyn Store) {

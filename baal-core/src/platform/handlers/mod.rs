@@ -312,6 +312,8 @@ mod tests {
             lease: None,
             policy: Default::default(),
             usage_cursor: 0,
+            runtime: Default::default(),
+            python_id: None,
             created_at: now,
             updated_at: now,
         }
