@@ -1,0 +1,631 @@
+//! Reading the Python Baal's SQLite files, read-only: their schema checked against what the
+//! Python Baal writes, every row turned into plain data, every Fernet token opened.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
+use secrecy::SecretString;
+
+use super::key::{PythonKey, TokenError};
+use super::{ImportError, Place, Problem};
+use crate::domain::Deployment;
+
+/// The Python Baal's files: `baal.db` (its `DB_PATH`) and, when given, `pool.db`
+/// (`POOL_DB_PATH`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Source {
+    /// Users and agents.
+    pub baal_db: PathBuf,
+    /// The warm pool; `None`: no pool VM is imported.
+    pub pool_db: Option<PathBuf>,
+}
+
+impl Source {
+    /// `baal.db` alone.
+    pub fn new(baal_db: impl Into<PathBuf>) -> Source {
+        Source { baal_db: baal_db.into(), pool_db: None }
+    }
+
+    /// With `pool.db` too.
+    pub fn with_pool_db(mut self, pool_db: impl Into<PathBuf>) -> Source {
+        self.pool_db = Some(pool_db.into());
+        self
+    }
+}
+
+/// A table the Python Baal writes: the columns its first version had, and those added later
+/// (missing from older databases, never written back by its code: it has no migrations).
+struct TableSpec {
+    name: &'static str,
+    columns: &'static [&'static str],
+    later: &'static [&'static str],
+    required: bool,
+}
+
+/// The tables and named indexes of one file. Names starting `sqlite_` are SQLite's own.
+struct FileSpec {
+    tables: &'static [TableSpec],
+    indexes: &'static [&'static str],
+}
+
+const USERS: &str = "users";
+const AGENTS: &str = "agents";
+const VM_POOL: &str = "vm_pool";
+
+const AGENT_COLUMNS: &[&str] = &[
+    "id",
+    "owner_id",
+    "name",
+    "system_prompt",
+    "model",
+    "is_active",
+    "instance_hash",
+    "vm_ipv6",
+    "vm_url",
+    "crn_url",
+    "auth_token",
+    "deployment_status",
+    "created_at",
+    "updated_at",
+];
+const POOL_COLUMNS: &[&str] = &[
+    "id",
+    "instance_hash",
+    "vm_ip",
+    "vm_url",
+    "crn_url",
+    "ssh_port",
+    "created_at",
+    "claimed_at",
+    "agent_id",
+    "status",
+];
+
+const BAAL_DB: FileSpec = FileSpec {
+    tables: &[
+        TableSpec {
+            name: USERS,
+            columns: &["telegram_id", "api_key", "created_at"],
+            later: &["show_tools"],
+            required: true,
+        },
+        TableSpec { name: AGENTS, columns: AGENT_COLUMNS, later: &[], required: true },
+        // Not imported: daily counters of a past day, and a history the Python Baal never read.
+        TableSpec {
+            name: "daily_usage",
+            columns: &["telegram_id", "date", "message_count"],
+            later: &[],
+            required: false,
+        },
+        TableSpec {
+            name: "deployment_history",
+            columns: &["id", "agent_id", "status", "step", "error_message", "duration_seconds", "created_at"],
+            later: &[],
+            required: false,
+        },
+    ],
+    indexes: &["idx_agents_owner", "idx_deployment_history_agent"],
+};
+
+const POOL_DB: FileSpec = FileSpec {
+    tables: &[TableSpec { name: VM_POOL, columns: POOL_COLUMNS, later: &[], required: true }],
+    indexes: &["idx_pool_hash"],
+};
+
+/// An agent's `deployment_status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PyStatus {
+    Pending,
+    Deploying,
+    Running,
+    /// Accepted by the Python bot as running, never written by its last version.
+    Deployed,
+    Failed,
+    Stopped,
+}
+
+impl PyStatus {
+    const ALL: [PyStatus; 6] = [
+        PyStatus::Pending,
+        PyStatus::Deploying,
+        PyStatus::Running,
+        PyStatus::Deployed,
+        PyStatus::Failed,
+        PyStatus::Stopped,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            PyStatus::Pending => "pending",
+            PyStatus::Deploying => "deploying",
+            PyStatus::Running => "running",
+            PyStatus::Deployed => "deployed",
+            PyStatus::Failed => "failed",
+            PyStatus::Stopped => "stopped",
+        }
+    }
+}
+
+/// A `vm_pool` row's `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PyPoolStatus {
+    Provisioning,
+    Warm,
+    Claimed,
+    Deployed,
+    Failed,
+}
+
+impl PyPoolStatus {
+    const ALL: [PyPoolStatus; 5] = [
+        PyPoolStatus::Provisioning,
+        PyPoolStatus::Warm,
+        PyPoolStatus::Claimed,
+        PyPoolStatus::Deployed,
+        PyPoolStatus::Failed,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            PyPoolStatus::Provisioning => "provisioning",
+            PyPoolStatus::Warm => "warm",
+            PyPoolStatus::Claimed => "claimed",
+            PyPoolStatus::Deployed => "deployed",
+            PyPoolStatus::Failed => "failed",
+        }
+    }
+}
+
+/// A user of the Python Baal.
+#[derive(Debug, Clone)]
+pub(crate) struct PyUser {
+    pub(crate) id: i64,
+    /// Their LibertAI key, opened.
+    pub(crate) api_key: Option<SecretString>,
+    pub(crate) show_tools: bool,
+}
+
+/// An active agent of the Python Baal.
+#[derive(Debug, Clone)]
+pub(crate) struct PyAgent {
+    pub(crate) id: i64,
+    pub(crate) owner_id: i64,
+    pub(crate) name: String,
+    pub(crate) system_prompt: String,
+    pub(crate) model: String,
+    pub(crate) status: PyStatus,
+    /// Instance hash, CRN, URL and SSH host; no SSH port (the Python table has none).
+    pub(crate) deployment: Deployment,
+    /// Its bearer secret, opened.
+    pub(crate) token: Option<SecretString>,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+/// A row of the Python Baal's warm pool.
+#[derive(Debug, Clone)]
+pub(crate) struct PyPoolVm {
+    pub(crate) id: i64,
+    pub(crate) status: PyPoolStatus,
+    /// `None` for the placeholder `'pending'` of a VM still provisioning.
+    pub(crate) instance_hash: Option<String>,
+    /// Host, port, CRN and URL; filled only for the rows imported (warm and claimed).
+    pub(crate) deployment: Deployment,
+}
+
+/// Everything read from the Python Baal's files, every secret opened. Nothing written yet;
+/// `Debug` shows no secret.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub(crate) users: Vec<PyUser>,
+    pub(crate) agents: Vec<PyAgent>,
+    pub(crate) inactive_agents: Vec<i64>,
+    /// `None` when no `pool.db` was given.
+    pub(crate) pool: Option<Vec<PyPoolVm>>,
+}
+
+impl Snapshot {
+    /// Reads `source` with `key`: the schema checked, every row read, every token opened. Any
+    /// problem is an error that names where it is.
+    pub fn read(source: &Source, key: &PythonKey) -> Result<Snapshot, ImportError> {
+        let baal = SqliteFile::open(&source.baal_db)?;
+        let columns = baal.check_schema(&BAAL_DB)?;
+        let mut problems = Vec::new();
+        let users = read_users(&baal, &columns, &mut problems)?;
+        let (agents, inactive_agents) = read_agents(&baal, &mut problems)?;
+        baal.corrupt_unless_empty(problems)?;
+        let (users, agents) = open_tokens(&baal, key, users, agents)?;
+
+        let pool = match &source.pool_db {
+            None => None,
+            Some(path) => {
+                let pool = SqliteFile::open(path)?;
+                pool.check_schema(&POOL_DB)?;
+                let mut problems = Vec::new();
+                let rows = read_pool(&pool, &mut problems)?;
+                pool.corrupt_unless_empty(problems)?;
+                Some(rows)
+            }
+        };
+        Ok(Snapshot { users, agents, inactive_agents, pool })
+    }
+}
+
+/// One of the Python Baal's files, open read-only.
+struct SqliteFile {
+    name: String,
+    conn: Connection,
+}
+
+impl SqliteFile {
+    fn open(path: &Path) -> Result<SqliteFile, ImportError> {
+        let name = path.display().to_string();
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|err| ImportError::Open { file: name.clone(), reason: err.to_string() })?;
+        Ok(SqliteFile { name, conn })
+    }
+
+    fn failed(&self, err: rusqlite::Error) -> ImportError {
+        ImportError::Open { file: self.name.clone(), reason: err.to_string() }
+    }
+
+    fn corrupt_unless_empty(&self, problems: Vec<Problem>) -> Result<(), ImportError> {
+        if problems.is_empty() { Ok(()) } else { Err(ImportError::Corrupt { file: self.name.clone(), problems }) }
+    }
+
+    /// Checks every table, index, view and trigger against `spec`; returns each known table's
+    /// columns.
+    fn check_schema(&self, spec: &FileSpec) -> Result<HashMap<&'static str, Vec<String>>, ImportError> {
+        let objects: Vec<(String, String)> = self
+            .conn
+            .prepare("SELECT type, name FROM sqlite_master ORDER BY type, name")
+            .and_then(|mut stmt| stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?.collect())
+            .map_err(|err| self.failed(err))?;
+        let mut problems = Vec::new();
+        let mut columns = HashMap::new();
+        for (kind, name) in &objects {
+            if name.starts_with("sqlite_") {
+                continue;
+            }
+            match (kind.as_str(), spec.tables.iter().find(|t| t.name == name)) {
+                ("table", Some(table)) => {
+                    let present = self.columns_of(name)?;
+                    problems.extend(column_problems(table, &present));
+                    columns.insert(table.name, present);
+                }
+                ("index", _) if spec.indexes.contains(&name.as_str()) => {}
+                _ => problems.push(format!("unknown {kind} {name}")),
+            }
+        }
+        for table in spec.tables.iter().filter(|t| t.required && !columns.contains_key(t.name)) {
+            problems.push(format!("no table {}", table.name));
+        }
+        if problems.is_empty() { Ok(columns) } else { Err(ImportError::Schema { file: self.name.clone(), problems }) }
+    }
+
+    fn columns_of(&self, table: &str) -> Result<Vec<String>, ImportError> {
+        self.conn
+            .prepare("SELECT name FROM pragma_table_info(?1)")
+            .and_then(|mut stmt| stmt.query_map([table], |row| row.get(0))?.collect())
+            .map_err(|err| self.failed(err))
+    }
+
+    /// Runs `SELECT columns FROM table ORDER BY its id` and hands each row to `each` with its id
+    /// (the first column).
+    fn each_row(
+        &self,
+        table: &'static str,
+        columns: &[&'static str],
+        mut each: impl FnMut(&mut Cells<'_, '_>),
+    ) -> Result<(), ImportError> {
+        // Names from the constants above, never from the file: nothing outside reaches this SQL.
+        let sql = format!("SELECT {} FROM {table} ORDER BY {}", columns.join(", "), columns[0]);
+        let mut stmt = self.conn.prepare(&sql).map_err(|err| self.failed(err))?;
+        let mut rows = stmt.query([]).map_err(|err| self.failed(err))?;
+        while let Some(row) = rows.next().map_err(|err| self.failed(err))? {
+            let id = row.get::<_, i64>(0).map_err(|err| self.failed(err))?;
+            each(&mut Cells { row, table, id, columns });
+        }
+        Ok(())
+    }
+}
+
+fn column_problems(table: &TableSpec, present: &[String]) -> Vec<String> {
+    let known = |c: &String| table.columns.iter().chain(table.later).any(|k| k == c);
+    let unknown = present.iter().filter(|c| !known(c)).map(|c| format!("unknown column {}.{c}", table.name));
+    let missing = table
+        .columns
+        .iter()
+        .filter(|c| !present.iter().any(|p| p == *c))
+        .map(|c| format!("table {} has no column {c}", table.name));
+    unknown.chain(missing).collect()
+}
+
+/// One row being read: each value converted, or a [`Problem`] naming its place.
+struct Cells<'a, 'r> {
+    row: &'a rusqlite::Row<'r>,
+    table: &'static str,
+    id: i64,
+    columns: &'a [&'static str],
+}
+
+impl Cells<'_, '_> {
+    fn place(&self, column: &'static str) -> Place {
+        Place { table: self.table, row: self.id, column }
+    }
+
+    /// The value of `column` converted by `convert`, or `None` with the problem recorded.
+    fn get<T>(
+        &self,
+        column: &'static str,
+        problems: &mut Vec<Problem>,
+        convert: impl FnOnce(ValueRef<'_>) -> Result<T, String>,
+    ) -> Option<T> {
+        let Some(index) = self.columns.iter().position(|c| *c == column) else {
+            problems.push(Problem { place: self.place(column), reason: "not read (a bug in the import)".into() });
+            return None;
+        };
+        let converted = match self.row.get_ref(index) {
+            Ok(value) => convert(value),
+            Err(err) => Err(err.to_string()),
+        };
+        converted.map_err(|reason| problems.push(Problem { place: self.place(column), reason })).ok()
+    }
+}
+
+fn kind(value: ValueRef<'_>) -> &'static str {
+    match value {
+        ValueRef::Null => "NULL",
+        ValueRef::Integer(_) => "a whole number",
+        ValueRef::Real(_) => "a decimal number",
+        ValueRef::Text(_) => "text",
+        ValueRef::Blob(_) => "binary data",
+    }
+}
+
+fn integer(value: ValueRef<'_>) -> Result<i64, String> {
+    match value {
+        ValueRef::Integer(n) => Ok(n),
+        other => Err(format!("{} where a whole number belongs", kind(other))),
+    }
+}
+
+fn text(value: ValueRef<'_>) -> Result<String, String> {
+    match value {
+        ValueRef::Text(bytes) => {
+            std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| "text that is not UTF-8".into())
+        }
+        other => Err(format!("{} where text belongs", kind(other))),
+    }
+}
+
+/// Text, or `None` for NULL and the empty string (which the Python Baal reads as "none").
+fn optional_text(value: ValueRef<'_>) -> Result<Option<String>, String> {
+    match value {
+        ValueRef::Null => Ok(None),
+        other => text(other).map(|t| Some(t).filter(|t| !t.is_empty())),
+    }
+}
+
+/// A SQLite boolean: 0 or 1; NULL reads as `null_means`.
+fn flag(value: ValueRef<'_>, null_means: bool) -> Result<bool, String> {
+    match value {
+        ValueRef::Null => Ok(null_means),
+        ValueRef::Integer(0) => Ok(false),
+        ValueRef::Integer(1) => Ok(true),
+        ValueRef::Integer(n) => Err(format!("{n} where 0 or 1 belongs")),
+        other => Err(format!("{} where 0 or 1 belongs", kind(other))),
+    }
+}
+
+/// A time as the Python Baal writes them: `datetime.isoformat()` of an aware UTC time
+/// (`2026-02-10T00:17:05.123456+00:00`), or SQLite's `datetime('now')` (`2026-02-10 00:17:05`,
+/// UTC) from a column default.
+fn timestamp(value: ValueRef<'_>) -> Result<DateTime<Utc>, String> {
+    let text = text(value)?;
+    let text = text.trim();
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.to_utc());
+    }
+    if let Ok(at) = DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%:z") {
+        return Ok(at.to_utc());
+    }
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+        .map(|naive| naive.and_utc())
+        .ok_or_else(|| format!("{text:?} is not a date and time"))
+}
+
+fn word<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str, value: ValueRef<'_>) -> Result<T, String> {
+    let text = text(value)?;
+    all.iter().copied().find(|w| name(*w) == text).ok_or_else(|| {
+        let known: Vec<&str> = all.iter().map(|w| name(*w)).collect();
+        format!("{text:?} is none of {}", known.join(", "))
+    })
+}
+
+/// A user as read: the key still a token.
+struct RawUser {
+    id: i64,
+    api_key: Option<String>,
+    show_tools: bool,
+}
+
+fn read_users(
+    file: &SqliteFile,
+    columns: &HashMap<&'static str, Vec<String>>,
+    problems: &mut Vec<Problem>,
+) -> Result<Vec<RawUser>, ImportError> {
+    let has_show_tools = columns.get(USERS).is_some_and(|c| c.iter().any(|c| c == "show_tools"));
+    let wanted: &[&str] =
+        if has_show_tools { &["telegram_id", "api_key", "show_tools"] } else { &["telegram_id", "api_key"] };
+    let mut users = Vec::new();
+    file.each_row(USERS, wanted, |cells| {
+        let api_key = cells.get("api_key", problems, optional_text);
+        // Added later: older databases have no such column, and every user saw tool notices.
+        let show_tools = if has_show_tools { cells.get("show_tools", problems, |v| flag(v, true)) } else { Some(true) };
+        if let (Some(api_key), Some(show_tools)) = (api_key, show_tools) {
+            users.push(RawUser { id: cells.id, api_key, show_tools });
+        }
+    })?;
+    Ok(users)
+}
+
+/// An agent as read: the secret still a token.
+struct RawAgent {
+    agent: PyAgent,
+    token: Option<String>,
+}
+
+fn read_agents(file: &SqliteFile, problems: &mut Vec<Problem>) -> Result<(Vec<RawAgent>, Vec<i64>), ImportError> {
+    let (mut agents, mut inactive) = (Vec::new(), Vec::new());
+    file.each_row(AGENTS, AGENT_COLUMNS, |cells| {
+        // Only `is_active = 1` is an agent the Python Baal shows (its queries ask exactly that);
+        // the rest of a deleted agent's row is not read, so its leftovers block nothing.
+        match cells.get("is_active", problems, |v| flag(v, false)) {
+            Some(true) => {}
+            Some(false) => return inactive.push(cells.id),
+            None => return,
+        }
+        if let Some(agent) = read_agent(cells, problems) {
+            agents.push(agent);
+        }
+    })?;
+    Ok((agents, inactive))
+}
+
+fn read_agent(cells: &Cells<'_, '_>, problems: &mut Vec<Problem>) -> Option<RawAgent> {
+    let owner_id = cells.get("owner_id", problems, integer);
+    let name = cells.get("name", problems, text);
+    let system_prompt = cells.get("system_prompt", problems, text);
+    let model = cells.get("model", problems, text);
+    let status = cells.get("deployment_status", problems, |v| word(&PyStatus::ALL, PyStatus::as_str, v));
+    let instance_hash = cells.get("instance_hash", problems, optional_text);
+    // Misnamed in the Python Baal: the CRN host's IPv4 it reaches over SSH.
+    let vm_host = cells.get("vm_ipv6", problems, optional_text);
+    let vm_url = cells.get("vm_url", problems, optional_text);
+    let crn_url = cells.get("crn_url", problems, optional_text);
+    let token = cells.get("auth_token", problems, optional_text);
+    let created_at = cells.get("created_at", problems, timestamp);
+    let mut deployment = Deployment::default();
+    deployment.instance_hash = instance_hash?;
+    deployment.vm_host = vm_host?;
+    deployment.vm_url = vm_url?;
+    deployment.crn_url = crn_url?;
+    let agent = PyAgent {
+        id: cells.id,
+        owner_id: owner_id?,
+        name: name?,
+        system_prompt: system_prompt?,
+        model: model?,
+        status: status?,
+        deployment,
+        token: None,
+        created_at: created_at?,
+    };
+    Some(RawAgent { agent, token: token? })
+}
+
+fn read_pool(file: &SqliteFile, problems: &mut Vec<Problem>) -> Result<Vec<PyPoolVm>, ImportError> {
+    let mut vms = Vec::new();
+    file.each_row(VM_POOL, POOL_COLUMNS, |cells| {
+        let Some(status) = cells.get("status", problems, |v| word(&PyPoolStatus::ALL, PyPoolStatus::as_str, v)) else {
+            return;
+        };
+        // `'pending'` is the placeholder of a row whose instance was not created (or not known) yet.
+        let Some(instance_hash) = cells.get("instance_hash", problems, optional_text) else { return };
+        let instance_hash = instance_hash.filter(|h| h != "pending");
+        let mut vm = PyPoolVm { id: cells.id, status, instance_hash, deployment: Deployment::default() };
+        if matches!(status, PyPoolStatus::Warm | PyPoolStatus::Claimed) {
+            if vm.instance_hash.is_none() {
+                problems.push(Problem {
+                    place: cells.place("instance_hash"),
+                    reason: format!("a {} VM without an instance hash", status.as_str()),
+                });
+            }
+            let host = cells.get("vm_ip", problems, text);
+            let crn = cells.get("crn_url", problems, text);
+            let url = cells.get("vm_url", problems, optional_text);
+            let port = cells.get("ssh_port", problems, |v| {
+                integer(v).and_then(|n| u16::try_from(n).ok().filter(|p| *p > 0).ok_or(format!("{n} is not a port")))
+            });
+            let (Some(host), Some(crn), Some(url), Some(port)) = (host, crn, url, port) else { return };
+            vm.deployment.vm_host = Some(host);
+            vm.deployment.crn_url = Some(crn);
+            vm.deployment.vm_url = url;
+            vm.deployment.ssh_port = Some(port);
+        }
+        vms.push(vm);
+    })?;
+    Ok(vms)
+}
+
+/// Opens every token with `key`. A key that opens none of them is the wrong key; a token that
+/// does not open when others do was altered (or written with another key), and is named.
+fn open_tokens(
+    file: &SqliteFile,
+    key: &PythonKey,
+    users: Vec<RawUser>,
+    agents: Vec<RawAgent>,
+) -> Result<(Vec<PyUser>, Vec<PyAgent>), ImportError> {
+    let mut opener = Opener { key, opened: 0, rejected: Vec::new(), problems: Vec::new() };
+    let users: Vec<PyUser> = users
+        .into_iter()
+        .map(|u| PyUser {
+            id: u.id,
+            api_key: opener.open(Place { table: USERS, row: u.id, column: "api_key" }, u.api_key),
+            show_tools: u.show_tools,
+        })
+        .collect();
+    let agents: Vec<PyAgent> = agents
+        .into_iter()
+        .map(|raw| {
+            let place = Place { table: AGENTS, row: raw.agent.id, column: "auth_token" };
+            PyAgent { token: opener.open(place, raw.token), ..raw.agent }
+        })
+        .collect();
+    if opener.opened == 0
+        && let Some(first) = opener.rejected.first()
+    {
+        return Err(ImportError::WrongKey { file: file.name.clone(), first: first.clone() });
+    }
+    let mut problems = opener.problems;
+    problems.extend(opener.rejected.into_iter().map(|place| Problem {
+        place,
+        reason:
+            "this token does not open with the key that opens the others (altered, or written with another key)".into(),
+    }));
+    file.corrupt_unless_empty(problems)?;
+    Ok((users, agents))
+}
+
+struct Opener<'k> {
+    key: &'k PythonKey,
+    opened: usize,
+    rejected: Vec<Place>,
+    problems: Vec<Problem>,
+}
+
+impl Opener<'_> {
+    fn open(&mut self, place: Place, token: Option<String>) -> Option<SecretString> {
+        match self.key.open(&token?) {
+            Ok(plain) => {
+                self.opened += 1;
+                Some(plain)
+            }
+            Err(TokenError::Rejected) => {
+                self.rejected.push(place);
+                None
+            }
+            Err(TokenError::Malformed(reason)) => {
+                self.problems.push(Problem { place, reason });
+                None
+            }
+        }
+    }
+}
