@@ -2,7 +2,9 @@
 //! (`testing::python_baal`), into SQLite and PostgreSQL stores.
 
 use baal_core::domain::{Agent, AgentRuntime, AgentStatus, NewAgent, Payer, PoolStatus, PoolVm, User};
-use baal_core::import::python::{self, AgentAction, ImportError, Plan, Progress, PythonKey, Report, Snapshot, Source};
+use baal_core::import::python::{
+    self, AgentAction, ImportError, Plan, Progress, PythonKey, Report, Snapshot, Source, check_apart,
+};
 use baal_core::secrets::{SealContext, SecretBox, generate_key};
 use baal_core::store::{AgentFilter, PoolStore, SqlStore, Store};
 use baal_core::testing::db;
@@ -405,5 +407,21 @@ async fn without_pool_db_no_vm_is_imported() {
     let shown = format!("{report:?}{}", serde_json::to_string(&report).unwrap());
     for secret in [files.key_text(), "sk-alice-libertai", "agent-1-secret"] {
         assert!(!shown.contains(secret), "{shown}");
+    }
+}
+
+#[test]
+fn the_store_is_never_one_of_the_files_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = python_baal().write(dir.path());
+    let source = files.source();
+    let (baal, pool) = (files.baal_db.display().to_string(), files.pool_db.display().to_string());
+    for url in [format!("sqlite://{baal}?mode=rwc"), format!("sqlite:{baal}"), format!("sqlite://{pool}")] {
+        let err = check_apart(&source, &url).unwrap_err();
+        assert!(matches!(err, ImportError::SameFile { .. }) && err.is_bad_input(), "{url}: {err:?}");
+    }
+    let elsewhere = dir.path().join("ours.db").display().to_string();
+    for url in [format!("sqlite://{elsewhere}?mode=rwc"), "sqlite::memory:".into(), db::postgres_url()] {
+        check_apart(&source, &url).unwrap_or_else(|err| panic!("{url}: {err}"));
     }
 }

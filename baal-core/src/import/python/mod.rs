@@ -53,7 +53,7 @@ use std::fmt;
 
 pub use key::PythonKey;
 pub use plan::{AgentAction, AgentCounts, AgentLine, Plan, PoolCounts, PoolLeak, Report, UserCounts};
-pub use read::{Snapshot, Source};
+pub use read::{Snapshot, Source, check_apart};
 pub use write::Progress;
 
 use crate::secrets::{SecretBox, SecretsError};
@@ -163,6 +163,15 @@ pub enum ImportError {
         /// Each value, with where it is.
         problems: Vec<Problem>,
     },
+    /// The store to import into is one of the files to import from.
+    #[error(
+        "the database to import into is {file}, the Python Baal's own file; nothing was written. Set \
+         DATABASE_URL (or --database-url) to this platform's database, a new file or PostgreSQL"
+    )]
+    SameFile {
+        /// The file.
+        file: String,
+    },
     /// There are pool VMs to import, but the store keeps no pool.
     #[error("pool.db has {vms} warm VM(s) to import, but this store keeps no VM pool")]
     NoPool {
@@ -188,6 +197,7 @@ impl ImportError {
                 | ImportError::Schema { .. }
                 | ImportError::WrongKey { .. }
                 | ImportError::Corrupt { .. }
+                | ImportError::SameFile { .. }
         )
     }
 }

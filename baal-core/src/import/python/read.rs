@@ -37,6 +37,25 @@ impl Source {
     }
 }
 
+/// Refuses a `database_url` (the store's) that is one of `source`'s files: with the default
+/// `sqlite://baal.db` and the Python Baal's `baal.db` in the same directory, the store would
+/// otherwise migrate the file it imports from.
+pub fn check_apart(source: &Source, database_url: &str) -> Result<(), ImportError> {
+    let Some(rest) = database_url.strip_prefix("sqlite:") else { return Ok(()) };
+    let path = rest.trim_start_matches("//").split('?').next().unwrap_or_default();
+    if path.is_empty() || path.contains(":memory:") {
+        return Ok(());
+    }
+    // A store file that does not exist yet is no file of the source, which must exist.
+    let Ok(store) = std::fs::canonicalize(path) else { return Ok(()) };
+    for file in std::iter::once(&source.baal_db).chain(&source.pool_db) {
+        if std::fs::canonicalize(file).is_ok_and(|f| f == store) {
+            return Err(ImportError::SameFile { file: file.display().to_string() });
+        }
+    }
+    Ok(())
+}
+
 /// A table the Python Baal writes: the columns its first version had, and those added later
 /// (missing from older databases, never written back by its code: it has no migrations).
 struct TableSpec {
