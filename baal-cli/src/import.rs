@@ -115,7 +115,7 @@ fn sealing_key(settings: &Settings, dry_run: bool) -> anyhow::Result<SecretBox> 
 fn progress_lines(total: usize) -> impl FnMut(Progress) + Send {
     let every = (total / 20).max(100);
     move |p: Progress| {
-        if p.done % every == 0 || p.done == p.total {
+        if p.done.is_multiple_of(every) || p.done == p.total {
             eprintln!("import: {}/{} written ({}%)", p.done, p.total, p.done * 100 / p.total.max(1));
         }
     }

@@ -167,4 +167,14 @@ mod tests {
         assert!(!is_settings_error(&other));
         assert_eq!(exit_code(&other), ExitCode::FAILURE);
     }
+
+    #[cfg(feature = "import")]
+    #[test]
+    fn bad_import_input_exits_2_and_a_store_failure_1() {
+        use crate::import::python::ImportError;
+        let schema = ImportError::Schema { file: "baal.db".into(), problems: vec!["unknown table extras".into()] };
+        assert_eq!(exit_code(&schema), ExitCode::from(2));
+        let store = ImportError::Store(crate::store::StoreError::Database("connection reset".into()));
+        assert_eq!(exit_code(&store), ExitCode::FAILURE, "trying again may work");
+    }
 }

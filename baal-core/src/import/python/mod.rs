@@ -47,6 +47,7 @@
 mod key;
 mod plan;
 mod read;
+mod schema;
 mod write;
 
 use std::fmt;
