@@ -181,7 +181,7 @@ pub enum ImportError {
     },
     /// The store failed while planning or writing. What was written stays; importing again
     /// finishes the job.
-    #[error("{0} (importing again finishes what was started)")]
+    #[error("{0} (once the database answers, import again: it finishes what an earlier import started)")]
     Store(#[from] StoreError),
     /// Sealing a secret failed.
     #[error("cannot seal a secret: {0}")]
