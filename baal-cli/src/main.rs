@@ -1,7 +1,7 @@
 //! `baal-cli`: the operator's tool. Lists and deletes agents, shows users and usage (messages,
 //! and tokens with their estimated cost), generates keys, checks the setup, runs migrations,
 //! signs Aleph messages for inspection, reconciles the wallet's Aleph instances with the database,
-//! and runs `console`, a terminal front-end over the platform.
+//! imports the Python Baal's databases, and runs `console`, a terminal front-end over the platform.
 
 #![forbid(unsafe_code)]
 
@@ -9,6 +9,7 @@ mod agents;
 mod aleph;
 mod console;
 mod doctor;
+mod import;
 mod usage;
 mod users;
 
@@ -55,6 +56,9 @@ enum Command {
     Aleph(aleph::AlephCommand),
     /// Run Baal in this terminal: one local user, commands with `/`, buttons with `!press`.
     Console(console::ConsoleArgs),
+    /// Bring another Baal's data into this database: `import python` for the Python Baal's.
+    #[command(subcommand)]
+    Import(import::ImportCommand),
 }
 
 fn main() -> ExitCode {
@@ -110,6 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => doctor::run(settings(), args).await,
         Command::Aleph(command) => aleph::run(&settings()?, command).await,
         Command::Console(args) => console::run(settings()?, args).await,
+        Command::Import(command) => import::run(&settings()?, command).await,
     }
 }
 

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use baal_core::domain::{AgentId, AgentStatus, Deployment, EventOutcome, NewAgent};
+use baal_core::secrets::{SealContext, SecretBox};
 use baal_core::store::{SqlStore, Store};
+use baal_core::testing::python_baal::{PyAgent, PyPoolVm, PyUser, PythonBaal, PythonFiles};
 
 struct Run {
     code: i32,
@@ -726,4 +728,156 @@ async fn aleph_reconcile_lists_the_wallet_and_forgets_the_unknown_with_yes() {
     let after = baal_cli_async(dir.path(), &env, &["aleph", "reconcile", "--json"]).await;
     let report: serde_json::Value = serde_json::from_str(&after.stdout).unwrap();
     assert_eq!(report["instances"].as_array().unwrap().len(), 2, "a forgotten instance is no longer listed");
+}
+
+/// This platform's sealing key in the import tests.
+const OUR_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// A Python Baal with a user who has a key, a running agent, a deleted one, and a warm and a
+/// provisioning pool VM, written into `dir`.
+fn python_baal(dir: &Path) -> PythonFiles {
+    PythonBaal::new()
+        .with_user(PyUser::new(100).with_api_key("sk-python-user-key"))
+        .with_agent(PyAgent::new(7, 100, "Helper").running("ab".repeat(32), "192.0.2.7", "https://h.2n6.me", "tok-7"))
+        .with_agent(PyAgent::new(8, 100, "Gone").deleted())
+        .with_pool_vm(PyPoolVm::new(1, "warm", "cd".repeat(32)))
+        .with_pool_vm(PyPoolVm::new(2, "provisioning", "ef".repeat(32)))
+        .write(dir)
+}
+
+fn assert_no_secret(run: &Run, files: &PythonFiles) {
+    let shown = format!("{}\n{}", run.stdout, run.stderr);
+    for secret in [files.key_text(), OUR_KEY, "sk-python-user-key", "tok-7"] {
+        assert!(!shown.contains(secret), "a secret was printed: {shown}");
+    }
+}
+
+/// `import python`: a dry run that writes nothing, the import with its progress, then a second
+/// import that changes nothing and says so; the JSON report for scripts.
+#[tokio::test]
+async fn import_python_dry_run_then_import_then_nothing_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = tempfile::tempdir().unwrap();
+    let files = python_baal(python.path());
+    let url = sqlite_url(dir.path());
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("BOT_ENCRYPTION_KEY", OUR_KEY),
+        ("PYTHON_BOT_ENCRYPTION_KEY", files.key_text()),
+    ];
+    let (db, pool) = (files.baal_db.to_str().unwrap(), files.pool_db.to_str().unwrap());
+    let import = ["import", "python", "--db", db, "--pool-db", pool];
+
+    let dry = baal_cli(dir.path(), &env, &[&import[..], &["--dry-run"]].concat());
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(dry.stdout.starts_with("Dry run: nothing was written."), "{}", dry.stdout);
+    let line = format!(
+        "agent 7 → create: \"Helper\", owner 100, running (Python: running), paid by owner, VM {}",
+        "ab".repeat(32)
+    );
+    assert!(dry.stdout.contains(&line), "{}", dry.stdout);
+    assert!(dry.stdout.contains("1 deleted in Python (skipped)"), "{}", dry.stdout);
+    assert!(dry.stdout.contains(&format!("pool.db row 2 (provisioning): {}", "ef".repeat(32))), "{}", dry.stdout);
+    assert!(dry.stdout.contains("without --dry-run"), "{}", dry.stdout);
+    assert_no_secret(&dry, &files);
+    let store = SqlStore::open(&url).await.unwrap();
+    assert!(store.users_list().await.unwrap().is_empty(), "a dry run writes nothing");
+
+    let real = baal_cli(dir.path(), &env, &import);
+    assert_eq!(real.code, 0, "{}", real.stderr);
+    assert!(real.stdout.contains("agent 7 → created as agent 1"), "{}", real.stdout);
+    assert!(real.stdout.contains("Users: 1 created"), "{}", real.stdout);
+    assert!(real.stdout.contains("Pool: 1 warm VM(s) added"), "{}", real.stdout);
+    assert!(real.stderr.contains("import: 3/3 written (100%)"), "progress on stderr: {}", real.stderr);
+    assert_no_secret(&real, &files);
+    let agent = store.agent_by_python_id(7).await.unwrap().unwrap();
+    assert_eq!((agent.slug.as_str(), agent.status), ("7", AgentStatus::Running));
+    let sealed = store.user_get(100).await.unwrap().unwrap().api_key_sealed.unwrap();
+    let ours = SecretBox::from_encoded_key(OUR_KEY).unwrap();
+    let key = ours.open_str_for(&SealContext::user_api_key(100), &sealed).unwrap();
+    assert_eq!(secrecy::ExposeSecret::expose_secret(&key), "sk-python-user-key");
+
+    let again = baal_cli(dir.path(), &env, &import);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(again.stdout.contains("Nothing to change: everything was imported before."), "{}", again.stdout);
+    assert!(again.stdout.contains("agent 7 → already agent 1, unchanged"), "{}", again.stdout);
+    let json = baal_cli(dir.path(), &env, &[&import[..], &["--json"]].concat());
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!((report["dry_run"].as_bool(), report["agents"]["unchanged"].as_u64()), (Some(false), Some(1)));
+    assert_eq!(report["agent_lines"][0]["action"], "unchanged");
+    assert_no_secret(&json, &files);
+}
+
+/// A missing, malformed or wrong Python key, a file that is not there, or a flag that would put
+/// the key on the command line: exit 2, the setting named, the key never printed.
+#[test]
+fn import_python_refuses_bad_keys_with_exit_2_and_never_prints_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = python_baal(dir.path());
+    let url = sqlite_url(&dir.path().join("ours"));
+    std::fs::create_dir(dir.path().join("ours")).unwrap();
+    let env = |python: &'static str| {
+        [
+            ("DATABASE_URL", url.clone()),
+            ("BOT_ENCRYPTION_KEY", OUR_KEY.into()),
+            ("PYTHON_BOT_ENCRYPTION_KEY", python.into()),
+        ]
+    };
+    let import = ["import", "python", "--db", "baal.db", "--pool-db", "pool.db", "--dry-run"];
+    let run = |env: &[(&str, String)], args: &[&str]| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        baal_cli(dir.path(), &env, args)
+    };
+
+    // Empty counts as unset.
+    let missing = run(&env(""), &import);
+    assert_eq!(missing.code, 2, "{}", missing.stderr);
+    assert!(missing.stderr.contains("PYTHON_BOT_ENCRYPTION_KEY: not set"), "{}", missing.stderr);
+
+    let malformed = run(&env("not-a-fernet-key-but-secret"), &import);
+    assert_eq!(malformed.code, 2, "{}", malformed.stderr);
+    assert!(malformed.stderr.contains("PYTHON_BOT_ENCRYPTION_KEY: not a Fernet key"), "{}", malformed.stderr);
+    assert!(!malformed.stderr.contains("not-a-fernet-key-but-secret"), "{}", malformed.stderr);
+
+    // The Fernet specification's key: a real key, but not this Python Baal's.
+    let wrong = run(&env("cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4="), &import);
+    assert_eq!(wrong.code, 2, "{}", wrong.stderr);
+    assert!(wrong.stderr.contains("does not open the tokens in baal.db"), "{}", wrong.stderr);
+    assert!(!wrong.stderr.contains("cw_0x689RpI"), "{}", wrong.stderr);
+    assert_no_secret(&wrong, &files);
+
+    let on_command_line = run(&env(""), &[&import[..], &["--python-key", files.key_text()]].concat());
+    assert_eq!(on_command_line.code, 2, "no such flag: {}", on_command_line.stderr);
+    assert!(on_command_line.stderr.contains("--python-key"), "{}", on_command_line.stderr);
+
+    std::fs::write(dir.path().join("python.key"), format!("{}\n", files.key_text())).unwrap();
+    let from_file = run(
+        &env("cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4="),
+        &[&import[..], &["--python-key-file", "python.key"]].concat(),
+    );
+    assert_eq!(from_file.code, 0, "the file wins over the variable: {}", from_file.stderr);
+    assert_no_secret(&from_file, &files);
+    let no_file = run(&env(""), &[&import[..], &["--python-key-file", "nope.key"]].concat());
+    assert_eq!(no_file.code, 2, "{}", no_file.stderr);
+    assert!(no_file.stderr.contains("--python-key-file nope.key"), "{}", no_file.stderr);
+
+    let no_db = run(&env(""), &["import", "python", "--db", "elsewhere.db", "--python-key-file", "python.key"]);
+    assert_eq!(no_db.code, 2, "{}", no_db.stderr);
+    assert!(no_db.stderr.contains("cannot read elsewhere.db"), "{}", no_db.stderr);
+    assert!(!dir.path().join("elsewhere.db").exists(), "read-only: nothing created");
+}
+
+/// Run beside the Python Baal's files without DATABASE_URL, the default `sqlite://baal.db` is the
+/// Python Baal's own file: refused, the file untouched.
+#[test]
+fn import_python_never_writes_into_the_file_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = python_baal(dir.path());
+    let before = std::fs::read(&files.baal_db).unwrap();
+    let env = [("BOT_ENCRYPTION_KEY", OUR_KEY), ("PYTHON_BOT_ENCRYPTION_KEY", files.key_text())];
+    let run = baal_cli(dir.path(), &env, &["import", "python", "--db", "baal.db"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("the Python Baal's own file"), "{}", run.stderr);
+    assert!(run.stderr.contains("DATABASE_URL"), "says what to set: {}", run.stderr);
+    assert_eq!(std::fs::read(&files.baal_db).unwrap(), before);
 }

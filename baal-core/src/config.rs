@@ -127,6 +127,9 @@ pub struct Settings {
     pub aleph_rootfs: Option<String>,
     /// `BOT_ENCRYPTION_KEY`: 32 bytes (base64 or hex) sealing secrets at rest.
     pub bot_encryption_key: Option<SecretString>,
+    /// `PYTHON_BOT_ENCRYPTION_KEY`: the Python Baal's Fernet key (its `BOT_ENCRYPTION_KEY`), read
+    /// only by `baal-cli import python` to open the tokens in its `baal.db`.
+    pub python_bot_encryption_key: Option<SecretString>,
     /// `DATABASE_URL`; SQLite `./baal.db` by default.
     pub database_url: String,
     /// `LOG_FORMAT`: `text` (default; coloured only on a terminal) or `json`.
@@ -259,6 +262,7 @@ impl Settings {
             aleph_vm_disk_mib: env.number("ALEPH_VM_DISK_MIB", "a whole number of MiB")?.unwrap_or(20480),
             aleph_rootfs: env.text("ALEPH_ROOTFS"),
             bot_encryption_key: env.secret("BOT_ENCRYPTION_KEY"),
+            python_bot_encryption_key: env.secret("PYTHON_BOT_ENCRYPTION_KEY"),
             database_url: env.text("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
             log_format: crate::ops::LogFormat::parse(env.text(crate::ops::LOG_FORMAT).as_deref())?,
             metrics_addr: env.number("METRICS_ADDR", "an address and port such as 127.0.0.1:9464")?,
@@ -399,6 +403,7 @@ impl fmt::Debug for Settings {
             .field("aleph_domain_gateway_url", &self.aleph_domain_gateway_url)
             .field("aleph_channel", &self.aleph_channel)
             .field("bot_encryption_key", &set(&self.bot_encryption_key))
+            .field("python_bot_encryption_key", &set(&self.python_bot_encryption_key))
             .field("database_url", &redact_url_password(&self.database_url))
             .field("log_format", &self.log_format)
             .field("metrics_addr", &self.metrics_addr)
@@ -643,6 +648,7 @@ mod tests {
             ("LIBERTAI_API_KEY", "SECRET-libertai"),
             ("ALEPH_PRIVATE_KEY", "SECRET-aleph-key"),
             ("BOT_ENCRYPTION_KEY", "SECRET-encryption"),
+            ("PYTHON_BOT_ENCRYPTION_KEY", "SECRET-python-fernet"),
             ("BRAVE_API_KEY", "SECRET-brave"),
             ("DATABASE_URL", "postgres://baal:SECRET-db-password@127.0.0.1/baal"),
         ];
@@ -651,6 +657,7 @@ mod tests {
         assert!(!shown.contains("SECRET"), "{shown}");
         assert!(shown.contains("postgres://baal:***@127.0.0.1/baal"));
         assert_eq!(s.libertai_api_key.unwrap().expose_secret(), "SECRET-libertai");
+        assert_eq!(s.python_bot_encryption_key.unwrap().expose_secret(), "SECRET-python-fernet");
     }
 
     #[test]

@@ -47,6 +47,7 @@
 //!   [`agent_env`]: the one description of a deployed agent's environment.
 //! - [`agent`]: the agent runtime served by `baal-agent`.
 //! - [`platform`]: the bot's brain; front-ends implement [`Messenger`](platform::Messenger).
+//! - `import` (feature `import`): bringing the Python Baal's databases into the store.
 //! - [`telemetry`]: the names of Baal's metrics, the Prometheus recorder (`prometheus`) and the
 //!   bot's `/metrics`, `/healthz` and `/readyz` server (`telemetry`).
 //! - `testing` (feature `testing`): loopback doubles for tests and examples (a scripted
@@ -66,10 +67,11 @@
 //! | `agent`    | yes     | [`agent`]: the agent runtime (loop, tools, history, heartbeat) |
 //! | `prometheus` | no    | `telemetry::install`: the Prometheus recorder (what `baal-agent` needs) |
 //! | `telemetry` | no     | `telemetry::serve`: `/metrics`, `/healthz`, `/readyz` for the bot (implies `prometheus`) |
+//! | `import`   | no      | `import::python`: the Python Baal's `baal.db` and `pool.db` into the store (implies `store`) |
 //! | `testing`  | no      | `testing`: loopback doubles for tests and examples |
 //!
 //! [`domain`], [`metering`], [`env`](mod@env), [`secrets`], [`inference`], [`wire`], [`agent_env`] and the [`deploy`]
-//! traits are always present; `store`, `platform`, `local` and `aleph` bring `client`. For
+//! traits are always present; `store`, `platform`, `local`, `aleph` and `import` bring `client`. For
 //! example, an in-house agent runner takes `default-features = false, features = ["agent"]`,
 //! without the platform, either deployer, or the bot's settings and client.
 //!
@@ -138,6 +140,8 @@ pub mod config;
 pub mod deploy;
 pub mod domain;
 pub mod env;
+#[cfg(feature = "import")]
+pub mod import;
 pub mod inference;
 pub mod metering;
 pub mod ops;

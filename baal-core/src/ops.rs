@@ -74,13 +74,15 @@ pub fn init_logs(format: LogFormat, default_filter: &str) {
     };
 }
 
-/// The exit code for the error that ended a binary: 2 when a setting (or the usage) is wrong, so a
-/// supervisor does not restart it in a loop (`RestartPreventExitStatus=2`), else 1.
+/// The exit code for the error that ended a binary: 2 when a setting (or the usage, or an import's
+/// input) is wrong, so a supervisor does not restart it in a loop (`RestartPreventExitStatus=2`),
+/// else 1.
 pub fn exit_code(error: &(dyn std::error::Error + 'static)) -> ExitCode {
     if is_settings_error(error) { ExitCode::from(2) } else { ExitCode::FAILURE }
 }
 
-/// Whether `error`, or anything it wraps, says a setting is missing or malformed.
+/// Whether `error`, or anything it wraps, says a setting is missing or malformed (or an import's
+/// input is bad).
 pub fn is_settings_error(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(error);
     while let Some(error) = current {
@@ -89,6 +91,12 @@ pub fn is_settings_error(error: &(dyn std::error::Error + 'static)) -> bool {
         }
         #[cfg(feature = "platform")]
         if error.downcast_ref::<crate::platform::PlatformError>().is_some_and(|e| e.is_settings()) {
+            return true;
+        }
+        // Bad input to an import (a path, the Python key, the files' contents) is fixed the same
+        // way: by the operator, not by trying again.
+        #[cfg(feature = "import")]
+        if error.downcast_ref::<crate::import::python::ImportError>().is_some_and(|e| e.is_bad_input()) {
             return true;
         }
         current = error.source();
@@ -172,5 +180,15 @@ mod tests {
         let other = std::io::Error::other("disk full");
         assert!(!is_settings_error(&other));
         assert_eq!(exit_code(&other), ExitCode::FAILURE);
+    }
+
+    #[cfg(feature = "import")]
+    #[test]
+    fn bad_import_input_exits_2_and_a_store_failure_1() {
+        use crate::import::python::ImportError;
+        let schema = ImportError::Schema { file: "baal.db".into(), problems: vec!["unknown table extras".into()] };
+        assert_eq!(exit_code(&schema), ExitCode::from(2));
+        let store = ImportError::Store(crate::store::StoreError::Database("connection reset".into()));
+        assert_eq!(exit_code(&store), ExitCode::FAILURE, "trying again may work");
     }
 }
