@@ -1,5 +1,6 @@
 //! Test doubles on loopback, for this crate's tests and for embedders: a scripted
-//! OpenAI-compatible server, fakes of the Aleph API and CRN, and an in-memory `Messenger`.
+//! OpenAI-compatible server, fakes of the Aleph API and CRN, a loopback SSH "VM" (with, in
+//! `python_vm`, a Python Baal VM to convert), and an in-memory `Messenger`.
 //! Every double is a real server or a real implementation of a trait; none skips the code under
 //! test.
 
@@ -11,5 +12,7 @@ pub mod internet;
 #[cfg(feature = "platform")]
 pub mod messenger;
 pub mod openai;
+#[cfg(feature = "aleph")]
+pub mod python_vm;
 #[cfg(feature = "aleph")]
 pub mod ssh;
