@@ -109,6 +109,10 @@ pub struct Settings {
     pub aleph_ssh_pubkey: Option<String>,
     /// `ALEPH_SSH_PRIVKEY_PATH`: the matching private key file.
     pub aleph_ssh_privkey_path: PathBuf,
+    /// `PYTHON_SSH_PRIVKEY_PATH`: the Python Baal's SSH private key (its `ALEPH_SSH_PRIVKEY_PATH`,
+    /// RSA from `ssh-keygen` by default), tried when a VM imported from there refuses Baal's key
+    /// while converting its agent; Baal's key is then installed on the VM. Unset: not tried.
+    pub python_ssh_privkey_path: Option<PathBuf>,
     /// `ALEPH_API_URL`: message API, balance and status.
     pub aleph_api_url: String,
     /// `ALEPH_CRN_LIST_URL`.
@@ -253,6 +257,7 @@ impl Settings {
                 .text("ALEPH_SSH_PRIVKEY_PATH")
                 .map(|p| expand_home(&p))
                 .unwrap_or_else(|| expand_home("~/.ssh/id_ed25519")),
+            python_ssh_privkey_path: env.text("PYTHON_SSH_PRIVKEY_PATH").map(|p| expand_home(&p)),
             aleph_api_url: env.url("ALEPH_API_URL", "https://api2.aleph.im")?,
             aleph_crn_list_url: env.url("ALEPH_CRN_LIST_URL", "https://crns-list.aleph.sh/crns.json")?,
             aleph_domain_gateway_url: env.url("ALEPH_DOMAIN_GATEWAY_URL", "https://api.2n6.me")?,
@@ -398,6 +403,7 @@ impl fmt::Debug for Settings {
             .field("aleph_private_key", &set(&self.aleph_private_key))
             .field("aleph_ssh_pubkey", &self.aleph_ssh_pubkey)
             .field("aleph_ssh_privkey_path", &self.aleph_ssh_privkey_path)
+            .field("python_ssh_privkey_path", &self.python_ssh_privkey_path)
             .field("aleph_api_url", &self.aleph_api_url)
             .field("aleph_crn_list_url", &self.aleph_crn_list_url)
             .field("aleph_domain_gateway_url", &self.aleph_domain_gateway_url)

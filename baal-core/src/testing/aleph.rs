@@ -498,6 +498,19 @@ struct CrnState {
     erased: Vec<String>,
 }
 
+impl CrnState {
+    /// Lists `hash` as running here, its SSH port mapped to the SSH target.
+    fn run(&mut self, hash: &str) {
+        let (host, port) = self.ssh.clone();
+        self.executions.insert(
+            hash.to_owned(),
+            json!({"networking": {"ipv4_network": "172.16.5.0/24", "host_ipv4": host, "ipv6_ip": "fd00::1",
+                    "mapped_ports": {"22": {"host": port, "tcp": true, "udp": false}}},
+                   "running": true, "vm_type": "instance"}),
+        );
+    }
+}
+
 /// A fake compute node.
 #[derive(Debug)]
 pub struct FakeCrn {
@@ -533,6 +546,12 @@ impl FakeCrn {
         })
         .await?;
         Ok(FakeCrn { url, hash, state, _server: server })
+    }
+
+    /// Lists `hash` as running here (with the SSH address the node hands out) without a start
+    /// notification: a VM started long ago, by an earlier Baal for instance.
+    pub fn run_instance(&self, hash: &str) {
+        lock(&self.state).run(hash);
     }
 
     /// Instances this node was told to start.
@@ -591,13 +610,7 @@ async fn handle_crn(
             }
             let mut state = lock(state);
             state.notified.push(hash.to_owned());
-            let (host, port) = state.ssh.clone();
-            state.executions.insert(
-                hash.to_owned(),
-                json!({"networking": {"ipv4_network": "172.16.5.0/24", "host_ipv4": host, "ipv6_ip": "fd00::1",
-                        "mapped_ports": {"22": {"host": port, "tcp": true, "udp": false}}},
-                       "running": true, "vm_type": "instance"}),
-            );
+            state.run(hash);
             json_response(200, json!({"success": true, "successful": true, "failing": [], "errors": {}}))
         }
         (Method::GET, ["v2", "about", "executions", "list"]) => {

@@ -24,8 +24,20 @@ pub fn free_port() -> std::io::Result<u16> {
 /// Generates an ed25519 key pair at `path` (and `path.pub`) with `ssh-keygen`; returns the public
 /// key line.
 pub async fn keygen(path: &Path) -> std::io::Result<String> {
+    keygen_with(path, &["-t", "ed25519"]).await
+}
+
+/// Generates a key pair as the Python Baal's operators did: `ssh-keygen` with its defaults, an
+/// RSA key (3072 bits) in OpenSSH format. Returns the public key line.
+pub async fn keygen_rsa(path: &Path) -> std::io::Result<String> {
+    keygen_with(path, &["-t", "rsa"]).await
+}
+
+/// `ssh-keygen -q -N "" -C baal-test -f path` with `args` before them.
+pub async fn keygen_with(path: &Path, args: &[&str]) -> std::io::Result<String> {
     let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "baal-test", "-f"])
+        .args(args)
+        .args(["-q", "-N", "", "-C", "baal-test", "-f"])
         .arg(path)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -62,11 +74,35 @@ impl Sshd {
     /// Starts a server with fresh host and client keys.
     pub async fn start() -> std::io::Result<Sshd> {
         let dir = tempfile::tempdir()?;
-        let host_key_path = dir.path().join("host_key");
-        let host_key = keygen(&host_key_path).await?;
         let client_key_path = dir.path().join("client_key");
         let client_pubkey = keygen(&client_key_path).await?;
-        std::fs::write(dir.path().join("authorized_keys"), format!("{client_pubkey}\n"))?;
+        let authorized_keys = dir.path().join("authorized_keys");
+        Sshd::start_with(dir, client_key_path, client_pubkey, &authorized_keys).await
+    }
+
+    /// Starts a server for a VM the Python Baal created: the only key it lets in is a fresh
+    /// "Python Baal" RSA key (`ssh-keygen -t rsa`, [`Sshd::client_key_path`]), listed in
+    /// `authorized_keys` (a sandbox's `root/.ssh/authorized_keys`, created here), which the
+    /// server reads at every login, so a key added there is let in from then on.
+    pub async fn start_for_python_vm(authorized_keys: &Path) -> std::io::Result<Sshd> {
+        let dir = tempfile::tempdir()?;
+        let client_key_path = dir.path().join("python_baal_rsa");
+        let client_pubkey = keygen_rsa(&client_key_path).await?;
+        Sshd::start_with(dir, client_key_path, client_pubkey, authorized_keys).await
+    }
+
+    async fn start_with(
+        dir: tempfile::TempDir,
+        client_key_path: PathBuf,
+        client_pubkey: String,
+        authorized_keys: &Path,
+    ) -> std::io::Result<Sshd> {
+        let host_key_path = dir.path().join("host_key");
+        let host_key = keygen(&host_key_path).await?;
+        if let Some(parent) = authorized_keys.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(authorized_keys, format!("{client_pubkey}\n"))?;
         let port = free_port()?;
         let config = dir.path().join("sshd_config");
         std::fs::write(
@@ -77,7 +113,7 @@ impl Sshd {
                  KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\nMaxStartups 100\n\
                  MaxSessions 100\nLogLevel ERROR\n",
                 host = host_key_path.display(),
-                keys = dir.path().join("authorized_keys").display(),
+                keys = authorized_keys.display(),
             ),
         )?;
         std::fs::create_dir_all("/run/sshd")?;
@@ -115,9 +151,12 @@ fn is_root() -> bool {
 }
 
 const SYSTEMCTL_STANDIN: &str = r#"#!/bin/sh
-# Stand-in for systemctl: runs the agent as a background process of the sandbox.
+# Stand-in for systemctl: runs whatever unit is installed as baal-agent.service (Baal's, or a
+# Python Baal's) as a background process of the sandbox, through run-unit.py beside it.
 echo "$*" >> "$BAAL_ROOT/systemctl.log"
 pidfile="$BAAL_ROOT/run/baal-agent.pid"
+unit="$BAAL_ROOT/etc/systemd/system/baal-agent.service"
+running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 stop_agent() {
     if [ -f "$pidfile" ]; then
         pid="$(cat "$pidfile")"
@@ -126,18 +165,24 @@ stop_agent() {
         rm -f "$pidfile"
     fi
 }
+start_agent() {
+    [ -f "$unit" ] || { echo "Unit baal-agent.service not found." >&2; exit 5; }
+    mkdir -p "$BAAL_ROOT/run"
+    python3 "$(dirname "$0")/run-unit.py" "$unit" >>"$BAAL_ROOT/agent.log" 2>&1 </dev/null &
+    echo $! > "$pidfile"
+}
 case "$1 ${2:-}" in
-    "restart baal-agent"|"start baal-agent")
-        stop_agent
-        mkdir -p "$BAAL_ROOT/run"
-        (set -a; . "$BAAL_ROOT/etc/baal/agent.env"; set +a; exec "$BAAL_ROOT/opt/baal/baal-agent") \
-            >>"$BAAL_ROOT/agent.log" 2>&1 </dev/null &
-        echo $! > "$pidfile"
-        ;;
+    "restart baal-agent") stop_agent; start_agent ;;
+    # start leaves a running service alone, as systemd does.
+    "start baal-agent") running || start_agent ;;
     "stop baal-agent") stop_agent ;;
+    "is-active baal-agent") running || { echo inactive; exit 3; }; echo active ;;
 esac
 exit 0
 "#;
+
+/// The stand-in `systemctl`'s service manager (see the file).
+const RUN_UNIT: &str = include_str!("run-unit.py");
 
 const APT_GET_STANDIN: &str = r#"#!/bin/sh
 # Stand-in for apt-get: "installs" Caddy as a no-op command next to this script.
@@ -173,7 +218,9 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever(
 pub const BROKEN_AGENT: &str = "#!/bin/sh\necho 'broken release' >&2\nexit 1\n";
 
 /// A "VM": a directory tree used as `BAAL_ROOT`, with `systemctl` and `apt-get` stand-ins in
-/// its `stand-ins` directory (put it first on the script's `PATH`).
+/// its `stand-ins` directory (put it first on the script's `PATH`). The `systemctl` stand-in runs
+/// the service `etc/systemd/system/baal-agent.service` describes (its `ExecStart=`,
+/// `EnvironmentFile=`, `Environment=` and `WorkingDirectory=`), whichever agent that is.
 #[derive(Debug)]
 pub struct VmSandbox {
     dir: tempfile::TempDir,
@@ -187,6 +234,7 @@ impl VmSandbox {
         std::fs::create_dir_all(&bin)?;
         write_executable(&bin.join("systemctl"), SYSTEMCTL_STANDIN)?;
         write_executable(&bin.join("apt-get"), APT_GET_STANDIN)?;
+        write_executable(&bin.join("run-unit.py"), RUN_UNIT)?;
         Ok(VmSandbox { dir })
     }
 
@@ -229,6 +277,19 @@ impl VmSandbox {
     /// What the stand-in `systemctl` was asked, one call per line.
     pub fn systemctl_calls(&self) -> String {
         std::fs::read_to_string(self.file("systemctl.log")).unwrap_or_default()
+    }
+
+    /// Runs the stand-in `systemctl` with `args` (`["start", "baal-agent"]`), as the VM's root
+    /// would.
+    pub fn systemctl(&self, args: &[&str]) -> std::io::Result<()> {
+        let status = std::process::Command::new(self.stand_ins().join("systemctl"))
+            .args(args)
+            .env("BAAL_ROOT", self.root())
+            .status()?;
+        if !status.success() {
+            return Err(io_error(format!("systemctl {} failed: {status}", args.join(" "))));
+        }
+        Ok(())
     }
 }
 

@@ -225,6 +225,14 @@ pub enum AlephError {
         /// What went wrong.
         detail: String,
     },
+    /// The VM's SSH server refused every key Baal offered.
+    #[error("SSH to {target} failed: the VM refused {keys}")]
+    KeyRefused {
+        /// `host:port`.
+        target: String,
+        /// The keys offered, as the operator knows them (the setting that names each).
+        keys: String,
+    },
     /// The VM presented a different host key than the one pinned at first contact.
     #[error(
         "the VM at {target} presented a different SSH host key than the one recorded at first contact; refusing to connect (if the VM was really reinstalled, clear its recorded host key)"

@@ -11,7 +11,9 @@
 //!
 //! A repair (`repair`) restarts the agent's service over SSH; when the VM cannot be reached any
 //! more, it forgets the instance and deploys the agent on a fresh one on another node. The
-//! wallet's instances are compared with the database by [`reconcile`].
+//! wallet's instances are compared with the database by [`reconcile`]. An agent imported from the
+//! Python Baal is converted where it runs (`convert`): the Python agent is set aside, its files
+//! copied into ours, and put back if ours does not become healthy.
 //!
 //! Invariants:
 //! - the instance hash is reported through [`DeployReporter::facts`] before any step that could
@@ -25,6 +27,7 @@
 //!   and leave the pool only to serve an agent or forgotten (`pool`).
 
 pub(crate) mod api;
+mod convert;
 pub(crate) mod crn;
 pub(crate) mod error;
 pub mod message;
@@ -67,6 +70,14 @@ pub const STEP_START: DeployStep = DeployStep { key: "start", label: "Start the 
 pub const STEP_HEALTH: DeployStep = DeployStep { key: "health", label: "Check the agent" };
 /// The agent answers through its public HTTPS name.
 pub const STEP_HTTPS: DeployStep = DeployStep { key: "https", label: "Check HTTPS" };
+/// Conversion of an imported Python agent: find its VM (its SSH port from its node) and log in,
+/// installing Baal's SSH key with the Python Baal's when the VM refuses Baal's.
+pub const STEP_REACH: DeployStep = DeployStep { key: "reach", label: "Reach the VM" };
+/// Conversion: stop the Python agent, keep its unit and Caddyfile aside, copy its workspace and
+/// history into ours.
+pub const STEP_HANDOVER: DeployStep = DeployStep { key: "handover", label: "Set the Python agent aside" };
+/// Conversion: start our agent and check it on the VM and through HTTPS.
+pub const STEP_CHECK: DeployStep = DeployStep { key: "check", label: "Check the agent" };
 /// Teardown: the FORGET message.
 pub const STEP_FORGET: DeployStep = DeployStep { key: "forget", label: "Release the VM" };
 /// Teardown: erase the VM's disks on its node.
@@ -158,6 +169,9 @@ pub struct AlephConfig {
     pub ssh_pubkey: String,
     /// `ALEPH_SSH_PRIVKEY_PATH` (OpenSSH format, no passphrase).
     pub ssh_key_path: PathBuf,
+    /// `PYTHON_SSH_PRIVKEY_PATH`: the Python Baal's key, offered after Baal's own when converting
+    /// a VM imported from there (`None`: not offered).
+    pub python_ssh_key_path: Option<PathBuf>,
     /// `BAAL_AGENT_BIN`: the release `baal-agent` shipped to VMs (a Linux x86_64 build).
     pub agent_bin: PathBuf,
     /// VM size (1 vCPU, 2 GiB, 20 GiB by default).
@@ -195,6 +209,7 @@ impl AlephConfig {
             channel: "BAAL".into(),
             ssh_pubkey: ssh_pubkey.into(),
             ssh_key_path: ssh_key_path.into(),
+            python_ssh_key_path: None,
             agent_bin: agent_bin.into(),
             size: VmSize::default(),
             rootfs: message::UBUNTU_24_ROOTFS.into(),
@@ -231,6 +246,8 @@ pub struct AlephDeployer {
     op: AlephOperator,
     blacklist: Blacklist,
     ssh_key: Arc<PrivateKey>,
+    /// The Python Baal's key (`PYTHON_SSH_PRIVKEY_PATH`), for converting its VMs only.
+    python_ssh_key: Option<Arc<PrivateKey>>,
     /// The warm pool's rows: all the deployer keeps in a database.
     store: Arc<dyn PoolStore>,
 }
@@ -290,6 +307,7 @@ impl AlephOperator {
             settings.agent_bin.clone().unwrap_or_default(),
         );
         config.channel = settings.aleph_channel.clone();
+        config.python_ssh_key_path = settings.python_ssh_privkey_path.clone();
         config.agent_defaults = settings.agent_defaults();
         config.size = VmSize {
             vcpus: settings.aleph_vm_vcpus,
@@ -390,7 +408,16 @@ impl AlephDeployer {
                 path.display()
             ))
         })?;
-        Ok(AlephDeployer { op, blacklist: Blacklist::default(), ssh_key: Arc::new(ssh_key), store })
+        let python_ssh_key = match &op.config.python_ssh_key_path {
+            None => None,
+            Some(path) => Some(Arc::new(russh::keys::load_secret_key(path, None).map_err(|e| {
+                config_error(format!(
+                    "PYTHON_SSH_PRIVKEY_PATH: cannot load the SSH key {} ({e}); set it to the Python Baal's private key (OpenSSH or PEM format, no passphrase), or unset it",
+                    path.display()
+                ))
+            })?)),
+        };
+        Ok(AlephDeployer { op, blacklist: Blacklist::default(), ssh_key: Arc::new(ssh_key), python_ssh_key, store })
     }
 
     /// The deployer the settings describe (`ALEPH_*`, `POOL_*`, `BAAL_AGENT_BIN`).
@@ -719,6 +746,13 @@ impl Deployer for AlephDeployer {
     /// (`moved`: the workspace and history on the lost VM are gone).
     async fn repair(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Repaired, DeployError> {
         self.repair_agent(spec, reporter).await
+    }
+
+    /// Takes the imported agent's VM over from the Python agent (`convert`): Baal's key installed
+    /// with the Python Baal's if need be, the Python agent set aside and its workspace and history
+    /// copied into ours, the Python agent put back if ours does not become healthy.
+    async fn convert(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Deployment, DeployError> {
+        self.convert_agent(spec, reporter).await
     }
 
     async fn destroy(

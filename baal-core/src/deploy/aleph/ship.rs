@@ -7,7 +7,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
 use super::error::AlephError;
-use super::ssh::{Session, shell_quote};
+use super::ssh::{Output, Session, shell_quote};
 use crate::agent_env::{AgentDefaults, AgentEnv, DEFAULT_TOOLS_MAX_OPEN_FILES, var};
 use crate::deploy::AgentSpec;
 
@@ -69,6 +69,12 @@ impl VmLayout {
 /// The agent's environment on a VM, written to `/etc/baal/agent.env` (root-only) for systemd.
 pub(crate) fn agent_env(spec: &AgentSpec, defaults: &AgentDefaults, layout: &VmLayout) -> AgentEnv {
     AgentEnv::new(spec, defaults, layout.agent_port, Path::new(&layout.path(DATA_DIR)))
+}
+
+/// Where a converted agent finds the Python agent's database, copied into its data directory
+/// by `vm-setup.sh convert` (`PYTHON_AGENT_DB`).
+pub(crate) fn python_agent_db(layout: &VmLayout) -> String {
+    layout.path(&format!("{DATA_DIR}/python-agent.db"))
 }
 
 /// Memory of the agent with everything its tools start: three quarters of the VM (1.5 GiB of
@@ -200,17 +206,27 @@ impl Shipper<'_> {
     }
 
     pub(crate) async fn run(&self, args: &str) -> Result<(), AlephError> {
-        let out = self.session.exec(&self.layout.script_command(args), None::<&[u8]>, self.command_timeout).await?;
+        self.run_with(args, None).await.map(|_| ())
+    }
+
+    /// Runs `vm-setup.sh args`, streaming `input` into it; what it printed, when it succeeded.
+    pub(crate) async fn run_with(&self, args: &str, input: Option<&[u8]>) -> Result<Output, AlephError> {
+        let out = self.session.exec(&self.layout.script_command(args), input, self.command_timeout).await?;
         if out.status != Some(0) {
             let step = args.split(' ').next().unwrap_or(args).to_owned();
             return Err(AlephError::Remote { step, detail: out.stderr_text() });
         }
-        Ok(())
+        Ok(out)
+    }
+
+    /// Ships the script (this release's, whatever the VM had).
+    pub(crate) async fn upload_script(&self) -> Result<(), AlephError> {
+        self.upload("opt/baal/vm-setup.sh", VM_SETUP_SCRIPT.as_bytes()).await
     }
 
     /// Ships the script and runs `prepare` (Caddy, user, directories).
     pub(crate) async fn prepare(&self) -> Result<(), AlephError> {
-        self.upload("opt/baal/vm-setup.sh", VM_SETUP_SCRIPT.as_bytes()).await?;
+        self.upload_script().await?;
         self.run("prepare").await
     }
 

@@ -1,9 +1,10 @@
-//! SSH to the VM with russh: the operator's key, the VM's host key pinned at first contact.
+//! SSH to the VM with russh: the operator's key (and, to convert an agent imported from the Python
+//! Baal, that Baal's key as a fallback), the VM's host key pinned at first contact.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Disconnect, client};
 use tokio::io::AsyncRead;
 
@@ -64,8 +65,9 @@ pub(crate) struct Session {
     pub(crate) host_key: String,
 }
 
-/// Connects and authenticates as `root`. `pinned` is the OpenSSH line recorded at first contact;
-/// a server presenting another key is refused with [`AlephError::HostKeyChanged`].
+/// Connects and authenticates as `root` with the operator's `key`. `pinned` is the OpenSSH line
+/// recorded at first contact; a server presenting another key is refused with
+/// [`AlephError::HostKeyChanged`].
 pub(crate) async fn connect(
     host: &str,
     port: u16,
@@ -73,6 +75,30 @@ pub(crate) async fn connect(
     pinned: Option<&str>,
     timeout: Duration,
 ) -> Result<Session, AlephError> {
+    let keys = [Login { key, name: OPERATORS_KEY }];
+    connect_with(host, port, &keys, pinned, timeout).await.map(|(session, _)| session)
+}
+
+/// What the operator is told when the operator's key is refused.
+const OPERATORS_KEY: &str = "the operator's key (check that ALEPH_SSH_PRIVKEY_PATH matches ALEPH_SSH_PUBKEY)";
+
+/// A key to log in with, and how the operator knows it (for the refusal's words).
+#[derive(Clone)]
+pub(crate) struct Login {
+    pub(crate) key: Arc<PrivateKey>,
+    pub(crate) name: &'static str,
+}
+
+/// Like [`connect`], offering `keys` in order on one connection (each refusal is one of sshd's
+/// `MaxAuthTries`, 6 by default); returns the session and the index of the key accepted. Every
+/// key refused is [`AlephError::KeyRefused`].
+pub(crate) async fn connect_with(
+    host: &str,
+    port: u16,
+    keys: &[Login],
+    pinned: Option<&str>,
+    timeout: Duration,
+) -> Result<(Session, usize), AlephError> {
     let target = format!("{host}:{port}");
     let ssh_error = |detail: String| AlephError::Ssh { target: target.clone(), detail };
     let expected = match pinned {
@@ -100,18 +126,39 @@ pub(crate) async fn connect(
         }
         Ok(Ok(handle)) => handle,
     };
-    let auth =
-        tokio::time::timeout(timeout, handle.authenticate_publickey("root", PrivateKeyWithHashAlg::new(key, None)))
+    let mut accepted = None;
+    for (index, login) in keys.iter().enumerate() {
+        let key = with_hash_alg(&handle, login.key.clone()).await;
+        let auth = tokio::time::timeout(timeout, handle.authenticate_publickey("root", key))
             .await
             .map_err(|_| ssh_error("authentication timed out".into()))?
             .map_err(|e| ssh_error(e.to_string()))?;
-    if !auth.success() {
-        return Err(ssh_error(
-            "the VM refused the operator's key (check that ALEPH_SSH_PRIVKEY_PATH matches ALEPH_SSH_PUBKEY)".into(),
-        ));
+        if auth.success() {
+            accepted = Some(index);
+            break;
+        }
     }
+    let Some(index) = accepted else {
+        let _ = handle.disconnect(Disconnect::ByApplication, "", "en").await;
+        let keys = keys.iter().map(|login| login.name).collect::<Vec<_>>().join(" and ");
+        return Err(AlephError::KeyRefused { target, keys });
+    };
     let host_key = seen.lock().unwrap_or_else(|e| e.into_inner()).key.clone().unwrap_or_default();
-    Ok(Session { handle, target, host_key })
+    Ok((Session { handle, target, host_key }, index))
+}
+
+/// `key` with the signature hash the server takes: for RSA keys the best `rsa-sha2-*` it
+/// announces (OpenSSH 8.8 and later refuse SHA-1 `ssh-rsa` signatures), `rsa-sha2-256` when it
+/// announces nothing; other keys have a single algorithm.
+async fn with_hash_alg(handle: &client::Handle<PinnedHost>, key: Arc<PrivateKey>) -> PrivateKeyWithHashAlg {
+    if !key.algorithm().is_rsa() {
+        return PrivateKeyWithHashAlg::new(key, None);
+    }
+    let hash = match handle.best_supported_rsa_hash().await {
+        Ok(Some(announced)) => announced,
+        Ok(None) | Err(_) => Some(HashAlg::Sha256),
+    };
+    PrivateKeyWithHashAlg::new(key, hash)
 }
 
 impl Session {
