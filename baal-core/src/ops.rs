@@ -112,16 +112,29 @@ pub fn strip_escapes(text: &str) -> String {
             out.push(c);
             continue;
         }
-        // CSI (`ESC [` parameters, ending in a byte 0x40..=0x7e) or a two-character escape.
-        if chars.peek() == Some(&'[') {
-            chars.next();
-            for c in chars.by_ref() {
-                if ('\u{40}'..='\u{7e}').contains(&c) {
-                    break;
+        // ECMA-48: CSI (`ESC [`, parameters, a final byte 0x40..=0x7e), OSC (`ESC ]` … BEL or
+        // `ESC \`), or `ESC`, intermediate bytes 0x20..=0x2f, a final byte (`ESC ( B`, `ESC 7`).
+        // Hand-written: a dozen lines for log tails, where a terminal parser crate is a lot more.
+        match chars.next() {
+            Some('[') => {
+                for c in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&c) {
+                        break;
+                    }
                 }
             }
-        } else {
-            chars.next();
+            Some(']') => {
+                while let Some(c) = chars.next() {
+                    if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                        break;
+                    }
+                }
+            }
+            Some(c) if ('\u{20}'..='\u{2f}').contains(&c) => {
+                while chars.next_if(|c| ('\u{20}'..='\u{2f}').contains(c)).is_some() {}
+                chars.next();
+            }
+            _ => {}
         }
     }
     out
@@ -145,6 +158,7 @@ mod tests {
         let coloured = "\u{1b}[2m2026-12-05T00:00:00Z\u{1b}[0m \u{1b}[31mERROR\u{1b}[0m baal: port taken \u{1b}(B";
         assert_eq!(strip_escapes(coloured), "2026-12-05T00:00:00Z ERROR baal: port taken ");
         assert_eq!(strip_escapes("plain ünïcode"), "plain ünïcode");
+        assert_eq!(strip_escapes("\u{1b}]0;title\u{7}a\u{1b}]8;;x\u{1b}\\b\u{1b}7c"), "abc");
     }
 
     #[test]

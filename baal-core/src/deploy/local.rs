@@ -592,7 +592,7 @@ impl Inner {
             return Err(failed("no stdout or stderr pipe".into()));
         };
         // From the start: a child whose stderr pipe fills up would block.
-        tokio::spawn(copy_to_log(stderr, log.clone()));
+        let stderr_copied = tokio::spawn(copy_to_log(stderr, log.clone()));
         let mut stdout = BufReader::new(stdout);
         let port = tokio::time::timeout(self.start_timeout, async {
             let mut line = String::new();
@@ -617,6 +617,9 @@ impl Inner {
                 // cannot read, it must not linger.
                 self.abandon(agent_id, &child);
                 let status = child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                // Its last words on stderr are copied by another task: wait for them (the pipe
+                // closes as it exits), but not for a grandchild that keeps the pipe open.
+                let _ = tokio::time::timeout(Duration::from_secs(1), stderr_copied).await;
                 return Err(failed(format!("exited before listening ({status}): {}", log_tail(&dir))));
             }
             Err(_) => {
