@@ -3,7 +3,7 @@
 //!
 //! Prints `listening on ADDR` on stdout once it accepts connections (the local deployer reads
 //! it). Exit codes: 0 after a clean shutdown (SIGTERM, Ctrl-C), 2 for bad settings, 1 when it
-//! cannot start (database, workspace, port).
+//! cannot start (database, a Python agent's history it cannot carry over, workspace, port).
 
 mod listen;
 mod server;
@@ -18,6 +18,7 @@ use anyhow::Context;
 use baal_core::agent::auth::BearerCheck;
 use baal_core::agent::context::Workspace;
 use baal_core::agent::history::History;
+use baal_core::agent::python_history::{self, CarryOver};
 use baal_core::agent::settings::AgentSettings;
 use baal_core::agent::tools::sandbox::harden_process;
 use baal_core::agent::tools::workspace::Workspace as PathGate;
@@ -83,6 +84,9 @@ async fn run(settings: AgentSettings, config_file: Option<PathBuf>) -> anyhow::R
     let history = History::open(&settings.db_path)
         .await
         .with_context(|| format!("cannot open the database {}", settings.db_path.display()))?;
+    if let Some(python_db) = &settings.python_agent_db {
+        carry_over_python_history(&history, python_db, settings.owner_chat_id.as_deref()).await?;
+    }
     let mut options = ClientOptions::default();
     options.read_timeout = settings.llm_read_timeout;
     options.retry = RetryPolicy::new(2, settings.llm_retry_delay);
@@ -126,6 +130,22 @@ async fn run(settings: AgentSettings, config_file: Option<PathBuf>) -> anyhow::R
     Ok(())
 }
 
+/// Fails the start when the history cannot be carried over: the deployer converting the agent
+/// then puts the Python agent back, which still has it all.
+async fn carry_over_python_history(history: &History, python_db: &Path, owner: Option<&str>) -> anyhow::Result<()> {
+    match python_history::carry_over(history, python_db, owner).await? {
+        CarryOver::Imported { messages, pending, chats } => {
+            let from = python_db.display();
+            tracing::info!(messages, pending, chats, %from, "the Python agent's history was carried over");
+        }
+        CarryOver::AlreadyDone { source, imported_at } => {
+            tracing::debug!(%source, %imported_at, "the Python agent's history was carried over before");
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn tool_config(settings: &AgentSettings, workspace: &Path, config_file: Option<&Path>) -> ToolConfig {
     let mut config = ToolConfig::new(workspace);
     config.tools_user = settings.tools_user.clone();
@@ -143,9 +163,14 @@ fn tool_config(settings: &AgentSettings, workspace: &Path, config_file: Option<&
     if let Some(name) = config_file.and_then(Path::file_name).and_then(|n| n.to_str()) {
         config.sensitive_names.push(name.to_owned());
     }
-    if let Some(name) = settings.db_path.file_name().and_then(|n| n.to_str()) {
+    // The Python agent's database holds every conversation as much as ours does.
+    let databases = [Some(&settings.db_path), settings.python_agent_db.as_ref()];
+    for name in databases.into_iter().flatten().filter_map(|p| p.file_name()).filter_map(|n| n.to_str()) {
         for suffix in ["", "-wal", "-shm"] {
-            config.sensitive_names.push(format!("{name}{suffix}"));
+            let name = format!("{name}{suffix}");
+            if !config.sensitive_names.contains(&name) {
+                config.sensitive_names.push(name);
+            }
         }
     }
     config

@@ -449,6 +449,26 @@ async fn missing_settings_exit_with_code_2_and_sigterm_stops_cleanly() {
 }
 
 #[tokio::test]
+async fn a_python_history_that_cannot_be_carried_over_stops_the_start_naming_its_file() {
+    let llm = ScriptedLlm::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let not_sqlite = dir.path().join("python-agent.db");
+    std::fs::write(&not_sqlite, "an env file copied by mistake\n".repeat(100)).unwrap();
+    let missing = dir.path().join("never-copied.db");
+    for (file, says) in [(&not_sqlite, "not a database"), (&missing, "does not exist")] {
+        let output = test_agent_command(&llm, &[("PYTHON_AGENT_DB", file.to_str().unwrap())], dir.path())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(&file.display().to_string()), "the file is not named: {stderr}");
+        assert!(stderr.contains(says), "{says:?} not in {stderr}");
+        assert!(output.stdout.is_empty(), "it never listened");
+    }
+}
+
+#[tokio::test]
 async fn settings_come_from_a_config_file() {
     let llm = ScriptedLlm::start().await;
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,8 @@
 //! [`History`]: the agent's own database (SQLite, WAL, one rusqlite connection): per-chat message
 //! history, the rolling summary compaction leaves behind, pending messages for the bot to
-//! collect, the metering of model calls (whose methods live in [`super::usage`]) and the budget
-//! they are checked against ([`super::budget`]). Its schema is created and upgraded at open by a
+//! collect, the metering of model calls (whose methods live in [`super::usage`]), the budget
+//! they are checked against ([`super::budget`]) and the record of a Python agent's history
+//! carried over ([`super::python_history`]). Its schema is created and upgraded at open by a
 //! list of migrations in this file, counted in `PRAGMA user_version`.
 //!
 //! Invariants:
@@ -122,6 +123,12 @@ CREATE INDEX IF NOT EXISTS "idx_usage_day" ON "usage" ("day", "chat_id");
 ALTER TABLE "pending_messages" ADD COLUMN "dropped" integer NULL;
 CREATE INDEX IF NOT EXISTS "idx_pending_chat" ON "pending_messages" ("chat_id", "id");
 "#,
+    },
+    // A Python Baal agent's history carried over (`agent::python_history`): one row, written in
+    // the transaction that brought the rows, so that a restart finds it and imports nothing twice.
+    Migration {
+        seaorm_name: None,
+        sql: r#"CREATE TABLE IF NOT EXISTS "python_import" ( "id" integer NOT NULL PRIMARY KEY CHECK ("id" = 1), "source" varchar NOT NULL, "messages" integer NOT NULL, "pending" integer NOT NULL, "imported_at" varchar NOT NULL );"#,
     },
 ];
 
@@ -245,7 +252,12 @@ pub struct History {
 }
 
 fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
+    timestamp(chrono::Utc::now())
+}
+
+/// How the database writes a time: UTC with microseconds and `+00:00`, as the Python agent did.
+pub(super) fn timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
 }
 
 fn sql_error(e: rusqlite::Error) -> HistoryError {
@@ -262,6 +274,16 @@ macro_rules! select_messages {
 }
 
 fn insert_message(c: &rusqlite::Connection, chat_id: &str, message: &ChatMessage) -> rusqlite::Result<i64> {
+    insert_message_at(c, chat_id, message, &now())
+}
+
+/// Appends `message` to a chat's history as written at `created_at` (see [`timestamp`]).
+pub(super) fn insert_message_at(
+    c: &rusqlite::Connection,
+    chat_id: &str,
+    message: &ChatMessage,
+    created_at: &str,
+) -> rusqlite::Result<i64> {
     let tool_calls = if message.tool_calls.is_empty() {
         None
     } else {
@@ -277,7 +299,7 @@ fn insert_message(c: &rusqlite::Connection, chat_id: &str, message: &ChatMessage
         message.content,
         tool_calls,
         message.tool_call_id,
-        now()
+        created_at
     ])
 }
 
@@ -649,7 +671,7 @@ pub fn dropped_note(count: i64) -> String {
 /// becomes the note, keeping its id, so the note comes before every message that was kept and the
 /// bot delivers it in order. The id was never handed out with a live lease, so no
 /// acknowledgement in flight names it.
-fn cap_pending(tx: &rusqlite::Transaction<'_>, chat_id: &str, at: &str) -> rusqlite::Result<usize> {
+pub(super) fn cap_pending(tx: &rusqlite::Transaction<'_>, chat_id: &str, at: &str) -> rusqlite::Result<usize> {
     let queued: i64 = tx
         .prepare_cached("SELECT COUNT(*) FROM pending_messages WHERE chat_id = ?1 AND dropped IS NULL")?
         .query_row([chat_id], |row| row.get(0))?;

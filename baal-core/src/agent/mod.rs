@@ -3,6 +3,8 @@
 //!
 //! - [`settings`]: [`AgentSettings`] from the environment and the deployer's settings file;
 //! - [`history`]: per-chat history, summaries and pending messages (SQLite, WAL);
+//! - [`python_history`]: a Python Baal agent's history carried over once, at a converted agent's
+//!   first start;
 //! - [`context`]: the workspace and the day-stable system prompt;
 //! - [`compaction`]: keeping a chat within the model's context;
 //! - [`runtime`]: [`Agent`], the loop, subagents and the heartbeat;
@@ -16,6 +18,7 @@ pub mod budget;
 pub mod compaction;
 pub mod context;
 pub mod history;
+pub mod python_history;
 pub mod runtime;
 pub mod settings;
 pub mod tools;

@@ -42,6 +42,9 @@ pub struct AgentSettings {
     pub port: u16,
     /// `DB_PATH` (default `agent.db`).
     pub db_path: PathBuf,
+    /// `PYTHON_AGENT_DB`: a copy of a Python Baal agent's `agent.db` whose history the agent
+    /// carries over at its first start ([`super::python_history`]).
+    pub python_agent_db: Option<PathBuf>,
     /// `MAX_HISTORY`: rows of history loaded per turn (default 100).
     pub max_history: u32,
     /// `MAX_TOOL_ITERATIONS`: model calls per turn (default 50).
@@ -125,6 +128,7 @@ impl fmt::Debug for AgentSettings {
             .field("log_format", &self.log_format)
             .field("port", &self.port)
             .field("db_path", &self.db_path)
+            .field("python_agent_db", &self.python_agent_db)
             .field("workspace_path", &self.workspace_path)
             .field("owner_chat_id", &self.owner_chat_id)
             .field("heartbeat_interval", &self.heartbeat_interval)
@@ -175,6 +179,7 @@ impl AgentSettings {
             log_format: crate::ops::LogFormat::parse(env.text(crate::ops::LOG_FORMAT).as_deref())?,
             port: env.number(var::PORT, "a TCP port from 0 to 65535")?.unwrap_or(8080),
             db_path: env.text(var::DB_PATH).map_or_else(|| PathBuf::from("agent.db"), PathBuf::from),
+            python_agent_db: env.text(var::PYTHON_AGENT_DB).map(PathBuf::from),
             max_history: small(var::MAX_HISTORY, 100)?.max(1),
             max_tool_iterations: small(var::MAX_TOOL_ITERATIONS, 50)?.max(1),
             workspace_path: env
@@ -264,6 +269,7 @@ mod tests {
         assert_eq!(s.compaction_keep_messages, 20);
         assert_eq!(s.visitor_tools, vec!["web_fetch", "web_search"]);
         assert_eq!(s.libertai_api_base_url, "https://api.libertai.io/v1");
+        assert_eq!(s.python_agent_db, None, "only a converted agent carries a Python history over");
         assert_eq!(s.context_limit(), 98_304);
         assert_eq!((s.max_connections, s.max_chat_body_bytes), (512, 1024 * 1024));
         assert_eq!((s.header_read_timeout, s.turn_timeout), (Duration::from_secs(10), Duration::from_secs(900)));
