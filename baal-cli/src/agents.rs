@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use baal_core::config::Settings;
 use baal_core::deploy::{DeployError, DeployReporter, DeployStep, Deployer};
-use baal_core::domain::{Agent, AgentId, AgentStatus, Deployment};
-use baal_core::platform::{DeleteError, Deleted, delete_agent, deployer_from_settings};
+use baal_core::domain::{Agent, AgentId, AgentRuntime, AgentStatus, Deployment};
+use baal_core::platform::{Converted, DeleteError, Deleted, Platform, delete_agent, deployer_from_settings};
 use baal_core::store::{AgentFilter, SqlStore, Store};
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
@@ -45,6 +45,16 @@ pub enum AgentsCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Convert agents imported from the Python Baal to this Baal's agent where they run: their
+    /// workspace and history come along, and the Python agent is put back if ours does not start.
+    Convert {
+        /// Agent ids.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Every imported agent not converted yet.
+        #[arg(long, alias = "convert-all", conflicts_with = "ids")]
+        all: bool,
+    },
 }
 
 pub async fn run(settings: &Settings, command: AgentsCommand) -> anyhow::Result<ExitCode> {
@@ -52,7 +62,51 @@ pub async fn run(settings: &Settings, command: AgentsCommand) -> anyhow::Result<
         AgentsCommand::List { owner, status, json } => list(settings, owner, status.as_deref(), json).await,
         AgentsCommand::Show { id } => show(settings, &id).await,
         AgentsCommand::Delete { id, yes } => delete(settings, &id, yes).await,
+        AgentsCommand::Convert { ids, all } => convert(settings, &ids, all).await,
     }
+}
+
+async fn convert(settings: &Settings, raw_ids: &[String], all: bool) -> anyhow::Result<ExitCode> {
+    let ids = match all {
+        true => {
+            let store = open_store(settings).await?;
+            let agents = store.list_agents(&AgentFilter::all()).await?;
+            agents.into_iter().filter(|a| a.runtime == AgentRuntime::Python).map(|a| a.id).collect()
+        }
+        false => raw_ids.iter().map(|raw| parse_id(raw)).collect::<anyhow::Result<Vec<_>>>()?,
+    };
+    if ids.is_empty() {
+        println!("No imported agent is left to convert.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let messenger = Arc::new(crate::console::ConsoleMessenger::default());
+    let platform = Platform::from_settings(settings.clone(), messenger).await.context("cannot set up Baal")?;
+    let mut failed = 0;
+    for (done, id) in ids.iter().enumerate() {
+        println!("[{}/{}] agent {id}", done + 1, ids.len());
+        // The console's chat: what the job would tell the owner is printed here instead.
+        let outcome = platform.convert_imported(*id, 0).await.context("the conversion stopped")?;
+        match outcome {
+            Converted::Converted => {}
+            Converted::NotImported => println!("Agent {id} already runs this Baal's agent; nothing to do."),
+            Converted::NoSuchAgent => {
+                eprintln!("No agent {id} (or it is deleted). `baal-cli agents list` shows them.");
+                failed += 1;
+            }
+            Converted::Busy => {
+                eprintln!("Agent {id} is being deployed or deleted by someone else; try again in a minute.");
+                failed += 1;
+            }
+            _ => {
+                eprintln!("Agent {id} was not converted (above: why); `baal-cli agents show {id}` has its history.");
+                failed += 1;
+            }
+        }
+    }
+    platform.shutdown().await;
+    let converted = ids.len() - failed;
+    println!("{converted} of {} converted.", ids.len());
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// What `agents list --json` prints per agent: every fact an operator needs, no secret.
@@ -64,6 +118,8 @@ struct AgentSummary<'a> {
     model: &'a str,
     status: AgentStatus,
     deleted: bool,
+    runtime: AgentRuntime,
+    python_id: Option<i64>,
     slug: &'a str,
     vm_url: Option<&'a str>,
     instance_hash: Option<&'a str>,
@@ -83,6 +139,8 @@ impl<'a> From<&'a Agent> for AgentSummary<'a> {
             model: &agent.model,
             status: agent.status,
             deleted: agent.deleted,
+            runtime: agent.runtime,
+            python_id: agent.python_id,
             slug: &agent.slug,
             vm_url: agent.deployment.vm_url.as_deref(),
             instance_hash: agent.deployment.instance_hash.as_deref(),
@@ -110,7 +168,10 @@ async fn list(settings: &Settings, owner: Option<i64>, status: Option<&str>, jso
         vec![
             a.id.to_string(),
             a.owner_id.to_string(),
-            a.status.to_string(),
+            match a.runtime {
+                AgentRuntime::Baal => a.status.to_string(),
+                AgentRuntime::Python => format!("{} (python)", a.status),
+            },
             a.model.to_owned(),
             a.name.to_owned(),
             a.vm_url.unwrap_or("-").to_owned(),
@@ -157,6 +218,14 @@ async fn show(settings: &Settings, raw_id: &str) -> anyhow::Result<ExitCode> {
         ("Model", agent.model.clone()),
         ("Status", format!("{}{}", agent.status, if agent.deleted { " (deleted)" } else { "" })),
         ("Share slug", agent.slug.clone()),
+        (
+            "Runtime",
+            match (agent.runtime, agent.python_id) {
+                (AgentRuntime::Python, _) => "python (imported; `agents convert` upgrades it)".to_owned(),
+                (AgentRuntime::Baal, Some(old)) => format!("baal (imported from the Python Baal's agent {old})"),
+                (AgentRuntime::Baal, None) => "baal".to_owned(),
+            },
+        ),
         ("Visitor tools", tools),
         ("Token", set_or_unset(agent.token_sealed.is_some()).to_owned()),
         ("VM URL", or_dash(&deployment.vm_url)),

@@ -103,7 +103,7 @@ fn stdin_lines() -> tokio::sync::mpsc::Receiver<std::io::Result<String>> {
 
 /// Prints what the platform says (each send, and each edit of a message again, as a streamed
 /// answer grows); remembers the latest buttons for `!press`.
-struct ConsoleMessenger {
+pub(crate) struct ConsoleMessenger {
     next_id: AtomicI64,
     buttons: Mutex<Option<(MessageRef, Vec<Button>)>>,
     presses: AtomicI64,

@@ -326,6 +326,14 @@ impl Platform {
         Ok(platform)
     }
 
+    /// Converts the agent `id`, imported from the Python Baal, where it runs (see
+    /// [`Deployer::convert`](crate::deploy::Deployer::convert)), under its lease as the bot's
+    /// `/update` does, and returns when it is done. Progress and the outcome go to `chat`
+    /// through the messenger. The owner is not told.
+    pub async fn convert_imported(&self, id: AgentId, chat: ChatId) -> Result<super::jobs::Converted, PlatformError> {
+        self.inner.convert_imported(id, chat).await
+    }
+
     /// The engine's settings.
     pub fn config(&self) -> &PlatformConfig {
         &self.inner.config

@@ -34,7 +34,7 @@ use super::lease;
 use super::messenger::Text;
 use super::render::escape_html;
 use crate::deploy::{DeployError, DeployReporter, DeployStep, Repaired};
-use crate::domain::{Agent, AgentId, AgentStatus, Deployment, EventOutcome, EventStep};
+use crate::domain::{Agent, AgentId, AgentRuntime, AgentStatus, Deployment, EventOutcome, EventStep};
 use crate::store::{AgentFilter, Store, StoreError};
 
 /// Failed checks in a row that make a running agent `down`: one lost check (a restart, a network
@@ -310,13 +310,24 @@ impl Inner {
             self.spec(agent).await.map_err(|problem| DeployError::new("repair", problem).permanent())?;
         let reporter =
             RepairReporter { store: self.store.clone(), agent: agent.id, facts: Mutex::new(agent.deployment.clone()) };
-        let repaired = self.deployer.repair(&spec, &reporter).await?;
+        // The Python Baal's agent cannot be restarted with our key or our unit: bringing an
+        // imported agent back converts it where it runs, and never moves it to a new machine.
+        let converting = agent.runtime == AgentRuntime::Python;
+        let repaired = if converting {
+            Repaired::new(self.deployer.convert(&spec, &reporter).await?, false)
+        } else {
+            self.deployer.repair(&spec, &reporter).await?
+        };
         let store_failed =
             |err: StoreError| DeployError::new("repair", "Baal could not record the repair").with_detail(err);
         self.store.agent_set_deployment(agent.id, &repaired.deployment).await.map_err(store_failed)?;
         agent.deployment = repaired.deployment.clone();
         if !self.answers(agent).await {
             return Err(DeployError::new("health", "the agent does not answer after the repair"));
+        }
+        if converting {
+            self.store.agent_set_runtime(agent.id, AgentRuntime::Baal).await.map_err(store_failed)?;
+            agent.runtime = AgentRuntime::Baal;
         }
         self.store.agent_set_payer(agent.id, payer).await.map_err(store_failed)?;
         Ok(repaired)

@@ -16,7 +16,7 @@ use super::lease;
 use super::messenger::{Button, ChatId, MessageRef, Text};
 use super::render::escape_html;
 use crate::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep};
-use crate::domain::{Agent, AgentId, AgentStatus, Deployment, EventOutcome, EventStep, Payer};
+use crate::domain::{Agent, AgentId, AgentRuntime, AgentStatus, Deployment, EventOutcome, EventStep, Payer};
 use crate::proxy::AgentEndpoint;
 use crate::secrets::{SealContext, SecretBox, generate_token};
 use crate::store::{AgentFilter, Store};
@@ -41,6 +41,23 @@ impl JobKind {
             JobKind::Redeploy { .. } => EventStep::Redeploy,
         }
     }
+}
+
+/// What [`crate::platform::Platform::convert_imported`] came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Converted {
+    /// The agent runs Baal's agent now.
+    Converted,
+    /// It was not converted; what went wrong was told (the Python agent runs as before, or the
+    /// agent is `failed` when it had no agent answering before either).
+    Failed,
+    /// Another job or process is deploying or deleting it: try again later.
+    Busy,
+    /// It already runs Baal's agent: nothing to do.
+    NotImported,
+    /// No agent (or a deleted one) has that id.
+    NoSuchAgent,
 }
 
 /// Introduces a freshly deployed agent in its owner's conversation, so it remembers doing so.
@@ -129,6 +146,37 @@ impl Inner {
         Ok((spec, payer))
     }
 
+    /// Converts the imported agent `id` now, in this task (`baal-cli agents convert`), telling
+    /// `chat` how it goes as the bot's job would tell its owner.
+    pub(crate) async fn convert_imported(
+        self: &Arc<Self>,
+        id: AgentId,
+        chat: ChatId,
+    ) -> Result<Converted, PlatformError> {
+        let Some(agent) = self.store.agent_get(id).await?.filter(|a| !a.deleted) else {
+            return Ok(Converted::NoSuchAgent);
+        };
+        if agent.runtime != AgentRuntime::Python {
+            return Ok(Converted::NotImported);
+        }
+        let claimed = self.in_flight.lock().map(|mut set| set.insert(id)).unwrap_or(false);
+        if !claimed {
+            return Ok(Converted::Busy);
+        }
+        let done = format!("✅ {} runs Baal's agent now, with its workspace and history.", agent.name);
+        let job = self.clone().leased_job(id, chat, None, JobKind::Redeploy { done }).await;
+        if let Ok(mut set) = self.in_flight.lock() {
+            set.remove(&id);
+        }
+        job?;
+        let now = self.store.agent_get(id).await?;
+        Ok(match now {
+            Some(agent) if agent.runtime == AgentRuntime::Baal => Converted::Converted,
+            Some(agent) if agent.lease.as_ref().is_some_and(|lease| lease.holder != self.holder) => Converted::Busy,
+            _ => Converted::Failed,
+        })
+    }
+
     /// Starts a deployment job in the background unless one already runs for this agent.
     pub(crate) fn start_job(
         self: &Arc<Self>,
@@ -205,7 +253,12 @@ impl Inner {
         }
         let job = kind.step();
         let started = std::time::Instant::now();
-        self.store.event_record(agent.id, &job, EventOutcome::Started, None).await?;
+        // Whatever the job, an agent still running the Python Baal's agent on its VM is converted
+        // there (its workspace and history come along); one that never got a VM is deployed
+        // afresh. Nothing else can update it: its settings are the Python agent's.
+        let converting = agent.runtime == AgentRuntime::Python && agent.deployment.instance_hash.is_some();
+        let note = converting.then_some("converting from the Python Baal");
+        self.store.event_record(agent.id, &job, EventOutcome::Started, note).await?;
         if !matches!(kind, JobKind::Redeploy { .. }) {
             self.store.agent_set_status(agent.id, AgentStatus::Deploying).await?;
         }
@@ -225,9 +278,13 @@ impl Inner {
         let outcome = match self.spec(&mut agent).await {
             Err(problem) => Err((DeployError::new("deploy", problem).permanent(), Payer::Operator)),
             Ok((spec, payer)) => {
-                let result = match kind {
-                    JobKind::Deploy | JobKind::Resume => self.deployer.deploy(&spec, &reporter).await,
-                    JobKind::Redeploy { .. } => self.deployer.redeploy(&spec, &reporter).await,
+                let result = if converting {
+                    self.deployer.convert(&spec, &reporter).await
+                } else {
+                    match kind {
+                        JobKind::Deploy | JobKind::Resume => self.deployer.deploy(&spec, &reporter).await,
+                        JobKind::Redeploy { .. } => self.deployer.redeploy(&spec, &reporter).await,
+                    }
                 };
                 match result {
                     Ok(facts) => Ok((facts, payer)),
@@ -255,6 +312,10 @@ impl Inner {
         super::observe::deployment(self.deployer.name(), started, outcome.is_ok());
         match outcome {
             Ok((deployed, payer)) => {
+                if deployed.runtime == AgentRuntime::Python {
+                    self.store.agent_set_runtime(deployed.id, AgentRuntime::Baal).await?;
+                    tracing::info!(agent = %deployed.id, "imported agent now runs Baal's agent");
+                }
                 self.store.agent_set_payer(deployed.id, payer).await?;
                 self.store.agent_set_status(deployed.id, AgentStatus::Running).await?;
                 self.store.event_record(deployed.id, &job, EventOutcome::Succeeded, None).await?;

@@ -25,6 +25,7 @@ pub use action::Action;
 pub use command::Command;
 pub use delete::{DeleteError, Deleted, delete_agent};
 pub use engine::{Platform, PlatformConfig, PlatformError, deployer_from_settings};
+pub use jobs::Converted;
 pub use messenger::{Button, ChatId, MessageRef, Messenger, MessengerError, OutgoingFile, Text};
 pub use plan::Plan;
 pub use setup::{ENCRYPTION_KEY_FILE, secret_box_from_settings, settings_report};

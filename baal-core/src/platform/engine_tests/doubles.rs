@@ -37,6 +37,7 @@ pub(crate) struct FakeDeployer {
     pub mode: Mutex<Mode>,
     pub deployed: Mutex<Vec<AgentSpec>>,
     pub redeployed: Mutex<Vec<AgentSpec>>,
+    pub converted: Mutex<Vec<AgentSpec>>,
     pub destroyed: Mutex<Vec<(AgentId, Deployment)>>,
     pub restored: Mutex<Vec<AgentId>>,
     /// What `restore_with_facts` answers: unchanged facts by default.
@@ -62,6 +63,7 @@ impl FakeDeployer {
             mode: Mutex::new(mode),
             deployed: Mutex::default(),
             redeployed: Mutex::default(),
+            converted: Mutex::default(),
             destroyed: Mutex::default(),
             restored: Mutex::default(),
             restore_outcome: Mutex::new(RestoreOutcome::Unchanged),
@@ -111,6 +113,10 @@ impl Deployer for FakeDeployer {
     }
     async fn redeploy(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Deployment, DeployError> {
         self.redeployed.lock().unwrap().push(spec.clone());
+        self.run(spec, reporter).await
+    }
+    async fn convert(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Deployment, DeployError> {
+        self.converted.lock().unwrap().push(spec.clone());
         self.run(spec, reporter).await
     }
     async fn destroy(

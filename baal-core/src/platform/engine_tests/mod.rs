@@ -1,6 +1,7 @@
 //! Scripted conversations through the engine with an in-memory messenger.
 
 mod doubles;
+mod imported;
 mod metering;
 mod streaming;
 

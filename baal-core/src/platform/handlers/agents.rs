@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use self::views::delete_dialog;
 use super::views::*;
-use crate::domain::{AgentId, AgentStatus};
+use crate::domain::{AgentId, AgentRuntime, AgentStatus};
 use crate::platform::action::Action;
 use crate::platform::engine::{Ctx, Inner, PlatformError};
 use crate::platform::jobs::JobKind;
@@ -111,6 +111,10 @@ impl Inner {
             self.say(ctx.chat, Text::plain(format!("{} is being deployed right now.", agent.name))).await;
             return Ok(());
         }
+        if agent.status == AgentStatus::Running && agent.runtime == AgentRuntime::Python {
+            // Repairing an imported agent is converting it: its VM then runs Baal's agent.
+            return self.update(ctx, &agent.id.to_string()).await;
+        }
         if agent.status == AgentStatus::Running {
             let text = format!("{} is running; nothing to repair. /update {} restarts it.", agent.name, agent.id);
             self.say(ctx.chat, Text::plain(text)).await;
@@ -146,13 +150,25 @@ impl Inner {
             self.say(ctx.chat, Text::plain(text)).await;
             return Ok(());
         }
-        let progress = self.say(ctx.chat, html(format!("Updating <b>{}</b>…", e(&agent.name)))).await;
-        self.start_job(
-            agent.id,
-            ctx.chat,
-            progress,
-            JobKind::Redeploy { done: format!("✅ {} is updated and running.", agent.name) },
-        );
+        let (doing, done) = match agent.runtime {
+            AgentRuntime::Baal => {
+                (format!("Updating <b>{}</b>…", e(&agent.name)), format!("✅ {} is updated and running.", agent.name))
+            }
+            AgentRuntime::Python => (
+                format!(
+                    "Upgrading <b>{}</b> from the Python Baal to this one. Its workspace and history come \
+                     along; if the new agent does not start, the old one is put back.",
+                    e(&agent.name)
+                ),
+                format!(
+                    "✅ {} runs the new Baal now, with its workspace and history. Its share link works for \
+                     visitors again.",
+                    agent.name
+                ),
+            ),
+        };
+        let progress = self.say(ctx.chat, html(doing)).await;
+        self.start_job(agent.id, ctx.chat, progress, JobKind::Redeploy { done });
         Ok(())
     }
 }

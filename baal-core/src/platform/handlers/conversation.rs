@@ -4,7 +4,7 @@ pub(crate) mod views;
 
 use super::menu::views::welcome;
 use super::settings_views;
-use crate::domain::{Agent, AgentId, AgentStatus, Role};
+use crate::domain::{Agent, AgentId, AgentRuntime, AgentStatus, Role};
 use crate::platform::engine::{After, Ctx, Inner, PlatformError};
 use crate::platform::messenger::{MessageRef, Text};
 use crate::platform::state::UserState;
@@ -36,6 +36,13 @@ impl Inner {
             let repairable =
                 agent.owner_id == ctx.user_id() && matches!(agent.status, AgentStatus::Failed | AgentStatus::Down);
             self.say(ctx.chat, views::unavailable(&agent, repairable)).await;
+            return Ok(After::Nothing);
+        }
+        if agent.role_of(ctx.user_id()) == Role::Visitor && agent.runtime == AgentRuntime::Python {
+            // The Python agent runs its tools as root with its owner's key in reach: only its
+            // owner talks to it until it is converted.
+            state.leave_chat(ctx.chat);
+            self.say(ctx.chat, views::being_upgraded(&agent)).await;
             return Ok(After::Nothing);
         }
         if agent.role_of(ctx.user_id()) == Role::Visitor {
@@ -77,13 +84,29 @@ impl Inner {
         let key = payload.strip_prefix("agent_").unwrap_or(payload);
         let gone = "This agent doesn't exist or has been removed.";
         let agent = if key.bytes().all(|b| b.is_ascii_digit()) {
-            // Numeric ids are guessable: they open only the caller's own agents.
-            let Ok(id) = key.parse::<AgentId>() else {
-                self.say(ctx.chat, Text::plain(gone)).await;
-                return Ok(());
+            // An agent imported from the Python Baal keeps the numeric link its owner handed out
+            // (its slug is that number; no fresh agent's slug is numeric).
+            if let Some(agent) = self.store.agent_by_slug(key).await? {
+                return match agent.deleted {
+                    false => self.open_chat_with(ctx, state, agent).await,
+                    true => {
+                        self.say(ctx.chat, Text::plain(gone)).await;
+                        Ok(())
+                    }
+                };
+            }
+            // Other numeric ids are guessable: they open only the caller's own agents.
+            let own = match key.parse::<AgentId>() {
+                Ok(id) => self.store.agent_get(id).await?,
+                Err(_) => None,
             };
-            match self.store.agent_get(id).await? {
+            match own {
                 Some(agent) if agent.owner_id == ctx.user_id() => Some(agent),
+                // An imported agent's old numeric link, replaced by its owner.
+                _ if self.store.agent_by_retired_slug(key).await?.is_some() => {
+                    self.say(ctx.chat, settings_views::link_retired()).await;
+                    return Ok(());
+                }
                 Some(_) => {
                     self.say(
                         ctx.chat,
@@ -146,6 +169,10 @@ impl Inner {
         }
         if agent.role_of(ctx.user_id()) == Role::Visitor && !agent.policy.sharing {
             self.say(ctx.chat, settings_views::sharing_paused(&agent)).await;
+            return Ok(());
+        }
+        if agent.role_of(ctx.user_id()) == Role::Visitor && agent.runtime == AgentRuntime::Python {
+            self.say(ctx.chat, views::being_upgraded(&agent)).await;
             return Ok(());
         }
         let slug = (agent.role_of(ctx.user_id()) == Role::Visitor).then(|| agent.slug.clone());

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Agent, AgentStatus};
+use crate::domain::{Agent, AgentRuntime, AgentStatus};
 use crate::platform::action::Action;
 use crate::platform::handlers::views::*;
 use crate::platform::messenger::{Button, Text};
@@ -48,6 +48,12 @@ pub(crate) fn card(agent: &Agent, share_link: &str, now: DateTime<Utc>) -> Text 
         status_word(agent.status),
         age(agent.created_at, now)
     );
+    if agent.runtime == AgentRuntime::Python {
+        body.push_str(&format!(
+            "\n⬆️ Still runs the Python Baal's agent: visitors wait until /update {} upgrades it.",
+            agent.id
+        ));
+    }
     let id = agent.id;
     let delete = Button::action("🗑️ Delete", Action::DeleteAsk(id));
     let rows = match agent.status {

@@ -85,6 +85,15 @@ pub(crate) fn not_ready(agent: &Agent) -> Text {
     ))
 }
 
+/// A visitor at an agent imported from the Python Baal and not converted yet.
+pub(crate) fn being_upgraded(agent: &Agent) -> Text {
+    html(format!(
+        "<b>{}</b> is being upgraded to the new Baal and can't take visitors until then. \
+         Try this link again later.",
+        e(&agent.name)
+    ))
+}
+
 pub(crate) fn chatting_with(agent: &Agent) -> Text {
     html(format!(
         "You're now chatting with <b>{}</b>. Just type a message.\n/manage or the button below ends the chat.",
