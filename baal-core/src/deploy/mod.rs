@@ -185,6 +185,12 @@ pub trait Deployer: Send + Sync {
     /// The steps a first deployment reports, in order (for progress bars).
     fn steps(&self) -> &'static [DeployStep];
 
+    /// The steps [`Deployer::convert`] reports, in order (for progress bars). The default: those
+    /// of a first deployment.
+    fn convert_steps(&self) -> &'static [DeployStep] {
+        self.steps()
+    }
+
     /// Deploys (or, with facts in `spec.existing`, resumes deploying) an agent, and returns the
     /// final facts once the agent answers its health check.
     async fn deploy(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Deployment, DeployError>;

@@ -267,7 +267,8 @@ impl Inner {
             inner: self.clone(),
             agent: agent.clone(),
             chat,
-            steps: self.deployer.steps(),
+            steps: if converting { self.deployer.convert_steps() } else { self.deployer.steps() },
+            doing: if converting { "Upgrading" } else { "Deploying" },
             progress: tokio::sync::Mutex::new(progress),
             done: Mutex::new(Vec::new()),
             current: Mutex::new(None),
@@ -473,6 +474,8 @@ fn error_card(agent: &Agent, err: &DeployError, step_label: &str) -> Text {
 
 /// Records each step and fact before the deployer goes on, and keeps the progress message current.
 struct JobReporter {
+    /// What the progress card says is happening ("Deploying", "Upgrading").
+    doing: &'static str,
     store: Arc<dyn Store>,
     inner: Arc<Inner>,
     agent: Agent,
@@ -504,7 +507,8 @@ impl JobReporter {
         let pct = finished * 100 / total;
         let filled = finished * 16 / total;
         let mut body = format!(
-            "<b>Deploying {}</b>\n{}{} {pct}%\n",
+            "<b>{} {}</b>\n{}{} {pct}%\n",
+            self.doing,
             escape_html(&self.agent.name),
             "█".repeat(filled),
             "░".repeat(16 - filled)

@@ -84,6 +84,7 @@ pub const STEP_FORGET: DeployStep = DeployStep { key: "forget", label: "Release 
 pub const STEP_ERASE: DeployStep = DeployStep { key: "erase", label: "Erase the VM" };
 
 const STEPS: &[DeployStep] = &[STEP_PROVISION, STEP_ALLOCATE, STEP_SHIP, STEP_START, STEP_HEALTH, STEP_HTTPS];
+const CONVERT_STEPS: &[DeployStep] = &[STEP_REACH, STEP_HANDOVER, STEP_SHIP, STEP_CHECK];
 
 /// How long each phase may take. The defaults fit real Aleph nodes; tests shrink them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -716,6 +717,10 @@ impl Deployer for AlephDeployer {
 
     fn steps(&self) -> &'static [DeployStep] {
         STEPS
+    }
+
+    fn convert_steps(&self) -> &'static [DeployStep] {
+        CONVERT_STEPS
     }
 
     async fn deploy(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Deployment, DeployError> {
