@@ -30,7 +30,7 @@ use baal_core::testing::openai::{Reply, ScriptedLlm};
 use baal_core::testing::python_baal::{PyAgent, PyUser, PythonBaal};
 use baal_core::testing::python_vm::PythonAgent;
 use baal_core::testing::ssh::{Sshd, VmSandbox, free_port, write_ed25519_key};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 
 /// Public Anvil/Hardhat dev key #0; never funded.
 const DEV_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
@@ -152,7 +152,7 @@ async fn a_python_baal_is_imported_its_agent_served_then_converted_with_its_hist
         .with_pending_poll_interval(Duration::from_millis(200));
     let messenger = Arc::new(MemoryMessenger::new());
     let proxy = Arc::new(HttpProxy::new().unwrap());
-    let platform = Platform::new(config, store.clone(), deployer, proxy, messenger.clone(), secrets);
+    let platform = Platform::new(config, store.clone(), deployer, proxy, messenger.clone(), secrets.clone());
     platform.start().await.unwrap();
     let link = format!("/start agent_{PYTHON_ID}");
 
@@ -198,6 +198,9 @@ async fn a_python_baal_is_imported_its_agent_served_then_converted_with_its_hist
     }
     assert_eq!(converted.deployment.ssh_port, Some(sshd.port), "the SSH port was looked up and stored");
     assert!(converted.deployment.ssh_host_key.is_some(), "the host key is pinned");
+    let context = baal_core::secrets::SealContext::agent_token(agent.id);
+    let rotated = secrets.open_str_for(&context, converted.token_sealed.as_deref().unwrap()).unwrap();
+    assert_ne!(rotated.expose_secret(), SECRET, "a fresh bearer secret, in the agent's settings and the store");
     println!("converted: {:?}", converted.deployment);
 
     // The visitor gets in on the same link, answered by Baal's agent.

@@ -306,7 +306,7 @@ impl Inner {
 
     /// One attempt through the deployer; `Ok` once the agent answers where it now runs.
     async fn repair_once(&self, agent: &mut Agent) -> Result<Repaired, DeployError> {
-        let (spec, payer) =
+        let (mut spec, payer) =
             self.spec(agent).await.map_err(|problem| DeployError::new("repair", problem).permanent())?;
         let reporter =
             RepairReporter { store: self.store.clone(), agent: agent.id, facts: Mutex::new(agent.deployment.clone()) };
@@ -314,6 +314,8 @@ impl Inner {
         // imported agent back converts it where it runs, and never moves it to a new machine.
         let converting = agent.runtime == AgentRuntime::Python;
         let repaired = if converting {
+            // A fresh secret, as for every conversion (see `jobs`), stored once ours answers.
+            spec.agent_secret = crate::secrets::generate_token();
             Repaired::new(self.deployer.convert(&spec, &reporter).await?, false)
         } else {
             self.deployer.repair(&spec, &reporter).await?
@@ -322,6 +324,15 @@ impl Inner {
             |err: StoreError| DeployError::new("repair", "Baal could not record the repair").with_detail(err);
         self.store.agent_set_deployment(agent.id, &repaired.deployment).await.map_err(store_failed)?;
         agent.deployment = repaired.deployment.clone();
+        if converting {
+            let context = crate::secrets::SealContext::agent_token(agent.id);
+            let secret = secrecy::ExposeSecret::expose_secret(&spec.agent_secret);
+            let sealed = self.secrets.seal_str_for(&context, secret).map_err(|err| {
+                DeployError::new("repair", "Baal could not seal the agent's new secret").with_detail(err)
+            })?;
+            self.store.agent_set_token(agent.id, &sealed).await.map_err(store_failed)?;
+            agent.token_sealed = Some(sealed);
+        }
         if !self.answers(agent).await {
             return Err(DeployError::new("health", "the agent does not answer after the repair"));
         }

@@ -276,11 +276,20 @@ impl Inner {
             clock: super::observe::StepClock::new(self.deployer.name()),
         };
         reporter.render(false).await;
+        let mut rotated: Option<SecretString> = None;
         let outcome = match self.spec(&mut agent).await {
             Err(problem) => Err((DeployError::new("deploy", problem).permanent(), Payer::Operator)),
-            Ok((spec, payer)) => {
+            Ok((mut spec, payer)) => {
                 let result = if converting {
-                    self.deployer.convert(&spec, &reporter).await
+                    // A fresh bearer secret: the old one sat in a root-readable file of a VM whose
+                    // tools ran as root. Stored only once ours answers: a conversion that fails
+                    // leaves the Python agent, with its old secret, running.
+                    spec.agent_secret = generate_token();
+                    let converted = self.deployer.convert(&spec, &reporter).await;
+                    if converted.is_ok() {
+                        rotated = Some(spec.agent_secret.clone());
+                    }
+                    converted
                 } else {
                     match kind {
                         JobKind::Deploy | JobKind::Resume => self.deployer.deploy(&spec, &reporter).await,
@@ -298,6 +307,12 @@ impl Inner {
                 self.store.agent_set_deployment(agent.id, &facts).await?;
                 let mut deployed = agent.clone();
                 deployed.deployment = facts;
+                if let Some(secret) = rotated {
+                    let sealed =
+                        self.secrets.seal_str_for(&SealContext::agent_token(agent.id), secret.expose_secret())?;
+                    self.store.agent_set_token(agent.id, &sealed).await?;
+                    deployed.token_sealed = Some(sealed);
+                }
                 // The deployer says the agent is healthy; checking through the same path chats
                 // will take catches a URL the platform cannot reach.
                 match self.endpoint(&deployed) {

@@ -4,6 +4,8 @@
 use super::doubles::Mode;
 use super::{ADMIN, Harness, OWNER, VISITOR, config};
 use crate::domain::{AgentId, AgentRuntime, AgentStatus, Deployment, NewAgent};
+use secrecy::ExposeSecret as _;
+
 use crate::secrets::SealContext;
 
 const PYTHON_ID: i64 = 17;
@@ -25,6 +27,11 @@ async fn imported(h: &Harness) -> AgentId {
     h.store.agent_set_deployment(agent.id, &facts).await.unwrap();
     h.store.agent_set_status(agent.id, AgentStatus::Running).await.unwrap();
     agent.id
+}
+
+async fn token(h: &Harness, id: AgentId) -> String {
+    let sealed = h.agent(id).await.token_sealed.unwrap();
+    h.secrets.open_str_for(&SealContext::agent_token(id), &sealed).unwrap().expose_secret().to_owned()
 }
 
 #[tokio::test]
@@ -55,6 +62,10 @@ async fn visitors_wait_until_update_converts_the_agent_and_the_old_link_then_let
     assert_eq!((agent.runtime, agent.status), (AgentRuntime::Baal, AgentStatus::Running));
     assert_eq!(agent.slug, PYTHON_ID.to_string(), "the link stays");
     assert!(h.all(OWNER).contains("runs the new Baal now"), "{}", h.all(OWNER));
+    // A fresh bearer secret: the old one sat where the Python agent's root tools could read it.
+    let secret = token(&h, id).await;
+    assert_ne!(secret, "python-secret");
+    assert_eq!(converted[0].agent_secret.expose_secret(), secret, "the agent was given the stored secret");
 
     h.send(VISITOR, &link).await;
     assert!(h.last(VISITOR).contains("You're now chatting with <b>Oldie</b>"), "{}", h.all(VISITOR));
@@ -98,6 +109,7 @@ async fn soul_repair_and_a_new_key_convert_an_imported_agent_and_a_failed_conver
     let agent = h.agent(id).await;
     assert_eq!((agent.runtime, agent.status), (AgentRuntime::Python, AgentStatus::Running), "{}", h.all(OWNER));
     assert!(h.all(OWNER).contains("It keeps running as before"), "{}", h.all(OWNER));
+    assert_eq!(token(&h, id).await, "python-secret", "the Python agent keeps its secret");
     h.send(VISITOR, &format!("/start agent_{PYTHON_ID}")).await;
     assert!(h.last(VISITOR).contains("is being upgraded"));
 
