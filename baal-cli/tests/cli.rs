@@ -808,6 +808,50 @@ async fn import_python_dry_run_then_import_then_nothing_to_do() {
     assert_no_secret(&json, &files);
 }
 
+/// `agents list` marks imported agents; `agents convert` says what it cannot do (no Aleph
+/// deployer here, an unknown id) with exit 1 and leaves the agent as it was; `--all` (or
+/// `--convert-all`) takes every imported agent. The conversion itself: `baal-core`'s
+/// `python_move.rs` and `aleph_convert.rs`.
+#[tokio::test]
+async fn agents_convert_refuses_without_the_aleph_deployer_and_names_unknown_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = tempfile::tempdir().unwrap();
+    let files = python_baal(python.path());
+    let url = sqlite_url(dir.path());
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("BOT_ENCRYPTION_KEY", OUR_KEY),
+        ("PYTHON_BOT_ENCRYPTION_KEY", files.key_text()),
+    ];
+    let (db, pool) = (files.baal_db.to_str().unwrap(), files.pool_db.to_str().unwrap());
+    let imported = baal_cli_async(dir.path(), &env, &["import", "python", "--db", db, "--pool-db", pool]).await;
+    assert_eq!(imported.code, 0, "{}", imported.stderr);
+    let list = baal_cli_async(dir.path(), &env, &["agents", "list"]).await;
+    assert!(list.stdout.contains("running (python)"), "{}", list.stdout);
+    let show = baal_cli_async(dir.path(), &env, &["agents", "show", "1"]).await;
+    assert!(show.stdout.contains("python (imported; `agents convert` upgrades it)"), "{}", show.stdout);
+
+    for args in
+        [&["agents", "convert", "1"][..], &["agents", "convert", "--all"], &["agents", "convert", "--convert-all"]]
+    {
+        let run = baal_cli_async(dir.path(), &env, args).await;
+        assert_eq!(run.code, 1, "{args:?}: {}\n{}", run.stdout, run.stderr);
+        let shown = format!("{}{}", run.stdout, run.stderr);
+        assert!(shown.contains("cannot convert agents imported from the Python Baal"), "{args:?}: {shown}");
+        assert!(shown.contains("0 of 1 converted"), "{args:?}: {shown}");
+        assert_no_secret(&run, &files);
+    }
+    let store = SqlStore::open(&url).await.unwrap();
+    let agent = store.agent_by_python_id(7).await.unwrap().unwrap();
+    assert_eq!(agent.runtime, baal_core::domain::AgentRuntime::Python, "still the Python agent");
+
+    let unknown = baal_cli_async(dir.path(), &env, &["agents", "convert", "99"]).await;
+    assert_eq!(unknown.code, 1);
+    assert!(unknown.stderr.contains("No agent 99"), "{}", unknown.stderr);
+    let usage = baal_cli_async(dir.path(), &env, &["agents", "convert"]).await;
+    assert_eq!(usage.code, 2, "an id or --all is required: {}", usage.stderr);
+}
+
 /// A missing, malformed or wrong Python key, a file that is not there, or a flag that would put
 /// the key on the command line: exit 2, the setting named, the key never printed.
 #[test]
