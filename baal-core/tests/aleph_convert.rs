@@ -32,17 +32,6 @@ const SECRET: &str = "python-agent-bearer-secret";
 const OWNER: &str = "4242";
 const NAME: &str = "Ada Python";
 
-/// Whether these tests can run here; if not, says why (and fails under `CI=true`).
-fn can_run() -> bool {
-    if Sshd::available() {
-        return true;
-    }
-    let why = "skipped: converting needs root and OpenSSH's /usr/sbin/sshd (apt-get install openssh-server)";
-    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{why}");
-    eprintln!("{why}");
-    false
-}
-
 #[derive(Default)]
 struct Recorder {
     steps: Mutex<Vec<String>>,
@@ -251,7 +240,7 @@ fn same_key(a: &str, b: &str) -> bool {
 
 #[tokio::test]
 async fn a_python_vm_is_converted_with_its_workspace_history_and_name_and_baals_key_installed() {
-    if !can_run() {
+    if !Sshd::available_or_skip("converting") {
         return;
     }
     let h = PythonVm::start().await;
@@ -329,7 +318,7 @@ async fn a_python_vm_is_converted_with_its_workspace_history_and_name_and_baals_
 
 #[tokio::test]
 async fn a_conversion_whose_agent_fails_its_health_check_puts_the_python_agent_back() {
-    if !can_run() {
+    if !Sshd::available_or_skip("converting") {
         return;
     }
     let h = PythonVm::start().await;
@@ -363,7 +352,7 @@ async fn a_conversion_whose_agent_fails_its_health_check_puts_the_python_agent_b
 
 #[tokio::test]
 async fn without_the_python_baals_key_a_refused_login_says_which_setting_to_set() {
-    if !can_run() {
+    if !Sshd::available_or_skip("converting") {
         return;
     }
     let h = PythonVm::start().await;

@@ -41,16 +41,6 @@ const NAME: &str = "Ada Python";
 const SECRET: &str = "python-agent-bearer-secret";
 const OWNER_KEY: &str = "sk-owner-libertai-key";
 
-fn can_run() -> bool {
-    if Sshd::available() {
-        return true;
-    }
-    let why = "skipped: the move needs root and OpenSSH's /usr/sbin/sshd (apt-get install openssh-server)";
-    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{why}");
-    eprintln!("{why}");
-    false
-}
-
 async fn send(platform: &Platform, user: UserId, text: &str) {
     platform.handle(Input::from_text(user, user, text)).await.unwrap();
     platform.wait_idle().await;
@@ -76,7 +66,7 @@ fn python_agent_row(hash: &str, url: &str, crn_url: &str) -> PyAgent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_baal_is_imported_its_agent_served_then_converted_with_its_history_and_link() {
-    if !can_run() {
+    if !Sshd::available_or_skip("the move") {
         return;
     }
     baal_core::install_crypto_provider();
