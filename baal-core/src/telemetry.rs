@@ -2,8 +2,9 @@
 //! figures (feature `prometheus`), and the bot's server of `/metrics`, `/healthz` and `/readyz`
 //! (feature `telemetry`).
 //!
-//! Baal counts through the [`metrics`] facade: until a process installs a recorder
-//! (`install`, feature `prometheus`) every count is a no-op, so an embedder that does not want metrics pays nothing.
+//! Baal counts through the [`metrics`] facade: until a process installs a recorder (`install`,
+//! feature `prometheus`) every count is a no-op, so an embedder that does not want metrics pays
+//! nothing.
 //! Labels carry only bounded, non-secret values (kinds, outcomes, command and tool names known to
 //! this release, step keys): never a user, chat, agent id, URL or text.
 
