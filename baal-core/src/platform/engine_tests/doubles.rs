@@ -38,6 +38,8 @@ pub(crate) struct FakeDeployer {
     pub deployed: Mutex<Vec<AgentSpec>>,
     pub redeployed: Mutex<Vec<AgentSpec>>,
     pub converted: Mutex<Vec<AgentSpec>>,
+    /// Runs when `convert` succeeds (a test's agent coming back with it).
+    pub on_convert: Mutex<Option<Box<dyn Fn() + Send>>>,
     pub destroyed: Mutex<Vec<(AgentId, Deployment)>>,
     pub restored: Mutex<Vec<AgentId>>,
     /// What `restore_with_facts` answers: unchanged facts by default.
@@ -64,6 +66,7 @@ impl FakeDeployer {
             deployed: Mutex::default(),
             redeployed: Mutex::default(),
             converted: Mutex::default(),
+            on_convert: Mutex::default(),
             destroyed: Mutex::default(),
             restored: Mutex::default(),
             restore_outcome: Mutex::new(RestoreOutcome::Unchanged),
@@ -117,7 +120,11 @@ impl Deployer for FakeDeployer {
     }
     async fn convert(&self, spec: &AgentSpec, reporter: &dyn DeployReporter) -> Result<Deployment, DeployError> {
         self.converted.lock().unwrap().push(spec.clone());
-        self.run(spec, reporter).await
+        let facts = self.run(spec, reporter).await?;
+        if let Some(hook) = self.on_convert.lock().unwrap().as_ref() {
+            hook();
+        }
+        Ok(facts)
     }
     async fn destroy(
         &self,

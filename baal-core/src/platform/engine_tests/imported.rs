@@ -124,3 +124,28 @@ async fn soul_repair_and_a_new_key_convert_an_imported_agent_and_a_failed_conver
         crate::platform::Converted::NoSuchAgent
     );
 }
+
+/// The health checks find an imported agent down: bringing it back converts it where it runs
+/// (with a fresh secret), never a repair that could move it to a new VM without its workspace.
+#[tokio::test]
+async fn the_health_checks_bring_an_imported_agent_back_by_converting_it() {
+    let config = config().with_health_check_interval(std::time::Duration::from_millis(100));
+    let h = Harness::with(config, Mode::Succeed).await;
+    let id = imported(&h).await;
+    let proxy = h.proxy.clone();
+    *h.deployer.on_convert.lock().unwrap() = Some(Box::new(move || *proxy.down.lock().unwrap() = false));
+    *h.proxy.down.lock().unwrap() = true;
+    h.platform.start().await.unwrap();
+    for _ in 0..200 {
+        if h.agent(id).await.runtime == AgentRuntime::Baal {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let agent = h.agent(id).await;
+    assert_eq!((agent.runtime, agent.status), (AgentRuntime::Baal, AgentStatus::Running), "{}", h.all(OWNER));
+    assert_eq!(h.deployer.converted.lock().unwrap().len(), 1);
+    assert!(h.deployer.redeployed.lock().unwrap().is_empty() && h.deployer.deployed.lock().unwrap().is_empty());
+    assert_ne!(token(&h, id).await, "python-secret");
+    h.platform.shutdown().await;
+}
