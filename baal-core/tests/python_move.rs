@@ -1,12 +1,13 @@
 //! Moving a running Python Baal to this one, end to end on loopback: the Python Baal's databases
 //! (`testing::python_baal`, tokens under its Fernet key) are imported into a SQLite store, and
-//! the platform then drives the imported agent, whose "VM" is a directory tree behind a real
+//! the platform then drives the imported agents. One's "VM" is a directory tree behind a real
 //! OpenSSH server that lets in only the Python Baal's RSA key, running the Python agent's
 //! stand-in (`testing::python_vm`) from its unit. The owner chats with it and gets what it
-//! queued; a visitor on its old numeric link is told it is being upgraded; `/update` converts the
-//! VM (the real `baal-agent` shipped over SSH, the model a `ScriptedLlm`), after which the visitor
-//! gets in on the same link and the owner's next turn still carries the Python agent's history.
-//! The wallet's instance is the imported agent's for `aleph reconcile`.
+//! queued, and deletes the other (its instance forgotten); a visitor on the old numeric link is
+//! told the agent is being upgraded; `/update` converts the VM (the real `baal-agent` shipped
+//! over SSH, the model a `ScriptedLlm`), after which the visitor gets in on the same link and the
+//! owner's next turn still carries the Python agent's history. The wallet's instance is the
+//! imported agent's for `aleph reconcile`.
 //!
 //! Needs root and `/usr/sbin/sshd`; without them the test says so and passes, except under
 //! `CI=true`, where it fails.
@@ -80,6 +81,8 @@ async fn a_python_baal_is_imported_its_agent_served_then_converted_with_its_hist
     aleph.add_crn(&crn, 0.1);
     let account = EthAccount::from_hex(&SecretString::from(DEV_KEY)).unwrap();
     let hash = aleph.plant_instance(account.address(), "baal-agent-ada");
+    // A second agent of the same owner, whose VM only the network knows of: deleted below.
+    let other_hash = aleph.plant_instance(account.address(), "baal-agent-bob");
     crn.run_instance(&hash);
     let port = free_port().unwrap();
     let url = format!("http://127.0.0.1:{port}");
@@ -97,6 +100,12 @@ async fn a_python_baal_is_imported_its_agent_served_then_converted_with_its_hist
     let files = PythonBaal::new()
         .with_user(PyUser::new(OWNER).with_api_key(OWNER_KEY))
         .with_agent(python_agent_row(&hash, &url, &crn.url))
+        .with_agent(PyAgent::new(PYTHON_ID + 1, OWNER, "Bob Python").running(
+            &other_hash,
+            "127.0.0.1",
+            "https://bob.2n6.me",
+            "bob-secret",
+        ))
         .write(dir.path());
     let test_db = db::sqlite().await;
     let store = test_db.shared();
@@ -161,6 +170,21 @@ async fn a_python_baal_is_imported_its_agent_served_then_converted_with_its_hist
     })
     .await;
     println!("the owner talked to the Python agent and got its queued message");
+
+    // The owner deletes the other imported agent through the usual buttons: its VM is forgotten.
+    let bob = store.agent_by_python_id(PYTHON_ID + 1).await.unwrap().unwrap();
+    send(&platform, OWNER, "/list").await;
+    for needle in [format!("delete_confirm:{}", bob.id), format!("delete_confirmed:{}", bob.id)] {
+        let (data, message) = messenger
+            .find_button(OWNER, &needle)
+            .unwrap_or_else(|| panic!("no button {needle:?} in {}", messenger.transcript(OWNER)));
+        platform.handle(Input::button(OWNER, OWNER, data, message, "press")).await.unwrap();
+        platform.wait_idle().await;
+    }
+    assert!(store.agent_get(bob.id).await.unwrap().unwrap().deleted, "{}", messenger.transcript(OWNER));
+    assert!(!aleph.live_instances().contains(&other_hash), "the deleted agent's VM was forgotten");
+    assert!(aleph.live_instances().contains(&hash), "the other agent's VM stays");
+    println!("the owner deleted an imported agent; its instance was forgotten");
 
     // A visitor on the old numeric link waits: the Python agent's tools run as root.
     send(&platform, VISITOR, &link).await;
