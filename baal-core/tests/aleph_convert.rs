@@ -314,6 +314,15 @@ async fn a_python_vm_is_converted_with_its_workspace_history_and_name_and_baals_
     let again = h.deployer(false).convert(&spec, &Recorder::default()).await.unwrap();
     assert_eq!(again, facts);
     assert_eq!(h.read("etc/systemd/system/baal-agent.service.python"), python_unit);
+
+    // A later attempt that fails (a broken release) never puts the Python agent back over ours:
+    // the history since the conversion is our agent's alone.
+    write_executable(&h.agent_bin, BROKEN_AGENT).unwrap();
+    let err = h.deployer(false).convert(&spec, &Recorder::default()).await.unwrap_err();
+    assert!(err.message.contains("converted before, so its previous version runs again"), "{err}");
+    assert!(h.read(paths::UNIT).contains("User="), "our unit stays");
+    assert_eq!(h.health().await.expect("our previous version answers")["agent_name"], NAME);
+    assert_eq!(h.read("etc/systemd/system/baal-agent.service.python"), python_unit);
 }
 
 #[tokio::test]
@@ -366,6 +375,28 @@ async fn without_the_python_baals_key_a_refused_login_says_which_setting_to_set(
     assert!(!h.vm.systemctl_calls().contains("stop"));
     assert!(!h.read("root/.ssh/authorized_keys").contains(h.our_pubkey.split_whitespace().nth(1).unwrap()));
     assert_eq!(h.health().await.unwrap()["agent_name"], NAME);
+}
+
+/// A VM where no Python agent is left (its directory gone): the conversion stops before it
+/// changes anything, touches no unit, and says so rather than claiming to have put it back.
+#[tokio::test]
+async fn a_vm_without_a_python_agent_is_left_untouched_and_the_error_says_so() {
+    if !Sshd::available_or_skip("converting") {
+        return;
+    }
+    let h = PythonVm::start().await;
+    h.vm.systemctl(&["stop", "baal-agent"]).unwrap();
+    std::fs::remove_dir_all(h.vm.file(paths::VENV)).unwrap();
+    let unit = h.read(paths::UNIT);
+    let calls_before = h.vm.systemctl_calls();
+    let err = h.deployer(true).convert(&h.spec(), &Recorder::default()).await.unwrap_err();
+    assert!(err.message.contains("no Python Baal agent on this VM"), "{err}");
+    assert!(err.message.contains("nothing on the VM was changed"), "{err}");
+    assert!(!err.message.contains("runs again"), "{err}");
+    assert_eq!(h.read(paths::UNIT), unit, "the unit is as it was");
+    let calls = h.vm.systemctl_calls();
+    let since = &calls[calls_before.len()..];
+    assert!(!since.contains("restart") && !since.contains("start"), "nothing was (re)started: {since}");
 }
 
 /// Older `ssh-keygen` wrote RSA keys in PEM (`BEGIN RSA PRIVATE KEY`): the Python Baal's key

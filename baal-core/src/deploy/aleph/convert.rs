@@ -235,12 +235,24 @@ impl AlephDeployer {
         let Err(err) = self.hand_over_and_check(spec, reporter, shipper, vm_url, host).await else { return Ok(()) };
         tracing::warn!(agent = %spec.agent_id, error = %err, detail = ?err.detail, "converting the agent failed; putting the Python agent back");
         let restored = async {
-            shipper.run("unconvert").await?;
-            shipper.run("health").await
+            let out = shipper.run_with("unconvert", None).await?;
+            let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if said != "nothing-set-aside" {
+                shipper.run("health").await?;
+            }
+            Ok::<_, AlephError>(said)
         }
         .await;
         let message = match restored {
-            Ok(()) => format!(
+            Ok(said) if said == "converted-before" => format!(
+                "updating the converted agent failed ({}); it had been converted before, so its previous version \
+                 runs again (the Python agent was not put back: the history since then is Baal's agent's alone)",
+                err.message
+            ),
+            Ok(said) if said == "nothing-set-aside" => {
+                format!("converting the agent failed ({}); nothing on the VM was changed", err.message)
+            }
+            Ok(_) => format!(
                 "converting the agent failed ({}); it was left as it was: the Python agent runs again, with all its files",
                 err.message
             ),

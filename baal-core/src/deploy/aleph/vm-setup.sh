@@ -185,6 +185,15 @@ converted() {
 }
 
 unconvert() {
+    # Converted by an earlier attempt: the agent's history since then is our agent's alone, so the
+    # Python agent is not put back; our agent's previous binary and settings are.
+    if [ -f "$CONVERTED" ]; then
+        rollback
+        echo "converted-before"
+        return 0
+    fi
+    # Nothing set aside: the conversion stopped before it changed anything (no Python agent).
+    if [ ! -f "$UNITS/baal-agent.service.python" ]; then echo "nothing-set-aside"; return 0; fi
     systemctl stop baal-agent || true
     if [ -f "$UNITS/baal-agent.service.python" ]; then mv -f "$UNITS/baal-agent.service.python" "$UNITS/baal-agent.service"; fi
     if [ -f "$CADDY/Caddyfile.python" ]; then mv -f "$CADDY/Caddyfile.python" "$CADDY/Caddyfile"; fi
