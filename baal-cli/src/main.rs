@@ -62,6 +62,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A reader that stops early (`baal-cli doctor | head`) ends the process as it ends any Unix
+    // tool, by SIGPIPE, where Rust's default (the signal ignored) makes `println!` panic. The
+    // crate holds the one unsafe call (libc `signal`), so this crate keeps forbidding unsafe.
+    sigpipe::reset();
     let cli = Cli::parse();
     // Before the settings, so `.env` can hold LOG_FORMAT and RUST_LOG too.
     let _ = dotenvy::dotenv();

@@ -267,6 +267,28 @@ fn unknown_agent_ids_are_reported() {
     assert!(run.stderr.contains("\"twelve\" is not an agent id"), "{}", run.stderr);
 }
 
+/// Output into a pipe nobody reads any more (`baal-cli doctor | head -1`) ends the process by
+/// SIGPIPE, as for any Unix tool, never with a panic and its backtrace.
+#[test]
+fn a_closed_pipe_ends_baal_cli_quietly() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = Command::new(env!("CARGO_BIN_EXE_baal-cli"))
+        .arg("doctor")
+        .env_clear()
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run baal-cli");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.signal(), Some(13), "ended by SIGPIPE: {:?} {stderr}", output.status);
+}
+
 #[test]
 fn migrate_creates_the_database() {
     let dir = tempfile::tempdir().unwrap();
