@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use baal_core::deploy::local::{LocalDeployer, find_agent_binary};
 use baal_core::domain::{Agent, AgentPolicy, AgentStatus, AgentUsage, UserId, usage_day};
-use baal_core::platform::{Input, Platform, PlatformConfig};
+use baal_core::platform::{Platform, PlatformConfig};
 use baal_core::proxy::UsageCause;
 use baal_core::proxy::http::HttpProxy;
 use baal_core::secrets::SecretBox;
 use baal_core::store::{AgentFilter, UsageQuery};
 use baal_core::testing::db;
-use baal_core::testing::messenger::{Call, MemoryMessenger};
+use baal_core::testing::messenger::{Call, MemoryMessenger, press_and_wait, send_and_wait};
 use baal_core::testing::openai::ScriptedLlm;
 use secrecy::SecretString;
 
@@ -29,19 +29,6 @@ fn agent_bin() -> PathBuf {
     let explicit = std::env::var_os("BAAL_AGENT_BIN").map(PathBuf::from);
     find_agent_binary(explicit.as_deref())
         .unwrap_or_else(|err| panic!("{err} (for this test: cargo build --workspace)"))
-}
-
-async fn send(platform: &Platform, user: UserId, text: &str) {
-    platform.handle(Input::from_text(user, user, text)).await.unwrap();
-    platform.wait_idle().await;
-}
-
-async fn press(platform: &Platform, messenger: &MemoryMessenger, user: UserId, needle: &str) {
-    let (data, message) = messenger
-        .find_button(user, needle)
-        .unwrap_or_else(|| panic!("no button {needle:?} in {}", messenger.transcript(user)));
-    platform.handle(Input::button(user, user, data, message, "press")).await.unwrap();
-    platform.wait_idle().await;
 }
 
 fn process_exists(pid: u32) -> bool {
@@ -96,10 +83,10 @@ async fn real_platform(llm: &ScriptedLlm) -> RealPlatform {
 /// Creates an agent through the wizard, its introduction being `intro`.
 async fn create(real: &RealPlatform, llm: &ScriptedLlm, name: &str, intro: &str) -> Agent {
     llm.push_text(intro);
-    send(&real.platform, OWNER, "/create").await;
-    send(&real.platform, OWNER, name).await;
-    press(&real.platform, &real.messenger, OWNER, "create_model:qwen3-coder-next").await;
-    press(&real.platform, &real.messenger, OWNER, "create_confirm").await;
+    send_and_wait(&real.platform, OWNER, "/create").await;
+    send_and_wait(&real.platform, OWNER, name).await;
+    press_and_wait(&real.platform, &real.messenger, OWNER, "create_model:qwen3-coder-next").await;
+    press_and_wait(&real.platform, &real.messenger, OWNER, "create_confirm").await;
     real.store.list_agents(&AgentFilter::all().owner(OWNER)).await.unwrap().pop().unwrap()
 }
 
@@ -121,7 +108,7 @@ async fn create_chat_and_delete_a_real_local_agent() {
     llm.set_chunk_delay(Duration::from_millis(30));
     llm.push_text("The answer is forty-two, as everyone knows.");
     messenger.clear();
-    send(platform, OWNER, "What is the answer?").await;
+    send_and_wait(platform, OWNER, "What is the answer?").await;
     let answers: Vec<_> = messenger.messages(OWNER).into_iter().filter(|m| m.text.body.contains("forty")).collect();
     assert_eq!(answers.len(), 1, "{:?}", messenger.bodies(OWNER));
     assert!(answers[0].text.body.contains("The answer is forty-two, as everyone knows."));
@@ -147,21 +134,21 @@ async fn create_chat_and_delete_a_real_local_agent() {
     // A visitor through the share link.
     llm.set_chunk_delay(Duration::ZERO);
     llm.push_text("Hi visitor.");
-    send(platform, VISITOR, &format!("/start agent_{}", agent.slug)).await;
-    send(platform, VISITOR, "hello").await;
+    send_and_wait(platform, VISITOR, &format!("/start agent_{}", agent.slug)).await;
+    send_and_wait(platform, VISITOR, "hello").await;
     assert!(messenger.transcript(VISITOR).contains("Hi visitor."), "{}", messenger.transcript(VISITOR));
 
     // The visitor starts over: their history goes, the owner's stays, memory files too.
     let memory_before = std::fs::read_to_string(dir.join("workspace/memory/MEMORY.md")).unwrap();
-    send(platform, VISITOR, "/reset").await;
-    press(platform, messenger, VISITOR, &format!("reset_confirmed:{}", agent.id)).await;
+    send_and_wait(platform, VISITOR, "/reset").await;
+    press_and_wait(platform, messenger, VISITOR, &format!("reset_confirmed:{}", agent.id)).await;
     assert!(
         messenger.last_text(VISITOR).contains("has forgotten your conversation"),
         "{}",
         messenger.transcript(VISITOR)
     );
-    send(platform, VISITOR, "do you remember me?").await;
-    send(platform, OWNER, "and you?").await;
+    send_and_wait(platform, VISITOR, "do you remember me?").await;
+    send_and_wait(platform, OWNER, "and you?").await;
     let last_request_with = |needle: &str| {
         llm.completion_requests()
             .into_iter()
@@ -180,8 +167,8 @@ async fn create_chat_and_delete_a_real_local_agent() {
     assert_eq!(memory, memory_before, "memory files are untouched");
 
     // Delete: the process and its files are gone.
-    send(platform, OWNER, &format!("/delete {}", agent.id)).await;
-    press(platform, messenger, OWNER, &format!("delete_confirmed:{}", agent.id)).await;
+    send_and_wait(platform, OWNER, &format!("/delete {}", agent.id)).await;
+    press_and_wait(platform, messenger, OWNER, &format!("delete_confirmed:{}", agent.id)).await;
     assert!(messenger.last_text(OWNER).contains("is deleted"), "{}", messenger.last_text(OWNER));
     assert!(store.agent_get(agent.id).await.unwrap().unwrap().deleted);
     eventually("the agent process exits", || !process_exists(pid)).await;
@@ -208,12 +195,12 @@ async fn stored_usage_matches_what_the_model_served_and_a_budget_ends_a_turn_mid
 
     // The owner's turns (the introduction after deployment included) and a visitor's.
     llm.push_text("Owner answer.");
-    send(platform, OWNER, "hi").await;
+    send_and_wait(platform, OWNER, "hi").await;
     let owner_served = llm.served(..).tokens();
     let visitor_from = llm.completion_requests().len();
     llm.push_text("Visitor answer.");
-    send(platform, VISITOR, &format!("/start agent_{}", agent.slug)).await;
-    send(platform, VISITOR, "hello").await;
+    send_and_wait(platform, VISITOR, &format!("/start agent_{}", agent.slug)).await;
+    send_and_wait(platform, VISITOR, "hello").await;
     assert!(messenger.transcript(VISITOR).contains("Visitor answer."), "{}", messenger.transcript(VISITOR));
     let rows = stored().await;
     assert!(owner_served > 0);
@@ -229,7 +216,7 @@ async fn stored_usage_matches_what_the_model_served_and_a_budget_ends_a_turn_mid
     llm.push_tool_call("bash", r#"{"command":"echo tool ran"}"#);
     llm.push_text("This answer is never asked for.");
     let before = llm.completion_requests().len();
-    send(platform, OWNER, "run the tool, then answer").await;
+    send_and_wait(platform, OWNER, "run the tool, then answer").await;
     assert_eq!(llm.completion_requests().len(), before + 1, "one model call, then the budget stopped the loop");
     assert_eq!(llm.queued(), 1, "the answer after the tool was never asked for");
     let transcript = messenger.transcript(OWNER);
@@ -238,7 +225,7 @@ async fn stored_usage_matches_what_the_model_served_and_a_budget_ends_a_turn_mid
     let rows = stored().await;
     assert_eq!(rows.iter().map(AgentUsage::total_tokens).sum::<u64>(), spent + llm.served(before..).tokens());
     // Refused before the agent is asked once the budget is spent.
-    send(platform, OWNER, "anything?").await;
+    send_and_wait(platform, OWNER, "anything?").await;
     assert_eq!(llm.completion_requests().len(), before + 1);
 
     // A model server that reports no usage: the agent estimates, and says so.
@@ -246,7 +233,7 @@ async fn stored_usage_matches_what_the_model_served_and_a_budget_ends_a_turn_mid
     store.agent_set_policy(agent.id, &policy).await.unwrap();
     llm.omit_usage(true);
     llm.push_text("Uncounted by the server.");
-    send(platform, OWNER, "estimate this").await;
+    send_and_wait(platform, OWNER, "estimate this").await;
     let rows = stored().await;
     assert!(rows.iter().any(|r| r.cause == UsageCause::OwnerTurn && r.estimated), "{rows:?}");
 

@@ -21,12 +21,12 @@ use baal_core::deploy::aleph::sign::EthAccount;
 use baal_core::deploy::aleph::{AlephConfig, AlephDeployer, AlephOperator};
 use baal_core::domain::{AgentRuntime, AgentStatus, Payer, UserId};
 use baal_core::import::python;
-use baal_core::platform::{Input, Platform, PlatformConfig};
+use baal_core::platform::{Platform, PlatformConfig};
 use baal_core::proxy::http::HttpProxy;
 use baal_core::secrets::{SecretBox, generate_key};
 use baal_core::testing::aleph::{CrnBehaviour, FakeAleph, FakeCrn, loopback_timeouts};
 use baal_core::testing::db;
-use baal_core::testing::messenger::MemoryMessenger;
+use baal_core::testing::messenger::{MemoryMessenger, press_and_wait, send_and_wait};
 use baal_core::testing::openai::{Reply, ScriptedLlm};
 use baal_core::testing::python_baal::{PyAgent, PyUser, PythonBaal};
 use baal_core::testing::python_vm::PythonAgent;
@@ -41,11 +41,6 @@ const PYTHON_ID: i64 = 17;
 const NAME: &str = "Ada Python";
 const SECRET: &str = "python-agent-bearer-secret";
 const OWNER_KEY: &str = "sk-owner-libertai-key";
-
-async fn send(platform: &Platform, user: UserId, text: &str) {
-    platform.handle(Input::from_text(user, user, text)).await.unwrap();
-    platform.wait_idle().await;
-}
 
 /// Polls until `check` holds; a hang guard, not a timing assertion.
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
@@ -156,13 +151,13 @@ async fn a_python_baal_is_imported_its_agent_served_then_converted_with_its_hist
     let link = format!("/start agent_{PYTHON_ID}");
 
     // The owner chats with the Python agent as before, and gets what it queued.
-    send(&platform, OWNER, &link).await;
+    send_and_wait(&platform, OWNER, &link).await;
     assert!(
         messenger.last_text(OWNER).contains(&format!("chatting with <b>{NAME}</b>")),
         "{}",
         messenger.transcript(OWNER)
     );
-    send(&platform, OWNER, "Are you still there?").await;
+    send_and_wait(&platform, OWNER, "Are you still there?").await;
     let transcript = messenger.transcript(OWNER);
     assert!(transcript.contains(&format!("{NAME} heard: Are you still there?")), "{transcript}");
     eventually("the Python agent's queued message reaches its owner", || {
@@ -173,28 +168,23 @@ async fn a_python_baal_is_imported_its_agent_served_then_converted_with_its_hist
 
     // The owner deletes the other imported agent through the usual buttons: its VM is forgotten.
     let bob = store.agent_by_python_id(PYTHON_ID + 1).await.unwrap().unwrap();
-    send(&platform, OWNER, "/list").await;
-    for needle in [format!("delete_confirm:{}", bob.id), format!("delete_confirmed:{}", bob.id)] {
-        let (data, message) = messenger
-            .find_button(OWNER, &needle)
-            .unwrap_or_else(|| panic!("no button {needle:?} in {}", messenger.transcript(OWNER)));
-        platform.handle(Input::button(OWNER, OWNER, data, message, "press")).await.unwrap();
-        platform.wait_idle().await;
-    }
+    send_and_wait(&platform, OWNER, "/list").await;
+    press_and_wait(&platform, &messenger, OWNER, &format!("delete_confirm:{}", bob.id)).await;
+    press_and_wait(&platform, &messenger, OWNER, &format!("delete_confirmed:{}", bob.id)).await;
     assert!(store.agent_get(bob.id).await.unwrap().unwrap().deleted, "{}", messenger.transcript(OWNER));
     assert!(!aleph.live_instances().contains(&other_hash), "the deleted agent's VM was forgotten");
     assert!(aleph.live_instances().contains(&hash), "the other agent's VM stays");
     println!("the owner deleted an imported agent; its instance was forgotten");
 
     // A visitor on the old numeric link waits: the Python agent's tools run as root.
-    send(&platform, VISITOR, &link).await;
+    send_and_wait(&platform, VISITOR, &link).await;
     assert!(messenger.last_text(VISITOR).contains("is being upgraded"), "{}", messenger.transcript(VISITOR));
-    send(&platform, VISITOR, "hello?").await;
+    send_and_wait(&platform, VISITOR, "hello?").await;
     assert!(!messenger.transcript(VISITOR).contains("heard"), "{}", messenger.transcript(VISITOR));
     println!("the visitor was told the agent is being upgraded");
 
     // /update converts the VM where it runs.
-    send(&platform, OWNER, &format!("/update {}", agent.id)).await;
+    send_and_wait(&platform, OWNER, &format!("/update {}", agent.id)).await;
     let converted = store.agent_get(agent.id).await.unwrap().unwrap();
     assert_eq!(
         (converted.runtime, converted.status),
@@ -219,18 +209,18 @@ async fn a_python_baal_is_imported_its_agent_served_then_converted_with_its_hist
 
     // The visitor gets in on the same link, answered by Baal's agent.
     llm.push_when("Hi from a visitor", Reply::text("Hello, visitor!"));
-    send(&platform, VISITOR, &link).await;
+    send_and_wait(&platform, VISITOR, &link).await;
     assert!(
         messenger.last_text(VISITOR).contains(&format!("chatting with <b>{NAME}</b>")),
         "{}",
         messenger.transcript(VISITOR)
     );
-    send(&platform, VISITOR, "Hi from a visitor").await;
+    send_and_wait(&platform, VISITOR, "Hi from a visitor").await;
     assert!(messenger.transcript(VISITOR).contains("Hello, visitor!"), "{}", messenger.transcript(VISITOR));
 
     // The owner's next turn carries the Python agent's history.
     llm.push_when("What is my cat called?", Reply::text("Your cat is Miso."));
-    send(&platform, OWNER, "What is my cat called?").await;
+    send_and_wait(&platform, OWNER, "What is my cat called?").await;
     assert!(messenger.transcript(OWNER).contains("Your cat is Miso."), "{}", messenger.transcript(OWNER));
     let asked = llm
         .completion_requests()

@@ -17,12 +17,12 @@ use std::time::Duration;
 use baal_core::agent::history::History;
 use baal_core::deploy::local::{LocalDeployer, find_agent_binary};
 use baal_core::domain::{Agent, AgentStatus, UserId};
-use baal_core::platform::{Input, MessengerError, Platform, PlatformConfig};
+use baal_core::platform::{MessengerError, Platform, PlatformConfig};
 use baal_core::proxy::http::HttpProxy;
 use baal_core::secrets::SecretBox;
 use baal_core::store::{AgentFilter, Store};
 use baal_core::testing::db;
-use baal_core::testing::messenger::MemoryMessenger;
+use baal_core::testing::messenger::{MemoryMessenger, press_and_wait, send_and_wait};
 use baal_core::testing::openai::ScriptedLlm;
 use secrecy::SecretString;
 
@@ -74,10 +74,10 @@ impl Real {
         );
         platform.start().await.unwrap();
         llm.push_text("Hello.");
-        send(&platform, "/create").await;
-        send(&platform, name).await;
-        press(&platform, &messenger, "create_model:qwen3-coder-next").await;
-        press(&platform, &messenger, "create_confirm").await;
+        send_and_wait(&platform, OWNER, "/create").await;
+        send_and_wait(&platform, OWNER, name).await;
+        press_and_wait(&platform, &messenger, OWNER, "create_model:qwen3-coder-next").await;
+        press_and_wait(&platform, &messenger, OWNER, "create_confirm").await;
         let agent = store.list_agents(&AgentFilter::all().owner(OWNER)).await.unwrap().pop().unwrap();
         assert_eq!(agent.status, AgentStatus::Running, "{}", messenger.transcript(OWNER));
         let db = deployer.agent_dir(agent.id).join("agent.db");
@@ -107,7 +107,7 @@ impl Real {
     /// One turn, the leases of earlier deliveries still running.
     async fn turn_within_the_lease(&self) {
         self.llm.push_text("Noted.");
-        send(&self.platform, "anything new?").await;
+        send_and_wait(&self.platform, OWNER, "anything new?").await;
     }
 
     /// What the agent still has queued.
@@ -128,19 +128,6 @@ impl Real {
     fn shown(&self, needle: &str) -> Vec<String> {
         self.messenger.bodies(OWNER).into_iter().filter(|body| body.contains(needle)).collect()
     }
-}
-
-async fn send(platform: &Platform, text: &str) {
-    platform.handle(Input::from_text(OWNER, OWNER, text)).await.unwrap();
-    platform.wait_idle().await;
-}
-
-async fn press(platform: &Platform, messenger: &MemoryMessenger, needle: &str) {
-    let (data, message) = messenger
-        .find_button(OWNER, needle)
-        .unwrap_or_else(|| panic!("no button {needle:?} in {}", messenger.transcript(OWNER)));
-    platform.handle(Input::button(OWNER, OWNER, data, message, "press")).await.unwrap();
-    platform.wait_idle().await;
 }
 
 fn blocked() -> MessengerError {

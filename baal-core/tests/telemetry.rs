@@ -15,13 +15,13 @@ use std::time::Duration;
 use baal_core::deploy::Deployer;
 use baal_core::deploy::local::{LocalDeployer, find_agent_binary};
 use baal_core::domain::{AgentStatus, UserId};
-use baal_core::platform::{Input, Platform, PlatformConfig};
+use baal_core::platform::{Platform, PlatformConfig};
 use baal_core::proxy::http::HttpProxy;
 use baal_core::secrets::{SealContext, SecretBox};
 use baal_core::store::{AgentFilter, SqlStore};
 use baal_core::telemetry::{self, PrometheusHandle, Readiness};
 use baal_core::testing::db;
-use baal_core::testing::messenger::MemoryMessenger;
+use baal_core::testing::messenger::{MemoryMessenger, press_and_wait, send_and_wait};
 use baal_core::testing::openai::ScriptedLlm;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -99,19 +99,6 @@ async fn scrape(http: &reqwest::Client, url: &str, bearer: Option<&str>) -> Scra
     Scrape::parse(&response.text().await.unwrap())
 }
 
-async fn send(platform: &Platform, text: &str) {
-    platform.handle(Input::from_text(OWNER, OWNER, text)).await.unwrap();
-    platform.wait_idle().await;
-}
-
-async fn press(platform: &Platform, messenger: &MemoryMessenger, needle: &str) {
-    let (data, message) = messenger
-        .find_button(OWNER, needle)
-        .unwrap_or_else(|| panic!("no button {needle:?} in {}", messenger.transcript(OWNER)));
-    platform.handle(Input::button(OWNER, OWNER, data, message, "press")).await.unwrap();
-    platform.wait_idle().await;
-}
-
 fn agent_bin() -> PathBuf {
     let explicit = std::env::var_os("BAAL_AGENT_BIN").map(PathBuf::from);
     find_agent_binary(explicit.as_deref())
@@ -153,10 +140,10 @@ async fn a_deployment_and_a_conversation_move_the_platform_and_agent_metrics() {
 
     // The wizard: /create, a name, two presses; a local deployment; the agent's introduction.
     llm.push_text("Hello, I am Meter.");
-    send(&platform, "/create").await;
-    send(&platform, "Meter").await;
-    press(&platform, &messenger, "create_model:qwen3-coder-next").await;
-    press(&platform, &messenger, "create_confirm").await;
+    send_and_wait(&platform, OWNER, "/create").await;
+    send_and_wait(&platform, OWNER, "Meter").await;
+    press_and_wait(&platform, &messenger, OWNER, "create_model:qwen3-coder-next").await;
+    press_and_wait(&platform, &messenger, OWNER, "create_confirm").await;
     let agent = store.list_agents(&AgentFilter::all().owner(OWNER)).await.unwrap().pop().unwrap();
     assert_eq!(agent.status, AgentStatus::Running, "{}", messenger.transcript(OWNER));
     let deployed = scrape(&http, &metrics_url, None).await;
@@ -186,7 +173,7 @@ async fn a_deployment_and_a_conversation_move_the_platform_and_agent_metrics() {
         llm.push_text(format!("Answer number {i}."));
     }
     for i in 0..TURNS {
-        send(&platform, &format!("Question {i}")).await;
+        send_and_wait(&platform, OWNER, &format!("Question {i}")).await;
     }
     let after = scrape(&http, &metrics_url, None).await;
     let turns = TURNS as f64;

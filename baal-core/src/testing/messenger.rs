@@ -312,3 +312,26 @@ impl Messenger for MemoryMessenger {
         Ok(())
     }
 }
+
+/// Hands `platform` a text from `user` in their private chat, then waits until the platform is
+/// idle (deployments and turns it started included), so what the user sees can be read.
+pub async fn send_and_wait(platform: &crate::platform::Platform, user: crate::domain::UserId, text: &str) {
+    platform.handle(crate::platform::Input::from_text(user, user, text)).await.expect("the platform handles the text");
+    platform.wait_idle().await;
+}
+
+/// Presses the newest button in `user`'s private chat whose data contains `needle` (panicking
+/// with the transcript when there is none), then waits until the platform is idle.
+pub async fn press_and_wait(
+    platform: &crate::platform::Platform,
+    messenger: &MemoryMessenger,
+    user: crate::domain::UserId,
+    needle: &str,
+) {
+    let (data, message) = messenger
+        .find_button(user, needle)
+        .unwrap_or_else(|| panic!("no button {needle:?} in {}", messenger.transcript(user)));
+    let press = crate::platform::Input::button(user, user, data, message, "press");
+    platform.handle(press).await.expect("the platform handles the press");
+    platform.wait_idle().await;
+}
