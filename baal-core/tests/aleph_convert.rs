@@ -9,18 +9,18 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
-use async_trait::async_trait;
 use baal_core::agent_env::var;
 use baal_core::deploy::aleph::sign::EthAccount;
 use baal_core::deploy::aleph::{AlephConfig, AlephDeployer};
-use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer};
+use baal_core::deploy::{AgentSpec, Deployer};
 use baal_core::domain::Role;
 use baal_core::domain::{AgentId, Deployment};
 use baal_core::proxy::http::HttpProxy;
 use baal_core::proxy::{AgentEndpoint, AgentEvent, ChatRequest, Proxy};
-use baal_core::testing::aleph::{CrnBehaviour, FakeAleph, FakeCrn, MemoryPoolStore, loopback_timeouts};
+use baal_core::testing::aleph::{
+    CrnBehaviour, FakeAleph, FakeCrn, MemoryPoolStore, RecordingReporter, loopback_timeouts,
+};
 use baal_core::testing::python_vm::{PythonAgent, PythonMessage, paths, python_history};
 use baal_core::testing::ssh::{BROKEN_AGENT, Sshd, VmSandbox, free_port, write_ed25519_key, write_executable};
 use futures_util::StreamExt as _;
@@ -31,36 +31,6 @@ const DEV_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7
 const SECRET: &str = "python-agent-bearer-secret";
 const OWNER: &str = "4242";
 const NAME: &str = "Ada Python";
-
-#[derive(Default)]
-struct Recorder {
-    steps: Mutex<Vec<String>>,
-    facts: Mutex<Vec<Deployment>>,
-}
-
-impl Recorder {
-    fn log(&self) -> Vec<String> {
-        self.steps.lock().unwrap().clone()
-    }
-    fn stored(&self) -> Deployment {
-        self.facts.lock().unwrap().last().cloned().unwrap_or_default()
-    }
-}
-
-#[async_trait]
-impl DeployReporter for Recorder {
-    async fn step_started(&self, step: DeployStep) {
-        self.steps.lock().unwrap().push(format!("start {}", step.key));
-    }
-    async fn step_done(&self, step: DeployStep) {
-        self.steps.lock().unwrap().push(format!("done {}", step.key));
-    }
-    async fn facts(&self, deployment: &Deployment) -> Result<(), DeployError> {
-        self.steps.lock().unwrap().push("facts".into());
-        self.facts.lock().unwrap().push(deployment.clone());
-        Ok(())
-    }
-}
 
 /// A Python Baal VM on loopback: its instance known to the fake network and running on a fake
 /// node whose executions list hands out the sshd's port, the sshd letting in the Python Baal's
@@ -253,7 +223,7 @@ async fn a_python_vm_is_converted_with_its_workspace_history_and_name_and_baals_
     let python_caddyfile = h.read(paths::CADDYFILE);
     let python_workspace = h.tree(paths::WORKSPACE);
 
-    let reporter = Recorder::default();
+    let reporter = RecordingReporter::default();
     let facts = h.deployer(true).convert(&h.spec(), &reporter).await.unwrap_or_else(|e| {
         panic!("{e} ({:?})\n{}", e.detail, h.agent_log());
     });
@@ -267,7 +237,7 @@ async fn a_python_vm_is_converted_with_its_workspace_history_and_name_and_baals_
     assert_eq!(reporter.stored(), facts);
     let log = reporter.log();
     assert_eq!(log[..2], ["start reach".to_string(), "facts".to_string()], "the port is stored first: {log:?}");
-    assert_eq!(reporter.facts.lock().unwrap()[0].ssh_port, Some(h.sshd.port));
+    assert_eq!(reporter.facts()[0].ssh_port, Some(h.sshd.port));
     for step in ["reach", "handover", "ship", "check"] {
         assert!(log.contains(&format!("done {step}")), "{step} not done: {log:?}");
     }
@@ -306,19 +276,19 @@ async fn a_python_vm_is_converted_with_its_workspace_history_and_name_and_baals_
     // From now on Baal's key alone logs in: a repair by a deployer without the Python key.
     let mut spec = h.spec();
     spec.existing = facts.clone();
-    let repaired = h.deployer(false).repair(&spec, &Recorder::default()).await.unwrap();
+    let repaired = h.deployer(false).repair(&spec, &RecordingReporter::default()).await.unwrap();
     assert_eq!(repaired.deployment, facts);
     assert_eq!(h.health().await.unwrap()["agent_name"], NAME);
 
     // Converting again changes nothing of what the agent has become.
-    let again = h.deployer(false).convert(&spec, &Recorder::default()).await.unwrap();
+    let again = h.deployer(false).convert(&spec, &RecordingReporter::default()).await.unwrap();
     assert_eq!(again, facts);
     assert_eq!(h.read("etc/systemd/system/baal-agent.service.python"), python_unit);
 
     // A later attempt that fails (a broken release) never puts the Python agent back over ours:
     // the history since the conversion is our agent's alone.
     write_executable(&h.agent_bin, BROKEN_AGENT).unwrap();
-    let err = h.deployer(false).convert(&spec, &Recorder::default()).await.unwrap_err();
+    let err = h.deployer(false).convert(&spec, &RecordingReporter::default()).await.unwrap_err();
     assert!(err.message.contains("converted before, so its previous version runs again"), "{err}");
     assert!(h.read(paths::UNIT).contains("User="), "our unit stays");
     assert_eq!(h.health().await.expect("our previous version answers")["agent_name"], NAME);
@@ -340,7 +310,7 @@ async fn a_conversion_whose_agent_fails_its_health_check_puts_the_python_agent_b
     assert!(python_db.contains_key(&format!("{}-wal", paths::DB)), "the last turns are in the -wal");
     let history = python_history(&h.vm.file(paths::DB)).unwrap();
 
-    let reporter = Recorder::default();
+    let reporter = RecordingReporter::default();
     let err = h.deployer(true).convert(&h.spec(), &reporter).await.unwrap_err();
     assert_eq!(err.step, "check", "{err}");
     assert!(err.message.contains("did not answer its health check"), "the cause: {err}");
@@ -365,7 +335,7 @@ async fn without_the_python_baals_key_a_refused_login_says_which_setting_to_set(
         return;
     }
     let h = PythonVm::start().await;
-    let reporter = Recorder::default();
+    let reporter = RecordingReporter::default();
     let err = h.deployer(false).convert(&h.spec(), &reporter).await.unwrap_err();
     assert_eq!(err.step, "reach");
     assert!(err.message.contains("PYTHON_SSH_PRIVKEY_PATH"), "{err}");
@@ -389,7 +359,7 @@ async fn a_vm_without_a_python_agent_is_left_untouched_and_the_error_says_so() {
     std::fs::remove_dir_all(h.vm.file(paths::VENV)).unwrap();
     let unit = h.read(paths::UNIT);
     let calls_before = h.vm.systemctl_calls();
-    let err = h.deployer(true).convert(&h.spec(), &Recorder::default()).await.unwrap_err();
+    let err = h.deployer(true).convert(&h.spec(), &RecordingReporter::default()).await.unwrap_err();
     assert!(err.message.contains("no Python Baal agent on this VM"), "{err}");
     assert!(err.message.contains("nothing on the VM was changed"), "{err}");
     assert!(!err.message.contains("runs again"), "{err}");

@@ -3,17 +3,18 @@
 //! `systemctl` and `apt-get`. Skipped (with a message) where `sshd` is missing or not root.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use baal_core::agent_env::{AgentDefaults, AgentEnv, var};
 use baal_core::deploy::aleph::sign::EthAccount;
 use baal_core::deploy::aleph::{AlephConfig, AlephDeployer};
 use baal_core::deploy::local::LocalDeployer;
-use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer};
+use baal_core::deploy::{AgentSpec, DeployError, Deployer};
 use baal_core::domain::{AgentId, Deployment};
-use baal_core::testing::aleph::{CrnBehaviour, FakeAleph, FakeCrn, MemoryPoolStore, RefusalShape, loopback_timeouts};
+use baal_core::testing::aleph::{
+    CrnBehaviour, FakeAleph, FakeCrn, MemoryPoolStore, RecordingReporter, RefusalShape, loopback_timeouts,
+};
 use baal_core::testing::ssh::{
     BROKEN_AGENT, RusshServer, STANDIN_AGENT, SshTarget, VmSandbox, free_port, write_ed25519_key, write_executable,
 };
@@ -21,48 +22,6 @@ use secrecy::SecretString;
 
 /// Public Anvil/Hardhat dev key #0; never funded.
 const DEV_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
-
-/// Records what the deployer reports; can refuse facts from the `fail_from`-th call on, as a
-/// platform whose store went away (or that crashed) would.
-#[derive(Default)]
-struct Recorder {
-    steps: Mutex<Vec<String>>,
-    facts: Mutex<Vec<Deployment>>,
-    fail_from: Option<usize>,
-}
-
-impl Recorder {
-    fn failing_from(call: usize) -> Recorder {
-        Recorder { fail_from: Some(call), ..Recorder::default() }
-    }
-
-    fn stored(&self) -> Deployment {
-        self.facts.lock().unwrap().last().cloned().unwrap_or_default()
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.steps.lock().unwrap().clone()
-    }
-}
-
-#[async_trait]
-impl DeployReporter for Recorder {
-    async fn step_started(&self, step: DeployStep) {
-        self.steps.lock().unwrap().push(format!("start {}", step.key));
-    }
-    async fn step_done(&self, step: DeployStep) {
-        self.steps.lock().unwrap().push(format!("done {}", step.key));
-    }
-    async fn facts(&self, deployment: &Deployment) -> Result<(), DeployError> {
-        let mut facts = self.facts.lock().unwrap();
-        if self.fail_from.is_some_and(|n| facts.len() + 1 >= n) {
-            return Err(DeployError::new("deploy", "the platform stopped"));
-        }
-        self.steps.lock().unwrap().push("facts".into());
-        facts.push(deployment.clone());
-        Ok(())
-    }
-}
 
 struct Harness {
     aleph: FakeAleph,
@@ -178,13 +137,13 @@ async fn whole_path(h: Harness) {
     let deployer = h.deployer(h.config());
     let name = "Ada \"the\" $(reboot) `id`\nagent";
     let prompt = "Be helpful.\nNever run $(rm -rf /) or `id`; quote \"this\" and 'that' \\ too.";
-    let reporter = Recorder::default();
+    let reporter = RecordingReporter::default();
     let facts = deployer.deploy(&spec(name, prompt), &reporter).await.unwrap();
 
     // The hash was stored before anything was posted.
     let log = reporter.log();
     assert_eq!(log[..2], ["start provision".to_string(), "facts".to_string()], "{log:?}");
-    assert!(reporter.facts.lock().unwrap()[0].instance_hash.is_some());
+    assert!(reporter.facts()[0].instance_hash.is_some());
     for step in ["provision", "allocate", "ship", "start", "health", "https"] {
         assert!(log.contains(&format!("done {step}")), "{step} not done: {log:?}");
     }
@@ -219,7 +178,7 @@ async fn whole_path(h: Harness) {
     // Redeploy: new settings, restarted (not merely started), healthy.
     let mut update = spec(name, "A new personality.");
     update.existing = facts.clone();
-    let reporter = Recorder::default();
+    let reporter = RecordingReporter::default();
     let again = deployer.redeploy(&update, &reporter).await.unwrap();
     assert_eq!(again, facts);
     assert_eq!(h.seen_env()["SYSTEM_PROMPT"], "A new personality.");
@@ -227,7 +186,7 @@ async fn whole_path(h: Harness) {
     assert_eq!(h.aleph.live_instances(), vec![hash.clone()], "a redeploy creates no VM");
 
     // Teardown: FORGET, then an authenticated erase on the node.
-    let reporter = Recorder::default();
+    let reporter = RecordingReporter::default();
     deployer.destroy(AgentId(1), &facts, &reporter).await.unwrap();
     assert!(h.aleph.live_instances().is_empty());
     assert_eq!(h.aleph.messages()[&hash].status, "forgotten");
@@ -239,7 +198,7 @@ async fn whole_path(h: Harness) {
 async fn a_node_that_times_out_is_blacklisted_and_the_next_one_used() {
     let h = Harness::start(&[CrnBehaviour::Hang, CrnBehaviour::Healthy], None).await;
     let deployer = h.deployer(h.config());
-    let facts = deployer.deploy(&spec("a", "p"), &Recorder::default()).await.unwrap();
+    let facts = deployer.deploy(&spec("a", "p"), &RecordingReporter::default()).await.unwrap();
     let hash = facts.instance_hash.unwrap();
     assert_eq!(facts.crn_url.as_deref(), Some(h.crns[1].url.as_str()));
     // The instance pinned to the hanging node was forgotten; only the running one is billed.
@@ -258,7 +217,7 @@ async fn a_node_that_times_out_is_blacklisted_and_the_next_one_used() {
     // Blacklisted: the next deployment goes straight to the healthy node.
     let mut second = spec("b", "p");
     second.agent_id = AgentId(2);
-    let reporter = Recorder::default();
+    let reporter = RecordingReporter::default();
     let _ = deployer.deploy(&second, &reporter).await;
     assert_eq!(pinned_to(&h.crns[0]), 1);
     assert_eq!(pinned_to(&h.crns[1]), 2);
@@ -301,7 +260,7 @@ impl Refusing {
 
     /// Deploys, expecting a refusal before the hang guard; checks that nothing is left behind.
     async fn refused(&self) -> DeployError {
-        let reporter = Recorder::default();
+        let reporter = RecordingReporter::default();
         let agent = spec("a", "p");
         let err = tokio::time::timeout(HANG_GUARD, self.deployer.deploy(&agent, &reporter))
             .await
@@ -309,7 +268,7 @@ impl Refusing {
             .unwrap_err();
         assert_eq!(err.step, "provision", "{err}");
         // The hash was recorded before posting, then cleared: no VM to remember, none billed.
-        let facts = reporter.facts.lock().unwrap().clone();
+        let facts = reporter.facts();
         let hash = facts[0].instance_hash.clone().expect("the hash is stored before posting");
         assert_eq!(reporter.stored(), Deployment::default(), "no VM to remember");
         assert_eq!(self.aleph.messages()[&hash].status, "rejected");
@@ -391,13 +350,13 @@ async fn ssh_refused_fails_the_ship_step_and_delete_still_finds_the_vm() {
     let closed = free_port().unwrap();
     let h = Harness::start(&[CrnBehaviour::Healthy], Some(closed)).await;
     let deployer = h.deployer(h.config());
-    let reporter = Recorder::default();
+    let reporter = RecordingReporter::default();
     let err = deployer.deploy(&spec("a", "p"), &reporter).await.unwrap_err();
     assert_eq!(err.step, "ship");
     assert!(err.message.contains("SSH"), "{err}");
     let stored = reporter.stored();
     assert!(stored.instance_hash.is_some() && stored.vm_host.is_some());
-    deployer.destroy(AgentId(1), &stored, &Recorder::default()).await.unwrap();
+    deployer.destroy(AgentId(1), &stored, &RecordingReporter::default()).await.unwrap();
     assert!(h.aleph.live_instances().is_empty());
 }
 
@@ -405,12 +364,12 @@ async fn ssh_refused_fails_the_ship_step_and_delete_still_finds_the_vm() {
 async fn a_changed_host_key_is_refused() {
     let h = Harness::start(&[CrnBehaviour::Healthy], None).await;
     let deployer = h.deployer(h.config());
-    let facts = deployer.deploy(&spec("a", "p"), &Recorder::default()).await.unwrap();
+    let facts = deployer.deploy(&spec("a", "p"), &RecordingReporter::default()).await.unwrap();
     let impostor = RusshServer::start().await.unwrap();
     let mut update = spec("a", "p2");
     update.existing = facts;
     update.existing.ssh_host_key = Some(impostor.host_key.clone());
-    let err = deployer.redeploy(&update, &Recorder::default()).await.unwrap_err();
+    let err = deployer.redeploy(&update, &RecordingReporter::default()).await.unwrap_err();
     assert!(err.message.contains("different SSH host key"), "{err}");
     assert!(!err.retryable);
     assert_eq!(h.seen_env()["SYSTEM_PROMPT"], "p", "nothing was shipped");
@@ -420,11 +379,11 @@ async fn a_changed_host_key_is_refused() {
 async fn a_release_failing_its_health_check_is_rolled_back() {
     let h = Harness::start(&[CrnBehaviour::Healthy], None).await;
     let deployer = h.deployer(h.config());
-    let facts = deployer.deploy(&spec("a", "first"), &Recorder::default()).await.unwrap();
+    let facts = deployer.deploy(&spec("a", "first"), &RecordingReporter::default()).await.unwrap();
     write_executable(&h.agent_bin, BROKEN_AGENT).unwrap();
     let mut update = spec("a", "second");
     update.existing = facts;
-    let err = deployer.redeploy(&update, &Recorder::default()).await.unwrap_err();
+    let err = deployer.redeploy(&update, &RecordingReporter::default()).await.unwrap_err();
     assert_eq!(err.step, "health");
     assert!(err.message.contains("previous version is running again"), "{err}");
     assert!(agent_healthy(h.agent_port).await);
@@ -438,7 +397,7 @@ async fn a_crash_between_steps_leaves_a_vm_that_delete_finds_and_repair_resumes(
     let h = Harness::start(&[CrnBehaviour::Healthy], None).await;
     let deployer = h.deployer(h.config());
     // The platform stops after storing the instance hash (the second facts call fails).
-    let crashed = Recorder::failing_from(2);
+    let crashed = RecordingReporter::failing_from(2);
     deployer.deploy(&spec("a", "p"), &crashed).await.unwrap_err();
     let stored = crashed.stored();
     let hash = stored.instance_hash.clone().unwrap();
@@ -448,12 +407,12 @@ async fn a_crash_between_steps_leaves_a_vm_that_delete_finds_and_repair_resumes(
     // Repair resumes from the stored facts on the same VM.
     let mut repair = spec("a", "p");
     repair.existing = stored.clone();
-    let facts = deployer.deploy(&repair, &Recorder::default()).await.unwrap();
+    let facts = deployer.deploy(&repair, &RecordingReporter::default()).await.unwrap();
     assert_eq!(facts.instance_hash.as_deref(), Some(hash.as_str()));
     assert_eq!(h.aleph.live_instances(), vec![hash.clone()]);
 
     // Delete from the facts stored before the crash alone.
-    deployer.destroy(AgentId(1), &stored, &Recorder::default()).await.unwrap();
+    deployer.destroy(AgentId(1), &stored, &RecordingReporter::default()).await.unwrap();
     assert!(h.aleph.live_instances().is_empty());
     assert_eq!(h.crns[0].erased(), vec![hash]);
 }
@@ -477,11 +436,11 @@ async fn both_deployers_write_one_environment_and_real_agents_read_it() {
     let mut config = h.config();
     config.agent_defaults = defaults.clone();
     let aleph = h.deployer(config);
-    let facts = aleph.deploy(&agent_spec, &Recorder::default()).await.unwrap();
+    let facts = aleph.deploy(&agent_spec, &RecordingReporter::default()).await.unwrap();
 
     let data = tempfile::tempdir().unwrap();
     let local = LocalDeployer::new(data.path(), &real).unwrap().with_agent_defaults(defaults.clone());
-    let local_facts = local.deploy(&agent_spec, &Recorder::default()).await.unwrap();
+    let local_facts = local.deploy(&agent_spec, &RecordingReporter::default()).await.unwrap();
 
     for url in [facts.vm_url.clone().unwrap(), local_facts.vm_url.clone().unwrap()] {
         let health: serde_json::Value = reqwest::get(format!("{url}/health")).await.unwrap().json().await.unwrap();
@@ -540,8 +499,8 @@ async fn both_deployers_write_one_environment_and_real_agents_read_it() {
     assert_eq!(on_vm[var::HEARTBEAT_INTERVAL], "7");
     assert_eq!(on_vm[var::BRAVE_API_KEY], "brave-key");
 
-    aleph.destroy(AgentId(1), &facts, &Recorder::default()).await.unwrap();
-    local.destroy(AgentId(1), &local_facts, &Recorder::default()).await.unwrap();
+    aleph.destroy(AgentId(1), &facts, &RecordingReporter::default()).await.unwrap();
+    local.destroy(AgentId(1), &local_facts, &RecordingReporter::default()).await.unwrap();
     assert!(h.aleph.live_instances().is_empty());
 }
 
@@ -568,7 +527,7 @@ async fn deleting_an_instance_the_network_never_saw_is_done_at_once() {
     let mut never_posted = Deployment::default();
     never_posted.instance_hash = Some(hex::encode([7u8; 32]));
     never_posted.crn_url = Some(r.crn.url.clone());
-    let reporter = Recorder::default();
+    let reporter = RecordingReporter::default();
     let destroy = r.deployer.destroy(AgentId(1), &never_posted, &reporter);
     tokio::time::timeout(HANG_GUARD, destroy).await.expect("the refusal was waited out").unwrap();
     let forget = r.aleph.messages().into_values().find(|m| m.message_type == "FORGET").unwrap();
@@ -687,7 +646,7 @@ fn agent_pid(h: &Harness) -> i32 {
 async fn repair_restarts_a_killed_service_on_the_same_vm() {
     let h = Harness::start(&[CrnBehaviour::Healthy, CrnBehaviour::Healthy], None).await;
     let deployer = h.deployer(h.config());
-    let facts = deployer.deploy(&spec("a", "p"), &Recorder::default()).await.unwrap();
+    let facts = deployer.deploy(&spec("a", "p"), &RecordingReporter::default()).await.unwrap();
     let hash = facts.instance_hash.clone().unwrap();
     // SAFETY: kill has no memory effects; the pid is the stand-in agent this test started.
     assert_eq!(unsafe { libc::kill(agent_pid(&h), libc::SIGKILL) }, 0);
@@ -704,7 +663,7 @@ async fn repair_restarts_a_killed_service_on_the_same_vm() {
 
     let mut broken = spec("a", "p");
     broken.existing = facts.clone();
-    let reporter = Recorder::default();
+    let reporter = RecordingReporter::default();
     let repaired = deployer.repair(&broken, &reporter).await.unwrap();
     assert!(!repaired.moved);
     assert_eq!(repaired.deployment, facts, "the same VM, the same facts");
@@ -730,7 +689,7 @@ async fn repair_moves_an_agent_whose_node_is_gone_to_another_node() {
         Harness::start_nodes(sshd, &[(CrnBehaviour::Healthy, Some(lost_ssh.port)), (CrnBehaviour::Healthy, None)])
             .await;
     let deployer = h.deployer(h.config());
-    let facts = deployer.deploy(&spec("a", "p"), &Recorder::default()).await.unwrap();
+    let facts = deployer.deploy(&spec("a", "p"), &RecordingReporter::default()).await.unwrap();
     let old = facts.instance_hash.clone().unwrap();
     assert_eq!(facts.crn_url.as_deref(), Some(h.crns[0].url.as_str()));
     assert_eq!(facts.ssh_port, Some(lost_ssh.port));
@@ -743,7 +702,7 @@ async fn repair_moves_an_agent_whose_node_is_gone_to_another_node() {
 
     let mut broken = spec("a", "p");
     broken.existing = facts.clone();
-    let reporter = Recorder::default();
+    let reporter = RecordingReporter::default();
     let repaired = deployer.repair(&broken, &reporter).await.unwrap();
     assert!(repaired.moved);
     let moved = repaired.deployment;
@@ -762,7 +721,7 @@ async fn repair_moves_an_agent_whose_node_is_gone_to_another_node() {
 
     // Reported in order: the old facts cleared once forgotten, the new hash before anything
     // was posted, then the rest as it became known.
-    let stored = reporter.facts.lock().unwrap().clone();
+    let stored = reporter.facts();
     assert_eq!(stored[0], Deployment::default(), "{stored:?}");
     assert_eq!(stored[1].instance_hash.as_deref(), Some(new.as_str()));
     assert!(stored[1].vm_host.is_none());
@@ -777,12 +736,12 @@ async fn repair_moves_an_agent_whose_node_is_gone_to_another_node() {
 async fn repair_refuses_a_vm_with_another_host_key_and_moves_nothing() {
     let h = Harness::start(&[CrnBehaviour::Healthy, CrnBehaviour::Healthy], None).await;
     let deployer = h.deployer(h.config());
-    let facts = deployer.deploy(&spec("a", "p"), &Recorder::default()).await.unwrap();
+    let facts = deployer.deploy(&spec("a", "p"), &RecordingReporter::default()).await.unwrap();
     let impostor = RusshServer::start().await.unwrap();
     let mut broken = spec("a", "p");
     broken.existing = facts.clone();
     broken.existing.ssh_host_key = Some(impostor.host_key.clone());
-    let err = deployer.repair(&broken, &Recorder::default()).await.unwrap_err();
+    let err = deployer.repair(&broken, &RecordingReporter::default()).await.unwrap_err();
     assert!(err.message.contains("different SSH host key"), "{err}");
     assert!(!err.retryable);
     assert_eq!(h.aleph.live_instances(), vec![facts.instance_hash.unwrap()]);

@@ -765,3 +765,55 @@ impl crate::store::PoolStore for MemoryPoolStore {
         Ok(None)
     }
 }
+
+/// A [`DeployReporter`](crate::deploy::DeployReporter) that records what a deployer reports:
+/// each step as `start <key>` / `done <key>` and each report of facts as `facts`, in order, with
+/// the facts themselves. It can refuse facts from the `fail_from`-th report on, as a platform
+/// whose store went away (or that crashed) would.
+#[derive(Debug, Default)]
+pub struct RecordingReporter {
+    steps: Mutex<Vec<String>>,
+    facts: Mutex<Vec<crate::domain::Deployment>>,
+    fail_from: Option<usize>,
+}
+
+impl RecordingReporter {
+    /// A reporter that refuses the `call`-th report of facts and every later one.
+    pub fn failing_from(call: usize) -> RecordingReporter {
+        RecordingReporter { fail_from: Some(call), ..RecordingReporter::default() }
+    }
+
+    /// The steps and reports, in order.
+    pub fn log(&self) -> Vec<String> {
+        lock(&self.steps).clone()
+    }
+
+    /// Every set of facts accepted, in order.
+    pub fn facts(&self) -> Vec<crate::domain::Deployment> {
+        lock(&self.facts).clone()
+    }
+
+    /// The last facts accepted (what a platform would have stored), or none.
+    pub fn stored(&self) -> crate::domain::Deployment {
+        lock(&self.facts).last().cloned().unwrap_or_default()
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::deploy::DeployReporter for RecordingReporter {
+    async fn step_started(&self, step: crate::deploy::DeployStep) {
+        lock(&self.steps).push(format!("start {}", step.key));
+    }
+    async fn step_done(&self, step: crate::deploy::DeployStep) {
+        lock(&self.steps).push(format!("done {}", step.key));
+    }
+    async fn facts(&self, deployment: &crate::domain::Deployment) -> Result<(), crate::deploy::DeployError> {
+        let mut facts = lock(&self.facts);
+        if self.fail_from.is_some_and(|n| facts.len() + 1 >= n) {
+            return Err(crate::deploy::DeployError::new("deploy", "the platform stopped"));
+        }
+        lock(&self.steps).push("facts".into());
+        facts.push(deployment.clone());
+        Ok(())
+    }
+}
