@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use baal_core::deploy::aleph::sign::EthAccount;
 use baal_core::deploy::aleph::{AlephConfig, AlephDeployer, VmLayout};
 use baal_core::deploy::local::find_agent_binary;
-use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer};
+use baal_core::deploy::{AgentSpec, DeployError, DeployReporter, DeployStep, Deployer, SilentReporter};
 use baal_core::domain::{AgentId, AgentStatus, Deployment, NewAgent, Payer, UserId};
 use baal_core::platform::{
     Button, ChatId, Input, InputKind, MessageRef, Messenger, MessengerError, OutgoingFile, Platform, PlatformConfig,
@@ -423,18 +423,6 @@ struct AlephVm {
     _vm: VmSandbox,
 }
 
-/// Says nothing: the cases record the final facts themselves.
-struct Quiet;
-
-#[async_trait]
-impl DeployReporter for Quiet {
-    async fn step_started(&self, _: DeployStep) {}
-    async fn step_done(&self, _: DeployStep) {}
-    async fn facts(&self, _: &Deployment) -> Result<(), DeployError> {
-        Ok(())
-    }
-}
-
 /// One case's world: the scripted model, a real agent, and the platform's database.
 struct Case {
     llm: ScriptedLlm,
@@ -495,7 +483,7 @@ async fn aleph_case() -> Case {
         OWNER.to_string(),
     );
     let deployer = set_up.deployer(Arc::new(baal_core::testing::aleph::MemoryPoolStore::new()));
-    let deployment = deployer.deploy(&spec, &Quiet).await.expect("deployed on the loopback Aleph set-up");
+    let deployment = deployer.deploy(&spec, &SilentReporter).await.expect("deployed on the loopback Aleph set-up");
     println!("deployed instance {:?} at {:?}", deployment.instance_hash, deployment.vm_url);
     record_running(&store, id, &deployment).await;
     let env = baal_core::env::read_file(&vm.file("etc/baal/agent.env")).unwrap();
