@@ -443,6 +443,19 @@ impl Inner {
         self.in_flight.lock().map(|set| set.contains(&agent)).unwrap_or(false)
     }
 
+    /// Claims `agent` for one job of this process (a deployment, repair or release); false when
+    /// one already runs here.
+    pub(crate) fn claim_in_flight(&self, agent: AgentId) -> bool {
+        self.in_flight.lock().map(|mut set| set.insert(agent)).unwrap_or(false)
+    }
+
+    /// Ends a claim [`Inner::claim_in_flight`] made.
+    pub(crate) fn release_in_flight(&self, agent: AgentId) {
+        if let Ok(mut set) = self.in_flight.lock() {
+            set.remove(&agent);
+        }
+    }
+
     /// Sends a message; a front-end failure is logged, not fatal.
     pub async fn say(&self, chat: ChatId, text: Text) -> Option<MessageRef> {
         match self.messenger.send(chat, text).await {

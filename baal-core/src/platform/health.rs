@@ -237,8 +237,18 @@ impl Inner {
 
     /// Repairs `agent` in the background, unless this process already works on it.
     fn start_repair(self: &Arc<Self>, agent: AgentId) {
-        let claimed = self.in_flight.lock().map(|mut set| set.insert(agent)).unwrap_or(false);
-        if !claimed {
+        self.start_leased(agent, "repair", move |inner| async move { inner.heal(agent).await });
+    }
+
+    /// Runs `work` in the background under `agent`'s deployment lease and this process's claim,
+    /// unless this process already works on it; while another process holds the lease, that one
+    /// carries on and `work` does not run.
+    fn start_leased<Work, Done>(self: &Arc<Self>, agent: AgentId, what: &'static str, work: Work)
+    where
+        Work: FnOnce(Arc<Inner>) -> Done + Send + 'static,
+        Done: std::future::Future<Output = Result<(), PlatformError>> + Send,
+    {
+        if !self.claim_in_flight(agent) {
             return;
         }
         let inner = self.clone();
@@ -246,20 +256,16 @@ impl Inner {
             let (store, holder, length) = (inner.store.as_ref(), inner.holder.as_str(), inner.config.deploy_lease);
             let outcome = match lease::take(store, agent, holder, length).await {
                 Ok(true) => {
-                    let repair = lease::while_held(store, agent, holder, length, inner.heal(agent));
-                    let outcome = repair.await.unwrap_or(Ok(()));
+                    let outcome = lease::while_held(store, agent, holder, length, work(inner.clone())).await;
                     lease::release(store, agent, holder).await;
-                    outcome
+                    outcome.unwrap_or(Ok(()))
                 }
-                // Another process deploys, deletes or repairs it: that one carries on.
                 Ok(false) => Ok(()),
                 Err(err) => Err(err.into()),
             };
-            if let Ok(mut set) = inner.in_flight.lock() {
-                set.remove(&agent);
-            }
+            inner.release_in_flight(agent);
             if let Err(err) = outcome {
-                tracing::error!(agent = %agent, error = %err, "repair failed");
+                tracing::error!(agent = %agent, error = %err, "{what} failed");
             }
         });
     }
@@ -325,12 +331,9 @@ impl Inner {
         self.store.agent_set_deployment(agent.id, &repaired.deployment).await.map_err(store_failed)?;
         agent.deployment = repaired.deployment.clone();
         if converting {
-            let context = crate::secrets::SealContext::agent_token(agent.id);
-            let secret = secrecy::ExposeSecret::expose_secret(&spec.agent_secret);
-            let sealed = self.secrets.seal_str_for(&context, secret).map_err(|err| {
-                DeployError::new("repair", "Baal could not seal the agent's new secret").with_detail(err)
+            let sealed = self.store_token(agent.id, &spec.agent_secret).await.map_err(|err| {
+                DeployError::new("repair", "Baal could not record the agent's new secret").with_detail(err)
             })?;
-            self.store.agent_set_token(agent.id, &sealed).await.map_err(store_failed)?;
             agent.token_sealed = Some(sealed);
         }
         if !self.answers(agent).await {
@@ -402,29 +405,8 @@ impl Inner {
         {
             return;
         }
-        let claimed = self.in_flight.lock().map(|mut set| set.insert(agent.id)).unwrap_or(false);
-        if !claimed {
-            return;
-        }
-        let (inner, id) = (self.clone(), agent.id);
-        self.spawn_tracked(async move {
-            let (store, holder, length) = (inner.store.as_ref(), inner.holder.as_str(), inner.config.deploy_lease);
-            let outcome = match lease::take(store, id, holder, length).await {
-                Ok(true) => {
-                    let outcome = lease::while_held(store, id, holder, length, inner.release(id)).await;
-                    lease::release(store, id, holder).await;
-                    outcome.unwrap_or(Ok(()))
-                }
-                Ok(false) => Ok(()),
-                Err(err) => Err(err.into()),
-            };
-            if let Ok(mut set) = inner.in_flight.lock() {
-                set.remove(&id);
-            }
-            if let Err(err) = outcome {
-                tracing::error!(agent = %id, error = %err, "releasing a failed deployment failed");
-            }
-        });
+        let id = agent.id;
+        self.start_leased(id, "releasing a failed deployment", move |inner| async move { inner.release(id).await });
     }
 
     /// Under the lease: tears down what a failed deployment holds, from its stored facts.

@@ -77,9 +77,15 @@ impl Inner {
     /// created, and by the agent's deployment when a crash in between left it without one.
     pub(crate) async fn mint_token(&self, agent: AgentId) -> Result<(SecretString, Vec<u8>), PlatformError> {
         let token = generate_token();
+        let sealed = self.store_token(agent, &token).await?;
+        Ok((token, sealed))
+    }
+
+    /// Seals `token` for `agent`'s row and stores it as its bearer secret; returns it sealed.
+    pub(crate) async fn store_token(&self, agent: AgentId, token: &SecretString) -> Result<Vec<u8>, PlatformError> {
         let sealed = self.secrets.seal_str_for(&SealContext::agent_token(agent), token.expose_secret())?;
         self.store.agent_set_token(agent, &sealed).await?;
-        Ok((token, sealed))
+        Ok(sealed)
     }
 
     /// `agent`'s bearer secret: opened, or minted when a crash right after its creation left it
@@ -159,15 +165,12 @@ impl Inner {
         if agent.runtime != AgentRuntime::Python {
             return Ok(Converted::NotImported);
         }
-        let claimed = self.in_flight.lock().map(|mut set| set.insert(id)).unwrap_or(false);
-        if !claimed {
+        if !self.claim_in_flight(id) {
             return Ok(Converted::Busy);
         }
         let done = format!("✅ {} runs Baal's agent now, with its workspace and history.", agent.name);
         let job = self.clone().leased_job(id, chat, None, JobKind::Redeploy { done }).await;
-        if let Ok(mut set) = self.in_flight.lock() {
-            set.remove(&id);
-        }
+        self.release_in_flight(id);
         job?;
         let now = self.store.agent_get(id).await?;
         Ok(match now {
@@ -185,16 +188,13 @@ impl Inner {
         progress: Option<MessageRef>,
         kind: JobKind,
     ) {
-        let claimed = self.in_flight.lock().map(|mut set| set.insert(agent)).unwrap_or(false);
-        if !claimed {
+        if !self.claim_in_flight(agent) {
             return;
         }
         let inner = self.clone();
         self.spawn_tracked(async move {
             let job = inner.clone().leased_job(agent, chat, progress, kind).await;
-            if let Ok(mut set) = inner.in_flight.lock() {
-                set.remove(&agent);
-            }
+            inner.release_in_flight(agent);
             if let Err(err) = job {
                 tracing::error!(error = %err, agent = %agent, "deployment job failed");
             }
@@ -308,10 +308,7 @@ impl Inner {
                 let mut deployed = agent.clone();
                 deployed.deployment = facts;
                 if let Some(secret) = rotated {
-                    let sealed =
-                        self.secrets.seal_str_for(&SealContext::agent_token(agent.id), secret.expose_secret())?;
-                    self.store.agent_set_token(agent.id, &sealed).await?;
-                    deployed.token_sealed = Some(sealed);
+                    deployed.token_sealed = Some(self.store_token(agent.id, &secret).await?);
                 }
                 // The deployer says the agent is healthy; checking through the same path chats
                 // will take catches a URL the platform cannot reach.
