@@ -35,6 +35,11 @@ const PYTHONS_KEY: &str = "the Python Baal's key (PYTHON_SSH_PRIVKEY_PATH)";
 
 /// What `vm-setup.sh convert` prints when the Python agent's database was copied.
 const DB_COPIED: &str = "python-agent.db";
+/// What `vm-setup.sh unconvert` prints on a VM converted before: our agent's previous version
+/// was put back, not the Python agent.
+const CONVERTED_BEFORE: &str = "converted-before";
+/// What `vm-setup.sh unconvert` prints when nothing had been set aside: the VM was not changed.
+const NOTHING_SET_ASIDE: &str = "nothing-set-aside";
 
 impl AlephDeployer {
     /// See [`Deployer::convert`](crate::deploy::Deployer::convert).
@@ -237,19 +242,19 @@ impl AlephDeployer {
         let restored = async {
             let out = shipper.run_with("unconvert", None).await?;
             let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            if said != "nothing-set-aside" {
+            if said != NOTHING_SET_ASIDE {
                 shipper.run("health").await?;
             }
             Ok::<_, AlephError>(said)
         }
         .await;
         let message = match restored {
-            Ok(said) if said == "converted-before" => format!(
+            Ok(said) if said == CONVERTED_BEFORE => format!(
                 "updating the converted agent failed ({}); it had been converted before, so its previous version \
                  runs again (the Python agent was not put back: the history since then is Baal's agent's alone)",
                 err.message
             ),
-            Ok(said) if said == "nothing-set-aside" => {
+            Ok(said) if said == NOTHING_SET_ASIDE => {
                 format!("converting the agent failed ({}); nothing on the VM was changed", err.message)
             }
             Ok(_) => format!(
