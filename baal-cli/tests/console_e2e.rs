@@ -19,6 +19,25 @@ fn agent_bin() -> PathBuf {
     beside
 }
 
+/// `baal-cli console` in `dir` on its embedded defaults there (data in `data/`, SQLite in
+/// `baal.db`, the built `baal-agent`), every pipe taken, killed if the test drops it.
+fn console(dir: &std::path::Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_baal-cli"));
+    command
+        .arg("console")
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("BAAL_DATA_DIR", dir.join("data"))
+        .env("DATABASE_URL", format!("sqlite://{}?mode=rwc", dir.join("baal.db").display()))
+        .env("BAAL_AGENT_BIN", agent_bin())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_piped_script_creates_chats_with_and_deletes_an_agent() {
     let llm = ScriptedLlm::start().await;
@@ -28,20 +47,9 @@ async fn a_piped_script_creates_chats_with_and_deletes_an_agent() {
     let data_dir = dir.path().join("data");
     let script =
         "/create\nEcho\n!press qwen\n!press deploy\nWhat is the answer?\n/list\n/delete 1\n!press yes, delete\n";
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_baal-cli"))
-        .arg("console")
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+    let mut child = console(dir.path())
         .env("LIBERTAI_API_BASE_URL", llm.base_url())
         .env("LIBERTAI_API_KEY", "sk-console-test")
-        .env("BAAL_DATA_DIR", &data_dir)
-        .env("DATABASE_URL", format!("sqlite://{}?mode=rwc", dir.path().join("baal.db").display()))
-        .env("BAAL_AGENT_BIN", agent_bin())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("run baal-cli console");
     let mut stdin = child.stdin.take().unwrap();
@@ -85,21 +93,7 @@ async fn with_metrics_addr_the_console_serves_metrics_and_health() {
     let dir = tempfile::tempdir().unwrap();
     // A port that was free a moment ago.
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_baal-cli"))
-        .arg("console")
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("BAAL_DATA_DIR", dir.path().join("data"))
-        .env("DATABASE_URL", format!("sqlite://{}?mode=rwc", dir.path().join("baal.db").display()))
-        .env("BAAL_AGENT_BIN", agent_bin())
-        .env("METRICS_ADDR", addr.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run baal-cli console");
+    let mut child = console(dir.path()).env("METRICS_ADDR", addr.to_string()).spawn().expect("run baal-cli console");
     let mut stdin = child.stdin.take().unwrap();
     baal_core::install_crypto_provider();
     let http = reqwest::Client::new();
