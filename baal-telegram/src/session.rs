@@ -120,6 +120,12 @@ impl StoreSession {
         Ok(())
     }
 
+    /// Whether the update state moved since the last save that completed.
+    #[cfg(test)]
+    fn unsaved(&self) -> bool {
+        self.changes.load(Ordering::SeqCst) != self.saved.load(Ordering::SeqCst)
+    }
+
     /// Saves when the update state moved since the last save; whether it did.
     pub async fn save_if_changed(&self) -> Result<bool, SessionError> {
         if self.changes.load(Ordering::SeqCst) == self.saved.load(Ordering::SeqCst) {
@@ -335,7 +341,9 @@ mod tests {
         let expected =
             UpdatesState { pts: 10, qts: 4, date: 1001, seq: 2, channels: vec![ChannelState { id: 55, pts: 70 }] };
         tokio::time::timeout(Duration::from_secs(60), async {
-            while stored_state(&store, &sealer).await != expected {
+            // Until the saver has also recorded its save: the store shows the write (on
+            // PostgreSQL, once committed) before the saver's own call returns.
+            while stored_state(&store, &sealer).await != expected || session.unsaved() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
